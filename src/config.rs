@@ -76,7 +76,10 @@ pub struct Rule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Run `program` directly; `args` match the request's words after the program.
-    Argv { program: PathBuf, args: Vec<ArgPattern> },
+    Argv {
+        program: PathBuf,
+        args: Vec<ArgPattern>,
+    },
     /// `"shell": true`: hand the whole command string to `/bin/sh -c`.
     Shell,
 }

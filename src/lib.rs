@@ -7,7 +7,13 @@
 //! `server` through a `mio::Waker`.
 
 pub mod clock;
-pub mod files;
-pub mod sys;
 pub mod config;
+pub mod files;
+pub mod http;
+pub mod server;
+pub mod sys;
 pub mod totp;
+pub mod agent;
+pub mod api;
+pub mod jobs;
+pub mod cli;

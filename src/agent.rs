@@ -1,0 +1,96 @@
+//! Start-up of the serving agent: every file it trusts is checked before the socket
+//! opens, and each failure is one error that says what to fix.
+
+use std::fmt;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::api::Agent;
+use crate::audit::{self, AuditError};
+use crate::auth::Auth;
+use crate::config::{Config, ConfigError};
+use crate::files::{self, FileError, Trust};
+use crate::jobs::Jobs;
+use crate::results::ResultsDir;
+use crate::server::Server;
+use crate::state::{StateError, StateStore};
+use crate::sys;
+use crate::totp::{self, Base32Error};
+
+/// Why the agent (or a command that needs its secret) could not start.
+#[derive(Debug)]
+pub enum StartError {
+    Config(ConfigError),
+    Secret(FileError),
+    SecretFormat { path: PathBuf, err: Base32Error },
+    Audit(AuditError),
+    State(StateError),
+    Results(FileError),
+    Bind { addr: String, err: std::io::Error },
+    Io { what: &'static str, err: std::io::Error },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(err) => write!(f, "{err}"),
+            Self::Secret(err) | Self::Results(err) => write!(f, "{err}"),
+            Self::SecretFormat { path, err } => write!(
+                f,
+                "secret file {} does not hold a base32 secret: {err}; run: sudo-agent init --force",
+                path.display()
+            ),
+            Self::Audit(err) => write!(f, "{err}"),
+            Self::State(err) => write!(f, "{err}"),
+            Self::Bind { addr, err } => write!(
+                f,
+                "cannot listen on {addr}: {err}; is another agent running? (ss -ltnp | grep {addr}) or set \"listen\""
+            ),
+            Self::Io { what, err } => write!(f, "{what}: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Reads and decodes the TOTP secret: a regular file of ours, mode 0600 or stricter.
+pub fn load_secret(path: &Path) -> Result<Vec<u8>, StartError> {
+    let text = files::read_trusted("secret file", path, Trust::Private).map_err(StartError::Secret)?;
+    totp::base32_decode(text.trim()).map_err(|err| StartError::SecretFormat { path: path.into(), err })
+}
+
+/// Runs the agent until SIGTERM/SIGINT. `listener` is a socket handed over by systemd,
+/// else `cfg.listen` is bound here.
+pub fn serve(cfg: Config, listener: Option<TcpListener>) -> Result<(), StartError> {
+    audit::init(&cfg.log_file, true).map_err(StartError::Audit)?;
+    let key = load_secret(&cfg.secret_file)?;
+    let (store, state) = StateStore::open(&cfg.state_dir).map_err(StartError::State)?;
+    let results = ResultsDir::open(&cfg.results).map_err(StartError::Results)?;
+    let cleanup = results.cleanup(crate::clock::now_unix());
+    for error in &cleanup.errors {
+        log::warn!("results cleanup: {error}");
+    }
+    let listener = match listener {
+        Some(listener) => listener,
+        None => TcpListener::bind(cfg.listen)
+            .map_err(|err| StartError::Bind { addr: cfg.listen.to_string(), err })?,
+    };
+    let addr = listener.local_addr().map_err(|err| StartError::Io { what: "listening socket", err })?;
+    let server = Server::new(listener).map_err(|err| StartError::Io { what: "event loop", err })?;
+    let signals = sys::stop_signal_pipe()
+        .map(mio::net::UnixStream::from_std)
+        .map_err(|err| StartError::Io { what: "signal handlers", err })?;
+    let jobs = Jobs::new(cfg.jobs, Arc::new(results), server.waker());
+    let auth = Auth::new(key, cfg.totp, cfg.throttle, store, state);
+    log::info!(
+        "LISTENING on {addr} (sudo-agent {}, {} rules, results in {})",
+        env!("CARGO_PKG_VERSION"),
+        cfg.rules.len(),
+        cfg.results.dir.display()
+    );
+    let mut agent = Agent::new(cfg, auth, jobs);
+    server.run(&mut agent, Some(signals)).map_err(|err| StartError::Io { what: "event loop", err })?;
+    log::info!("STOPPED");
+    Ok(())
+}

@@ -1,0 +1,361 @@
+//! Command line: parse words into a `Command` (no I/O), then carry it out. Exit codes:
+//! 0 ok, 1 failure, 2 usage.
+
+use std::ffi::OsString;
+use std::fs;
+use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use crate::agent::{self, StartError};
+use crate::clock;
+use crate::config::{self, Config, ConfigError, StarterPaths};
+use crate::files::{self, Trust};
+use crate::state::StateStore;
+use crate::totp;
+
+const USAGE: &str = "\
+sudo-agent: run allowlisted root commands over loopback HTTP, each gated by a TOTP code
+
+usage:
+  sudo-agent serve  [--config PATH]     run the agent (default config /etc/sudo-agent/config.json)
+  sudo-agent demo   [--listen ADDR]     throwaway agent in a temp dir on 127.0.0.1:9999
+  sudo-agent init   [--config PATH] [--account NAME] [--issuer NAME] [--force]
+                                        write a starter config (if absent) and a new secret
+  sudo-agent code   [--config PATH]     print the current code
+  sudo-agent verify CODE [--config PATH]
+                                        exit 0 if CODE is valid now (consumes nothing)
+  sudo-agent check  [--config PATH]     validate config, policy, files and modes
+  sudo-agent --help | --version";
+
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    Version,
+    Serve { config: PathBuf },
+    Demo { listen: SocketAddr },
+    Init { config: PathBuf, account: String, issuer: String, force: bool },
+    Code { config: PathBuf },
+    Verify { config: PathBuf, code: String },
+    Check { config: PathBuf },
+}
+
+/// Runs the program; returns the exit code.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let args: Result<Vec<String>, _> = args.into_iter().skip(1).map(OsString::into_string).collect();
+    let Ok(args) = args else {
+        eprintln!("sudo-agent: arguments must be UTF-8");
+        return 2;
+    };
+    match parse(&args) {
+        Ok(command) => match execute(command) {
+            Ok(code) => code,
+            Err(err) => {
+                eprintln!("sudo-agent: {err}");
+                1
+            }
+        },
+        Err(err) => {
+            eprintln!("sudo-agent: {err}\n(run `sudo-agent --help` for usage)");
+            2
+        }
+    }
+}
+
+/// Words to a `Command`; no I/O.
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let Some((sub, rest)) = args.split_first() else {
+        return Err("no command given".into());
+    };
+    let mut config = PathBuf::from(config::DEFAULT_CONFIG_PATH);
+    let mut listen: SocketAddr = ([127, 0, 0, 1], 9999).into();
+    let mut account = String::from("root");
+    let mut issuer = String::from("sudo-agent");
+    let mut force = false;
+    let mut positional = Vec::new();
+    let mut given: Vec<&str> = Vec::new();
+    let mut words = rest.iter();
+    while let Some(word) = words.next() {
+        let (flag, inline) = match word.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (word.as_str(), None),
+        };
+        let mut value = |name: &str| {
+            inline.clone().or_else(|| words.next().cloned()).ok_or_else(|| format!("{name} needs a value"))
+        };
+        if flag.starts_with("--") {
+            given.push(flag);
+        }
+        match flag {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "--config" => config = PathBuf::from(value("--config")?),
+            "--listen" => {
+                let text = value("--listen")?;
+                listen = text.parse().map_err(|_| format!("--listen {text} is not an address like 127.0.0.1:9999"))?;
+            }
+            "--account" => account = value("--account")?,
+            "--issuer" => issuer = value("--issuer")?,
+            "--force" => force = true,
+            other if other.starts_with('-') && other.len() > 1 => return Err(format!("unknown option {other}")),
+            other => positional.push(other.to_string()),
+        }
+    }
+    let command = match sub.as_str() {
+        "-h" | "--help" | "help" => Command::Help,
+        "-V" | "--version" => Command::Version,
+        "serve" => Command::Serve { config },
+        "demo" => Command::Demo { listen },
+        "init" => Command::Init { config, account, issuer, force },
+        "code" => Command::Code { config },
+        "check" => Command::Check { config },
+        "verify" => {
+            let [code] = positional.as_slice() else {
+                return Err("verify takes exactly one CODE".into());
+            };
+            Command::Verify { config, code: code.clone() }
+        }
+        other => return Err(format!("unknown command {other}")),
+    };
+    if !positional.is_empty() && !matches!(command, Command::Verify { .. }) {
+        return Err(format!("unexpected argument {}", positional[0]));
+    }
+    let allowed: &[&str] = match command {
+        Command::Demo { .. } => &["--listen"],
+        Command::Init { .. } => &["--config", "--account", "--issuer", "--force"],
+        _ => &["--config"],
+    };
+    if let Some(flag) = given.iter().find(|f| !allowed.contains(f)) {
+        return Err(format!("{flag} is not an option of `{sub}`"));
+    }
+    Ok(command)
+}
+
+fn execute(command: Command) -> Result<i32, String> {
+    match command {
+        Command::Help => println!("{USAGE}"),
+        Command::Version => println!("sudo-agent {}", env!("CARGO_PKG_VERSION")),
+        Command::Serve { config } => {
+            let cfg = Config::load(&config).map_err(|e| e.to_string())?;
+            agent::serve(cfg, None).map_err(|e| e.to_string())?;
+        }
+        Command::Demo { listen } => return demo(listen),
+        Command::Init { config, account, issuer, force } => init(&config, &account, &issuer, force)?,
+        Command::Code { config } => {
+            let (cfg, key) = load_with_secret(&config)?;
+            println!("{}", totp::code_at(&key, clock::now_unix(), &cfg.totp));
+        }
+        Command::Verify { config, code } => {
+            let (cfg, key) = load_with_secret(&config)?;
+            return Ok(match totp::verify(&key, &code, clock::now_unix(), &cfg.totp) {
+                Some(step) => {
+                    println!("valid (time step {step})");
+                    0
+                }
+                None => {
+                    eprintln!("invalid: {code:?} is not a current code for this secret");
+                    1
+                }
+            });
+        }
+        Command::Check { config } => return Ok(check(&config)),
+    }
+    Ok(0)
+}
+
+fn load_with_secret(config: &Path) -> Result<(Config, Vec<u8>), String> {
+    let cfg = Config::load(config).map_err(|e| e.to_string())?;
+    let key = agent::load_secret(&cfg.secret_file).map_err(|e| e.to_string())?;
+    Ok((cfg, key))
+}
+
+/// `visudo -c` for the agent: every problem at once, exit 1 if any.
+fn check(config: &Path) -> i32 {
+    let mut problems: Vec<String> = Vec::new();
+    let cfg = match Config::load(config) {
+        Ok(cfg) => Some(cfg),
+        Err(ConfigError::Invalid { problems: list, .. }) => {
+            problems.extend(list.iter().map(|p| format!("{}: {p}", config.display())));
+            None
+        }
+        Err(err) => {
+            problems.push(err.to_string());
+            None
+        }
+    };
+    if let Some(cfg) = &cfg {
+        if let Err(err) = agent::load_secret(&cfg.secret_file) {
+            problems.push(err.to_string());
+        }
+        if cfg.state_dir.exists()
+            && let Err(err) = StateStore::open(&cfg.state_dir)
+        {
+            problems.push(err.to_string());
+        }
+        if cfg.results.dir.exists()
+            && let Err(err) = crate::results::ResultsDir::open(&cfg.results)
+        {
+            problems.push(err.to_string());
+        }
+        if let Some(dir) = cfg.log_file.parent().filter(|d| !d.is_dir()) {
+            problems.push(format!("log directory {} does not exist; run: mkdir -p {}", dir.display(), dir.display()));
+        }
+        for warning in cfg.warnings() {
+            eprintln!("warning: {warning}");
+        }
+    }
+    if problems.is_empty() {
+        println!("{}: ok", config.display());
+        0
+    } else {
+        for problem in &problems {
+            eprintln!("error: {problem}");
+        }
+        eprintln!("{} problem(s) found", problems.len());
+        1
+    }
+}
+
+/// Writes the starter config (if absent) and a new secret (unless present and not
+/// `force`), then shows the URI and QR code to scan.
+fn init(config: &Path, account: &str, issuer: &str, force: bool) -> Result<(), String> {
+    let dir = config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    if !config.exists() {
+        let paths = StarterPaths {
+            listen: ([127, 0, 0, 1], 9999).into(),
+            secret_file: absolute(&dir.join("secret")),
+            log_file: PathBuf::from("/var/log/sudo-agent.log"),
+            state_dir: PathBuf::from("/var/lib/sudo-agent"),
+            results_dir: PathBuf::from("/tmp/sudo-agent"),
+        };
+        write_new(config, &config::starter_config(&paths, false), 0o600)?;
+        println!("wrote starter config {} (read-only rules; edit to allow more)", config.display());
+    }
+    let cfg = Config::load(config).map_err(|e| e.to_string())?;
+    if cfg.secret_file.exists() && !force {
+        println!(
+            "kept the existing secret {} (use --force to make a new one; the old phone entry then stops working)",
+            cfg.secret_file.display()
+        );
+        return Ok(());
+    }
+    let key = new_secret(&cfg.secret_file)?;
+    print_enrolment(&key, account, issuer, &cfg);
+    Ok(())
+}
+
+fn new_secret(path: &Path) -> Result<Vec<u8>, String> {
+    let key = totp::generate_secret().map_err(|e| format!("no randomness for a secret: {e}"))?;
+    let text = format!("{}\n", totp::base32_encode(&key));
+    files::write_atomic("secret file", path, text.as_bytes(), 0o600).map_err(|e| e.to_string())?;
+    Ok(key)
+}
+
+fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), String> {
+    files::write_atomic("config file", path, text.as_bytes(), mode).map_err(|e| e.to_string())
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn print_enrolment(key: &[u8], account: &str, issuer: &str, cfg: &Config) {
+    let uri = totp::otpauth_uri(key, account, issuer, &cfg.totp);
+    match qr_text(&uri) {
+        Some(qr) => println!("Scan this with your authenticator app:\n\n{qr}"),
+        None => println!("(the URI is too long for a QR code; type the secret in by hand)"),
+    }
+    println!("URI: {uri}");
+    println!("secret (base32): {}", totp::base32_encode(key));
+    println!("current code: {}", totp::code_at(key, clock::now_unix(), &cfg.totp));
+}
+
+/// The URI as a QR code of half-block characters, light on dark as terminals need.
+fn qr_text(uri: &str) -> Option<String> {
+    use qrcode::render::unicode::Dense1x2;
+    let code = qrcode::QrCode::new(uri.as_bytes()).ok()?;
+    Some(code.render::<Dense1x2>().dark_color(Dense1x2::Light).light_color(Dense1x2::Dark).quiet_zone(true).build())
+}
+
+/// A throwaway agent: temp dir, new secret, demo policy, served until Ctrl-C.
+fn demo(listen: SocketAddr) -> Result<i32, String> {
+    let id = crate::jobs::new_id().map_err(|e| format!("no randomness: {e}"))?;
+    let dir = std::env::temp_dir().join(format!("sudo-agent-demo-{}", &id[..12]));
+    files::ensure_private_dir("demo dir", &dir).map_err(|e| e.to_string())?;
+    let result = demo_in(&dir, listen);
+    let _ = fs::remove_dir_all(&dir);
+    println!("removed {}", dir.display());
+    result.map(|()| 0)
+}
+
+fn demo_in(dir: &Path, listen: SocketAddr) -> Result<(), String> {
+    let paths = StarterPaths {
+        listen,
+        secret_file: dir.join("secret"),
+        log_file: dir.join("audit.log"),
+        state_dir: dir.join("state"),
+        results_dir: dir.join("results"),
+    };
+    let config = dir.join("config.json");
+    write_new(&config, &config::starter_config(&paths, true), 0o600)?;
+    let key = new_secret(&paths.secret_file)?;
+    let cfg = Config::load(&config).map_err(|e| e.to_string())?;
+    print_enrolment(&key, "demo", "sudo-agent-demo", &cfg);
+    let code = totp::code_at(&key, clock::now_unix(), &cfg.totp);
+    println!(
+        "\nDemo agent in {} (removed on Ctrl-C). Rules: {}\n\
+         Try (use the code your phone shows now):\n  \
+         curl -s http://{listen}/run -d '{{\"command\": \"uptime\"}}'\n  \
+         curl -s http://{listen}/run -d '{{\"pin\": \"{code}\", \"command\": \"echo \\\"hello from\\\" $USER\"}}'\n  \
+         curl -s http://{listen}/health\n",
+        dir.display(),
+        cfg.rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "),
+    );
+    match agent::serve(cfg, None) {
+        Ok(()) => Ok(()),
+        Err(err @ StartError::Bind { .. }) => Err(format!("{err}; or pick another with --listen 127.0.0.1:PORT")),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(text: &str) -> Vec<String> {
+        text.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn parses_commands() {
+        assert_eq!(parse(&words("serve")).unwrap(), Command::Serve { config: config::DEFAULT_CONFIG_PATH.into() });
+        assert_eq!(parse(&words("serve --config /x.json")).unwrap(), Command::Serve { config: "/x.json".into() });
+        assert_eq!(parse(&words("code --config=/y")).unwrap(), Command::Code { config: "/y".into() });
+        assert_eq!(
+            parse(&words("verify 123456")).unwrap(),
+            Command::Verify { config: config::DEFAULT_CONFIG_PATH.into(), code: "123456".into() }
+        );
+        assert_eq!(parse(&words("demo --listen 127.0.0.1:1234")).unwrap(), Command::Demo { listen: "127.0.0.1:1234".parse().unwrap() });
+        assert_eq!(parse(&words("check --help")).unwrap(), Command::Help);
+        assert_eq!(parse(&words("--version")).unwrap(), Command::Version);
+    }
+
+    #[test]
+    fn usage_errors() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&words("frobnicate")).is_err());
+        assert!(parse(&words("serve --nope")).is_err());
+        assert!(parse(&words("verify")).is_err());
+        assert!(parse(&words("serve --config")).is_err());
+        assert!(parse(&words("demo --listen nowhere")).is_err());
+        assert!(parse(&words("code extra")).is_err());
+        assert!(parse(&words("serve --force")).is_err());
+        assert!(parse(&words("verify 1 --listen 127.0.0.1:1")).is_err());
+    }
+}

@@ -1,0 +1,312 @@
+//! Shared fixture for integration tests: an agent started from the real binary in a temp
+//! dir on an ephemeral loopback port, a real HTTP client, and a code generator using
+//! the secret the test wrote. Dropping the `Agent` kills it and removes the dir.
+
+#![allow(dead_code)] // each test file uses a different part of the fixture
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sudo_agent::totp::{self, Params};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sudo-agent");
+
+/// A fixed test secret (base32 of "12345678901234567890", the RFC test key).
+pub const SECRET_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A private temp dir removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("sa-test-{tag}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The base config a test starts from; `overrides` is merged into it key by key
+/// (objects merge, other values replace).
+pub fn base_config(dir: &Path, overrides: Value) -> Value {
+    let mut cfg = json!({
+        "listen": "127.0.0.1:0",
+        "secret_file": dir.join("secret"),
+        "log_file": dir.join("audit.log"),
+        "state_dir": dir.join("state"),
+        "results": {"dir": dir.join("results")},
+        "totp": {"step_s": 30},
+        "rules": [
+            {"name": "uptime", "argv": ["/usr/bin/uptime"], "no_pin": true},
+            {"name": "env", "argv": ["/usr/bin/env"], "no_pin": true},
+            {"name": "echo", "argv": ["/bin/echo", "**"]},
+            {"name": "sh", "argv": ["/bin/sh", "-c", "*"], "timeout_s": 2},
+            {"name": "sleep", "argv": ["/bin/sleep", "*"]},
+            {"name": "true", "argv": ["/bin/true"]}
+        ]
+    });
+    merge(&mut cfg, overrides);
+    cfg
+}
+
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) if slot.is_object() && v.is_object() => merge(slot, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+pub struct Agent {
+    pub child: Option<Child>,
+    pub dir: TempDir,
+    pub addr: SocketAddr,
+    pub key: Vec<u8>,
+    pub params: Params,
+    pub config_path: PathBuf,
+    http: ureq::Agent,
+}
+
+/// A response as a user sees it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+impl Agent {
+    /// Starts an agent with `base_config` plus `overrides`.
+    pub fn start(tag: &str, overrides: Value) -> Agent {
+        let dir = TempDir::new(tag);
+        let cfg = base_config(dir.path(), overrides);
+        Agent::start_in(dir, &cfg, &[])
+    }
+
+    /// Writes `cfg` and the test secret into `dir` and starts `serve` with extra env vars.
+    pub fn start_in(dir: TempDir, cfg: &Value, env: &[(&str, &str)]) -> Agent {
+        let config_path = dir.path().join("config.json");
+        fs::write(&config_path, serde_json::to_vec_pretty(cfg).unwrap()).unwrap();
+        fs::set_permissions(&config_path, fs::Permissions::from_mode(0o600)).unwrap();
+        let secret = dir.path().join("secret");
+        if !secret.exists() {
+            fs::write(&secret, format!("{SECRET_B32}\n")).unwrap();
+            fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let params = Params {
+            digits: cfg["totp"]["digits"].as_u64().unwrap_or(6) as u32,
+            step_s: cfg["totp"]["step_s"].as_u64().unwrap_or(30),
+            skew: cfg["totp"]["skew"].as_u64().unwrap_or(1),
+        };
+        let http: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let mut agent = Agent {
+            child: None,
+            dir,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            key: totp::base32_decode(SECRET_B32).unwrap(),
+            params,
+            config_path,
+            http,
+        };
+        agent.spawn(env);
+        agent
+    }
+
+    /// (Re)starts the process and waits for its LISTENING line.
+    pub fn spawn(&mut self, env: &[(&str, &str)]) {
+        let log_before = self.log().len();
+        let stderr = fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("stderr.txt")).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve").arg("--config").arg(&self.config_path).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let log = self.log();
+            if let Some(line) = log[log_before.min(log.len())..].lines().find(|l| l.contains("LISTENING on ")) {
+                let addr = line.split("LISTENING on ").nth(1).unwrap().split_whitespace().next().unwrap();
+                self.addr = addr.parse().unwrap();
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("agent exited with {status} before listening; stderr:\n{}", self.stderr());
+            }
+            assert!(Instant::now() < deadline, "agent did not start; stderr:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL, as a power cut or OOM kill would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        unsafe_kill(child.id(), 15);
+        child.wait().unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stderr.txt")).unwrap_or_default()
+    }
+
+    /// The code for the current step.
+    pub fn code(&self) -> String {
+        totp::code_at(&self.key, now(), &self.params)
+    }
+
+    /// Waits for the next time step to begin, then returns its code (replay protection
+    /// refuses a second use of a step, so each authenticated request needs a new one).
+    pub fn fresh_code(&self) -> String {
+        let step = self.params.step_s;
+        let now_ms = now_ms();
+        let next = (now_ms / 1000 / step + 1) * step * 1000;
+        std::thread::sleep(Duration::from_millis(next - now_ms + 20));
+        self.code()
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        let resp = self.http.get(&self.url(path)).call().unwrap();
+        to_reply(resp)
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> Reply {
+        let resp = self.http.post(&self.url(path)).header("Content-Type", "application/json").send(body).unwrap();
+        to_reply(resp)
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> Reply {
+        self.post(path, &body.to_string())
+    }
+
+    /// Sends raw bytes on a fresh connection and reads until the agent closes it or
+    /// `timeout` passes.
+    pub fn raw(&self, bytes: &[u8], timeout: Duration) -> String {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(timeout)).unwrap();
+        let _ = s.write_all(bytes);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    pub fn health_ok(&self) -> bool {
+        let r = self.get("/health");
+        r.status == 200 && r.json()["status"] == "ok"
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn to_reply(mut resp: ureq::http::Response<ureq::Body>) -> Reply {
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = resp.body_mut().read_to_string().unwrap_or_default();
+    Reply { status, headers, body }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+pub fn now() -> u64 {
+    now_ms() / 1000
+}
+
+pub fn unsafe_kill(pid: u32, sig: i32) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Threads of a process, from /proc.
+pub fn threads(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Resident set size in KiB, from /proc.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
