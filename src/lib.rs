@@ -6,8 +6,11 @@
 //! `exec` (environment, process group, timeout, capture) → `results` + `audit` → back to
 //! `server` through a `mio::Waker`.
 
+pub mod audit;
+pub mod auth;
 pub mod clock;
-pub mod files;
-pub mod sys;
 pub mod config;
+pub mod files;
+pub mod state;
+pub mod sys;
 pub mod totp;
