@@ -6,14 +6,20 @@
 //! `exec` (environment, process group, timeout, capture) → `results` + `audit` → back to
 //! `server` through a `mio::Waker`.
 
-pub mod clock;
-pub mod config;
-pub mod files;
-pub mod http;
-pub mod server;
-pub mod sys;
-pub mod totp;
 pub mod agent;
 pub mod api;
-pub mod jobs;
+pub mod audit;
+pub mod auth;
 pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod exec;
+pub mod files;
+pub mod http;
+pub mod jobs;
+pub mod policy;
+pub mod results;
+pub mod server;
+pub mod state;
+pub mod sys;
+pub mod totp;

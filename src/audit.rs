@@ -1,0 +1,470 @@
+//! The audit log: one line per event, to `log_file` and (under systemd) stderr.
+//!
+//! Line shapes of the Python agent are kept so existing greps and dashboards work:
+//! `QUEUED [id]: cmd`, `EXECUTING [id]: cmd`, `RESULT [id] (rc=N): output`,
+//! `INVALID PIN attempt for command: cmd`. Everything that came from outside passes
+//! through [`one_line`], so one event is one line and nobody can forge a line.
+//! No function here takes a code or the secret, so neither can be logged by mistake.
+//!
+//! A line reads `2026-11-22T00:44:33.12034Z [INFO] QUEUED [id]: cmd`: RFC 3339 UTC time
+//! (the fraction has up to 9 digits, trailing zeros dropped), level, message. Security
+//! refusals are logged at `WARN`.
+
+use std::fmt;
+use std::fs::{File, OpenOptions, Permissions};
+use std::io::{self, LineWriter};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use simplelog::{CombinedLogger, ConfigBuilder, LevelFilter, SharedLogger, WriteLogger};
+
+/// Commands are cut to this many characters in a line.
+pub const MAX_COMMAND_CHARS: usize = 500;
+/// Output in `RESULT` lines: one line of at most this many characters.
+pub const MAX_OUTPUT_CHARS: usize = 200;
+/// Anything else from outside (reasons, peers, ids, rule names).
+const MAX_FIELD_CHARS: usize = 200;
+/// Mode of a log file the agent creates: the group (e.g. `adm`) may read, nobody else.
+const LOG_MODE: u32 = 0o640;
+
+/// Why the audit log could not be set up.
+#[derive(Debug)]
+pub enum AuditError {
+    /// The log file could not be opened or created.
+    Open { path: PathBuf, err: io::Error },
+    /// The path exists but is not a regular file.
+    NotRegular { path: PathBuf },
+    /// A logger was already installed in this process.
+    AlreadyInitialized,
+}
+
+impl fmt::Display for AuditError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Open { path, err } if err.raw_os_error() == Some(libc::ELOOP) => write!(
+                f,
+                "log file {} is a symbolic link; replace it with a real file or set \
+                 \"log_file\" in the config (links are never followed)",
+                path.display()
+            ),
+            Self::Open { path, err } => write!(
+                f,
+                "cannot open log file {}: {err}; check the directory exists and is writable \
+                 by the agent's user, or set \"log_file\" in the config",
+                path.display()
+            ),
+            Self::NotRegular { path } => write!(
+                f,
+                "log file {} is not a regular file; remove it or set \"log_file\" in the config",
+                path.display()
+            ),
+            Self::AlreadyInitialized => f.write_str("the audit log was already set up"),
+        }
+    }
+}
+
+impl std::error::Error for AuditError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Open { err, .. } => Some(err),
+            _ => None,
+        }
+    }
+}
+
+/// Installs the process-wide logger: `log_file` (append) plus stderr when `stderr`.
+/// Can succeed once per process.
+pub fn init(log_file: &Path, stderr: bool) -> Result<(), AuditError> {
+    let file = open_log(log_file)?;
+    let config = ConfigBuilder::new()
+        // RFC 3339 in UTC (simplelog's default offset). A custom format would need
+        // `time::macros`, which expands to `::time::…` paths: not usable without making
+        // `time` a direct dependency for a cosmetic fixed-width fraction.
+        .set_time_format_rfc3339()
+        .set_time_level(LevelFilter::Error)
+        .set_max_level(LevelFilter::Error)
+        .set_thread_level(LevelFilter::Off)
+        .set_target_level(LevelFilter::Off)
+        .set_location_level(LevelFilter::Off)
+        // Only our own lines: a dependency's message is not an audit event and has not
+        // been through `one_line`.
+        .add_filter_allow_str("sudo_agent")
+        .build();
+    // LineWriter: one write(2) per line, so with O_APPEND a line lands whole even when
+    // another process appends to the same file.
+    let mut loggers: Vec<Box<dyn SharedLogger>> = vec![WriteLogger::new(
+        LevelFilter::Info,
+        config.clone(),
+        LineWriter::new(file),
+    )];
+    if stderr {
+        loggers.push(WriteLogger::new(
+            LevelFilter::Info,
+            config,
+            LineWriter::new(io::stderr()),
+        ));
+    }
+    CombinedLogger::init(loggers).map_err(|_| AuditError::AlreadyInitialized)
+}
+
+/// Opens `path` for appending without following links. A file we create gets exactly
+/// 0640 whatever the umask; an existing one (say 0644 from the Python agent) loses
+/// group-write and all world bits, and is never loosened.
+fn open_log(path: &Path) -> Result<File, AuditError> {
+    let open_err = |err| AuditError::Open {
+        path: path.into(),
+        err,
+    };
+    // O_NONBLOCK: opening a FIFO planted at the path fails (ENXIO) instead of hanging the
+    // start-up; it changes nothing for a regular file.
+    let flags = libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
+    let mut options = OpenOptions::new();
+    options.append(true).mode(LOG_MODE).custom_flags(flags);
+    let (file, created) = match options.clone().create_new(true).open(path) {
+        Ok(file) => (file, true),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            (options.open(path).map_err(open_err)?, false)
+        }
+        Err(err) => return Err(open_err(err)),
+    };
+    let meta = file.metadata().map_err(open_err)?;
+    if !meta.is_file() {
+        return Err(AuditError::NotRegular { path: path.into() });
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    let want = if created { LOG_MODE } else { mode & LOG_MODE };
+    if mode != want {
+        file.set_permissions(Permissions::from_mode(want))
+            .map_err(open_err)?;
+    }
+    Ok(file)
+}
+
+/// Makes `text` safe as part of one log line: `\n`, `\r`, `\t` become those two-character
+/// escapes, other control characters (C0, DEL, C1) `\xNN`, and line/paragraph separators
+/// and bidirectional overrides `\u{NNNN}` (they can fake a line break or reorder text on
+/// screen). The result has at most `max_chars` characters; when cut it ends in `…`.
+/// Backslashes are left alone so ordinary commands read as typed.
+pub fn one_line(text: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_chars.saturating_mul(4)));
+    let mut count = 0usize;
+    // Byte length of `out` at the last point where an ellipsis would still fit.
+    let mut fits_ellipsis = 0usize;
+    let mut piece = String::new();
+    for c in text.chars() {
+        piece.clear();
+        escape_into(c, &mut piece);
+        let n = piece.chars().count();
+        if count.saturating_add(n) > max_chars {
+            if max_chars == 0 {
+                return String::new();
+            }
+            out.truncate(fits_ellipsis);
+            out.push('…');
+            return out;
+        }
+        out.push_str(&piece);
+        count += n;
+        if count < max_chars {
+            fits_ellipsis = out.len();
+        }
+    }
+    out
+}
+
+fn escape_into(c: char, out: &mut String) {
+    use std::fmt::Write;
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if c.is_control() => {
+            let _ = write!(out, "\\x{:02x}", u32::from(c));
+        }
+        '\u{2028}'
+        | '\u{2029}'
+        | '\u{200e}'
+        | '\u{200f}'
+        | '\u{202a}'..='\u{202e}'
+        | '\u{2066}'..='\u{2069}' => {
+            let _ = write!(out, "\\u{{{:04x}}}", u32::from(c));
+        }
+        c => out.push(c),
+    }
+}
+
+fn cmd(command: &str) -> String {
+    one_line(command, MAX_COMMAND_CHARS)
+}
+
+fn field(text: &str) -> String {
+    one_line(text, MAX_FIELD_CHARS)
+}
+
+/// The `rc` of a `RESULT` line: the exit code (`0`, `1`, …); `signal N` when a signal
+/// ended the process (a timeout or a cancel shows the signal that did it, and has its
+/// own `TIMEOUT`/`CANCELLED` line); `none` when there is neither (it never started).
+pub fn rc_text(exit_code: Option<i32>, signal: Option<i32>) -> String {
+    match (exit_code, signal) {
+        (Some(code), _) => code.to_string(),
+        (None, Some(sig)) => format!("signal {sig}"),
+        (None, None) => "none".into(),
+    }
+}
+
+/// The output shown in a `RESULT` line: the first non-empty line of stdout, else of
+/// stderr, at most 200 characters.
+pub fn result_output(stdout: &str, stderr: &str) -> String {
+    let first = |s: &str| {
+        s.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(str::to_owned)
+    };
+    let line = first(stdout).or_else(|| first(stderr)).unwrap_or_default();
+    one_line(&line, MAX_OUTPUT_CHARS)
+}
+
+/// A request passed auth and policy: `ACCEPTED [id] rule=name: cmd`.
+pub fn accepted(id: &str, rule: &str, command: &str) {
+    log::info!(
+        "ACCEPTED [{}] rule={}: {}",
+        field(id),
+        field(rule),
+        cmd(command)
+    );
+}
+
+/// `QUEUED [id]: cmd`.
+pub fn queued(id: &str, command: &str) {
+    log::info!("QUEUED [{}]: {}", field(id), cmd(command));
+}
+
+/// `EXECUTING [id]: cmd`.
+pub fn executing(id: &str, command: &str) {
+    log::info!("EXECUTING [{}]: {}", field(id), cmd(command));
+}
+
+/// `RESULT [id] (rc=rc): output`; `rc` from [`rc_text`], output from the job's stdout and
+/// stderr as [`result_output`] picks it.
+pub fn result(id: &str, rc: &str, stdout: &str, stderr: &str) {
+    log::info!(
+        "RESULT [{}] (rc={}): {}",
+        field(id),
+        field(rc),
+        result_output(stdout, stderr)
+    );
+}
+
+/// `TIMEOUT [id] after Ns: cmd`.
+pub fn timeout(id: &str, secs: u64, command: &str) {
+    log::warn!("TIMEOUT [{}] after {secs}s: {}", field(id), cmd(command));
+}
+
+/// `CANCELLED [id]: cmd`.
+pub fn cancelled(id: &str, command: &str) {
+    log::info!("CANCELLED [{}]: {}", field(id), cmd(command));
+}
+
+/// A job found running in the journal after a restart: `INTERRUPTED [id]: cmd`.
+pub fn interrupted(id: &str, command: &str) {
+    log::warn!("INTERRUPTED [{}]: {}", field(id), cmd(command));
+}
+
+/// Wrong or expired code: `INVALID PIN attempt for command: cmd`.
+pub fn invalid_code(command: &str) {
+    log::warn!("INVALID PIN attempt for command: {}", cmd(command));
+}
+
+/// Correct but already used code: `REUSED PIN attempt for command: cmd`.
+pub fn reused_code(command: &str) {
+    log::warn!("REUSED PIN attempt for command: {}", cmd(command));
+}
+
+/// No rule matched: `DENIED by policy [peer]: cmd` (`peer` is the client's address).
+pub fn denied_by_policy(peer: &str, command: &str) {
+    log::warn!("DENIED by policy [{}]: {}", field(peer), cmd(command));
+}
+
+/// The throttle just locked: `LOCKED OUT for Ns after K failed codes`.
+pub fn locked_out(secs: u64, failures: usize) {
+    log::warn!("LOCKED OUT for {secs}s after {failures} failed codes");
+}
+
+/// A code-bearing request arrived while locked:
+/// `LOCKED request refused (retry in Ns): cmd`.
+pub fn locked_refused(retry_after_s: u64, command: &str) {
+    log::warn!(
+        "LOCKED request refused (retry in {retry_after_s}s): {}",
+        cmd(command)
+    );
+}
+
+/// `BAD REQUEST from peer: reason`.
+pub fn bad_request(peer: &str, reason: &str) {
+    log::warn!("BAD REQUEST from {}: {}", field(peer), field(reason));
+}
+
+/// A non-loopback client while `allow_remote` is false: `FORBIDDEN peer addr`.
+pub fn forbidden_peer(addr: &str) {
+    log::warn!("FORBIDDEN peer {}", field(addr));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn one_line_escapes_controls() {
+        assert_eq!(one_line("ls -l /tmp", 100), "ls -l /tmp");
+        assert_eq!(
+            one_line("a\nb\rc\td\0e\x1bf\x7fg", 100),
+            "a\\nb\\rc\\td\\x00e\\x1bf\\x7fg"
+        );
+        assert_eq!(one_line("x\u{85}y", 100), "x\\x85y");
+        assert_eq!(
+            one_line("x\u{2028}y\u{202e}z", 100),
+            "x\\u{2028}y\\u{202e}z"
+        );
+        assert_eq!(one_line("grüße \\ \"q\"", 100), "grüße \\ \"q\"");
+        let forged = one_line("ls\n2026-01-01T00:00:00.000Z [INFO] EXECUTING [x]: rm", 500);
+        assert!(!forged.contains('\n') && !forged.contains('\r'));
+    }
+
+    #[test]
+    fn one_line_cuts_to_max_chars() {
+        assert_eq!(one_line("abcdef", 6), "abcdef");
+        assert_eq!(one_line("abcdefg", 6), "abcde…");
+        assert_eq!(one_line("ääääääää", 4), "äää…");
+        assert_eq!(one_line("abc", 0), "");
+        assert_eq!(one_line("abc", 1), "…");
+        assert_eq!(one_line("", 5), "");
+        // An escape is never cut in half.
+        assert_eq!(one_line("abcd\nefgh", 6), "abcd…");
+        assert_eq!(one_line("abc\nefgh", 6), "abc\\n…");
+        let long = "x".repeat(10_000);
+        assert_eq!(one_line(&long, 500).chars().count(), 500);
+    }
+
+    #[test]
+    fn result_fields() {
+        assert_eq!(rc_text(Some(0), None), "0");
+        assert_eq!(rc_text(Some(-1), None), "-1");
+        assert_eq!(rc_text(None, Some(9)), "signal 9");
+        assert_eq!(rc_text(None, None), "none");
+        assert_eq!(result_output("\n  first\nsecond\n", "err"), "first");
+        assert_eq!(result_output("", "boom\nmore"), "boom");
+        assert_eq!(result_output(" \n", ""), "");
+        assert_eq!(result_output(&"y".repeat(300), "").chars().count(), 200);
+    }
+
+    #[test]
+    fn open_log_refuses_links_and_tightens_modes() {
+        let dir = std::env::temp_dir().join(format!("sudo-agent-auditopen-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let real = dir.join("real.log");
+        fs::write(&real, "old\n").unwrap();
+        fs::set_permissions(&real, Permissions::from_mode(0o666)).unwrap();
+        let link = dir.join("link.log");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = open_log(&link).unwrap_err().to_string();
+        assert!(err.contains("is a symbolic link"), "{err}");
+        open_log(&real).unwrap();
+        assert_eq!(fs::metadata(&real).unwrap().mode() & 0o777, 0o640);
+        fs::set_permissions(&real, Permissions::from_mode(0o600)).unwrap();
+        open_log(&real).unwrap();
+        assert_eq!(
+            fs::metadata(&real).unwrap().mode() & 0o777,
+            0o600,
+            "never loosened"
+        );
+        let err = open_log(&dir.join("no/such/dir.log"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot open log file") && err.contains("\"log_file\""),
+            "{err}"
+        );
+        assert!(open_log(&dir).is_err(), "a directory is not a log file");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The only test that installs the global logger (possible once per process). Other
+    /// tests may log into the same file meanwhile, so lines are found by their unique id.
+    #[test]
+    fn log_file_lines() {
+        let dir = std::env::temp_dir().join(format!("sudo-agent-audit-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.log");
+        init(&path, false).unwrap();
+        assert!(matches!(
+            init(&path, false),
+            Err(AuditError::AlreadyInitialized)
+        ));
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o640);
+
+        let code = "492039"; // what the client sent as "pin"; must never be logged
+        let id = "0123456789abcdef0123456789abcdef";
+        let c = "systemctl restart nginx";
+        accepted(id, "service", c);
+        queued(id, c);
+        executing(id, c);
+        result(id, &rc_text(Some(0), None), "", "warning: x\nmore");
+        result(id, &rc_text(None, Some(9)), "line1\nline2", "");
+        timeout(id, 60, c);
+        cancelled(id, c);
+        interrupted(id, c);
+        invalid_code("uniq-invalid ls");
+        reused_code("uniq-reused ls");
+        denied_by_policy("127.0.0.1:40000", "uniq-denied\nFAKE [INFO] line");
+        locked_out(31_337, 5);
+        locked_refused(29, "uniq-locked ls");
+        bad_request("127.0.0.1:40001", "uniq-bad: body is not JSON");
+        forbidden_peer("192.0.2.7:5555");
+        log::logger().flush();
+
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(code));
+        let messages: Vec<&str> = text
+            .lines()
+            .map(|line| {
+                // `2026-11-22T00:44:33.12034Z [INFO] message`
+                let (ts, rest) = line.split_once(' ').unwrap();
+                assert!((20..=30).contains(&ts.len()), "{line}");
+                assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{line}");
+                assert!(ts[..4].bytes().all(|b| b.is_ascii_digit()), "{line}");
+                let (level, message) = rest.split_once(' ').unwrap();
+                assert!(["[INFO]", "[WARN]", "[ERROR]"].contains(&level), "{line}");
+                message
+            })
+            .collect();
+        for want in [
+            format!("ACCEPTED [{id}] rule=service: {c}"),
+            format!("QUEUED [{id}]: {c}"),
+            format!("EXECUTING [{id}]: {c}"),
+            format!("RESULT [{id}] (rc=0): warning: x"),
+            format!("RESULT [{id}] (rc=signal 9): line1"),
+            format!("TIMEOUT [{id}] after 60s: {c}"),
+            format!("CANCELLED [{id}]: {c}"),
+            format!("INTERRUPTED [{id}]: {c}"),
+            "INVALID PIN attempt for command: uniq-invalid ls".into(),
+            "REUSED PIN attempt for command: uniq-reused ls".into(),
+            "DENIED by policy [127.0.0.1:40000]: uniq-denied\\nFAKE [INFO] line".into(),
+            "LOCKED OUT for 31337s after 5 failed codes".into(),
+            "LOCKED request refused (retry in 29s): uniq-locked ls".into(),
+            "BAD REQUEST from 127.0.0.1:40001: uniq-bad: body is not JSON".into(),
+            "FORBIDDEN peer 192.0.2.7:5555".into(),
+        ] {
+            assert!(
+                messages.contains(&want.as_str()),
+                "missing {want:?} in\n{text}"
+            );
+        }
+        assert!(!messages.iter().any(|m| m.starts_with("FAKE")));
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
