@@ -84,7 +84,7 @@ impl Agent {
 
     fn route(&mut self, req: &Request, now: Instant) -> Result<Reply, ApiError> {
         if !self.cfg.allow_remote && !is_loopback(req.peer.ip()) {
-            audit::forbidden(&req.peer.to_string());
+            audit::forbidden_peer(&req.peer.to_string());
             return Err(ApiError::Forbidden);
         }
         let method = req.method.as_str();
@@ -169,7 +169,7 @@ impl Agent {
                 return Err(ApiError::InvalidCode);
             }
             _ => {
-                audit::denied(&req.peer.to_string(), &command);
+                audit::denied_by_policy(&req.peer.to_string(), &command);
                 return Err(ApiError::NotAllowed);
             }
         };
@@ -197,7 +197,7 @@ impl Agent {
                 Err(ApiError::InvalidCode)
             }
             Err(Denied::LockedOut { retry_after_s }) => {
-                audit::locked(retry_after_s, command);
+                audit::locked_refused(retry_after_s, command);
                 Err(ApiError::LockedOut { retry_after_s })
             }
             Err(Denied::Unavailable(err)) => {

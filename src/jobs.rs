@@ -349,18 +349,15 @@ fn apply_outcome(record: &mut JobRecord, outcome: Outcome, timeout_s: u64) {
     record.started_at = Some(clock::rfc3339(outcome.started_ms));
     record.finished_at = Some(clock::rfc3339(outcome.finished_ms));
     record.duration_ms = Some(outcome.finished_ms.saturating_sub(outcome.started_ms));
-    let rc = match (&outcome.ending, record.exit_code, record.signal) {
-        (Ending::TimedOut, ..) => {
-            audit::timed_out(&record.id, timeout_s, &record.command);
+    let rc = match &outcome.ending {
+        Ending::TimedOut => {
+            audit::timeout(&record.id, timeout_s, &record.command);
             "timeout".to_string()
         }
-        (Ending::Cancelled, ..) => "cancelled".to_string(),
-        (_, Some(code), _) => code.to_string(),
-        (_, None, Some(signal)) => format!("signal {signal}"),
-        _ => "none".to_string(),
+        Ending::Cancelled => "cancelled".to_string(),
+        _ => audit::rc_text(record.exit_code, record.signal),
     };
-    let output = if record.stdout.trim().is_empty() { &record.stderr } else { &record.stdout };
-    audit::result(&record.id, &rc, output);
+    audit::result(&record.id, &rc, &record.stdout, &record.stderr);
 }
 
 /// The result file: a header a person can read, then the output as it was.

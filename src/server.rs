@@ -408,7 +408,7 @@ impl Conn {
                             }
                         }
                         Err(err) => {
-                            log::info!("BAD REQUEST from {}: {err}", self.peer);
+                            crate::audit::bad_request(&self.peer.to_string(), &err.to_string());
                             self.respond(&err.response(), false);
                         }
                     }

@@ -1,0 +1,178 @@
+//! Codes, replay, throttling and policy through the real binary.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Agent, now};
+use serde_json::json;
+use sudo_agent::totp;
+
+fn fast() -> serde_json::Value {
+    // One-second steps so each test can get several fresh codes quickly.
+    json!({"totp": {"step_s": 1}})
+}
+
+#[test]
+fn good_code_runs_and_is_never_accepted_twice() {
+    let agent = Agent::start("goodcode", fast());
+    let code = agent.fresh_code();
+    let r = agent.post_json("/run", &json!({"pin": code, "command": "echo hello"}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let job = r.json();
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["stdout"], "hello\n");
+    assert_eq!(job["exit_code"], 0);
+    assert_eq!(job["rule"], "echo");
+    assert_eq!(job["argv"], json!(["/bin/echo", "hello"]));
+    assert_eq!(job["id"].as_str().unwrap().len(), 32);
+
+    let again = agent.post_json("/run", &json!({"pin": code, "command": "echo hello"}));
+    assert_eq!(again.status, 401, "{}", again.body);
+    assert_eq!(again.json()["error"], "invalid_code");
+
+    // A code of an earlier step, still inside the skew window, after a newer one: refused.
+    let older = totp::code_at(&agent.key, now() - 1, &agent.params);
+    let r = agent.post_json("/run", &json!({"pin": older, "command": "echo x"}));
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(agent.log().contains("REUSED PIN attempt for command: echo hello"), "{}", agent.log());
+}
+
+#[test]
+fn wrong_code_is_401_and_the_log_never_holds_the_code() {
+    let agent = Agent::start("wrongcode", fast());
+    let good = agent.code();
+    let wrong = if good == "000000" { "111111" } else { "000000" };
+    let r = agent.post_json("/run", &json!({"pin": wrong, "command": "echo secret-run"}));
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "invalid_code");
+    let log = agent.log();
+    assert!(log.contains("INVALID PIN attempt for command: echo secret-run"), "{log}");
+    assert!(!log.contains(wrong), "the audit log must never hold the code: {log}");
+    // And no job ran: nothing in the results dir.
+    assert_eq!(std::fs::read_dir(agent.dir.path().join("results")).unwrap().count(), 0);
+}
+
+#[test]
+fn policy_is_checked_after_the_code() {
+    let agent = Agent::start("policy", fast());
+    // Without a code, a command no rule allows looks exactly like one that needs a code.
+    let unknown = agent.post_json("/run", &json!({"command": "cat /etc/shadow"}));
+    let needs_code = agent.post_json("/run", &json!({"command": "echo hi"}));
+    assert_eq!(unknown.status, 401);
+    assert_eq!(needs_code.status, 401);
+    assert_eq!(unknown.json()["error"], needs_code.json()["error"]);
+
+    // With a good code: no rule matches → 403 not_allowed, and the code is consumed.
+    let code = agent.fresh_code();
+    let r = agent.post_json("/run", &json!({"pin": code, "command": "cat /etc/shadow"}));
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["error"], "not_allowed");
+    assert!(agent.log().contains("DENIED by policy"), "{}", agent.log());
+    let r = agent.post_json("/run", &json!({"pin": code, "command": "echo hi"}));
+    assert_eq!(r.status, 401, "a code spent on a refused command stays spent");
+}
+
+#[test]
+fn no_pin_rule_runs_without_a_code() {
+    let agent = Agent::start("nopin", fast());
+    let r = agent.post_json("/", &json!({"command": "uptime"}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["status"], "succeeded");
+    assert!(r.json()["stdout"].as_str().unwrap().contains("load average"));
+    // Extra arguments make it a different command: no rule, so 401 without a code.
+    let r = agent.post_json("/", &json!({"command": "uptime --help"}));
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn words_are_split_like_a_shell_but_never_given_to_one() {
+    let agent = Agent::start("words", fast());
+    let r = agent.post_json("/run", &json!({"pin": agent.fresh_code(), "command": "echo hi | tail"}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["argv"], json!(["/bin/echo", "hi", "|", "tail"]));
+    assert_eq!(r.json()["stdout"], "hi | tail\n");
+
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": agent.fresh_code(), "command": r#"echo "a  b" 'c "d"' e\ f $(id) `id` ; x"#}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["stdout"], "a  b c \"d\" e f $(id) `id` ; x\n");
+
+    let r = agent.post_json("/run", &json!({"pin": agent.fresh_code(), "argv": ["echo", "one arg", "'q'"]}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["argv"], json!(["/bin/echo", "one arg", "'q'"]));
+    assert_eq!(r.json()["stdout"], "one arg 'q'\n");
+}
+
+#[test]
+fn lockout_is_429_with_retry_after_and_survives_restart() {
+    let mut agent = Agent::start(
+        "lockout",
+        json!({"totp": {"step_s": 1}, "throttle": {"max_failures": 3, "window_s": 60, "lockout_s": 30}}),
+    );
+    for _ in 0..3 {
+        let r = agent.post_json("/run", &json!({"pin": "000000", "command": "echo x"}));
+        // 000000 might be the current code once in a million runs; either way not 429 yet.
+        assert_ne!(r.status, 429);
+    }
+    let r = agent.post_json("/run", &json!({"pin": agent.code(), "command": "echo x"}));
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.json()["error"], "locked_out");
+    let retry: u64 = r.header("Retry-After").unwrap().parse().unwrap();
+    assert!((25..=30).contains(&retry), "Retry-After {retry}");
+    assert!(agent.log().contains("LOCKED OUT for 30s after 3 failed codes"), "{}", agent.log());
+    let health = agent.get("/health").json();
+    assert!(health["locked_for_s"].as_u64().unwrap() > 20, "{health}");
+    // no_pin rules stay usable during a lockout: they involve no code.
+    assert_eq!(agent.post_json("/run", &json!({"command": "uptime"})).status, 200);
+
+    agent.kill9();
+    agent.spawn(&[]);
+    let r = agent.post_json("/run", &json!({"pin": agent.code(), "command": "echo x"}));
+    assert_eq!(r.status, 429, "the lockout must survive a restart: {}", r.body);
+}
+
+#[test]
+fn replay_is_refused_after_restart() {
+    let mut agent = Agent::start("replay", json!({"totp": {"step_s": 2}}));
+    let code = agent.fresh_code();
+    let r = agent.post_json("/run", &json!({"pin": code, "command": "echo once"}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    agent.kill9();
+    agent.spawn(&[]);
+    let r = agent.post_json("/run", &json!({"pin": code, "command": "echo twice"}));
+    assert_eq!(r.status, 401, "a used code must stay used across restarts: {}", r.body);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(agent.dir.path().join("state/auth.json")).unwrap()).unwrap();
+    assert!(state["last_step"].as_u64().unwrap() >= now() / 2 - 2);
+}
+
+#[test]
+fn code_and_verify_commands_agree_with_the_agent() {
+    let agent = Agent::start("cli-code", json!({}));
+    let out = std::process::Command::new(common::BIN)
+        .args(["code", "--config"])
+        .arg(&agent.config_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let expected: Vec<String> =
+        [now() - 1, now(), now() + 1].iter().map(|t| totp::code_at(&agent.key, *t, &agent.params)).collect();
+    assert!(expected.contains(&printed), "{printed} not in {expected:?}");
+
+    let verify = |code: &str| {
+        std::process::Command::new(common::BIN)
+            .args(["verify", code, "--config"])
+            .arg(&agent.config_path)
+            .status()
+            .unwrap()
+            .code()
+    };
+    assert_eq!(verify(&printed), Some(0));
+    assert_eq!(verify(&printed), Some(0), "verify consumes nothing");
+    assert_eq!(verify("12345"), Some(1));
+    std::thread::sleep(Duration::from_millis(10));
+}
