@@ -11,3 +11,5 @@ pub mod files;
 pub mod sys;
 pub mod config;
 pub mod totp;
+pub mod exec;
+pub mod results;
