@@ -369,8 +369,14 @@ impl Job {
                 None
             }
         };
-        let out = Capture::new(child.stdout.take().map(OwnedFd::from), spec.max_output_bytes);
-        let err = Capture::new(child.stderr.take().map(OwnedFd::from), spec.max_output_bytes);
+        let out = Capture::new(
+            child.stdout.take().map(OwnedFd::from),
+            spec.max_output_bytes,
+        );
+        let err = Capture::new(
+            child.stderr.take().map(OwnedFd::from),
+            spec.max_output_bytes,
+        );
         Ok(Job {
             child,
             pid,
@@ -541,9 +547,11 @@ mod tests {
     #[test]
     fn echo_exits_zero_with_output() {
         let mut seen = 0;
-        let out = run(&spec(&["/bin/echo", "hi"]), &AtomicBool::new(false), |pid| {
-            seen = pid
-        });
+        let out = run(
+            &spec(&["/bin/echo", "hi"]),
+            &AtomicBool::new(false),
+            |pid| seen = pid,
+        );
         assert_eq!(out.ending, Ending::Exited(0));
         assert_eq!(out.exit_code, Some(0));
         assert_eq!(out.signal, None);
@@ -638,6 +646,19 @@ mod tests {
     }
 
     #[test]
+    fn endless_output_still_times_out() {
+        let mut s = spec(&["/usr/bin/yes"]);
+        s.max_output_bytes = 1000;
+        s.timeout = Duration::from_millis(500);
+        let t = Instant::now();
+        let out = go(&s);
+        assert_eq!(out.ending, Ending::TimedOut);
+        assert_eq!(out.stdout.len(), 1000);
+        assert!(out.truncated);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+
+    #[test]
     fn timeout_kills_grandchild() {
         let mut s = sh("sleep 100 & echo $!; sleep 100");
         s.timeout = Duration::from_secs(1);
@@ -652,11 +673,9 @@ mod tests {
     #[test]
     fn background_grandchild_killed_after_normal_exit() {
         let mut pgid = 0;
-        let out = run(
-            &sh("sleep 100 & echo $!"),
-            &AtomicBool::new(false),
-            |pid| pgid = pid,
-        );
+        let out = run(&sh("sleep 100 & echo $!"), &AtomicBool::new(false), |pid| {
+            pgid = pid
+        });
         assert_eq!(out.ending, Ending::Exited(0));
         assert!(gone(first_pid(&out)));
         assert!(!sys::group_running(pgid));

@@ -150,7 +150,8 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// `poll` can wait for output and exit together. `ENOSYS` on older kernels (and under
 /// some seccomp filters); the caller then polls `waitpid` instead.
 pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: pidfd_open takes two integers and returns a new fd (always O_CLOEXEC) or -1.
     let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if rc < 0 {
@@ -221,7 +222,10 @@ pub fn group_running(pgid: u32) -> bool {
     };
     for entry in dir.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
             continue;
         };
         // A process can vanish between listing and reading: that is "not running".
@@ -246,4 +250,43 @@ fn parse_stat(stat: &str) -> Option<(char, u32)> {
     let _ppid = fields.next()?;
     let pgrp = fields.next()?.parse().ok()?;
     Some((state, pgrp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_odd_command_names() {
+        let line = "1234 (a b) c)) S 1 4321 4321 0 -1 4194560 100 0 0 0";
+        assert_eq!(parse_stat(line), Some(('S', 4321)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn poll_sees_readable_pipe_and_times_out() {
+        use std::io::Write;
+        use std::os::fd::AsFd;
+        let (reader, mut writer) = std::os::unix::net::UnixStream::pair().unwrap();
+        set_nonblocking(reader.as_fd()).unwrap();
+        let mut ready = [false; 1];
+        let n = poll_readable(&[reader.as_fd()], &mut ready, Duration::from_millis(10)).unwrap();
+        assert_eq!((n, ready), (0, [false]));
+        writer.write_all(b"x").unwrap();
+        let n = poll_readable(&[reader.as_fd()], &mut ready, Duration::from_secs(1)).unwrap();
+        assert_eq!((n, ready), (1, [true]));
+    }
+
+    #[test]
+    fn our_own_group_is_running() {
+        let me = std::process::id();
+        let pgid = std::fs::read_to_string(format!("/proc/{me}/stat"))
+            .ok()
+            .and_then(|s| parse_stat(&s))
+            .map(|(_, g)| g)
+            .unwrap();
+        if pgid > 1 {
+            assert!(group_running(pgid));
+        }
+    }
 }
