@@ -580,8 +580,8 @@ mod tests {
 
     #[test]
     fn environment_is_exactly_base_plus_rule() {
-        // SAFETY: set_var is unsafe because other threads may read the environment at the
-        // same time; the tests here never read it, and the marker is only set, never read.
+        // SAFETY: set_var races only with environment reads that bypass std's env lock
+        // (C getenv); no test in this crate calls into C code that reads the environment.
         unsafe { std::env::set_var("SUDO_AGENT_TEST_MARKER", "leak") };
         let mut s = spec(&["/usr/bin/env"]);
         s.home = PathBuf::from("/home/test");
