@@ -3,7 +3,9 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A local account, as `getpwnam(3)` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +130,165 @@ pub fn kill_group(pgid: u32, signal: i32) -> io::Result<()> {
 pub fn group_alive(pgid: u32) -> bool {
     kill_group(pgid, 0).is_ok()
 }
+
+/// Sets `O_NONBLOCK` on `fd`, so a read returns `WouldBlock` instead of waiting.
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: `raw` is open for the lifetime of the borrow; F_GETFL takes no pointer.
+    let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above; F_SETFL takes an integer flag word.
+    if unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A pidfd for `pid` (Linux 5.3+): becomes readable when the process exits, so one
+/// `poll` can wait for output and exit together. `ENOSYS` on older kernels (and under
+/// some seccomp filters); the caller then polls `waitpid` instead.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: pidfd_open takes two integers and returns a new fd (always O_CLOEXEC) or -1.
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(rc).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    // SAFETY: the kernel just returned `fd` as a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Most descriptors one [`poll_readable`] call watches (a job uses three).
+pub const POLL_MAX_FDS: usize = 8;
+
+/// Waits up to `timeout` until one of `fds` is readable, hung up or in error, and sets
+/// `ready[i]` for each such fd. Returns how many are ready; 0 on timeout or on a signal
+/// (EINTR), so callers simply loop. With no fds it just sleeps for `timeout`.
+pub fn poll_readable(
+    fds: &[BorrowedFd<'_>],
+    ready: &mut [bool],
+    timeout: Duration,
+) -> io::Result<usize> {
+    if fds.len() > POLL_MAX_FDS || ready.len() < fds.len() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let mut set = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; POLL_MAX_FDS];
+    for (slot, fd) in set.iter_mut().zip(fds) {
+        slot.fd = fd.as_raw_fd();
+        slot.events = libc::POLLIN;
+    }
+    // Round up so a 0.4 ms remainder does not turn into a busy loop of 0 ms polls.
+    let ms = timeout.as_micros().div_ceil(1000);
+    let ms = libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `set` holds `fds.len()` initialised pollfd entries whose fds stay open for
+    // the borrow; poll writes only their `revents`.
+    let n = unsafe { libc::poll(set.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return if err.kind() == io::ErrorKind::Interrupted {
+            Ok(0)
+        } else {
+            Err(err)
+        };
+    }
+    let mut count = 0;
+    for (flag, slot) in ready.iter_mut().zip(&set[..fds.len()]) {
+        *flag = slot.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0;
+        count += usize::from(*flag);
+    }
+    Ok(count)
+}
+
+/// True while process group `pgid` has a member that is not a zombie.
+///
+/// `group_alive` (killpg with signal 0) also counts zombies, and an orphaned grandchild
+/// that we killed stays a zombie until PID 1 reaps it — which some container inits never
+/// do. So when the cheap probe says "alive", `/proc` is scanned for a live member. If
+/// `/proc` cannot be read, the answer is the conservative `true`.
+pub fn group_running(pgid: u32) -> bool {
+    if !group_alive(pgid) {
+        return false;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        // A process can vanish between listing and reading: that is "not running".
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if let Some((state, pgrp)) = parse_stat(&stat) {
+            if pgrp == pgid && state != 'Z' && state != 'X' {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// (state, process group) from a `/proc/<pid>/stat` line. The command name in
+/// parentheses may itself hold spaces and ')', so fields are counted after the last ')'.
+fn parse_stat(stat: &str) -> Option<(char, u32)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_odd_command_names() {
+        let line = "1234 (a b) c)) S 1 4321 4321 0 -1 4194560 100 0 0 0";
+        assert_eq!(parse_stat(line), Some(('S', 4321)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn poll_sees_readable_pipe_and_times_out() {
+        use std::io::Write;
+        use std::os::fd::AsFd;
+        let (reader, mut writer) = std::os::unix::net::UnixStream::pair().unwrap();
+        set_nonblocking(reader.as_fd()).unwrap();
+        let mut ready = [false; 1];
+        let n = poll_readable(&[reader.as_fd()], &mut ready, Duration::from_millis(10)).unwrap();
+        assert_eq!((n, ready), (0, [false]));
+        writer.write_all(b"x").unwrap();
+        let n = poll_readable(&[reader.as_fd()], &mut ready, Duration::from_secs(1)).unwrap();
+        assert_eq!((n, ready), (1, [true]));
+    }
+
+    #[test]
+    fn our_own_group_is_running() {
+        let me = std::process::id();
+        let pgid = std::fs::read_to_string(format!("/proc/{me}/stat"))
+            .ok()
+            .and_then(|s| parse_stat(&s))
+            .map(|(_, g)| g)
+            .unwrap();
+        if pgid > 1 {
+            assert!(group_running(pgid));
+        }
+    }
 
 /// Write end of the stop-signal pipe, for the async-signal-safe handler.
 static STOP_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
