@@ -1,0 +1,125 @@
+//! Bad input over HTTP: each gets its own error and the agent keeps answering /health.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::Agent;
+use serde_json::json;
+
+fn status_of(raw: &str) -> u16 {
+    raw.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn malformed_bodies_get_400_and_the_agent_lives_on() {
+    let agent = Agent::start("badjson", json!({}));
+    let cases: &[(&str, &str)] = &[
+        ("{not json", "malformed JSON"),
+        ("", "malformed JSON"),
+        (r#"{"pin": 123456, "command": "uptime"}"#, "invalid type"),
+        (r#"{"command": ["uptime"]}"#, "invalid type"),
+        (r#"{"command": "uptime", "argv": ["uptime"]}"#, "exactly one"),
+        (r#"{"pin": "123456"}"#, "exactly one"),
+        (r#"{"command": "upt\u0000ime"}"#, "NUL"),
+        (r#"{"argv": ["/usr/bin/uptime", "a\u0000"]}"#, "NUL"),
+        (r#"{"argv": []}"#, "argv must hold"),
+        (r#"{"command": "uptime", "wait": -1}"#, "wait"),
+        (r#"{"command": "uptime", "sudo": true}"#, "unknown field"),
+        (r#"{"command": "echo 'unterminated"}"#, "split"),
+    ];
+    for (body, needle) in cases {
+        let r = agent.post("/run", body);
+        assert_eq!(r.status, 400, "{body} → {}", r.body);
+        let err = r.json();
+        assert_eq!(err["error"], "bad_request", "{body}");
+        assert!(err["message"].as_str().unwrap().contains(needle), "{body} → {}", err["message"]);
+    }
+    let long = "a".repeat(5000);
+    assert_eq!(agent.post_json("/run", &json!({"command": long})).status, 400);
+    assert!(agent.health_ok());
+    assert!(agent.log().contains("BAD REQUEST from 127.0.0.1"), "{}", agent.log());
+}
+
+#[test]
+fn oversized_bodies_are_413_before_being_read() {
+    let agent = Agent::start("big", json!({}));
+    let body = format!(r#"{{"command": "{}"}}"#, "x".repeat(200_000));
+    let r = agent.post("/run", &body);
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(r.json()["error"], "too_large");
+
+    let raw = agent.raw(
+        b"POST /run HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000000\r\n\r\n{\"command\":",
+        Duration::from_secs(5),
+    );
+    assert_eq!(status_of(&raw), 413, "{raw}");
+    assert!(agent.health_ok());
+}
+
+#[test]
+fn protocol_abuse_gets_clear_statuses() {
+    let agent = Agent::start("proto", json!({}));
+    let t = Duration::from_secs(8);
+    assert_eq!(status_of(&agent.raw(b"POST /run HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", t)), 411);
+    assert_eq!(status_of(&agent.raw(b"GET /\r\n\r\n", t)), 400, "HTTP/0.9");
+    assert_eq!(status_of(&agent.raw(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", t)), 400, "HTTP/2 preface");
+    let many: String = (0..10_000).map(|i| format!("X-H{i}: v\r\n")).collect();
+    assert_eq!(status_of(&agent.raw(format!("GET /health HTTP/1.1\r\n{many}\r\n").as_bytes(), t)), 431);
+    let line = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(1 << 20));
+    assert_eq!(status_of(&agent.raw(line.as_bytes(), t)), 431);
+    assert_eq!(status_of(&agent.raw(b"GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n", t)), 404);
+    let r = agent.raw(b"DELETE /run HTTP/1.1\r\nConnection: close\r\n\r\n", t);
+    assert_eq!(status_of(&r), 405);
+    assert!(r.contains("Allow: POST"), "{r}");
+    assert_eq!(status_of(&agent.raw(b"GET /job/0123456789abcdef0123456789abcdef HTTP/1.0\r\n\r\n", t)), 404);
+    // A request that stops half-way gets 408 after 5 s.
+    let started = Instant::now();
+    let r = agent.raw(b"POST /run HTTP/1.1\r\nContent-Length: 50\r\n\r\n{\"comm", t);
+    assert_eq!(status_of(&r), 408, "{r}");
+    assert!(started.elapsed() >= Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(agent.health_ok());
+}
+
+#[test]
+fn pipelined_and_expect_continue_requests_are_served() {
+    let agent = Agent::start("pipeline", json!({}));
+    let raw = agent.raw(
+        b"GET /health HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert_eq!(raw.matches("HTTP/1.1 200 OK").count(), 3, "{raw}");
+
+    let mut s = TcpStream::connect(agent.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let body = br#"{"command":"uptime"}"#;
+    write!(s, "POST /run HTTP/1.1\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n", body.len())
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100 Continue"));
+    s.write_all(body).unwrap();
+    let mut rest = String::new();
+    let _ = s.read_to_string(&mut rest);
+    assert!(rest.contains("HTTP/1.1 200 OK"), "{rest}");
+}
+
+#[test]
+fn three_hundred_half_sent_requests_do_not_starve_health() {
+    let agent = Agent::start("halfsent", json!({}));
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        let mut s = TcpStream::connect(agent.addr).unwrap();
+        s.write_all(b"POST /run HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"com").unwrap();
+        held.push(s);
+    }
+    let started = Instant::now();
+    assert!(agent.health_ok());
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "/health took {took:?} with 300 half-sent requests open");
+    let threads = common::threads(agent.pid());
+    assert!(threads <= 3, "the loop must not spawn threads per connection: {threads}");
+    drop(held);
+}

@@ -1,0 +1,94 @@
+//! Jobs through the real binary: timeouts, output caps, environment, waiting.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Agent, alive};
+use serde_json::json;
+
+#[test]
+fn timeout_leaves_no_process_of_the_job() {
+    let agent = Agent::start("timeout", json!({"totp": {"step_s": 1}, "jobs": {"kill_grace_s": 1}}));
+    let started = Instant::now();
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": agent.fresh_code(), "argv": ["sh", "-c", "sleep 300 & echo $!; sleep 300"], "wait": 20}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let job = r.json();
+    assert_eq!(job["status"], "timed_out");
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    let grandchild: u32 = job["stdout"].as_str().unwrap().trim().parse().unwrap();
+    assert!(!alive(grandchild), "grandchild {grandchild} survived the timeout");
+    assert!(agent.log().contains(&format!("TIMEOUT [{}]", job["id"].as_str().unwrap())), "{}", agent.log());
+}
+
+#[test]
+fn output_over_the_cap_is_dropped_and_flagged() {
+    let agent = Agent::start(
+        "outcap",
+        json!({"rules": [{"name": "yes", "argv": ["/usr/bin/head", "-c", "*", "/dev/zero"], "no_pin": true,
+                          "max_output_bytes": 1000}]}),
+    );
+    let r = agent.post_json("/run", &json!({"command": "head -c 5000000 /dev/zero"}));
+    assert_eq!(r.status, 200, "{}", &r.body[..200.min(r.body.len())]);
+    let job = r.json();
+    assert_eq!(job["truncated"], true);
+    assert_eq!(job["stdout"].as_str().unwrap().len(), 1000);
+    assert_eq!(job["status"], "succeeded");
+}
+
+#[test]
+fn child_environment_holds_none_of_the_agents_variables() {
+    let dir = common::TempDir::new("env");
+    let cfg = common::base_config(dir.path(), json!({}));
+    let agent = Agent::start_in(
+        dir,
+        &cfg,
+        &[("AGENT_MARKER", "leak"), ("LD_LIBRARY_PATH", "/nonexistent"), ("BASH_ENV", "/tmp/x"),
+          ("NOTIFY_SOCKET", "/run/x"), ("LISTEN_FDS", "1")],
+    );
+    let r = agent.post_json("/run", &json!({"command": "env"}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut lines: Vec<String> = r.json()["stdout"].as_str().unwrap().lines().map(String::from).collect();
+    lines.sort();
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let mut expected = vec![
+        format!("HOME={home}"),
+        "LANG=C.UTF-8".to_string(),
+        "LESSSECURE=1".to_string(),
+        "PAGER=cat".to_string(),
+        "PATH=/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        "SYSTEMD_COLORS=0".to_string(),
+        "SYSTEMD_PAGER=cat".to_string(),
+        "SYSTEMD_PAGERSECURE=1".to_string(),
+        "TERM=dumb".to_string(),
+    ];
+    expected.sort();
+    assert_eq!(lines, expected);
+}
+
+#[test]
+fn submit_without_wait_answers_202_then_poll_finds_the_result() {
+    let agent = Agent::start("async", json!({"totp": {"step_s": 1}}));
+    let r = agent.post_json("/run", &json!({"pin": agent.fresh_code(), "command": "sleep 1", "wait": 0}));
+    assert_eq!(r.status, 202, "{}", r.body);
+    let body = r.json();
+    let id = body["id"].as_str().unwrap().to_string();
+    assert_eq!(body["status"], "running");
+    assert_eq!(body["poll"], format!("/job/{id}"));
+    let r = agent.get(&format!("/job/{id}?wait=10"));
+    assert_eq!(r.status, 200);
+    let job = r.json();
+    assert_eq!(job["status"], "succeeded");
+    let file = job["result_file"].as_str().unwrap();
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(text.contains(&format!("id: {id}")), "{text}");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(file).unwrap().mode() & 0o777, 0o600);
+    let log = agent.log();
+    for line in [format!("QUEUED [{id}]: sleep 1"), format!("EXECUTING [{id}]: sleep 1"), format!("RESULT [{id}] (rc=0)")] {
+        assert!(log.contains(&line), "missing {line:?} in {log}");
+    }
+}
