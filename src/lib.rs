@@ -7,7 +7,8 @@
 //! `server` through a `mio::Waker`.
 
 pub mod clock;
-pub mod files;
-pub mod sys;
 pub mod config;
+pub mod files;
+pub mod policy;
+pub mod sys;
 pub mod totp;

@@ -15,7 +15,11 @@ pub struct Params {
 
 impl Default for Params {
     fn default() -> Self {
-        Params { digits: 6, step_s: 30, skew: 1 }
+        Params {
+            digits: 6,
+            step_s: 30,
+            skew: 1,
+        }
     }
 }
 
