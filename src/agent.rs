@@ -23,12 +23,21 @@ use crate::totp::{self, Base32Error};
 pub enum StartError {
     Config(ConfigError),
     Secret(FileError),
-    SecretFormat { path: PathBuf, err: Base32Error },
+    SecretFormat {
+        path: PathBuf,
+        err: Base32Error,
+    },
     Audit(AuditError),
     State(StateError),
     Results(FileError),
-    Bind { addr: String, err: std::io::Error },
-    Io { what: &'static str, err: std::io::Error },
+    Bind {
+        addr: String,
+        err: std::io::Error,
+    },
+    Io {
+        what: &'static str,
+        err: std::io::Error,
+    },
 }
 
 impl fmt::Display for StartError {
@@ -56,8 +65,12 @@ impl std::error::Error for StartError {}
 
 /// Reads and decodes the TOTP secret: a regular file of ours, mode 0600 or stricter.
 pub fn load_secret(path: &Path) -> Result<Vec<u8>, StartError> {
-    let text = files::read_trusted("secret file", path, Trust::Private).map_err(StartError::Secret)?;
-    totp::base32_decode(text.trim()).map_err(|err| StartError::SecretFormat { path: path.into(), err })
+    let text =
+        files::read_trusted("secret file", path, Trust::Private).map_err(StartError::Secret)?;
+    totp::base32_decode(text.trim()).map_err(|err| StartError::SecretFormat {
+        path: path.into(),
+        err,
+    })
 }
 
 /// Runs the agent until SIGTERM/SIGINT. `listener` is a socket handed over by systemd,
@@ -73,14 +86,25 @@ pub fn serve(cfg: Config, listener: Option<TcpListener>) -> Result<(), StartErro
     }
     let listener = match listener {
         Some(listener) => listener,
-        None => TcpListener::bind(cfg.listen)
-            .map_err(|err| StartError::Bind { addr: cfg.listen.to_string(), err })?,
+        None => TcpListener::bind(cfg.listen).map_err(|err| StartError::Bind {
+            addr: cfg.listen.to_string(),
+            err,
+        })?,
     };
-    let addr = listener.local_addr().map_err(|err| StartError::Io { what: "listening socket", err })?;
-    let server = Server::new(listener).map_err(|err| StartError::Io { what: "event loop", err })?;
+    let addr = listener.local_addr().map_err(|err| StartError::Io {
+        what: "listening socket",
+        err,
+    })?;
+    let server = Server::new(listener).map_err(|err| StartError::Io {
+        what: "event loop",
+        err,
+    })?;
     let signals = sys::stop_signal_pipe()
         .map(mio::net::UnixStream::from_std)
-        .map_err(|err| StartError::Io { what: "signal handlers", err })?;
+        .map_err(|err| StartError::Io {
+            what: "signal handlers",
+            err,
+        })?;
     let jobs = Jobs::new(cfg.jobs, Arc::new(results), server.waker());
     let auth = Auth::new(key, cfg.totp, cfg.throttle, store, state);
     log::info!(
@@ -90,7 +114,12 @@ pub fn serve(cfg: Config, listener: Option<TcpListener>) -> Result<(), StartErro
         cfg.results.dir.display()
     );
     let mut agent = Agent::new(cfg, auth, jobs);
-    server.run(&mut agent, Some(signals)).map_err(|err| StartError::Io { what: "event loop", err })?;
+    server
+        .run(&mut agent, Some(signals))
+        .map_err(|err| StartError::Io {
+            what: "event loop",
+            err,
+        })?;
     log::info!("STOPPED");
     Ok(())
 }

@@ -79,7 +79,13 @@ impl Agent {
             .ok()
             .flatten()
             .map_or_else(|| PathBuf::from("/root"), |u| u.home);
-        Agent { cfg, auth, jobs, started: Instant::now(), own_home }
+        Agent {
+            cfg,
+            auth,
+            jobs,
+            started: Instant::now(),
+            own_home,
+        }
     }
 
     fn route(&mut self, req: &Request, now: Instant) -> Result<Reply, ApiError> {
@@ -97,7 +103,10 @@ impl Agent {
                 "GET" | "HEAD" => Ok(Reply::Now(self.health())),
                 _ => Err(ApiError::MethodNotAllowed("GET")),
             },
-            path => match path.strip_prefix("/job/").map(|rest| rest.split_once('/').unwrap_or((rest, ""))) {
+            path => match path
+                .strip_prefix("/job/")
+                .map(|rest| rest.split_once('/').unwrap_or((rest, "")))
+            {
                 Some((id, "")) if valid_id(id) => match method {
                     "GET" => self.job(req, id, now),
                     _ => Err(ApiError::MethodNotAllowed("GET")),
@@ -129,7 +138,7 @@ impl Agent {
         let body: SubmitBody = decode(req)?;
         let (request, command) = match (&body.command, &body.argv) {
             (Some(command), None) => {
-                check_text("command", command, MAX_COMMAND)?;
+                check_text("command", command, MAX_COMMAND).map_err(|e| bad_err(req, e))?;
                 (policy::Request::Command(command), command.clone())
             }
             (None, Some(argv)) => {
@@ -141,13 +150,20 @@ impl Agent {
                 }
                 (policy::Request::Argv(argv), quote_words(argv))
             }
-            _ => return Err(bad(req, "send exactly one of \"command\" (a string) or \"argv\" (a list)".into())),
-        }
-        .map_err(|e| bad_err(req, e))?;
+            _ => {
+                return Err(bad(
+                    req,
+                    "send exactly one of \"command\" (a string) or \"argv\" (a list)".into(),
+                ));
+            }
+        };
         let wait = wait_duration(body.wait, self.cfg.jobs.wait_s, self.cfg.jobs.wait_max_s)
             .map_err(|e| bad_err(req, e))?;
         if !self.jobs.has_room() {
-            log::warn!("BUSY queue full, refused: {}", audit::one_line(&command, 500));
+            log::warn!(
+                "BUSY queue full, refused: {}",
+                audit::one_line(&command, 500)
+            );
             return Err(ApiError::Busy);
         }
         let authenticated = match body.pin.as_deref().filter(|p| !p.is_empty()) {
@@ -159,7 +175,12 @@ impl Agent {
         };
         let plan = match policy::plan(&self.cfg.rules, &request) {
             Ok(plan) => plan,
-            Err(err) => return Err(bad(req, format!("command cannot be split into words: {err}"))),
+            Err(err) => {
+                return Err(bad(
+                    req,
+                    format!("command cannot be split into words: {err}"),
+                ));
+            }
         };
         let plan = match plan {
             Some(plan) if authenticated || plan.rule.no_pin => plan,
@@ -173,14 +194,23 @@ impl Agent {
                 return Err(ApiError::NotAllowed);
             }
         };
-        let id = jobs::new_id().map_err(|e| ApiError::Internal(format!("no randomness for a job id: {e}")))?;
+        let id = jobs::new_id()
+            .map_err(|e| ApiError::Internal(format!("no randomness for a job id: {e}")))?;
         audit::accepted(&id, &plan.rule.name, &command);
-        let job = NewJob { command, rule: plan.rule.name.clone(), spec: self.exec_spec(&plan) };
+        let job = NewJob {
+            command,
+            rule: plan.rule.name.clone(),
+            spec: self.exec_spec(&plan),
+        };
         self.jobs.submit(id.clone(), job);
         if wait.is_zero() {
             return Ok(Reply::Now(self.accepted(&id)));
         }
-        Ok(Reply::Wait { job: id, until: now + wait, kind: WaitKind::Submit })
+        Ok(Reply::Wait {
+            job: id,
+            until: now + wait,
+            kind: WaitKind::Submit,
+        })
     }
 
     /// Throttle, code, replay. Persists before it returns Ok.
@@ -202,7 +232,9 @@ impl Agent {
             }
             Err(Denied::Unavailable(err)) => {
                 log::error!("cannot record the used code, refusing to run: {err}");
-                Err(ApiError::Unavailable(format!("the agent cannot record used codes: {err}")))
+                Err(ApiError::Unavailable(format!(
+                    "the agent cannot record used codes: {err}"
+                )))
             }
         }
     }
@@ -211,7 +243,11 @@ impl Agent {
         let rule = plan.rule;
         let jobs = &self.cfg.jobs;
         let (uid, gid, home) = match &rule.user {
-            Some(user) => (Some(user.uid), Some(rule.group.unwrap_or(user.gid)), user.home.clone()),
+            Some(user) => (
+                Some(user.uid),
+                Some(rule.group.unwrap_or(user.gid)),
+                user.home.clone(),
+            ),
             None => (None, rule.group, self.own_home.clone()),
         };
         ExecSpec {
@@ -229,7 +265,14 @@ impl Agent {
 
     fn accepted(&self, id: &str) -> Response {
         let status = self.jobs.get(id).map_or("running", |r| r.status.as_str());
-        Response::json(202, &Accepted { id, status, poll: format!("/job/{id}") })
+        Response::json(
+            202,
+            &Accepted {
+                id,
+                status,
+                poll: format!("/job/{id}"),
+            },
+        )
     }
 
     fn job(&mut self, req: &Request, id: &str, now: Instant) -> Result<Reply, ApiError> {
@@ -239,14 +282,19 @@ impl Agent {
                 let secs = text
                     .parse::<f64>()
                     .map_err(|_| bad(req, "wait must be a number of seconds".into()))?;
-                wait_duration(Some(secs), 0, self.cfg.jobs.wait_max_s).map_err(|e| bad_err(req, e))?
+                wait_duration(Some(secs), 0, self.cfg.jobs.wait_max_s)
+                    .map_err(|e| bad_err(req, e))?
             }
             None => Duration::ZERO,
         };
         if record.status.is_final() || wait.is_zero() {
             return Ok(Reply::Now(Response::json(200, record)));
         }
-        Ok(Reply::Wait { job: id.to_string(), until: now + wait, kind: WaitKind::Poll })
+        Ok(Reply::Wait {
+            job: id.to_string(),
+            until: now + wait,
+            kind: WaitKind::Poll,
+        })
     }
 
     fn cancel(&mut self, req: &Request, id: &str, now: Instant) -> Result<Reply, ApiError> {
@@ -261,7 +309,11 @@ impl Agent {
             Ok(jobs::Status::Running) => {
                 // Answer once the group is gone: TERM, grace, KILL.
                 let until = now + Duration::from_secs(self.cfg.jobs.kill_grace_s + 2);
-                Ok(Reply::Wait { job: id.to_string(), until, kind: WaitKind::Poll })
+                Ok(Reply::Wait {
+                    job: id.to_string(),
+                    until,
+                    kind: WaitKind::Poll,
+                })
             }
             Ok(_) | Err(CancelError::AlreadyFinished(_)) => {
                 let record = self.jobs.get(id).ok_or(ApiError::NotFound)?;
@@ -274,7 +326,8 @@ impl Agent {
 
 impl Handler for Agent {
     fn handle(&mut self, request: Request, now: Instant) -> Reply {
-        self.route(&request, now).unwrap_or_else(|err| Reply::Now(err.response()))
+        self.route(&request, now)
+            .unwrap_or_else(|err| Reply::Now(err.response()))
     }
 
     fn on_wake(&mut self) -> Vec<String> {
@@ -284,7 +337,9 @@ impl Handler for Agent {
     fn answer_wait(&mut self, job: &str, kind: WaitKind) -> Response {
         match self.jobs.get(job) {
             None => ApiError::NotFound.response(),
-            Some(record) if record.status.is_final() || kind == WaitKind::Poll => Response::json(200, record),
+            Some(record) if record.status.is_final() || kind == WaitKind::Poll => {
+                Response::json(200, record)
+            }
             Some(_) => self.accepted(job),
         }
     }
@@ -294,14 +349,17 @@ impl Handler for Agent {
     }
 
     fn shutdown(&mut self) {
-        self.jobs.shutdown(Duration::from_secs(self.cfg.jobs.kill_grace_s + 1));
+        self.jobs
+            .shutdown(Duration::from_secs(self.cfg.jobs.kill_grace_s + 1));
     }
 }
 
 fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     }
 }
 
@@ -331,7 +389,9 @@ fn check_text(field: &str, text: &str, max: usize) -> Result<(), ApiError> {
         return Err(ApiError::BadRequest(format!("{field} contains a NUL byte")));
     }
     if text.len() > max {
-        return Err(ApiError::BadRequest(format!("{field} is longer than {max} bytes")));
+        return Err(ApiError::BadRequest(format!(
+            "{field} is longer than {max} bytes"
+        )));
     }
     Ok(())
 }
@@ -340,7 +400,9 @@ fn check_text(field: &str, text: &str, max: usize) -> Result<(), ApiError> {
 fn wait_duration(wait: Option<f64>, default_s: u64, max_s: u64) -> Result<Duration, ApiError> {
     let secs = wait.unwrap_or(default_s as f64);
     if !secs.is_finite() || secs < 0.0 {
-        return Err(ApiError::BadRequest("wait must be a number of seconds, 0 or more".into()));
+        return Err(ApiError::BadRequest(
+            "wait must be a number of seconds, 0 or more".into(),
+        ));
     }
     Ok(Duration::from_secs_f64(secs.min(max_s as f64)))
 }
@@ -348,7 +410,10 @@ fn wait_duration(wait: Option<f64>, default_s: u64, max_s: u64) -> Result<Durati
 /// An argv request as a shell-quoted line, for the record and the audit log.
 fn quote_words(words: &[String]) -> String {
     let quote = |w: &String| {
-        if !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b)) {
+        if !w.is_empty()
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+        {
             w.clone()
         } else {
             format!("'{}'", w.replace('\'', r"'\''"))
@@ -374,15 +439,24 @@ mod tests {
 
     #[test]
     fn waits() {
-        assert_eq!(wait_duration(None, 10, 120).unwrap(), Duration::from_secs(10));
-        assert_eq!(wait_duration(Some(500.0), 10, 120).unwrap(), Duration::from_secs(120));
+        assert_eq!(
+            wait_duration(None, 10, 120).unwrap(),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            wait_duration(Some(500.0), 10, 120).unwrap(),
+            Duration::from_secs(120)
+        );
         assert!(wait_duration(Some(-1.0), 10, 120).is_err());
         assert!(wait_duration(Some(f64::NAN), 10, 120).is_err());
     }
 
     #[test]
     fn quoting() {
-        let words: Vec<String> = ["echo", "a b", "it's", ""].iter().map(|s| s.to_string()).collect();
+        let words: Vec<String> = ["echo", "a b", "it's", ""]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(quote_words(&words), r"echo 'a b' 'it'\''s' ''");
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::agent::{self, StartError};
 use crate::clock;
 use crate::config::{self, Config, ConfigError, StarterPaths};
-use crate::files::{self, Trust};
+use crate::files;
 use crate::state::StateStore;
 use crate::totp;
 
@@ -33,17 +33,37 @@ usage:
 pub enum Command {
     Help,
     Version,
-    Serve { config: PathBuf },
-    Demo { listen: SocketAddr },
-    Init { config: PathBuf, account: String, issuer: String, force: bool },
-    Code { config: PathBuf },
-    Verify { config: PathBuf, code: String },
-    Check { config: PathBuf },
+    Serve {
+        config: PathBuf,
+    },
+    Demo {
+        listen: SocketAddr,
+    },
+    Init {
+        config: PathBuf,
+        account: String,
+        issuer: String,
+        force: bool,
+    },
+    Code {
+        config: PathBuf,
+    },
+    Verify {
+        config: PathBuf,
+        code: String,
+    },
+    Check {
+        config: PathBuf,
+    },
 }
 
 /// Runs the program; returns the exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
-    let args: Result<Vec<String>, _> = args.into_iter().skip(1).map(OsString::into_string).collect();
+    let args: Result<Vec<String>, _> = args
+        .into_iter()
+        .skip(1)
+        .map(OsString::into_string)
+        .collect();
     let Ok(args) = args else {
         eprintln!("sudo-agent: arguments must be UTF-8");
         return 2;
@@ -82,7 +102,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             _ => (word.as_str(), None),
         };
         let mut value = |name: &str| {
-            inline.clone().or_else(|| words.next().cloned()).ok_or_else(|| format!("{name} needs a value"))
+            inline
+                .clone()
+                .or_else(|| words.next().cloned())
+                .ok_or_else(|| format!("{name} needs a value"))
         };
         if flag.starts_with("--") {
             given.push(flag);
@@ -93,12 +116,16 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "--config" => config = PathBuf::from(value("--config")?),
             "--listen" => {
                 let text = value("--listen")?;
-                listen = text.parse().map_err(|_| format!("--listen {text} is not an address like 127.0.0.1:9999"))?;
+                listen = text.parse().map_err(|_| {
+                    format!("--listen {text} is not an address like 127.0.0.1:9999")
+                })?;
             }
             "--account" => account = value("--account")?,
             "--issuer" => issuer = value("--issuer")?,
             "--force" => force = true,
-            other if other.starts_with('-') && other.len() > 1 => return Err(format!("unknown option {other}")),
+            other if other.starts_with('-') && other.len() > 1 => {
+                return Err(format!("unknown option {other}"));
+            }
             other => positional.push(other.to_string()),
         }
     }
@@ -107,14 +134,22 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         "-V" | "--version" => Command::Version,
         "serve" => Command::Serve { config },
         "demo" => Command::Demo { listen },
-        "init" => Command::Init { config, account, issuer, force },
+        "init" => Command::Init {
+            config,
+            account,
+            issuer,
+            force,
+        },
         "code" => Command::Code { config },
         "check" => Command::Check { config },
         "verify" => {
             let [code] = positional.as_slice() else {
                 return Err("verify takes exactly one CODE".into());
             };
-            Command::Verify { config, code: code.clone() }
+            Command::Verify {
+                config,
+                code: code.clone(),
+            }
         }
         other => return Err(format!("unknown command {other}")),
     };
@@ -141,23 +176,30 @@ fn execute(command: Command) -> Result<i32, String> {
             agent::serve(cfg, None).map_err(|e| e.to_string())?;
         }
         Command::Demo { listen } => return demo(listen),
-        Command::Init { config, account, issuer, force } => init(&config, &account, &issuer, force)?,
+        Command::Init {
+            config,
+            account,
+            issuer,
+            force,
+        } => init(&config, &account, &issuer, force)?,
         Command::Code { config } => {
             let (cfg, key) = load_with_secret(&config)?;
             println!("{}", totp::code_at(&key, clock::now_unix(), &cfg.totp));
         }
         Command::Verify { config, code } => {
             let (cfg, key) = load_with_secret(&config)?;
-            return Ok(match totp::verify(&key, &code, clock::now_unix(), &cfg.totp) {
-                Some(step) => {
-                    println!("valid (time step {step})");
-                    0
-                }
-                None => {
-                    eprintln!("invalid: {code:?} is not a current code for this secret");
-                    1
-                }
-            });
+            return Ok(
+                match totp::verify(&key, &code, clock::now_unix(), &cfg.totp) {
+                    Some(step) => {
+                        println!("valid (time step {step})");
+                        0
+                    }
+                    None => {
+                        eprintln!("invalid: {code:?} is not a current code for this secret");
+                        1
+                    }
+                },
+            );
         }
         Command::Check { config } => return Ok(check(&config)),
     }
@@ -199,7 +241,11 @@ fn check(config: &Path) -> i32 {
             problems.push(err.to_string());
         }
         if let Some(dir) = cfg.log_file.parent().filter(|d| !d.is_dir()) {
-            problems.push(format!("log directory {} does not exist; run: mkdir -p {}", dir.display(), dir.display()));
+            problems.push(format!(
+                "log directory {} does not exist; run: mkdir -p {}",
+                dir.display(),
+                dir.display()
+            ));
         }
         for warning in cfg.warnings() {
             eprintln!("warning: {warning}");
@@ -220,7 +266,10 @@ fn check(config: &Path) -> i32 {
 /// Writes the starter config (if absent) and a new secret (unless present and not
 /// `force`), then shows the URI and QR code to scan.
 fn init(config: &Path, account: &str, issuer: &str, force: bool) -> Result<(), String> {
-    let dir = config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -235,7 +284,10 @@ fn init(config: &Path, account: &str, issuer: &str, force: bool) -> Result<(), S
             results_dir: PathBuf::from("/tmp/sudo-agent"),
         };
         write_new(config, &config::starter_config(&paths, false), 0o600)?;
-        println!("wrote starter config {} (read-only rules; edit to allow more)", config.display());
+        println!(
+            "wrote starter config {} (read-only rules; edit to allow more)",
+            config.display()
+        );
     }
     let cfg = Config::load(config).map_err(|e| e.to_string())?;
     if cfg.secret_file.exists() && !force {
@@ -273,14 +325,23 @@ fn print_enrolment(key: &[u8], account: &str, issuer: &str, cfg: &Config) {
     }
     println!("URI: {uri}");
     println!("secret (base32): {}", totp::base32_encode(key));
-    println!("current code: {}", totp::code_at(key, clock::now_unix(), &cfg.totp));
+    println!(
+        "current code: {}",
+        totp::code_at(key, clock::now_unix(), &cfg.totp)
+    );
 }
 
 /// The URI as a QR code of half-block characters, light on dark as terminals need.
 fn qr_text(uri: &str) -> Option<String> {
     use qrcode::render::unicode::Dense1x2;
     let code = qrcode::QrCode::new(uri.as_bytes()).ok()?;
-    Some(code.render::<Dense1x2>().dark_color(Dense1x2::Light).light_color(Dense1x2::Dark).quiet_zone(true).build())
+    Some(
+        code.render::<Dense1x2>()
+            .dark_color(Dense1x2::Light)
+            .light_color(Dense1x2::Dark)
+            .quiet_zone(true)
+            .build(),
+    )
 }
 
 /// A throwaway agent: temp dir, new secret, demo policy, served until Ctrl-C.
@@ -315,11 +376,17 @@ fn demo_in(dir: &Path, listen: SocketAddr) -> Result<(), String> {
          curl -s http://{listen}/run -d '{{\"pin\": \"{code}\", \"command\": \"echo \\\"hello from\\\" $USER\"}}'\n  \
          curl -s http://{listen}/health\n",
         dir.display(),
-        cfg.rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "),
+        cfg.rules
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     match agent::serve(cfg, None) {
         Ok(()) => Ok(()),
-        Err(err @ StartError::Bind { .. }) => Err(format!("{err}; or pick another with --listen 127.0.0.1:PORT")),
+        Err(err @ StartError::Bind { .. }) => Err(format!(
+            "{err}; or pick another with --listen 127.0.0.1:PORT"
+        )),
         Err(err) => Err(err.to_string()),
     }
 }
@@ -334,14 +401,37 @@ mod tests {
 
     #[test]
     fn parses_commands() {
-        assert_eq!(parse(&words("serve")).unwrap(), Command::Serve { config: config::DEFAULT_CONFIG_PATH.into() });
-        assert_eq!(parse(&words("serve --config /x.json")).unwrap(), Command::Serve { config: "/x.json".into() });
-        assert_eq!(parse(&words("code --config=/y")).unwrap(), Command::Code { config: "/y".into() });
+        assert_eq!(
+            parse(&words("serve")).unwrap(),
+            Command::Serve {
+                config: config::DEFAULT_CONFIG_PATH.into()
+            }
+        );
+        assert_eq!(
+            parse(&words("serve --config /x.json")).unwrap(),
+            Command::Serve {
+                config: "/x.json".into()
+            }
+        );
+        assert_eq!(
+            parse(&words("code --config=/y")).unwrap(),
+            Command::Code {
+                config: "/y".into()
+            }
+        );
         assert_eq!(
             parse(&words("verify 123456")).unwrap(),
-            Command::Verify { config: config::DEFAULT_CONFIG_PATH.into(), code: "123456".into() }
+            Command::Verify {
+                config: config::DEFAULT_CONFIG_PATH.into(),
+                code: "123456".into()
+            }
         );
-        assert_eq!(parse(&words("demo --listen 127.0.0.1:1234")).unwrap(), Command::Demo { listen: "127.0.0.1:1234".parse().unwrap() });
+        assert_eq!(
+            parse(&words("demo --listen 127.0.0.1:1234")).unwrap(),
+            Command::Demo {
+                listen: "127.0.0.1:1234".parse().unwrap()
+            }
+        );
         assert_eq!(parse(&words("check --help")).unwrap(), Command::Help);
         assert_eq!(parse(&words("--version")).unwrap(), Command::Version);
     }

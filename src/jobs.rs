@@ -4,9 +4,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::Arc;
 
 use mio::Waker;
 use serde::{Deserialize, Serialize};
@@ -181,7 +181,12 @@ impl Jobs {
         audit::queued(&id, &record.command);
         self.entries.insert(
             id.clone(),
-            Entry { record, pending: Some(job.spec), cancel: Arc::new(AtomicBool::new(false)), pgid: None },
+            Entry {
+                record,
+                pending: Some(job.spec),
+                cancel: Arc::new(AtomicBool::new(false)),
+                pgid: None,
+            },
         );
         self.queue.push_back(id.clone());
         self.start_queued();
@@ -274,14 +279,24 @@ impl Jobs {
 
     fn start_queued(&mut self) {
         while self.running < self.cfg.max_concurrent {
-            let Some(id) = self.queue.pop_front() else { return };
-            let Some(entry) = self.entries.get_mut(&id) else { continue };
-            let Some(spec) = entry.pending.take() else { continue };
+            let Some(id) = self.queue.pop_front() else {
+                return;
+            };
+            let Some(entry) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            let Some(spec) = entry.pending.take() else {
+                continue;
+            };
             entry.record.status = Status::Running;
             entry.record.started_at = Some(clock::rfc3339(clock::now_unix_ms()));
             let record = entry.record.clone();
             let cancel = Arc::clone(&entry.cancel);
-            let (tx, waker, results) = (self.tx.clone(), Arc::clone(&self.waker), Arc::clone(&self.results));
+            let (tx, waker, results) = (
+                self.tx.clone(),
+                Arc::clone(&self.waker),
+                Arc::clone(&self.results),
+            );
             let spawned = std::thread::Builder::new()
                 .name(format!("job-{}", &id[..8.min(id.len())]))
                 .stack_size(JOB_STACK)
@@ -312,14 +327,21 @@ fn job_thread(
 ) {
     audit::executing(&record.id, &record.command);
     let outcome = exec::run(&spec, cancel, |pgid| {
-        let _ = tx.send(Event::Started { id: record.id.clone(), pgid });
+        let _ = tx.send(Event::Started {
+            id: record.id.clone(),
+            pgid,
+        });
         let _ = waker.wake();
     });
     apply_outcome(&mut record, outcome, spec.timeout.as_secs());
     match results.write(&record.id, &render(&record)) {
         Ok(path) => record.result_file = Some(path.display().to_string()),
         Err(err) => {
-            log::error!("cannot write result file for job {} in {}: {err}", record.id, results.dir().display());
+            log::error!(
+                "cannot write result file for job {} in {}: {err}",
+                record.id,
+                results.dir().display()
+            );
             record.result_error = Some(format!("result file not written: {err}"));
         }
     }
@@ -394,7 +416,10 @@ mod tests {
         let a = new_id().unwrap();
         let b = new_id().unwrap();
         assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
         assert_ne!(a, b);
     }
 

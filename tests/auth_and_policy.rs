@@ -35,7 +35,13 @@ fn good_code_runs_and_is_never_accepted_twice() {
     let older = totp::code_at(&agent.key, now() - 1, &agent.params);
     let r = agent.post_json("/run", &json!({"pin": older, "command": "echo x"}));
     assert_eq!(r.status, 401, "{}", r.body);
-    assert!(agent.log().contains("REUSED PIN attempt for command: echo hello"), "{}", agent.log());
+    assert!(
+        agent
+            .log()
+            .contains("REUSED PIN attempt for command: echo hello"),
+        "{}",
+        agent.log()
+    );
 }
 
 #[test]
@@ -47,10 +53,21 @@ fn wrong_code_is_401_and_the_log_never_holds_the_code() {
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"], "invalid_code");
     let log = agent.log();
-    assert!(log.contains("INVALID PIN attempt for command: echo secret-run"), "{log}");
-    assert!(!log.contains(wrong), "the audit log must never hold the code: {log}");
+    assert!(
+        log.contains("INVALID PIN attempt for command: echo secret-run"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(wrong),
+        "the audit log must never hold the code: {log}"
+    );
     // And no job ran: nothing in the results dir.
-    assert_eq!(std::fs::read_dir(agent.dir.path().join("results")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(agent.dir.path().join("results"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -70,7 +87,10 @@ fn policy_is_checked_after_the_code() {
     assert_eq!(r.json()["error"], "not_allowed");
     assert!(agent.log().contains("DENIED by policy"), "{}", agent.log());
     let r = agent.post_json("/run", &json!({"pin": code, "command": "echo hi"}));
-    assert_eq!(r.status, 401, "a code spent on a refused command stays spent");
+    assert_eq!(
+        r.status, 401,
+        "a code spent on a refused command stays spent"
+    );
 }
 
 #[test]
@@ -79,7 +99,12 @@ fn no_pin_rule_runs_without_a_code() {
     let r = agent.post_json("/", &json!({"command": "uptime"}));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["status"], "succeeded");
-    assert!(r.json()["stdout"].as_str().unwrap().contains("load average"));
+    assert!(
+        r.json()["stdout"]
+            .as_str()
+            .unwrap()
+            .contains("load average")
+    );
     // Extra arguments make it a different command: no rule, so 401 without a code.
     let r = agent.post_json("/", &json!({"command": "uptime --help"}));
     assert_eq!(r.status, 401);
@@ -88,7 +113,10 @@ fn no_pin_rule_runs_without_a_code() {
 #[test]
 fn words_are_split_like_a_shell_but_never_given_to_one() {
     let agent = Agent::start("words", fast());
-    let r = agent.post_json("/run", &json!({"pin": agent.fresh_code(), "command": "echo hi | tail"}));
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": agent.fresh_code(), "command": "echo hi | tail"}),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["argv"], json!(["/bin/echo", "hi", "|", "tail"]));
     assert_eq!(r.json()["stdout"], "hi | tail\n");
@@ -100,7 +128,10 @@ fn words_are_split_like_a_shell_but_never_given_to_one() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["stdout"], "a  b c \"d\" e f $(id) `id` ; x\n");
 
-    let r = agent.post_json("/run", &json!({"pin": agent.fresh_code(), "argv": ["echo", "one arg", "'q'"]}));
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": agent.fresh_code(), "argv": ["echo", "one arg", "'q'"]}),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["argv"], json!(["/bin/echo", "one arg", "'q'"]));
     assert_eq!(r.json()["stdout"], "one arg 'q'\n");
@@ -122,16 +153,31 @@ fn lockout_is_429_with_retry_after_and_survives_restart() {
     assert_eq!(r.json()["error"], "locked_out");
     let retry: u64 = r.header("Retry-After").unwrap().parse().unwrap();
     assert!((25..=30).contains(&retry), "Retry-After {retry}");
-    assert!(agent.log().contains("LOCKED OUT for 30s after 3 failed codes"), "{}", agent.log());
+    assert!(
+        agent
+            .log()
+            .contains("LOCKED OUT for 30s after 3 failed codes"),
+        "{}",
+        agent.log()
+    );
     let health = agent.get("/health").json();
     assert!(health["locked_for_s"].as_u64().unwrap() > 20, "{health}");
     // no_pin rules stay usable during a lockout: they involve no code.
-    assert_eq!(agent.post_json("/run", &json!({"command": "uptime"})).status, 200);
+    assert_eq!(
+        agent
+            .post_json("/run", &json!({"command": "uptime"}))
+            .status,
+        200
+    );
 
     agent.kill9();
     agent.spawn(&[]);
     let r = agent.post_json("/run", &json!({"pin": agent.code(), "command": "echo x"}));
-    assert_eq!(r.status, 429, "the lockout must survive a restart: {}", r.body);
+    assert_eq!(
+        r.status, 429,
+        "the lockout must survive a restart: {}",
+        r.body
+    );
 }
 
 #[test]
@@ -143,9 +189,15 @@ fn replay_is_refused_after_restart() {
     agent.kill9();
     agent.spawn(&[]);
     let r = agent.post_json("/run", &json!({"pin": code, "command": "echo twice"}));
-    assert_eq!(r.status, 401, "a used code must stay used across restarts: {}", r.body);
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(agent.dir.path().join("state/auth.json")).unwrap()).unwrap();
+    assert_eq!(
+        r.status, 401,
+        "a used code must stay used across restarts: {}",
+        r.body
+    );
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(agent.dir.path().join("state/auth.json")).unwrap(),
+    )
+    .unwrap();
     assert!(state["last_step"].as_u64().unwrap() >= now() / 2 - 2);
 }
 
@@ -157,10 +209,16 @@ fn code_and_verify_commands_agree_with_the_agent() {
         .arg(&agent.config_path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let expected: Vec<String> =
-        [now() - 1, now(), now() + 1].iter().map(|t| totp::code_at(&agent.key, *t, &agent.params)).collect();
+    let expected: Vec<String> = [now() - 1, now(), now() + 1]
+        .iter()
+        .map(|t| totp::code_at(&agent.key, *t, &agent.params))
+        .collect();
     assert!(expected.contains(&printed), "{printed} not in {expected:?}");
 
     let verify = |code: &str| {

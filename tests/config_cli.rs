@@ -21,8 +21,17 @@ fn run_with(dir: &TempDir, cfg: &serde_json::Value, args: &[&str]) -> (i32, Stri
         fs::write(&secret, SECRET_B32).unwrap();
         fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
     }
-    let out = Command::new(BIN).args(args).arg("--config").arg(&config).stdin(Stdio::null()).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -34,7 +43,14 @@ fn group_readable_secret_is_refused_with_the_fix() {
     let cfg = base_config(dir.path(), json!({}));
     let (code, err) = run_with(&dir, &cfg, &["serve"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains(&format!("secret file {} is mode 0644; run: chmod 600 {}", secret.display(), secret.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "secret file {} is mode 0644; run: chmod 600 {}",
+            secret.display(),
+            secret.display()
+        )),
+        "{err}"
+    );
 }
 
 #[test]
@@ -43,7 +59,10 @@ fn wildcard_listen_is_refused_unless_allow_remote() {
     let cfg = base_config(dir.path(), json!({"listen": "0.0.0.0:9999"}));
     let (code, err) = run_with(&dir, &cfg, &["serve"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("0.0.0.0:9999") && err.contains("allow_remote"), "{err}");
+    assert!(
+        err.contains("0.0.0.0:9999") && err.contains("allow_remote"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -91,28 +110,58 @@ fn init_writes_private_secret_and_never_overwrites_without_force() {
     let config = dir.path().join("etc/config.json");
     let init = |force: bool| {
         let mut cmd = Command::new(BIN);
-        cmd.args(["init", "--account", "pi", "--issuer", "Home Lab", "--config"]).arg(&config);
+        cmd.args([
+            "init",
+            "--account",
+            "pi",
+            "--issuer",
+            "Home Lab",
+            "--config",
+        ])
+        .arg(&config);
         if force {
             cmd.arg("--force");
         }
         cmd.output().unwrap()
     };
     let out = init(false);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("otpauth://totp/Home%20Lab:pi?secret="), "{stdout}");
+    assert!(
+        stdout.contains("otpauth://totp/Home%20Lab:pi?secret="),
+        "{stdout}"
+    );
     assert!(stdout.contains("issuer=Home%20Lab"), "{stdout}");
-    assert!(stdout.contains('█') || stdout.contains('▀'), "a QR code is drawn");
+    assert!(
+        stdout.contains('█') || stdout.contains('▀'),
+        "a QR code is drawn"
+    );
     let secret = dir.path().join("etc/secret");
     assert_eq!(fs::metadata(&secret).unwrap().mode() & 0o777, 0o600);
     let first = fs::read_to_string(&secret).unwrap();
     let out = init(false);
     assert!(out.status.success());
-    assert_eq!(fs::read_to_string(&secret).unwrap(), first, "init without --force must keep the secret");
+    assert_eq!(
+        fs::read_to_string(&secret).unwrap(),
+        first,
+        "init without --force must keep the secret"
+    );
     assert!(init(true).status.success());
-    assert_ne!(fs::read_to_string(&secret).unwrap(), first, "--force makes a new secret");
+    assert_ne!(
+        fs::read_to_string(&secret).unwrap(),
+        first,
+        "--force makes a new secret"
+    );
     // The starter config it wrote is valid.
-    let check = Command::new(BIN).args(["check", "--config"]).arg(&config).output().unwrap();
+    let check = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     // State and log paths are system paths that may not exist here; only the config must parse.
     let err = String::from_utf8_lossy(&check.stderr);
     assert!(!err.contains("config file"), "{err}");
@@ -149,7 +198,10 @@ fn demo_serves_and_cleans_up_on_ctrl_c() {
     let dir = dir.expect("demo prints its temp dir");
     assert!(dir.exists());
     // Wait for it to listen, then ask it something.
-    let http: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
     let url = format!("http://127.0.0.1:{port}/run");
     let mut status = 0;
     for _ in 0..100 {

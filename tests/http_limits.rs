@@ -10,7 +10,10 @@ use common::Agent;
 use serde_json::json;
 
 fn status_of(raw: &str) -> u16 {
-    raw.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    raw.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -21,7 +24,10 @@ fn malformed_bodies_get_400_and_the_agent_lives_on() {
         ("", "malformed JSON"),
         (r#"{"pin": 123456, "command": "uptime"}"#, "invalid type"),
         (r#"{"command": ["uptime"]}"#, "invalid type"),
-        (r#"{"command": "uptime", "argv": ["uptime"]}"#, "exactly one"),
+        (
+            r#"{"command": "uptime", "argv": ["uptime"]}"#,
+            "exactly one",
+        ),
         (r#"{"pin": "123456"}"#, "exactly one"),
         (r#"{"command": "upt\u0000ime"}"#, "NUL"),
         (r#"{"argv": ["/usr/bin/uptime", "a\u0000"]}"#, "NUL"),
@@ -35,12 +41,23 @@ fn malformed_bodies_get_400_and_the_agent_lives_on() {
         assert_eq!(r.status, 400, "{body} → {}", r.body);
         let err = r.json();
         assert_eq!(err["error"], "bad_request", "{body}");
-        assert!(err["message"].as_str().unwrap().contains(needle), "{body} → {}", err["message"]);
+        assert!(
+            err["message"].as_str().unwrap().contains(needle),
+            "{body} → {}",
+            err["message"]
+        );
     }
     let long = "a".repeat(5000);
-    assert_eq!(agent.post_json("/run", &json!({"command": long})).status, 400);
+    assert_eq!(
+        agent.post_json("/run", &json!({"command": long})).status,
+        400
+    );
     assert!(agent.health_ok());
-    assert!(agent.log().contains("BAD REQUEST from 127.0.0.1"), "{}", agent.log());
+    assert!(
+        agent.log().contains("BAD REQUEST from 127.0.0.1"),
+        "{}",
+        agent.log()
+    );
 }
 
 #[test]
@@ -63,23 +80,52 @@ fn oversized_bodies_are_413_before_being_read() {
 fn protocol_abuse_gets_clear_statuses() {
     let agent = Agent::start("proto", json!({}));
     let t = Duration::from_secs(8);
-    assert_eq!(status_of(&agent.raw(b"POST /run HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", t)), 411);
+    assert_eq!(
+        status_of(&agent.raw(
+            b"POST /run HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            t
+        )),
+        411
+    );
     assert_eq!(status_of(&agent.raw(b"GET /\r\n\r\n", t)), 400, "HTTP/0.9");
-    assert_eq!(status_of(&agent.raw(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", t)), 400, "HTTP/2 preface");
+    assert_eq!(
+        status_of(&agent.raw(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", t)),
+        400,
+        "HTTP/2 preface"
+    );
     let many: String = (0..10_000).map(|i| format!("X-H{i}: v\r\n")).collect();
-    assert_eq!(status_of(&agent.raw(format!("GET /health HTTP/1.1\r\n{many}\r\n").as_bytes(), t)), 431);
+    assert_eq!(
+        status_of(&agent.raw(format!("GET /health HTTP/1.1\r\n{many}\r\n").as_bytes(), t)),
+        431
+    );
     let line = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(1 << 20));
     assert_eq!(status_of(&agent.raw(line.as_bytes(), t)), 431);
-    assert_eq!(status_of(&agent.raw(b"GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n", t)), 404);
+    assert_eq!(
+        status_of(&agent.raw(b"GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n", t)),
+        404
+    );
     let r = agent.raw(b"DELETE /run HTTP/1.1\r\nConnection: close\r\n\r\n", t);
     assert_eq!(status_of(&r), 405);
     assert!(r.contains("Allow: POST"), "{r}");
-    assert_eq!(status_of(&agent.raw(b"GET /job/0123456789abcdef0123456789abcdef HTTP/1.0\r\n\r\n", t)), 404);
+    assert_eq!(
+        status_of(&agent.raw(
+            b"GET /job/0123456789abcdef0123456789abcdef HTTP/1.0\r\n\r\n",
+            t
+        )),
+        404
+    );
     // A request that stops half-way gets 408 after 5 s.
     let started = Instant::now();
-    let r = agent.raw(b"POST /run HTTP/1.1\r\nContent-Length: 50\r\n\r\n{\"comm", t);
+    let r = agent.raw(
+        b"POST /run HTTP/1.1\r\nContent-Length: 50\r\n\r\n{\"comm",
+        t,
+    );
     assert_eq!(status_of(&r), 408, "{r}");
-    assert!(started.elapsed() >= Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(agent.health_ok());
 }
 
@@ -112,14 +158,21 @@ fn three_hundred_half_sent_requests_do_not_starve_health() {
     let mut held = Vec::new();
     for _ in 0..300 {
         let mut s = TcpStream::connect(agent.addr).unwrap();
-        s.write_all(b"POST /run HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"com").unwrap();
+        s.write_all(b"POST /run HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"com")
+            .unwrap();
         held.push(s);
     }
     let started = Instant::now();
     assert!(agent.health_ok());
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(1), "/health took {took:?} with 300 half-sent requests open");
+    assert!(
+        took < Duration::from_secs(1),
+        "/health took {took:?} with 300 half-sent requests open"
+    );
     let threads = common::threads(agent.pid());
-    assert!(threads <= 3, "the loop must not spawn threads per connection: {threads}");
+    assert!(
+        threads <= 3,
+        "the loop must not spawn threads per connection: {threads}"
+    );
     drop(held);
 }

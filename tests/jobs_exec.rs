@@ -9,7 +9,10 @@ use serde_json::json;
 
 #[test]
 fn timeout_leaves_no_process_of_the_job() {
-    let agent = Agent::start("timeout", json!({"totp": {"step_s": 1}, "jobs": {"kill_grace_s": 1}}));
+    let agent = Agent::start(
+        "timeout",
+        json!({"totp": {"step_s": 1}, "jobs": {"kill_grace_s": 1}}),
+    );
     let started = Instant::now();
     let r = agent.post_json(
         "/run",
@@ -18,10 +21,23 @@ fn timeout_leaves_no_process_of_the_job() {
     assert_eq!(r.status, 200, "{}", r.body);
     let job = r.json();
     assert_eq!(job["status"], "timed_out");
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     let grandchild: u32 = job["stdout"].as_str().unwrap().trim().parse().unwrap();
-    assert!(!alive(grandchild), "grandchild {grandchild} survived the timeout");
-    assert!(agent.log().contains(&format!("TIMEOUT [{}]", job["id"].as_str().unwrap())), "{}", agent.log());
+    assert!(
+        !alive(grandchild),
+        "grandchild {grandchild} survived the timeout"
+    );
+    assert!(
+        agent
+            .log()
+            .contains(&format!("TIMEOUT [{}]", job["id"].as_str().unwrap())),
+        "{}",
+        agent.log()
+    );
 }
 
 #[test]
@@ -46,12 +62,22 @@ fn child_environment_holds_none_of_the_agents_variables() {
     let agent = Agent::start_in(
         dir,
         &cfg,
-        &[("AGENT_MARKER", "leak"), ("LD_LIBRARY_PATH", "/nonexistent"), ("BASH_ENV", "/tmp/x"),
-          ("NOTIFY_SOCKET", "/run/x"), ("LISTEN_FDS", "1")],
+        &[
+            ("AGENT_MARKER", "leak"),
+            ("LD_LIBRARY_PATH", "/nonexistent"),
+            ("BASH_ENV", "/tmp/x"),
+            ("NOTIFY_SOCKET", "/run/x"),
+            ("LISTEN_FDS", "1"),
+        ],
     );
     let r = agent.post_json("/run", &json!({"command": "env"}));
     assert_eq!(r.status, 200, "{}", r.body);
-    let mut lines: Vec<String> = r.json()["stdout"].as_str().unwrap().lines().map(String::from).collect();
+    let mut lines: Vec<String> = r.json()["stdout"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
     lines.sort();
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let mut expected = vec![
@@ -72,7 +98,10 @@ fn child_environment_holds_none_of_the_agents_variables() {
 #[test]
 fn submit_without_wait_answers_202_then_poll_finds_the_result() {
     let agent = Agent::start("async", json!({"totp": {"step_s": 1}}));
-    let r = agent.post_json("/run", &json!({"pin": agent.fresh_code(), "command": "sleep 1", "wait": 0}));
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": agent.fresh_code(), "command": "sleep 1", "wait": 0}),
+    );
     assert_eq!(r.status, 202, "{}", r.body);
     let body = r.json();
     let id = body["id"].as_str().unwrap().to_string();
@@ -88,7 +117,11 @@ fn submit_without_wait_answers_202_then_poll_finds_the_result() {
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(file).unwrap().mode() & 0o777, 0o600);
     let log = agent.log();
-    for line in [format!("QUEUED [{id}]: sleep 1"), format!("EXECUTING [{id}]: sleep 1"), format!("RESULT [{id}] (rc=0)")] {
+    for line in [
+        format!("QUEUED [{id}]: sleep 1"),
+        format!("EXECUTING [{id}]: sleep 1"),
+        format!("RESULT [{id}] (rc=0)"),
+    ] {
         assert!(log.contains(&line), "missing {line:?} in {log}");
     }
 }

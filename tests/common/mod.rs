@@ -110,7 +110,10 @@ impl Reply {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -158,9 +161,18 @@ impl Agent {
     /// (Re)starts the process and waits for its LISTENING line.
     pub fn spawn(&mut self, env: &[(&str, &str)]) {
         let log_before = self.log().len();
-        let stderr = fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("stderr.txt")).unwrap();
+        let stderr = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("stderr.txt"))
+            .unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.arg("serve").arg("--config").arg(&self.config_path).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -168,15 +180,31 @@ impl Agent {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let log = self.log();
-            if let Some(line) = log[log_before.min(log.len())..].lines().find(|l| l.contains("LISTENING on ")) {
-                let addr = line.split("LISTENING on ").nth(1).unwrap().split_whitespace().next().unwrap();
+            if let Some(line) = log[log_before.min(log.len())..]
+                .lines()
+                .find(|l| l.contains("LISTENING on "))
+            {
+                let addr = line
+                    .split("LISTENING on ")
+                    .nth(1)
+                    .unwrap()
+                    .split_whitespace()
+                    .next()
+                    .unwrap();
                 self.addr = addr.parse().unwrap();
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("agent exited with {status} before listening; stderr:\n{}", self.stderr());
+                panic!(
+                    "agent exited with {status} before listening; stderr:\n{}",
+                    self.stderr()
+                );
             }
-            assert!(Instant::now() < deadline, "agent did not start; stderr:\n{}", self.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "agent did not start; stderr:\n{}",
+                self.stderr()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -233,7 +261,12 @@ impl Agent {
     }
 
     pub fn post(&self, path: &str, body: &str) -> Reply {
-        let resp = self.http.post(&self.url(path)).header("Content-Type", "application/json").send(body).unwrap();
+        let resp = self
+            .http
+            .post(&self.url(path))
+            .header("Content-Type", "application/json")
+            .send(body)
+            .unwrap();
         to_reply(resp)
     }
 
@@ -272,11 +305,18 @@ fn to_reply(mut resp: ureq::http::Response<ureq::Body>) -> Reply {
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
     let body = resp.body_mut().read_to_string().unwrap_or_default();
-    Reply { status, headers, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 pub fn now() -> u64 {
@@ -284,20 +324,30 @@ pub fn now() -> u64 {
 }
 
 pub fn unsafe_kill(pid: u32, sig: i32) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// Whether a process with this pid exists (and is not a zombie).
 pub fn alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
 
 /// Threads of a process, from /proc.
 pub fn threads(pid: u32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// Resident set size in KiB, from /proc.
