@@ -398,7 +398,11 @@ fn job_thread(mut record: JobRecord, spec: ExecSpec, cancel: &AtomicBool, shared
     let stopping = shared.stopping.load(Ordering::SeqCst);
     apply_outcome(&mut record, outcome, spec.timeout.as_secs(), stopping);
     let results = &shared.results;
-    match results.write(&record.id, &render(&record)) {
+    let (written, cleanup) = results.store(&record.id, &render(&record), clock::now_unix());
+    for error in &cleanup.errors {
+        log::warn!("results cleanup: {error}");
+    }
+    match written {
         Ok(path) => record.result_file = Some(path.display().to_string()),
         Err(err) => {
             log::error!(
@@ -408,10 +412,6 @@ fn job_thread(mut record: JobRecord, spec: ExecSpec, cancel: &AtomicBool, shared
             );
             record.result_error = Some(format!("result file not written: {err}"));
         }
-    }
-    let cleanup = results.cleanup(clock::now_unix());
-    for error in &cleanup.errors {
-        log::warn!("results cleanup: {error}");
     }
     shared.journal.ended(&record);
     shared.journal.sync();
