@@ -218,11 +218,12 @@ impl Writer {
                 }
             }
             self.write(&batch, !waiters.is_empty());
-            for waiter in waiters {
-                let _ = waiter.send(());
-            }
+            // Compact before answering, so a finished `sync` sees the file settled.
             if self.lines >= self.compact_at {
                 self.compact();
+            }
+            for waiter in waiters {
+                let _ = waiter.send(());
             }
         }
     }
