@@ -115,10 +115,20 @@ pub struct Jobs {
     queue: VecDeque<String>,
     /// Finished ids, oldest first: the history bound evicts from the front.
     finished: VecDeque<String>,
+    /// Bytes of stdout + stderr held by finished records.
+    kept_output: usize,
     running: usize,
     rx: Receiver<JobRecord>,
     shared: Arc<Shared>,
     notify: Option<Notifier>,
+}
+
+/// Output held in memory for finished jobs: history × 2 × max_output_bytes would be
+/// 2 GiB at the defaults, more than a 4 GB box can spare.
+const HISTORY_OUTPUT_BUDGET: usize = 16 << 20;
+
+fn output_len(record: &JobRecord) -> usize {
+    record.stdout.len() + record.stderr.len()
 }
 
 /// A fresh 128-bit job id, 32 lowercase hex characters.
@@ -148,6 +158,7 @@ impl Jobs {
             entries: HashMap::new(),
             queue: VecDeque::new(),
             finished: VecDeque::new(),
+            kept_output: 0,
             running: 0,
             rx,
             shared: Arc::new(Shared {
@@ -343,10 +354,34 @@ impl Jobs {
                 notify.job_ended(&entry.record);
             }
         }
+        if let Some(entry) = self.entries.get(&id) {
+            self.kept_output += output_len(&entry.record);
+        }
         self.finished.push_back(id);
         while self.finished.len() > self.cfg.history {
-            if let Some(old) = self.finished.pop_front() {
-                self.entries.remove(&old);
+            if let Some(old) = self.finished.pop_front()
+                && let Some(entry) = self.entries.remove(&old)
+            {
+                self.kept_output -= output_len(&entry.record).min(self.kept_output);
+            }
+        }
+        self.trim_old_output();
+    }
+
+    /// Keeps the output held for finished jobs under [`HISTORY_OUTPUT_BUDGET`]: the oldest
+    /// records lose theirs first (`truncated: true`; the result file keeps it whole).
+    fn trim_old_output(&mut self) {
+        for id in &self.finished {
+            if self.kept_output <= HISTORY_OUTPUT_BUDGET {
+                return;
+            }
+            if let Some(entry) = self.entries.get_mut(id)
+                && output_len(&entry.record) > 0
+            {
+                self.kept_output -= output_len(&entry.record).min(self.kept_output);
+                entry.record.stdout = String::new();
+                entry.record.stderr = String::new();
+                entry.record.truncated = true;
             }
         }
     }
