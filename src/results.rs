@@ -2,17 +2,20 @@
 //! bounded cleanup so the directory never grows without limit (the old agent never
 //! deleted any).
 //!
-//! The directory is verified (0700, ours, not a link) by `files::ensure_private_dir`;
-//! only root can create or rename entries in it, and in a sticky `/tmp` nobody else can
-//! rename or remove the directory itself, so plain paths inside it are safe to use.
+//! The directory is verified (0700, ours, not a link) by `files::open_private_dir`, and
+//! everything inside it is reached through that descriptor (`openat`, `unlinkat`), never
+//! by path: a sticky `/tmp` stops others renaming the directory, but once it is aged
+//! away (systemd-tmpfiles) anyone may put a link where it was.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::ResultsConfig;
 use crate::files::{self, FileError};
+use crate::sys;
 
 const WHAT: &str = "results dir";
 
@@ -69,25 +72,21 @@ impl ResultsDir {
                 format!("result id {id:?} is not 32 lowercase hex characters"),
             ));
         }
-        let path = self.dir.join(format!("agent-{id}.txt"));
-        let mut file = match create(&path) {
-            // systemd-tmpfiles may have aged the directory away: make it again, once.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                files::ensure_private_dir(WHAT, &self.dir)
-                    .map_err(|e| io::Error::other(e.to_string()))?;
-                create(&path)?
-            }
-            other => other?,
-        };
+        let name = format!("agent-{id}.txt");
+        // Through a checked descriptor of the directory, never its path: if /tmp's entry
+        // was swapped for a link since start-up, the file must not land where it points.
+        let dir = files::open_private_dir(WHAT, &self.dir)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let mut file = sys::create_at(dir.as_fd(), &name, 0o600)?;
         let written = file
             .write_all(text.as_bytes())
             .and_then(|()| file.sync_all());
         if let Err(e) = written {
             // We created it (O_EXCL), so removing the partial file touches nothing else.
-            let _ = fs::remove_file(&path);
+            let _ = sys::unlink_at(dir.as_fd(), &name);
             return Err(e);
         }
-        Ok(path)
+        Ok(self.dir.join(name))
     }
 
     /// Deletes result files, oldest first, until none is older than `max_age_s`, at most
@@ -96,10 +95,15 @@ impl ResultsDir {
     /// other names are never touched. Errors are collected, not fatal.
     pub fn cleanup(&self, now_unix: u64) -> Cleanup {
         let mut report = Cleanup::default();
-        if let Err(e) = files::ensure_private_dir(WHAT, &self.dir) {
-            report.errors.push(e.to_string());
-            return report;
-        }
+        // Names come from the path; every look and every removal goes through the checked
+        // descriptor, so a swapped path can only make names miss, never reach elsewhere.
+        let dir = match files::open_private_dir(WHAT, &self.dir) {
+            Ok(dir) => dir,
+            Err(e) => {
+                report.errors.push(e.to_string());
+                return report;
+            }
+        };
         let listing = match fs::read_dir(&self.dir) {
             Ok(listing) => listing,
             Err(e) => {
@@ -123,8 +127,8 @@ impl ResultsDir {
                 continue;
             }
             let path = self.dir.join(&name);
-            match fs::symlink_metadata(&path) {
-                // symlink_metadata: a link is seen as a link, never as its target.
+            match sys::lookup_at(dir.as_fd(), &name).and_then(|f| f.metadata()) {
+                // O_PATH|O_NOFOLLOW: a link is seen as a link, never as its target.
                 Ok(meta) if meta.file_type().is_file() => entries.push(Entry {
                     mtime: (meta.mtime(), meta.mtime_nsec()),
                     name,
@@ -149,7 +153,7 @@ impl ResultsDir {
                 break;
             }
             let path = self.dir.join(&entry.name);
-            match fs::remove_file(&path) {
+            match sys::unlink_at(dir.as_fd(), &entry.name) {
                 Ok(()) => {
                     report.removed += 1;
                     count -= 1;
@@ -167,15 +171,6 @@ impl ResultsDir {
         report.kept_bytes = bytes;
         report
     }
-}
-
-fn create(path: &Path) -> io::Result<fs::File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
 }
 
 #[cfg(test)]
@@ -261,6 +256,30 @@ mod tests {
         symlink(&missing, results.dir().join(format!("agent-{other}.txt"))).unwrap();
         assert!(results.write(&other, "evil").is_err());
         assert!(!missing.exists());
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn results_dir_swapped_for_a_link_is_never_followed() {
+        // /tmp race: the dir is aged away (systemd-tmpfiles) and someone puts a link to
+        // a directory of their choice where it was. Neither write nor cleanup may reach
+        // through it.
+        let base = tempdir("swapdir");
+        let results = ResultsDir::open(&cfg(&base.join("r"), 0, 0, 0)).unwrap();
+        let elsewhere = base.join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        let victim = elsewhere.join(format!("agent-{}.txt", id(1)));
+        fs::write(&victim, "victim").unwrap();
+        fs::remove_dir(results.dir()).unwrap();
+        symlink(&elsewhere, results.dir()).unwrap();
+
+        let err = results.write(ID, "planted").unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let report = results.cleanup(1_800_000_000);
+        assert_eq!(report.removed, 0);
+        assert!(report.errors[0].contains("symbolic link"), "{report:?}");
+        assert_eq!(names(&elsewhere), [format!("agent-{}.txt", id(1))]);
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "victim");
         fs::remove_dir_all(base).unwrap();
     }
 
