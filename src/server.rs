@@ -100,14 +100,16 @@ struct Conn {
     peer_closed: bool,
 }
 
-/// A parsed request head.
-struct Head {
-    method: String,
-    target: String,
-    len: usize,
-    content_length: usize,
-    keep_alive: bool,
-    expect_continue: bool,
+/// A parsed request head (pub for the fuzz targets).
+#[derive(Debug)]
+pub struct Head {
+    pub method: String,
+    pub target: String,
+    /// Bytes of the head, terminating blank line included.
+    pub len: usize,
+    pub content_length: usize,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
 }
 
 /// The listening socket, the poller and the waker job threads use to reach the loop.
@@ -518,7 +520,7 @@ impl Conn {
 }
 
 /// Parses a request head; `Ok(None)` while it is incomplete.
-fn parse_head(input: &[u8]) -> Result<Option<Head>, ApiError> {
+pub fn parse_head(input: &[u8]) -> Result<Option<Head>, ApiError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(input) {
