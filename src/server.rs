@@ -29,6 +29,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// After an error response, unread input is drained this long so the client sees the
 /// response instead of a reset.
 const LINGER: Duration = Duration::from_secs(2);
+/// Input buffers a lingering connection may drain per wake-up (about 1 MiB).
+const LINGER_ROUNDS: usize = 16;
 /// Wait before retrying accept() after running out of file descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -435,10 +437,19 @@ impl Conn {
                     }
                 }
                 Phase::Lingering { .. } => {
-                    self.input.clear();
-                    self.fill()?;
-                    self.input.clear();
-                    return if self.peer_closed { Err(()) } else { Ok(()) };
+                    // Edge-triggered: stopping at the input cap with bytes still queued
+                    // means no further wake-up, and the slot stays taken until the
+                    // linger deadline. Read on to WouldBlock; a client still sending
+                    // after LINGER_ROUNDS buffers' worth is cut off instead.
+                    for _ in 0..LINGER_ROUNDS {
+                        self.input.clear();
+                        self.fill()?;
+                        if self.peer_closed || self.input.len() < MAX_HEAD + MAX_BODY {
+                            self.input = Vec::new();
+                            return if self.peer_closed { Err(()) } else { Ok(()) };
+                        }
+                    }
+                    return Err(());
                 }
             }
         }
