@@ -11,8 +11,11 @@ use sudo_agent::policy::{self, Request};
 use sudo_agent::server::{self, MAX_BODY, MAX_HEAD};
 use sudo_agent::totp;
 
+/// One target's checks.
+pub type Check = fn(&[u8]);
+
 /// Target names, as directories under `fuzz/corpus/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("parse_head", parse_head),
     ("split_words", split_words),
     ("policy_plan", policy_plan),
