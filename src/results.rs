@@ -32,6 +32,19 @@ pub struct ResultsDir {
     room: Mutex<()>,
 }
 
+/// A result file written in full but not yet flushed to disk.
+#[derive(Debug)]
+pub struct Stored {
+    pub path: PathBuf,
+    file: fs::File,
+}
+
+impl Stored {
+    pub fn sync(self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+}
+
 /// What one cleanup pass did and left.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Cleanup {
@@ -77,9 +90,10 @@ impl ResultsDir {
     }
 
     /// What a finished job calls: deletes the oldest files until the new one fits the
-    /// bounds, then writes it ([`ResultsDir::write`]). Only the fsync happens outside
-    /// the lock. Returns the path (or why not) and what the cleanup did.
-    pub fn store(&self, id: &str, text: &str, now_unix: u64) -> (io::Result<PathBuf>, Cleanup) {
+    /// bounds, then writes it, under a lock. The fsync is left to the caller
+    /// ([`Stored::sync`]), so a job can answer first: an fsync costs milliseconds on a
+    /// disk-backed `/tmp` (bench/) and the record the caller waits for is complete.
+    pub fn store(&self, id: &str, text: &str, now_unix: u64) -> (io::Result<Stored>, Cleanup) {
         let dir = match self.open_dir() {
             Ok(dir) => dir,
             Err(e) => {
@@ -94,7 +108,10 @@ impl ResultsDir {
         let report = self.sweep(&dir, now_unix, 1, text.len() as u64);
         let created = create_in(&dir, id, text);
         drop(guard);
-        let stored = created.and_then(|(name, file)| self.synced(&dir, name, &file));
+        let stored = created.map(|(name, file)| Stored {
+            path: self.dir.join(name),
+            file,
+        });
         (stored, report)
     }
 
@@ -492,9 +509,10 @@ mod tests {
         for n in 0..3 {
             put(&results, n, 50, now, 100 - n as u64);
         }
-        let (path, report) = results.store(&id(9), &"y".repeat(200), now);
+        let (stored, report) = results.store(&id(9), &"y".repeat(200), now);
+        let stored = stored.unwrap();
         assert_eq!(
-            path.unwrap(),
+            stored.path.clone(),
             results.dir().join(format!("agent-{}.txt", id(9)))
         );
         // One file goes for the count; then 100 + 200 > 250 bytes: a second for the bytes.
