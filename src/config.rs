@@ -83,6 +83,27 @@ pub struct Rule {
     pub cwd: Option<PathBuf>,
 }
 
+impl Rule {
+    /// A plain rule: `program` with `args`, needing a code, no other settings (what
+    /// policy tests and fuzz targets match against).
+    pub fn argv(name: &str, program: &str, args: Vec<ArgPattern>) -> Rule {
+        Rule {
+            name: name.into(),
+            action: Action::Argv {
+                program: PathBuf::from(program),
+                args,
+            },
+            no_pin: false,
+            timeout_s: None,
+            max_output_bytes: None,
+            user: None,
+            group: None,
+            env: Vec::new(),
+            cwd: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Run `program` directly; `args` match the request's words after the program.
@@ -1145,11 +1166,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn tempdir(tag: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("sudo-agent-config-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
+        crate::files::test_dir(&format!("config-{tag}"))
     }
 
     /// A program path that exists here, so tests do not depend on what is installed.
