@@ -12,6 +12,7 @@ use crate::clock;
 use crate::config::{self, Config, ConfigError, StarterPaths};
 use crate::files;
 use crate::state::StateStore;
+use crate::systemd::Systemd;
 use crate::totp;
 
 const USAGE: &str = "\
@@ -172,8 +173,10 @@ fn execute(command: Command) -> Result<i32, String> {
         Command::Help => println!("{USAGE}"),
         Command::Version => println!("sudo-agent {}", env!("CARGO_PKG_VERSION")),
         Command::Serve { config } => {
+            // First, while the process has one thread: it edits the environment.
+            let systemd = Systemd::from_env().map_err(|e| e.to_string())?;
             let cfg = Config::load(&config).map_err(|e| e.to_string())?;
-            agent::serve(cfg, None).map_err(|e| e.to_string())?;
+            agent::serve(cfg, systemd).map_err(|e| e.to_string())?;
         }
         Command::Demo { listen } => return demo(listen),
         Command::Init {
@@ -382,7 +385,7 @@ fn demo_in(dir: &Path, listen: SocketAddr) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(", "),
     );
-    match agent::serve(cfg, None) {
+    match agent::serve(cfg, Systemd::default()) {
         Ok(()) => Ok(()),
         Err(err @ StartError::Bind { .. }) => Err(format!(
             "{err}; or pick another with --listen 127.0.0.1:PORT"

@@ -22,4 +22,5 @@ pub mod results;
 pub mod server;
 pub mod state;
 pub mod sys;
+pub mod systemd;
 pub mod totp;
