@@ -230,7 +230,10 @@ impl Lifecycle {
             && !self.send_failed
         {
             self.send_failed = true;
-            log::warn!("cannot notify systemd ({}): {err}", state.replace('\n', " "));
+            log::warn!(
+                "cannot notify systemd ({}): {err}",
+                state.replace('\n', " ")
+            );
         }
     }
 

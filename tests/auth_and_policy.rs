@@ -204,7 +204,7 @@ fn replay_is_refused_after_restart() {
 #[test]
 fn code_and_verify_commands_agree_with_the_agent() {
     let agent = Agent::start("cli-code", json!({}));
-    let out = std::process::Command::new(common::BIN)
+    let out = common::agent_command()
         .args(["code", "--config"])
         .arg(&agent.config_path)
         .output()
@@ -222,7 +222,7 @@ fn code_and_verify_commands_agree_with_the_agent() {
     assert!(expected.contains(&printed), "{printed} not in {expected:?}");
 
     let verify = |code: &str| {
-        std::process::Command::new(common::BIN)
+        common::agent_command()
             .args(["verify", code, "--config"])
             .arg(&agent.config_path)
             .status()
