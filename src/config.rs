@@ -1040,6 +1040,21 @@ pub struct StarterPaths {
     pub results_dir: PathBuf,
 }
 
+impl StarterPaths {
+    /// The standard places on an installed system: the config's defaults.
+    pub fn system() -> StarterPaths {
+        StarterPaths {
+            listen: default_listen()
+                .parse()
+                .unwrap_or_else(|_| ([127, 0, 0, 1], 9999).into()),
+            secret_file: default_secret_file(),
+            log_file: default_log_file(),
+            state_dir: default_state_dir(),
+            results_dir: RawResults::default().dir,
+        }
+    }
+}
+
 /// Where a program is looked for when writing the starter policy.
 const PROGRAM_DIRS: &[&str] = &["/usr/bin", "/bin", "/usr/sbin", "/sbin"];
 
