@@ -128,7 +128,8 @@ pub fn install(opts: &Options, account: &str, issuer: &str) -> Result<usize, Str
     log_file_0640(opts, &log_file)?;
 
     // 3. Like visudo -c: nothing below happens with a config the agent would refuse.
-    if !(opts.dry_run && !config.exists()) {
+    // A dry run on a fresh box has no config to check yet.
+    if !opts.dry_run || config.exists() {
         let report = check::check(&config, &opts.root);
         for warning in &report.warnings {
             println!("warning: {warning}");
