@@ -400,5 +400,33 @@ mod tests {
         assert!(parse(&words("code extra")).is_err());
         assert!(parse(&words("serve --force")).is_err());
         assert!(parse(&words("verify 1 --listen 127.0.0.1:1")).is_err());
+        assert!(parse(&words("install --root relative/dir")).is_err());
+        assert!(parse(&words("install --purge")).is_err());
+        assert!(parse(&words("uninstall --account x")).is_err());
+    }
+
+    #[test]
+    fn parses_install_and_uninstall() {
+        assert_eq!(
+            parse(&words("install --dry-run --root /mnt/sd")).unwrap(),
+            Command::Install {
+                options: install::Options {
+                    root: "/mnt/sd".into(),
+                    dry_run: true
+                },
+                account: "root".into(),
+                issuer: "sudo-agent".into(),
+            }
+        );
+        assert_eq!(
+            parse(&words("uninstall --purge")).unwrap(),
+            Command::Uninstall {
+                options: install::Options {
+                    root: "/".into(),
+                    dry_run: false
+                },
+                purge: true,
+            }
+        );
     }
 }

@@ -102,7 +102,8 @@ pub fn install(opts: &Options, account: &str, issuer: &str) -> Result<usize, Str
                 config.display()
             )),
         }
-    } else {
+    } else if !config.exists() || Config::load_in_root(&config, &opts.root).is_ok() {
+        // (A config that does not load is left for the check below to report in full.)
         enrol::init(
             &config,
             &opts.root,
