@@ -100,6 +100,8 @@ struct Conn {
     last_active: Instant,
     continue_sent: bool,
     peer_closed: bool,
+    /// Has sent at least one whole request: a client, not just an open socket.
+    served: bool,
 }
 
 /// A parsed request head (pub for the fuzz targets).
@@ -241,6 +243,7 @@ impl Loop {
                             request_started: None,
                             last_active: now,
                             continue_sent: false,
+                            served: false,
                             peer_closed: false,
                         },
                     );
@@ -262,13 +265,15 @@ impl Loop {
         }
     }
 
-    /// Closes the least recently active connection that is not waiting for a job.
+    /// Closes the least recently active connection that is not waiting for a job,
+    /// preferring sockets that never sent a whole request: a flood of bare connects
+    /// must not push out a client's idle keep-alive connection.
     fn evict_one(&mut self) -> bool {
         let victim = self
             .conns
             .iter()
             .filter(|(_, c)| !matches!(c.phase, Phase::Waiting { .. }))
-            .min_by_key(|(_, c)| c.last_active)
+            .min_by_key(|(_, c)| (c.served, c.last_active))
             .map(|(t, _)| *t);
         match victim {
             Some(token) => {
@@ -398,6 +403,7 @@ impl Conn {
                         Ok(None) => return Ok(()),
                         Ok(Some((request, keep_alive))) => {
                             self.request_started = None;
+                            self.served = true;
                             match handler.handle(request, Instant::now()) {
                                 Reply::Now(response) => self.respond(&response, keep_alive),
                                 Reply::Wait { job, until, kind } => {

@@ -195,3 +195,30 @@ fn a_flood_of_bad_requests_cannot_flood_the_audit_log() {
     assert!(log.contains("like it not logged)"), "{log}");
     assert!(agent.health_ok());
 }
+
+#[test]
+fn a_flood_of_bare_connects_does_not_push_out_a_keep_alive_client() {
+    let agent = Agent::start("evict", json!({}));
+    let mut client = TcpStream::connect(agent.addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let ask = |s: &mut TcpStream| {
+        s.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(ask(&mut client).starts_with("HTTP/1.1 200"));
+    // 300 sockets that never send a byte: 256 slots, so 44+ must be closed for them.
+    let flood: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(agent.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let again = ask(&mut client);
+    assert!(
+        again.starts_with("HTTP/1.1 200"),
+        "the keep-alive client was closed: {again:?}"
+    );
+    drop(flood);
+}
