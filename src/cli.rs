@@ -26,6 +26,12 @@ usage:
   sudo-agent verify CODE [--config PATH]
                                         exit 0 if CODE is valid now (consumes nothing)
   sudo-agent check  [--config PATH]     validate config, policy, files and modes
+  sudo-agent run    [--url U] [--pin P | --pin-stdin] [--wait S] [--json] [--detach]
+                    [--message 'Agent: CODE CMD'] [--reply-format text|sip] -- CMD ARGS...
+                                        client: submit, wait, print the output, exit with the
+                                        command's exit code (124 timed out, 125 refused,
+                                        126 not allowed, 127 agent unreachable)
+  sudo-agent mcp    [--url U]           MCP tool server on stdio for AI assistants
   sudo-agent --help | --version";
 
 /// A parsed command line.
@@ -54,6 +60,10 @@ pub enum Command {
     },
     Check {
         config: PathBuf,
+    },
+    Run(crate::run::RunArgs),
+    Mcp {
+        url: String,
     },
 }
 
@@ -88,7 +98,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let Some((sub, rest)) = args.split_first() else {
         return Err("no command given".into());
     };
+    if sub == "run" {
+        // `run` passes the command's own words through, so it parses on its own.
+        return Ok(crate::run::parse(rest)?.map_or(Command::Help, Command::Run));
+    }
     let mut config = PathBuf::from(config::DEFAULT_CONFIG_PATH);
+    let mut url = crate::client::DEFAULT_URL.to_string();
     let mut listen: SocketAddr = ([127, 0, 0, 1], 9999).into();
     let mut account = String::from("root");
     let mut issuer = String::from("sudo-agent");
@@ -123,6 +138,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "--account" => account = value("--account")?,
             "--issuer" => issuer = value("--issuer")?,
             "--force" => force = true,
+            "--url" => url = value("--url")?,
             other if other.starts_with('-') && other.len() > 1 => {
                 return Err(format!("unknown option {other}"));
             }
@@ -142,6 +158,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         },
         "code" => Command::Code { config },
         "check" => Command::Check { config },
+        "mcp" => Command::Mcp { url },
         "verify" => {
             let [code] = positional.as_slice() else {
                 return Err("verify takes exactly one CODE".into());
@@ -159,6 +176,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let allowed: &[&str] = match command {
         Command::Demo { .. } => &["--listen"],
         Command::Init { .. } => &["--config", "--account", "--issuer", "--force"],
+        Command::Mcp { .. } => &["--url"],
         _ => &["--config"],
     };
     if let Some(flag) = given.iter().find(|f| !allowed.contains(f)) {
@@ -202,6 +220,8 @@ fn execute(command: Command) -> Result<i32, String> {
             );
         }
         Command::Check { config } => return Ok(check(&config)),
+        Command::Run(args) => return Ok(crate::run::main(args)),
+        Command::Mcp { url } => return crate::mcp::serve(&url).map(|()| 0),
     }
     Ok(0)
 }
