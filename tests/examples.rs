@@ -14,7 +14,9 @@ use common::{Agent, BIN};
 use serde_json::{Value, json};
 
 fn example(path: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(path);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(path);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -32,7 +34,10 @@ fn check_dialplan(text: &str) -> Result<usize, String> {
     for (n, raw) in text.lines().enumerate() {
         let at = |why: &str| format!("line {}: {why}: {raw}", n + 1);
         // `;` starts a comment; `\;` is a literal semicolon.
-        let line = match raw.match_indices(';').find(|(i, _)| !raw[..*i].ends_with('\\')) {
+        let line = match raw
+            .match_indices(';')
+            .find(|(i, _)| !raw[..*i].ends_with('\\'))
+        {
             Some((i, _)) => &raw[..i],
             None => raw,
         }
@@ -41,8 +46,14 @@ fn check_dialplan(text: &str) -> Result<usize, String> {
             continue;
         }
         if let Some(name) = line.strip_prefix('[') {
-            let name = name.strip_suffix(']').ok_or_else(|| at("unclosed section"))?;
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) {
+            let name = name
+                .strip_suffix(']')
+                .ok_or_else(|| at("unclosed section"))?;
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+            {
                 return Err(at("bad section name"));
             }
             section = Some(name);
@@ -50,7 +61,9 @@ fn check_dialplan(text: &str) -> Result<usize, String> {
             continue;
         }
         section.ok_or_else(|| at("line outside a [section]"))?;
-        let (key, value) = line.split_once("=>").ok_or_else(|| at("expected `key => value`"))?;
+        let (key, value) = line
+            .split_once("=>")
+            .ok_or_else(|| at("expected `key => value`"))?;
         let (priority, app) = match key.trim() {
             "exten" => {
                 let fields: Vec<&str> = value.splitn(3, ',').collect();
@@ -64,7 +77,9 @@ fn check_dialplan(text: &str) -> Result<usize, String> {
                 (priority, app)
             }
             "same" if in_exten => {
-                let (priority, app) = value.split_once(',').ok_or_else(|| at("same needs priority,application"))?;
+                let (priority, app) = value
+                    .split_once(',')
+                    .ok_or_else(|| at("same needs priority,application"))?;
                 (priority, app)
             }
             "same" => return Err(at("`same` before any `exten` in this section")),
@@ -75,13 +90,20 @@ fn check_dialplan(text: &str) -> Result<usize, String> {
         let label_ok = priority
             .strip_prefix("n(")
             .and_then(|l| l.strip_suffix(')'))
-            .is_some_and(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+            .is_some_and(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            });
         if !(priority == "n" || label_ok || priority.bytes().all(|b| b.is_ascii_digit())) {
             return Err(at("bad priority"));
         }
         let app = app.trim();
-        let name_len = app.find('(').ok_or_else(|| at("application without (arguments)"))?;
-        if name_len == 0 || !app[..name_len].bytes().all(|b| b.is_ascii_alphabetic()) || !app.ends_with(')') {
+        let name_len = app
+            .find('(')
+            .ok_or_else(|| at("application without (arguments)"))?;
+        if name_len == 0
+            || !app[..name_len].bytes().all(|b| b.is_ascii_alphabetic())
+            || !app.ends_with(')')
+        {
             return Err(at("expected Application(arguments)"));
         }
         let mut stack = Vec::new();
@@ -90,7 +112,8 @@ fn check_dialplan(text: &str) -> Result<usize, String> {
                 '(' | '{' | '[' => stack.push(c),
                 ')' | '}' | ']' => {
                     let open = stack.pop().ok_or_else(|| at("unbalanced brackets"))?;
-                    if (open, c) != ('(', ')') && (open, c) != ('{', '}') && (open, c) != ('[', ']') {
+                    if (open, c) != ('(', ')') && (open, c) != ('{', '}') && (open, c) != ('[', ']')
+                    {
                         return Err(at("mismatched brackets"));
                     }
                 }
@@ -110,7 +133,13 @@ fn asterisk_dialplan_parses() {
     let text = example("asterisk/extensions.conf");
     let priorities = check_dialplan(&text).unwrap();
     assert!(priorities >= 8, "{priorities}");
-    for needed in ["MESSAGE(body)", "MESSAGE(from)", "SHELL(", "MessageSend(", "--message"] {
+    for needed in [
+        "MESSAGE(body)",
+        "MESSAGE(from)",
+        "SHELL(",
+        "MessageSend(",
+        "--message",
+    ] {
         assert!(text.contains(needed), "dialplan lacks {needed}");
     }
     // The checker does catch broken dialplans.
@@ -129,7 +158,10 @@ fn asterisk_dialplan_parses() {
 
 /// The argument of `${SHELL(...)}` in the dialplan, brackets balanced.
 fn shell_line(dialplan: &str) -> String {
-    let start = dialplan.find("${SHELL(").expect("no SHELL() in the dialplan") + "${SHELL(".len();
+    let start = dialplan
+        .find("${SHELL(")
+        .expect("no SHELL() in the dialplan")
+        + "${SHELL(".len();
     let mut depth = 1;
     for (i, c) in dialplan[start..].char_indices() {
         match c {
@@ -168,7 +200,10 @@ fn asterisk_shell_line_runs_a_message_and_never_its_shell_code() {
         .output()
         .unwrap();
     let reply = String::from_utf8_lossy(&out.stdout);
-    assert!(reply.starts_with("succeeded (rc=0): echo"), "{reply} {out:?}");
+    assert!(
+        reply.starts_with("succeeded (rc=0): echo"),
+        "{reply} {out:?}"
+    );
     assert!(reply.contains(&format!("$(touch {m})")), "{reply}");
     assert!(!marker.exists(), "the message body ran as shell code");
 }
@@ -181,7 +216,9 @@ fn yaml(path: &str) -> Option<Value> {
     if !common::python_has("yaml", "pip install pyyaml") {
         return None;
     }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(path);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(path);
     let out = Command::new("python3")
         .args([
             "-c",
@@ -190,7 +227,12 @@ fn yaml(path: &str) -> Option<Value> {
         .arg(&path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Some(serde_json::from_slice(&out.stdout).unwrap())
 }
 
@@ -208,13 +250,24 @@ fn home_assistant_yaml_parses_and_matches_the_agent_side() {
     let script = &ha["script"]["sudo_agent_restart_nginx"]["sequence"];
     assert_eq!(script[0]["action"], "rest_command.sudo_agent");
     let trigger = &ha["automation"][0]["triggers"][0];
-    assert_eq!((trigger["trigger"].as_str(), trigger["webhook_id"].as_str()), (Some("webhook"), Some(WEBHOOK)));
+    assert_eq!(
+        (trigger["trigger"].as_str(), trigger["webhook_id"].as_str()),
+        (Some("webhook"), Some(WEBHOOK))
+    );
     // The agent's notify command posts to this very webhook.
     let notify: Value = serde_json::from_str(&example("homeassistant/agent-notify.json")).unwrap();
     let argv = notify["notify"].as_array().unwrap();
-    assert!(argv[2].as_str().unwrap().ends_with(&format!("/api/webhook/{WEBHOOK}")));
+    assert!(
+        argv[2]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/api/webhook/{WEBHOOK}"))
+    );
     for field in ["status", "exit_code", "command", "result_file"] {
-        assert!(argv[2].as_str().unwrap().contains(&format!("\"{field}=$")), "{field}");
+        assert!(
+            argv[2].as_str().unwrap().contains(&format!("\"{field}=$")),
+            "{field}"
+        );
     }
 }
 
@@ -231,10 +284,16 @@ fn home_assistant_rest_command_body_is_what_the_agent_accepts() {
     let body = rest["payload"]
         .as_str()
         .unwrap()
-        .replace("{{ states('input_text.sudo_agent_code') | to_json }}", &json!(code).to_string())
+        .replace(
+            "{{ states('input_text.sudo_agent_code') | to_json }}",
+            &json!(code).to_string(),
+        )
         .replace("{{ command | to_json }}", &json!(command).to_string());
     assert!(!body.contains("{{"), "template not fully rendered: {body}");
-    let path = rest["url"].as_str().unwrap().trim_start_matches("http://127.0.0.1:9999");
+    let path = rest["url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://127.0.0.1:9999");
     assert_eq!(rest["method"], "post");
     let r = agent.post(path, &body);
     assert_eq!(r.status, 200, "{body} → {}", r.body);
@@ -269,18 +328,29 @@ fn form_decode(text: &str) -> Vec<(String, String)> {
 #[test]
 fn notify_command_posts_the_form_the_automation_reads() {
     if !Path::new("/usr/bin/curl").exists() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "curl missing under CI=true; apt-get install curl");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "curl missing under CI=true; apt-get install curl"
+        );
         eprintln!("SKIPPED: /usr/bin/curl is missing; apt-get install curl");
         return;
     }
     let notify: Value = serde_json::from_str(&example("homeassistant/agent-notify.json")).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/api/webhook/{WEBHOOK}", listener.local_addr().unwrap());
+    let url = format!(
+        "http://{}/api/webhook/{WEBHOOK}",
+        listener.local_addr().unwrap()
+    );
     let argv: Vec<String> = notify["notify"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| a.as_str().unwrap().replace(&format!("http://127.0.0.1:8123/api/webhook/{WEBHOOK}"), &url))
+        .map(|a| {
+            a.as_str().unwrap().replace(
+                &format!("http://127.0.0.1:8123/api/webhook/{WEBHOOK}"),
+                &url,
+            )
+        })
         .collect();
     let command = r#"echo "$(id)" 'x' & y=1"#;
     let mut child = Command::new(&argv[0])
@@ -310,11 +380,19 @@ fn notify_command_posts_the_form_the_automation_reads() {
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body).unwrap();
-    conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
     assert!(child.wait().unwrap().success());
-    assert!(head.starts_with(&format!("POST /api/webhook/{WEBHOOK} HTTP/1.1")), "{head}");
+    assert!(
+        head.starts_with(&format!("POST /api/webhook/{WEBHOOK} HTTP/1.1")),
+        "{head}"
+    );
     let form = form_decode(std::str::from_utf8(&body).unwrap());
-    let get = |k: &str| form.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    let get = |k: &str| {
+        form.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
     assert_eq!(get("command"), Some(command), "{form:?}");
     assert_eq!(get("status"), Some("succeeded"));
     assert_eq!(get("exit_code"), Some("0"));

@@ -47,7 +47,9 @@ impl Session {
     }
 
     fn request(&mut self, id: u64, method: &str, params: Value) -> Value {
-        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string());
+        self.send(
+            &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string(),
+        );
         let answer = self.receive();
         assert_eq!(answer["id"], id, "{answer}");
         answer
@@ -55,7 +57,11 @@ impl Session {
 
     /// A `tools/call`: (isError, text of the first content item).
     fn call(&mut self, id: u64, tool: &str, arguments: Value) -> (bool, String) {
-        let answer = self.request(id, "tools/call", json!({"name": tool, "arguments": arguments}));
+        let answer = self.request(
+            id,
+            "tools/call",
+            json!({"name": tool, "arguments": arguments}),
+        );
         let result = &answer["result"];
         assert_eq!(result["content"][0]["type"], "text", "{answer}");
         (
@@ -77,7 +83,10 @@ fn mcp_session_runs_commands_only_with_the_humans_code() {
                "clientInfo": {"name": "test", "version": "0"}}),
     );
     assert_eq!(init["result"]["protocolVersion"], "2024-11-05");
-    assert_eq!(init["result"]["capabilities"]["tools"], json!({"listChanged": false}));
+    assert_eq!(
+        init["result"]["capabilities"]["tools"],
+        json!({"listChanged": false})
+    );
     assert_eq!(init["result"]["serverInfo"]["name"], "sudo-agent");
     // A notification gets no answer: the next line read answers the next request.
     mcp.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
@@ -85,7 +94,10 @@ fn mcp_session_runs_commands_only_with_the_humans_code() {
     let tools = mcp.request(2, "tools/list", json!({}));
     let tools = tools["result"]["tools"].as_array().unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["run_command", "job_status", "list_allowed_commands"]);
+    assert_eq!(
+        names,
+        ["run_command", "job_status", "list_allowed_commands"]
+    );
     assert_eq!(tools[0]["inputSchema"]["required"], json!(["command"]));
 
     let (is_error, text) = mcp.call(3, "list_allowed_commands", json!({}));
@@ -108,19 +120,36 @@ fn mcp_session_runs_commands_only_with_the_humans_code() {
 
     let (is_error, text) = mcp.call(5, "job_status", json!({"id": job["id"]}));
     assert!(!is_error, "{text}");
-    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["id"], job["id"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["id"],
+        job["id"]
+    );
 
-    let wrong = if agent.code() == "000000" { "111111" } else { "000000" };
-    let (is_error, text) = mcp.call(6, "run_command", json!({"command": "echo x", "code": wrong}));
+    let wrong = if agent.code() == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let (is_error, text) = mcp.call(
+        6,
+        "run_command",
+        json!({"command": "echo x", "code": wrong}),
+    );
     assert!(is_error, "{text}");
-    assert!(text.contains("invalid_code") && text.contains("Ask the human"), "{text}");
+    assert!(
+        text.contains("invalid_code") && text.contains("Ask the human"),
+        "{text}"
+    );
     // Without any code, a command needing one is refused the same way.
     let (is_error, _) = mcp.call(7, "run_command", json!({"command": "echo x"}));
     assert!(is_error);
 
     mcp.send("{this is not json");
     let answer = mcp.receive();
-    assert_eq!((answer["error"]["code"].as_i64(), &answer["id"]), (Some(-32700), &Value::Null));
+    assert_eq!(
+        (answer["error"]["code"].as_i64(), &answer["id"]),
+        (Some(-32700), &Value::Null)
+    );
     let answer = mcp.request(8, "prompts/list", json!({}));
     assert_eq!(answer["error"]["code"], -32601);
     assert_eq!(mcp.request(9, "ping", json!({}))["result"], json!({}));
@@ -128,7 +157,11 @@ fn mcp_session_runs_commands_only_with_the_humans_code() {
     // End of input ends the server cleanly.
     drop(mcp.input);
     assert!(mcp.child.wait().unwrap().success());
-    assert!(agent.log().contains("INVALID PIN attempt for command: echo x"));
+    assert!(
+        agent
+            .log()
+            .contains("INVALID PIN attempt for command: echo x")
+    );
 }
 
 #[test]
