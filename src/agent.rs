@@ -10,8 +10,11 @@ use crate::api::Agent;
 use crate::audit::{self, AuditError};
 use crate::auth::Auth;
 use crate::config::{Config, ConfigError};
+use crate::exec;
 use crate::files::{self, FileError, Trust};
 use crate::jobs::Jobs;
+use crate::journal::Journal;
+use crate::notify::Notifier;
 use crate::results::ResultsDir;
 use crate::server::Server;
 use crate::state::{StateError, StateStore};
@@ -30,6 +33,7 @@ pub enum StartError {
     Audit(AuditError),
     State(StateError),
     Results(FileError),
+    Journal(FileError),
     Bind {
         addr: String,
         err: std::io::Error,
@@ -44,7 +48,7 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Config(err) => write!(f, "{err}"),
-            Self::Secret(err) | Self::Results(err) => write!(f, "{err}"),
+            Self::Secret(err) | Self::Results(err) | Self::Journal(err) => write!(f, "{err}"),
             Self::SecretFormat { path, err } => write!(
                 f,
                 "secret file {} does not hold a base32 secret: {err}; run: sudo-agent init --force",
@@ -105,7 +109,20 @@ pub fn serve(cfg: Config, listener: Option<TcpListener>) -> Result<(), StartErro
             what: "signal handlers",
             err,
         })?;
-    let jobs = Jobs::new(cfg.jobs, Arc::new(results), server.waker());
+    let (journal, recovered) =
+        Journal::open(&cfg.state_dir, cfg.jobs.history).map_err(StartError::Journal)?;
+    let notify = cfg
+        .notify
+        .clone()
+        .map(|argv| Notifier::new(argv, exec::own_home()));
+    let jobs = Jobs::new(
+        cfg.jobs,
+        Arc::new(results),
+        server.waker(),
+        journal,
+        recovered,
+        notify,
+    );
     let auth = Auth::new(key, cfg.totp, cfg.throttle, store, state);
     log::info!(
         "LISTENING on {addr} (sudo-agent {}, {} rules, results in {})",

@@ -77,16 +77,12 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(cfg: Config, auth: Auth, jobs: Jobs) -> Agent {
-        let own_home = crate::sys::lookup_uid(crate::sys::euid())
-            .ok()
-            .flatten()
-            .map_or_else(|| PathBuf::from("/root"), |u| u.home);
         Agent {
             cfg,
             auth,
             jobs,
             started: Instant::now(),
-            own_home,
+            own_home: crate::exec::own_home(),
             metrics: Metrics::default(),
         }
     }
@@ -315,7 +311,9 @@ impl Agent {
         }
     }
 
-    fn accepted(&self, id: &str) -> Response {
+    /// 202 for a job still queued or running; from now on its end is notified.
+    fn accepted(&mut self, id: &str) -> Response {
+        self.jobs.detach(id);
         let status = self.jobs.get(id).map_or("running", |r| r.status.as_str());
         Response::json(
             202,

@@ -271,6 +271,23 @@ pub fn interrupted(id: &str, command: &str) {
     log::warn!("INTERRUPTED [{}]: {}", field(id), cmd(command));
 }
 
+/// The notify command for a job ran: `NOTIFY [id] (rc=N): output`, a warning unless it
+/// exited 0.
+pub fn notified(id: &str, rc: &str, stdout: &str, stderr: &str) {
+    let level = if rc == "0" {
+        log::Level::Info
+    } else {
+        log::Level::Warn
+    };
+    log::log!(
+        level,
+        "NOTIFY [{}] (rc={}): {}",
+        field(id),
+        field(rc),
+        result_output(stdout, stderr)
+    );
+}
+
 /// Wrong or expired code: `INVALID PIN attempt for command: cmd`.
 pub fn invalid_code(command: &str) {
     log::warn!("INVALID PIN attempt for command: {}", cmd(command));
@@ -418,6 +435,7 @@ mod tests {
         timeout(id, 60, c);
         cancelled(id, c);
         interrupted(id, c);
+        notified(id, "timeout", "", "curl: (28) timed out");
         invalid_code("uniq-invalid ls");
         reused_code("uniq-reused ls");
         denied_by_policy("127.0.0.1:40000", "uniq-denied\nFAKE [INFO] line");
@@ -451,6 +469,7 @@ mod tests {
             format!("TIMEOUT [{id}] after 60s: {c}"),
             format!("CANCELLED [{id}]: {c}"),
             format!("INTERRUPTED [{id}]: {c}"),
+            format!("NOTIFY [{id}] (rc=timeout): curl: (28) timed out"),
             "INVALID PIN attempt for command: uniq-invalid ls".into(),
             "REUSED PIN attempt for command: uniq-reused ls".into(),
             "DENIED by policy [127.0.0.1:40000]: uniq-denied\\nFAKE [INFO] line".into(),

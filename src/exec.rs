@@ -115,6 +115,41 @@ pub fn base_env(home: &Path) -> Vec<(String, String)> {
     .collect()
 }
 
+/// HOME for children that run as the agent's own user.
+pub fn own_home() -> PathBuf {
+    sys::lookup_uid(sys::euid())
+        .ok()
+        .flatten()
+        .map_or_else(|| PathBuf::from("/root"), |u| u.home)
+}
+
+/// Ends a process group that is not our child (a job left behind by an agent that
+/// died): SIGTERM, SIGKILL after `grace`. Returns false if live members remain
+/// [`AFTER_KILL_LIMIT`] after SIGKILL.
+pub fn end_group(pgid: u32, grace: Duration) -> bool {
+    if !sys::group_running(pgid) {
+        return true;
+    }
+    let _ = sys::kill_group(pgid, libc::SIGTERM);
+    let kill_at = later(Instant::now(), grace);
+    let mut give_up: Option<Instant> = None;
+    loop {
+        std::thread::sleep(GROUP_SLICE);
+        if !sys::group_running(pgid) {
+            return true;
+        }
+        let now = Instant::now();
+        match give_up {
+            None if now >= kill_at => {
+                let _ = sys::kill_group(pgid, libc::SIGKILL);
+                give_up = Some(later(now, AFTER_KILL_LIMIT));
+            }
+            Some(limit) if now >= limit => return false,
+            _ => {}
+        }
+    }
+}
+
 /// Runs one job to the end. `on_start(pid)` is called right after the spawn; the pid is
 /// also the process group id. When this returns, no process of that group is alive
 /// (see [`run`]'s notes on `setsid` below for the one thing a group cannot reach).
@@ -776,6 +811,27 @@ mod tests {
         let out = run_with(&s, &quiet, |_| {}, false);
         assert_eq!(out.ending, Ending::TimedOut);
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn end_group_terms_then_kills_a_foreign_group() {
+        let mut leader = std::process::Command::new("/bin/sh")
+            .args(["-c", "trap '' TERM; sleep 100 & sleep 100"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = leader.id();
+        std::thread::sleep(Duration::from_millis(200));
+        let t = Instant::now();
+        assert!(end_group(pgid, Duration::from_millis(500)));
+        assert!(
+            t.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(!sys::group_running(pgid));
+        leader.wait().unwrap();
+        assert!(end_group(pgid, Duration::from_millis(500)));
     }
 
     #[test]

@@ -172,6 +172,27 @@ fn check_meta(what: &str, path: &Path, meta: &fs::Metadata, trust: Trust) -> Res
 /// Reads a trusted file: not a link, a regular file, owned by us or root, mode per `trust`.
 /// `what` names it in errors ("secret file", "config file").
 pub fn read_trusted(what: &str, path: &Path, trust: Trust) -> Result<String, FileError> {
+    let (file, meta) = open_trusted(what, path, trust)?;
+    if meta.len() > MAX_TRUSTED_BYTES {
+        return Err(FileError::TooLarge {
+            what: what.into(),
+            path: path.into(),
+        });
+    }
+    let mut text = String::new();
+    file.take(MAX_TRUSTED_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| io_err(what, path, e))?;
+    Ok(text)
+}
+
+/// Opens a trusted file for reading, with no size limit (the job journal can be larger
+/// than a config): not a link, a regular file, owned by us or root, mode per `trust`.
+pub fn open_trusted(
+    what: &str,
+    path: &Path,
+    trust: Trust,
+) -> Result<(File, fs::Metadata), FileError> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
@@ -185,17 +206,28 @@ pub fn read_trusted(what: &str, path: &Path, trust: Trust) -> Result<String, Fil
         });
     }
     check_meta(what, path, &meta, trust)?;
-    if meta.len() > MAX_TRUSTED_BYTES {
-        return Err(FileError::TooLarge {
+    Ok((file, meta))
+}
+
+/// Opens `path` for appending, created with `mode` if missing; never through a link,
+/// and only a regular file of ours.
+pub fn open_append(what: &str, path: &Path, mode: u32) -> Result<File, FileError> {
+    let file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| io_err(what, path, e))?;
+    let meta = file.metadata().map_err(|e| io_err(what, path, e))?;
+    if !meta.is_file() {
+        return Err(FileError::NotRegular {
             what: what.into(),
             path: path.into(),
         });
     }
-    let mut text = String::new();
-    file.take(MAX_TRUSTED_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| io_err(what, path, e))?;
-    Ok(text)
+    check_meta(what, path, &meta, Trust::Private)?;
+    Ok(file)
 }
 
 /// Replaces `path` atomically: write a temp file beside it (O_EXCL, no links, `mode`),

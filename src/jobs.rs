@@ -1,12 +1,13 @@
 //! The job table: queue, running set and bounded history, owned by the event-loop
-//! thread. Each running job has its own thread (`exec::run`), which writes the result
-//! file and reports back through a channel plus the loop's `mio::Waker`.
+//! thread. Each running job has its own thread (`exec::run`), which journals it, writes
+//! the result file and reports back through a channel plus the loop's `mio::Waker`.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::Duration;
 
 use mio::Waker;
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,8 @@ use crate::audit;
 use crate::clock;
 use crate::config::JobsConfig;
 use crate::exec::{self, Ending, ExecSpec, Outcome};
+use crate::journal::{Journal, Recovered};
+use crate::notify::Notifier;
 use crate::results::ResultsDir;
 
 /// Stack for a job thread: it only polls pipes; output buffers live on the heap.
@@ -87,17 +90,23 @@ pub enum CancelError {
     AlreadyFinished(Status),
 }
 
-enum Event {
-    Started { id: String, pgid: u32 },
-    Ended(Box<JobRecord>),
-}
-
 struct Entry {
     record: JobRecord,
     /// Held while queued; moved into the job thread when it starts.
     pending: Option<ExecSpec>,
     cancel: Arc<AtomicBool>,
-    pgid: Option<u32>,
+    /// The submitter was answered 202: the notify command runs when the job ends.
+    detached: bool,
+}
+
+/// What every job thread needs from the table.
+struct Shared {
+    tx: Sender<JobRecord>,
+    waker: Arc<Waker>,
+    results: Arc<ResultsDir>,
+    journal: Journal,
+    /// The agent is stopping: a job stopped now ends `interrupted`, not `cancelled`.
+    stopping: AtomicBool,
 }
 
 pub struct Jobs {
@@ -107,11 +116,9 @@ pub struct Jobs {
     /// Finished ids, oldest first: the history bound evicts from the front.
     finished: VecDeque<String>,
     running: usize,
-    shutting_down: bool,
-    tx: Sender<Event>,
-    rx: Receiver<Event>,
-    waker: Arc<Waker>,
-    results: Arc<ResultsDir>,
+    rx: Receiver<JobRecord>,
+    shared: Arc<Shared>,
+    notify: Option<Notifier>,
 }
 
 /// A fresh 128-bit job id, 32 lowercase hex characters.
@@ -125,20 +132,63 @@ pub fn new_id() -> Result<String, getrandom::Error> {
 }
 
 impl Jobs {
-    pub fn new(cfg: JobsConfig, results: Arc<ResultsDir>, waker: Arc<Waker>) -> Jobs {
+    /// The table starts with the journal's history; process groups of jobs the previous
+    /// agent left running are ended on a thread of their own (TERM, grace, KILL).
+    pub fn new(
+        cfg: JobsConfig,
+        results: Arc<ResultsDir>,
+        waker: Arc<Waker>,
+        journal: Journal,
+        recovered: Recovered,
+        notify: Option<Notifier>,
+    ) -> Jobs {
         let (tx, rx) = channel();
-        Jobs {
+        let mut jobs = Jobs {
             cfg,
             entries: HashMap::new(),
             queue: VecDeque::new(),
             finished: VecDeque::new(),
             running: 0,
-            shutting_down: false,
-            tx,
             rx,
-            waker,
-            results,
+            shared: Arc::new(Shared {
+                tx,
+                waker,
+                results,
+                journal,
+                stopping: AtomicBool::new(false),
+            }),
+            notify,
+        };
+        for record in recovered.records {
+            jobs.finish(record);
         }
+        if !recovered.orphans.is_empty() {
+            let grace = Duration::from_secs(cfg.kill_grace_s);
+            let orphans = recovered.orphans;
+            let spawned = std::thread::Builder::new()
+                .name("orphans".into())
+                .stack_size(JOB_STACK)
+                .spawn(move || {
+                    for orphan in orphans {
+                        log::warn!(
+                            "ending process group {} left by interrupted job {}",
+                            orphan.pgid,
+                            orphan.id
+                        );
+                        if !exec::end_group(orphan.pgid, grace) {
+                            log::error!(
+                                "process group {} of job {} survived SIGKILL",
+                                orphan.pgid,
+                                orphan.id
+                            );
+                        }
+                    }
+                });
+            if let Err(err) = spawned {
+                log::error!("cannot start a thread to end leftover job processes: {err}");
+            }
+        }
+        jobs
     }
 
     /// Whether one more job can start or wait in the queue.
@@ -156,6 +206,13 @@ impl Jobs {
 
     pub fn get(&self, id: &str) -> Option<&JobRecord> {
         self.entries.get(id).map(|e| &e.record)
+    }
+
+    /// The submitter was told 202: notify when the job ends.
+    pub fn detach(&mut self, id: &str) {
+        if let Some(entry) = self.entries.get_mut(id) {
+            entry.detached = true;
+        }
     }
 
     /// Queues a job (the caller checked `has_room`) and starts it if a slot is free.
@@ -179,13 +236,15 @@ impl Jobs {
             result_error: None,
         };
         audit::queued(&id, &record.command);
+        // Written here, made durable by the job thread before the command runs.
+        self.shared.journal.submitted(&record);
         self.entries.insert(
             id.clone(),
             Entry {
                 record,
                 pending: Some(job.spec),
                 cancel: Arc::new(AtomicBool::new(false)),
-                pgid: None,
+                detached: false,
             },
         );
         self.queue.push_back(id.clone());
@@ -193,26 +252,13 @@ impl Jobs {
         &self.entries[&id].record
     }
 
-    /// Drains job events; returns the ids of jobs that ended.
+    /// Takes the records of jobs that ended; returns their ids.
     pub fn collect(&mut self) -> Vec<String> {
         let mut ended = Vec::new();
-        while let Ok(event) = self.rx.try_recv() {
-            match event {
-                Event::Started { id, pgid } => {
-                    if let Some(entry) = self.entries.get_mut(&id) {
-                        entry.pgid = Some(pgid);
-                    }
-                }
-                Event::Ended(mut record) => {
-                    self.running = self.running.saturating_sub(1);
-                    if self.shutting_down && record.status == Status::Cancelled {
-                        record.status = Status::Interrupted;
-                        audit::interrupted(&record.id, &record.command);
-                    }
-                    ended.push(record.id.clone());
-                    self.finish(*record);
-                }
-            }
+        while let Ok(record) = self.rx.try_recv() {
+            self.running = self.running.saturating_sub(1);
+            ended.push(record.id.clone());
+            self.finish(record);
         }
         self.start_queued();
         ended
@@ -229,7 +275,7 @@ impl Jobs {
                 record.status = Status::Cancelled;
                 record.finished_at = Some(clock::rfc3339(clock::now_unix_ms()));
                 audit::cancelled(id, &record.command);
-                self.finish(record);
+                self.end_here(record);
                 Ok(Status::Cancelled)
             }
             Status::Running => {
@@ -242,15 +288,18 @@ impl Jobs {
     }
 
     /// Agent shutdown: queued jobs and running ones (TERM, grace, KILL) end as
-    /// `interrupted`; waits at most `limit` for their threads to report.
-    pub fn shutdown(&mut self, limit: std::time::Duration) {
-        self.shutting_down = true;
+    /// `interrupted`; waits at most `limit` for their threads to report, then for the
+    /// journal to be on disk.
+    pub fn shutdown(&mut self, limit: Duration) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let now = Some(clock::rfc3339(clock::now_unix_ms()));
         for id in std::mem::take(&mut self.queue) {
             if let Some(entry) = self.entries.get(&id) {
                 let mut record = entry.record.clone();
                 record.status = Status::Interrupted;
+                record.finished_at.clone_from(&now);
                 audit::interrupted(&id, &record.command);
-                self.finish(record);
+                self.end_here(record);
             }
         }
         for entry in self.entries.values() {
@@ -258,16 +307,41 @@ impl Jobs {
         }
         let deadline = std::time::Instant::now() + limit;
         while self.running > 0 && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(20));
             self.collect();
         }
+        self.shared.journal.sync();
+    }
+
+    /// A job that ends on the loop thread (never started): journal it, then finish.
+    fn end_here(&mut self, record: JobRecord) {
+        self.shared.journal.ended(&record);
+        self.finish(record);
     }
 
     fn finish(&mut self, record: JobRecord) {
         let id = record.id.clone();
-        if let Some(entry) = self.entries.get_mut(&id) {
-            entry.record = record;
-            entry.pending = None;
+        let detached = match self.entries.get_mut(&id) {
+            Some(entry) => {
+                entry.record = record;
+                entry.pending = None;
+                entry.detached
+            }
+            None => {
+                let entry = Entry {
+                    record,
+                    pending: None,
+                    cancel: Arc::new(AtomicBool::new(false)),
+                    detached: false,
+                };
+                self.entries.insert(id.clone(), entry);
+                false
+            }
+        };
+        if detached && !self.shared.stopping.load(Ordering::SeqCst) {
+            if let (Some(notify), Some(entry)) = (&self.notify, self.entries.get(&id)) {
+                notify.job_ended(&entry.record);
+            }
         }
         self.finished.push_back(id);
         while self.finished.len() > self.cfg.history {
@@ -292,15 +366,11 @@ impl Jobs {
             entry.record.started_at = Some(clock::rfc3339(clock::now_unix_ms()));
             let record = entry.record.clone();
             let cancel = Arc::clone(&entry.cancel);
-            let (tx, waker, results) = (
-                self.tx.clone(),
-                Arc::clone(&self.waker),
-                Arc::clone(&self.results),
-            );
+            let shared = Arc::clone(&self.shared);
             let spawned = std::thread::Builder::new()
                 .name(format!("job-{}", &id[..8.min(id.len())]))
                 .stack_size(JOB_STACK)
-                .spawn(move || job_thread(record, spec, &cancel, &tx, &waker, &results));
+                .spawn(move || job_thread(record, spec, &cancel, &shared));
             match spawned {
                 Ok(_) => self.running += 1,
                 Err(err) => {
@@ -309,32 +379,30 @@ impl Jobs {
                     record.stderr = format!("sudo-agent could not start a job thread: {err}");
                     record.finished_at = record.started_at.clone();
                     log::error!("cannot start job {id}: {err}");
-                    self.finish(record);
+                    self.end_here(record);
                 }
             }
         }
     }
 }
 
-/// Runs one job on its own thread, from EXECUTING to the result file.
-fn job_thread(
-    mut record: JobRecord,
-    spec: ExecSpec,
-    cancel: &AtomicBool,
-    tx: &Sender<Event>,
-    waker: &Waker,
-    results: &ResultsDir,
-) {
+/// Runs one job on its own thread, from EXECUTING to the journal's end line.
+fn job_thread(mut record: JobRecord, spec: ExecSpec, cancel: &AtomicBool, shared: &Shared) {
+    // The submission must be on disk before the command can change anything.
+    shared.journal.sync();
     audit::executing(&record.id, &record.command);
+    let started_at = record.started_at.clone().unwrap_or_default();
     let outcome = exec::run(&spec, cancel, |pgid| {
-        let _ = tx.send(Event::Started {
-            id: record.id.clone(),
-            pgid,
-        });
-        let _ = waker.wake();
+        shared.journal.started(&record.id, pgid, &started_at);
     });
-    apply_outcome(&mut record, outcome, spec.timeout.as_secs());
-    match results.write(&record.id, &render(&record)) {
+    let stopping = shared.stopping.load(Ordering::SeqCst);
+    apply_outcome(&mut record, outcome, spec.timeout.as_secs(), stopping);
+    let results = &shared.results;
+    let (written, cleanup) = results.store(&record.id, &render(&record), clock::now_unix());
+    for error in &cleanup.errors {
+        log::warn!("results cleanup: {error}");
+    }
+    match written {
         Ok(path) => record.result_file = Some(path.display().to_string()),
         Err(err) => {
             log::error!(
@@ -345,19 +413,19 @@ fn job_thread(
             record.result_error = Some(format!("result file not written: {err}"));
         }
     }
-    let cleanup = results.cleanup(clock::now_unix());
-    for error in &cleanup.errors {
-        log::warn!("results cleanup: {error}");
-    }
-    let _ = tx.send(Event::Ended(Box::new(record)));
-    let _ = waker.wake();
+    shared.journal.ended(&record);
+    shared.journal.sync();
+    let _ = shared.tx.send(record);
+    let _ = shared.waker.wake();
 }
 
-fn apply_outcome(record: &mut JobRecord, outcome: Outcome, timeout_s: u64) {
+/// `stopping`: the agent is shutting down, so a stop it asked for is `interrupted`.
+fn apply_outcome(record: &mut JobRecord, outcome: Outcome, timeout_s: u64, stopping: bool) {
     record.status = match &outcome.ending {
         Ending::Exited(0) => Status::Succeeded,
         Ending::Exited(_) | Ending::Signaled(_) | Ending::SpawnFailed(_) => Status::Failed,
         Ending::TimedOut => Status::TimedOut,
+        Ending::Cancelled if stopping => Status::Interrupted,
         Ending::Cancelled => Status::Cancelled,
     };
     record.exit_code = outcome.exit_code;
@@ -375,6 +443,10 @@ fn apply_outcome(record: &mut JobRecord, outcome: Outcome, timeout_s: u64) {
         Ending::TimedOut => {
             audit::timeout(&record.id, timeout_s, &record.command);
             "timeout".to_string()
+        }
+        Ending::Cancelled if stopping => {
+            audit::interrupted(&record.id, &record.command);
+            "interrupted".to_string()
         }
         Ending::Cancelled => "cancelled".to_string(),
         _ => audit::rc_text(record.exit_code, record.signal),

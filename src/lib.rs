@@ -3,8 +3,8 @@
 //!
 //! A request travels `server` (mio loop, httparse) → `api` (route, JSON, errors) →
 //! `auth` (throttle, TOTP, replay) → `policy` (words → rule) → `jobs` (queue, thread) →
-//! `exec` (environment, process group, timeout, capture) → `results` + `audit` → back to
-//! `server` through a `mio::Waker`.
+//! `exec` (environment, process group, timeout, capture) → `results` + `journal` +
+//! `audit` (+ `notify`) → back to `server` through a `mio::Waker`.
 
 pub mod agent;
 pub mod api;
@@ -18,8 +18,10 @@ pub mod exec;
 pub mod files;
 pub mod http;
 pub mod jobs;
+pub mod journal;
 pub mod mcp;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod results;
 pub mod run;

@@ -10,6 +10,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use crate::config::ResultsConfig;
 use crate::files::{self, FileError};
@@ -17,12 +18,15 @@ use crate::files::{self, FileError};
 const WHAT: &str = "results dir";
 
 /// The verified results directory and its bounds.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ResultsDir {
     dir: PathBuf,
     max_files: usize,
     max_bytes: u64,
     max_age_s: u64,
+    /// Held from making room to the last byte written, so jobs ending together never
+    /// push the directory past its bounds.
+    room: Mutex<()>,
 }
 
 /// What one cleanup pass did and left.
@@ -52,6 +56,7 @@ impl ResultsDir {
             max_files: cfg.max_files,
             max_bytes: cfg.max_bytes,
             max_age_s: cfg.max_age_s,
+            room: Mutex::new(()),
         })
     }
 
@@ -63,6 +68,23 @@ impl ResultsDir {
     /// `O_CREAT|O_EXCL|O_NOFOLLOW` means a file or link planted there is an error, never
     /// followed and never overwritten. `id` must be 32 lowercase hex characters.
     pub fn write(&self, id: &str, text: &str) -> io::Result<PathBuf> {
+        let (path, file) = self.create_with(id, text)?;
+        synced(path, &file)
+    }
+
+    /// What a finished job calls: deletes the oldest files until the new one fits the
+    /// bounds, then writes it ([`ResultsDir::write`]). Only the fsync happens outside
+    /// the lock. Returns the path (or why not) and what the cleanup did.
+    pub fn store(&self, id: &str, text: &str, now_unix: u64) -> (io::Result<PathBuf>, Cleanup) {
+        let guard = self.room.lock().unwrap_or_else(PoisonError::into_inner);
+        let report = self.sweep(now_unix, 1, text.len() as u64);
+        let created = self.create_with(id, text);
+        drop(guard);
+        (created.and_then(|(path, file)| synced(path, &file)), report)
+    }
+
+    /// Creates `agent-<id>.txt` holding `text`, not yet synced.
+    fn create_with(&self, id: &str, text: &str) -> io::Result<(PathBuf, fs::File)> {
         if id.len() != 32 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -79,15 +101,12 @@ impl ResultsDir {
             }
             other => other?,
         };
-        let written = file
-            .write_all(text.as_bytes())
-            .and_then(|()| file.sync_all());
-        if let Err(e) = written {
+        if let Err(e) = file.write_all(text.as_bytes()) {
             // We created it (O_EXCL), so removing the partial file touches nothing else.
             let _ = fs::remove_file(&path);
             return Err(e);
         }
-        Ok(path)
+        Ok((path, file))
     }
 
     /// Deletes result files, oldest first, until none is older than `max_age_s`, at most
@@ -95,6 +114,12 @@ impl ResultsDir {
     /// `agent-*.txt` directly in the directory are considered; links, directories and
     /// other names are never touched. Errors are collected, not fatal.
     pub fn cleanup(&self, now_unix: u64) -> Cleanup {
+        self.sweep(now_unix, 0, 0)
+    }
+
+    /// [`ResultsDir::cleanup`], leaving room for `files` more files of `bytes` in all.
+    fn sweep(&self, now_unix: u64, files: usize, bytes: u64) -> Cleanup {
+        let (room_files, room_bytes) = (files, bytes);
         let mut report = Cleanup::default();
         if let Err(e) = files::ensure_private_dir(WHAT, &self.dir) {
             report.errors.push(e.to_string());
@@ -143,7 +168,9 @@ impl ResultsDir {
         for entry in &entries {
             let mtime = u64::try_from(entry.mtime.0).unwrap_or(0);
             let too_old = now_unix.saturating_sub(mtime) > self.max_age_s;
-            if !(too_old || count > self.max_files || bytes > self.max_bytes) {
+            let over = count.saturating_add(room_files) > self.max_files
+                || bytes.saturating_add(room_bytes) > self.max_bytes;
+            if !(too_old || over) {
                 // Sorted oldest first: every later entry is newer and the totals only
                 // shrank, so nothing further needs removing.
                 break;
@@ -166,6 +193,17 @@ impl ResultsDir {
         report.kept_files = count;
         report.kept_bytes = bytes;
         report
+    }
+}
+
+/// Flushes a result file to disk; on failure removes it (we created it, O_EXCL).
+fn synced(path: PathBuf, file: &fs::File) -> io::Result<PathBuf> {
+    match file.sync_all() {
+        Ok(()) => Ok(path),
+        Err(e) => {
+            let _ = fs::remove_file(&path);
+            Err(e)
+        }
     }
 }
 
@@ -338,6 +376,32 @@ mod tests {
         assert_eq!(names(results.dir()), want);
         // A second pass has nothing to do.
         assert_eq!(results.cleanup(now).removed, 0);
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn store_makes_room_first() {
+        let base = tempdir("store");
+        let now = 1_800_000_000;
+        let results = ResultsDir::open(&cfg(&base.join("r"), 3, 250, 3600)).unwrap();
+        for n in 0..3 {
+            put(&results, n, 50, now, 100 - n as u64);
+        }
+        let (path, report) = results.store(&id(9), &"y".repeat(200), now);
+        assert_eq!(
+            path.unwrap(),
+            results.dir().join(format!("agent-{}.txt", id(9)))
+        );
+        // One file goes for the count; then 100 + 200 > 250 bytes: a second for the bytes.
+        assert_eq!(
+            (report.removed, report.kept_files, report.kept_bytes),
+            (2, 1, 50)
+        );
+        let want: Vec<String> = [2, 9]
+            .iter()
+            .map(|n| format!("agent-{}.txt", id(*n)))
+            .collect();
+        assert_eq!(names(results.dir()), want);
         fs::remove_dir_all(base).unwrap();
     }
 

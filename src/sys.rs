@@ -241,6 +241,28 @@ pub fn group_running(pgid: u32) -> bool {
     false
 }
 
+/// This boot's random id (`/proc/sys/kernel/random/boot_id`). A process group id written
+/// down under another boot means nothing now: after a reboot it may name a stranger.
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// When process `pid` started, in clock ticks since boot (`/proc/<pid>/stat` field 22);
+/// `None` if there is no such process. Together with the boot id it tells a process
+/// from a later one that got the same pid.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name start at field 3 (state); starttime is field 22.
+    stat[stat.rfind(')')? + 1..]
+        .split_ascii_whitespace()
+        .nth(22 - 3)?
+        .parse()
+        .ok()
+}
+
 /// (state, process group) from a `/proc/<pid>/stat` line. The command name in
 /// parentheses may itself hold spaces and ')', so fields are counted after the last ')'.
 fn parse_stat(stat: &str) -> Option<(char, u32)> {
@@ -352,6 +374,15 @@ mod tests {
         writer.write_all(b"x").unwrap();
         let n = poll_readable(&[reader.as_fd()], &mut ready, Duration::from_secs(1)).unwrap();
         assert_eq!((n, ready), (1, [true]));
+    }
+
+    #[test]
+    fn boot_id_and_start_ticks() {
+        assert_eq!(boot_id().map(|b| b.len()), Some(36));
+        let me = start_ticks(std::process::id()).unwrap();
+        assert!(me > 0);
+        assert_eq!(start_ticks(std::process::id()), Some(me));
+        assert_eq!(start_ticks(u32::MAX), None);
     }
 
     #[test]

@@ -285,6 +285,28 @@ impl Agent {
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    /// The job journal's lines, parsed (a line that does not parse is skipped).
+    pub fn journal(&self) -> Vec<Value> {
+        fs::read_to_string(self.journal_path())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub fn journal_path(&self) -> PathBuf {
+        self.dir.path().join("state/jobs.jsonl")
+    }
+
+    /// The process group the journal recorded for job `id`, once its start line is there.
+    pub fn job_pgid(&self, id: &str) -> Option<u32> {
+        self.journal()
+            .iter()
+            .find(|l| l["ev"] == "start" && l["id"] == id)
+            .and_then(|l| l["pgid"].as_u64())
+            .map(|p| p as u32)
+    }
+
     pub fn health_ok(&self) -> bool {
         let r = self.get("/health");
         r.status == 200 && r.json()["status"] == "ok"
@@ -359,6 +381,38 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// Live (non-zombie) members of process group `pgid`, from /proc.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.len() > 2 && !matches!(fields[0], "Z" | "X") && fields[2] == pgid.to_string()
+        })
+        .collect()
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// How a command-line run of the binary ended and what it printed.
