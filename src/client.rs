@@ -6,13 +6,12 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::Value;
 
-use crate::jobs::JobRecord;
+use crate::jobs::{JobRecord, Status};
 
 pub const DEFAULT_URL: &str = "http://127.0.0.1:9999";
 /// Response head (status line and headers).
@@ -65,9 +64,8 @@ pub struct HttpResponse {
 }
 
 /// The agent's `{"error","message"}` body with its status.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    #[serde(skip)]
     pub status: u16,
     pub error: String,
     pub message: String,
@@ -95,17 +93,13 @@ pub enum Submission {
 #[derive(Debug, Clone)]
 pub struct Client {
     url: String,
-    host: String,
-    port: u16,
-}
-
-#[derive(Deserialize)]
-struct PendingBody {
-    id: String,
+    addr: SocketAddr,
 }
 
 impl Client {
-    /// `http://HOST[:PORT][/]`; the agent serves plain HTTP on loopback, so no TLS.
+    /// `http://HOST[:PORT][/]`, HOST an IP address or `localhost`. The agent serves
+    /// plain HTTP on loopback, so no TLS and no DNS (a resolver would add 30 KiB to a
+    /// binary that must stay under 1 MiB, for a name that is always 127.0.0.1).
     pub fn new(url: &str) -> Result<Client, ClientError> {
         let bad = |why: &str| ClientError::Url(format!("--url {url:?} {why}"));
         let rest = url.strip_prefix("http://").ok_or_else(|| {
@@ -126,13 +120,15 @@ impl Client {
             _ => (authority, 80),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(bad("has no host"));
-        }
+        let ip = match host {
+            "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            _ => host
+                .parse()
+                .map_err(|_| bad("needs an IP address or localhost as its host"))?,
+        };
         Ok(Client {
             url: format!("http://{authority}"),
-            host: host.to_string(),
-            port,
+            addr: SocketAddr::new(ip, port),
         })
     }
 
@@ -187,26 +183,33 @@ impl Client {
     }
 
     fn answer(&self, response: HttpResponse) -> Result<Answer, ClientError> {
-        match response.status {
-            202 => serde_json::from_slice::<PendingBody>(&response.body)
-                .map(|p| Answer::Pending { id: p.id })
-                .map_err(|e| self.protocol(format!("202 without a job id: {e}"))),
-            200..=299 => serde_json::from_slice::<JobRecord>(&response.body)
+        if !(200..300).contains(&response.status) {
+            return Ok(Answer::Refused(self.refusal(&response)));
+        }
+        let body: Value = serde_json::from_slice(&response.body)
+            .map_err(|e| self.protocol(format!("body is not JSON: {e}")))?;
+        let id = body.get("id").and_then(Value::as_str);
+        match (response.status, id) {
+            (202, Some(id)) => Ok(Answer::Pending { id: id.to_string() }),
+            (_, Some(_)) => job_record(&body)
                 .map(|r| Answer::Job(Box::new(r)))
-                .map_err(|e| self.protocol(format!("200 without a job record: {e}"))),
-            _ => Ok(Answer::Refused(self.refusal(&response))),
+                .ok_or_else(|| self.protocol("a 200 without a job record".into())),
+            _ => Err(self.protocol(format!("a {} without a job id", response.status))),
         }
     }
 
     /// A non-2xx answer as a `Refusal`; a body that is not the agent's error shape still
     /// keeps its status, so the exit code stays right.
     fn refusal(&self, response: &HttpResponse) -> Refusal {
-        serde_json::from_slice::<Refusal>(&response.body)
-            .map(|r| Refusal {
+        let body: Value = serde_json::from_slice(&response.body).unwrap_or_default();
+        let text = |key: &str| body.get(key).and_then(Value::as_str).map(str::to_owned);
+        match (text("error"), text("message")) {
+            (Some(error), Some(message)) => Refusal {
                 status: response.status,
-                ..r
-            })
-            .unwrap_or_else(|_| Refusal {
+                error,
+                message,
+            },
+            _ => Refusal {
                 status: response.status,
                 error: "http_error".into(),
                 message: format!(
@@ -215,7 +218,8 @@ impl Client {
                     self.url,
                     String::from_utf8_lossy(&response.body[..response.body.len().min(200)]).trim()
                 ),
-            })
+            },
+        }
     }
 
     fn protocol(&self, why: String) -> ClientError {
@@ -248,15 +252,11 @@ impl Client {
             .and_then(|()| stream.set_write_timeout(Some(READ_MARGIN)))
             .map_err(|e| self.io(e))?;
         let body = body.unwrap_or_default();
-        let host = if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        };
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sudo-agent/{}\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: sudo-agent/{}\r\n\
              Accept: application/json\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n",
+            self.addr,
             env!("CARGO_PKG_VERSION"),
             body.len()
         );
@@ -271,23 +271,58 @@ impl Client {
     }
 
     fn connect(&self) -> Result<TcpStream, ClientError> {
-        let connect_err = |err| ClientError::Connect {
-            url: self.url.clone(),
-            err,
-        };
-        let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(connect_err)?
-            .collect();
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-                Ok(stream) => return Ok(stream),
-                Err(err) => last = err,
+        TcpStream::connect_timeout(&self.addr, CONNECT_TIMEOUT).map_err(|err| {
+            ClientError::Connect {
+                url: self.url.clone(),
+                err,
             }
-        }
-        Err(connect_err(last))
+        })
     }
+}
+
+/// A job record from the agent's JSON, read field by field. A derived `Deserialize`
+/// for the record costs about 13 KiB, and the binary must stay under 1 MiB.
+fn job_record(v: &Value) -> Option<JobRecord> {
+    let text = |key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
+    let int = |key: &str| {
+        v.get(key)
+            .and_then(Value::as_i64)
+            .and_then(|n| i32::try_from(n).ok())
+    };
+    let status = v.get("status").and_then(Value::as_str)?;
+    let status = [
+        Status::Queued,
+        Status::Running,
+        Status::Succeeded,
+        Status::Failed,
+        Status::TimedOut,
+        Status::Cancelled,
+        Status::Interrupted,
+    ]
+    .into_iter()
+    .find(|s| s.as_str() == status)?;
+    let argv = v.get("argv").and_then(Value::as_array)?;
+    Some(JobRecord {
+        id: text("id")?,
+        command: text("command")?,
+        argv: argv
+            .iter()
+            .map(|w| w.as_str().map(str::to_owned))
+            .collect::<Option<_>>()?,
+        rule: text("rule")?,
+        status,
+        exit_code: int("exit_code"),
+        signal: int("signal"),
+        stdout: text("stdout")?,
+        stderr: text("stderr")?,
+        truncated: v.get("truncated").and_then(Value::as_bool)?,
+        submitted_at: text("submitted_at")?,
+        started_at: text("started_at"),
+        finished_at: text("finished_at"),
+        duration_ms: v.get("duration_ms").and_then(Value::as_u64),
+        result_file: text("result_file"),
+        result_error: text("result_error"),
+    })
 }
 
 enum ReadError {
@@ -387,14 +422,12 @@ mod tests {
     #[test]
     fn urls() {
         let c = Client::new("http://127.0.0.1:9999").unwrap();
-        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 9999));
+        assert_eq!(c.addr, "127.0.0.1:9999".parse().unwrap());
         let c = Client::new("http://[::1]:8080/").unwrap();
-        assert_eq!(
-            (c.host.as_str(), c.port, c.url()),
-            ("::1", 8080, "http://[::1]:8080")
-        );
+        assert_eq!(c.addr, "[::1]:8080".parse().unwrap());
+        assert_eq!(c.url(), "http://[::1]:8080");
         let c = Client::new("http://localhost").unwrap();
-        assert_eq!(c.port, 80);
+        assert_eq!(c.addr, "127.0.0.1:80".parse().unwrap());
         for bad in [
             "https://127.0.0.1:9999",
             "127.0.0.1:9999",
@@ -402,6 +435,7 @@ mod tests {
             "http://host:9/run",
             "http://",
             "http://:9",
+            "http://agent.example:9999",
         ] {
             assert!(Client::new(bad).is_err(), "{bad}");
         }
@@ -429,6 +463,35 @@ mod tests {
         let mut head = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
         head.extend_from_slice(&endless_head);
         assert!(read(&head).is_err());
+    }
+
+    #[test]
+    fn job_records_read_back_whole() {
+        let record = JobRecord {
+            id: "0".repeat(32),
+            command: "sh -c 'exit 3'".into(),
+            argv: vec!["/bin/sh".into(), "-c".into(), "exit 3".into()],
+            rule: "sh".into(),
+            status: Status::Failed,
+            exit_code: Some(3),
+            signal: None,
+            stdout: "out\n".into(),
+            stderr: "é\u{1}".into(),
+            truncated: true,
+            submitted_at: "2026-01-01T00:00:00.000Z".into(),
+            started_at: Some("2026-01-01T00:00:00.001Z".into()),
+            finished_at: None,
+            duration_ms: Some(7),
+            result_file: Some("/tmp/r".into()),
+            result_error: Some("disk full".into()),
+        };
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(job_record(&json), Some(record));
+        for field in ["status", "stdout", "argv", "truncated"] {
+            let mut broken = json.clone();
+            broken[field] = Value::from(12);
+            assert_eq!(job_record(&broken), None, "{field}");
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ const PARSE_ERROR: i64 = -32700;
 const INVALID_REQUEST: i64 = -32600;
 const METHOD_NOT_FOUND: i64 = -32601;
 const INVALID_PARAMS: i64 = -32602;
+const INTERNAL_ERROR: i64 = -32603;
 
 const INSTRUCTIONS: &str = "Runs allowlisted commands as root on this machine through \
 sudo-agent. Every command except read-only no_pin rules needs a fresh 6-digit code from \
@@ -182,7 +183,9 @@ fn call(client: &Client, method: &str, params: &Value) -> Result<Value, (i64, St
             }))
         }
         "ping" => Ok(json!({})),
-        "tools/list" => Ok(json!({"tools": tools()})),
+        "tools/list" => serde_json::from_str::<Value>(TOOLS)
+            .map(|tools| json!({"tools": tools}))
+            .map_err(|e| (INTERNAL_ERROR, format!("tool list: {e}"))),
         "tools/call" => {
             let name = params.get("name").and_then(Value::as_str).unwrap_or("");
             let empty = json!({});
@@ -236,14 +239,15 @@ fn tool_text(text: String, is_error: bool) -> Value {
     json!({"content": [{"type": "text", "text": text}], "isError": is_error})
 }
 
-fn pretty(value: &impl serde::Serialize) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("(cannot encode: {e})"))
+/// Compact JSON: models read it as well as indented, and it is smaller on the wire.
+fn json_text(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| format!("(cannot encode: {e})"))
 }
 
 /// A submit or poll as a tool result: the record as text; refusals set `isError`.
 fn job_result(answer: Result<Answer, ClientError>) -> Value {
     match answer {
-        Ok(Answer::Job(job)) if job.status.is_final() => tool_text(pretty(&job), false),
+        Ok(Answer::Job(job)) if job.status.is_final() => tool_text(json_text(&job), false),
         Ok(Answer::Job(job)) => still_running(&job.id),
         Ok(Answer::Pending { id }) => still_running(&id),
         Ok(Answer::Refused(refusal)) => refused(&refusal),
@@ -253,7 +257,7 @@ fn job_result(answer: Result<Answer, ClientError>) -> Value {
 
 fn still_running(id: &str) -> Value {
     tool_text(
-        pretty(&json!({
+        json_text(&json!({
             "id": id,
             "status": "running",
             "next": "call job_status with this id (and wait_s) to get the result",
@@ -282,7 +286,7 @@ fn refused(refusal: &Refusal) -> Value {
 
 fn rules_result(answer: Result<Result<Value, Refusal>, ClientError>) -> Value {
     match answer {
-        Ok(Ok(rules)) => tool_text(pretty(&rules), false),
+        Ok(Ok(rules)) => tool_text(json_text(&rules), false),
         Ok(Err(refusal)) if refusal.status == 404 => tool_text(
             "this agent does not publish its rules; its owner can set \"expose_rules\": true \
              in /etc/sudo-agent/config.json. Ask the human which commands are allowed."
@@ -294,50 +298,25 @@ fn rules_result(answer: Result<Result<Value, Refusal>, ClientError>) -> Value {
     }
 }
 
-fn tools() -> Value {
-    let wait = json!({
-        "type": "integer", "minimum": 0, "maximum": MAX_WAIT_S,
-        "description": "seconds to wait for the job to end before answering",
-    });
-    json!([
-        {
-            "name": "run_command",
-            "description": "Run an allowlisted command as root through sudo-agent and return \
-                its job record (status, exit_code, stdout, stderr). Needs a fresh code from the \
-                human's authenticator app unless the rule is no_pin. The command is split into \
-                words with shell quoting but never run by a shell.",
-            "inputSchema": {
-                "type": "object",
-                "properties": {
-                    "command": {"type": "string", "description": "e.g. \"systemctl restart nginx\""},
-                    "code": {"type": "string", "description": "the current 6-digit code the human read from their authenticator app"},
-                    "wait_s": wait,
-                },
-                "required": ["command"],
-            },
-        },
-        {
-            "name": "job_status",
-            "description": "The job record of an earlier run_command by its id; waits up to \
-                wait_s seconds for it to end.",
-            "inputSchema": {
-                "type": "object",
-                "properties": {
-                    "id": {"type": "string", "description": "the 32-hex-character job id"},
-                    "wait_s": wait,
-                },
-                "required": ["id"],
-            },
-        },
-        {
-            "name": "list_allowed_commands",
-            "description": "The agent's rules: each name, its argv pattern (\"*\" any one \
-                argument, \"**\" any further arguments, a list: one of those values) and \
-                whether it needs a code (no_pin false).",
-            "inputSchema": {"type": "object", "properties": {}},
-        },
-    ])
-}
+/// The tool list as JSON text: parsed when asked for, it costs far less binary than the
+/// same thing built with `json!`. A unit test keeps it valid and `wait_s` in step with
+/// `MAX_WAIT_S`.
+const TOOLS: &str = r#"[
+  {"name": "run_command",
+   "description": "Run an allowlisted command as root through sudo-agent and return its job record (status, exit_code, stdout, stderr). Needs a fresh code from the human's authenticator app unless the rule is no_pin. The command is split into words with shell quoting but never run by a shell.",
+   "inputSchema": {"type": "object", "required": ["command"], "properties": {
+     "command": {"type": "string", "description": "e.g. \"systemctl restart nginx\""},
+     "code": {"type": "string", "description": "the current 6-digit code the human read from their authenticator app"},
+     "wait_s": {"type": "integer", "minimum": 0, "maximum": 120, "description": "seconds to wait for the job to end before answering"}}}},
+  {"name": "job_status",
+   "description": "The job record of an earlier run_command by its id; waits up to wait_s seconds for it to end.",
+   "inputSchema": {"type": "object", "required": ["id"], "properties": {
+     "id": {"type": "string", "description": "the 32-hex-character job id"},
+     "wait_s": {"type": "integer", "minimum": 0, "maximum": 120, "description": "seconds to wait for the job to end before answering"}}}},
+  {"name": "list_allowed_commands",
+   "description": "The agent's rules: each name, its argv pattern (\"*\" any one argument, \"**\" any further arguments, a list: one of those values) and whether it needs a code (no_pin false).",
+   "inputSchema": {"type": "object", "properties": {}}}
+]"#;
 
 #[cfg(test)]
 mod tests {
@@ -407,6 +386,10 @@ mod tests {
             names,
             ["run_command", "job_status", "list_allowed_commands"]
         );
+        for tool in &r["result"]["tools"].as_array().unwrap()[..2] {
+            let wait = &tool["inputSchema"]["properties"]["wait_s"];
+            assert_eq!(wait["maximum"], MAX_WAIT_S);
+        }
         for bad in [
             r#"{"name":"nope","arguments":{}}"#,
             r#"{"name":"run_command","arguments":{}}"#,

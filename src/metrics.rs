@@ -2,13 +2,12 @@
 //! the event-loop thread, bumped where things happen; label values come from fixed
 //! sets, never from a request, so the series stay few. No codes, no commands, no ids.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::jobs::{JobRecord, Status};
 
-/// What a code check came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// What a code check came to; the discriminant indexes `CODE_OUTCOMES`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodeOutcome {
     Accepted,
     Invalid,
@@ -19,13 +18,7 @@ pub enum CodeOutcome {
     Unavailable,
 }
 
-const CODE_OUTCOMES: [(CodeOutcome, &str); 5] = [
-    (CodeOutcome::Accepted, "accepted"),
-    (CodeOutcome::Invalid, "invalid"),
-    (CodeOutcome::Reused, "reused"),
-    (CodeOutcome::LockedOut, "locked_out"),
-    (CodeOutcome::Unavailable, "unavailable"),
-];
+const CODE_OUTCOMES: [&str; 5] = ["accepted", "invalid", "reused", "locked_out", "unavailable"];
 
 const FINAL_STATUSES: [Status; 5] = [
     Status::Succeeded,
@@ -51,12 +44,16 @@ pub struct Gauges {
     pub uptime_s: u64,
 }
 
+/// Plain arrays and a short list rather than maps: the label sets are small and fixed,
+/// and every KiB counts in a binary that must stay under 1 MiB.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: BTreeMap<(&'static str, u16), u64>,
-    codes: BTreeMap<CodeOutcome, u64>,
+    /// (route, status, count) in first-seen order; at most routes × statuses entries.
+    requests: Vec<(&'static str, u16, u64)>,
+    codes: [u64; CODE_OUTCOMES.len()],
     lockouts: u64,
-    jobs: BTreeMap<&'static str, u64>,
+    /// Per entry of `FINAL_STATUSES`.
+    jobs: [u64; FINAL_STATUSES.len()],
     /// Per bucket of `DURATION_BUCKETS_MS`, plus one for +Inf; not cumulative here.
     duration_counts: [u64; DURATION_BUCKETS_MS.len() + 1],
     duration_sum_ms: u64,
@@ -78,11 +75,18 @@ pub fn route_label(path: &str) -> &'static str {
 impl Metrics {
     /// One answered request.
     pub fn request(&mut self, route: &'static str, status: u16) {
-        *self.requests.entry((route, status)).or_default() += 1;
+        match self
+            .requests
+            .iter_mut()
+            .find(|(r, s, _)| *r == route && *s == status)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => self.requests.push((route, status, 1)),
+        }
     }
 
     pub fn code(&mut self, outcome: CodeOutcome) {
-        *self.codes.entry(outcome).or_default() += 1;
+        self.codes[outcome as usize] += 1;
     }
 
     /// A lockout began.
@@ -92,7 +96,9 @@ impl Metrics {
 
     /// A job reached its final status.
     pub fn job_ended(&mut self, job: &JobRecord) {
-        *self.jobs.entry(job.status.as_str()).or_default() += 1;
+        if let Some(i) = FINAL_STATUSES.iter().position(|s| *s == job.status) {
+            self.jobs[i] += 1;
+        }
         if let Some(ms) = job.duration_ms {
             let bucket = DURATION_BUCKETS_MS
                 .iter()
@@ -113,7 +119,7 @@ impl Metrics {
             "counter",
             "HTTP requests answered by the routes, by route and status.",
         );
-        for ((route, status), n) in &self.requests {
+        for (route, status, n) in &self.requests {
             let _ = writeln!(
                 out,
                 "sudo_agent_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
@@ -125,8 +131,7 @@ impl Metrics {
             "counter",
             "Code checks by outcome.",
         );
-        for (outcome, name) in CODE_OUTCOMES {
-            let n = self.codes.get(&outcome).copied().unwrap_or(0);
+        for (name, n) in CODE_OUTCOMES.iter().zip(self.codes) {
             let _ = writeln!(out, "sudo_agent_codes_total{{outcome=\"{name}\"}} {n}");
         }
         header(
@@ -142,9 +147,8 @@ impl Metrics {
             "counter",
             "Jobs that ended, by final status.",
         );
-        for status in FINAL_STATUSES {
+        for (status, n) in FINAL_STATUSES.iter().zip(self.jobs) {
             let name = status.as_str();
-            let n = self.jobs.get(name).copied().unwrap_or(0);
             let _ = writeln!(out, "sudo_agent_jobs_total{{status=\"{name}\"}} {n}");
         }
         self.render_durations(&mut out);

@@ -381,7 +381,7 @@ fn pending(id: &str, client: &Client) -> serde_json::Value {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {
-    match serde_json::to_string_pretty(value) {
+    match serde_json::to_string(value) {
         Ok(text) => println!("{text}"),
         Err(err) => eprintln!("sudo-agent: cannot encode the answer as JSON: {err}"),
     }
