@@ -15,6 +15,7 @@ use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, LineWriter};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use simplelog::{CombinedLogger, ConfigBuilder, LevelFilter, SharedLogger, WriteLogger};
 
@@ -26,6 +27,66 @@ pub const MAX_OUTPUT_CHARS: usize = 200;
 const MAX_FIELD_CHARS: usize = 200;
 /// Mode of a log file the agent creates: the group (e.g. `adm`) may read, nobody else.
 const LOG_MODE: u32 = 0o640;
+
+/// Refusals anyone on the box can cause at will (bad requests, codes without a valid
+/// one, locked-out retries) are logged in bursts of at most this many per kind...
+const REFUSAL_BURST: u32 = 50;
+/// ...then at most one line per this many seconds per kind while the flood lasts, so a
+/// local flood cannot fill the disk or the journal; each line that is written says how
+/// many of its kind were left out before it.
+const REFUSAL_EVERY_S: u64 = 1;
+
+/// Kinds of refusal, each with its own budget.
+#[derive(Clone, Copy)]
+enum Refusal {
+    Invalid,
+    Reused,
+    Denied,
+    Locked,
+    BadRequest,
+    Forbidden,
+}
+
+/// A token bucket per kind: `tokens` left, refilled one per `REFUSAL_EVERY_S`.
+#[derive(Clone, Copy)]
+struct Budget {
+    tokens: u32,
+    refilled_at: u64,
+    left_out: u64,
+}
+
+static BUDGETS: Mutex<[Budget; 6]> = Mutex::new(
+    [Budget {
+        tokens: REFUSAL_BURST,
+        refilled_at: 0,
+        left_out: 0,
+    }; 6],
+);
+
+/// Whether a refusal line of `kind` may be written now; `Some` carries the text that
+/// reports how many were left out before it (empty when none were).
+fn admit(kind: Refusal) -> Option<String> {
+    let mut budgets = BUDGETS.lock().unwrap_or_else(PoisonError::into_inner);
+    spend(&mut budgets[kind as usize], crate::clock::now_unix())
+}
+
+fn spend(budget: &mut Budget, now: u64) -> Option<String> {
+    let earned = now.saturating_sub(budget.refilled_at) / REFUSAL_EVERY_S;
+    if earned > 0 {
+        let earned = u32::try_from(earned).unwrap_or(u32::MAX);
+        budget.tokens = budget.tokens.saturating_add(earned).min(REFUSAL_BURST);
+        budget.refilled_at = now;
+    }
+    if budget.tokens == 0 {
+        budget.left_out += 1;
+        return None;
+    }
+    budget.tokens -= 1;
+    Some(match std::mem::take(&mut budget.left_out) {
+        0 => String::new(),
+        n => format!(" (+{n} like it not logged)"),
+    })
+}
 
 /// Why the audit log could not be set up.
 #[derive(Debug)]
@@ -290,17 +351,23 @@ pub fn notified(id: &str, rc: &str, stdout: &str, stderr: &str) {
 
 /// Wrong or expired code: `INVALID PIN attempt for command: cmd`.
 pub fn invalid_code(command: &str) {
-    log::warn!("INVALID PIN attempt for command: {}", cmd(command));
+    if let Some(more) = admit(Refusal::Invalid) {
+        log::warn!("INVALID PIN attempt for command: {}{more}", cmd(command));
+    }
 }
 
 /// Correct but already used code: `REUSED PIN attempt for command: cmd`.
 pub fn reused_code(command: &str) {
-    log::warn!("REUSED PIN attempt for command: {}", cmd(command));
+    if let Some(more) = admit(Refusal::Reused) {
+        log::warn!("REUSED PIN attempt for command: {}{more}", cmd(command));
+    }
 }
 
 /// No rule matched: `DENIED by policy [peer]: cmd` (`peer` is the client's address).
 pub fn denied_by_policy(peer: &str, command: &str) {
-    log::warn!("DENIED by policy [{}]: {}", field(peer), cmd(command));
+    if let Some(more) = admit(Refusal::Denied) {
+        log::warn!("DENIED by policy [{}]: {}{more}", field(peer), cmd(command));
+    }
 }
 
 /// The throttle just locked: `LOCKED OUT for Ns after K failed codes`.
@@ -311,25 +378,57 @@ pub fn locked_out(secs: u64, failures: usize) {
 /// A code-bearing request arrived while locked:
 /// `LOCKED request refused (retry in Ns): cmd`.
 pub fn locked_refused(retry_after_s: u64, command: &str) {
-    log::warn!(
-        "LOCKED request refused (retry in {retry_after_s}s): {}",
-        cmd(command)
-    );
+    if let Some(more) = admit(Refusal::Locked) {
+        log::warn!(
+            "LOCKED request refused (retry in {retry_after_s}s): {}{more}",
+            cmd(command)
+        );
+    }
 }
 
 /// `BAD REQUEST from peer: reason`.
 pub fn bad_request(peer: &str, reason: &str) {
-    log::warn!("BAD REQUEST from {}: {}", field(peer), field(reason));
+    if let Some(more) = admit(Refusal::BadRequest) {
+        log::warn!("BAD REQUEST from {}: {}{more}", field(peer), field(reason));
+    }
 }
 
 /// A non-loopback client while `allow_remote` is false: `FORBIDDEN peer addr`.
 pub fn forbidden_peer(addr: &str) {
-    log::warn!("FORBIDDEN peer {}", field(addr));
+    if let Some(more) = admit(Refusal::Forbidden) {
+        log::warn!("FORBIDDEN peer {}{more}", field(addr));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusal_floods_are_logged_in_bounded_bursts() {
+        let mut budget = Budget {
+            tokens: REFUSAL_BURST,
+            refilled_at: 1000,
+            left_out: 0,
+        };
+        let logged = (0..1000)
+            .filter(|_| spend(&mut budget, 1000).is_some())
+            .count();
+        assert_eq!(
+            logged, REFUSAL_BURST as usize,
+            "a burst, then silence in the same second"
+        );
+        assert_eq!(
+            spend(&mut budget, 1001).as_deref(),
+            Some(" (+950 like it not logged)")
+        );
+        assert_eq!(spend(&mut budget, 1001), None);
+        // A quiet hour refills the whole burst, not more.
+        let logged = (0..1000)
+            .filter(|_| spend(&mut budget, 4601).is_some())
+            .count();
+        assert_eq!(logged, REFUSAL_BURST as usize);
+    }
     use std::fs;
     use std::os::unix::fs::MetadataExt;
 

@@ -291,6 +291,29 @@ pub fn ensure_private_dir(what: &str, path: &Path) -> Result<(), FileError> {
     }
 }
 
+/// [`ensure_private_dir`], then the directory itself, opened without following a link
+/// and checked again on the descriptor: what is created through the handle lands in the
+/// directory that was checked, even if its path is swapped for a link in between.
+pub fn open_private_dir(what: &str, path: &Path) -> Result<File, FileError> {
+    ensure_private_dir(what, path)?;
+    let dir = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| io_err(what, path, e))?;
+    let meta = dir.metadata().map_err(|e| io_err(what, path, e))?;
+    if meta.uid() != sys::euid() {
+        return Err(FileError::Owner {
+            what: what.into(),
+            path: path.into(),
+            uid: meta.uid(),
+            want: sys::euid(),
+        });
+    }
+    check_meta(what, path, &meta, Trust::Private)?;
+    Ok(dir)
+}
+
 fn check_private_dir(what: &str, path: &Path) -> Result<(), FileError> {
     let meta = fs::symlink_metadata(path).map_err(|e| io_err(what, path, e))?;
     if meta.file_type().is_symlink() {

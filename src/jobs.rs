@@ -115,10 +115,20 @@ pub struct Jobs {
     queue: VecDeque<String>,
     /// Finished ids, oldest first: the history bound evicts from the front.
     finished: VecDeque<String>,
+    /// Bytes of stdout + stderr held by finished records.
+    kept_output: usize,
     running: usize,
     rx: Receiver<JobRecord>,
     shared: Arc<Shared>,
     notify: Option<Notifier>,
+}
+
+/// Output held in memory for finished jobs: history × 2 × max_output_bytes would be
+/// 2 GiB at the defaults, more than a 4 GB box can spare.
+const HISTORY_OUTPUT_BUDGET: usize = 16 << 20;
+
+fn output_len(record: &JobRecord) -> usize {
+    record.stdout.len() + record.stderr.len()
 }
 
 /// A fresh 128-bit job id, 32 lowercase hex characters.
@@ -148,6 +158,7 @@ impl Jobs {
             entries: HashMap::new(),
             queue: VecDeque::new(),
             finished: VecDeque::new(),
+            kept_output: 0,
             running: 0,
             rx,
             shared: Arc::new(Shared {
@@ -343,10 +354,34 @@ impl Jobs {
                 notify.job_ended(&entry.record);
             }
         }
+        if let Some(entry) = self.entries.get(&id) {
+            self.kept_output += output_len(&entry.record);
+        }
         self.finished.push_back(id);
         while self.finished.len() > self.cfg.history {
-            if let Some(old) = self.finished.pop_front() {
-                self.entries.remove(&old);
+            if let Some(old) = self.finished.pop_front()
+                && let Some(entry) = self.entries.remove(&old)
+            {
+                self.kept_output -= output_len(&entry.record).min(self.kept_output);
+            }
+        }
+        self.trim_old_output();
+    }
+
+    /// Keeps the output held for finished jobs under [`HISTORY_OUTPUT_BUDGET`]: the oldest
+    /// records lose theirs first (`truncated: true`; the result file keeps it whole).
+    fn trim_old_output(&mut self) {
+        for id in &self.finished {
+            if self.kept_output <= HISTORY_OUTPUT_BUDGET {
+                return;
+            }
+            if let Some(entry) = self.entries.get_mut(id)
+                && output_len(&entry.record) > 0
+            {
+                self.kept_output -= output_len(&entry.record).min(self.kept_output);
+                entry.record.stdout = String::new();
+                entry.record.stderr = String::new();
+                entry.record.truncated = true;
             }
         }
     }
@@ -402,8 +437,11 @@ fn job_thread(mut record: JobRecord, spec: ExecSpec, cancel: &AtomicBool, shared
     for error in &cleanup.errors {
         log::warn!("results cleanup: {error}");
     }
-    match written {
-        Ok(path) => record.result_file = Some(path.display().to_string()),
+    let stored = match written {
+        Ok(stored) => {
+            record.result_file = Some(stored.path.display().to_string());
+            Some(stored)
+        }
         Err(err) => {
             log::error!(
                 "cannot write result file for job {} in {}: {err}",
@@ -411,12 +449,23 @@ fn job_thread(mut record: JobRecord, spec: ExecSpec, cancel: &AtomicBool, shared
                 results.dir().display()
             );
             record.result_error = Some(format!("result file not written: {err}"));
+            None
         }
-    }
+    };
+    // The journal's end line is durable before anyone hears of the result, so a crash
+    // can never turn a job a client saw finish into `interrupted`.
     shared.journal.ended(&record);
     shared.journal.sync();
     let _ = shared.tx.send(record);
     let _ = shared.waker.wake();
+    // The result file's fsync comes after the answer: it costs milliseconds on a
+    // disk-backed /tmp (bench/) and the journal already holds the record.
+    if let Some(stored) = stored {
+        let path = stored.path.clone();
+        if let Err(err) = stored.sync() {
+            log::error!("cannot sync result file {}: {err}", path.display());
+        }
+    }
 }
 
 /// `stopping`: the agent is shutting down, so a stop it asked for is `interrupted`.

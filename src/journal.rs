@@ -22,6 +22,17 @@ use crate::jobs::{JobRecord, Status};
 use crate::sys;
 
 const FILE_NAME: &str = "jobs.jsonl";
+/// Output kept per stream in a journaled record; the result file has all of it.
+const JOURNAL_OUTPUT_MAX: usize = 64 * 1024;
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a char boundary.
+fn utf8_prefix(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 const WHAT: &str = "journal file";
 /// A batch stops growing past this many bytes, so one write(2) stays reasonable.
 const BATCH_BYTES: usize = 1 << 20;
@@ -164,8 +175,17 @@ impl Journal {
     }
 
     /// The job ended with `record`. Not yet durable: see [`Journal::sync`].
+    /// Output beyond [`JOURNAL_OUTPUT_MAX`] per stream is left to the result file, so the
+    /// journal stays near `history` × 128 KiB at most.
     pub fn ended(&self, record: &JobRecord) {
-        self.send(&Line::End { job: record });
+        if record.stdout.len() <= JOURNAL_OUTPUT_MAX && record.stderr.len() <= JOURNAL_OUTPUT_MAX {
+            return self.send(&Line::End { job: record });
+        }
+        let mut cut = record.clone();
+        cut.stdout = utf8_prefix(&record.stdout, JOURNAL_OUTPUT_MAX).to_owned();
+        cut.stderr = utf8_prefix(&record.stderr, JOURNAL_OUTPUT_MAX).to_owned();
+        cut.truncated = true;
+        self.send(&Line::End { job: &cut });
     }
 
     /// Returns once every line sent before is written and fdatasynced (or the writer
@@ -537,6 +557,30 @@ mod tests {
                 record(4, Status::Queued).id
             ]
         );
+    }
+
+    #[test]
+    fn long_output_is_cut_in_the_journal_only() {
+        let dir = tempdir("cut");
+        let (journal, _) = Journal::open(&dir, 5).unwrap();
+        let mut long = record(1, Status::Succeeded);
+        long.stdout = "é".repeat(JOURNAL_OUTPUT_MAX);
+        journal.submitted(&long);
+        journal.ended(&long);
+        journal.sync();
+        drop(journal);
+        let (_journal, recovered) = Journal::open(&dir, 5).unwrap();
+        let back = &recovered.records[0];
+        assert!(back.truncated);
+        assert!(
+            back.stdout.len() <= JOURNAL_OUTPUT_MAX && back.stdout.len() > JOURNAL_OUTPUT_MAX - 2
+        );
+        assert_eq!(
+            long.stdout.len(),
+            2 * JOURNAL_OUTPUT_MAX,
+            "the live record is untouched"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -2,18 +2,21 @@
 //! bounded cleanup so the directory never grows without limit (the old agent never
 //! deleted any).
 //!
-//! The directory is verified (0700, ours, not a link) by `files::ensure_private_dir`;
-//! only root can create or rename entries in it, and in a sticky `/tmp` nobody else can
-//! rename or remove the directory itself, so plain paths inside it are safe to use.
+//! The directory is verified (0700, ours, not a link) by `files::open_private_dir`, and
+//! everything inside it is reached through that descriptor (`openat`, `unlinkat`), never
+//! by path: a sticky `/tmp` stops others renaming the directory, but once it is aged
+//! away (systemd-tmpfiles) anyone may put a link where it was.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use crate::config::ResultsConfig;
 use crate::files::{self, FileError};
+use crate::sys;
 
 const WHAT: &str = "results dir";
 
@@ -27,6 +30,19 @@ pub struct ResultsDir {
     /// Held from making room to the last byte written, so jobs ending together never
     /// push the directory past its bounds.
     room: Mutex<()>,
+}
+
+/// A result file written in full but not yet flushed to disk.
+#[derive(Debug)]
+pub struct Stored {
+    pub path: PathBuf,
+    file: fs::File,
+}
+
+impl Stored {
+    pub fn sync(self) -> io::Result<()> {
+        self.file.sync_all()
+    }
 }
 
 /// What one cleanup pass did and left.
@@ -68,45 +84,52 @@ impl ResultsDir {
     /// `O_CREAT|O_EXCL|O_NOFOLLOW` means a file or link planted there is an error, never
     /// followed and never overwritten. `id` must be 32 lowercase hex characters.
     pub fn write(&self, id: &str, text: &str) -> io::Result<PathBuf> {
-        let (path, file) = self.create_with(id, text)?;
-        synced(path, &file)
+        let dir = self.open_dir()?;
+        let (name, file) = create_in(&dir, id, text)?;
+        self.synced(&dir, name, &file)
     }
 
     /// What a finished job calls: deletes the oldest files until the new one fits the
-    /// bounds, then writes it ([`ResultsDir::write`]). Only the fsync happens outside
-    /// the lock. Returns the path (or why not) and what the cleanup did.
-    pub fn store(&self, id: &str, text: &str, now_unix: u64) -> (io::Result<PathBuf>, Cleanup) {
+    /// bounds, then writes it, under a lock. The fsync is left to the caller
+    /// ([`Stored::sync`]), so a job can answer first: an fsync costs milliseconds on a
+    /// disk-backed `/tmp` (bench/) and the record the caller waits for is complete.
+    pub fn store(&self, id: &str, text: &str, now_unix: u64) -> (io::Result<Stored>, Cleanup) {
+        let dir = match self.open_dir() {
+            Ok(dir) => dir,
+            Err(e) => {
+                let report = Cleanup {
+                    errors: vec![e.to_string()],
+                    ..Cleanup::default()
+                };
+                return (Err(e), report);
+            }
+        };
         let guard = self.room.lock().unwrap_or_else(PoisonError::into_inner);
-        let report = self.sweep(now_unix, 1, text.len() as u64);
-        let created = self.create_with(id, text);
+        let report = self.sweep(&dir, now_unix, 1, text.len() as u64);
+        let created = create_in(&dir, id, text);
         drop(guard);
-        (created.and_then(|(path, file)| synced(path, &file)), report)
+        let stored = created.map(|(name, file)| Stored {
+            path: self.dir.join(name),
+            file,
+        });
+        (stored, report)
     }
 
-    /// Creates `agent-<id>.txt` holding `text`, not yet synced.
-    fn create_with(&self, id: &str, text: &str) -> io::Result<(PathBuf, fs::File)> {
-        if id.len() != 32 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("result id {id:?} is not 32 lowercase hex characters"),
-            ));
-        }
-        let path = self.dir.join(format!("agent-{id}.txt"));
-        let mut file = match create(&path) {
-            // systemd-tmpfiles may have aged the directory away: make it again, once.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                files::ensure_private_dir(WHAT, &self.dir)
-                    .map_err(|e| io::Error::other(e.to_string()))?;
-                create(&path)?
+    /// The directory, re-checked and opened without following links: if /tmp's entry
+    /// was swapped for a link since start-up, nothing may land where it points.
+    fn open_dir(&self) -> io::Result<fs::File> {
+        files::open_private_dir(WHAT, &self.dir).map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    /// Flushes a result file to disk; on failure removes it (we created it, O_EXCL).
+    fn synced(&self, dir: &fs::File, name: String, file: &fs::File) -> io::Result<PathBuf> {
+        match file.sync_all() {
+            Ok(()) => Ok(self.dir.join(name)),
+            Err(e) => {
+                let _ = sys::unlink_at(dir.as_fd(), &name);
+                Err(e)
             }
-            other => other?,
-        };
-        if let Err(e) = file.write_all(text.as_bytes()) {
-            // We created it (O_EXCL), so removing the partial file touches nothing else.
-            let _ = fs::remove_file(&path);
-            return Err(e);
         }
-        Ok((path, file))
     }
 
     /// Deletes result files, oldest first, until none is older than `max_age_s`, at most
@@ -114,17 +137,21 @@ impl ResultsDir {
     /// `agent-*.txt` directly in the directory are considered; links, directories and
     /// other names are never touched. Errors are collected, not fatal.
     pub fn cleanup(&self, now_unix: u64) -> Cleanup {
-        self.sweep(now_unix, 0, 0)
+        match self.open_dir() {
+            Ok(dir) => self.sweep(&dir, now_unix, 0, 0),
+            Err(e) => Cleanup {
+                errors: vec![e.to_string()],
+                ..Cleanup::default()
+            },
+        }
     }
 
-    /// [`ResultsDir::cleanup`], leaving room for `files` more files of `bytes` in all.
-    fn sweep(&self, now_unix: u64, files: usize, bytes: u64) -> Cleanup {
-        let (room_files, room_bytes) = (files, bytes);
+    /// [`ResultsDir::cleanup`] in the opened `dir`, leaving room for `room_files` more
+    /// files of `room_bytes` in all. Names come from the path; every look and every
+    /// removal goes through the checked descriptor, so a swapped path can only make
+    /// names miss, never reach elsewhere.
+    fn sweep(&self, dir: &fs::File, now_unix: u64, room_files: usize, room_bytes: u64) -> Cleanup {
         let mut report = Cleanup::default();
-        if let Err(e) = files::ensure_private_dir(WHAT, &self.dir) {
-            report.errors.push(e.to_string());
-            return report;
-        }
         let listing = match fs::read_dir(&self.dir) {
             Ok(listing) => listing,
             Err(e) => {
@@ -148,8 +175,8 @@ impl ResultsDir {
                 continue;
             }
             let path = self.dir.join(&name);
-            match fs::symlink_metadata(&path) {
-                // symlink_metadata: a link is seen as a link, never as its target.
+            match sys::lookup_at(dir.as_fd(), &name).and_then(|f| f.metadata()) {
+                // O_PATH|O_NOFOLLOW: a link is seen as a link, never as its target.
                 Ok(meta) if meta.file_type().is_file() => entries.push(Entry {
                     mtime: (meta.mtime(), meta.mtime_nsec()),
                     name,
@@ -176,7 +203,7 @@ impl ResultsDir {
                 break;
             }
             let path = self.dir.join(&entry.name);
-            match fs::remove_file(&path) {
+            match sys::unlink_at(dir.as_fd(), &entry.name) {
                 Ok(()) => {
                     report.removed += 1;
                     count -= 1;
@@ -196,15 +223,22 @@ impl ResultsDir {
     }
 }
 
-/// Flushes a result file to disk; on failure removes it (we created it, O_EXCL).
-fn synced(path: PathBuf, file: &fs::File) -> io::Result<PathBuf> {
-    match file.sync_all() {
-        Ok(()) => Ok(path),
-        Err(e) => {
-            let _ = fs::remove_file(&path);
-            Err(e)
-        }
+/// Creates `agent-<id>.txt` holding `text` inside `dir`, not yet synced.
+fn create_in(dir: &fs::File, id: &str, text: &str) -> io::Result<(String, fs::File)> {
+    if id.len() != 32 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("result id {id:?} is not 32 lowercase hex characters"),
+        ));
     }
+    let name = format!("agent-{id}.txt");
+    let mut file = sys::create_at(dir.as_fd(), &name, 0o600)?;
+    if let Err(e) = file.write_all(text.as_bytes()) {
+        // We created it (O_EXCL), so removing the partial file touches nothing else.
+        let _ = sys::unlink_at(dir.as_fd(), &name);
+        return Err(e);
+    }
+    Ok((name, file))
 }
 
 fn is_result_name(name: &str) -> bool {
@@ -227,15 +261,6 @@ pub fn usage(dir: &Path, limit: usize) -> (u64, u64) {
         .fold((0, 0), |(files, bytes), meta| {
             (files + 1, bytes + meta.len())
         })
-}
-
-fn create(path: &Path) -> io::Result<fs::File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
 }
 
 #[cfg(test)]
@@ -325,6 +350,30 @@ mod tests {
     }
 
     #[test]
+    fn results_dir_swapped_for_a_link_is_never_followed() {
+        // /tmp race: the dir is aged away (systemd-tmpfiles) and someone puts a link to
+        // a directory of their choice where it was. Neither write nor cleanup may reach
+        // through it.
+        let base = tempdir("swapdir");
+        let results = ResultsDir::open(&cfg(&base.join("r"), 0, 0, 0)).unwrap();
+        let elsewhere = base.join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        let victim = elsewhere.join(format!("agent-{}.txt", id(1)));
+        fs::write(&victim, "victim").unwrap();
+        fs::remove_dir(results.dir()).unwrap();
+        symlink(&elsewhere, results.dir()).unwrap();
+
+        let err = results.write(ID, "planted").unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let report = results.cleanup(1_800_000_000);
+        assert_eq!(report.removed, 0);
+        assert!(report.errors[0].contains("symbolic link"), "{report:?}");
+        assert_eq!(names(&elsewhere), [format!("agent-{}.txt", id(1))]);
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "victim");
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
     fn bad_ids_rejected() {
         let base = tempdir("ids");
         let results = ResultsDir::open(&cfg(&base.join("r"), 10, 1 << 20, 3600)).unwrap();
@@ -376,32 +425,6 @@ mod tests {
         assert_eq!(names(results.dir()), want);
         // A second pass has nothing to do.
         assert_eq!(results.cleanup(now).removed, 0);
-        fs::remove_dir_all(base).unwrap();
-    }
-
-    #[test]
-    fn store_makes_room_first() {
-        let base = tempdir("store");
-        let now = 1_800_000_000;
-        let results = ResultsDir::open(&cfg(&base.join("r"), 3, 250, 3600)).unwrap();
-        for n in 0..3 {
-            put(&results, n, 50, now, 100 - n as u64);
-        }
-        let (path, report) = results.store(&id(9), &"y".repeat(200), now);
-        assert_eq!(
-            path.unwrap(),
-            results.dir().join(format!("agent-{}.txt", id(9)))
-        );
-        // One file goes for the count; then 100 + 200 > 250 bytes: a second for the bytes.
-        assert_eq!(
-            (report.removed, report.kept_files, report.kept_bytes),
-            (2, 1, 50)
-        );
-        let want: Vec<String> = [2, 9]
-            .iter()
-            .map(|n| format!("agent-{}.txt", id(*n)))
-            .collect();
-        assert_eq!(names(results.dir()), want);
         fs::remove_dir_all(base).unwrap();
     }
 
@@ -497,6 +520,33 @@ mod tests {
             Err(FileError::Mode { .. })
         ));
         assert!(ResultsDir::open(&cfg(&real, 1, 1, 1)).is_ok());
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn store_makes_room_first() {
+        let base = tempdir("store");
+        let now = 1_800_000_000;
+        let results = ResultsDir::open(&cfg(&base.join("r"), 3, 250, 3600)).unwrap();
+        for n in 0..3 {
+            put(&results, n, 50, now, 100 - n as u64);
+        }
+        let (stored, report) = results.store(&id(9), &"y".repeat(200), now);
+        let stored = stored.unwrap();
+        assert_eq!(
+            stored.path.clone(),
+            results.dir().join(format!("agent-{}.txt", id(9)))
+        );
+        // One file goes for the count; then 100 + 200 > 250 bytes: a second for the bytes.
+        assert_eq!(
+            (report.removed, report.kept_files, report.kept_bytes),
+            (2, 1, 50)
+        );
+        let want: Vec<String> = [2, 9]
+            .iter()
+            .map(|n| format!("agent-{}.txt", id(*n)))
+            .collect();
+        assert_eq!(names(results.dir()), want);
         fs::remove_dir_all(base).unwrap();
     }
 }

@@ -162,6 +162,55 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `name` as a C string for the *at calls: one path component, no NUL, no `/`.
+fn component(name: &str) -> io::Result<CString> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// Creates `name` inside the open directory `dir` with `O_CREAT|O_EXCL|O_NOFOLLOW`:
+/// relative to the descriptor, so swapping the directory's path for a link afterwards
+/// changes nothing, and a file or link already at `name` is an error.
+pub fn create_at(dir: BorrowedFd<'_>, name: &str, mode: u32) -> io::Result<std::fs::File> {
+    let name = component(name)?;
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: `dir` is open for the borrow, `name` is a NUL-terminated string that lives
+    // across the call, and openat returns a new fd or -1.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned `fd` as a fresh descriptor that nothing else owns.
+    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// An `O_PATH|O_NOFOLLOW` handle on `name` inside `dir`, only for `fstat`: a link yields
+/// the link itself and a FIFO or device is not opened, so looking has no side effect.
+pub fn lookup_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<std::fs::File> {
+    let name = component(name)?;
+    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: as in `create_at`; O_PATH takes no mode.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned `fd` as a fresh descriptor that nothing else owns.
+    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Removes the entry `name` (never a directory) inside `dir`; a link is removed itself.
+pub fn unlink_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    let name = component(name)?;
+    // SAFETY: `dir` is open for the borrow and `name` lives across the call.
+    if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Most descriptors one [`poll_readable`] call watches (a job uses three).
 pub const POLL_MAX_FDS: usize = 8;
 

@@ -176,3 +176,22 @@ fn three_hundred_half_sent_requests_do_not_starve_health() {
     );
     drop(held);
 }
+
+#[test]
+fn a_flood_of_bad_requests_cannot_flood_the_audit_log() {
+    let agent = Agent::start("logflood", json!({}));
+    for _ in 0..300 {
+        assert_eq!(agent.post("/run", "{not json").status, 400);
+    }
+    let lines = agent.log().matches("BAD REQUEST from").count();
+    assert!(
+        (50..=52).contains(&lines),
+        "{lines} BAD REQUEST lines for 300 bad requests"
+    );
+    // The next line of that kind, once the budget refills, says how many were left out.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(agent.post("/run", "{not json").status, 400);
+    let log = agent.log();
+    assert!(log.contains("like it not logged)"), "{log}");
+    assert!(agent.health_ok());
+}

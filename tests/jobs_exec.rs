@@ -125,3 +125,41 @@ fn submit_without_wait_answers_202_then_poll_finds_the_result() {
         assert!(log.contains(&line), "missing {line:?} in {log}");
     }
 }
+
+#[test]
+fn output_held_for_history_stays_within_its_budget() {
+    let dir = common::TempDir::new("outbudget");
+    let big = dir.path().join("big.txt");
+    std::fs::write(&big, "a".repeat(1 << 20)).unwrap();
+    let cfg = common::base_config(
+        dir.path(),
+        json!({"rules": [{"name": "cat", "argv": ["/bin/cat", big.to_str().unwrap()], "no_pin": true}]}),
+    );
+    let agent = Agent::start_in(dir, &cfg, &[]);
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let r = agent.post_json(
+            "/run",
+            &json!({"command": format!("cat {}", big.display())}),
+        );
+        assert_eq!(r.status, 200);
+        let job = r.json();
+        assert_eq!(
+            job["stdout"].as_str().unwrap().len(),
+            1 << 20,
+            "a fresh result is whole"
+        );
+        ids.push(job["id"].as_str().unwrap().to_string());
+    }
+    // 20 MiB of output against a 16 MiB budget: the oldest records gave theirs up...
+    let oldest = agent.get(&format!("/job/{}", ids[0])).json();
+    assert_eq!(oldest["stdout"], "");
+    assert_eq!(oldest["truncated"], true);
+    let file = std::fs::read_to_string(oldest["result_file"].as_str().unwrap()).unwrap();
+    assert!(file.len() > 1 << 20, "the result file still holds it all");
+    // ...and the newest keep theirs.
+    let newest = agent.get(&format!("/job/{}", ids[19])).json();
+    assert_eq!(newest["stdout"].as_str().unwrap().len(), 1 << 20);
+    let rss = common::rss_kib(agent.pid());
+    assert!(rss < 40 * 1024, "RSS {rss} KiB after 20 MiB of output");
+}

@@ -127,14 +127,7 @@ impl Agent {
 
     /// Writes `cfg` and the test secret into `dir` and starts `serve` with extra env vars.
     pub fn start_in(dir: TempDir, cfg: &Value, env: &[(&str, &str)]) -> Agent {
-        let config_path = dir.path().join("config.json");
-        fs::write(&config_path, serde_json::to_vec_pretty(cfg).unwrap()).unwrap();
-        fs::set_permissions(&config_path, fs::Permissions::from_mode(0o600)).unwrap();
-        let secret = dir.path().join("secret");
-        if !secret.exists() {
-            fs::write(&secret, format!("{SECRET_B32}\n")).unwrap();
-            fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
-        }
+        let config_path = write_files(dir.path(), cfg);
         let params = Params {
             digits: cfg["totp"]["digits"].as_u64().unwrap_or(6) as u32,
             step_s: cfg["totp"]["step_s"].as_u64().unwrap_or(30),
@@ -381,6 +374,57 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// Writes `cfg` as `dir/config.json` (0600) and the test secret (0600) unless one is
+/// there; returns the config path.
+pub fn write_files(dir: &Path, cfg: &Value) -> PathBuf {
+    let config_path = dir.join("config.json");
+    fs::write(&config_path, serde_json::to_vec_pretty(cfg).unwrap()).unwrap();
+    fs::set_permissions(&config_path, fs::Permissions::from_mode(0o600)).unwrap();
+    let secret = dir.join("secret");
+    if fs::symlink_metadata(&secret).is_err() {
+        fs::write(&secret, format!("{SECRET_B32}\n")).unwrap();
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    config_path
+}
+
+/// Runs `serve --config PATH` expecting a refusal: (exit code, stderr). An agent that
+/// starts serving instead is killed and reported as exit code -1.
+pub fn serve_refused(config: &Path) -> (i32, String) {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    (code, err)
+}
+
+/// An executable shell script `dir/name` (0755), e.g. a stand-in for a system program.
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
 }
 
 /// Live (non-zombie) members of process group `pgid`, from /proc.

@@ -1,0 +1,714 @@
+//! loadgen: the measuring side of `bench/run.sh`.
+//!
+//! Modes (each prints one line of `key=value` pairs on stdout; times in microseconds):
+//!
+//! ```text
+//! loadgen http    --addr A [--method POST] [--path /run] [--body JSON] [--n 2000] [--warmup 50]
+//!                 [--expect 200] [--max-secs 300]
+//!     sequential requests on ONE keep-alive connection (reconnects only if the server
+//!     closes it); latency of each, request written to response fully read
+//! loadgen reject  --addr A [--conns 16] [--secs 3] [--path /run] [--body JSON]
+//!                 [--health-path /health] [--health-interval-ms 2]
+//!     `conns` keep-alive connections sending the body back to back, plus one more
+//!     connection timing GET health-path meanwhile
+//! loadgen idle    --addr A --pid P [--n 256] [--settle-ms 1000]
+//!     opens n connections, sends half a request head on each (no blank line), waits,
+//!     reads RSS and threads of P from /proc, checks how many are still open
+//! loadgen spawn   [--n 2000] [--warmup 50] [--setup plain|same]
+//!     fork+exec+wait of /bin/true from a loop: `plain` is Command::status(); `same` is
+//!     what a job gets: cleared env, stdin null, stdout/stderr piped and read to EOF,
+//!     own process group
+//! loadgen startup --addr A [--path /health] [--n 5] [--activate 0|1] [--log FILE] -- PROG ARGS..
+//!     time from spawn to the first 200 on path; with --activate 1 the socket is bound
+//!     here and handed over as fd 3 with LISTEN_FDS=1, LISTEN_PID=<child>
+//! loadgen procstat --pid P      RSS (KiB) and threads of P
+//! loadgen freeport              a free loopback TCP port
+//! ```
+//!
+//! Everything is bounded: counts, deadlines and socket timeouts, so nothing here can hang.
+
+use std::collections::BTreeMap;
+use std::ffi::{CString, c_char};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest a single socket operation may block.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The environment every job child gets (SPEC, Policy), for the `same` spawn floor.
+const JOB_ENV: [(&str, &str); 9] = [
+    ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+    ("LANG", "C.UTF-8"),
+    ("HOME", "/root"),
+    ("SYSTEMD_PAGER", "cat"),
+    ("SYSTEMD_PAGERSECURE", "1"),
+    ("PAGER", "cat"),
+    ("LESSSECURE", "1"),
+    ("SYSTEMD_COLORS", "0"),
+    ("TERM", "dumb"),
+];
+
+type Opts = BTreeMap<String, String>;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(mode) = args.first().cloned() else {
+        usage();
+    };
+    let (opts, rest) = parse_args(&args[1..]);
+    let result = match mode.as_str() {
+        "http" => http(&opts),
+        "reject" => reject(&opts),
+        "idle" => idle(&opts),
+        "spawn" => spawn(&opts),
+        "startup" => startup(&opts, &rest),
+        "procstat" => procstat_cmd(&opts),
+        "freeport" => freeport(),
+        _ => usage(),
+    };
+    if let Err(e) = result {
+        eprintln!("loadgen {mode}: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn usage() -> ! {
+    eprintln!("usage: loadgen http|reject|idle|spawn|startup|procstat|freeport [--opt value].. (see src/main.rs)");
+    std::process::exit(2);
+}
+
+fn parse_args(args: &[String]) -> (Opts, Vec<String>) {
+    let mut opts = Opts::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--" {
+            return (opts, it.cloned().collect());
+        }
+        let Some(key) = a.strip_prefix("--") else {
+            eprintln!("unexpected argument {a}");
+            usage();
+        };
+        let Some(value) = it.next() else {
+            eprintln!("--{key} needs a value");
+            usage();
+        };
+        opts.insert(key.to_string(), value.clone());
+    }
+    (opts, Vec::new())
+}
+
+fn opt<T: std::str::FromStr>(opts: &Opts, key: &str, default: T) -> io::Result<T> {
+    match opts.get(key) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| invalid(format!("--{key} {v}: not valid"))),
+    }
+}
+
+fn opt_str<'a>(opts: &'a Opts, key: &str, default: &'a str) -> &'a str {
+    opts.get(key).map_or(default, String::as_str)
+}
+
+fn addr_opt(opts: &Opts) -> io::Result<SocketAddr> {
+    let text = opts.get("addr").ok_or_else(|| invalid("--addr is required"))?;
+    text.to_socket_addrs()?
+        .next()
+        .ok_or_else(|| invalid(format!("--addr {text}: no address")))
+}
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg.into())
+}
+
+// ---------------------------------------------------------------- statistics
+
+/// Nearest-rank percentile of sorted values.
+fn pct(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn summary(prefix: &str, mut v: Vec<u64>) -> String {
+    v.sort_unstable();
+    let mean = if v.is_empty() {
+        0
+    } else {
+        v.iter().sum::<u64>() / v.len() as u64
+    };
+    format!(
+        "{prefix}n={} {prefix}p50_us={} {prefix}p90_us={} {prefix}p99_us={} {prefix}mean_us={} {prefix}max_us={}",
+        v.len(),
+        pct(&v, 0.50),
+        pct(&v, 0.90),
+        pct(&v, 0.99),
+        mean,
+        v.last().copied().unwrap_or(0)
+    )
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+// ---------------------------------------------------------------- HTTP/1.1 client
+
+struct Response {
+    status: u16,
+}
+
+/// One HTTP/1.1 connection, kept alive while the server allows it.
+struct Client {
+    addr: SocketAddr,
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
+    connects: u64,
+}
+
+impl Client {
+    fn new(addr: SocketAddr) -> Client {
+        Client {
+            addr,
+            stream: None,
+            buf: Vec::with_capacity(16 * 1024),
+            connects: 0,
+        }
+    }
+
+    fn connect(&mut self) -> io::Result<()> {
+        self.stream = None;
+        self.buf.clear();
+        let s = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT)?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        s.set_write_timeout(Some(IO_TIMEOUT))?;
+        self.stream = Some(s);
+        self.connects += 1;
+        Ok(())
+    }
+
+    /// Sends one request and reads its response. A reused connection that turns out to
+    /// be closed by the server is reopened once.
+    fn request(&mut self, req: &[u8]) -> io::Result<Response> {
+        let fresh = self.stream.is_none();
+        if fresh {
+            self.connect()?;
+        }
+        match self.exchange(req) {
+            Ok(r) => Ok(r),
+            Err(_) if !fresh => {
+                self.connect()?;
+                self.exchange(req).inspect_err(|_| self.stream = None)
+            }
+            Err(e) => {
+                self.stream = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn exchange(&mut self, req: &[u8]) -> io::Result<Response> {
+        let Client { stream, buf, .. } = self;
+        let s = stream.as_mut().ok_or_else(|| invalid("not connected"))?;
+        s.write_all(req)?;
+        let head_len = loop {
+            if let Some(i) = find(buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            if buf.len() > 64 * 1024 {
+                return Err(invalid("response head over 64 KiB"));
+            }
+            read_more(s, buf)?;
+        };
+        let head = String::from_utf8_lossy(&buf[..head_len]).into_owned();
+        buf.drain(..head_len);
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or("");
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| invalid(format!("bad status line {status_line:?}")))?;
+        let mut close = status_line.starts_with("HTTP/1.0");
+        let mut length: Option<usize> = None;
+        let mut chunked = false;
+        for line in lines {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+            match name.as_str() {
+                "content-length" => length = value.parse().ok(),
+                "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
+                "connection" => {
+                    let v = value.to_ascii_lowercase();
+                    if v.contains("close") {
+                        close = true;
+                    } else if v.contains("keep-alive") {
+                        close = false;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if chunked {
+            read_chunked(s, buf)?;
+        } else if let Some(n) = length {
+            while buf.len() < n {
+                read_more(s, buf)?;
+            }
+            buf.drain(..n);
+        } else if status == 204 || status == 304 || status < 200 {
+        } else {
+            // Delimited by the server closing the connection.
+            let mut sink = Vec::new();
+            s.read_to_end(&mut sink)?;
+            close = true;
+        }
+        if close {
+            *stream = None;
+            buf.clear();
+        }
+        Ok(Response { status })
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<()> {
+    let mut tmp = [0u8; 16 * 1024];
+    let n = s.read(&mut tmp)?;
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "server closed the connection",
+        ));
+    }
+    buf.extend_from_slice(&tmp[..n]);
+    Ok(())
+}
+
+fn read_chunked(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<()> {
+    loop {
+        let line_end = loop {
+            if let Some(i) = find(buf, b"\r\n") {
+                break i;
+            }
+            read_more(s, buf)?;
+        };
+        let size_text = String::from_utf8_lossy(&buf[..line_end]).into_owned();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| invalid(format!("bad chunk size {size_text:?}")))?;
+        buf.drain(..line_end + 2);
+        if size == 0 {
+            // Trailers, then the empty line.
+            loop {
+                let end = loop {
+                    if let Some(i) = find(buf, b"\r\n") {
+                        break i;
+                    }
+                    read_more(s, buf)?;
+                };
+                buf.drain(..end + 2);
+                if end == 0 {
+                    return Ok(());
+                }
+            }
+        }
+        while buf.len() < size + 2 {
+            read_more(s, buf)?;
+        }
+        buf.drain(..size + 2);
+    }
+}
+
+fn build_request(method: &str, path: &str, body: &str) -> Vec<u8> {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: loadgen\r\n");
+    if !body.is_empty() || method == "POST" {
+        r.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    r.push_str("\r\n");
+    r.push_str(body);
+    r.into_bytes()
+}
+
+// ---------------------------------------------------------------- modes
+
+fn http(opts: &Opts) -> io::Result<()> {
+    let addr = addr_opt(opts)?;
+    let method = opt_str(opts, "method", "POST");
+    let req = build_request(
+        method,
+        opt_str(opts, "path", "/run"),
+        opt_str(opts, "body", ""),
+    );
+    let n: usize = opt(opts, "n", 2000)?;
+    let warmup: usize = opt(opts, "warmup", 50)?;
+    let expect: u16 = opt(opts, "expect", 200)?;
+    let deadline = Instant::now() + Duration::from_secs(opt(opts, "max-secs", 300)?);
+    let mut client = Client::new(addr);
+    let mut times = Vec::with_capacity(n);
+    let (mut bad, mut errors, mut last_bad) = (0u64, 0u64, 0u16);
+    let started = Instant::now();
+    for i in 0..warmup + n {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let t0 = Instant::now();
+        let r = client.request(&req);
+        let dt = t0.elapsed();
+        match r {
+            Ok(r) if r.status == expect => {
+                if i >= warmup {
+                    times.push(micros(dt));
+                }
+            }
+            Ok(r) => {
+                bad += 1;
+                last_bad = r.status;
+            }
+            Err(e) => {
+                errors += 1;
+                if errors == 1 {
+                    eprintln!("loadgen http: {e}");
+                }
+                if errors > 20 {
+                    return Err(io::Error::other(format!("too many errors, last: {e}")));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    println!(
+        "{} bad={bad} last_bad_status={last_bad} errors={errors} connects={} secs={:.2}",
+        summary("", times),
+        client.connects,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn reject(opts: &Opts) -> io::Result<()> {
+    let addr = addr_opt(opts)?;
+    let conns: usize = opt(opts, "conns", 16)?;
+    let secs: f64 = opt(opts, "secs", 3.0)?;
+    let req = build_request(
+        "POST",
+        opt_str(opts, "path", "/run"),
+        opt_str(opts, "body", ""),
+    );
+    let health = build_request("GET", opt_str(opts, "health-path", "/health"), "");
+    let interval = Duration::from_millis(opt(opts, "health-interval-ms", 2)?);
+    let run_for = Duration::from_secs_f64(secs.clamp(0.1, 120.0));
+    let start = Instant::now();
+    let deadline = start + run_for;
+    let (workers, health_result) = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..conns)
+            .map(|_| {
+                let req = &req;
+                scope.spawn(move || {
+                    let mut client = Client::new(addr);
+                    let mut counts: BTreeMap<u16, u64> = BTreeMap::new();
+                    let mut errors = 0u64;
+                    while Instant::now() < deadline {
+                        match client.request(req) {
+                            Ok(r) => *counts.entry(r.status).or_default() += 1,
+                            Err(_) => {
+                                errors += 1;
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                        }
+                    }
+                    (counts, errors, client.connects)
+                })
+            })
+            .collect();
+        let health = &health;
+        let h = scope.spawn(move || {
+            let mut client = Client::new(addr);
+            let mut times = Vec::new();
+            let mut bad = 0u64;
+            // Let the flood start first.
+            std::thread::sleep(Duration::from_millis(50).min(run_for / 4));
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                match client.request(health) {
+                    Ok(r) if r.status == 200 => times.push(micros(t0.elapsed())),
+                    _ => bad += 1,
+                }
+                std::thread::sleep(interval);
+            }
+            (times, bad)
+        });
+        let workers: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect();
+        (workers, h.join().unwrap_or_default())
+    });
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut counts: BTreeMap<u16, u64> = BTreeMap::new();
+    let (mut errors, mut connects) = (0u64, 0u64);
+    for (c, e, n) in workers {
+        for (k, v) in c {
+            *counts.entry(k).or_default() += v;
+        }
+        errors += e;
+        connects += n;
+    }
+    let total: u64 = counts.values().sum();
+    let mix: Vec<String> = counts.iter().map(|(k, v)| format!("s{k}={v}")).collect();
+    let (htimes, hbad) = health_result;
+    println!(
+        "rps={:.0} total={total} {} errors={errors} connects={connects} secs={elapsed:.2} {} health_bad={hbad}",
+        total as f64 / elapsed,
+        mix.join(" "),
+        summary("health_", htimes)
+    );
+    Ok(())
+}
+
+/// (RSS KiB, threads) of a process, from /proc/PID/status.
+fn procstat(pid: u32) -> io::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok((field("VmRSS:"), field("Threads:")))
+}
+
+fn procstat_cmd(opts: &Opts) -> io::Result<()> {
+    let pid: u32 = opt(opts, "pid", 0)?;
+    let (rss, threads) = procstat(pid)?;
+    println!("rss_kib={rss} threads={threads}");
+    Ok(())
+}
+
+fn idle(opts: &Opts) -> io::Result<()> {
+    let addr = addr_opt(opts)?;
+    let pid: u32 = opt(opts, "pid", 0)?;
+    let n: usize = opt(opts, "n", 256)?;
+    let settle = Duration::from_millis(opt(opts, "settle-ms", 1000)?);
+    // Half a request: the request line and one header, never the blank line that ends
+    // the head, so the server must hold the connection and its buffer.
+    let partial = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_write_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(partial)?;
+        held.push(s);
+    }
+    std::thread::sleep(settle);
+    let (rss, threads) = procstat(pid)?;
+    // Still open = a read would block (nothing sent back, no FIN).
+    let mut open = 0;
+    for s in &held {
+        s.set_nonblocking(true)?;
+        let mut b = [0u8; 1];
+        if let Err(e) = s.peek(&mut b) {
+            if e.kind() == io::ErrorKind::WouldBlock {
+                open += 1;
+            }
+        }
+    }
+    println!("rss_kib={rss} threads={threads} open={open} n={n}");
+    Ok(())
+}
+
+fn spawn(opts: &Opts) -> io::Result<()> {
+    let n: usize = opt(opts, "n", 2000)?;
+    let warmup: usize = opt(opts, "warmup", 50)?;
+    let same = match opt_str(opts, "setup", "plain") {
+        "plain" => false,
+        "same" => true,
+        other => return Err(invalid(format!("--setup {other}: plain or same"))),
+    };
+    let mut times = Vec::with_capacity(n);
+    for i in 0..warmup + n {
+        let t0 = Instant::now();
+        let ok = if same {
+            Command::new("/bin/true")
+                .env_clear()
+                .envs(JOB_ENV)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .output()?
+                .status
+                .success()
+        } else {
+            Command::new("/bin/true").status()?.success()
+        };
+        let dt = t0.elapsed();
+        if !ok {
+            return Err(io::Error::other("/bin/true failed"));
+        }
+        if i >= warmup {
+            times.push(micros(dt));
+        }
+    }
+    println!("{}", summary("", times));
+    Ok(())
+}
+
+fn freeport() -> io::Result<()> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    println!("{}", l.local_addr()?.port());
+    Ok(())
+}
+
+unsafe extern "C" {
+    fn getpid() -> i32;
+    fn dup2(oldfd: i32, newfd: i32) -> i32;
+    fn fcntl(fd: i32, cmd: i32, ...) -> i32;
+    fn execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> i32;
+}
+
+const F_SETFD: i32 = 2;
+
+/// Makes `cmd` exec `prog` itself after the fork with the socket as fd 3, LISTEN_FDS=1 and
+/// LISTEN_PID set to the child's own pid (known only after the fork). Everything is
+/// allocated before the fork; the child only writes digits into a buffer and calls
+/// async-signal-safe functions.
+fn socket_activation(cmd: &mut Command, listener: &TcpListener, argv: &[String]) -> io::Result<()> {
+    let fd = listener.as_raw_fd();
+    let cstr = |b: &[u8]| CString::new(b).map_err(|_| invalid("NUL byte in argument or env"));
+    let path = cstr(argv[0].as_bytes())?;
+    let args: Vec<CString> = argv.iter().map(|a| cstr(a.as_bytes())).collect::<Result<_, _>>()?;
+    let mut env: Vec<CString> = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        let k = k.as_bytes();
+        if k.starts_with(b"LISTEN_") {
+            continue;
+        }
+        let mut kv = k.to_vec();
+        kv.push(b'=');
+        kv.extend_from_slice(v.as_bytes());
+        env.push(cstr(&kv)?);
+    }
+    env.push(cstr(b"LISTEN_FDS=1")?);
+    const PREFIX: &[u8] = b"LISTEN_PID=";
+    let mut pid_entry = vec![0u8; PREFIX.len() + 24].into_boxed_slice();
+    pid_entry[..PREFIX.len()].copy_from_slice(PREFIX);
+    let pid_at = pid_entry.as_mut_ptr() as usize + PREFIX.len();
+    let mut envp: Vec<usize> = env.iter().map(|c| c.as_ptr() as usize).collect();
+    envp.push(pid_entry.as_ptr() as usize);
+    envp.push(0);
+    let mut argvp: Vec<usize> = args.iter().map(|c| c.as_ptr() as usize).collect();
+    argvp.push(0);
+    // SAFETY: runs in the forked child before exec; touches only memory allocated before
+    // the fork (the child's own copy) and calls async-signal-safe functions.
+    unsafe {
+        cmd.pre_exec(move || {
+            let _keep = (&path, &args, &env, &pid_entry);
+            let mut pid = getpid() as u32;
+            let mut digits = [0u8; 12];
+            let mut len = 0;
+            loop {
+                digits[len] = b'0' + (pid % 10) as u8;
+                len += 1;
+                pid /= 10;
+                if pid == 0 {
+                    break;
+                }
+            }
+            let out = pid_at as *mut u8;
+            for i in 0..len {
+                *out.add(i) = digits[len - 1 - i];
+            }
+            *out.add(len) = 0;
+            if fd == 3 {
+                fcntl(3, F_SETFD, 0);
+            } else if dup2(fd, 3) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            execve(
+                path.as_ptr(),
+                argvp.as_ptr() as *const *const c_char,
+                envp.as_ptr() as *const *const c_char,
+            );
+            Err(io::Error::last_os_error())
+        });
+    }
+    Ok(())
+}
+
+fn startup(opts: &Opts, prog: &[String]) -> io::Result<()> {
+    if prog.is_empty() {
+        return Err(invalid("startup needs -- PROG ARGS.."));
+    }
+    let addr = addr_opt(opts)?;
+    let req = build_request("GET", opt_str(opts, "path", "/health"), "");
+    let n: usize = opt(opts, "n", 5)?;
+    let activate: u8 = opt(opts, "activate", 0)?;
+    let log = opts.get("log");
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let listener = if activate == 1 {
+            Some(TcpListener::bind(addr)?)
+        } else {
+            None
+        };
+        let mut cmd = Command::new(&prog[0]);
+        cmd.args(&prog[1..]).stdin(Stdio::null()).stdout(Stdio::null());
+        match log {
+            Some(path) => {
+                let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+                cmd.stderr(f);
+            }
+            None => {
+                cmd.stderr(Stdio::null());
+            }
+        }
+        if let Some(l) = &listener {
+            socket_activation(&mut cmd, l, prog)?;
+        }
+        let t0 = Instant::now();
+        let mut child = cmd.spawn()?;
+        drop(listener);
+        let deadline = t0 + Duration::from_secs(15);
+        let mut answered = None;
+        while Instant::now() < deadline {
+            let mut client = Client::new(addr);
+            match client.request(&req) {
+                Ok(r) if r.status == 200 => {
+                    answered = Some(t0.elapsed());
+                    break;
+                }
+                _ => {}
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(io::Error::other(format!(
+                    "{} exited with {status} before answering",
+                    prog[0]
+                )));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let t = answered.ok_or_else(|| io::Error::other("no answer within 15 s"))?;
+        times.push(micros(t));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("{}", summary("", times));
+    Ok(())
+}

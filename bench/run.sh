@@ -1,0 +1,397 @@
+#!/usr/bin/env bash
+# Side-by-side benchmarks of sudo-agent on loopback, in ONE run, against:
+#   - adnanh/webhook (/usr/bin/webhook, Debian) running /bin/true with its output in the
+#     response (what sudo-agent replaces as "a daemon that runs a command per request"),
+#   - bench/python_agent.py, a stand-in for the old Python agent (reconstructed from the
+#     SPEC, not the original),
+#   - a bare fork+exec+wait of /bin/true from a Rust loop (the floor).
+# Every figure is repeated (--reps, default 5) and the median is reported; ratios are
+# of medians measured in the same run, so they survive a noisy machine.
+#
+# usage: bash bench/run.sh [--quick] [--reps N] [--no-pin] [--out FILE]
+#   --quick   3 reps, 2 000 jobs, 500 latency samples, 2 s floods (a smoke run)
+#   --no-pin  do not split servers (CPU 0) and load clients (CPU 1) with taskset
+#   --out F   also write the Markdown report to F
+# Needs: cargo (+ the musl targets if installed), python3 with pyotp, /usr/bin/webhook
+# (optional: its columns read n/a without it). Exit status is non-zero only on real
+# errors; a missed target is printed as MISSED in the table.
+set -euo pipefail
+
+ARGS="$*"
+REPS=5 JOBS=10000 LAT_N=2000 WARMUP=50 REJ_SECS=3 IDLE_N=256 PIN=1 OUT=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) REPS=3 JOBS=2000 LAT_N=500 REJ_SECS=2 ;;
+        --reps) REPS="$2"; shift ;;
+        --no-pin) PIN=0 ;;
+        --out) OUT="$2"; shift ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        *) echo "run.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d /tmp/sudo-agent-bench.XXXXXX)
+chmod 700 "$WORK"
+PIDS=()
+
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do
+        kill -9 "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '== %s\n' "$*" >&2; }
+die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- build
+
+ARCH=$(uname -m)
+HOST_MUSL="$ARCH-unknown-linux-musl"
+INSTALLED_TARGETS=$(rustup target list --installed 2>/dev/null || true)
+if grep -qx "$HOST_MUSL" <<<"$INSTALLED_TARGETS"; then
+    TARGET_ARGS=(--target "$HOST_MUSL") TARGET_DIR="target/$HOST_MUSL/release"
+    BUILD_KIND="static ($HOST_MUSL)"
+else
+    TARGET_ARGS=() TARGET_DIR="target/release" BUILD_KIND="host default target (musl not installed)"
+fi
+
+# A musl build: plain cargo first (.cargo/config.toml may set the linker), then rust-lld.
+build_target() {
+    local dir=$1 triple=$2
+    (cd "$dir" && cargo build --release --quiet --target "$triple") 2>>"$WORK/build.log" ||
+        (cd "$dir" && RUSTFLAGS='-C linker=rust-lld' cargo build --release --quiet --target "$triple") 2>>"$WORK/build.log"
+}
+
+log "building sudo-agent: $BUILD_KIND"
+if [ ${#TARGET_ARGS[@]} -gt 0 ]; then
+    build_target "$ROOT" "$HOST_MUSL" || { cat "$WORK/build.log" >&2; die "cargo build failed"; }
+else
+    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build failed"
+fi
+AGENT="$ROOT/$TARGET_DIR/sudo-agent"
+[ -x "$AGENT" ] || die "no binary at $AGENT"
+
+log "building bench/loadgen"
+if [ ${#TARGET_ARGS[@]} -gt 0 ]; then
+    build_target "$ROOT/bench/loadgen" "$HOST_MUSL" || { cat "$WORK/build.log" >&2; die "loadgen build failed"; }
+else
+    (cd "$ROOT/bench/loadgen" && cargo build --release --quiet) || die "loadgen build failed"
+fi
+LOADGEN="$ROOT/bench/loadgen/$TARGET_DIR/loadgen"
+
+AARCH64_SIZE="n/a"
+if grep -qx aarch64-unknown-linux-musl <<<"$INSTALLED_TARGETS"; then
+    if [ "$ARCH" = aarch64 ]; then
+        AARCH64_SIZE=$(stat -c %s "$AGENT")
+    else
+        log "building sudo-agent for aarch64-unknown-linux-musl"
+        if build_target "$ROOT" aarch64-unknown-linux-musl; then
+            AARCH64_SIZE=$(stat -c %s "$ROOT/target/aarch64-unknown-linux-musl/release/sudo-agent")
+        else
+            log "aarch64 build failed (see below); size reads n/a"
+            tail -5 "$WORK/build.log" >&2
+        fi
+    fi
+fi
+X86_SIZE="n/a"
+[ "$ARCH" = x86_64 ] && X86_SIZE=$(stat -c %s "$AGENT")
+
+WEBHOOK=$(command -v webhook || true)
+WEBHOOK_SIZE="n/a"
+[ -n "$WEBHOOK" ] && WEBHOOK_SIZE=$(stat -c %s "$WEBHOOK")
+HAVE_PYOTP=0
+python3 -c 'import pyotp' 2>/dev/null && HAVE_PYOTP=1
+
+# Servers (and the spawn floor) on CPU 0, load clients on CPU 1, so a client with 17
+# threads cannot starve a single-threaded server of CPU time.
+SRV=() CLI=()
+if [ "$PIN" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+    SRV=(taskset -c 0) CLI=(taskset -c 1)
+    PINNING="servers and the spawn floor on CPU 0, load clients on CPU 1 (taskset)"
+else
+    PINNING="none"
+fi
+lg() { "${CLI[@]}" "$LOADGEN" "$@"; }
+
+# ---------------------------------------------------------------- helpers
+
+SECRET_B32=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ
+echo "$SECRET_B32" >"$WORK/secret"
+chmod 600 "$WORK/secret"
+
+# value of key in a `k=v k=v` line
+kv() { grep -o "\(^\| \)$2=[^ ]*" <<<"$1" | head -1 | cut -d= -f2; }
+
+declare -A M # metric name -> space-separated samples
+add() { M[$1]="${M[$1]:-} $2"; }
+
+median() { # of the samples of metric $1, or n/a
+    local v=${M[$1]:-}
+    [ -z "${v// /}" ] && { echo n/a; return; }
+    tr ' ' '\n' <<<"$v" | grep -v '^$' | sort -g |
+        awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'
+}
+
+wait_http() { # addr path: until it answers 200, at most 10 s
+    local i
+    for i in $(seq 200); do
+        lg http --addr "$1" --method GET --path "$2" --n 1 --warmup 0 >/dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+stop() { # pid: SIGTERM, then SIGKILL after 5 s
+    local p=$1 i
+    kill "$p" 2>/dev/null || true
+    for i in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+}
+
+agent_config() { # dir port
+    cat >"$1/config.json" <<EOF
+{
+  "listen": "127.0.0.1:$2",
+  "secret_file": "$WORK/secret",
+  "log_file": "$1/audit.log",
+  "state_dir": "$1/state",
+  "results": {"dir": "$1/results"},
+  "rules": [
+    {"name": "true", "argv": ["/bin/true"], "no_pin": true},
+    {"name": "echo", "argv": ["/bin/echo", "**"]}
+  ]
+}
+EOF
+    chmod 600 "$1/config.json"
+}
+
+cat >"$WORK/hooks.json" <<'EOF'
+[{"id": "true", "execute-command": "/bin/true", "include-command-output-in-response": true}]
+EOF
+
+RUN_BODY='{"command":"/bin/true"}'
+BAD_BODY='{"pin":"000000","command":"/bin/true"}'
+FILL=$((JOBS - LAT_N - WARMUP))
+[ "$FILL" -ge 0 ] || FILL=0
+
+# sequential jobs on one keep-alive connection: latency sample, then fill up to $JOBS
+exec_phase() { # name addr path body
+    local out
+    out=$(lg http --addr "$2" --path "$3" --body "$4" --n "$LAT_N" --warmup "$WARMUP") || die "$1: latency run failed"
+    [ "$(kv "$out" bad)" = 0 ] || die "$1: unexpected status $(kv "$out" last_bad_status): $out"
+    add "$1.p50" "$(kv "$out" p50_us)"
+    add "$1.p99" "$(kv "$out" p99_us)"
+    add "$1.connects" "$(kv "$out" connects)"
+    if [ "$FILL" -gt 0 ]; then
+        out=$(lg http --addr "$2" --path "$3" --body "$4" --n "$FILL" --warmup 0) || die "$1: fill run failed"
+    fi
+}
+
+mem_point() { # name point pid
+    local out
+    out=$("$LOADGEN" procstat --pid "$3") || die "$1: procstat failed"
+    add "$1.rss.$2" "$(kv "$out" rss_kib)"
+    add "$1.thr.$2" "$(kv "$out" threads)"
+}
+
+idle_point() { # name addr pid
+    local out
+    out=$(lg idle --addr "$2" --pid "$3" --n "$IDLE_N") || die "$1: idle connections failed"
+    add "$1.rss.conns" "$(kv "$out" rss_kib)"
+    add "$1.thr.conns" "$(kv "$out" threads)"
+    add "$1.open" "$(kv "$out" open)"
+    sleep 0.3 # let the server notice the closes
+}
+
+reject_phase() { # name addr
+    local out s
+    out=$(lg reject --addr "$2" --conns 16 --secs "$REJ_SECS" --path /run --body "$BAD_BODY") || die "$1: reject run failed"
+    add "$1.rps" "$(kv "$out" rps)"
+    add "$1.hp50" "$(kv "$out" health_p50_us)"
+    add "$1.hp99" "$(kv "$out" health_p99_us)"
+    add "$1.hn" "$(kv "$out" health_n)"
+    add "$1.errors" "$(kv "$out" errors)"
+    add "$1.connects" "$(kv "$out" connects)"
+    for s in 401 429; do add "$1.s$s" "$(kv "$out" "s$s" || true)"; done
+    echo "$out" >>"$WORK/reject-$1.txt"
+}
+
+rep_agent() {
+    local d="$WORK/agent-$1" port pid
+    mkdir -m 700 "$d"
+    port=$("$LOADGEN" freeport)
+    agent_config "$d" "$port"
+    "${SRV[@]}" "$AGENT" serve --config "$d/config.json" 2>"$d/stderr" &
+    pid=$!
+    PIDS+=("$pid")
+    wait_http "127.0.0.1:$port" /health || { cat "$d/stderr" >&2; die "sudo-agent did not start"; }
+    sleep 0.2
+    mem_point agent idle "$pid"
+    idle_point agent "127.0.0.1:$port" "$pid"
+    exec_phase agent "127.0.0.1:$port" /run "$RUN_BODY"
+    mem_point agent jobs "$pid"
+    reject_phase agent "127.0.0.1:$port"
+    stop "$pid"
+    rm -rf "$d"
+}
+
+rep_webhook() {
+    [ -n "$WEBHOOK" ] || return 0
+    local d="$WORK/webhook-$1" port pid
+    mkdir -m 700 "$d"
+    port=$("$LOADGEN" freeport)
+    (cd "$d" && exec "${SRV[@]}" "$WEBHOOK" -ip 127.0.0.1 -port "$port" -hooks "$WORK/hooks.json" >"$d/log" 2>&1) &
+    pid=$!
+    PIDS+=("$pid")
+    wait_http "127.0.0.1:$port" / || { cat "$d/log" >&2; die "webhook did not start"; }
+    sleep 0.2
+    mem_point webhook idle "$pid"
+    idle_point webhook "127.0.0.1:$port" "$pid"
+    exec_phase webhook "127.0.0.1:$port" /hooks/true ""
+    mem_point webhook jobs "$pid"
+    stop "$pid"
+    rm -rf "$d"
+}
+
+rep_python() {
+    [ "$HAVE_PYOTP" = 1 ] || return 0
+    local d="$WORK/python-$1" port pid
+    mkdir -m 700 "$d" "$d/results"
+    port=$("$LOADGEN" freeport)
+    "${SRV[@]}" python3 "$ROOT/bench/python_agent.py" --port "$port" --secret-file "$WORK/secret" \
+        --log "$d/agent.log" --results "$d/results" 2>"$d/stderr" &
+    pid=$!
+    PIDS+=("$pid")
+    wait_http "127.0.0.1:$port" /health || { cat "$d/stderr" >&2; die "python agent did not start"; }
+    sleep 0.2
+    mem_point python idle "$pid"
+    reject_phase python "127.0.0.1:$port"
+    stop "$pid"
+    rm -rf "$d"
+}
+
+rep_floor() {
+    local out
+    out=$("${SRV[@]}" "$LOADGEN" spawn --setup plain --n "$LAT_N" --warmup "$WARMUP") || die "spawn floor failed"
+    add floor_plain.p50 "$(kv "$out" p50_us)"
+    add floor_plain.p99 "$(kv "$out" p99_us)"
+    out=$("${SRV[@]}" "$LOADGEN" spawn --setup same --n "$LAT_N" --warmup "$WARMUP") || die "spawn floor failed"
+    add floor_same.p50 "$(kv "$out" p50_us)"
+    add floor_same.p99 "$(kv "$out" p99_us)"
+}
+
+# ---------------------------------------------------------------- run
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+T0=$SECONDS
+for rep in $(seq "$REPS"); do
+    log "rep $rep/$REPS: spawn floor, sudo-agent, webhook, python stand-in"
+    rep_floor
+    rep_agent "$rep"
+    rep_webhook "$rep"
+    rep_python "$rep"
+done
+
+log "start-up times"
+d="$WORK/startup"
+mkdir -m 700 "$d"
+port=$("$LOADGEN" freeport)
+agent_config "$d" "$port"
+out=$(lg startup --addr "127.0.0.1:$port" --n "$REPS" --log "$d/stderr" -- "${SRV[@]}" "$AGENT" serve --config "$d/config.json") ||
+    die "start-up run failed"
+START_AGENT=$(kv "$out" p50_us)
+START_ACT="n/a (no LISTEN_FDS support in src/)"
+if grep -rqs LISTEN_FDS "$ROOT/src"; then
+    if out=$(lg startup --addr "127.0.0.1:$port" --n "$REPS" --activate 1 --log "$d/stderr" -- "$AGENT" serve --config "$d/config.json"); then
+        START_ACT=$(kv "$out" p50_us)
+    else
+        START_ACT="n/a (socket-activated start failed)"
+    fi
+fi
+START_WEBHOOK="n/a"
+if [ -n "$WEBHOOK" ]; then
+    out=$(cd "$d" && lg startup --addr "127.0.0.1:$port" --path / --n "$REPS" -- "${SRV[@]}" "$WEBHOOK" -ip 127.0.0.1 -port "$port" -hooks "$WORK/hooks.json") &&
+        START_WEBHOOK=$(kv "$out" p50_us)
+fi
+START_PYTHON="n/a"
+if [ "$HAVE_PYOTP" = 1 ]; then
+    mkdir -m 700 "$d/pyresults"
+    out=$(lg startup --addr "127.0.0.1:$port" --n "$REPS" -- "${SRV[@]}" python3 "$ROOT/bench/python_agent.py" --port "$port" \
+        --secret-file "$WORK/secret" --log "$d/py.log" --results "$d/pyresults") && START_PYTHON=$(kv "$out" p50_us)
+fi
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+ELAPSED=$((SECONDS - T0))
+
+# ---------------------------------------------------------------- report
+
+calc() { awk "BEGIN { printf \"%s\", ($1) }" 2>/dev/null; }
+num() { [[ "$1" =~ ^[0-9.]+$ ]]; }
+ms() { num "$1" && calc "sprintf(\"%.2f ms\", $1/1000)" || echo "$1"; }
+mib() { num "$1" && calc "sprintf(\"%.2f MiB\", $1/1024)" || echo "$1"; }
+bytes() { num "$1" && calc "sprintf(\"%.0f KiB (%.2f MiB)\", $1/1024, $1/1048576)" || echo "$1"; }
+ratio() { num "$1" && num "$2" && calc "$2 > 0 ? sprintf(\"%.2f×\", $1/$2) : \"n/a\"" || echo "n/a"; }
+verdict() { # awk condition over numbers
+    num "$2" || { echo "n/a"; return; }
+    [ "$(calc "($1) ? 1 : 0")" = 1 ] && echo "met" || echo "**MISSED**"
+}
+
+A_IDLE=$(median agent.rss.idle) A_CONNS=$(median agent.rss.conns) A_JOBS=$(median agent.rss.jobs)
+W_IDLE=$(median webhook.rss.idle) W_CONNS=$(median webhook.rss.conns) W_JOBS=$(median webhook.rss.jobs)
+P_IDLE=$(median python.rss.idle)
+A_P50=$(median agent.p50) A_P99=$(median agent.p99)
+W_P50=$(median webhook.p50) W_P99=$(median webhook.p99)
+FP_P50=$(median floor_plain.p50) FP_P99=$(median floor_plain.p99)
+FS_P50=$(median floor_same.p50) FS_P99=$(median floor_same.p99)
+A_RPS=$(median agent.rps) P_RPS=$(median python.rps)
+A_HP50=$(median agent.hp50) A_HP99=$(median agent.hp99)
+P_HP50=$(median python.hp50) P_HP99=$(median python.hp99)
+
+{
+cat <<EOF
+### Results ($STARTED)
+
+Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r),
+load average $LOAD_BEFORE before and $LOAD_AFTER after (1/5/15 min), /tmp on $(df -T /tmp | awk 'NR==2 {print $2}').
+Binary: $BUILD_KIND. Medians of $REPS runs; CPU pinning: $PINNING. Run took ${ELAPSED} s.
+Command: \`bash bench/run.sh${ARGS:+ $ARGS}\` (reps=$REPS, jobs=$JOBS, latency samples=$LAT_N after $WARMUP warm-up, floods of ${REJ_SECS} s).
+
+| figure | sudo-agent | webhook | Python stand-in | ratio | target | verdict |
+|---|---|---|---|---|---|---|
+| stripped binary, x86-64 | $(bytes "$X86_SIZE") | $(bytes "$WEBHOOK_SIZE") | – | webhook/agent $(ratio "$WEBHOOK_SIZE" "$X86_SIZE") | | |
+| stripped binary, aarch64 | $(bytes "$AARCH64_SIZE") | (x86-64 only here) | – | webhook/agent $(ratio "$WEBHOOK_SIZE" "$AARCH64_SIZE") | ≤ 1 MiB, ≥ 7× smaller | $(verdict "$AARCH64_SIZE <= 1048576 && ${WEBHOOK_SIZE/n\/a/0} >= 7 * $AARCH64_SIZE" "$AARCH64_SIZE") |
+| RSS idle | $(mib "$A_IDLE") | $(mib "$W_IDLE") | $(mib "$P_IDLE") | webhook/agent $(ratio "$W_IDLE" "$A_IDLE") | ≤ 2 MiB | $(verdict "$A_IDLE <= 2048" "$A_IDLE") |
+| RSS, $IDLE_N half-open connections | $(mib "$A_CONNS") (open: $(median agent.open)) | $(mib "$W_CONNS") (open: $(median webhook.open)) | | webhook/agent $(ratio "$W_CONNS" "$A_CONNS") | ≤ 4 MiB | $(verdict "$A_CONNS <= 4096" "$A_CONNS") |
+| RSS after $JOBS jobs | $(mib "$A_JOBS") | $(mib "$W_JOBS") | | webhook/agent $(ratio "$W_JOBS" "$A_JOBS") | | |
+| threads idle / $IDLE_N conns / after jobs | $(median agent.thr.idle) / $(median agent.thr.conns) / $(median agent.thr.jobs) | $(median webhook.thr.idle) / $(median webhook.thr.conns) / $(median webhook.thr.jobs) | $(median python.thr.idle) / – / – | | | |
+| exec /bin/true, p50 | $(ms "$A_P50") | $(ms "$W_P50") | | agent/floor(same) $(ratio "$A_P50" "$FS_P50"), agent/floor(plain) $(ratio "$A_P50" "$FP_P50"), agent/webhook $(ratio "$A_P50" "$W_P50") | ≤ 1.2× floor, < webhook | $(verdict "$A_P50 <= 1.2 * $FS_P50 && $A_P50 < ${W_P50/n\/a/1e18}" "$A_P50") |
+| exec /bin/true, p99 | $(ms "$A_P99") | $(ms "$W_P99") | | agent/floor(same) $(ratio "$A_P99" "$FS_P99"), agent/webhook $(ratio "$A_P99" "$W_P99") | | |
+| floor: fork+exec+wait, plain / same setup, p50 | $(ms "$FP_P50") / $(ms "$FS_P50") | | | same/plain $(ratio "$FS_P50" "$FP_P50") | | |
+| floor: p99, plain / same setup | $(ms "$FP_P99") / $(ms "$FS_P99") | | | | | |
+| rejected requests/s, 16 keep-alive conns | $(median agent.rps) (401: $(median agent.s401), 429: $(median agent.s429)) | – | $(median python.rps) (401: $(median python.s401); $(median python.connects) connects) | agent/python $(ratio "$A_RPS" "$P_RPS") | ≥ 30 000/s, ≥ 10× Python | $(verdict "$A_RPS >= 30000 && $A_RPS >= 10 * ${P_RPS/n\/a/0}" "$A_RPS") |
+| /health during the flood, p50 / p99 | $(ms "$A_HP50") / $(ms "$A_HP99") ($(median agent.hn) probes) | – | $(ms "$P_HP50") / $(ms "$P_HP99") | | p99 < 5 ms | $(verdict "$A_HP99 < 5000" "$A_HP99") |
+| start-up: exec to first answered request | $(ms "$START_AGENT") | $(ms "$START_WEBHOOK") | $(ms "$START_PYTHON") | webhook/agent $(ratio "$START_WEBHOOK" "$START_AGENT") | | |
+| start-up, socket-activated (LISTEN_FDS) | $(ms "$START_ACT") | | | | | |
+
+Exec latency: submit (\`POST /run {"command":"/bin/true"}\`, a \`no_pin\` rule, default \`wait\`) to
+the full 200 response with the job record, sequential requests on one keep-alive connection;
+webhook: \`POST /hooks/true\` with \`include-command-output-in-response\`, same client.
+Floor "plain": \`Command::new("/bin/true").status()\`; "same setup": cleared env + the 9 job
+variables, stdin null, stdout/stderr piped and read to EOF, \`process_group(0)\`.
+Rejections: \`POST /run {"pin":"000000",...}\` back to back on 16 connections; after
+\`max_failures\` (5) bad codes the agent answers 429 without looking at the code, so the mix is
+a few 401s and then 429s. The Python stand-in answers HTTP/1.0 and closes each connection, so its
+client reconnects per request (as any client of it would). /health is timed every 2 ms on a 17th
+connection meanwhile. Half-open connections: request line and one header sent, head never ended.
+EOF
+} | tee "$WORK/report.md"
+[ -n "$OUT" ] && cp "$WORK/report.md" "$OUT"
+exit 0

@@ -1,0 +1,155 @@
+//! What each fuzz target checks, as plain functions: `fuzz_targets/*.rs` hand them
+//! libFuzzer's input, and `tests/fuzz_corpus.rs` in the main crate replays every file of
+//! `fuzz/corpus/<target>/` through them on stable Rust (it includes this file by path).
+//! Beyond "no panic", each asserts the property an attacker would want broken.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use sudo_agent::config::{self, Action, ArgPattern, Config, Rule};
+use sudo_agent::policy::{self, Request};
+use sudo_agent::server::{self, MAX_BODY, MAX_HEAD};
+use sudo_agent::totp;
+
+/// One target's checks.
+pub type Check = fn(&[u8]);
+
+/// Target names, as directories under `fuzz/corpus/`.
+pub const TARGETS: &[(&str, Check)] = &[
+    ("parse_head", parse_head),
+    ("split_words", split_words),
+    ("policy_plan", policy_plan),
+    ("base32", base32),
+    ("config", config),
+];
+
+/// A head is never accepted beyond the input, the head cap or the body cap.
+pub fn parse_head(data: &[u8]) {
+    if let Ok(Some(head)) = server::parse_head(data) {
+        assert!(head.len <= data.len() && head.len <= MAX_HEAD, "{head:?}");
+        assert!(head.content_length <= MAX_BODY, "{head:?}");
+    }
+}
+
+/// Words split from a command, each quoted and joined again, split back to the same
+/// words: nothing the splitter produces depends on anything but quoting.
+pub fn split_words(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(words) = policy::split_words(text) {
+        assert!(!words.is_empty());
+        let quoted: Vec<String> = words
+            .iter()
+            .map(|w| format!("'{}'", w.replace('\'', r"'\''")))
+            .collect();
+        assert_eq!(policy::split_words(&quoted.join(" ")).as_ref(), Ok(&words));
+    }
+}
+
+fn rule(name: &str, program: &str, args: Vec<ArgPattern>) -> Rule {
+    Rule {
+        name: name.into(),
+        action: Action::Argv {
+            program: PathBuf::from(program),
+            args,
+        },
+        no_pin: false,
+        timeout_s: None,
+        max_output_bytes: None,
+        user: None,
+        group: None,
+        env: Vec::new(),
+        cwd: None,
+    }
+}
+
+fn lit(s: &str) -> ArgPattern {
+    ArgPattern::Literal(s.into())
+}
+
+/// The README's sample policy (no shell rule).
+fn rules() -> &'static [Rule] {
+    static RULES: OnceLock<Vec<Rule>> = OnceLock::new();
+    RULES.get_or_init(|| {
+        vec![
+            rule("uptime", "/usr/bin/uptime", vec![]),
+            rule("disk", "/usr/bin/df", vec![lit("-h"), ArgPattern::Rest]),
+            rule(
+                "service",
+                "/usr/bin/systemctl",
+                vec![
+                    ArgPattern::OneOf(vec!["restart".into(), "status".into()]),
+                    ArgPattern::OneOf(vec!["nginx".into(), "docker".into()]),
+                ],
+            ),
+            rule(
+                "logs",
+                "/usr/bin/journalctl",
+                vec![
+                    lit("--no-pager"),
+                    lit("-n"),
+                    ArgPattern::Any,
+                    lit("-u"),
+                    ArgPattern::Any,
+                ],
+            ),
+        ]
+    })
+}
+
+/// Whatever the input (as a command string, and split at NULs as an argv), a plan only
+/// ever runs a rule's own program with arguments that rule allows.
+pub fn policy_plan(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let argv: Vec<String> = text.split('\0').map(String::from).collect();
+    for request in [Request::Command(&text), Request::Argv(&argv)] {
+        let Ok(Some(plan)) = policy::plan(rules(), &request) else {
+            continue;
+        };
+        let Action::Argv { program, args } = &plan.rule.action else {
+            panic!(
+                "no shell rule in this policy, yet {:?} was planned",
+                plan.argv
+            );
+        };
+        assert_eq!(plan.argv.first().map(PathBuf::from).as_ref(), Some(program));
+        assert!(policy::matches(plan.rule, &plan.argv));
+        let fixed = args.iter().all(|a| matches!(a, ArgPattern::Literal(_)));
+        if fixed {
+            assert_eq!(plan.argv.len(), args.len() + 1, "{:?}", plan.argv);
+        }
+    }
+}
+
+/// Whatever decodes, encodes and decodes back to the same bytes.
+pub fn base32(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(bytes) = totp::base32_decode(text) {
+        assert_eq!(totp::base32_decode(&totp::base32_encode(&bytes)), Ok(bytes));
+    }
+}
+
+/// Parsing and validating any text ends in a config or a list of problems, never a
+/// panic; an accepted config names only absolute programs.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(raw) = config::parse(text) else {
+        return;
+    };
+    if let Ok(cfg) = Config::validate(raw) {
+        check_rules(&cfg);
+    }
+}
+
+fn check_rules(cfg: &Config) {
+    for rule in &cfg.rules {
+        if let Action::Argv { program, .. } = &rule.action {
+            assert!(program.is_absolute(), "{rule:?}");
+        }
+    }
+}
