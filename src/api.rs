@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit;
 use crate::auth::{Auth, Denied};
 use crate::clock;
-use crate::config::Config;
+use crate::config::{Action, ArgPattern, Config, RawArg, Rule};
 use crate::exec::ExecSpec;
 use crate::http::{ApiError, Request, Response};
 use crate::jobs::{self, CancelError, Jobs, NewJob};
@@ -110,7 +110,7 @@ impl Agent {
             "/rules" if self.cfg.expose_rules => match method {
                 "GET" => Ok(Reply::Now(Response::json(
                     200,
-                    &serde_json::json!({"rules": rules_view(&self.cfg.rules)}),
+                    &rules_view(&self.cfg.rules),
                 ))),
                 _ => Err(ApiError::MethodNotAllowed("GET")),
             },
@@ -429,27 +429,49 @@ impl Handler for Agent {
     }
 }
 
-/// The policy as `GET /rules` shows it: names, patterns as written in the config, and
+/// A rule as `GET /rules` shows it: name, patterns as written in the config, and
 /// whether a code is needed. Users, env and paths beyond the program stay private.
-fn rules_view(rules: &[crate::config::Rule]) -> Vec<serde_json::Value> {
-    use crate::config::{Action, ArgPattern};
-    use serde_json::{Value, json};
-    rules
+#[derive(Serialize)]
+struct RuleView<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    argv: Option<Vec<RawArg>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    shell: bool,
+    no_pin: bool,
+}
+
+#[derive(Serialize)]
+struct RulesView<'a> {
+    rules: Vec<RuleView<'a>>,
+}
+
+fn rules_view(rules: &[Rule]) -> RulesView<'_> {
+    let rules = rules
         .iter()
-        .map(|rule| match &rule.action {
-            Action::Argv { program, args } => {
-                let mut argv = vec![Value::from(program.display().to_string())];
-                argv.extend(args.iter().map(|arg| match arg {
-                    ArgPattern::Literal(text) => Value::from(text.as_str()),
-                    ArgPattern::OneOf(texts) => Value::from(texts.clone()),
-                    ArgPattern::Any => Value::from("*"),
-                    ArgPattern::Rest => Value::from("**"),
-                }));
-                json!({"name": rule.name, "argv": argv, "no_pin": rule.no_pin})
+        .map(|rule| {
+            let argv = match &rule.action {
+                Action::Argv { program, args } => {
+                    let mut argv = vec![RawArg::Text(program.display().to_string())];
+                    argv.extend(args.iter().map(|arg| match arg {
+                        ArgPattern::Literal(text) => RawArg::Text(text.clone()),
+                        ArgPattern::OneOf(texts) => RawArg::List(texts.clone()),
+                        ArgPattern::Any => RawArg::Text("*".into()),
+                        ArgPattern::Rest => RawArg::Text("**".into()),
+                    }));
+                    Some(argv)
+                }
+                Action::Shell => None,
+            };
+            RuleView {
+                name: &rule.name,
+                shell: argv.is_none(),
+                argv,
+                no_pin: rule.no_pin,
             }
-            Action::Shell => json!({"name": rule.name, "shell": true, "no_pin": rule.no_pin}),
         })
-        .collect()
+        .collect();
+    RulesView { rules }
 }
 
 fn is_loopback(ip: IpAddr) -> bool {

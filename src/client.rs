@@ -64,7 +64,7 @@ pub struct HttpResponse {
 }
 
 /// The agent's `{"error","message"}` body with its status.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Refusal {
     pub status: u16,
     pub error: String,

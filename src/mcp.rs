@@ -256,14 +256,18 @@ fn job_result(answer: Result<Answer, ClientError>) -> Value {
 }
 
 fn still_running(id: &str) -> Value {
-    tool_text(
-        json_text(&json!({
-            "id": id,
-            "status": "running",
-            "next": "call job_status with this id (and wait_s) to get the result",
-        })),
-        false,
-    )
+    #[derive(serde::Serialize)]
+    struct StillRunning<'a> {
+        id: &'a str,
+        status: &'static str,
+        next: &'static str,
+    }
+    let text = json_text(&StillRunning {
+        id,
+        status: "running",
+        next: "call job_status with this id (and wait_s) to get the result",
+    });
+    tool_text(text, false)
 }
 
 fn refused(refusal: &Refusal) -> Value {

@@ -324,9 +324,7 @@ impl Output {
 
     fn refused(&self, refusal: &Refusal) -> i32 {
         if self.json {
-            print_json(&serde_json::json!({
-                "status": refusal.status, "error": refusal.error, "message": refusal.message,
-            }));
+            print_json(refusal);
         } else {
             self.say(&format!("refused ({}): {}", refusal.error, refusal.message));
         }
@@ -376,8 +374,20 @@ impl Output {
     }
 }
 
-fn pending(id: &str, client: &Client) -> serde_json::Value {
-    serde_json::json!({"id": id, "status": "running", "poll": format!("{}/job/{id}", client.url())})
+/// What `--json` prints for a job still running: the shape of the agent's 202.
+#[derive(serde::Serialize)]
+struct Pending<'a> {
+    id: &'a str,
+    status: &'static str,
+    poll: String,
+}
+
+fn pending<'a>(id: &'a str, client: &Client) -> Pending<'a> {
+    Pending {
+        id,
+        status: "running",
+        poll: format!("{}/job/{id}", client.url()),
+    }
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {
