@@ -2,9 +2,10 @@
 //! opens, and each failure is one error that says what to fix.
 
 use std::fmt;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::api::Agent;
 use crate::audit::{self, AuditError};
@@ -12,13 +13,15 @@ use crate::auth::Auth;
 use crate::config::{Config, ConfigError};
 use crate::exec;
 use crate::files::{self, FileError, Trust};
+use crate::http::{Request, Response};
 use crate::jobs::Jobs;
 use crate::journal::Journal;
 use crate::notify::Notifier;
 use crate::results::ResultsDir;
-use crate::server::Server;
+use crate::server::{Handler, Reply, Server, WaitKind};
 use crate::state::{StateError, StateStore};
 use crate::sys;
+use crate::systemd::{Lifecycle, Systemd};
 use crate::totp::{self, Base32Error};
 
 /// Why the agent (or a command that needs its secret) could not start.
@@ -38,6 +41,8 @@ pub enum StartError {
         addr: String,
         err: std::io::Error,
     },
+    /// systemd passed a socket on an address the config does not allow.
+    RemoteSocket(SocketAddr),
     Io {
         what: &'static str,
         err: std::io::Error,
@@ -60,6 +65,10 @@ impl fmt::Display for StartError {
                 f,
                 "cannot listen on {addr}: {err}; is another agent running? (ss -ltnp | grep {addr}) or set \"listen\""
             ),
+            Self::RemoteSocket(addr) => write!(
+                f,
+                "systemd passed a socket on {addr}, which is not a loopback address; set ListenStream=127.0.0.1:9999 in sudo-agent.socket, or \"allow_remote\": true"
+            ),
             Self::Io { what, err } => write!(f, "{what}: {err}"),
         }
     }
@@ -77,9 +86,10 @@ pub fn load_secret(path: &Path) -> Result<Vec<u8>, StartError> {
     })
 }
 
-/// Runs the agent until SIGTERM/SIGINT. `listener` is a socket handed over by systemd,
-/// else `cfg.listen` is bound here.
-pub fn serve(cfg: Config, listener: Option<TcpListener>) -> Result<(), StartError> {
+/// Runs the agent until SIGTERM/SIGINT (or, socket-activated with `idle_exit_s`, until
+/// it has been idle that long). It serves the socket systemd handed over, else binds
+/// `cfg.listen`, and tells systemd when it is ready and that it is alive.
+pub fn serve(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
     audit::init(&cfg.log_file, true).map_err(StartError::Audit)?;
     let key = load_secret(&cfg.secret_file)?;
     let (store, state) = StateStore::open(&cfg.state_dir).map_err(StartError::State)?;
@@ -88,7 +98,8 @@ pub fn serve(cfg: Config, listener: Option<TcpListener>) -> Result<(), StartErro
     for error in &cleanup.errors {
         log::warn!("results cleanup: {error}");
     }
-    let listener = match listener {
+    let activated = systemd.listener.is_some();
+    let listener = match systemd.listener {
         Some(listener) => listener,
         None => TcpListener::bind(cfg.listen).map_err(|err| StartError::Bind {
             addr: cfg.listen.to_string(),
@@ -99,6 +110,21 @@ pub fn serve(cfg: Config, listener: Option<TcpListener>) -> Result<(), StartErro
         what: "listening socket",
         err,
     })?;
+    // The socket unit, not the config, chose this address: hold it to the same rule.
+    if activated && !cfg.allow_remote && !addr.ip().to_canonical().is_loopback() {
+        return Err(StartError::RemoteSocket(addr));
+    }
+    let idle_exit = cfg.idle_exit_s.map(Duration::from_secs);
+    if idle_exit.is_some() && !activated {
+        log::warn!(
+            "idle_exit_s is ignored without socket activation: nothing would start the agent again"
+        );
+    }
+    let mut life = Lifecycle::new(
+        systemd.notifier,
+        systemd.watchdog_ping,
+        idle_exit.filter(|_| activated),
+    );
     let server = Server::new(listener).map_err(|err| StartError::Io {
         what: "event loop",
         err,
@@ -125,12 +151,21 @@ pub fn serve(cfg: Config, listener: Option<TcpListener>) -> Result<(), StartErro
     );
     let auth = Auth::new(key, cfg.totp, cfg.throttle, store, state);
     log::info!(
-        "LISTENING on {addr} (sudo-agent {}, {} rules, results in {})",
+        "LISTENING on {addr} (sudo-agent {}, {} rules, results in {}{})",
         env!("CARGO_PKG_VERSION"),
         cfg.rules.len(),
-        cfg.results.dir.display()
+        cfg.results.dir.display(),
+        if activated {
+            ", socket from systemd"
+        } else {
+            ""
+        }
     );
-    let mut agent = Agent::new(cfg, auth, jobs);
+    life.notify(&format!("READY=1\nSTATUS=listening on {addr}"));
+    let mut agent = Supervised {
+        agent: Agent::new(cfg, auth, jobs),
+        life,
+    };
     server
         .run(&mut agent, Some(signals))
         .map_err(|err| StartError::Io {
@@ -139,4 +174,35 @@ pub fn serve(cfg: Config, listener: Option<TcpListener>) -> Result<(), StartErro
         })?;
     log::info!("STOPPED");
     Ok(())
+}
+
+/// The agent as the loop drives it, plus its life under systemd: watchdog pings and idle
+/// exit ride on `tick`, `STOPPING=1` on shutdown.
+struct Supervised {
+    agent: Agent,
+    life: Lifecycle,
+}
+
+impl Handler for Supervised {
+    fn handle(&mut self, request: Request, now: Instant) -> Reply {
+        self.agent.handle(request, now)
+    }
+
+    fn on_wake(&mut self) -> Vec<String> {
+        self.agent.on_wake()
+    }
+
+    fn answer_wait(&mut self, job: &str, kind: WaitKind) -> Response {
+        self.agent.answer_wait(job, kind)
+    }
+
+    fn tick(&mut self, now: Instant, open_connections: usize) -> bool {
+        let idle = open_connections == 0 && self.agent.idle();
+        self.agent.tick(now, open_connections) || self.life.tick(now, idle)
+    }
+
+    fn shutdown(&mut self) {
+        self.life.notify("STOPPING=1");
+        self.agent.shutdown();
+    }
 }

@@ -87,6 +87,11 @@ impl Agent {
         }
     }
 
+    /// No job running or queued: with socket activation, the agent may exit.
+    pub fn idle(&self) -> bool {
+        self.jobs.running() == 0 && self.jobs.queued() == 0
+    }
+
     fn route(&mut self, req: &Request, now: Instant) -> Result<Reply, ApiError> {
         if !self.cfg.allow_remote && !is_loopback(req.peer.ip()) {
             audit::forbidden_peer(&req.peer.to_string());

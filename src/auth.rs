@@ -210,10 +210,7 @@ mod tests {
     }
 
     fn tempdir(tag: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("sudo-agent-auth-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        dir
+        crate::files::test_dir(&format!("auth-{tag}"))
     }
 
     fn open(dir: &Path) -> Auth {

@@ -4,14 +4,16 @@
 use std::ffi::OsString;
 use std::fs;
 use std::net::SocketAddr;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::agent::{self, StartError};
+use crate::check;
 use crate::clock;
-use crate::config::{self, Config, ConfigError, StarterPaths};
+use crate::config::{self, Config, StarterPaths};
+use crate::enrol;
 use crate::files;
-use crate::state::StateStore;
+use crate::install;
+use crate::systemd::Systemd;
 use crate::totp;
 
 const USAGE: &str = "\
@@ -26,6 +28,12 @@ usage:
   sudo-agent verify CODE [--config PATH]
                                         exit 0 if CODE is valid now (consumes nothing)
   sudo-agent check  [--config PATH]     validate config, policy, files and modes
+  sudo-agent install [--dry-run] [--root DIR] [--account NAME] [--issuer NAME]
+                                        binary, systemd units, config and secret; checked
+                                        before the socket is enabled
+  sudo-agent uninstall [--dry-run] [--root DIR] [--purge]
+                                        remove binary and units (--purge: config, secret,
+                                        state and log too)
   sudo-agent run    [--url U] [--pin P | --pin-stdin] [--wait S] [--json] [--detach]
                     [--message 'Agent: CODE CMD'] [--reply-format text|sip] -- CMD ARGS...
                                         client: submit, wait, print the output, exit with the
@@ -60,6 +68,15 @@ pub enum Command {
     },
     Check {
         config: PathBuf,
+    },
+    Install {
+        options: install::Options,
+        account: String,
+        issuer: String,
+    },
+    Uninstall {
+        options: install::Options,
+        purge: bool,
     },
     Run(crate::run::RunArgs),
     Mcp {
@@ -108,6 +125,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let mut account = String::from("root");
     let mut issuer = String::from("sudo-agent");
     let mut force = false;
+    let mut root = PathBuf::from("/");
+    let mut dry_run = false;
+    let mut purge = false;
     let mut positional = Vec::new();
     let mut given: Vec<&str> = Vec::new();
     let mut words = rest.iter();
@@ -138,6 +158,17 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "--account" => account = value("--account")?,
             "--issuer" => issuer = value("--issuer")?,
             "--force" => force = true,
+            "--root" => {
+                root = PathBuf::from(value("--root")?);
+                if !root.is_absolute() {
+                    return Err(format!(
+                        "--root {} must be an absolute path",
+                        root.display()
+                    ));
+                }
+            }
+            "--dry-run" => dry_run = true,
+            "--purge" => purge = true,
             "--url" => url = value("--url")?,
             other if other.starts_with('-') && other.len() > 1 => {
                 return Err(format!("unknown option {other}"));
@@ -157,6 +188,15 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             force,
         },
         "code" => Command::Code { config },
+        "install" => Command::Install {
+            options: install::Options { root, dry_run },
+            account,
+            issuer,
+        },
+        "uninstall" => Command::Uninstall {
+            options: install::Options { root, dry_run },
+            purge,
+        },
         "check" => Command::Check { config },
         "mcp" => Command::Mcp { url },
         "verify" => {
@@ -176,6 +216,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let allowed: &[&str] = match command {
         Command::Demo { .. } => &["--listen"],
         Command::Init { .. } => &["--config", "--account", "--issuer", "--force"],
+        Command::Install { .. } => &["--root", "--dry-run", "--account", "--issuer"],
+        Command::Uninstall { .. } => &["--root", "--dry-run", "--purge"],
         Command::Mcp { .. } => &["--url"],
         _ => &["--config"],
     };
@@ -190,8 +232,10 @@ fn execute(command: Command) -> Result<i32, String> {
         Command::Help => println!("{USAGE}"),
         Command::Version => println!("sudo-agent {}", env!("CARGO_PKG_VERSION")),
         Command::Serve { config } => {
+            // First, while the process has one thread: it edits the environment.
+            let systemd = Systemd::from_env().map_err(|e| e.to_string())?;
             let cfg = Config::load(&config).map_err(|e| e.to_string())?;
-            agent::serve(cfg, None).map_err(|e| e.to_string())?;
+            agent::serve(cfg, systemd).map_err(|e| e.to_string())?;
         }
         Command::Demo { listen } => return demo(listen),
         Command::Init {
@@ -220,6 +264,15 @@ fn execute(command: Command) -> Result<i32, String> {
             );
         }
         Command::Check { config } => return Ok(check(&config)),
+        Command::Install {
+            options,
+            account,
+            issuer,
+        } => {
+            let problems = install::install(&options, &account, &issuer)?;
+            return Ok(i32::from(problems > 0));
+        }
+        Command::Uninstall { options, purge } => install::uninstall(&options, purge)?,
         Command::Run(args) => return Ok(crate::run::main(args)),
         Command::Mcp { url } => return crate::mcp::serve(&url).map(|()| 0),
     }
@@ -234,51 +287,18 @@ fn load_with_secret(config: &Path) -> Result<(Config, Vec<u8>), String> {
 
 /// `visudo -c` for the agent: every problem at once, exit 1 if any.
 fn check(config: &Path) -> i32 {
-    let mut problems: Vec<String> = Vec::new();
-    let cfg = match Config::load(config) {
-        Ok(cfg) => Some(cfg),
-        Err(ConfigError::Invalid { problems: list, .. }) => {
-            problems.extend(list.iter().map(|p| format!("{}: {p}", config.display())));
-            None
-        }
-        Err(err) => {
-            problems.push(err.to_string());
-            None
-        }
-    };
-    if let Some(cfg) = &cfg {
-        if let Err(err) = agent::load_secret(&cfg.secret_file) {
-            problems.push(err.to_string());
-        }
-        if cfg.state_dir.exists()
-            && let Err(err) = StateStore::open(&cfg.state_dir)
-        {
-            problems.push(err.to_string());
-        }
-        if cfg.results.dir.exists()
-            && let Err(err) = crate::results::ResultsDir::open(&cfg.results)
-        {
-            problems.push(err.to_string());
-        }
-        if let Some(dir) = cfg.log_file.parent().filter(|d| !d.is_dir()) {
-            problems.push(format!(
-                "log directory {} does not exist; run: mkdir -p {}",
-                dir.display(),
-                dir.display()
-            ));
-        }
-        for warning in cfg.warnings() {
-            eprintln!("warning: {warning}");
-        }
+    let report = check::check(config, Path::new("/"));
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
     }
-    if problems.is_empty() {
+    if report.problems.is_empty() {
         println!("{}: ok", config.display());
         0
     } else {
-        for problem in &problems {
+        for problem in &report.problems {
             eprintln!("error: {problem}");
         }
-        eprintln!("{} problem(s) found", problems.len());
+        eprintln!("{} problem(s) found", report.problems.len());
         1
     }
 }
@@ -290,78 +310,11 @@ fn init(config: &Path, account: &str, issuer: &str, force: bool) -> Result<(), S
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    if !config.exists() {
-        let paths = StarterPaths {
-            listen: ([127, 0, 0, 1], 9999).into(),
-            secret_file: absolute(&dir.join("secret")),
-            log_file: PathBuf::from("/var/log/sudo-agent.log"),
-            state_dir: PathBuf::from("/var/lib/sudo-agent"),
-            results_dir: PathBuf::from("/tmp/sudo-agent"),
-        };
-        write_new(config, &config::starter_config(&paths, false), 0o600)?;
-        println!(
-            "wrote starter config {} (read-only rules; edit to allow more)",
-            config.display()
-        );
-    }
-    let cfg = Config::load(config).map_err(|e| e.to_string())?;
-    if cfg.secret_file.exists() && !force {
-        println!(
-            "kept the existing secret {} (use --force to make a new one; the old phone entry then stops working)",
-            cfg.secret_file.display()
-        );
-        return Ok(());
-    }
-    let key = new_secret(&cfg.secret_file)?;
-    print_enrolment(&key, account, issuer, &cfg);
-    Ok(())
-}
-
-fn new_secret(path: &Path) -> Result<Vec<u8>, String> {
-    let key = totp::generate_secret().map_err(|e| format!("no randomness for a secret: {e}"))?;
-    let text = format!("{}\n", totp::base32_encode(&key));
-    files::write_atomic("secret file", path, text.as_bytes(), 0o600).map_err(|e| e.to_string())?;
-    Ok(key)
-}
-
-fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), String> {
-    files::write_atomic("config file", path, text.as_bytes(), mode).map_err(|e| e.to_string())
-}
-
-fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
-}
-
-fn print_enrolment(key: &[u8], account: &str, issuer: &str, cfg: &Config) {
-    let uri = totp::otpauth_uri(key, account, issuer, &cfg.totp);
-    match qr_text(&uri) {
-        Some(qr) => println!("Scan this with your authenticator app:\n\n{qr}"),
-        None => println!("(the URI is too long for a QR code; type the secret in by hand)"),
-    }
-    println!("URI: {uri}");
-    println!("secret (base32): {}", totp::base32_encode(key));
-    println!(
-        "current code: {}",
-        totp::code_at(key, clock::now_unix(), &cfg.totp)
-    );
-}
-
-/// The URI as a QR code of half-block characters, light on dark as terminals need.
-fn qr_text(uri: &str) -> Option<String> {
-    use qrcode::render::unicode::Dense1x2;
-    let code = qrcode::QrCode::new(uri.as_bytes()).ok()?;
-    Some(
-        code.render::<Dense1x2>()
-            .dark_color(Dense1x2::Light)
-            .light_color(Dense1x2::Dark)
-            .quiet_zone(true)
-            .build(),
-    )
+    let paths = StarterPaths {
+        secret_file: std::path::absolute(dir.join("secret")).unwrap_or_else(|_| dir.join("secret")),
+        ..StarterPaths::system()
+    };
+    enrol::init(config, Path::new("/"), &paths, account, issuer, force)
 }
 
 /// A throwaway agent: temp dir, new secret, demo policy, served until Ctrl-C.
@@ -384,10 +337,10 @@ fn demo_in(dir: &Path, listen: SocketAddr) -> Result<(), String> {
         results_dir: dir.join("results"),
     };
     let config = dir.join("config.json");
-    write_new(&config, &config::starter_config(&paths, true), 0o600)?;
-    let key = new_secret(&paths.secret_file)?;
+    enrol::write_config(&config, &config::starter_config(&paths, true))?;
+    let key = enrol::new_secret(&paths.secret_file)?;
     let cfg = Config::load(&config).map_err(|e| e.to_string())?;
-    print_enrolment(&key, "demo", "sudo-agent-demo", &cfg);
+    enrol::print_enrolment(&key, "demo", "sudo-agent-demo", &cfg);
     let code = totp::code_at(&key, clock::now_unix(), &cfg.totp);
     println!(
         "\nDemo agent in {} (removed on Ctrl-C). Rules: {}\n\
@@ -402,7 +355,7 @@ fn demo_in(dir: &Path, listen: SocketAddr) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(", "),
     );
-    match agent::serve(cfg, None) {
+    match agent::serve(cfg, Systemd::default()) {
         Ok(()) => Ok(()),
         Err(err @ StartError::Bind { .. }) => Err(format!(
             "{err}; or pick another with --listen 127.0.0.1:PORT"
@@ -467,5 +420,33 @@ mod tests {
         assert!(parse(&words("code extra")).is_err());
         assert!(parse(&words("serve --force")).is_err());
         assert!(parse(&words("verify 1 --listen 127.0.0.1:1")).is_err());
+        assert!(parse(&words("install --root relative/dir")).is_err());
+        assert!(parse(&words("install --purge")).is_err());
+        assert!(parse(&words("uninstall --account x")).is_err());
+    }
+
+    #[test]
+    fn parses_install_and_uninstall() {
+        assert_eq!(
+            parse(&words("install --dry-run --root /mnt/sd")).unwrap(),
+            Command::Install {
+                options: install::Options {
+                    root: "/mnt/sd".into(),
+                    dry_run: true
+                },
+                account: "root".into(),
+                issuer: "sudo-agent".into(),
+            }
+        );
+        assert_eq!(
+            parse(&words("uninstall --purge")).unwrap(),
+            Command::Uninstall {
+                options: install::Options {
+                    root: "/".into(),
+                    dry_run: false
+                },
+                purge: true,
+            }
+        );
     }
 }

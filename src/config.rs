@@ -37,6 +37,9 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// argv of the notify command (no shell), if any.
     pub notify: Option<Vec<String>>,
+    /// With socket activation: exit after this many seconds with no job and no
+    /// connection (systemd starts the agent again on the next connection).
+    pub idle_exit_s: Option<u64>,
     pub rules: Vec<Rule>,
 }
 
@@ -83,6 +86,27 @@ pub struct Rule {
     /// Added to the child's cleared environment, sorted by key.
     pub env: Vec<(String, String)>,
     pub cwd: Option<PathBuf>,
+}
+
+impl Rule {
+    /// A plain rule: `program` with `args`, needing a code, no other settings (what
+    /// policy tests and fuzz targets match against).
+    pub fn argv(name: &str, program: &str, args: Vec<ArgPattern>) -> Rule {
+        Rule {
+            name: name.into(),
+            action: Action::Argv {
+                program: PathBuf::from(program),
+                args,
+            },
+            no_pin: false,
+            timeout_s: None,
+            max_output_bytes: None,
+            user: None,
+            group: None,
+            env: Vec::new(),
+            cwd: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,7 +189,27 @@ pub struct RawConfig {
     /// Absent and `null` both mean no notify command.
     #[serde(default)]
     pub notify: Option<Vec<String>>,
+    /// Absent and `null` both mean: never exit when idle.
+    #[serde(default)]
+    pub idle_exit_s: Option<u64>,
     pub rules: Vec<RawRule>,
+}
+
+impl RawConfig {
+    /// Moves the absolute paths of the agent's own files under `root` (a no-op for "/");
+    /// relative ones are left for `validate` to refuse.
+    fn rebase(&mut self, root: &Path) {
+        for path in [
+            &mut self.secret_file,
+            &mut self.log_file,
+            &mut self.state_dir,
+            &mut self.results.dir,
+        ] {
+            if let Ok(rest) = path.strip_prefix("/") {
+                *path = root.join(rest);
+            }
+        }
+    }
 }
 
 fn default_listen() -> String {
@@ -872,6 +916,10 @@ impl Config {
             }
         }
 
+        let idle_exit_s = raw
+            .idle_exit_s
+            .map(|v| p.range("idle_exit_s", v, 1, MAX_DURATION_S));
+
         if raw.rules.is_empty() {
             p.push(
                 "rules",
@@ -911,6 +959,7 @@ impl Config {
             throttle,
             jobs,
             notify,
+            idle_exit_s,
             rules,
         })
     }
@@ -918,13 +967,21 @@ impl Config {
     /// Reads the config file through the trusted-file checks (owner, mode, no links),
     /// parses and validates it.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_in_root(path, Path::new("/"))
+    }
+
+    /// `load`, with the files the config names (secret, log, state, results) taken as
+    /// relative to `root`: how `install --root DIR` checks a tree that is not yet the
+    /// live system. The returned paths are the ones under `root`.
+    pub fn load_in_root(path: &Path, root: &Path) -> Result<Config, ConfigError> {
         let text = files::read_trusted("config file", path, Trust::NotWritableByOthers)
             .map_err(ConfigError::File)?;
         let invalid = |problems| ConfigError::Invalid {
             path: path.to_path_buf(),
             problems,
         };
-        let raw = parse(&text).map_err(|problem| invalid(vec![problem]))?;
+        let mut raw = parse(&text).map_err(|problem| invalid(vec![problem]))?;
+        raw.rebase(root);
         Config::validate(raw).map_err(invalid)
     }
 
@@ -1007,6 +1064,21 @@ pub struct StarterPaths {
     pub log_file: PathBuf,
     pub state_dir: PathBuf,
     pub results_dir: PathBuf,
+}
+
+impl StarterPaths {
+    /// The standard places on an installed system: the config's defaults.
+    pub fn system() -> StarterPaths {
+        StarterPaths {
+            listen: default_listen()
+                .parse()
+                .unwrap_or_else(|_| ([127, 0, 0, 1], 9999).into()),
+            secret_file: default_secret_file(),
+            log_file: default_log_file(),
+            state_dir: default_state_dir(),
+            results_dir: RawResults::default().dir,
+        }
+    }
 }
 
 /// Where a program is looked for when writing the starter policy.
@@ -1150,11 +1222,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn tempdir(tag: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("sudo-agent-config-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
+        crate::files::test_dir(&format!("config-{tag}"))
     }
 
     /// A program path that exists here, so tests do not depend on what is installed.
@@ -1776,5 +1844,32 @@ mod tests {
             text.contains("\n  \"totp\": {\"digits\": 6, \"step_s\": 30, \"skew\": 1},\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn idle_exit_is_optional_and_bounded() {
+        assert_eq!(validate(&minimal()).unwrap().idle_exit_s, None);
+        let with = |v: &str| minimal().replacen('{', &format!(r#"{{"idle_exit_s": {v}, "#), 1);
+        assert_eq!(validate(&with("300")).unwrap().idle_exit_s, Some(300));
+        assert_eq!(validate(&with("null")).unwrap().idle_exit_s, None);
+        let p = problems(&with("0"));
+        assert!(p[0].starts_with("idle_exit_s: 0 is out of range"), "{p:?}");
+        assert!(parse(&with("-1")).is_err());
+    }
+
+    #[test]
+    fn load_in_root_moves_the_agents_own_files() {
+        let dir = tempdir("root");
+        let path = dir.join("config.json");
+        let text = minimal().replacen('{', r#"{"state_dir": "/var/lib/x", "#, 1);
+        fs::write(&path, text).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let c = Config::load_in_root(&path, Path::new("/img")).unwrap();
+        assert_eq!(c.state_dir, Path::new("/img/var/lib/x"));
+        assert_eq!(c.secret_file, Path::new("/img/etc/sudo-agent/secret"));
+        assert_eq!(c.results.dir, Path::new("/img/tmp/sudo-agent"));
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.state_dir, Path::new("/var/lib/x"));
+        fs::remove_dir_all(dir).unwrap();
     }
 }

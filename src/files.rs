@@ -196,8 +196,18 @@ pub fn open_trusted(
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| io_err(what, path, e))?;
+        .open(path);
+    checked_regular(what, path, file, trust)
+}
+
+/// The checks every trusted open ends with: a regular file, owner and mode per `trust`.
+fn checked_regular(
+    what: &str,
+    path: &Path,
+    opened: io::Result<File>,
+    trust: Trust,
+) -> Result<(File, fs::Metadata), FileError> {
+    let file = opened.map_err(|e| io_err(what, path, e))?;
     let meta = file.metadata().map_err(|e| io_err(what, path, e))?;
     if !meta.is_file() {
         return Err(FileError::NotRegular {
@@ -217,17 +227,8 @@ pub fn open_append(what: &str, path: &Path, mode: u32) -> Result<File, FileError
         .create(true)
         .mode(mode)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| io_err(what, path, e))?;
-    let meta = file.metadata().map_err(|e| io_err(what, path, e))?;
-    if !meta.is_file() {
-        return Err(FileError::NotRegular {
-            what: what.into(),
-            path: path.into(),
-        });
-    }
-    check_meta(what, path, &meta, Trust::Private)?;
-    Ok(file)
+        .open(path);
+    checked_regular(what, path, file, Trust::Private).map(|(file, _)| file)
 }
 
 /// Replaces `path` atomically: write a temp file beside it (O_EXCL, no links, `mode`),
@@ -340,17 +341,28 @@ fn check_private_dir(what: &str, path: &Path) -> Result<(), FileError> {
     check_meta(what, path, &meta, Trust::Private)
 }
 
+/// A fresh, empty 0700 directory for one unit test (removed first if a previous run left
+/// it behind); `tag` must be unique across the crate's tests.
+#[cfg(test)]
+pub(crate) fn test_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sudo-agent-{tag}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
     fn tempdir(tag: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("sudo-agent-files-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
+        crate::files::test_dir(&format!("files-{tag}"))
     }
 
     #[test]

@@ -238,7 +238,6 @@ fn args_match(patterns: &[ArgPattern], args: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     fn words(command: &str) -> Vec<String> {
         split_words(command).unwrap()
@@ -249,20 +248,7 @@ mod tests {
     }
 
     fn rule(name: &str, program: &str, args: Vec<ArgPattern>) -> Rule {
-        Rule {
-            name: name.into(),
-            action: Action::Argv {
-                program: PathBuf::from(program),
-                args,
-            },
-            no_pin: false,
-            timeout_s: None,
-            max_output_bytes: None,
-            user: None,
-            group: None,
-            env: Vec::new(),
-            cwd: None,
-        }
+        Rule::argv(name, program, args)
     }
 
     fn shell_rule(name: &str) -> Rule {

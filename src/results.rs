@@ -272,11 +272,7 @@ mod tests {
     const ID: &str = "0123456789abcdef0123456789abcdef";
 
     fn tempdir(tag: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("sudo-agent-results-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
+        crate::files::test_dir(&format!("results-{tag}"))
     }
 
     fn cfg(dir: &Path, max_files: usize, max_bytes: u64, max_age_s: u64) -> ResultsConfig {

@@ -123,10 +123,7 @@ mod tests {
     use std::os::unix::fs::{MetadataExt, symlink};
 
     fn tempdir(tag: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("sudo-agent-state-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        dir
+        crate::files::test_dir(&format!("state-{tag}"))
     }
 
     fn sample() -> AuthState {

@@ -367,6 +367,82 @@ pub fn stop_signal_pipe() -> io::Result<std::os::unix::net::UnixStream> {
     Ok(reader)
 }
 
+/// The first descriptor systemd passes with socket activation (`SD_LISTEN_FDS_START`).
+pub const LISTEN_FDS_START: RawFd = 3;
+
+/// Set once fd 3 has been taken, so two owners of it can never exist.
+static LISTEN_FD_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn socket_option(fd: RawFd, option: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for writes and `len` holds value's size; a bad
+    // fd or option yields an error code, not UB.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Takes the socket systemd passed as fd 3, once it is known to be a listening TCP
+/// socket, and marks it close-on-exec: systemd hands it over inheritable, and no job
+/// may inherit the agent's listening socket.
+pub fn take_listen_fd() -> io::Result<OwnedFd> {
+    let fd = LISTEN_FDS_START;
+    if LISTEN_FD_TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "fd 3 was already taken",
+        ));
+    }
+    let not_tcp = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "fd 3 is not a listening TCP socket; the socket unit needs ListenStream=127.0.0.1:9999",
+        )
+    };
+    // SOCK_STREAM + listening + an IP family is exactly "a TCP listener"; a closed fd 3
+    // fails the first call with EBADF.
+    if socket_option(fd, libc::SO_TYPE)? != libc::SOCK_STREAM
+        || socket_option(fd, libc::SO_ACCEPTCONN)? != 1
+        || ![libc::AF_INET, libc::AF_INET6].contains(&socket_option(fd, libc::SO_DOMAIN)?)
+    {
+        return Err(not_tcp());
+    }
+    // SAFETY: fcntl(F_SETFD) takes an integer flag; fd 3 is open (getsockopt succeeded).
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd 3 is open, was passed to this process by systemd (the caller checked
+    // LISTEN_PID and LISTEN_FDS), nothing else in the process refers to it, and the flag
+    // above makes this the only time it is wrapped.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Removes `names` from this process's environment, as `sd_notify(3)` and
+/// `sd_listen_fds(3)` do with `unset_environment`, so nothing started later sees them.
+///
+/// For start-up only: `serve` calls it (through `systemd::Systemd::from_env`) before
+/// the agent starts any thread.
+pub(crate) fn remove_env_at_startup(names: &[&str]) {
+    for name in names {
+        // SAFETY: libc's getenv/setenv are not thread-safe, hence the unsafe; this runs
+        // at the start of `serve`, before any job, audit or loop thread exists, so
+        // nothing reads the environment at the same time.
+        unsafe { std::env::remove_var(name) };
+    }
+}
+
 /// Terminal echo switched off on stdin until dropped (for typing a code unseen).
 pub struct EchoOff {
     saved: libc::termios,

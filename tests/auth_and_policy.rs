@@ -17,6 +17,9 @@ fn fast() -> serde_json::Value {
 fn good_code_runs_and_is_never_accepted_twice() {
     let agent = Agent::start("goodcode", fast());
     let code = agent.fresh_code();
+    // The second the code belongs to, taken now: under qemu the requests below can take
+    // more than a step, and `now() - 1` would then be a newer, valid step.
+    let used_at = now();
     let r = agent.post_json("/run", &json!({"pin": code, "command": "echo hello"}));
     assert_eq!(r.status, 200, "{}", r.body);
     let job = r.json();
@@ -32,7 +35,7 @@ fn good_code_runs_and_is_never_accepted_twice() {
     assert_eq!(again.json()["error"], "invalid_code");
 
     // A code of an earlier step, still inside the skew window, after a newer one: refused.
-    let older = totp::code_at(&agent.key, now() - 1, &agent.params);
+    let older = totp::code_at(&agent.key, used_at - 1, &agent.params);
     let r = agent.post_json("/run", &json!({"pin": older, "command": "echo x"}));
     assert_eq!(r.status, 401, "{}", r.body);
     assert!(
@@ -204,7 +207,7 @@ fn replay_is_refused_after_restart() {
 #[test]
 fn code_and_verify_commands_agree_with_the_agent() {
     let agent = Agent::start("cli-code", json!({}));
-    let out = std::process::Command::new(common::BIN)
+    let out = common::agent_command()
         .args(["code", "--config"])
         .arg(&agent.config_path)
         .output()
@@ -222,7 +225,7 @@ fn code_and_verify_commands_agree_with_the_agent() {
     assert!(expected.contains(&printed), "{printed} not in {expected:?}");
 
     let verify = |code: &str| {
-        std::process::Command::new(common::BIN)
+        common::agent_command()
             .args(["verify", code, "--config"])
             .arg(&agent.config_path)
             .status()

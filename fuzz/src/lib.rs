@@ -48,20 +48,7 @@ pub fn split_words(data: &[u8]) {
 }
 
 fn rule(name: &str, program: &str, args: Vec<ArgPattern>) -> Rule {
-    Rule {
-        name: name.into(),
-        action: Action::Argv {
-            program: PathBuf::from(program),
-            args,
-        },
-        no_pin: false,
-        timeout_s: None,
-        max_output_bytes: None,
-        user: None,
-        group: None,
-        env: Vec::new(),
-        cwd: None,
-    }
+    Rule::argv(name, program, args)
 }
 
 fn lit(s: &str) -> ArgPattern {

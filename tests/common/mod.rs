@@ -6,17 +6,81 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sudo_agent::totp::{self, Params};
 
+/// The agent binary. Start it with [`agent_command`], not `Command::new(BIN)`, so the
+/// suite also runs when it is built for another architecture.
 pub const BIN: &str = env!("CARGO_BIN_EXE_sudo-agent");
+
+/// A `Command` that runs the agent binary. `cargo test --target
+/// aarch64-unknown-linux-musl` runs the test binaries under the target's runner
+/// (`.cargo/config.toml`), but the agent they start is exec'd by the kernel, which
+/// refuses a foreign binary (ENOEXEC) unless binfmt_misc is set up. Then it is started
+/// through `$SUDO_AGENT_RUNNER`, else `qemu-<arch>-static`; qemu-user runs it in the
+/// same process, so its pid is the agent's pid.
+pub fn agent_command() -> Command {
+    match runner() {
+        Some(runner) => {
+            let mut cmd = Command::new(runner);
+            cmd.arg(BIN);
+            cmd
+        }
+        None => Command::new(BIN),
+    }
+}
+
+/// The emulator `agent_command` puts in front of the binary, if it needs one.
+fn runner() -> &'static Option<String> {
+    static RUNNER: OnceLock<Option<String>> = OnceLock::new();
+    RUNNER.get_or_init(|| {
+        const ENOEXEC: i32 = 8;
+        match Command::new(BIN).arg("--version").output() {
+            Err(err) if err.raw_os_error() == Some(ENOEXEC) => Some(
+                std::env::var("SUDO_AGENT_RUNNER")
+                    .unwrap_or_else(|_| format!("qemu-{}-static", std::env::consts::ARCH)),
+            ),
+            _ => None,
+        }
+    })
+}
+
+/// True when the agent runs under an emulator (see [`agent_command`]).
+pub fn emulated() -> bool {
+    runner().is_some()
+}
+
+/// What qemu-user itself (translated-code cache, its own heap) adds to the resident
+/// size of an agent it runs: about 21 MiB idle here, more once much code has run.
+/// Memory budgets in tests are for the agent, so they allow this under emulation.
+pub const EMULATOR_RSS_KIB: u64 = 32 * 1024;
+
+/// The agent command as systemd starts a socket-activated service: `listener` as fd 3,
+/// `LISTEN_FDS=1` and `LISTEN_PID` set to the agent's own pid. That pid is known only
+/// after fork, so a shell moves the socket from stdin to fd 3, exports its own pid
+/// (`$$`) and execs the agent, which keeps that pid (qemu-user too). Arguments added to
+/// the returned command go to the agent.
+pub fn activated_command(listener: TcpListener) -> Command {
+    let agent = agent_command();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(r#"exec 3<&0 </dev/null; LISTEN_PID=$$; export LISTEN_PID; exec "$@""#)
+        .arg("sh")
+        .arg(agent.get_program())
+        .args(agent.get_args())
+        .env("LISTEN_FDS", "1")
+        .stdin(Stdio::from(OwnedFd::from(listener)));
+    cmd
+}
 
 /// A fixed test secret (base32 of "12345678901234567890", the RFC test key).
 pub const SECRET_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
@@ -127,6 +191,26 @@ impl Agent {
 
     /// Writes `cfg` and the test secret into `dir` and starts `serve` with extra env vars.
     pub fn start_in(dir: TempDir, cfg: &Value, env: &[(&str, &str)]) -> Agent {
+        let mut agent = Agent::prepare(dir, cfg);
+        agent.spawn(env);
+        agent
+    }
+
+    /// `start_in`, socket-activated as systemd does it: `listener` as fd 3, with
+    /// `LISTEN_FDS=1` and `LISTEN_PID` set to the agent's own pid.
+    pub fn start_activated(
+        dir: TempDir,
+        cfg: &Value,
+        listener: TcpListener,
+        env: &[(&str, &str)],
+    ) -> Agent {
+        let mut agent = Agent::prepare(dir, cfg);
+        agent.spawn_activated(listener, env);
+        agent
+    }
+
+    /// Writes `cfg` and the test secret into `dir`; starts nothing.
+    pub fn prepare(dir: TempDir, cfg: &Value) -> Agent {
         let config_path = write_files(dir.path(), cfg);
         let params = Params {
             digits: cfg["totp"]["digits"].as_u64().unwrap_or(6) as u32,
@@ -138,7 +222,7 @@ impl Agent {
             .timeout_global(Some(Duration::from_secs(60)))
             .build()
             .into();
-        let mut agent = Agent {
+        Agent {
             child: None,
             dir,
             addr: "127.0.0.1:0".parse().unwrap(),
@@ -146,24 +230,32 @@ impl Agent {
             params,
             config_path,
             http,
-        };
-        agent.spawn(env);
-        agent
+        }
     }
 
     /// (Re)starts the process and waits for its LISTENING line.
     pub fn spawn(&mut self, env: &[(&str, &str)]) {
+        let mut cmd = agent_command();
+        cmd.stdin(Stdio::null());
+        self.launch(cmd, env);
+    }
+
+    /// (Re)starts the process as systemd's socket activation would (see
+    /// [`activated_command`]).
+    pub fn spawn_activated(&mut self, listener: TcpListener, env: &[(&str, &str)]) {
+        self.launch(activated_command(listener), env);
+    }
+
+    fn launch(&mut self, mut cmd: Command, env: &[(&str, &str)]) {
         let log_before = self.log().len();
         let stderr = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("stderr.txt"))
             .unwrap();
-        let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .arg("--config")
             .arg(&self.config_path)
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
         for (k, v) in env {
@@ -393,7 +485,7 @@ pub fn write_files(dir: &Path, cfg: &Value) -> PathBuf {
 /// Runs `serve --config PATH` expecting a refusal: (exit code, stderr). An agent that
 /// starts serving instead is killed and reported as exit code -1.
 pub fn serve_refused(config: &Path) -> (i32, String) {
-    let mut child = Command::new(BIN)
+    let mut child = agent_command()
         .arg("serve")
         .arg("--config")
         .arg(config)
