@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 use crate::audit;
 use crate::auth::{Auth, Denied};
 use crate::clock;
-use crate::config::Config;
+use crate::config::{Action, ArgPattern, Config, RawArg, Rule};
 use crate::exec::ExecSpec;
 use crate::http::{ApiError, Request, Response};
 use crate::jobs::{self, CancelError, Jobs, NewJob};
+use crate::metrics::{self, CodeOutcome, Gauges, Metrics};
 use crate::policy::{self, Plan};
 use crate::server::{Handler, Reply, WaitKind};
 
@@ -71,6 +72,7 @@ pub struct Agent {
     started: Instant,
     /// HOME for children of rules without a `user`.
     own_home: PathBuf,
+    metrics: Metrics,
 }
 
 impl Agent {
@@ -81,6 +83,7 @@ impl Agent {
             jobs,
             started: Instant::now(),
             own_home: crate::exec::own_home(),
+            metrics: Metrics::default(),
         }
     }
 
@@ -102,6 +105,18 @@ impl Agent {
             },
             "/health" => match method {
                 "GET" | "HEAD" => Ok(Reply::Now(self.health())),
+                _ => Err(ApiError::MethodNotAllowed("GET")),
+            },
+            "/metrics" => match method {
+                "GET" => Ok(Reply::Now(self.metrics_page())),
+                _ => Err(ApiError::MethodNotAllowed("GET")),
+            },
+            // Off by default: without it the policy stays private (see README, MCP).
+            "/rules" if self.cfg.expose_rules => match method {
+                "GET" => Ok(Reply::Now(Response::json(
+                    200,
+                    &rules_view(&self.cfg.rules),
+                ))),
                 _ => Err(ApiError::MethodNotAllowed("GET")),
             },
             path => match path
@@ -132,6 +147,26 @@ impl Agent {
                 queued: self.jobs.queued(),
                 locked_for_s: self.auth.locked_for(clock::now_unix()),
             },
+        )
+    }
+
+    fn metrics_page(&self) -> Response {
+        let (results_files, results_bytes) = crate::results::usage(
+            &self.cfg.results.dir,
+            self.cfg.results.max_files.saturating_add(1024),
+        );
+        let gauges = Gauges {
+            running: self.jobs.running(),
+            queued: self.jobs.queued(),
+            locked_for_s: self.auth.locked_for(clock::now_unix()),
+            results_files,
+            results_bytes,
+            uptime_s: self.started.elapsed().as_secs(),
+        };
+        Response::text(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            self.metrics.render(&gauges),
         )
     }
 
@@ -217,26 +252,43 @@ impl Agent {
     /// Throttle, code, replay. Persists before it returns Ok.
     fn authenticate(&mut self, pin: &str, command: &str) -> Result<(), ApiError> {
         let pin: String = pin.chars().take(MAX_PIN).collect();
-        match self.auth.check(&pin, clock::now_unix()) {
-            Ok(_) => Ok(()),
+        let now = clock::now_unix();
+        match self.auth.check(&pin, now) {
+            Ok(_) => {
+                self.metrics.code(CodeOutcome::Accepted);
+                Ok(())
+            }
             Err(Denied::Invalid) => {
+                self.count_failure(CodeOutcome::Invalid, now);
                 audit::invalid_code(command);
                 Err(ApiError::InvalidCode)
             }
             Err(Denied::Reused) => {
+                self.count_failure(CodeOutcome::Reused, now);
                 audit::reused_code(command);
                 Err(ApiError::InvalidCode)
             }
             Err(Denied::LockedOut { retry_after_s }) => {
+                self.metrics.code(CodeOutcome::LockedOut);
                 audit::locked_refused(retry_after_s, command);
                 Err(ApiError::LockedOut { retry_after_s })
             }
             Err(Denied::Unavailable(err)) => {
+                self.metrics.code(CodeOutcome::Unavailable);
                 log::error!("cannot record the used code, refusing to run: {err}");
                 Err(ApiError::Unavailable(format!(
                     "the agent cannot record used codes: {err}"
                 )))
             }
+        }
+    }
+
+    /// A bad code was counted; `check` refuses unchecked while locked, so being locked
+    /// right after a failure means this failure began a lockout.
+    fn count_failure(&mut self, outcome: CodeOutcome, now: u64) {
+        self.metrics.code(outcome);
+        if self.auth.locked_for(now) > 0 {
+            self.metrics.lockout();
         }
     }
 
@@ -308,7 +360,14 @@ impl Agent {
             ApiError::InvalidCode
         })?;
         self.authenticate(&pin, &format!("cancel {id} ({command})"))?;
-        match self.jobs.cancel(id) {
+        let cancelled = self.jobs.cancel(id);
+        // A queued job ends here, never passing through `on_wake`.
+        if cancelled == Ok(jobs::Status::Cancelled)
+            && let Some(job) = self.jobs.get(id)
+        {
+            self.metrics.job_ended(job);
+        }
+        match cancelled {
             Ok(jobs::Status::Running) => {
                 // Answer once the group is gone: TERM, grace, KILL.
                 let until = now + Duration::from_secs(self.cfg.jobs.kill_grace_s + 2);
@@ -329,22 +388,40 @@ impl Agent {
 
 impl Handler for Agent {
     fn handle(&mut self, request: Request, now: Instant) -> Reply {
-        self.route(&request, now)
-            .unwrap_or_else(|err| Reply::Now(err.response()))
+        let reply = self
+            .route(&request, now)
+            .unwrap_or_else(|err| Reply::Now(err.response()));
+        if let Reply::Now(response) = &reply {
+            let route = metrics::route_label(&request.path);
+            self.metrics.request(route, response.status);
+        }
+        reply
     }
 
     fn on_wake(&mut self) -> Vec<String> {
-        self.jobs.collect()
+        let ended = self.jobs.collect();
+        for job in ended.iter().filter_map(|id| self.jobs.get(id)) {
+            self.metrics.job_ended(job);
+        }
+        ended
     }
 
     fn answer_wait(&mut self, job: &str, kind: WaitKind) -> Response {
-        match self.jobs.get(job) {
+        let response = match self.jobs.get(job) {
             None => ApiError::NotFound.response(),
             Some(record) if record.status.is_final() || kind == WaitKind::Poll => {
                 Response::json(200, record)
             }
             Some(_) => self.accepted(job),
-        }
+        };
+        // Parked requests are counted when answered; a cancel that waited for its
+        // process group is a Poll wait too, so it counts under "/job".
+        let route = match kind {
+            WaitKind::Submit => "/run",
+            WaitKind::Poll => "/job",
+        };
+        self.metrics.request(route, response.status);
+        response
     }
 
     fn tick(&mut self, _now: Instant, _open_connections: usize) -> bool {
@@ -355,6 +432,51 @@ impl Handler for Agent {
         self.jobs
             .shutdown(Duration::from_secs(self.cfg.jobs.kill_grace_s + 1));
     }
+}
+
+/// A rule as `GET /rules` shows it: name, patterns as written in the config, and
+/// whether a code is needed. Users, env and paths beyond the program stay private.
+#[derive(Serialize)]
+struct RuleView<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    argv: Option<Vec<RawArg>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    shell: bool,
+    no_pin: bool,
+}
+
+#[derive(Serialize)]
+struct RulesView<'a> {
+    rules: Vec<RuleView<'a>>,
+}
+
+fn rules_view(rules: &[Rule]) -> RulesView<'_> {
+    let rules = rules
+        .iter()
+        .map(|rule| {
+            let argv = match &rule.action {
+                Action::Argv { program, args } => {
+                    let mut argv = vec![RawArg::Text(program.display().to_string())];
+                    argv.extend(args.iter().map(|arg| match arg {
+                        ArgPattern::Literal(text) => RawArg::Text(text.clone()),
+                        ArgPattern::OneOf(texts) => RawArg::List(texts.clone()),
+                        ArgPattern::Any => RawArg::Text("*".into()),
+                        ArgPattern::Rest => RawArg::Text("**".into()),
+                    }));
+                    Some(argv)
+                }
+                Action::Shell => None,
+            };
+            RuleView {
+                name: &rule.name,
+                shell: argv.is_none(),
+                argv,
+                no_pin: rule.no_pin,
+            }
+        })
+        .collect();
+    RulesView { rules }
 }
 
 fn is_loopback(ip: IpAddr) -> bool {

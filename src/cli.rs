@@ -34,6 +34,12 @@ usage:
   sudo-agent uninstall [--dry-run] [--root DIR] [--purge]
                                         remove binary and units (--purge: config, secret,
                                         state and log too)
+  sudo-agent run    [--url U] [--pin P | --pin-stdin] [--wait S] [--json] [--detach]
+                    [--message 'Agent: CODE CMD'] [--reply-format text|sip] -- CMD ARGS...
+                                        client: submit, wait, print the output, exit with the
+                                        command's exit code (124 timed out, 125 refused,
+                                        126 not allowed, 127 agent unreachable)
+  sudo-agent mcp    [--url U]           MCP tool server on stdio for AI assistants
   sudo-agent --help | --version";
 
 /// A parsed command line.
@@ -72,6 +78,10 @@ pub enum Command {
         options: install::Options,
         purge: bool,
     },
+    Run(crate::run::RunArgs),
+    Mcp {
+        url: String,
+    },
 }
 
 /// Runs the program; returns the exit code.
@@ -105,7 +115,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let Some((sub, rest)) = args.split_first() else {
         return Err("no command given".into());
     };
+    if sub == "run" {
+        // `run` passes the command's own words through, so it parses on its own.
+        return Ok(crate::run::parse(rest)?.map_or(Command::Help, Command::Run));
+    }
     let mut config = PathBuf::from(config::DEFAULT_CONFIG_PATH);
+    let mut url = crate::client::DEFAULT_URL.to_string();
     let mut listen: SocketAddr = ([127, 0, 0, 1], 9999).into();
     let mut account = String::from("root");
     let mut issuer = String::from("sudo-agent");
@@ -154,6 +169,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             }
             "--dry-run" => dry_run = true,
             "--purge" => purge = true,
+            "--url" => url = value("--url")?,
             other if other.starts_with('-') && other.len() > 1 => {
                 return Err(format!("unknown option {other}"));
             }
@@ -182,6 +198,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             purge,
         },
         "check" => Command::Check { config },
+        "mcp" => Command::Mcp { url },
         "verify" => {
             let [code] = positional.as_slice() else {
                 return Err("verify takes exactly one CODE".into());
@@ -201,6 +218,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         Command::Init { .. } => &["--config", "--account", "--issuer", "--force"],
         Command::Install { .. } => &["--root", "--dry-run", "--account", "--issuer"],
         Command::Uninstall { .. } => &["--root", "--dry-run", "--purge"],
+        Command::Mcp { .. } => &["--url"],
         _ => &["--config"],
     };
     if let Some(flag) = given.iter().find(|f| !allowed.contains(f)) {
@@ -255,6 +273,8 @@ fn execute(command: Command) -> Result<i32, String> {
             return Ok(i32::from(problems > 0));
         }
         Command::Uninstall { options, purge } => install::uninstall(&options, purge)?,
+        Command::Run(args) => return Ok(crate::run::main(args)),
+        Command::Mcp { url } => return crate::mcp::serve(&url).map(|()| 0),
     }
     Ok(0)
 }

@@ -26,6 +26,8 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/sudo-agent/config.json";
 pub struct Config {
     pub listen: SocketAddr,
     pub allow_remote: bool,
+    /// Serve the rules (names and patterns, no secrets) on `GET /rules`, for MCP clients.
+    pub expose_rules: bool,
     pub secret_file: PathBuf,
     pub log_file: PathBuf,
     pub state_dir: PathBuf,
@@ -168,6 +170,8 @@ pub struct RawConfig {
     pub listen: String,
     #[serde(default)]
     pub allow_remote: bool,
+    #[serde(default)]
+    pub expose_rules: bool,
     #[serde(default = "default_secret_file")]
     pub secret_file: PathBuf,
     #[serde(default = "default_log_file")]
@@ -946,6 +950,7 @@ impl Config {
         Ok(Config {
             listen,
             allow_remote: raw.allow_remote,
+            expose_rules: raw.expose_rules,
             secret_file,
             log_file,
             state_dir,

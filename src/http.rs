@@ -30,10 +30,14 @@ impl Request {
     }
 }
 
+/// A header in `Response::headers` that replaces the default `application/json`.
+const CONTENT_TYPE: &str = "Content-Type";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
-    /// Extra headers beyond Content-Type, Content-Length and Connection.
+    /// Extra headers beyond Content-Length and Connection (and Content-Type, unless set
+    /// here).
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
 }
@@ -55,16 +59,30 @@ impl Response {
         }
     }
 
+    /// A response that is not JSON (the Prometheus text of `/metrics`).
+    pub fn text(status: u16, content_type: &str, body: String) -> Response {
+        Response {
+            status,
+            headers: vec![(CONTENT_TYPE, content_type.to_string())],
+            body: body.into_bytes(),
+        }
+    }
+
     /// Status line, headers and body, ready for the socket.
     pub fn to_bytes(&self, keep_alive: bool) -> Vec<u8> {
+        let content_type = self
+            .headers
+            .iter()
+            .find(|(name, _)| *name == CONTENT_TYPE)
+            .map_or("application/json", |(_, value)| value.as_str());
         let mut head = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {}\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {}\r\n",
             self.status,
             reason(self.status),
             self.body.len(),
             if keep_alive { "keep-alive" } else { "close" }
         );
-        for (name, value) in &self.headers {
+        for (name, value) in self.headers.iter().filter(|(n, _)| *n != CONTENT_TYPE) {
             head.push_str(name);
             head.push_str(": ");
             head.push_str(value);

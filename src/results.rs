@@ -171,7 +171,7 @@ impl ResultsDir {
             let Some(name) = item.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            if !(name.starts_with("agent-") && name.ends_with(".txt")) {
+            if !is_result_name(&name) {
                 continue;
             }
             let path = self.dir.join(&name);
@@ -239,6 +239,28 @@ fn create_in(dir: &fs::File, id: &str, text: &str) -> io::Result<(String, fs::Fi
         return Err(e);
     }
     Ok((name, file))
+}
+
+fn is_result_name(name: &str) -> bool {
+    name.starts_with("agent-") && name.ends_with(".txt")
+}
+
+/// (files, bytes) of result files in `dir`, for `/metrics`. Looks at no more than
+/// `limit` entries: cleanup after every job keeps the private directory near
+/// `max_files`, so a scrape costs one bounded listing. Unreadable means (0, 0).
+pub fn usage(dir: &Path, limit: usize) -> (u64, u64) {
+    let Ok(listing) = fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    listing
+        .take(limit)
+        .flatten()
+        .filter(|item| item.file_name().to_str().is_some_and(is_result_name))
+        // DirEntry::metadata does not follow links: a link is not a result file.
+        .filter_map(|item| item.metadata().ok().filter(|m| m.file_type().is_file()))
+        .fold((0, 0), |(files, bytes), meta| {
+            (files + 1, bytes + meta.len())
+        })
 }
 
 #[cfg(test)]

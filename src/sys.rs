@@ -443,6 +443,39 @@ pub(crate) fn remove_env_at_startup(names: &[&str]) {
     }
 }
 
+/// Terminal echo switched off on stdin until dropped (for typing a code unseen).
+pub struct EchoOff {
+    saved: libc::termios,
+}
+
+impl EchoOff {
+    /// Turns echo off on stdin; fails when stdin is not a terminal.
+    pub fn stdin() -> io::Result<EchoOff> {
+        // SAFETY: termios is a plain C struct; all-zero is a valid value to overwrite.
+        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: fd 0 is only read; `saved` is a valid, writable termios.
+        if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut saved) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut quiet = saved;
+        // ECHONL keeps the newline visible, so the prompt line still ends.
+        quiet.c_lflag &= !libc::ECHO;
+        quiet.c_lflag |= libc::ECHONL;
+        // SAFETY: `quiet` is a fully initialised termios copied from the terminal's own.
+        if unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSAFLUSH, &quiet) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(EchoOff { saved })
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        // SAFETY: restores the settings tcgetattr returned; nothing to do if it fails.
+        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSAFLUSH, &self.saved) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

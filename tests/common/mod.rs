@@ -550,3 +550,72 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// How a command-line run of the binary ended and what it printed.
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the binary with `args`, `stdin` piped in, and waits for it.
+pub fn run_bin(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> CliRun {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    CliRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+impl Agent {
+    /// `sudo-agent run --url <this agent> ARGS...` with `stdin` piped in (not a tty, so
+    /// it never prompts).
+    pub fn run_client(&self, args: &[&str], stdin: &str) -> CliRun {
+        let url = self.url("");
+        run_bin(
+            &[&["run", "--url", url.as_str()], args].concat(),
+            stdin,
+            &[],
+        )
+    }
+}
+
+/// A loopback port nothing listens on (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Python module for an interop check: present, a loud skip, or (with `CI=true`) a
+/// failure, since CI must not pass without having checked anything.
+pub fn python_has(module: &str, install: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "python3 module {module} missing under CI=true; {install}"
+        );
+        eprintln!("SKIPPED: python3 module {module} is missing; {install}");
+    }
+    ok
+}

@@ -1,0 +1,178 @@
+//! `sudo-agent mcp` spoken to over pipes, as an MCP client (Claude Desktop and others)
+//! does: initialize, list tools, call them with a good and a bad code.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use common::{Agent, BIN};
+use serde_json::{Value, json};
+
+/// A running `sudo-agent mcp` with its stdio.
+struct Session {
+    child: Child,
+    input: ChildStdin,
+    output: BufReader<ChildStdout>,
+}
+
+impl Session {
+    fn start(agent: &Agent) -> Session {
+        let mut child = Command::new(BIN)
+            .args(["mcp", "--url", &agent.url("")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let input = child.stdin.take().unwrap();
+        let output = BufReader::new(child.stdout.take().unwrap());
+        Session {
+            child,
+            input,
+            output,
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.input.write_all(line.as_bytes()).unwrap();
+        self.input.write_all(b"\n").unwrap();
+        self.input.flush().unwrap();
+    }
+
+    fn receive(&mut self) -> Value {
+        let mut line = String::new();
+        self.output.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+    }
+
+    fn request(&mut self, id: u64, method: &str, params: Value) -> Value {
+        self.send(
+            &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string(),
+        );
+        let answer = self.receive();
+        assert_eq!(answer["id"], id, "{answer}");
+        answer
+    }
+
+    /// A `tools/call`: (isError, text of the first content item).
+    fn call(&mut self, id: u64, tool: &str, arguments: Value) -> (bool, String) {
+        let answer = self.request(
+            id,
+            "tools/call",
+            json!({"name": tool, "arguments": arguments}),
+        );
+        let result = &answer["result"];
+        assert_eq!(result["content"][0]["type"], "text", "{answer}");
+        (
+            result["isError"].as_bool().unwrap(),
+            result["content"][0]["text"].as_str().unwrap().to_string(),
+        )
+    }
+}
+
+#[test]
+fn mcp_session_runs_commands_only_with_the_humans_code() {
+    let agent = Agent::start("mcp", json!({"totp": {"step_s": 1}, "expose_rules": true}));
+    let mut mcp = Session::start(&agent);
+
+    let init = mcp.request(
+        1,
+        "initialize",
+        json!({"protocolVersion": "2024-11-05", "capabilities": {},
+               "clientInfo": {"name": "test", "version": "0"}}),
+    );
+    assert_eq!(init["result"]["protocolVersion"], "2024-11-05");
+    assert_eq!(
+        init["result"]["capabilities"]["tools"],
+        json!({"listChanged": false})
+    );
+    assert_eq!(init["result"]["serverInfo"]["name"], "sudo-agent");
+    // A notification gets no answer: the next line read answers the next request.
+    mcp.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+
+    let tools = mcp.request(2, "tools/list", json!({}));
+    let tools = tools["result"]["tools"].as_array().unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["run_command", "job_status", "list_allowed_commands"]
+    );
+    assert_eq!(tools[0]["inputSchema"]["required"], json!(["command"]));
+
+    let (is_error, text) = mcp.call(3, "list_allowed_commands", json!({}));
+    assert!(!is_error, "{text}");
+    let rules: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        rules["rules"][2],
+        json!({"name": "echo", "argv": ["/bin/echo", "**"], "no_pin": false})
+    );
+
+    let (is_error, text) = mcp.call(
+        4,
+        "run_command",
+        json!({"command": "echo from the assistant", "code": agent.fresh_code()}),
+    );
+    assert!(!is_error, "{text}");
+    let job: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["stdout"], "from the assistant\n");
+
+    let (is_error, text) = mcp.call(5, "job_status", json!({"id": job["id"]}));
+    assert!(!is_error, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["id"],
+        job["id"]
+    );
+
+    let wrong = if agent.code() == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let (is_error, text) = mcp.call(
+        6,
+        "run_command",
+        json!({"command": "echo x", "code": wrong}),
+    );
+    assert!(is_error, "{text}");
+    assert!(
+        text.contains("invalid_code") && text.contains("Ask the human"),
+        "{text}"
+    );
+    // Without any code, a command needing one is refused the same way.
+    let (is_error, _) = mcp.call(7, "run_command", json!({"command": "echo x"}));
+    assert!(is_error);
+
+    mcp.send("{this is not json");
+    let answer = mcp.receive();
+    assert_eq!(
+        (answer["error"]["code"].as_i64(), &answer["id"]),
+        (Some(-32700), &Value::Null)
+    );
+    let answer = mcp.request(8, "prompts/list", json!({}));
+    assert_eq!(answer["error"]["code"], -32601);
+    assert_eq!(mcp.request(9, "ping", json!({}))["result"], json!({}));
+
+    // End of input ends the server cleanly.
+    drop(mcp.input);
+    assert!(mcp.child.wait().unwrap().success());
+    assert!(
+        agent
+            .log()
+            .contains("INVALID PIN attempt for command: echo x")
+    );
+}
+
+#[test]
+fn rules_stay_private_unless_exposed() {
+    let agent = Agent::start("mcp-private", json!({}));
+    assert_eq!(agent.get("/rules").status, 404);
+    let mut mcp = Session::start(&agent);
+    let (is_error, text) = mcp.call(1, "list_allowed_commands", json!({}));
+    assert!(is_error);
+    assert!(text.contains("\"expose_rules\": true"), "{text}");
+    // no_pin rules still work without a code.
+    let (is_error, text) = mcp.call(2, "run_command", json!({"command": "uptime"}));
+    assert!(!is_error, "{text}");
+}
