@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Agent, BIN};
+use common::{Agent, agent_shell_command};
 use serde_json::{Value, json};
 
 fn example(path: &str) -> String {
@@ -185,9 +185,9 @@ fn asterisk_shell_line_runs_a_message_and_never_its_shell_code() {
         .replace("${MSGVAR}", "SUDO_AGENT_MSG_42")
         .replace(
             "/usr/local/bin/sudo-agent run",
-            &format!("{BIN} run --url {}", agent.url("")),
+            &format!("{} run --url {}", agent_shell_command(), agent.url("")),
         );
-    assert!(line.contains(&format!("{BIN} run --url")), "{line}");
+    assert!(line.contains(" run --url "), "{line}");
     let marker = agent.dir.path().join("pwned");
     let m = marker.display();
     let body = format!(

@@ -180,13 +180,16 @@ fn three_hundred_half_sent_requests_do_not_starve_health() {
 #[test]
 fn a_flood_of_bad_requests_cannot_flood_the_audit_log() {
     let agent = Agent::start("logflood", json!({}));
+    let started = Instant::now();
     for _ in 0..300 {
         assert_eq!(agent.post("/run", "{not json").status, 400);
     }
+    // A burst of 50, then one more per second the flood took (slow under emulation).
+    let most = 50 + started.elapsed().as_secs() as usize + 1;
     let lines = agent.log().matches("BAD REQUEST from").count();
     assert!(
-        (50..=52).contains(&lines),
-        "{lines} BAD REQUEST lines for 300 bad requests"
+        (50..=most).contains(&lines),
+        "{lines} BAD REQUEST lines for 300 bad requests (at most {most})"
     );
     // The next line of that kind, once the budget refills, says how many were left out.
     std::thread::sleep(Duration::from_millis(1100));

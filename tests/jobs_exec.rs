@@ -161,11 +161,7 @@ fn output_held_for_history_stays_within_its_budget() {
     let newest = agent.get(&format!("/job/{}", ids[19])).json();
     assert_eq!(newest["stdout"].as_str().unwrap().len(), 1 << 20);
     let rss = common::rss_kib(agent.pid());
-    let emulator = if common::emulated() {
-        common::EMULATOR_RSS_KIB
-    } else {
-        0
-    };
+    let emulator = common::rss_allowance_kib();
     assert!(
         rss < 40 * 1024 + emulator,
         "RSS {rss} KiB after 20 MiB of output"

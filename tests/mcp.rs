@@ -4,9 +4,9 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 
-use common::{Agent, BIN};
+use common::{Agent, agent_command};
 use serde_json::{Value, json};
 
 /// A running `sudo-agent mcp` with its stdio.
@@ -18,7 +18,7 @@ struct Session {
 
 impl Session {
     fn start(agent: &Agent) -> Session {
-        let mut child = Command::new(BIN)
+        let mut child = agent_command()
             .args(["mcp", "--url", &agent.url("")])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -54,6 +54,14 @@ fn runner() -> &'static Option<String> {
     })
 }
 
+/// [`agent_command`] as words for a shell line (`qemu-aarch64-static /path/sudo-agent`).
+pub fn agent_shell_command() -> String {
+    match runner() {
+        Some(runner) => format!("{runner} {BIN}"),
+        None => BIN.to_string(),
+    }
+}
+
 /// True when the agent runs under an emulator (see [`agent_command`]).
 pub fn emulated() -> bool {
     runner().is_some()
@@ -63,6 +71,12 @@ pub fn emulated() -> bool {
 /// size of an agent it runs: about 21 MiB idle here, more once much code has run.
 /// Memory budgets in tests are for the agent, so they allow this under emulation.
 pub const EMULATOR_RSS_KIB: u64 = 32 * 1024;
+
+/// [`EMULATOR_RSS_KIB`] when the agent runs emulated, else nothing: add it to any
+/// bound on the agent's resident size.
+pub fn rss_allowance_kib() -> u64 {
+    if emulated() { EMULATOR_RSS_KIB } else { 0 }
+}
 
 /// The agent command as systemd starts a socket-activated service: `listener` as fd 3,
 /// `LISTEN_FDS=1` and `LISTEN_PID` set to the agent's own pid. That pid is known only
@@ -561,7 +575,7 @@ pub struct CliRun {
 
 /// Runs the binary with `args`, `stdin` piped in, and waits for it.
 pub fn run_bin(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> CliRun {
-    let mut child = Command::new(BIN)
+    let mut child = agent_command()
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
