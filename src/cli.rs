@@ -110,6 +110,49 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     }
 }
 
+/// Command-line words for `parse` and `run::parse`: `--flag=value` is read as `--flag`
+/// with its value waiting for [`Flags::value`], which otherwise takes the next word.
+pub(crate) struct Flags<'a> {
+    words: std::slice::Iter<'a, String>,
+    inline: Option<&'a str>,
+}
+
+impl<'a> Flags<'a> {
+    pub(crate) fn new(words: &'a [String]) -> Flags<'a> {
+        Flags {
+            words: words.iter(),
+            inline: None,
+        }
+    }
+
+    /// The next word, or the flag part of `--flag=value`.
+    pub(crate) fn next_word(&mut self) -> Option<&'a str> {
+        let word = self.words.next()?;
+        self.inline = None;
+        match word.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => {
+                self.inline = Some(value);
+                Some(flag)
+            }
+            _ => Some(word),
+        }
+    }
+
+    /// The value of the flag just read: its `=value`, else the next word.
+    pub(crate) fn value(&mut self, name: &str) -> Result<String, String> {
+        self.inline
+            .take()
+            .or_else(|| self.words.next().map(String::as_str))
+            .map(str::to_string)
+            .ok_or_else(|| format!("{name} needs a value"))
+    }
+
+    /// Every word not read yet, as given.
+    pub(crate) fn rest(&mut self) -> impl Iterator<Item = &'a String> + '_ {
+        self.words.by_ref()
+    }
+}
+
 /// Words to a `Command`; no I/O.
 pub fn parse(args: &[String]) -> Result<Command, String> {
     let Some((sub, rest)) = args.split_first() else {
@@ -130,18 +173,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let mut purge = false;
     let mut positional = Vec::new();
     let mut given: Vec<&str> = Vec::new();
-    let mut words = rest.iter();
-    while let Some(word) = words.next() {
-        let (flag, inline) = match word.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (word.as_str(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| words.next().cloned())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+    let mut flags = Flags::new(rest);
+    while let Some(flag) = flags.next_word() {
+        let mut value = |name: &str| flags.value(name);
         if flag.starts_with("--") {
             given.push(flag);
         }

@@ -250,13 +250,7 @@ fn log_file_0640(opts: &Options, path: &Path) -> Result<(), String> {
     if opts.dry_run {
         return Ok(());
     }
-    if let Some(dir) = path.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
+    make_parent(path)?;
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -267,6 +261,18 @@ fn log_file_0640(opts: &Options, path: &Path) -> Result<(), String> {
     // create_new applies the umask; the log's mode is 0640 whatever it is.
     file.set_permissions(fs::Permissions::from_mode(0o640))
         .map_err(|e| format!("cannot chmod {}: {e}", path.display()))
+}
+
+/// Creates `path`'s parent directories (0755) if missing.
+fn make_parent(path: &Path) -> Result<(), String> {
+    match path.parent() {
+        Some(dir) => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display())),
+        None => Ok(()),
+    }
 }
 
 /// Writes `bytes` to `path` with `mode` unless it already holds exactly that; returns
@@ -283,13 +289,7 @@ fn put_file(opts: &Options, path: &Path, bytes: &[u8], mode: u32) -> Result<bool
     if opts.dry_run {
         return Ok(true);
     }
-    if let Some(dir) = path.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
+    make_parent(path)?;
     // Temp file and rename: a running agent keeps its old binary until it restarts.
     files::write_atomic("file", path, bytes, mode).map_err(|e| e.to_string())?;
     // The temp file's mode went through the umask; the installed one must be exact.

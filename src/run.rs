@@ -11,6 +11,7 @@
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::time::{Duration, Instant};
 
+use crate::cli::Flags;
 use crate::client::{self, Answer, Client, ClientError, Refusal, Submission};
 use crate::jobs::{JobRecord, Status};
 use crate::sip;
@@ -71,19 +72,10 @@ pub fn parse(words: &[String]) -> Result<Option<RunArgs>, String> {
     let (mut json, mut detach) = (false, false);
     let mut reply = ReplyFormat::Text;
     let mut message = None;
-    let mut rest = words.iter();
+    let mut flags = Flags::new(words);
     let mut command = Vec::new();
-    while let Some(word) = rest.next() {
-        let (flag, inline) = match word.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (word.as_str(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| rest.next().cloned())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+    while let Some(flag) = flags.next_word() {
+        let mut value = |name: &str| flags.value(name);
         match flag {
             "-h" | "--help" => return Ok(None),
             "--url" => url = value("--url")?,
@@ -106,15 +98,13 @@ pub fn parse(words: &[String]) -> Result<Option<RunArgs>, String> {
                     other => return Err(format!("--reply-format {other}: use text or sip")),
                 }
             }
-            "--" => {
-                command.extend(rest.by_ref().cloned());
-            }
+            "--" => command.extend(flags.rest().cloned()),
             other if other.starts_with('-') && other.len() > 1 => {
                 return Err(format!("unknown option {other} of `run`"));
             }
-            _ => {
-                command.push(word.clone());
-                command.extend(rest.by_ref().cloned());
+            word => {
+                command.push(word.to_string());
+                command.extend(flags.rest().cloned());
             }
         }
     }
