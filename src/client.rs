@@ -289,18 +289,7 @@ fn job_record(v: &Value) -> Option<JobRecord> {
             .and_then(Value::as_i64)
             .and_then(|n| i32::try_from(n).ok())
     };
-    let status = v.get("status").and_then(Value::as_str)?;
-    let status = [
-        Status::Queued,
-        Status::Running,
-        Status::Succeeded,
-        Status::Failed,
-        Status::TimedOut,
-        Status::Cancelled,
-        Status::Interrupted,
-    ]
-    .into_iter()
-    .find(|s| s.as_str() == status)?;
+    let status = Status::from_name(v.get("status").and_then(Value::as_str)?)?;
     let argv = v.get("argv").and_then(Value::as_array)?;
     Some(JobRecord {
         id: text("id")?,

@@ -36,6 +36,21 @@ pub enum Status {
 }
 
 impl Status {
+    pub const ALL: [Status; 7] = [
+        Status::Queued,
+        Status::Running,
+        Status::Succeeded,
+        Status::Failed,
+        Status::TimedOut,
+        Status::Cancelled,
+        Status::Interrupted,
+    ];
+
+    /// The status named `name` as the API writes it (`timed_out`, ...).
+    pub fn from_name(name: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     pub fn is_final(self) -> bool {
         !matches!(self, Status::Queued | Status::Running)
     }
@@ -73,6 +88,36 @@ pub struct JobRecord {
     pub result_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_error: Option<String>,
+}
+
+impl JobRecord {
+    /// A record as a job starts out: queued, nothing run yet.
+    pub fn queued(
+        id: String,
+        command: String,
+        argv: Vec<String>,
+        rule: String,
+        submitted_at: String,
+    ) -> JobRecord {
+        JobRecord {
+            id,
+            command,
+            argv,
+            rule,
+            status: Status::Queued,
+            exit_code: None,
+            signal: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+            submitted_at,
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            result_file: None,
+            result_error: None,
+        }
+    }
 }
 
 /// What the API hands over once a request is authenticated and matched.
@@ -228,24 +273,13 @@ impl Jobs {
 
     /// Queues a job (the caller checked `has_room`) and starts it if a slot is free.
     pub fn submit(&mut self, id: String, job: NewJob) -> &JobRecord {
-        let record = JobRecord {
-            id: id.clone(),
-            command: job.command,
-            argv: job.spec.argv.clone(),
-            rule: job.rule,
-            status: Status::Queued,
-            exit_code: None,
-            signal: None,
-            stdout: String::new(),
-            stderr: String::new(),
-            truncated: false,
-            submitted_at: clock::rfc3339(clock::now_unix_ms()),
-            started_at: None,
-            finished_at: None,
-            duration_ms: None,
-            result_file: None,
-            result_error: None,
-        };
+        let record = JobRecord::queued(
+            id.clone(),
+            job.command,
+            job.spec.argv.clone(),
+            job.rule,
+            clock::rfc3339(clock::now_unix_ms()),
+        );
         audit::queued(&id, &record.command);
         // Written here, made durable by the job thread before the command runs.
         self.shared.journal.submitted(&record);

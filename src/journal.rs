@@ -437,22 +437,16 @@ mod tests {
 
     fn record(n: usize, status: Status) -> JobRecord {
         JobRecord {
-            id: format!("{n:032x}"),
-            command: format!("echo {n}"),
-            argv: vec!["/bin/echo".into(), n.to_string()],
-            rule: "echo".into(),
             status,
             exit_code: status.is_final().then_some(0),
-            signal: None,
             stdout: format!("{n}\n"),
-            stderr: String::new(),
-            truncated: false,
-            submitted_at: "2026-01-01T00:00:00.000Z".into(),
-            started_at: None,
-            finished_at: None,
-            duration_ms: None,
-            result_file: None,
-            result_error: None,
+            ..JobRecord::queued(
+                format!("{n:032x}"),
+                format!("echo {n}"),
+                vec!["/bin/echo".into(), n.to_string()],
+                "echo".into(),
+                "2026-01-01T00:00:00.000Z".into(),
+            )
         }
     }
 

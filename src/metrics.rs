@@ -242,22 +242,15 @@ mod tests {
 
     fn job(status: Status, duration_ms: Option<u64>) -> JobRecord {
         JobRecord {
-            id: "0".repeat(32),
-            command: "secret-looking command".into(),
-            argv: Vec::new(),
-            rule: "r".into(),
             status,
-            exit_code: None,
-            signal: None,
-            stdout: String::new(),
-            stderr: String::new(),
-            truncated: false,
-            submitted_at: String::new(),
-            started_at: None,
-            finished_at: None,
             duration_ms,
-            result_file: None,
-            result_error: None,
+            ..JobRecord::queued(
+                "0".repeat(32),
+                "secret-looking command".into(),
+                Vec::new(),
+                "r".into(),
+                String::new(),
+            )
         }
     }
 

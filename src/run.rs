@@ -398,22 +398,16 @@ mod tests {
 
     fn record(status: Status, exit_code: Option<i32>, signal: Option<i32>) -> JobRecord {
         JobRecord {
-            id: "0".repeat(32),
-            command: "x".into(),
-            argv: vec!["/bin/x".into()],
-            rule: "x".into(),
             status,
             exit_code,
             signal,
-            stdout: String::new(),
-            stderr: String::new(),
-            truncated: false,
-            submitted_at: String::new(),
-            started_at: None,
-            finished_at: None,
-            duration_ms: None,
-            result_file: None,
-            result_error: None,
+            ..JobRecord::queued(
+                "0".repeat(32),
+                "x".into(),
+                vec!["/bin/x".into()],
+                "x".into(),
+                String::new(),
+            )
         }
     }
 
