@@ -11,13 +11,13 @@
 //! refusals are logged at `WARN`.
 
 use std::fmt;
-use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, LineWriter};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
 use simplelog::{CombinedLogger, ConfigBuilder, LevelFilter, SharedLogger, WriteLogger};
+
+use crate::sys::files::{self, FileError};
 
 /// Commands are cut to this many characters in a line.
 pub const MAX_COMMAND_CHARS: usize = 500;
@@ -26,7 +26,7 @@ pub const MAX_OUTPUT_CHARS: usize = 200;
 /// Anything else from outside (reasons, peers, ids, rule names).
 const MAX_FIELD_CHARS: usize = 200;
 /// Mode of a log file the agent creates: the group (e.g. `adm`) may read, nobody else.
-const LOG_MODE: u32 = 0o640;
+pub const LOG_MODE: u32 = 0o640;
 
 /// Refusals anyone on the box can cause at will (bad requests, codes without a valid
 /// one, locked-out retries) are logged in bursts of at most this many per kind...
@@ -67,7 +67,7 @@ static BUDGETS: Mutex<[Budget; 6]> = Mutex::new(
 /// reports how many were left out before it (empty when none were).
 fn admit(kind: Refusal) -> Option<String> {
     let mut budgets = BUDGETS.lock().unwrap_or_else(PoisonError::into_inner);
-    spend(&mut budgets[kind as usize], crate::clock::now_unix())
+    spend(&mut budgets[kind as usize], crate::sys::clock::now_unix())
 }
 
 fn spend(budget: &mut Budget, now: u64) -> Option<String> {
@@ -91,10 +91,8 @@ fn spend(budget: &mut Budget, now: u64) -> Option<String> {
 /// Why the audit log could not be set up.
 #[derive(Debug)]
 pub enum AuditError {
-    /// The log file could not be opened or created.
-    Open { path: PathBuf, err: io::Error },
-    /// The path exists but is not a regular file.
-    NotRegular { path: PathBuf },
+    /// The log file could not be opened, created or trusted.
+    Open(FileError),
     /// A logger was already installed in this process.
     AlreadyInitialized,
 }
@@ -102,23 +100,24 @@ pub enum AuditError {
 impl fmt::Display for AuditError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Open { path, err } if err.raw_os_error() == Some(libc::ELOOP) => write!(
+            Self::Open(FileError::Symlink { path, .. }) => write!(
                 f,
                 "log file {} is a symbolic link; replace it with a real file or set \
                  \"log_file\" in the config (links are never followed)",
                 path.display()
             ),
-            Self::Open { path, err } => write!(
+            Self::Open(FileError::Io { path, err, .. }) => write!(
                 f,
                 "cannot open log file {}: {err}; check the directory exists and is writable \
                  by the agent's user, or set \"log_file\" in the config",
                 path.display()
             ),
-            Self::NotRegular { path } => write!(
+            Self::Open(FileError::NotRegular { path, .. }) => write!(
                 f,
                 "log file {} is not a regular file; remove it or set \"log_file\" in the config",
                 path.display()
             ),
+            Self::Open(err) => write!(f, "{err}"),
             Self::AlreadyInitialized => f.write_str("the audit log was already set up"),
         }
     }
@@ -127,7 +126,7 @@ impl fmt::Display for AuditError {
 impl std::error::Error for AuditError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Open { err, .. } => Some(err),
+            Self::Open(err) => Some(err),
             _ => None,
         }
     }
@@ -136,7 +135,7 @@ impl std::error::Error for AuditError {
 /// Installs the process-wide logger: `log_file` (append) plus stderr when `stderr`.
 /// Can succeed once per process.
 pub fn init(log_file: &Path, stderr: bool) -> Result<(), AuditError> {
-    let file = open_log(log_file)?;
+    let file = files::open_append("log file", log_file, LOG_MODE).map_err(AuditError::Open)?;
     let config = ConfigBuilder::new()
         // RFC 3339 in UTC (simplelog's default offset). A custom format would need
         // `time::macros`, which expands to `::time::…` paths: not usable without making
@@ -166,39 +165,6 @@ pub fn init(log_file: &Path, stderr: bool) -> Result<(), AuditError> {
         ));
     }
     CombinedLogger::init(loggers).map_err(|_| AuditError::AlreadyInitialized)
-}
-
-/// Opens `path` for appending without following links. A file we create gets exactly
-/// 0640 whatever the umask; an existing one (say 0644 from the Python agent) loses
-/// group-write and all world bits, and is never loosened.
-fn open_log(path: &Path) -> Result<File, AuditError> {
-    let open_err = |err| AuditError::Open {
-        path: path.into(),
-        err,
-    };
-    // O_NONBLOCK: opening a FIFO planted at the path fails (ENXIO) instead of hanging the
-    // start-up; it changes nothing for a regular file.
-    let flags = libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
-    let mut options = OpenOptions::new();
-    options.append(true).mode(LOG_MODE).custom_flags(flags);
-    let (file, created) = match options.clone().create_new(true).open(path) {
-        Ok(file) => (file, true),
-        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-            (options.open(path).map_err(open_err)?, false)
-        }
-        Err(err) => return Err(open_err(err)),
-    };
-    let meta = file.metadata().map_err(open_err)?;
-    if !meta.is_file() {
-        return Err(AuditError::NotRegular { path: path.into() });
-    }
-    let mode = meta.permissions().mode() & 0o7777;
-    let want = if created { LOG_MODE } else { mode & LOG_MODE };
-    if mode != want {
-        file.set_permissions(Permissions::from_mode(want))
-            .map_err(open_err)?;
-    }
-    Ok(file)
 }
 
 /// Makes `text` safe as part of one log line: `\n`, `\r`, `\t` become those two-character
@@ -403,6 +369,12 @@ pub fn forbidden_peer(addr: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn open_log(path: &Path) -> Result<std::fs::File, AuditError> {
+        files::open_append("log file", path, LOG_MODE).map_err(AuditError::Open)
+    }
 
     #[test]
     fn refusal_floods_are_logged_in_bounded_bursts() {
@@ -429,8 +401,6 @@ mod tests {
             .count();
         assert_eq!(logged, REFUSAL_BURST as usize);
     }
-    use std::fs;
-    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn one_line_escapes_controls() {
@@ -483,14 +453,14 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let real = dir.join("real.log");
         fs::write(&real, "old\n").unwrap();
-        fs::set_permissions(&real, Permissions::from_mode(0o666)).unwrap();
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o666)).unwrap();
         let link = dir.join("link.log");
         std::os::unix::fs::symlink(&real, &link).unwrap();
         let err = open_log(&link).unwrap_err().to_string();
         assert!(err.contains("is a symbolic link"), "{err}");
         open_log(&real).unwrap();
         assert_eq!(fs::metadata(&real).unwrap().mode() & 0o777, 0o640);
-        fs::set_permissions(&real, Permissions::from_mode(0o600)).unwrap();
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o600)).unwrap();
         open_log(&real).unwrap();
         assert_eq!(
             fs::metadata(&real).unwrap().mode() & 0o777,

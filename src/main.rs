@@ -1,3 +1,3 @@
 fn main() {
-    std::process::exit(sudo_agent::cli::main(std::env::args_os()));
+    std::process::exit(sudo_agent::main(std::env::args_os()));
 }

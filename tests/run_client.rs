@@ -140,7 +140,7 @@ fn sip_message_gets_one_short_reply_naming_the_result_file() {
     assert_eq!(r.code, 0, "{r:?}");
     let reply = r.stdout.trim_end();
     assert!(
-        reply.len() <= sudo_agent::sip::MAX_REPLY,
+        reply.len() <= sudo_agent::testing::SIP_MAX_REPLY,
         "{} bytes",
         reply.len()
     );

@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use sudo_agent::config::{self, Action, ArgPattern, Config, Rule};
-use sudo_agent::policy::{self, Request};
-use sudo_agent::server::{self, MAX_BODY, MAX_HEAD};
+use sudo_agent::testing::{
+    self as agent, Action, ArgPattern, Config, MAX_BODY, MAX_HEAD, Request, Rule,
+};
 use sudo_agent::totp;
 
 /// One target's checks.
@@ -25,7 +25,7 @@ pub const TARGETS: &[(&str, Check)] = &[
 
 /// A head is never accepted beyond the input, the head cap or the body cap.
 pub fn parse_head(data: &[u8]) {
-    if let Ok(Some(head)) = server::parse_head(data) {
+    if let Ok(Some(head)) = agent::parse_head(data) {
         assert!(head.len <= data.len() && head.len <= MAX_HEAD, "{head:?}");
         assert!(head.content_length <= MAX_BODY, "{head:?}");
     }
@@ -37,13 +37,13 @@ pub fn split_words(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(words) = policy::split_words(text) {
+    if let Ok(words) = agent::split_words(text) {
         assert!(!words.is_empty());
         let quoted: Vec<String> = words
             .iter()
             .map(|w| format!("'{}'", w.replace('\'', r"'\''")))
             .collect();
-        assert_eq!(policy::split_words(&quoted.join(" ")).as_ref(), Ok(&words));
+        assert_eq!(agent::split_words(&quoted.join(" ")).as_ref(), Ok(&words));
     }
 }
 
@@ -91,7 +91,7 @@ pub fn policy_plan(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let argv: Vec<String> = text.split('\0').map(String::from).collect();
     for request in [Request::Command(&text), Request::Argv(&argv)] {
-        let Ok(Some(plan)) = policy::plan(rules(), &request) else {
+        let Ok(Some(plan)) = agent::plan(rules(), &request) else {
             continue;
         };
         let Action::Argv { program, args } = &plan.rule.action else {
@@ -101,7 +101,7 @@ pub fn policy_plan(data: &[u8]) {
             );
         };
         assert_eq!(plan.argv.first().map(PathBuf::from).as_ref(), Some(program));
-        assert!(policy::matches(plan.rule, &plan.argv));
+        assert!(agent::matches(plan.rule, &plan.argv));
         let fixed = args.iter().all(|a| matches!(a, ArgPattern::Literal(_)));
         if fixed {
             assert_eq!(plan.argv.len(), args.len() + 1, "{:?}", plan.argv);
@@ -125,7 +125,7 @@ pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(raw) = config::parse(text) else {
+    let Ok(raw) = agent::parse_config(text) else {
         return;
     };
     if let Ok(cfg) = Config::validate(raw) {

@@ -1,0 +1,456 @@
+//! Code checks: throttle (RFC 4226 §7.3), TOTP (RFC 6238), replay (RFC 6238 §5.2).
+//!
+//! Every decision that matters across restarts (last accepted step, recent failures,
+//! lockout) is written to the state file. A success is persisted before `check` returns
+//! `Ok`, so a command never runs on a code that a crash could make valid again.
+//! `now` is always a parameter: the caller reads the clock, tests fake it.
+
+use std::fmt;
+
+use super::state::{AuthState, StateError, StateStore};
+use super::totp;
+use crate::audit;
+use crate::config::ThrottleConfig;
+
+/// Why a code-bearing request was refused.
+#[derive(Debug)]
+pub enum Denied {
+    /// Wrong or expired code.
+    Invalid,
+    /// A correct code for a time step already used (or older than one used).
+    Reused,
+    /// Too many recent failures; the code was not looked at.
+    LockedOut { retry_after_s: u64 },
+    /// The accepted code could not be recorded, so it must not be acted on.
+    Unavailable(StateError),
+}
+
+impl fmt::Display for Denied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Invalid => f.write_str("invalid code"),
+            Self::Reused => f.write_str("code already used"),
+            Self::LockedOut { retry_after_s } => {
+                write!(
+                    f,
+                    "locked out after too many bad codes; retry in {retry_after_s}s"
+                )
+            }
+            Self::Unavailable(err) => write!(f, "{err}"),
+        }
+    }
+}
+
+impl std::error::Error for Denied {}
+
+/// The TOTP gate: key, code shape, throttle settings and the persisted state.
+pub struct Auth {
+    key: Vec<u8>,
+    params: totp::Params,
+    throttle: ThrottleConfig,
+    store: StateStore,
+    state: AuthState,
+}
+
+// By hand so the key can never end up in a log through `{:?}`.
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("key", &"<redacted>")
+            .field("params", &self.params)
+            .field("throttle", &self.throttle)
+            .field("store", &self.store)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+impl Auth {
+    /// `state` is what `StateStore::open` returned for `store`.
+    pub fn new(
+        key: Vec<u8>,
+        params: totp::Params,
+        throttle: ThrottleConfig,
+        store: StateStore,
+        state: AuthState,
+    ) -> Auth {
+        Auth {
+            key,
+            params,
+            throttle,
+            store,
+            state,
+        }
+    }
+
+    /// Seconds of lockout left at `now` (0 = not locked). Never more than
+    /// `lockout_max_s`: if the clock jumped backwards, the stored end lies further away
+    /// than any lockout can last, and waiting for the clock to catch up could take years.
+    pub fn locked_for(&self, now: u64) -> u64 {
+        self.state
+            .locked_until
+            .saturating_sub(now)
+            .min(self.throttle.lockout_max_s)
+    }
+
+    /// Checks `code` at `now`. `Ok(step)` only once the new last step is on disk.
+    pub fn check(&mut self, code: &str, now: u64) -> Result<u64, Denied> {
+        let left = self.locked_for(now);
+        if left > 0 {
+            self.reanchor_lockout(now, left);
+            // Not counted, code not looked at: a locked gate must not become an oracle.
+            return Err(Denied::LockedOut {
+                retry_after_s: left,
+            });
+        }
+        match totp::verify(&self.key, code, now, &self.params) {
+            // Strictly greater: a step at or below the last one is refused even when the
+            // clock went back, which is what makes a seen code worthless.
+            Some(step) if step > self.state.last_step => self.accept(step),
+            Some(_) => Err(self.fail(now, Denied::Reused)),
+            None => Err(self.fail(now, Denied::Invalid)),
+        }
+    }
+
+    /// The current state, for tests.
+    #[cfg(test)]
+    pub fn state(&self) -> &AuthState {
+        &self.state
+    }
+
+    fn accept(&mut self, step: u64) -> Result<u64, Denied> {
+        let next = AuthState {
+            last_step: step,
+            failures: Vec::new(),
+            locked_until: 0,
+            lockouts: 0,
+        };
+        if let Err(err) = self.store.save(&next) {
+            // The code is spent in memory anyway (it was presented once); the throttle is
+            // left as it was, since nothing about this request is known to be good.
+            self.state.last_step = step;
+            return Err(Denied::Unavailable(err));
+        }
+        self.state = next;
+        Ok(step)
+    }
+
+    /// Counts a failure at `now`, locks when the window holds `max_failures`, persists,
+    /// and hands back `denial`.
+    fn fail(&mut self, now: u64, denial: Denied) -> Denied {
+        let window = self.throttle.window_s;
+        // Entries stamped in the future (clock went back) stay: counting them can only
+        // lock sooner, never later.
+        self.state
+            .failures
+            .retain(|&t| now.saturating_sub(t) < window);
+        self.state.failures.push(now);
+        let count = self.state.failures.len();
+        if count >= usize::try_from(self.throttle.max_failures).unwrap_or(usize::MAX) {
+            let factor = 2u64.saturating_pow(self.state.lockouts);
+            let duration = self
+                .throttle
+                .lockout_s
+                .saturating_mul(factor)
+                .min(self.throttle.lockout_max_s);
+            self.state.locked_until = now.saturating_add(duration);
+            self.state.lockouts = self.state.lockouts.saturating_add(1);
+            self.state.failures.clear();
+            audit::locked_out(duration, count);
+        }
+        self.persist_best_effort();
+        denial
+    }
+
+    /// After the clock went back, moves the end of a lockout to at most `lockout_max_s`
+    /// from now (`left`, already capped), so it ends in bounded time, never earlier than
+    /// it would have.
+    fn reanchor_lockout(&mut self, now: u64, left: u64) {
+        if self.state.locked_until.saturating_sub(now) > left {
+            self.state.locked_until = now.saturating_add(left);
+            self.persist_best_effort();
+        }
+    }
+
+    /// Failures and lockouts must survive a restart, but a denial stays a denial when the
+    /// disk is unhappy: log it and carry on.
+    fn persist_best_effort(&self) {
+        if let Err(err) = self.store.save(&self.state) {
+            log::error!("{}", audit::one_line(&err.to_string(), 1000));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Tests that need real codes call `totp::code_at`/`totp::verify`; they pass once the
+    // TOTP work item has filled in totp.rs.
+    use super::*;
+    use std::fs;
+    use std::path::{Path, PathBuf};
+
+    const KEY: &[u8] = b"12345678901234567890";
+    /// A time well past 2038, on a step boundary plus a bit.
+    const T0: u64 = 2_000_000_010;
+
+    fn params() -> totp::Params {
+        totp::Params {
+            digits: 6,
+            step_s: 30,
+            skew: 1,
+        }
+    }
+
+    fn throttle() -> ThrottleConfig {
+        ThrottleConfig {
+            max_failures: 3,
+            window_s: 60,
+            lockout_s: 30,
+            lockout_max_s: 100,
+        }
+    }
+
+    fn tempdir(tag: &str) -> PathBuf {
+        crate::sys::files::test_dir(&format!("auth-{tag}"))
+    }
+
+    fn open(dir: &Path) -> Auth {
+        let (store, state) = StateStore::open(dir).unwrap();
+        Auth::new(KEY.to_vec(), params(), throttle(), store, state)
+    }
+
+    fn code(at: u64) -> String {
+        totp::code_at(KEY, at, &params())
+    }
+
+    /// A code that matches no step in the window around `at`.
+    fn wrong_code(at: u64) -> String {
+        (0..1_000_000u32)
+            .map(|n| format!("{n:06}"))
+            .find(|c| totp::verify(KEY, c, at, &params()).is_none())
+            .unwrap()
+    }
+
+    /// Fails `n` times at `at`, asserting each is `Invalid`.
+    fn fail_n(auth: &mut Auth, n: u32, at: u64) {
+        for _ in 0..n {
+            assert!(matches!(
+                auth.check(&wrong_code(at), at),
+                Err(Denied::Invalid)
+            ));
+        }
+    }
+
+    #[test]
+    fn valid_code_accepted_once() {
+        let dir = tempdir("once");
+        let mut auth = open(&dir);
+        assert_eq!(auth.check(&code(T0), T0).unwrap(), T0 / 30);
+        assert!(matches!(auth.check(&code(T0), T0 + 1), Err(Denied::Reused)));
+        assert_eq!(
+            auth.state().failures,
+            vec![T0 + 1],
+            "reuse counts as a failure"
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn older_step_after_newer_is_reused() {
+        let dir = tempdir("older");
+        let mut auth = open(&dir);
+        // The next step's code is inside the skew window.
+        assert_eq!(auth.check(&code(T0 + 30), T0).unwrap(), T0 / 30 + 1);
+        assert!(matches!(auth.check(&code(T0), T0), Err(Denied::Reused)));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn wrong_code_is_invalid() {
+        let dir = tempdir("wrong");
+        let mut auth = open(&dir);
+        assert!(matches!(
+            auth.check(&wrong_code(T0), T0),
+            Err(Denied::Invalid)
+        ));
+        assert!(matches!(auth.check("", T0), Err(Denied::Invalid)));
+        assert_eq!(auth.state().failures, vec![T0, T0]);
+        // Malformed codes are just wrong codes (and the third failure locks).
+        assert!(matches!(auth.check("12345\n", T0), Err(Denied::Invalid)));
+        assert_eq!(auth.state().lockouts, 1);
+        assert_eq!(auth.state().last_step, 0);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn lockout_after_max_failures_within_window() {
+        let dir = tempdir("lockout");
+        let mut auth = open(&dir);
+        fail_n(&mut auth, 2, T0);
+        assert_eq!(auth.locked_for(T0), 0);
+        fail_n(&mut auth, 1, T0 + 20);
+        assert_eq!(auth.locked_for(T0 + 20), 30);
+        assert!(auth.state().failures.is_empty());
+        // Locked: even the right code is refused, not counted and not consumed.
+        let before = auth.state().clone();
+        match auth.check(&code(T0 + 30), T0 + 30) {
+            Err(Denied::LockedOut { retry_after_s }) => assert_eq!(retry_after_s, 20),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(auth.state(), &before);
+        // Lockout over: the code works.
+        assert_eq!(auth.check(&code(T0 + 50), T0 + 50).unwrap(), (T0 + 50) / 30);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn failures_spread_wider_than_window_do_not_lock() {
+        let dir = tempdir("spread");
+        let mut auth = open(&dir);
+        for i in 0..10 {
+            let at = T0 + i * 31;
+            fail_n(&mut auth, 1, at);
+            assert_eq!(auth.locked_for(at), 0, "failure {i}");
+            assert!(auth.state().failures.len() <= 2);
+        }
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn lockout_doubles_up_to_cap_and_resets_after_success() {
+        let dir = tempdir("doubling");
+        let mut auth = open(&dir);
+        let mut at = T0;
+        for want in [30, 60, 100, 100] {
+            fail_n(&mut auth, 3, at);
+            assert_eq!(auth.locked_for(at), want);
+            at += want;
+        }
+        assert_eq!(auth.state().lockouts, 4);
+        auth.check(&code(at), at).unwrap();
+        assert_eq!(auth.state().lockouts, 0);
+        assert!(auth.state().failures.is_empty());
+        fail_n(&mut auth, 3, at + 1);
+        assert_eq!(auth.locked_for(at + 1), 30);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn saturating_math_with_huge_settings() {
+        let dir = tempdir("saturating");
+        let (store, _) = StateStore::open(&dir).unwrap();
+        let state = AuthState {
+            lockouts: u32::MAX,
+            ..AuthState::default()
+        };
+        let throttle = ThrottleConfig {
+            max_failures: 1,
+            window_s: u64::MAX,
+            lockout_s: u64::MAX,
+            lockout_max_s: u64::MAX,
+        };
+        let mut auth = Auth::new(KEY.to_vec(), params(), throttle, store, state);
+        assert!(matches!(
+            auth.check("x", u64::MAX - 5),
+            Err(Denied::Invalid)
+        ));
+        assert_eq!(auth.state().locked_until, u64::MAX);
+        assert_eq!(auth.state().lockouts, u32::MAX);
+        assert_eq!(auth.locked_for(u64::MAX), 0);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn lockout_and_replay_survive_reload() {
+        let dir = tempdir("reload");
+        let mut auth = open(&dir);
+        assert_eq!(auth.check(&code(T0), T0).unwrap(), T0 / 30);
+        fail_n(&mut auth, 3, T0 + 1);
+        drop(auth);
+
+        let mut auth = open(&dir);
+        assert_eq!(auth.state().last_step, T0 / 30);
+        assert_eq!(auth.state().lockouts, 1);
+        match auth.check(&code(T0 + 30), T0 + 10) {
+            Err(Denied::LockedOut { retry_after_s }) => assert_eq!(retry_after_s, 21),
+            other => panic!("{other:?}"),
+        }
+        // After the lockout, the code used before the restart is still spent.
+        assert!(matches!(
+            auth.check(&code(T0), T0 + 31),
+            Err(Denied::Reused)
+        ));
+        drop(auth);
+        let auth = open(&dir);
+        assert_eq!(auth.state().failures, vec![T0 + 31]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn persisted_before_ok() {
+        let dir = tempdir("persisted");
+        let mut auth = open(&dir);
+        let step = auth.check(&code(T0), T0).unwrap();
+        let text = fs::read_to_string(dir.join("auth.json")).unwrap();
+        let on_disk: AuthState = serde_json::from_str(&text).unwrap();
+        assert_eq!(on_disk.last_step, step);
+        assert_eq!(&on_disk, auth.state());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unsaveable_state_refuses_success_but_still_denies_failures() {
+        let dir = tempdir("unsaveable");
+        let mut auth = open(&dir);
+        // A directory where the file should be: rename over it fails, even for root.
+        fs::create_dir(dir.join("auth.json")).unwrap();
+        match auth.check(&code(T0), T0) {
+            Err(Denied::Unavailable(err)) => {
+                assert!(err.to_string().contains("auth.json"), "{err}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The code is spent all the same.
+        assert!(matches!(auth.check(&code(T0), T0), Err(Denied::Reused)));
+        assert!(matches!(
+            auth.check(&wrong_code(T0), T0),
+            Err(Denied::Invalid)
+        ));
+        assert_eq!(auth.state().failures.len(), 2);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn clock_jumping_backwards() {
+        let dir = tempdir("backwards");
+        let mut auth = open(&dir);
+        auth.check(&code(T0), T0).unwrap();
+        // An hour back: that time's code is an older step, refused.
+        let back = T0 - 3600;
+        assert!(matches!(auth.check(&code(back), back), Err(Denied::Reused)));
+        // Failures stamped "in the future" still count toward a lockout.
+        fail_n(&mut auth, 2, T0 + 10);
+        fail_n(&mut auth, 1, T0);
+        assert_eq!(auth.state().locked_until, T0 + 30);
+
+        // Back a year while locked: still locked, for at most lockout_max_s.
+        let way_back = T0 - 365 * 86_400;
+        assert_eq!(auth.locked_for(way_back), 100);
+        assert!(matches!(
+            auth.check(&code(way_back), way_back),
+            Err(Denied::LockedOut { retry_after_s: 100 })
+        ));
+        assert_eq!(auth.state().locked_until, way_back + 100);
+        assert_eq!(auth.locked_for(way_back + 99), 1);
+        // The re-anchored end is on disk too.
+        drop(auth);
+        let mut auth = open(&dir);
+        assert_eq!(auth.locked_for(way_back + 50), 50);
+        // Once it ends, codes of that (earlier) time are older steps: refused.
+        let at = way_back + 100;
+        assert!(matches!(auth.check(&code(at), at), Err(Denied::Reused)));
+        // And at time 0 nothing underflows.
+        assert!(auth.check("000000", 0).is_err());
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

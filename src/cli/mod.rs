@@ -1,0 +1,8 @@
+//! The command line: `parse` turns words into a `Command` (no I/O), `commands` carries
+//! it out. Exit codes: 0 ok, 1 failure, 2 usage.
+
+mod commands;
+mod flags;
+mod parse;
+
+pub use self::commands::main;

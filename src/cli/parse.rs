@@ -1,0 +1,366 @@
+//! Words to a [`Command`], with no I/O: the main commands here, `run`'s own line in
+//! [`parse_run`] (its command words pass through as they are).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::flags::Flags;
+use crate::clients::run::{Pin, ReplyFormat, RunArgs, What};
+use crate::clients::{Client, default_url};
+use crate::config::{DEFAULT_CONFIG_PATH, DEFAULT_LISTEN};
+use crate::deploy::InstallOptions;
+
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    Version,
+    Serve {
+        config: PathBuf,
+    },
+    Demo {
+        listen: SocketAddr,
+    },
+    Init {
+        config: PathBuf,
+        account: String,
+        issuer: String,
+        force: bool,
+    },
+    Code {
+        config: PathBuf,
+    },
+    Verify {
+        config: PathBuf,
+        code: String,
+    },
+    Check {
+        config: PathBuf,
+    },
+    Install {
+        options: InstallOptions,
+        account: String,
+        issuer: String,
+    },
+    Uninstall {
+        options: InstallOptions,
+        purge: bool,
+    },
+    Run(RunArgs),
+    Mcp {
+        url: String,
+    },
+}
+
+/// Words to a `Command`; no I/O.
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let Some((sub, rest)) = args.split_first() else {
+        return Err("no command given".into());
+    };
+    if sub == "run" {
+        // `run` passes the command's own words through, so it parses on its own.
+        return Ok(parse_run(rest)?.map_or(Command::Help, Command::Run));
+    }
+    let mut config = PathBuf::from(DEFAULT_CONFIG_PATH);
+    let mut url = default_url();
+    let mut listen = DEFAULT_LISTEN;
+    let mut account = String::from("root");
+    let mut issuer = String::from("sudo-agent");
+    let mut force = false;
+    let mut root = PathBuf::from("/");
+    let mut dry_run = false;
+    let mut purge = false;
+    let mut positional = Vec::new();
+    let mut given: Vec<&str> = Vec::new();
+    let mut flags = Flags::new(rest);
+    while let Some(flag) = flags.next_word() {
+        let mut value = |name: &str| flags.value(name);
+        if flag.starts_with("--") {
+            given.push(flag);
+        }
+        match flag {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "--config" => config = PathBuf::from(value("--config")?),
+            "--listen" => {
+                let text = value("--listen")?;
+                listen = text.parse().map_err(|_| {
+                    format!("--listen {text} is not an address like 127.0.0.1:9999")
+                })?;
+            }
+            "--account" => account = value("--account")?,
+            "--issuer" => issuer = value("--issuer")?,
+            "--force" => force = true,
+            "--root" => {
+                root = PathBuf::from(value("--root")?);
+                if !root.is_absolute() {
+                    return Err(format!(
+                        "--root {} must be an absolute path",
+                        root.display()
+                    ));
+                }
+            }
+            "--dry-run" => dry_run = true,
+            "--purge" => purge = true,
+            "--url" => url = value("--url")?,
+            other if other.starts_with('-') && other.len() > 1 => {
+                return Err(format!("unknown option {other}"));
+            }
+            other => positional.push(other.to_string()),
+        }
+    }
+    let command = match sub.as_str() {
+        "-h" | "--help" | "help" => Command::Help,
+        "-V" | "--version" => Command::Version,
+        "serve" => Command::Serve { config },
+        "demo" => Command::Demo { listen },
+        "init" => Command::Init {
+            config,
+            account,
+            issuer,
+            force,
+        },
+        "code" => Command::Code { config },
+        "install" => Command::Install {
+            options: InstallOptions { root, dry_run },
+            account,
+            issuer,
+        },
+        "uninstall" => Command::Uninstall {
+            options: InstallOptions { root, dry_run },
+            purge,
+        },
+        "check" => Command::Check { config },
+        "mcp" => Command::Mcp { url },
+        "verify" => {
+            let [code] = positional.as_slice() else {
+                return Err("verify takes exactly one CODE".into());
+            };
+            Command::Verify {
+                config,
+                code: code.clone(),
+            }
+        }
+        other => return Err(format!("unknown command {other}")),
+    };
+    if !positional.is_empty() && !matches!(command, Command::Verify { .. }) {
+        return Err(format!("unexpected argument {}", positional[0]));
+    }
+    let allowed: &[&str] = match command {
+        Command::Demo { .. } => &["--listen"],
+        Command::Init { .. } => &["--config", "--account", "--issuer", "--force"],
+        Command::Install { .. } => &["--root", "--dry-run", "--account", "--issuer"],
+        Command::Uninstall { .. } => &["--root", "--dry-run", "--purge"],
+        Command::Mcp { .. } => &["--url"],
+        _ => &["--config"],
+    };
+    if let Some(flag) = given.iter().find(|f| !allowed.contains(f)) {
+        return Err(format!("{flag} is not an option of `{sub}`"));
+    }
+    Ok(command)
+}
+
+/// Parses the words after `run`; `Ok(None)` for `--help`. The first word that is not an
+/// option (or everything after `--`) starts the command, so its own options pass through.
+pub fn parse_run(words: &[String]) -> Result<Option<RunArgs>, String> {
+    let mut url = default_url();
+    let mut pin = Pin::Auto;
+    let mut wait_s = None;
+    let (mut json, mut detach) = (false, false);
+    let mut reply = ReplyFormat::Text;
+    let mut message = None;
+    let mut flags = Flags::new(words);
+    let mut command = Vec::new();
+    while let Some(flag) = flags.next_word() {
+        let mut value = |name: &str| flags.value(name);
+        match flag {
+            "-h" | "--help" => return Ok(None),
+            "--url" => url = value("--url")?,
+            "--pin" => pin = Pin::Given(value("--pin")?),
+            "--pin-stdin" => pin = Pin::Stdin,
+            "--wait" => {
+                let text = value("--wait")?;
+                wait_s = Some(
+                    text.parse::<u64>()
+                        .map_err(|_| format!("--wait {text} is not a whole number of seconds"))?,
+                );
+            }
+            "--json" => json = true,
+            "--detach" => detach = true,
+            "--message" => message = Some(value("--message")?),
+            "--reply-format" => {
+                reply = match value("--reply-format")?.as_str() {
+                    "text" => ReplyFormat::Text,
+                    "sip" => ReplyFormat::Sip,
+                    other => return Err(format!("--reply-format {other}: use text or sip")),
+                }
+            }
+            "--" => command.extend(flags.rest().cloned()),
+            other if other.starts_with('-') && other.len() > 1 => {
+                return Err(format!("unknown option {other} of `run`"));
+            }
+            word => {
+                command.push(word.to_string());
+                command.extend(flags.rest().cloned());
+            }
+        }
+    }
+    Client::new(&url).map_err(|e| e.to_string())?;
+    let what = match (message, command.is_empty()) {
+        (Some(text), true) => {
+            if pin != Pin::Auto {
+                return Err("--message carries its own code; leave out --pin/--pin-stdin".into());
+            }
+            What::Message(text)
+        }
+        (Some(_), false) => return Err("give either --message or a command, not both".into()),
+        (None, false) => What::Words(command),
+        (None, true) => {
+            return Err("no command given: sudo-agent run [OPTIONS] -- CMD ARGS...".into());
+        }
+    };
+    if json && reply == ReplyFormat::Sip {
+        return Err("--json and --reply-format sip are two output formats; pick one".into());
+    }
+    Ok(Some(RunArgs {
+        url,
+        pin,
+        wait_s,
+        json,
+        detach,
+        reply,
+        what,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(text: &str) -> Vec<String> {
+        text.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn parses_commands() {
+        assert_eq!(
+            parse(&words("serve")).unwrap(),
+            Command::Serve {
+                config: DEFAULT_CONFIG_PATH.into()
+            }
+        );
+        assert_eq!(
+            parse(&words("serve --config /x.json")).unwrap(),
+            Command::Serve {
+                config: "/x.json".into()
+            }
+        );
+        assert_eq!(
+            parse(&words("code --config=/y")).unwrap(),
+            Command::Code {
+                config: "/y".into()
+            }
+        );
+        assert_eq!(
+            parse(&words("verify 123456")).unwrap(),
+            Command::Verify {
+                config: DEFAULT_CONFIG_PATH.into(),
+                code: "123456".into()
+            }
+        );
+        assert_eq!(
+            parse(&words("demo --listen 127.0.0.1:1234")).unwrap(),
+            Command::Demo {
+                listen: "127.0.0.1:1234".parse().unwrap()
+            }
+        );
+        assert_eq!(parse(&words("check --help")).unwrap(), Command::Help);
+        assert_eq!(parse(&words("--version")).unwrap(), Command::Version);
+    }
+
+    #[test]
+    fn usage_errors() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&words("frobnicate")).is_err());
+        assert!(parse(&words("serve --nope")).is_err());
+        assert!(parse(&words("verify")).is_err());
+        assert!(parse(&words("serve --config")).is_err());
+        assert!(parse(&words("demo --listen nowhere")).is_err());
+        assert!(parse(&words("code extra")).is_err());
+        assert!(parse(&words("serve --force")).is_err());
+        assert!(parse(&words("verify 1 --listen 127.0.0.1:1")).is_err());
+        assert!(parse(&words("install --root relative/dir")).is_err());
+        assert!(parse(&words("install --purge")).is_err());
+        assert!(parse(&words("uninstall --account x")).is_err());
+    }
+
+    #[test]
+    fn parses_install_and_uninstall() {
+        assert_eq!(
+            parse(&words("install --dry-run --root /mnt/sd")).unwrap(),
+            Command::Install {
+                options: InstallOptions {
+                    root: "/mnt/sd".into(),
+                    dry_run: true
+                },
+                account: "root".into(),
+                issuer: "sudo-agent".into(),
+            }
+        );
+        assert_eq!(
+            parse(&words("uninstall --purge")).unwrap(),
+            Command::Uninstall {
+                options: InstallOptions {
+                    root: "/".into(),
+                    dry_run: false
+                },
+                purge: true,
+            }
+        );
+    }
+
+    fn args(text: &str) -> Result<Option<RunArgs>, String> {
+        parse_run(&words(text))
+    }
+
+    #[test]
+    fn parses_run_lines() {
+        let a = args("--pin 123456 --wait 5 -- df -h /").unwrap().unwrap();
+        assert_eq!(a.pin, Pin::Given("123456".into()));
+        assert_eq!(a.wait_s, Some(5));
+        assert_eq!(
+            a.what,
+            What::Words(vec!["df".into(), "-h".into(), "/".into()])
+        );
+        assert_eq!(a.url, default_url());
+        // Without `--`, the first plain word starts the command and its options are its own.
+        let a = args("--url=http://127.0.0.1:1 ls --help").unwrap().unwrap();
+        assert_eq!(a.what, What::Words(vec!["ls".into(), "--help".into()]));
+        assert_eq!(a.url, "http://127.0.0.1:1");
+        let a = args("--message x --reply-format sip --detach")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (a.what, a.reply, a.detach),
+            (What::Message("x".into()), ReplyFormat::Sip, true)
+        );
+        assert_eq!(args("--help").unwrap(), None);
+    }
+
+    #[test]
+    fn run_usage_errors() {
+        for bad in [
+            "",
+            "--pin",
+            "--wait soon -- true",
+            "--bogus -- true",
+            "--message x -- true",
+            "--message x --pin 1",
+            "--reply-format xml -- true",
+            "--json --reply-format sip -- true",
+            "--url https://127.0.0.1:9999 -- true",
+        ] {
+            assert!(args(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,500 @@
+//! A small blocking HTTP/1.1 client for the agent's API, used by `sudo-agent run` and
+//! `sudo-agent mcp`. No HTTP stack: `std::net::TcpStream`, a request written by hand,
+//! the response head parsed with `httparse`. One connection per request
+//! (`Connection: close`), connect and read timeouts, and a cap on everything read, so a
+//! wrong or hostile server on the port cannot make the client hang or hoard memory.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::DEFAULT_LISTEN;
+use crate::jobs::{JobRecord, Status};
+
+/// The agent's default address as a URL, for `run --url` and `mcp --url`.
+pub fn default_url() -> String {
+    format!("http://{DEFAULT_LISTEN}")
+}
+/// Response head (status line and headers).
+const MAX_HEAD: usize = 16 * 1024;
+/// Response body. A job record holds at most two capped output streams (1 MiB each by
+/// default); JSON escaping can grow control bytes sixfold.
+pub const MAX_BODY: usize = 32 << 20;
+const MAX_HEADERS: usize = 32;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Added to a long-poll's `wait` for the read timeout: the agent answers at `wait`.
+const READ_MARGIN: Duration = Duration::from_secs(15);
+
+/// Why a request got no usable answer from the agent.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The URL is not `http://HOST[:PORT]`.
+    Url(String),
+    /// Nothing accepted the connection.
+    Connect { url: String, err: io::Error },
+    /// The connection broke or timed out.
+    Io { url: String, err: io::Error },
+    /// Something answered, but not like the agent does.
+    Protocol { url: String, why: String },
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Url(why) => write!(f, "{why}"),
+            Self::Connect { url, err } => write!(
+                f,
+                "cannot reach the agent at {url}: {err}; is it running? (systemctl status sudo-agent) or pass --url"
+            ),
+            Self::Io { url, err } => write!(f, "talking to the agent at {url} failed: {err}"),
+            Self::Protocol { url, why } => write!(
+                f,
+                "the server at {url} does not answer like sudo-agent ({why}); check --url"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// A raw answer: status and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// The agent's `{"error","message"}` body with its status.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Refusal {
+    pub status: u16,
+    pub error: String,
+    pub message: String,
+}
+
+/// What a submit or a poll came back with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// The job record (finished, or still running after a poll's wait).
+    Job(Box<JobRecord>),
+    /// 202 to a submit: the job runs on; poll it by id.
+    Pending { id: String },
+    /// Any non-2xx status.
+    Refused(Refusal),
+}
+
+/// What to run: words as given (no splitting anywhere) or a line the agent splits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submission {
+    Argv(Vec<String>),
+    Command(String),
+}
+
+/// The agent at one base URL.
+#[derive(Debug, Clone)]
+pub struct Client {
+    url: String,
+    addr: SocketAddr,
+}
+
+impl Client {
+    /// `http://HOST[:PORT][/]`, HOST an IP address or `localhost`. The agent serves
+    /// plain HTTP on loopback, so no TLS and no DNS (a resolver would add 30 KiB to a
+    /// binary that must stay under 1 MiB, for a name that is always 127.0.0.1).
+    pub fn new(url: &str) -> Result<Client, ClientError> {
+        let bad = |why: &str| ClientError::Url(format!("--url {url:?} {why}"));
+        let rest = url.strip_prefix("http://").ok_or_else(|| {
+            bad("must start with http:// (the agent speaks plain HTTP on loopback)")
+        })?;
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+            return Err(bad("must be http://HOST[:PORT] with no path"));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            // `[::1]` alone has colons but no port.
+            Some((host, port)) if !port.contains(']') => {
+                let port = port
+                    .parse()
+                    .map_err(|_| bad("has a port that is not a number"))?;
+                (host, port)
+            }
+            _ => (authority, 80),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let ip = match host {
+            "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            _ => host
+                .parse()
+                .map_err(|_| bad("needs an IP address or localhost as its host"))?,
+        };
+        Ok(Client {
+            url: format!("http://{authority}"),
+            addr: SocketAddr::new(ip, port),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// `POST /run`; `wait_s` is how long the agent should hold the answer for the job.
+    pub fn submit(
+        &self,
+        pin: Option<&str>,
+        what: &Submission,
+        wait_s: u64,
+    ) -> Result<Answer, ClientError> {
+        let mut body = serde_json::Map::new();
+        if let Some(pin) = pin {
+            body.insert("pin".into(), pin.into());
+        }
+        match what {
+            Submission::Argv(argv) => body.insert("argv".into(), argv.clone().into()),
+            Submission::Command(line) => body.insert("command".into(), line.clone().into()),
+        };
+        body.insert("wait".into(), wait_s.into());
+        let body = Value::Object(body).to_string();
+        let response = self.request("POST", "/run", Some(body.as_bytes()), wait_s)?;
+        self.answer(response)
+    }
+
+    /// `GET /job/<id>?wait=S`: the record once the job ends or `wait_s` runs out.
+    pub fn job(&self, id: &str, wait_s: u64) -> Result<Answer, ClientError> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Ok(Answer::Refused(Refusal {
+                status: 404,
+                error: "not_found".into(),
+                message: format!("{id:?} is not a job id (32 hex characters)"),
+            }));
+        }
+        let response = self.request("GET", &format!("/job/{id}?wait={wait_s}"), None, wait_s)?;
+        self.answer(response)
+    }
+
+    /// `GET path` decoded as JSON, or the refusal.
+    pub fn get_json(&self, path: &str) -> Result<Result<Value, Refusal>, ClientError> {
+        let response = self.request("GET", path, None, 0)?;
+        if (200..300).contains(&response.status) {
+            serde_json::from_slice(&response.body)
+                .map(Ok)
+                .map_err(|e| self.protocol(format!("body is not JSON: {e}")))
+        } else {
+            Ok(Err(self.refusal(&response)))
+        }
+    }
+
+    fn answer(&self, response: HttpResponse) -> Result<Answer, ClientError> {
+        if !(200..300).contains(&response.status) {
+            return Ok(Answer::Refused(self.refusal(&response)));
+        }
+        let body: Value = serde_json::from_slice(&response.body)
+            .map_err(|e| self.protocol(format!("body is not JSON: {e}")))?;
+        let id = body.get("id").and_then(Value::as_str);
+        match (response.status, id) {
+            (202, Some(id)) => Ok(Answer::Pending { id: id.to_string() }),
+            (_, Some(_)) => job_record(&body)
+                .map(|r| Answer::Job(Box::new(r)))
+                .ok_or_else(|| self.protocol("a 200 without a job record".into())),
+            _ => Err(self.protocol(format!("a {} without a job id", response.status))),
+        }
+    }
+
+    /// A non-2xx answer as a `Refusal`; a body that is not the agent's error shape still
+    /// keeps its status, so the exit code stays right.
+    fn refusal(&self, response: &HttpResponse) -> Refusal {
+        let body: Value = serde_json::from_slice(&response.body).unwrap_or_default();
+        let text = |key: &str| body.get(key).and_then(Value::as_str).map(str::to_owned);
+        match (text("error"), text("message")) {
+            (Some(error), Some(message)) => Refusal {
+                status: response.status,
+                error,
+                message,
+            },
+            _ => Refusal {
+                status: response.status,
+                error: "http_error".into(),
+                message: format!(
+                    "HTTP {} from {}: {}",
+                    response.status,
+                    self.url,
+                    String::from_utf8_lossy(&response.body[..response.body.len().min(200)]).trim()
+                ),
+            },
+        }
+    }
+
+    fn protocol(&self, why: String) -> ClientError {
+        ClientError::Protocol {
+            url: self.url.clone(),
+            why,
+        }
+    }
+
+    fn io(&self, err: io::Error) -> ClientError {
+        ClientError::Io {
+            url: self.url.clone(),
+            err,
+        }
+    }
+
+    /// One request on a fresh connection. `wait_s` is how long the agent may hold the
+    /// answer; the read timeout allows that plus a margin.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        wait_s: u64,
+    ) -> Result<HttpResponse, ClientError> {
+        let mut stream = self.connect()?;
+        let read_timeout = Duration::from_secs(wait_s).saturating_add(READ_MARGIN);
+        stream
+            .set_read_timeout(Some(read_timeout))
+            .and_then(|()| stream.set_write_timeout(Some(READ_MARGIN)))
+            .map_err(|e| self.io(e))?;
+        let body = body.unwrap_or_default();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: sudo-agent/{}\r\n\
+             Accept: application/json\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            self.addr,
+            env!("CARGO_PKG_VERSION"),
+            body.len()
+        );
+        stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(body))
+            .map_err(|e| self.io(e))?;
+        read_response(&mut stream, method == "HEAD").map_err(|err| match err {
+            ReadError::Io(err) => self.io(err),
+            ReadError::Protocol(why) => self.protocol(why),
+        })
+    }
+
+    fn connect(&self) -> Result<TcpStream, ClientError> {
+        TcpStream::connect_timeout(&self.addr, CONNECT_TIMEOUT).map_err(|err| {
+            ClientError::Connect {
+                url: self.url.clone(),
+                err,
+            }
+        })
+    }
+}
+
+/// A job record from the agent's JSON, read field by field. A derived `Deserialize`
+/// for the record costs about 13 KiB, and the binary must stay under 1 MiB.
+fn job_record(v: &Value) -> Option<JobRecord> {
+    let text = |key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
+    let int = |key: &str| {
+        v.get(key)
+            .and_then(Value::as_i64)
+            .and_then(|n| i32::try_from(n).ok())
+    };
+    let status = Status::from_name(v.get("status").and_then(Value::as_str)?)?;
+    let argv = v.get("argv").and_then(Value::as_array)?;
+    Some(JobRecord {
+        id: text("id")?,
+        command: text("command")?,
+        argv: argv
+            .iter()
+            .map(|w| w.as_str().map(str::to_owned))
+            .collect::<Option<_>>()?,
+        rule: text("rule")?,
+        status,
+        exit_code: int("exit_code"),
+        signal: int("signal"),
+        stdout: text("stdout")?,
+        stderr: text("stderr")?,
+        truncated: v.get("truncated").and_then(Value::as_bool)?,
+        submitted_at: text("submitted_at")?,
+        started_at: text("started_at"),
+        finished_at: text("finished_at"),
+        duration_ms: v.get("duration_ms").and_then(Value::as_u64),
+        result_file: text("result_file"),
+        result_error: text("result_error"),
+    })
+}
+
+enum ReadError {
+    Io(io::Error),
+    Protocol(String),
+}
+
+impl From<io::Error> for ReadError {
+    fn from(err: io::Error) -> Self {
+        ReadError::Io(err)
+    }
+}
+
+/// Reads one response: head up to `MAX_HEAD`, then a `Content-Length` body (or, without
+/// one, until the server closes), never more than `MAX_BODY`.
+fn read_response(stream: &mut impl Read, head_only: bool) -> Result<HttpResponse, ReadError> {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    let (status, head_len, content_length) = loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(ReadError::Protocol(
+                "connection closed before a complete response head".into(),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let status = response.code.unwrap_or(0);
+                let mut length = None;
+                for header in response.headers.iter() {
+                    if header.name.eq_ignore_ascii_case("content-length") {
+                        let text = std::str::from_utf8(header.value).unwrap_or("");
+                        length = Some(text.trim().parse::<usize>().map_err(|_| {
+                            ReadError::Protocol(format!("bad Content-Length {text:?}"))
+                        })?);
+                    } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+                        return Err(ReadError::Protocol("chunked responses".into()));
+                    }
+                }
+                break (status, len, length);
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+            Ok(httparse::Status::Partial) => {
+                return Err(ReadError::Protocol(format!(
+                    "response head over {MAX_HEAD} bytes"
+                )));
+            }
+            Err(err) => return Err(ReadError::Protocol(format!("not HTTP: {err}"))),
+        }
+    };
+    if head_only {
+        return Ok(HttpResponse {
+            status,
+            body: Vec::new(),
+        });
+    }
+    let mut body = buf.split_off(head_len);
+    if content_length.is_some_and(|n| n > MAX_BODY) || body.len() > MAX_BODY {
+        return Err(ReadError::Protocol(format!(
+            "response body over {MAX_BODY} bytes"
+        )));
+    }
+    let want = content_length.unwrap_or(MAX_BODY);
+    // `take` bounds the read even when the server sends more than it announced.
+    let limit = (want.saturating_sub(body.len()) as u64).saturating_add(1);
+    stream.take(limit).read_to_end(&mut body)?;
+    match content_length {
+        Some(n) if body.len() < n => Err(ReadError::Protocol(format!(
+            "body ended after {} of {n} bytes",
+            body.len()
+        ))),
+        Some(n) => {
+            body.truncate(n);
+            Ok(HttpResponse { status, body })
+        }
+        None if body.len() > MAX_BODY => Err(ReadError::Protocol(format!(
+            "response body over {MAX_BODY} bytes"
+        ))),
+        None => Ok(HttpResponse { status, body }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(bytes: &[u8]) -> Result<HttpResponse, String> {
+        read_response(&mut &bytes[..], false).map_err(|e| match e {
+            ReadError::Io(e) => e.to_string(),
+            ReadError::Protocol(why) => why,
+        })
+    }
+
+    #[test]
+    fn urls() {
+        let c = Client::new("http://127.0.0.1:9999").unwrap();
+        assert_eq!(c.addr, "127.0.0.1:9999".parse().unwrap());
+        let c = Client::new("http://[::1]:8080/").unwrap();
+        assert_eq!(c.addr, "[::1]:8080".parse().unwrap());
+        assert_eq!(c.url(), "http://[::1]:8080");
+        let c = Client::new("http://localhost").unwrap();
+        assert_eq!(c.addr, "127.0.0.1:80".parse().unwrap());
+        for bad in [
+            "https://127.0.0.1:9999",
+            "127.0.0.1:9999",
+            "http://127.0.0.1:99999",
+            "http://host:9/run",
+            "http://",
+            "http://:9",
+            "http://agent.example:9999",
+        ] {
+            assert!(Client::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn responses() {
+        let r = read(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}").unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"{}"[..]));
+        // Extra bytes past Content-Length are ignored; no length reads to EOF.
+        let r = read(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}garbage").unwrap();
+        assert_eq!(r.body, b"{}");
+        let r = read(b"HTTP/1.0 404 Not Found\r\n\r\nnope").unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (404, &b"nope"[..]));
+        assert!(read(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}").is_err());
+        assert!(read(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
+        assert!(read(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").is_err());
+        assert!(read(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").is_err());
+        let huge = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
+        assert!(read(huge.as_bytes()).unwrap_err().contains("over"));
+        let endless_head = vec![b'x'; MAX_HEAD + 10];
+        let mut head = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+        head.extend_from_slice(&endless_head);
+        assert!(read(&head).is_err());
+    }
+
+    #[test]
+    fn job_records_read_back_whole() {
+        let record = JobRecord {
+            id: "0".repeat(32),
+            command: "sh -c 'exit 3'".into(),
+            argv: vec!["/bin/sh".into(), "-c".into(), "exit 3".into()],
+            rule: "sh".into(),
+            status: Status::Failed,
+            exit_code: Some(3),
+            signal: None,
+            stdout: "out\n".into(),
+            stderr: "é\u{1}".into(),
+            truncated: true,
+            submitted_at: "2026-01-01T00:00:00.000Z".into(),
+            started_at: Some("2026-01-01T00:00:00.001Z".into()),
+            finished_at: None,
+            duration_ms: Some(7),
+            result_file: Some("/tmp/r".into()),
+            result_error: Some("disk full".into()),
+        };
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(job_record(&json), Some(record));
+        for field in ["status", "stdout", "argv", "truncated"] {
+            let mut broken = json.clone();
+            broken[field] = Value::from(12);
+            assert_eq!(job_record(&broken), None, "{field}");
+        }
+    }
+
+    #[test]
+    fn body_without_length_is_capped() {
+        // A server that streams forever without Content-Length: stop at the cap.
+        let head = &b"HTTP/1.1 200 OK\r\n\r\n"[..];
+        let mut endless = head.chain(io::repeat(b'a'));
+        match read_response(&mut endless, false) {
+            Err(ReadError::Protocol(why)) => assert!(why.contains("over"), "{why}"),
+            _ => panic!("an endless body must be refused"),
+        }
+    }
+}

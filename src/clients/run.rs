@@ -1,0 +1,369 @@
+//! `sudo-agent run`: submit a command to the agent, wait for it, print its output as it
+//! was, and exit with its exit code (replaces the shell script that polled).
+//!
+//! Exit codes, chosen as `timeout(1)` and `env(1)` use them, and never overlapping:
+//! the remote exit code (1–123 as the command gave it, 128+N when it died of signal N),
+//! 124 it timed out on the agent or `--wait` ran out first, 125 the agent refused it
+//! (wrong code, locked out, busy, bad request) or it could not start, 126 no rule allows
+//! it, 127 the agent could not be reached. A command that itself exits 124–127 is
+//! reported as such; `--json` tells the cases apart.
+
+use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::time::{Duration, Instant};
+
+use super::http_client::{Answer, Client, ClientError, Refusal, Submission};
+use super::sip;
+use crate::jobs::{JobRecord, Status};
+use crate::sys::EchoOff;
+
+pub const EXIT_TIMED_OUT: i32 = 124;
+pub const EXIT_REFUSED: i32 = 125;
+pub const EXIT_NOT_ALLOWED: i32 = 126;
+pub const EXIT_UNREACHABLE: i32 = 127;
+/// Longest single long-poll; shorter than any proxy or NAT idle timeout.
+const POLL_S: u64 = 30;
+
+/// Where the code comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pin {
+    /// `--pin P`.
+    Given(String),
+    /// `--pin-stdin`: the first line of stdin.
+    Stdin,
+    /// Neither: prompt without echo when stdin is a terminal, else send no code.
+    Auto,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum What {
+    /// Words after `--`. One word holding whitespace is sent as a command line for the
+    /// agent to split (`run -- 'systemctl restart nginx'`); otherwise argv, unsplit.
+    Words(Vec<String>),
+    /// `--message 'Agent: CODE COMMAND'` (the SIP flow).
+    Message(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyFormat {
+    /// Output as it was, stdout to stdout and stderr to stderr.
+    Text,
+    /// One reply of at most `sip::MAX_REPLY` bytes on stdout.
+    Sip,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunArgs {
+    pub url: String,
+    pub pin: Pin,
+    /// Seconds to wait for the job in all; `None` waits until it ends.
+    pub wait_s: Option<u64>,
+    pub json: bool,
+    pub detach: bool,
+    pub reply: ReplyFormat,
+    pub what: What,
+}
+
+/// The exit code for a job record (see the module comment).
+pub fn exit_code(job: &JobRecord) -> i32 {
+    match job.status {
+        Status::Succeeded => 0,
+        Status::TimedOut | Status::Queued | Status::Running => EXIT_TIMED_OUT,
+        Status::Failed | Status::Cancelled | Status::Interrupted => {
+            match (job.exit_code, job.signal) {
+                (Some(code @ 1..=255), _) => code,
+                (_, Some(signal @ 1..=127)) => 128 + signal,
+                // Could not start, or ended with no status to report.
+                _ => EXIT_REFUSED,
+            }
+        }
+    }
+}
+
+/// The exit code for a refusal: 126 for "no rule allows it", 125 for everything else.
+pub fn refusal_exit(refusal: &Refusal) -> i32 {
+    if refusal.status == 403 && refusal.error == "not_allowed" {
+        EXIT_NOT_ALLOWED
+    } else {
+        EXIT_REFUSED
+    }
+}
+
+/// Carries out `run`; returns the exit code.
+pub fn main(args: RunArgs) -> i32 {
+    let out = Output {
+        json: args.json,
+        reply: args.reply,
+    };
+    let client = match Client::new(&args.url) {
+        Ok(client) => client,
+        Err(err) => return out.unreachable(&err),
+    };
+    let (pin, submission) = match what_to_send(&args) {
+        Ok(pair) => pair,
+        Err(why) => return out.local_failure(&why),
+    };
+    let deadline = args.wait_s.map(|s| Instant::now() + Duration::from_secs(s));
+    let first_wait = if args.detach { 0 } else { wait_for(deadline) };
+    let answer = match client.submit(pin.as_deref(), &submission, first_wait) {
+        Ok(answer) => answer,
+        Err(err) => return out.unreachable(&err),
+    };
+    let id = match answer {
+        Answer::Job(job) if job.status.is_final() => return out.finished(&job),
+        Answer::Refused(refusal) => return out.refused(&refusal),
+        Answer::Job(job) => job.id,
+        Answer::Pending { id } => id,
+    };
+    if args.detach {
+        return out.detached(&id, &client);
+    }
+    loop {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return out.still_running(&id, &client);
+        }
+        let asked = Instant::now();
+        match client.job(&id, wait_for(deadline)) {
+            Ok(Answer::Job(job)) if job.status.is_final() => return out.finished(&job),
+            Ok(Answer::Job(_) | Answer::Pending { .. }) => {
+                // An agent with a tiny wait_max_s answers at once: do not spin on it.
+                if asked.elapsed() < Duration::from_millis(500) {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+            Ok(Answer::Refused(refusal)) => {
+                return out.local_failure(&format!(
+                    "job {id} was accepted but polling it failed: {} (the agent may have restarted)",
+                    refusal.message
+                ));
+            }
+            Err(err) => return out.unreachable(&err),
+        }
+    }
+}
+
+/// Seconds for the next long-poll: until the deadline, at most `POLL_S`.
+fn wait_for(deadline: Option<Instant>) -> u64 {
+    deadline.map_or(POLL_S, |d| {
+        d.saturating_duration_since(Instant::now())
+            .as_secs()
+            .min(POLL_S)
+    })
+}
+
+/// The code and the request body's command, from the arguments (and stdin or a prompt).
+fn what_to_send(args: &RunArgs) -> Result<(Option<String>, Submission), String> {
+    match &args.what {
+        What::Message(text) => {
+            let message = sip::parse_message(text).map_err(|e| e.to_string())?;
+            Ok((message.pin, Submission::Command(message.command)))
+        }
+        What::Words(words) => {
+            let submission = match words.as_slice() {
+                [line] if line.contains(char::is_whitespace) => Submission::Command(line.clone()),
+                _ => Submission::Argv(words.clone()),
+            };
+            let pin = match &args.pin {
+                Pin::Given(pin) => Some(pin.clone()),
+                Pin::Stdin => read_line_from_stdin()?,
+                Pin::Auto if io::stdin().is_terminal() => prompt_for_code(&words.join(" "))?,
+                Pin::Auto => None,
+            };
+            Ok((pin, submission))
+        }
+    }
+}
+
+fn read_line_from_stdin() -> Result<Option<String>, String> {
+    let mut line = String::new();
+    // `take` bounds what a stray pipe can make us buffer; codes are 6–8 digits.
+    io::stdin()
+        .lock()
+        .take(256)
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the code from stdin: {e}"))?;
+    let code = line.trim();
+    Ok((!code.is_empty()).then(|| code.to_string()))
+}
+
+/// Asks on the terminal with echo off; an empty answer sends no code (`no_pin` rules).
+fn prompt_for_code(command: &str) -> Result<Option<String>, String> {
+    eprint!("code for `{command}` (Enter for none): ");
+    let _ = io::stderr().flush();
+    let echo = EchoOff::stdin().map_err(|e| {
+        format!("cannot turn off terminal echo to read the code: {e}; use --pin-stdin")
+    })?;
+    let line = read_line_from_stdin();
+    drop(echo);
+    line
+}
+
+/// How results are shown: text (or JSON) on stdout/stderr, or one SIP reply.
+struct Output {
+    json: bool,
+    reply: ReplyFormat,
+}
+
+impl Output {
+    fn finished(&self, job: &JobRecord) -> i32 {
+        let code = exit_code(job);
+        if self.json {
+            print_json(job);
+        } else if self.reply == ReplyFormat::Sip {
+            let rc = match (job.exit_code, job.signal) {
+                (Some(rc), _) => format!("rc={rc}"),
+                (None, Some(signal)) => format!("signal {signal}"),
+                (None, None) => "no exit code".into(),
+            };
+            let head = format!("{} ({rc}): {}", job.status.as_str(), job.command);
+            let mut body = job.stdout.clone();
+            if !job.stderr.trim().is_empty() {
+                body.push_str(&format!("\nstderr:\n{}", job.stderr));
+            }
+            println!("{}", sip::reply(&head, &body, job.result_file.as_deref()));
+        } else {
+            let _ = io::stdout().write_all(job.stdout.as_bytes());
+            let _ = io::stdout().flush();
+            let mut err = io::stderr();
+            let _ = err.write_all(job.stderr.as_bytes());
+            if job.truncated {
+                let _ = writeln!(
+                    err,
+                    "sudo-agent: output over the rule's max_output_bytes was dropped; result in {}",
+                    job.result_file.as_deref().unwrap_or("(no file)")
+                );
+            }
+            if job.status != Status::Succeeded && job.status != Status::Failed {
+                let _ = writeln!(err, "sudo-agent: job {} {}", job.id, job.status.as_str());
+            }
+        }
+        code
+    }
+
+    fn refused(&self, refusal: &Refusal) -> i32 {
+        if self.json {
+            print_json(refusal);
+        } else {
+            self.say(&format!("refused ({}): {}", refusal.error, refusal.message));
+        }
+        refusal_exit(refusal)
+    }
+
+    fn unreachable(&self, err: &ClientError) -> i32 {
+        if self.reply == ReplyFormat::Sip {
+            println!("agent unreachable");
+        }
+        eprintln!("sudo-agent: {err}");
+        EXIT_UNREACHABLE
+    }
+
+    fn local_failure(&self, why: &str) -> i32 {
+        self.say(why);
+        EXIT_REFUSED
+    }
+
+    fn detached(&self, id: &str, client: &Client) -> i32 {
+        if self.json {
+            print_json(&pending(id, client));
+        } else {
+            println!("{id}");
+        }
+        0
+    }
+
+    fn still_running(&self, id: &str, client: &Client) -> i32 {
+        if self.json {
+            print_json(&pending(id, client));
+        } else {
+            self.say(&format!(
+                "still running after --wait: job {id}; poll {}/job/{id}?wait=60",
+                client.url()
+            ));
+        }
+        EXIT_TIMED_OUT
+    }
+
+    /// A one-line outcome: the SIP reply on stdout, else a diagnostic on stderr.
+    fn say(&self, text: &str) {
+        match self.reply {
+            ReplyFormat::Sip => println!("{}", sip::reply(text, "", None)),
+            ReplyFormat::Text => eprintln!("sudo-agent: {text}"),
+        }
+    }
+}
+
+/// What `--json` prints for a job still running: the shape of the agent's 202.
+#[derive(serde::Serialize)]
+struct Pending<'a> {
+    id: &'a str,
+    status: &'static str,
+    poll: String,
+}
+
+fn pending<'a>(id: &'a str, client: &Client) -> Pending<'a> {
+    Pending {
+        id,
+        status: "running",
+        poll: format!("{}/job/{id}", client.url()),
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    match serde_json::to_string(value) {
+        Ok(text) => println!("{text}"),
+        Err(err) => eprintln!("sudo-agent: cannot encode the answer as JSON: {err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(status: Status, exit_code: Option<i32>, signal: Option<i32>) -> JobRecord {
+        JobRecord {
+            status,
+            exit_code,
+            signal,
+            ..JobRecord::queued(
+                "0".repeat(32),
+                "x".into(),
+                vec!["/bin/x".into()],
+                "x".into(),
+                String::new(),
+            )
+        }
+    }
+
+    #[test]
+    fn exit_codes_do_not_overlap() {
+        assert_eq!(exit_code(&record(Status::Succeeded, Some(0), None)), 0);
+        assert_eq!(exit_code(&record(Status::Failed, Some(3), None)), 3);
+        assert_eq!(exit_code(&record(Status::Failed, None, Some(9))), 137);
+        assert_eq!(exit_code(&record(Status::TimedOut, None, Some(15))), 124);
+        assert_eq!(exit_code(&record(Status::Running, None, None)), 124);
+        assert_eq!(exit_code(&record(Status::Cancelled, None, Some(15))), 143);
+        // Cancelled must never look like success, even if the process exited 0 on TERM.
+        assert_eq!(exit_code(&record(Status::Cancelled, Some(0), None)), 125);
+        // Spawn failures carry exit code -1 or none.
+        assert_eq!(exit_code(&record(Status::Failed, Some(-1), None)), 125);
+        let refusal = |status, error: &str| Refusal {
+            status,
+            error: error.into(),
+            message: String::new(),
+        };
+        assert_eq!(refusal_exit(&refusal(403, "not_allowed")), 126);
+        for (status, error) in [
+            (400, "bad_request"),
+            (401, "invalid_code"),
+            (403, "forbidden"),
+            (429, "locked_out"),
+            (503, "busy"),
+            (500, "http_error"),
+        ] {
+            assert_eq!(
+                refusal_exit(&refusal(status, error)),
+                125,
+                "{status} {error}"
+            );
+        }
+    }
+}

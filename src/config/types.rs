@@ -1,0 +1,160 @@
+//! The validated configuration the rest of the agent reads. Only
+//! [`Config::validate`] builds one from a file; tests build rules with [`Rule::argv`].
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+
+use crate::auth::totp;
+use crate::sys::{UserInfo, is_loopback};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/sudo-agent/config.json";
+
+/// Where the agent listens unless the config says otherwise (the Python agent's port).
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9999));
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub allow_remote: bool,
+    /// Serve the rules (names and patterns, no secrets) on `GET /rules`, for MCP clients.
+    pub expose_rules: bool,
+    pub secret_file: PathBuf,
+    pub log_file: PathBuf,
+    pub state_dir: PathBuf,
+    pub results: ResultsConfig,
+    pub totp: totp::Params,
+    pub throttle: ThrottleConfig,
+    pub jobs: JobsConfig,
+    /// argv of the notify command (no shell), if any.
+    pub notify: Option<Vec<String>>,
+    /// With socket activation: exit after this many seconds with no job and no
+    /// connection (systemd starts the agent again on the next connection).
+    pub idle_exit_s: Option<u64>,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultsConfig {
+    pub dir: PathBuf,
+    pub max_files: usize,
+    pub max_bytes: u64,
+    pub max_age_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleConfig {
+    pub max_failures: u32,
+    pub window_s: u64,
+    pub lockout_s: u64,
+    pub lockout_max_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobsConfig {
+    pub max_concurrent: usize,
+    pub max_queue: usize,
+    pub timeout_s: u64,
+    pub kill_grace_s: u64,
+    pub max_output_bytes: usize,
+    pub history: usize,
+    pub wait_s: u64,
+    pub wait_max_s: u64,
+}
+
+/// One allowlist rule; first match wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub name: String,
+    pub action: Action,
+    pub no_pin: bool,
+    pub timeout_s: Option<u64>,
+    pub max_output_bytes: Option<usize>,
+    /// Account to drop to (uid, gid, HOME come from it).
+    pub user: Option<UserInfo>,
+    /// Group id to drop to (overrides the user's primary group).
+    pub group: Option<u32>,
+    /// Added to the child's cleared environment, sorted by key.
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+}
+
+impl Rule {
+    /// A plain rule: `program` with `args`, needing a code, no other settings (what
+    /// policy tests and fuzz targets match against).
+    pub fn argv(name: &str, program: &str, args: Vec<ArgPattern>) -> Rule {
+        Rule {
+            name: name.into(),
+            action: Action::Argv {
+                program: PathBuf::from(program),
+                args,
+            },
+            no_pin: false,
+            timeout_s: None,
+            max_output_bytes: None,
+            user: None,
+            group: None,
+            env: Vec::new(),
+            cwd: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Run `program` directly; `args` match the request's words after the program.
+    Argv {
+        program: PathBuf,
+        args: Vec<ArgPattern>,
+    },
+    /// `"shell": true`: hand the whole command string to `/bin/sh -c`.
+    Shell,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgPattern {
+    /// Exactly this string.
+    Literal(String),
+    /// Any one of these strings. A one-element list `["*"]` (or `["**"]`) is how a config
+    /// writes a literal `*` argument, since the bare strings mean Any and Rest.
+    OneOf(Vec<String>),
+    /// `"*"`: any one argument.
+    Any,
+    /// `"**"`, last only: any number of further arguments, zero included.
+    Rest,
+}
+
+impl Config {
+    /// Legal but risky choices, for `check` and start-up to print.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if !is_loopback(self.listen.ip()) {
+            warnings.push(format!(
+                "listen {} is not a loopback address: anyone who can reach it can ask for \
+                 root commands",
+                self.listen
+            ));
+        }
+        for rule in &self.rules {
+            match &rule.action {
+                Action::Shell => {
+                    let who = rule.user.as_ref().map_or("root", |u| u.name.as_str());
+                    warnings.push(format!(
+                        "rule `{}` hands commands to /bin/sh -c: any command runs as {who} \
+                         with a code",
+                        rule.name
+                    ));
+                }
+                Action::Argv { args, .. } if rule.no_pin && args.contains(&ArgPattern::Rest) => {
+                    warnings.push(format!(
+                        "rule `{}` needs no code and accepts any further arguments (\"**\"): \
+                         any local process can run it with arguments of its choice",
+                        rule.name
+                    ));
+                }
+                Action::Argv { .. } => {}
+            }
+        }
+        warnings
+    }
+}

@@ -1,0 +1,533 @@
+//! Stage 2: check every value, program, user, group and directory, touching the file
+//! system and the user database, and report every problem at once (what
+//! `sudo-agent check` prints).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::raw::{Problem, RawArg, RawConfig, RawRule};
+use super::types::{
+    Action, ArgPattern, Config, DEFAULT_LISTEN, JobsConfig, ResultsConfig, Rule, ThrottleConfig,
+};
+use crate::auth::totp;
+use crate::sys::{self, is_loopback};
+
+// Bounds. Every duration is capped far below where `Instant + Duration` could overflow,
+// and every count or size so that a typo cannot make the agent hoard memory or disk.
+
+const MAX_DURATION_S: u64 = 30 * 86_400;
+const MAX_RESULT_AGE_S: u64 = 3650 * 86_400;
+const MAX_RESULT_FILES: u64 = 1_000_000;
+const MAX_RESULT_BYTES: u64 = 1 << 40;
+const MAX_FAILURES: u64 = 1_000;
+const MAX_CONCURRENT: u64 = 256;
+const MAX_QUEUE: u64 = 10_000;
+const MAX_OUTPUT_BYTES: u64 = 64 << 20;
+const MAX_HISTORY: u64 = 1_000_000;
+const MAX_WAIT_S: u64 = 3_600;
+
+/// Variables the agent sets itself to keep children predictable and pagers from running
+/// commands; a rule's `env` may not override them.
+const RESERVED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "PAGER",
+    "SYSTEMD_PAGER",
+    "SYSTEMD_PAGERSECURE",
+    "LESSSECURE",
+];
+
+/// Collects problems; each check pushes and carries on.
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem::new(path, message));
+    }
+
+    /// `value` if within `min..=max`, else a problem (the value is still returned: the
+    /// config is refused anyway, and later checks can go on).
+    fn range(&mut self, path: &str, value: u64, min: u64, max: u64) -> u64 {
+        if value < min || value > max {
+            self.push(
+                path,
+                format!("{value} is out of range; use a value from {min} to {max}"),
+            );
+        }
+        value
+    }
+
+    fn absolute(&mut self, path: &str, value: PathBuf, example: &str) -> PathBuf {
+        if !value.is_absolute() {
+            self.push(
+                path,
+                format!(
+                    "{:?} is not an absolute path; write the full path, e.g. {example}",
+                    value.display().to_string()
+                ),
+            );
+        } else if value.as_os_str().as_encoded_bytes().contains(&0) {
+            self.push(path, "contains a NUL byte");
+        }
+        value
+    }
+
+    fn no_nul(&mut self, path: &str, value: &str) {
+        if value.contains('\0') {
+            self.push(
+                path,
+                "contains a NUL byte, which no command argument can hold",
+            );
+        }
+    }
+}
+
+// The range checks above keep values far inside these types; saturating is only a
+// fallback for 32-bit targets and never a panic.
+fn to_usize(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+fn to_u32(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// Why `path` cannot be a program the agent runs as root, or `None` when it can: it must
+/// be an existing regular file (symlinks followed) with an execute bit, and not writable
+/// by group or others (whoever can write it could run anything as root).
+pub(crate) fn program_problem(path: &Path) -> Option<String> {
+    let shown = path.display();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| shown.to_string());
+    let hint = format!("use the program's absolute path (see: command -v {name})");
+    if !path.is_absolute() {
+        return Some(format!(
+            "{:?} is not an absolute path; {hint}",
+            shown.to_string()
+        ));
+    }
+    let meta = match fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Some(format!("{shown} does not exist; {hint}"));
+        }
+        Err(e) => return Some(format!("cannot inspect {shown}: {e}; {hint}")),
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if !meta.is_file() {
+        Some(format!("{shown} is not a regular file; {hint}"))
+    } else if mode & 0o111 == 0 {
+        Some(format!(
+            "{shown} is not executable (mode {mode:04o}); name an executable program"
+        ))
+    } else if mode & 0o022 != 0 {
+        Some(format!(
+            "{shown} is writable by group or others (mode {mode:04o}), so they could run \
+             anything as root; run: chmod go-w {shown}"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Why `name` may not be set in a rule's `env`, or `None` when it may.
+fn env_name_problem(name: &str) -> Option<String> {
+    let mut chars = name.chars();
+    let valid = matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric());
+    if !valid {
+        Some(format!(
+            "{name:?} is not a valid variable name; use letters, digits and _, not starting \
+             with a digit"
+        ))
+    } else if name.starts_with("LD_") {
+        Some(format!(
+            "{name} changes how every program is loaded and is never passed to a root \
+             command; remove it"
+        ))
+    } else if RESERVED_ENV.contains(&name) {
+        Some(format!(
+            "{name} is set by the agent itself (PATH, HOME and the pager safety variables \
+             cannot be overridden); remove it"
+        ))
+    } else {
+        None
+    }
+}
+
+fn validate_argv(at: &str, argv: Vec<RawArg>, p: &mut Problems) -> Action {
+    let key = format!("{at}.argv");
+    let last = argv.len().saturating_sub(1);
+    let mut items = argv.into_iter();
+    let program = match items.next() {
+        None => {
+            p.push(
+                key,
+                "is empty; its first element is the program's absolute path, e.g. \
+                 [\"/usr/bin/df\", \"-h\"]",
+            );
+            return Action::Argv {
+                program: PathBuf::new(),
+                args: Vec::new(),
+            };
+        }
+        Some(RawArg::List(_)) => {
+            p.push(
+                format!("{key}[0]"),
+                "must be the program's absolute path as a string, not a list",
+            );
+            PathBuf::new()
+        }
+        Some(RawArg::Text(program)) => {
+            let program = PathBuf::from(program);
+            if let Some(why) = program_problem(&program) {
+                p.push(format!("{key}[0]"), why);
+            }
+            program
+        }
+    };
+    let mut args = Vec::new();
+    for (i, item) in items.enumerate() {
+        let i = i + 1;
+        let path = format!("{key}[{i}]");
+        let pattern = match item {
+            RawArg::Text(s) if s == "*" => ArgPattern::Any,
+            RawArg::Text(s) if s == "**" => {
+                if i != last {
+                    p.push(
+                        path,
+                        "\"**\" (any further arguments) may only be the last element; use \
+                         \"*\" for exactly one argument here",
+                    );
+                }
+                ArgPattern::Rest
+            }
+            RawArg::Text(s) => {
+                p.no_nul(&path, &s);
+                ArgPattern::Literal(s)
+            }
+            // A list is the way to write a literal "*" or "**": `["*"]`.
+            RawArg::List(list) => {
+                if list.is_empty() {
+                    p.push(
+                        &path,
+                        "an empty list matches nothing; list the allowed values, e.g. \
+                         [\"status\", \"restart\"]",
+                    );
+                }
+                for (j, s) in list.iter().enumerate() {
+                    p.no_nul(&format!("{path}[{j}]"), s);
+                }
+                ArgPattern::OneOf(list)
+            }
+        };
+        args.push(pattern);
+    }
+    Action::Argv { program, args }
+}
+
+fn validate_rule(at: &str, raw: RawRule, p: &mut Problems) -> Rule {
+    if raw.name.trim().is_empty() {
+        p.push(
+            format!("{at}.name"),
+            "is empty; give the rule a short name such as \"disk\"",
+        );
+    } else if raw.name.chars().any(char::is_control) {
+        p.push(
+            format!("{at}.name"),
+            "contains control characters; use a short plain name such as \"disk\"",
+        );
+    }
+    let action = match (raw.argv, raw.shell) {
+        (Some(argv), false) => validate_argv(at, argv, p),
+        (None, true) => Action::Shell,
+        (Some(_), true) => {
+            p.push(
+                at,
+                "has both \"argv\" and \"shell\": true; a rule is one or the other, so \
+                 remove one of them",
+            );
+            Action::Shell
+        }
+        (None, false) => {
+            p.push(
+                at,
+                "has neither \"argv\" nor \"shell\": true; add \"argv\": \
+                 [\"/absolute/program\", ...]",
+            );
+            Action::Shell
+        }
+    };
+    if action == Action::Shell && raw.no_pin {
+        p.push(
+            format!("{at}.no_pin"),
+            "a shell rule runs any command, so it must always need a code; remove \"no_pin\"",
+        );
+    }
+    let timeout_s = raw
+        .timeout_s
+        .map(|v| p.range(&format!("{at}.timeout_s"), v, 1, MAX_DURATION_S));
+    let max_output_bytes = raw
+        .max_output_bytes
+        .map(|v| to_usize(p.range(&format!("{at}.max_output_bytes"), v, 1, MAX_OUTPUT_BYTES)));
+    let user = match raw.user {
+        None => None,
+        Some(name) => match sys::lookup_user(&name) {
+            Ok(Some(user)) => Some(user),
+            Ok(None) => {
+                p.push(
+                    format!("{at}.user"),
+                    format!(
+                        "no user {name:?} on this system; name an existing account or \
+                         create it (useradd --system {name})"
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                p.push(
+                    format!("{at}.user"),
+                    format!("cannot look up user {name:?}: {e}"),
+                );
+                None
+            }
+        },
+    };
+    let group = match raw.group {
+        None => None,
+        Some(name) => match sys::lookup_group(&name) {
+            Ok(Some(gid)) => Some(gid),
+            Ok(None) => {
+                p.push(
+                    format!("{at}.group"),
+                    format!(
+                        "no group {name:?} on this system; name an existing group or \
+                         create it (groupadd --system {name})"
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                p.push(
+                    format!("{at}.group"),
+                    format!("cannot look up group {name:?}: {e}"),
+                );
+                None
+            }
+        },
+    };
+    let mut env = raw.env.0;
+    for (name, value) in &env {
+        let key = format!("{at}.env.{name}");
+        if let Some(why) = env_name_problem(name) {
+            p.push(&key, why);
+        }
+        p.no_nul(&key, value);
+    }
+    env.sort();
+    let cwd = raw.cwd;
+    if let Some(dir) = &cwd {
+        let key = format!("{at}.cwd");
+        let shown = dir.display().to_string();
+        if !dir.is_absolute() {
+            p.push(
+                key,
+                format!("{shown:?} is not an absolute path; name an existing directory"),
+            );
+        } else {
+            match fs::metadata(dir) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => p.push(key, format!("{shown} is not a directory")),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => p.push(
+                    key,
+                    format!("{shown} does not exist; create it or name an existing directory"),
+                ),
+                Err(e) => p.push(key, format!("cannot inspect {shown}: {e}")),
+            }
+        }
+    }
+    Rule {
+        name: raw.name,
+        action,
+        no_pin: raw.no_pin,
+        timeout_s,
+        max_output_bytes,
+        user,
+        group,
+        env,
+        cwd,
+    }
+}
+
+impl Config {
+    /// Stage 2: checks every value, program, user, group and directory, and returns every
+    /// problem found, in file order.
+    pub fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
+        let mut p = Problems(Vec::new());
+
+        let listen = match raw.listen.parse::<SocketAddr>() {
+            Ok(addr) => {
+                if !is_loopback(addr.ip()) && !raw.allow_remote {
+                    p.push(
+                        "listen",
+                        format!(
+                            "{addr} is not a loopback address; set \"allow_remote\": true to \
+                             expose root commands to the network"
+                        ),
+                    );
+                }
+                addr
+            }
+            Err(_) => {
+                p.push(
+                    "listen",
+                    format!(
+                        "{:?} is not an IP address and port; write e.g. \"127.0.0.1:9999\"",
+                        raw.listen
+                    ),
+                );
+                DEFAULT_LISTEN
+            }
+        };
+
+        let secret_file = p.absolute("secret_file", raw.secret_file, "/etc/sudo-agent/secret");
+        let log_file = p.absolute("log_file", raw.log_file, "/var/log/sudo-agent.log");
+        let state_dir = p.absolute("state_dir", raw.state_dir, "/var/lib/sudo-agent");
+
+        let r = raw.results;
+        let results = ResultsConfig {
+            dir: p.absolute("results.dir", r.dir, "/tmp/sudo-agent"),
+            max_files: to_usize(p.range("results.max_files", r.max_files, 1, MAX_RESULT_FILES)),
+            max_bytes: p.range("results.max_bytes", r.max_bytes, 1, MAX_RESULT_BYTES),
+            max_age_s: p.range("results.max_age_s", r.max_age_s, 1, MAX_RESULT_AGE_S),
+        };
+
+        let t = raw.totp;
+        let totp = totp::Params {
+            digits: to_u32(p.range("totp.digits", t.digits, 6, 8)),
+            step_s: p.range("totp.step_s", t.step_s, 1, 300),
+            skew: p.range("totp.skew", t.skew, 0, 10),
+        };
+
+        let t = raw.throttle;
+        let throttle = ThrottleConfig {
+            max_failures: to_u32(p.range("throttle.max_failures", t.max_failures, 1, MAX_FAILURES)),
+            window_s: p.range("throttle.window_s", t.window_s, 1, MAX_DURATION_S),
+            lockout_s: p.range("throttle.lockout_s", t.lockout_s, 1, MAX_DURATION_S),
+            lockout_max_s: p.range("throttle.lockout_max_s", t.lockout_max_s, 1, MAX_DURATION_S),
+        };
+        if throttle.lockout_s > throttle.lockout_max_s {
+            p.push(
+                "throttle.lockout_s",
+                format!(
+                    "{} is longer than throttle.lockout_max_s ({}); the first lockout cannot \
+                     exceed the cap, so lower one or raise the other",
+                    throttle.lockout_s, throttle.lockout_max_s
+                ),
+            );
+        }
+
+        let j = raw.jobs;
+        let jobs = JobsConfig {
+            max_concurrent: to_usize(p.range(
+                "jobs.max_concurrent",
+                j.max_concurrent,
+                1,
+                MAX_CONCURRENT,
+            )),
+            max_queue: to_usize(p.range("jobs.max_queue", j.max_queue, 0, MAX_QUEUE)),
+            timeout_s: p.range("jobs.timeout_s", j.timeout_s, 1, MAX_DURATION_S),
+            kill_grace_s: p.range("jobs.kill_grace_s", j.kill_grace_s, 0, MAX_WAIT_S),
+            max_output_bytes: to_usize(p.range(
+                "jobs.max_output_bytes",
+                j.max_output_bytes,
+                1,
+                MAX_OUTPUT_BYTES,
+            )),
+            history: to_usize(p.range("jobs.history", j.history, 1, MAX_HISTORY)),
+            wait_s: p.range("jobs.wait_s", j.wait_s, 0, MAX_WAIT_S),
+            wait_max_s: p.range("jobs.wait_max_s", j.wait_max_s, 0, MAX_WAIT_S),
+        };
+        if jobs.wait_s > jobs.wait_max_s {
+            p.push(
+                "jobs.wait_s",
+                format!(
+                    "{} is longer than jobs.wait_max_s ({}); the default wait cannot exceed \
+                     the cap, so lower one or raise the other",
+                    jobs.wait_s, jobs.wait_max_s
+                ),
+            );
+        }
+
+        let notify = raw.notify;
+        if let Some(argv) = &notify {
+            match argv.first() {
+                None => p.push(
+                    "notify",
+                    "is empty; remove it, or give the command as [\"/absolute/program\", \
+                     \"arg\", ...]",
+                ),
+                Some(program) => {
+                    if let Some(why) = program_problem(Path::new(program)) {
+                        p.push("notify[0]", why);
+                    }
+                }
+            }
+            for (i, arg) in argv.iter().enumerate() {
+                p.no_nul(&format!("notify[{i}]"), arg);
+            }
+        }
+
+        let idle_exit_s = raw
+            .idle_exit_s
+            .map(|v| p.range("idle_exit_s", v, 1, MAX_DURATION_S));
+
+        if raw.rules.is_empty() {
+            p.push(
+                "rules",
+                "is empty; add at least one rule (an empty allowlist refuses every command)",
+            );
+        }
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut rules = Vec::with_capacity(raw.rules.len());
+        for (i, raw_rule) in raw.rules.into_iter().enumerate() {
+            let at = format!("rules[{i}]");
+            if let Some(first) = names.get(&raw_rule.name) {
+                p.push(
+                    format!("{at}.name"),
+                    format!(
+                        "{:?} is already the name of rules[{first}]; rule names must be unique",
+                        raw_rule.name
+                    ),
+                );
+            } else {
+                names.insert(raw_rule.name.clone(), i);
+            }
+            rules.push(validate_rule(&at, raw_rule, &mut p));
+        }
+
+        if !p.0.is_empty() {
+            return Err(p.0);
+        }
+        Ok(Config {
+            listen,
+            allow_remote: raw.allow_remote,
+            expose_rules: raw.expose_rules,
+            secret_file,
+            log_file,
+            state_dir,
+            results,
+            totp,
+            throttle,
+            jobs,
+            notify,
+            idle_exit_s,
+            rules,
+        })
+    }
+}

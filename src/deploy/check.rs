@@ -1,0 +1,56 @@
+//! `sudo-agent check`, like `visudo -c`: everything the agent would refuse at start-up,
+//! found at once. `install` runs the same check before it enables the service, so a
+//! bad config never reaches it.
+
+use std::path::Path;
+
+use crate::auth::{StateStore, load_secret};
+use crate::config::{Config, ConfigError};
+use crate::jobs::ResultsDir;
+
+/// What `check` found: problems stop the agent; warnings are legal but risky.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub problems: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Checks the config at `config`, the secret, state and results directories and the log
+/// directory it names. `root` is where those live on disk ("/" but for `install --root`).
+pub fn check(config: &Path, root: &Path) -> Report {
+    let mut report = Report::default();
+    let problems = &mut report.problems;
+    let cfg = match Config::load_in_root(config, root) {
+        Ok(cfg) => cfg,
+        Err(ConfigError::Invalid { problems: list, .. }) => {
+            problems.extend(list.iter().map(|p| format!("{}: {p}", config.display())));
+            return report;
+        }
+        Err(err) => {
+            problems.push(err.to_string());
+            return report;
+        }
+    };
+    if let Err(err) = load_secret(&cfg.secret_file) {
+        problems.push(err.to_string());
+    }
+    if cfg.state_dir.exists()
+        && let Err(err) = StateStore::open(&cfg.state_dir)
+    {
+        problems.push(err.to_string());
+    }
+    if cfg.results.dir.exists()
+        && let Err(err) = ResultsDir::open(&cfg.results)
+    {
+        problems.push(err.to_string());
+    }
+    if let Some(dir) = cfg.log_file.parent().filter(|d| !d.is_dir()) {
+        problems.push(format!(
+            "log directory {} does not exist; run: mkdir -p {}",
+            dir.display(),
+            dir.display()
+        ));
+    }
+    report.warnings = cfg.warnings();
+    report
+}

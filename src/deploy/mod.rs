@@ -1,0 +1,13 @@
+//! Putting the agent on a box: `install`/`uninstall` (binary, units, files, checked
+//! before enabling), `enrol` (secret and QR code for the phone), `check` (`visudo -c`
+//! for the agent) and `starter` (the safe starter config).
+
+mod check;
+mod enrol;
+mod install;
+mod starter;
+
+pub(crate) use self::check::check;
+pub(crate) use self::enrol::{init, print_enrolment, write_config};
+pub(crate) use self::install::{Options as InstallOptions, install, uninstall};
+pub(crate) use self::starter::{StarterPaths, starter_config};

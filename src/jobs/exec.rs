@@ -1,0 +1,876 @@
+//! One job's process, start to finish, on the job's own thread: build the environment
+//! from nothing, spawn into a fresh process group, capture capped output, enforce the
+//! timeout and cancellation, and make sure no process of the group outlives the job.
+//!
+//! One thread per job and no reader threads: a single `poll(2)` watches stdout, stderr
+//! and a pidfd of the child, so output and exit are seen together without blocking.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::sys::{self, clock};
+
+/// Longest single wait, so a cancel request is noticed within this time.
+const POLL_SLICE: Duration = Duration::from_millis(100);
+/// Wait between `waitpid` probes when the kernel has no pidfd (before Linux 5.3).
+const NO_PIDFD_SLICE: Duration = Duration::from_millis(10);
+/// Wait between checks for leftover group members after the main child ended.
+const GROUP_SLICE: Duration = Duration::from_millis(20);
+/// After SIGKILL, how long to wait for the kernel to finish the processes off. Only a
+/// process stuck in uninterruptible sleep (a hung NFS mount) takes longer; we then give
+/// up rather than hang the job thread forever, and say so in the log.
+const AFTER_KILL_LIMIT: Duration = Duration::from_secs(2);
+/// Bytes per read(2).
+const CHUNK: usize = 16 * 1024;
+/// Reads per stream per wake-up: a child writing without pause cannot keep the loop
+/// from checking its deadline and the cancel flag.
+const READS_PER_WAKE: usize = 64;
+/// Reads per stream when draining after exit: more than a pipe can hold (1 MiB max by
+/// default), yet bounded if an escaped grandchild keeps writing.
+const READS_PER_DRAIN: usize = 128;
+
+/// What to run and under which limits; built by the caller from the matched rule.
+#[derive(Debug, Clone)]
+pub struct ExecSpec {
+    /// argv[0] is an absolute program path: never a PATH lookup, never a shell (unless
+    /// the policy chose `["/bin/sh", "-c", ..]`).
+    pub argv: Vec<String>,
+    /// The rule's extra environment, added on top of [`base_env`]; a key given here
+    /// replaces the base value (the owner wrote it in the rule).
+    pub env: Vec<(String, String)>,
+    /// HOME for the child.
+    pub home: PathBuf,
+    pub uid: Option<u32>,
+    /// Group to run as. With `uid` set and `gid` unset, the account's primary group is
+    /// used, so a dropped user never keeps group root.
+    pub gid: Option<u32>,
+    pub cwd: Option<PathBuf>,
+    pub timeout: Duration,
+    pub kill_grace: Duration,
+    /// Cap for each of stdout and stderr; the rest is read and dropped.
+    pub max_output_bytes: usize,
+}
+
+/// How the job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    Exited(i32),
+    Signaled(i32),
+    TimedOut,
+    Cancelled,
+    SpawnFailed(String),
+}
+
+/// Everything a job record needs from the process.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub ending: Ending,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Lossy UTF-8 of the kept bytes.
+    pub stdout: String,
+    pub stderr: String,
+    /// True when either stream went over `max_output_bytes`.
+    pub truncated: bool,
+    pub started_ms: u64,
+    pub finished_ms: u64,
+}
+
+impl Outcome {
+    fn without_process(ending: Ending, started_ms: u64) -> Outcome {
+        Outcome {
+            ending,
+            exit_code: None,
+            signal: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+            started_ms,
+            finished_ms: clock::now_unix_ms(),
+        }
+    }
+}
+
+/// The environment every child starts from (SPEC, Policy), before the rule's `env`.
+pub fn base_env(home: &Path) -> Vec<(String, String)> {
+    [
+        ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        ("LANG", "C.UTF-8"),
+        ("HOME", &home.to_string_lossy()),
+        ("SYSTEMD_PAGER", "cat"),
+        ("SYSTEMD_PAGERSECURE", "1"),
+        ("PAGER", "cat"),
+        ("LESSSECURE", "1"),
+        ("SYSTEMD_COLORS", "0"),
+        ("TERM", "dumb"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// HOME for children that run as the agent's own user.
+pub fn own_home() -> PathBuf {
+    sys::lookup_uid(sys::euid())
+        .ok()
+        .flatten()
+        .map_or_else(|| PathBuf::from("/root"), |u| u.home)
+}
+
+/// Ends a process group that is not our child (a job left behind by an agent that
+/// died): SIGTERM, SIGKILL after `grace`. Returns false if live members remain
+/// [`AFTER_KILL_LIMIT`] after SIGKILL.
+pub fn end_group(pgid: u32, grace: Duration) -> bool {
+    if !sys::group_running(pgid) {
+        return true;
+    }
+    let _ = sys::kill_group(pgid, libc::SIGTERM);
+    let kill_at = later(Instant::now(), grace);
+    let mut give_up: Option<Instant> = None;
+    loop {
+        std::thread::sleep(GROUP_SLICE);
+        if !sys::group_running(pgid) {
+            return true;
+        }
+        let now = Instant::now();
+        match give_up {
+            None if now >= kill_at => {
+                let _ = sys::kill_group(pgid, libc::SIGKILL);
+                give_up = Some(later(now, AFTER_KILL_LIMIT));
+            }
+            Some(limit) if now >= limit => return false,
+            _ => {}
+        }
+    }
+}
+
+/// Runs one job to the end. `on_start(pid)` is called right after the spawn; the pid is
+/// also the process group id. When this returns, no process of that group is alive
+/// (see [`run`]'s notes on `setsid` below for the one thing a group cannot reach).
+///
+/// Ending rules:
+/// - The job ends when the main child exits. Whatever is left of its group (a
+///   `sleep 100 &` the command put in the background) then gets SIGTERM, and SIGKILL
+///   after `kill_grace`: no background process outlives its job, and a pipe held open
+///   by such a grandchild cannot keep the job waiting for EOF.
+/// - At the deadline, or when `cancel` turns true, the group gets SIGTERM, then SIGKILL
+///   after `kill_grace` if the child has not exited; the ending is `TimedOut` or
+///   `Cancelled` whatever status the child then reports.
+/// - A grandchild that calls `setsid` (or `setpgid`) leaves the group and cannot be
+///   reached by it. That is allowed by the owner's rule (a rule that starts daemons),
+///   not something the agent can see: `run` returns once the main child is reaped, the
+///   pipes are drained of what is ready and the group is empty, without waiting for the
+///   escapee to close its copy of the pipes.
+pub fn run(spec: &ExecSpec, cancel: &AtomicBool, on_start: impl FnOnce(u32)) -> Outcome {
+    run_with(spec, cancel, on_start, true)
+}
+
+/// [`run`], with the pidfd optional so tests can take the pre-5.3-kernel path.
+fn run_with(
+    spec: &ExecSpec,
+    cancel: &AtomicBool,
+    on_start: impl FnOnce(u32),
+    use_pidfd: bool,
+) -> Outcome {
+    let started_ms = clock::now_unix_ms();
+    if cancel.load(Ordering::SeqCst) {
+        // Cancelled while queued: nothing was started.
+        return Outcome::without_process(Ending::Cancelled, started_ms);
+    }
+    let mut job = match Job::spawn(spec, use_pidfd) {
+        Ok(job) => job,
+        Err(message) => {
+            return Outcome::without_process(Ending::SpawnFailed(message), started_ms);
+        }
+    };
+    on_start(job.pid);
+
+    let deadline = Instant::now().checked_add(spec.timeout);
+    // Set once we sent SIGTERM for a timeout or cancel: why, and when SIGKILL is due.
+    let mut stopping: Option<(Ending, Instant)> = None;
+    let mut killed_at: Option<Instant> = None;
+    while !job.exited {
+        let now = Instant::now();
+        if stopping.is_none() {
+            let reason = if cancel.load(Ordering::SeqCst) {
+                Some(Ending::Cancelled)
+            } else if deadline.is_some_and(|d| now >= d) {
+                Some(Ending::TimedOut)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                job.signal_group(libc::SIGTERM);
+                stopping = Some((reason, later(now, spec.kill_grace)));
+            }
+        }
+        let mut next = match &stopping {
+            None => deadline,
+            Some((_, kill_at)) => Some(*kill_at),
+        };
+        if let Some((_, kill_at)) = &stopping {
+            if killed_at.is_none() && now >= *kill_at {
+                job.kill_hard();
+                killed_at = Some(now);
+            }
+        }
+        if let Some(at) = killed_at {
+            let give_up = later(at, AFTER_KILL_LIMIT);
+            if now >= give_up {
+                log::error!(
+                    "job process {} did not die {} s after SIGKILL; leaving it",
+                    job.pid,
+                    AFTER_KILL_LIMIT.as_secs()
+                );
+                break;
+            }
+            next = Some(give_up);
+        }
+        let wait = next.map_or(POLL_SLICE, |t| t.saturating_duration_since(now));
+        job.step(wait.min(POLL_SLICE));
+    }
+
+    job.drain();
+    let kill_at = stopping.as_ref().map(|(_, at)| *at);
+    job.clear_group(kill_at, killed_at.is_some(), spec.kill_grace);
+    job.drain();
+
+    let (exit_code, signal) = match job.status {
+        Some(status) => (status.code(), status.signal()),
+        None => (None, None),
+    };
+    let ending = match stopping {
+        Some((reason, _)) => reason,
+        None => match (exit_code, signal) {
+            (Some(code), _) => Ending::Exited(code),
+            (None, Some(sig)) => Ending::Signaled(sig),
+            // Reaped by someone else (SIGCHLD ignored): the status is lost.
+            (None, None) => Ending::Exited(-1),
+        },
+    };
+    Outcome {
+        ending,
+        exit_code,
+        signal,
+        truncated: job.out.truncated || job.err.truncated,
+        stdout: String::from_utf8_lossy(&job.out.kept).into_owned(),
+        stderr: String::from_utf8_lossy(&job.err.kept).into_owned(),
+        started_ms,
+        finished_ms: clock::now_unix_ms(),
+    }
+}
+
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d).unwrap_or(t)
+}
+
+/// One captured stream: the pipe until EOF, and the bytes kept under the cap.
+struct Capture {
+    pipe: Option<File>,
+    kept: Vec<u8>,
+    cap: usize,
+    truncated: bool,
+}
+
+impl Capture {
+    fn new(pipe: Option<OwnedFd>, cap: usize) -> Capture {
+        let pipe = pipe.map(File::from).filter(|f| {
+            // A blocking pipe could stall the loop on a read; without O_NONBLOCK we
+            // cannot capture safely, so the stream is dropped (the child gets SIGPIPE).
+            sys::set_nonblocking(f.as_fd())
+                .map_err(|e| log::warn!("cannot make job output non-blocking: {e}"))
+                .is_ok()
+        });
+        Capture {
+            pipe,
+            kept: Vec::new(),
+            cap,
+            truncated: false,
+        }
+    }
+
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.pipe.as_ref().map(|f| f.as_fd())
+    }
+
+    /// Reads what is ready, up to `max_reads` reads; keeps bytes up to the cap and drops
+    /// the rest. Closes the pipe on EOF or error.
+    fn pump(&mut self, buf: &mut [u8], max_reads: usize) {
+        let Some(pipe) = self.pipe.as_mut() else {
+            return;
+        };
+        for _ in 0..max_reads {
+            match pipe.read(buf) {
+                Ok(0) => {
+                    self.pipe = None;
+                    return;
+                }
+                Ok(n) => {
+                    let room = self.cap.saturating_sub(self.kept.len());
+                    let take = n.min(room);
+                    self.kept.extend_from_slice(&buf[..take]);
+                    if take < n {
+                        self.truncated = true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log::warn!("reading job output: {e}");
+                    self.pipe = None;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A spawned child and everything watched while it runs.
+struct Job {
+    child: Child,
+    pid: u32,
+    /// None when the kernel has no pidfd; exit is then found by `waitpid` every 10 ms.
+    pidfd: Option<OwnedFd>,
+    out: Capture,
+    err: Capture,
+    /// Set once the child is reaped (or found already reaped).
+    exited: bool,
+    status: Option<ExitStatus>,
+    buf: Box<[u8]>,
+}
+
+impl Job {
+    fn spawn(spec: &ExecSpec, use_pidfd: bool) -> Result<Job, String> {
+        let Some(program) = spec.argv.first() else {
+            return Err("empty argv: no program to run".into());
+        };
+        if !program.starts_with('/') {
+            return Err(format!(
+                "{program}: not an absolute path (the agent never searches PATH)"
+            ));
+        }
+        let mut cmd = Command::new(program);
+        cmd.args(&spec.argv[1..])
+            // Built from nothing, never filtered from the agent's own environment.
+            .env_clear()
+            .envs(base_env(&spec.home))
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own group, so timeout and cancel reach every process it starts. std
+            // does this with posix_spawn's SETPGROUP: no pre_exec, spawn stays fast.
+            .process_group(0);
+        if let Some(uid) = spec.uid {
+            let gid = match spec.gid {
+                Some(gid) => gid,
+                None => match sys::lookup_uid(uid) {
+                    Ok(Some(user)) => user.gid,
+                    Ok(None) => {
+                        return Err(format!(
+                            "{program}: uid {uid} has no passwd entry, so no group to run as; name a group in the rule"
+                        ));
+                    }
+                    Err(e) => return Err(format!("{program}: looking up uid {uid}: {e}")),
+                },
+            };
+            // As root, std also drops the supplementary groups (setgroups(0)) when a
+            // uid is set, so the child keeps none of root's groups.
+            cmd.uid(uid).gid(gid);
+        } else if let Some(gid) = spec.gid {
+            cmd.gid(gid);
+        }
+        if let Some(cwd) = &spec.cwd {
+            cmd.current_dir(cwd);
+        }
+        let mut child = cmd.spawn().map_err(|e| match &spec.cwd {
+            Some(cwd) => format!("cannot start {program} in {}: {e}", cwd.display()),
+            None => format!("cannot start {program}: {e}"),
+        })?;
+        let pid = child.id();
+        let pidfd = match use_pidfd.then(|| sys::pidfd_open(pid)) {
+            None => None,
+            Some(Ok(fd)) => Some(fd),
+            Some(Err(e)) => {
+                if e.raw_os_error() != Some(libc::ENOSYS) {
+                    log::warn!("pidfd_open({pid}): {e}; watching the job by waitpid");
+                }
+                None
+            }
+        };
+        let out = Capture::new(
+            child.stdout.take().map(OwnedFd::from),
+            spec.max_output_bytes,
+        );
+        let err = Capture::new(
+            child.stderr.take().map(OwnedFd::from),
+            spec.max_output_bytes,
+        );
+        Ok(Job {
+            child,
+            pid,
+            pidfd,
+            out,
+            err,
+            exited: false,
+            status: None,
+            buf: vec![0; CHUNK].into_boxed_slice(),
+        })
+    }
+
+    /// Waits up to `wait` for output or exit, reads what is ready, reaps the child if it
+    /// has exited.
+    fn step(&mut self, wait: Duration) {
+        let mut wait = wait;
+        if !self.exited && self.pidfd.is_none() {
+            wait = wait.min(NO_PIDFD_SLICE);
+        }
+        let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(3);
+        fds.extend(self.out.fd());
+        fds.extend(self.err.fd());
+        if !self.exited {
+            fds.extend(self.pidfd.as_ref().map(|f| f.as_fd()));
+        }
+        let mut ready = [false; 3];
+        if let Err(e) = sys::poll_readable(&fds, &mut ready, wait) {
+            // Should not happen with valid fds; sleep so a repeat cannot spin.
+            log::warn!("poll on job {}: {e}", self.pid);
+            std::thread::sleep(wait.min(NO_PIDFD_SLICE));
+            ready = [true; 3];
+        }
+        drop(fds);
+        let (out_ready, err_ready) = match (self.out.pipe.is_some(), self.err.pipe.is_some()) {
+            (true, true) => (ready[0], ready[1]),
+            (true, false) => (ready[0], false),
+            (false, true) => (false, ready[0]),
+            (false, false) => (false, false),
+        };
+        if out_ready {
+            self.out.pump(&mut self.buf, READS_PER_WAKE);
+        }
+        if err_ready {
+            self.err.pump(&mut self.buf, READS_PER_WAKE);
+        }
+        if !self.exited {
+            // Cheap (one waitpid WNOHANG), and also right when there is no pidfd.
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    self.status = Some(status);
+                    self.exited = true;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // ECHILD: someone else reaped it (SIGCHLD ignored); it is gone.
+                    log::warn!("waitpid({}): {e}", self.pid);
+                    self.exited = true;
+                }
+            }
+        }
+    }
+
+    /// Reads whatever is ready now, without waiting for EOF.
+    fn drain(&mut self) {
+        self.out.pump(&mut self.buf, READS_PER_DRAIN);
+        self.err.pump(&mut self.buf, READS_PER_DRAIN);
+    }
+
+    fn signal_group(&self, signal: i32) {
+        if let Err(e) = sys::kill_group(self.pid, signal) {
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                log::warn!("signal {signal} to job group {}: {e}", self.pid);
+            }
+        }
+    }
+
+    /// SIGKILL to the group, and to the child itself in case it moved to another group.
+    fn kill_hard(&mut self) {
+        self.signal_group(libc::SIGKILL);
+        if !self.exited {
+            // Not reaped yet, so the pid is still ours: no risk of hitting a stranger.
+            let _ = self.child.kill();
+        }
+    }
+
+    /// After the main child is reaped: ends every process left in its group. The group
+    /// id cannot be reused while any member (even a zombie) exists, so signalling it
+    /// after the reap only ever reaches this job's processes.
+    /// `kill_at` is when SIGKILL is due if SIGTERM was already sent.
+    fn clear_group(&mut self, kill_at: Option<Instant>, killed: bool, grace: Duration) {
+        if !sys::group_running(self.pid) {
+            return;
+        }
+        let kill_at = kill_at.unwrap_or_else(|| {
+            self.signal_group(libc::SIGTERM);
+            later(Instant::now(), grace)
+        });
+        let mut give_up = killed.then(|| later(Instant::now(), AFTER_KILL_LIMIT));
+        loop {
+            // Keep reading meanwhile: a grandchild may flush output as it exits.
+            self.step(GROUP_SLICE);
+            if !sys::group_running(self.pid) {
+                return;
+            }
+            let now = Instant::now();
+            match give_up {
+                None if now >= kill_at => {
+                    self.signal_group(libc::SIGKILL);
+                    give_up = Some(later(now, AFTER_KILL_LIMIT));
+                }
+                Some(limit) if now >= limit => {
+                    log::error!(
+                        "job group {} still has live processes {} s after SIGKILL; leaving them",
+                        self.pid,
+                        AFTER_KILL_LIMIT.as_secs()
+                    );
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn spec(argv: &[&str]) -> ExecSpec {
+        ExecSpec {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+            home: PathBuf::from("/root"),
+            uid: None,
+            gid: None,
+            cwd: None,
+            timeout: Duration::from_secs(10),
+            kill_grace: Duration::from_secs(1),
+            max_output_bytes: 1 << 20,
+        }
+    }
+
+    fn sh(script: &str) -> ExecSpec {
+        spec(&["/bin/sh", "-c", script])
+    }
+
+    fn go(spec: &ExecSpec) -> Outcome {
+        run(spec, &AtomicBool::new(false), |_| {})
+    }
+
+    /// Not running: no /proc entry, or a zombie waiting for an init that may never reap
+    /// it (this test machine's PID 1 does not).
+    fn gone(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => {
+                let rest = &stat[stat.rfind(')').unwrap() + 1..];
+                matches!(rest.split_whitespace().next(), Some("Z" | "X"))
+            }
+        }
+    }
+
+    fn first_pid(out: &Outcome) -> u32 {
+        out.stdout.lines().next().unwrap().trim().parse().unwrap()
+    }
+
+    #[test]
+    fn echo_exits_zero_with_output() {
+        let mut seen = 0;
+        let out = run(
+            &spec(&["/bin/echo", "hi"]),
+            &AtomicBool::new(false),
+            |pid| seen = pid,
+        );
+        assert_eq!(out.ending, Ending::Exited(0));
+        assert_eq!(out.exit_code, Some(0));
+        assert_eq!(out.signal, None);
+        assert_eq!(out.stdout, "hi\n");
+        assert_eq!(out.stderr, "");
+        assert!(!out.truncated);
+        assert!(seen > 1);
+        assert!(out.finished_ms >= out.started_ms);
+    }
+
+    #[test]
+    fn exit_code_and_stderr() {
+        let out = go(&sh("echo oops >&2; exit 3"));
+        assert_eq!(out.ending, Ending::Exited(3));
+        assert_eq!(out.exit_code, Some(3));
+        assert_eq!(out.stderr, "oops\n");
+    }
+
+    #[test]
+    fn killed_by_signal() {
+        let out = go(&sh("kill -USR1 $$"));
+        assert_eq!(out.ending, Ending::Signaled(libc::SIGUSR1));
+        assert_eq!(out.signal, Some(libc::SIGUSR1));
+        assert_eq!(out.exit_code, None);
+    }
+
+    #[test]
+    fn environment_is_exactly_base_plus_rule() {
+        // SAFETY: set_var races only with environment reads that bypass std's env lock
+        // (C getenv); no test in this crate calls into C code that reads the environment.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("SUDO_AGENT_TEST_MARKER", "leak")
+        };
+        let mut s = spec(&["/usr/bin/env"]);
+        s.home = PathBuf::from("/home/test");
+        s.env = vec![("RULE_VAR".into(), "x y".into())];
+        let out = go(&s);
+        assert_eq!(out.ending, Ending::Exited(0));
+        let mut got: Vec<String> = out.stdout.lines().map(str::to_owned).collect();
+        let mut want: Vec<String> = base_env(Path::new("/home/test"))
+            .into_iter()
+            .chain(s.env.clone())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+        assert!(!out.stdout.contains("SUDO_AGENT_TEST_MARKER"));
+    }
+
+    #[test]
+    fn base_env_matches_spec() {
+        let env = base_env(Path::new("/root"));
+        let keys: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "PATH",
+                "LANG",
+                "HOME",
+                "SYSTEMD_PAGER",
+                "SYSTEMD_PAGERSECURE",
+                "PAGER",
+                "LESSSECURE",
+                "SYSTEMD_COLORS",
+                "TERM"
+            ]
+        );
+        assert!(env.contains(&("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into())));
+        assert!(env.contains(&("HOME".into(), "/root".into())));
+    }
+
+    #[test]
+    fn stdin_is_dev_null() {
+        let t = Instant::now();
+        let out = go(&spec(&["/bin/cat"]));
+        assert_eq!(out.ending, Ending::Exited(0));
+        assert_eq!(out.stdout, "");
+        assert!(t.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn output_is_capped_and_rest_dropped() {
+        let mut s = sh("head -c 5000000 /dev/zero; echo done >&2");
+        s.max_output_bytes = 1000;
+        let t = Instant::now();
+        let out = go(&s);
+        assert_eq!(out.ending, Ending::Exited(0));
+        assert_eq!(out.stdout.len(), 1000);
+        assert!(out.truncated);
+        // stderr has its own cap and is not truncated.
+        assert_eq!(out.stderr, "done\n");
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn endless_output_still_times_out() {
+        let mut s = spec(&["/usr/bin/yes"]);
+        s.max_output_bytes = 1000;
+        s.timeout = Duration::from_millis(500);
+        let t = Instant::now();
+        let out = go(&s);
+        assert_eq!(out.ending, Ending::TimedOut);
+        assert_eq!(out.stdout.len(), 1000);
+        assert!(out.truncated);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn timeout_kills_grandchild() {
+        let mut s = sh("sleep 100 & echo $!; sleep 100");
+        s.timeout = Duration::from_secs(1);
+        let t = Instant::now();
+        let out = go(&s);
+        assert_eq!(out.ending, Ending::TimedOut);
+        assert_eq!(out.signal, Some(libc::SIGTERM));
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert!(gone(first_pid(&out)));
+    }
+
+    #[test]
+    fn background_grandchild_killed_after_normal_exit() {
+        let mut pgid = 0;
+        let out = run(&sh("sleep 100 & echo $!"), &AtomicBool::new(false), |pid| {
+            pgid = pid
+        });
+        assert_eq!(out.ending, Ending::Exited(0));
+        assert!(gone(first_pid(&out)));
+        assert!(!sys::group_running(pgid));
+    }
+
+    #[test]
+    fn cancel_stops_job() {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&cancel);
+        let t = Instant::now();
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            flag.store(true, Ordering::SeqCst);
+        });
+        let out = run(&sh("sleep 100"), &cancel, |_| {});
+        setter.join().unwrap();
+        assert_eq!(out.ending, Ending::Cancelled);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn cancelled_before_start_spawns_nothing() {
+        let mut started = false;
+        let out = run(&spec(&["/bin/true"]), &AtomicBool::new(true), |_| {
+            started = true
+        });
+        assert_eq!(out.ending, Ending::Cancelled);
+        assert!(!started);
+    }
+
+    #[test]
+    fn term_ignoring_child_is_killed_after_grace() {
+        let mut s = sh("trap '' TERM; sleep 100 & echo $!; sleep 100; echo not reached");
+        s.timeout = Duration::from_millis(500);
+        s.kill_grace = Duration::from_millis(1000);
+        let t = Instant::now();
+        let out = go(&s);
+        let took = t.elapsed();
+        assert_eq!(out.ending, Ending::TimedOut);
+        assert_eq!(out.signal, Some(libc::SIGKILL));
+        assert!(took >= Duration::from_millis(1400), "{took:?}");
+        assert!(took < Duration::from_secs(4), "{took:?}");
+        assert!(gone(first_pid(&out)));
+    }
+
+    #[test]
+    fn closed_output_still_times_out() {
+        let mut s = sh("exec >&- 2>&-; sleep 100");
+        s.timeout = Duration::from_millis(500);
+        let t = Instant::now();
+        let out = go(&s);
+        assert_eq!(out.ending, Ending::TimedOut);
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn setsid_escapee_does_not_hang_run() {
+        // The escapee keeps our stdout open in a new session; run must still return.
+        let s = sh("setsid sleep 3 & sleep 0.2; echo $!");
+        let t = Instant::now();
+        let out = go(&s);
+        assert_eq!(out.ending, Ending::Exited(0));
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn spawn_failure_is_reported() {
+        let out = go(&spec(&["/nonexistent/prog", "x"]));
+        match &out.ending {
+            Ending::SpawnFailed(msg) => assert!(msg.contains("/nonexistent/prog"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(out.exit_code, None);
+
+        let out = go(&spec(&["true"]));
+        assert!(matches!(out.ending, Ending::SpawnFailed(_)), "{out:?}");
+        let out = go(&spec(&[]));
+        assert!(matches!(out.ending, Ending::SpawnFailed(_)), "{out:?}");
+        let mut s = spec(&["/bin/true"]);
+        s.cwd = Some(PathBuf::from("/nonexistent-dir"));
+        let out = go(&s);
+        match &out.ending {
+            Ending::SpawnFailed(msg) => assert!(msg.contains("/nonexistent-dir"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn works_without_pidfd() {
+        let quiet = AtomicBool::new(false);
+        let out = run_with(&sh("echo hi; exit 4"), &quiet, |_| {}, false);
+        assert_eq!(out.ending, Ending::Exited(4));
+        assert_eq!(out.stdout, "hi\n");
+
+        let mut s = sh("exec >&- 2>&-; sleep 100");
+        s.timeout = Duration::from_millis(300);
+        let t = Instant::now();
+        let out = run_with(&s, &quiet, |_| {}, false);
+        assert_eq!(out.ending, Ending::TimedOut);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn end_group_terms_then_kills_a_foreign_group() {
+        let mut leader = std::process::Command::new("/bin/sh")
+            .args(["-c", "trap '' TERM; sleep 100 & sleep 100"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = leader.id();
+        std::thread::sleep(Duration::from_millis(200));
+        let t = Instant::now();
+        assert!(end_group(pgid, Duration::from_millis(500)));
+        assert!(
+            t.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(!sys::group_running(pgid));
+        leader.wait().unwrap();
+        assert!(end_group(pgid, Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn cwd_is_set() {
+        let mut s = spec(&["/bin/pwd"]);
+        s.cwd = Some(PathBuf::from("/tmp"));
+        assert_eq!(go(&s).stdout, "/tmp\n");
+    }
+
+    #[test]
+    fn drops_to_nobody() {
+        if sys::euid() != 0 {
+            return;
+        }
+        let nobody = sys::lookup_user("nobody").unwrap().unwrap();
+        let mut s = sh("id -u; id -g; id -G");
+        s.uid = Some(nobody.uid);
+        let out = go(&s);
+        assert_eq!(out.ending, Ending::Exited(0), "{out:?}");
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(lines[0], nobody.uid.to_string());
+        assert_ne!(lines[0], "0");
+        // Primary group of the account, not root's, and no supplementary root groups.
+        assert_eq!(lines[1], nobody.gid.to_string());
+        assert_eq!(lines[2], nobody.gid.to_string());
+    }
+
+    #[test]
+    fn process_group_is_child_pid() {
+        let mut pid = 0;
+        let out = run(
+            &sh("echo $$; cut -d' ' -f5 /proc/$$/stat"),
+            &AtomicBool::new(false),
+            |p| pid = p,
+        );
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(lines, [pid.to_string(), pid.to_string()]);
+    }
+}

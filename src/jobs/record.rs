@@ -1,0 +1,151 @@
+//! A job as clients see it: its record, its status names, and its id. The journal,
+//! notify, the routes, the metrics and the clients all read these; nothing here
+//! depends on how jobs are run.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+    Interrupted,
+}
+
+impl Status {
+    pub const ALL: [Status; 7] = [
+        Status::Queued,
+        Status::Running,
+        Status::Succeeded,
+        Status::Failed,
+        Status::TimedOut,
+        Status::Cancelled,
+        Status::Interrupted,
+    ];
+
+    /// The status named `name` as the API writes it (`timed_out`, ...).
+    pub fn from_name(name: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    pub fn is_final(self) -> bool {
+        !matches!(self, Status::Queued | Status::Running)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Running => "running",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::TimedOut => "timed_out",
+            Status::Cancelled => "cancelled",
+            Status::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// A job as `GET /job/<id>` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: String,
+    pub command: String,
+    pub argv: Vec<String>,
+    pub rule: String,
+    pub status: Status,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub truncated: bool,
+    pub submitted_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub result_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_error: Option<String>,
+}
+
+impl JobRecord {
+    /// A record as a job starts out: queued, nothing run yet.
+    pub fn queued(
+        id: String,
+        command: String,
+        argv: Vec<String>,
+        rule: String,
+        submitted_at: String,
+    ) -> JobRecord {
+        JobRecord {
+            id,
+            command,
+            argv,
+            rule,
+            status: Status::Queued,
+            exit_code: None,
+            signal: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+            submitted_at,
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            result_file: None,
+            result_error: None,
+        }
+    }
+}
+
+/// A fresh 128-bit job id, 32 lowercase hex characters.
+pub fn new_id() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes.iter().fold(String::with_capacity(32), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    }))
+}
+
+/// Job ids are exactly 32 lowercase hex characters; anything else is not a job.
+pub fn valid_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_128_bit_hex() {
+        let a = new_id().unwrap();
+        let b = new_id().unwrap();
+        assert_eq!(a.len(), 32);
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn ids_are_valid_only_as_32_lowercase_hex() {
+        assert!(valid_id("0123456789abcdef0123456789abcdef"));
+        assert!(!valid_id("0123456789ABCDEF0123456789abcdef"));
+        assert!(!valid_id("../../etc/passwd"));
+        assert!(valid_id(&new_id().unwrap()));
+    }
+
+    #[test]
+    fn status_names_match_serde() {
+        for s in [Status::Queued, Status::TimedOut, Status::Interrupted] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
+}

@@ -1,0 +1,550 @@
+//! Result files: one `agent-<id>.txt` per finished job in a private directory, and a
+//! bounded cleanup so the directory never grows without limit (the old agent never
+//! deleted any).
+//!
+//! The directory is verified (0700, ours, not a link) by `files::open_private_dir`, and
+//! everything inside it is reached through that descriptor (`openat`, `unlinkat`), never
+//! by path: a sticky `/tmp` stops others renaming the directory, but once it is aged
+//! away (systemd-tmpfiles) anyone may put a link where it was.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use crate::config::ResultsConfig;
+use crate::sys;
+use crate::sys::files::{self, FileError};
+
+const WHAT: &str = "results dir";
+
+/// The verified results directory and its bounds.
+#[derive(Debug)]
+pub struct ResultsDir {
+    dir: PathBuf,
+    max_files: usize,
+    max_bytes: u64,
+    max_age_s: u64,
+    /// Held from making room to the last byte written, so jobs ending together never
+    /// push the directory past its bounds.
+    room: Mutex<()>,
+}
+
+/// A result file written in full but not yet flushed to disk.
+#[derive(Debug)]
+pub struct Stored {
+    pub path: PathBuf,
+    file: fs::File,
+}
+
+impl Stored {
+    pub fn sync(self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+}
+
+/// What one cleanup pass did and left.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Cleanup {
+    pub removed: usize,
+    pub kept_files: usize,
+    pub kept_bytes: u64,
+    /// One line per entry that could not be examined or removed; never fatal.
+    pub errors: Vec<String>,
+}
+
+/// A result file seen by cleanup.
+struct Entry {
+    mtime: (i64, i64),
+    name: String,
+    bytes: u64,
+}
+
+impl ResultsDir {
+    /// Creates the directory 0700 if missing, else verifies it (not a link, ours, no
+    /// group/other bits).
+    pub fn open(cfg: &ResultsConfig) -> Result<ResultsDir, FileError> {
+        files::ensure_private_dir(WHAT, &cfg.dir)?;
+        Ok(ResultsDir {
+            dir: cfg.dir.clone(),
+            max_files: cfg.max_files,
+            max_bytes: cfg.max_bytes,
+            max_age_s: cfg.max_age_s,
+            room: Mutex::new(()),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `agent-<id>.txt` (mode 0600) and fsyncs it. The name must not exist yet:
+    /// `O_CREAT|O_EXCL|O_NOFOLLOW` means a file or link planted there is an error, never
+    /// followed and never overwritten. `id` must be 32 lowercase hex characters.
+    #[cfg(test)]
+    pub fn write(&self, id: &str, text: &str) -> io::Result<PathBuf> {
+        let dir = self.open_dir()?;
+        let (name, file) = create_in(&dir, id, text)?;
+        self.synced(&dir, name, &file)
+    }
+
+    /// What a finished job calls: deletes the oldest files until the new one fits the
+    /// bounds, then writes it, under a lock. The fsync is left to the caller
+    /// ([`Stored::sync`]), so a job can answer first: an fsync costs milliseconds on a
+    /// disk-backed `/tmp` (bench/) and the record the caller waits for is complete.
+    pub fn store(&self, id: &str, text: &str, now_unix: u64) -> (io::Result<Stored>, Cleanup) {
+        let dir = match self.open_dir() {
+            Ok(dir) => dir,
+            Err(e) => {
+                let report = Cleanup {
+                    errors: vec![e.to_string()],
+                    ..Cleanup::default()
+                };
+                return (Err(e), report);
+            }
+        };
+        let guard = self.room.lock().unwrap_or_else(PoisonError::into_inner);
+        let report = self.sweep(&dir, now_unix, 1, text.len() as u64);
+        let created = create_in(&dir, id, text);
+        drop(guard);
+        let stored = created.map(|(name, file)| Stored {
+            path: self.dir.join(name),
+            file,
+        });
+        (stored, report)
+    }
+
+    /// The directory, re-checked and opened without following links: if /tmp's entry
+    /// was swapped for a link since start-up, nothing may land where it points.
+    fn open_dir(&self) -> io::Result<fs::File> {
+        files::open_private_dir(WHAT, &self.dir).map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    /// Flushes a result file to disk; on failure removes it (we created it, O_EXCL).
+    #[cfg(test)]
+    fn synced(&self, dir: &fs::File, name: String, file: &fs::File) -> io::Result<PathBuf> {
+        match file.sync_all() {
+            Ok(()) => Ok(self.dir.join(name)),
+            Err(e) => {
+                let _ = sys::unlink_at(dir.as_fd(), &name);
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes result files, oldest first, until none is older than `max_age_s`, at most
+    /// `max_files` remain and they total at most `max_bytes`. Only regular files named
+    /// `agent-*.txt` directly in the directory are considered; links, directories and
+    /// other names are never touched. Errors are collected, not fatal.
+    pub fn cleanup(&self, now_unix: u64) -> Cleanup {
+        match self.open_dir() {
+            Ok(dir) => self.sweep(&dir, now_unix, 0, 0),
+            Err(e) => Cleanup {
+                errors: vec![e.to_string()],
+                ..Cleanup::default()
+            },
+        }
+    }
+
+    /// [`ResultsDir::cleanup`] in the opened `dir`, leaving room for `room_files` more
+    /// files of `room_bytes` in all. Names come from the path; every look and every
+    /// removal goes through the checked descriptor, so a swapped path can only make
+    /// names miss, never reach elsewhere.
+    fn sweep(&self, dir: &fs::File, now_unix: u64, room_files: usize, room_bytes: u64) -> Cleanup {
+        let mut report = Cleanup::default();
+        let listing = match fs::read_dir(&self.dir) {
+            Ok(listing) => listing,
+            Err(e) => {
+                report.errors.push(format!("{}: {e}", self.dir.display()));
+                return report;
+            }
+        };
+        let mut entries = Vec::new();
+        for item in listing {
+            let item = match item {
+                Ok(item) => item,
+                Err(e) => {
+                    report.errors.push(format!("{}: {e}", self.dir.display()));
+                    continue;
+                }
+            };
+            let Some(name) = item.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if !is_result_name(&name) {
+                continue;
+            }
+            let path = self.dir.join(&name);
+            match sys::lookup_at(dir.as_fd(), &name).and_then(|f| f.metadata()) {
+                // O_PATH|O_NOFOLLOW: a link is seen as a link, never as its target.
+                Ok(meta) if meta.file_type().is_file() => entries.push(Entry {
+                    mtime: (meta.mtime(), meta.mtime_nsec()),
+                    name,
+                    bytes: meta.len(),
+                }),
+                Ok(_) => {}
+                // Removed since the listing: nothing to do.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => report.errors.push(format!("{}: {e}", path.display())),
+            }
+        }
+        entries.sort_by(|a, b| a.mtime.cmp(&b.mtime).then_with(|| a.name.cmp(&b.name)));
+
+        let mut count = entries.len();
+        let mut bytes: u64 = entries.iter().map(|e| e.bytes).sum();
+        for entry in &entries {
+            let mtime = u64::try_from(entry.mtime.0).unwrap_or(0);
+            let too_old = now_unix.saturating_sub(mtime) > self.max_age_s;
+            let over = count.saturating_add(room_files) > self.max_files
+                || bytes.saturating_add(room_bytes) > self.max_bytes;
+            if !(too_old || over) {
+                // Sorted oldest first: every later entry is newer and the totals only
+                // shrank, so nothing further needs removing.
+                break;
+            }
+            let path = self.dir.join(&entry.name);
+            match sys::unlink_at(dir.as_fd(), &entry.name) {
+                Ok(()) => {
+                    report.removed += 1;
+                    count -= 1;
+                    bytes -= entry.bytes;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    count -= 1;
+                    bytes -= entry.bytes;
+                }
+                // Still counted, so newer files go instead and the bound holds.
+                Err(e) => report.errors.push(format!("{}: {e}", path.display())),
+            }
+        }
+        report.kept_files = count;
+        report.kept_bytes = bytes;
+        report
+    }
+}
+
+/// Creates `agent-<id>.txt` holding `text` inside `dir`, not yet synced.
+fn create_in(dir: &fs::File, id: &str, text: &str) -> io::Result<(String, fs::File)> {
+    if id.len() != 32 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("result id {id:?} is not 32 lowercase hex characters"),
+        ));
+    }
+    let name = format!("agent-{id}.txt");
+    let mut file = sys::create_at(dir.as_fd(), &name, 0o600)?;
+    if let Err(e) = file.write_all(text.as_bytes()) {
+        // We created it (O_EXCL), so removing the partial file touches nothing else.
+        let _ = sys::unlink_at(dir.as_fd(), &name);
+        return Err(e);
+    }
+    Ok((name, file))
+}
+
+fn is_result_name(name: &str) -> bool {
+    name.starts_with("agent-") && name.ends_with(".txt")
+}
+
+/// (files, bytes) of result files in `dir`, for `/metrics`. Looks at no more than
+/// `limit` entries: cleanup after every job keeps the private directory near
+/// `max_files`, so a scrape costs one bounded listing. Unreadable means (0, 0).
+pub fn usage(dir: &Path, limit: usize) -> (u64, u64) {
+    let Ok(listing) = fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    listing
+        .take(limit)
+        .flatten()
+        .filter(|item| item.file_name().to_str().is_some_and(is_result_name))
+        // DirEntry::metadata does not follow links: a link is not a result file.
+        .filter_map(|item| item.metadata().ok().filter(|m| m.file_type().is_file()))
+        .fold((0, 0), |(files, bytes), meta| {
+            (files + 1, bytes + meta.len())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    use std::time::{Duration, SystemTime};
+
+    const ID: &str = "0123456789abcdef0123456789abcdef";
+
+    fn tempdir(tag: &str) -> PathBuf {
+        crate::sys::files::test_dir(&format!("results-{tag}"))
+    }
+
+    fn cfg(dir: &Path, max_files: usize, max_bytes: u64, max_age_s: u64) -> ResultsConfig {
+        ResultsConfig {
+            dir: dir.to_path_buf(),
+            max_files,
+            max_bytes,
+            max_age_s,
+        }
+    }
+
+    fn id(n: usize) -> String {
+        format!("{n:032x}")
+    }
+
+    /// Writes result `n` with its mtime `age_s` seconds before `now`.
+    fn put(results: &ResultsDir, n: usize, bytes: usize, now: u64, age_s: u64) -> PathBuf {
+        let path = results.write(&id(n), &"x".repeat(bytes)).unwrap();
+        let when = SystemTime::UNIX_EPOCH + Duration::from_secs(now - age_s);
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+        path
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn write_creates_private_file_once() {
+        let base = tempdir("write");
+        let results = ResultsDir::open(&cfg(&base.join("r"), 10, 1 << 20, 3600)).unwrap();
+        assert_eq!(fs::metadata(results.dir()).unwrap().mode() & 0o777, 0o700);
+        let path = results.write(ID, "hello\n").unwrap();
+        assert_eq!(path, results.dir().join(format!("agent-{ID}.txt")));
+        assert_eq!(fs::read_to_string(&path).unwrap(), "hello\n");
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+
+        let err = results.write(ID, "again").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "hello\n");
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn planted_symlink_is_not_followed() {
+        let base = tempdir("plant");
+        let results = ResultsDir::open(&cfg(&base.join("r"), 10, 1 << 20, 3600)).unwrap();
+        let target = base.join("target");
+        fs::write(&target, "original").unwrap();
+        symlink(&target, results.dir().join(format!("agent-{ID}.txt"))).unwrap();
+        assert!(results.write(ID, "evil").is_err());
+        assert_eq!(fs::read_to_string(&target).unwrap(), "original");
+
+        // A dangling link must not create its target either.
+        let other = id(7);
+        let missing = base.join("missing");
+        symlink(&missing, results.dir().join(format!("agent-{other}.txt"))).unwrap();
+        assert!(results.write(&other, "evil").is_err());
+        assert!(!missing.exists());
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn results_dir_swapped_for_a_link_is_never_followed() {
+        // /tmp race: the dir is aged away (systemd-tmpfiles) and someone puts a link to
+        // a directory of their choice where it was. Neither write nor cleanup may reach
+        // through it.
+        let base = tempdir("swapdir");
+        let results = ResultsDir::open(&cfg(&base.join("r"), 0, 0, 0)).unwrap();
+        let elsewhere = base.join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        let victim = elsewhere.join(format!("agent-{}.txt", id(1)));
+        fs::write(&victim, "victim").unwrap();
+        fs::remove_dir(results.dir()).unwrap();
+        symlink(&elsewhere, results.dir()).unwrap();
+
+        let err = results.write(ID, "planted").unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let report = results.cleanup(1_800_000_000);
+        assert_eq!(report.removed, 0);
+        assert!(report.errors[0].contains("symbolic link"), "{report:?}");
+        assert_eq!(names(&elsewhere), [format!("agent-{}.txt", id(1))]);
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "victim");
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn bad_ids_rejected() {
+        let base = tempdir("ids");
+        let results = ResultsDir::open(&cfg(&base.join("r"), 10, 1 << 20, 3600)).unwrap();
+        for bad in [
+            "",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "0123456789abcdef0123456789abcde",
+            "0123456789abcdef0123456789abcdef0",
+            "../../../../../../etc/passwd00000",
+            "0123456789abcdef/123456789abcdef",
+            "0123456789abcdeg0123456789abcdef",
+        ] {
+            let err = results.write(bad, "x").unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad}");
+        }
+        assert!(names(results.dir()).is_empty());
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn write_recreates_vanished_dir() {
+        let base = tempdir("vanish");
+        let results = ResultsDir::open(&cfg(&base.join("r"), 10, 1 << 20, 3600)).unwrap();
+        fs::remove_dir(results.dir()).unwrap();
+        results.write(ID, "x").unwrap();
+        assert_eq!(fs::metadata(results.dir()).unwrap().mode() & 0o777, 0o700);
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn cleanup_by_count() {
+        let base = tempdir("count");
+        let now = 1_800_000_000;
+        let results = ResultsDir::open(&cfg(&base.join("r"), 3, 1 << 20, 3600)).unwrap();
+        for n in 0..5 {
+            put(&results, n, 10, now, 100 - n as u64);
+        }
+        let report = results.cleanup(now);
+        assert_eq!(
+            report,
+            Cleanup {
+                removed: 2,
+                kept_files: 3,
+                kept_bytes: 30,
+                errors: vec![]
+            }
+        );
+        let want: Vec<String> = (2..5).map(|n| format!("agent-{}.txt", id(n))).collect();
+        assert_eq!(names(results.dir()), want);
+        // A second pass has nothing to do.
+        assert_eq!(results.cleanup(now).removed, 0);
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn cleanup_by_bytes() {
+        let base = tempdir("bytes");
+        let now = 1_800_000_000;
+        let results = ResultsDir::open(&cfg(&base.join("r"), 100, 250, 3600)).unwrap();
+        for n in 0..4 {
+            put(&results, n, 100, now, 100 - n as u64);
+        }
+        let report = results.cleanup(now);
+        assert_eq!(report.removed, 2);
+        assert_eq!(report.kept_files, 2);
+        assert_eq!(report.kept_bytes, 200);
+        let want: Vec<String> = (2..4).map(|n| format!("agent-{}.txt", id(n))).collect();
+        assert_eq!(names(results.dir()), want);
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn cleanup_by_age() {
+        let base = tempdir("age");
+        let now = 1_800_000_000;
+        let results = ResultsDir::open(&cfg(&base.join("r"), 100, 1 << 20, 3600)).unwrap();
+        put(&results, 1, 5, now, 7200);
+        put(&results, 2, 5, now, 3601);
+        put(&results, 3, 5, now, 3600);
+        put(&results, 4, 5, now, 0);
+        let report = results.cleanup(now);
+        assert_eq!(report.removed, 2);
+        assert_eq!(report.kept_files, 2);
+        let want: Vec<String> = [3, 4]
+            .iter()
+            .map(|n| format!("agent-{}.txt", id(*n)))
+            .collect();
+        assert_eq!(names(results.dir()), want);
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn cleanup_ignores_other_names_links_and_dirs() {
+        let base = tempdir("ignore");
+        let now = 1_800_000_000;
+        let results = ResultsDir::open(&cfg(&base.join("r"), 0, 0, 0)).unwrap();
+        let dir = results.dir();
+        let outside = base.join("outside.txt");
+        fs::write(&outside, "keep me").unwrap();
+        fs::write(dir.join("notes.txt"), "keep").unwrap();
+        fs::write(dir.join("agent-x.log"), "keep").unwrap();
+        symlink(&outside, dir.join("agent-link.txt")).unwrap();
+        fs::create_dir(dir.join("agent-dir.txt")).unwrap();
+        fs::write(dir.join("agent-dir.txt/inner"), "keep").unwrap();
+        put(&results, 1, 5, now, 10);
+
+        let report = results.cleanup(now);
+        assert_eq!(report.removed, 1);
+        assert_eq!(report.kept_files, 0);
+        assert_eq!(report.kept_bytes, 0);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(
+            names(dir),
+            [
+                "agent-dir.txt",
+                "agent-link.txt",
+                "agent-x.log",
+                "notes.txt"
+            ]
+        );
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "keep me");
+        assert!(dir.join("agent-dir.txt/inner").exists());
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn open_refuses_symlinked_and_open_dirs() {
+        let base = tempdir("open");
+        let real = base.join("real");
+        fs::create_dir(&real).unwrap();
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o700)).unwrap();
+        let link = base.join("link");
+        symlink(&real, &link).unwrap();
+        assert!(matches!(
+            ResultsDir::open(&cfg(&link, 1, 1, 1)),
+            Err(FileError::Symlink { .. })
+        ));
+
+        let open = base.join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(
+            ResultsDir::open(&cfg(&open, 1, 1, 1)),
+            Err(FileError::Mode { .. })
+        ));
+        assert!(ResultsDir::open(&cfg(&real, 1, 1, 1)).is_ok());
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn store_makes_room_first() {
+        let base = tempdir("store");
+        let now = 1_800_000_000;
+        let results = ResultsDir::open(&cfg(&base.join("r"), 3, 250, 3600)).unwrap();
+        for n in 0..3 {
+            put(&results, n, 50, now, 100 - n as u64);
+        }
+        let (stored, report) = results.store(&id(9), &"y".repeat(200), now);
+        let stored = stored.unwrap();
+        assert_eq!(
+            stored.path.clone(),
+            results.dir().join(format!("agent-{}.txt", id(9)))
+        );
+        // One file goes for the count; then 100 + 200 > 250 bytes: a second for the bytes.
+        assert_eq!(
+            (report.removed, report.kept_files, report.kept_bytes),
+            (2, 1, 50)
+        );
+        let want: Vec<String> = [2, 9]
+            .iter()
+            .map(|n| format!("agent-{}.txt", id(*n)))
+            .collect();
+        assert_eq!(names(results.dir()), want);
+        fs::remove_dir_all(base).unwrap();
+    }
+}

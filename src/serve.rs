@@ -1,0 +1,179 @@
+//! Start-up of the serving agent: every file it trusts is checked before the socket
+//! opens, and each failure is one error that says what to fix.
+
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::audit::{self, AuditError};
+use crate::auth::{Auth, SecretError, StateError, StateStore, load_secret};
+use crate::config::Config;
+use crate::http::{Handler, Reply, Request, Response, Routes, Server, WaitKind};
+use crate::jobs::{Jobs, Journal, NotifyCommand, ResultsDir, own_home};
+use crate::sys::files::FileError;
+use crate::sys::systemd::{Lifecycle, Systemd};
+use crate::sys::{self, clock, is_loopback};
+
+/// Why the agent (or a command that needs its secret) could not start.
+#[derive(Debug)]
+pub enum StartError {
+    Secret(SecretError),
+    Audit(AuditError),
+    State(StateError),
+    Results(FileError),
+    Journal(FileError),
+    Bind {
+        addr: String,
+        err: std::io::Error,
+    },
+    /// systemd passed a socket on an address the config does not allow.
+    RemoteSocket(SocketAddr),
+    Io {
+        what: &'static str,
+        err: std::io::Error,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Secret(err) => write!(f, "{err}"),
+            Self::Results(err) | Self::Journal(err) => write!(f, "{err}"),
+            Self::Audit(err) => write!(f, "{err}"),
+            Self::State(err) => write!(f, "{err}"),
+            Self::Bind { addr, err } => write!(
+                f,
+                "cannot listen on {addr}: {err}; is another agent running? (ss -ltnp | grep {addr}) or set \"listen\""
+            ),
+            Self::RemoteSocket(addr) => write!(
+                f,
+                "systemd passed a socket on {addr}, which is not a loopback address; set ListenStream=127.0.0.1:9999 in sudo-agent.socket, or \"allow_remote\": true"
+            ),
+            Self::Io { what, err } => write!(f, "{what}: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Runs the agent until SIGTERM/SIGINT (or, socket-activated with `idle_exit_s`, until
+/// it has been idle that long). It serves the socket systemd handed over, else binds
+/// `cfg.listen`, and tells systemd when it is ready and that it is alive.
+pub fn serve(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
+    audit::init(&cfg.log_file, true).map_err(StartError::Audit)?;
+    let key = load_secret(&cfg.secret_file).map_err(StartError::Secret)?;
+    let (store, state) = StateStore::open(&cfg.state_dir).map_err(StartError::State)?;
+    let results = ResultsDir::open(&cfg.results).map_err(StartError::Results)?;
+    let cleanup = results.cleanup(clock::now_unix());
+    for error in &cleanup.errors {
+        log::warn!("results cleanup: {error}");
+    }
+    let activated = systemd.listener.is_some();
+    let listener = match systemd.listener {
+        Some(listener) => listener,
+        None => TcpListener::bind(cfg.listen).map_err(|err| StartError::Bind {
+            addr: cfg.listen.to_string(),
+            err,
+        })?,
+    };
+    let addr = listener.local_addr().map_err(|err| StartError::Io {
+        what: "listening socket",
+        err,
+    })?;
+    // The socket unit, not the config, chose this address: hold it to the same rule.
+    if activated && !cfg.allow_remote && !is_loopback(addr.ip()) {
+        return Err(StartError::RemoteSocket(addr));
+    }
+    let idle_exit = cfg.idle_exit_s.map(Duration::from_secs);
+    if idle_exit.is_some() && !activated {
+        log::warn!(
+            "idle_exit_s is ignored without socket activation: nothing would start the agent again"
+        );
+    }
+    let mut life = Lifecycle::new(
+        systemd.notifier,
+        systemd.watchdog_ping,
+        idle_exit.filter(|_| activated),
+    );
+    let server = Server::new(listener).map_err(|err| StartError::Io {
+        what: "event loop",
+        err,
+    })?;
+    let signals = sys::stop_signal_pipe()
+        .map(mio::net::UnixStream::from_std)
+        .map_err(|err| StartError::Io {
+            what: "signal handlers",
+            err,
+        })?;
+    let (journal, recovered) =
+        Journal::open(&cfg.state_dir, cfg.jobs.history).map_err(StartError::Journal)?;
+    let notify = cfg
+        .notify
+        .clone()
+        .map(|argv| NotifyCommand::new(argv, own_home()));
+    let jobs = Jobs::new(
+        cfg.jobs,
+        Arc::new(results),
+        server.waker(),
+        journal,
+        recovered,
+        notify,
+    );
+    let auth = Auth::new(key, cfg.totp, cfg.throttle, store, state);
+    log::info!(
+        "LISTENING on {addr} (sudo-agent {}, {} rules, results in {}{})",
+        env!("CARGO_PKG_VERSION"),
+        cfg.rules.len(),
+        cfg.results.dir.display(),
+        if activated {
+            ", socket from systemd"
+        } else {
+            ""
+        }
+    );
+    life.notify(&format!("READY=1\nSTATUS=listening on {addr}"));
+    let mut agent = Supervised {
+        routes: Routes::new(cfg, auth, jobs),
+        life,
+    };
+    server
+        .run(&mut agent, Some(signals))
+        .map_err(|err| StartError::Io {
+            what: "event loop",
+            err,
+        })?;
+    log::info!("STOPPED");
+    Ok(())
+}
+
+/// The agent as the loop drives it, plus its life under systemd: watchdog pings and idle
+/// exit ride on `tick`, `STOPPING=1` on shutdown.
+struct Supervised {
+    routes: Routes,
+    life: Lifecycle,
+}
+
+impl Handler for Supervised {
+    fn handle(&mut self, request: Request, now: Instant) -> Reply {
+        self.routes.handle(request, now)
+    }
+
+    fn on_wake(&mut self) -> Vec<String> {
+        self.routes.on_wake()
+    }
+
+    fn answer_wait(&mut self, job: &str, kind: WaitKind) -> Response {
+        self.routes.answer_wait(job, kind)
+    }
+
+    fn tick(&mut self, now: Instant, open_connections: usize) -> bool {
+        let idle = open_connections == 0 && self.routes.idle();
+        self.routes.tick(now, open_connections) || self.life.tick(now, idle)
+    }
+
+    fn shutdown(&mut self) {
+        self.life.notify("STOPPING=1");
+        self.routes.shutdown();
+    }
+}

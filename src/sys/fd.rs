@@ -1,0 +1,120 @@
+//! Descriptors: non-blocking pipes, poll(2), and the *at calls that work relative to
+//! a checked directory descriptor.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use super::cerr::cerr;
+
+/// Sets `O_NONBLOCK` on `fd`, so a read returns `WouldBlock` instead of waiting.
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: `raw` is open for the lifetime of the borrow; F_GETFL takes no pointer.
+    let flags = cerr(unsafe { libc::fcntl(raw, libc::F_GETFL) })?;
+    // SAFETY: as above; F_SETFL takes an integer flag word.
+    cerr(unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    Ok(())
+}
+
+/// `name` as a C string for the *at calls: one path component, no NUL, no `/`.
+fn component(name: &str) -> io::Result<CString> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// Creates `name` inside the open directory `dir` with `O_CREAT|O_EXCL|O_NOFOLLOW`:
+/// relative to the descriptor, so swapping the directory's path for a link afterwards
+/// changes nothing, and a file or link already at `name` is an error.
+pub fn create_at(dir: BorrowedFd<'_>, name: &str, mode: u32) -> io::Result<std::fs::File> {
+    let name = component(name)?;
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: `dir` is open for the borrow, `name` is a NUL-terminated string that lives
+    // across the call, and openat returns a new fd or -1.
+    let fd =
+        cerr(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode as libc::c_uint) })?;
+    // SAFETY: the kernel just returned `fd` as a fresh descriptor that nothing else owns.
+    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// An `O_PATH|O_NOFOLLOW` handle on `name` inside `dir`, only for `fstat`: a link yields
+/// the link itself and a FIFO or device is not opened, so looking has no side effect.
+pub fn lookup_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<std::fs::File> {
+    let name = component(name)?;
+    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: as in `create_at`; O_PATH takes no mode.
+    let fd = cerr(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) })?;
+    // SAFETY: the kernel just returned `fd` as a fresh descriptor that nothing else owns.
+    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Removes the entry `name` (never a directory) inside `dir`; a link is removed itself.
+pub fn unlink_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    let name = component(name)?;
+    // SAFETY: `dir` is open for the borrow and `name` lives across the call.
+    cerr(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) })?;
+    Ok(())
+}
+
+/// Most descriptors one [`poll_readable`] call watches (a job uses three).
+pub const POLL_MAX_FDS: usize = 8;
+
+/// Waits up to `timeout` until one of `fds` is readable, hung up or in error, and sets
+/// `ready[i]` for each such fd. Returns how many are ready; 0 on timeout or on a signal
+/// (EINTR), so callers simply loop. With no fds it just sleeps for `timeout`.
+pub fn poll_readable(
+    fds: &[BorrowedFd<'_>],
+    ready: &mut [bool],
+    timeout: Duration,
+) -> io::Result<usize> {
+    if fds.len() > POLL_MAX_FDS || ready.len() < fds.len() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let mut set = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; POLL_MAX_FDS];
+    for (slot, fd) in set.iter_mut().zip(fds) {
+        slot.fd = fd.as_raw_fd();
+        slot.events = libc::POLLIN;
+    }
+    // Round up so a 0.4 ms remainder does not turn into a busy loop of 0 ms polls.
+    let ms = timeout.as_micros().div_ceil(1000);
+    let ms = libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `set` holds `fds.len()` initialised pollfd entries whose fds stay open for
+    // the borrow; poll writes only their `revents`.
+    match cerr(unsafe { libc::poll(set.as_mut_ptr(), fds.len() as libc::nfds_t, ms) }) {
+        Ok(_) => {}
+        Err(err) if err.kind() == io::ErrorKind::Interrupted => return Ok(0),
+        Err(err) => return Err(err),
+    }
+    let mut count = 0;
+    for (flag, slot) in ready.iter_mut().zip(&set[..fds.len()]) {
+        *flag = slot.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0;
+        count += usize::from(*flag);
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_sees_readable_pipe_and_times_out() {
+        use std::io::Write;
+        use std::os::fd::AsFd;
+        let (reader, mut writer) = std::os::unix::net::UnixStream::pair().unwrap();
+        set_nonblocking(reader.as_fd()).unwrap();
+        let mut ready = [false; 1];
+        let n = poll_readable(&[reader.as_fd()], &mut ready, Duration::from_millis(10)).unwrap();
+        assert_eq!((n, ready), (0, [false]));
+        writer.write_all(b"x").unwrap();
+        let n = poll_readable(&[reader.as_fd()], &mut ready, Duration::from_secs(1)).unwrap();
+        assert_eq!((n, ready), (1, [true]));
+    }
+}

@@ -1,0 +1,471 @@
+//! The one place that opens files the agent trusts (secret, config, state) and the
+//! directories it writes into. Links are refused, owners and modes are checked, and every
+//! refusal names the file and the command that fixes it.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::users::{euid, lookup_uid};
+
+/// Largest trusted file read into memory; a config or secret is a few KiB.
+const MAX_TRUSTED_BYTES: u64 = 1 << 20;
+
+/// How strictly a file's mode is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Secrets and state: owner only, nothing for group or others (0600 or stricter).
+    Private,
+    /// Config: readable by others is fine, writable by anyone but the owner is not.
+    NotWritableByOthers,
+}
+
+/// What went wrong with a trusted file, worded for the person who must fix it.
+#[derive(Debug)]
+pub enum FileError {
+    Missing {
+        what: String,
+        path: PathBuf,
+    },
+    Symlink {
+        what: String,
+        path: PathBuf,
+    },
+    NotRegular {
+        what: String,
+        path: PathBuf,
+    },
+    NotDirectory {
+        what: String,
+        path: PathBuf,
+    },
+    Mode {
+        what: String,
+        path: PathBuf,
+        mode: u32,
+        want: u32,
+    },
+    Owner {
+        what: String,
+        path: PathBuf,
+        uid: u32,
+        want: u32,
+    },
+    TooLarge {
+        what: String,
+        path: PathBuf,
+    },
+    Io {
+        what: String,
+        path: PathBuf,
+        err: io::Error,
+    },
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing { what, path } => write!(f, "{what} {} does not exist", path.display()),
+            Self::Symlink { what, path } => write!(
+                f,
+                "{what} {} is a symbolic link; replace it with the real file (links are never followed)",
+                path.display()
+            ),
+            Self::NotRegular { what, path } => {
+                write!(f, "{what} {} is not a regular file", path.display())
+            }
+            Self::NotDirectory { what, path } => {
+                write!(f, "{what} {} is not a directory", path.display())
+            }
+            Self::Mode {
+                what,
+                path,
+                mode,
+                want,
+            } => write!(
+                f,
+                "{what} {} is mode {mode:04o}; run: chmod {want:o} {}",
+                path.display(),
+                path.display()
+            ),
+            Self::Owner {
+                what,
+                path,
+                uid,
+                want,
+            } => write!(
+                f,
+                "{what} {} is owned by uid {uid}, not {}; run: chown {} {}",
+                path.display(),
+                owner_name(*want),
+                owner_name(*want),
+                path.display()
+            ),
+            Self::TooLarge { what, path } => write!(
+                f,
+                "{what} {} is larger than {MAX_TRUSTED_BYTES} bytes",
+                path.display()
+            ),
+            Self::Io { what, path, err } => write!(f, "{what} {}: {err}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for FileError {}
+
+fn owner_name(uid: u32) -> String {
+    match lookup_uid(uid) {
+        Ok(Some(user)) => user.name,
+        _ => uid.to_string(),
+    }
+}
+
+fn io_err(what: &str, path: &Path, err: io::Error) -> FileError {
+    if err.kind() == io::ErrorKind::NotFound {
+        FileError::Missing {
+            what: what.into(),
+            path: path.into(),
+        }
+    } else if err.raw_os_error() == Some(libc::ELOOP) {
+        FileError::Symlink {
+            what: what.into(),
+            path: path.into(),
+        }
+    } else {
+        FileError::Io {
+            what: what.into(),
+            path: path.into(),
+            err,
+        }
+    }
+}
+
+/// Checks owner (this process's user, or root) and mode of an open file or directory.
+fn check_meta(what: &str, path: &Path, meta: &fs::Metadata, trust: Trust) -> Result<(), FileError> {
+    let me = euid();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(FileError::Owner {
+            what: what.into(),
+            path: path.into(),
+            uid: meta.uid(),
+            want: me,
+        });
+    }
+    let mode = meta.mode() & 0o7777;
+    let (forbidden, want) = match trust {
+        Trust::Private => (0o077, mode & 0o700),
+        Trust::NotWritableByOthers => (0o022, mode & !0o022),
+    };
+    if mode & forbidden != 0 {
+        return Err(FileError::Mode {
+            what: what.into(),
+            path: path.into(),
+            mode,
+            want,
+        });
+    }
+    Ok(())
+}
+
+/// Reads a trusted file: not a link, a regular file, owned by us or root, mode per `trust`.
+/// `what` names it in errors ("secret file", "config file").
+pub fn read_trusted(what: &str, path: &Path, trust: Trust) -> Result<String, FileError> {
+    let (file, meta) = open_trusted(what, path, trust)?;
+    if meta.len() > MAX_TRUSTED_BYTES {
+        return Err(FileError::TooLarge {
+            what: what.into(),
+            path: path.into(),
+        });
+    }
+    let mut text = String::new();
+    file.take(MAX_TRUSTED_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| io_err(what, path, e))?;
+    Ok(text)
+}
+
+/// Opens a trusted file for reading, with no size limit (the job journal can be larger
+/// than a config): not a link, a regular file, owned by us or root, mode per `trust`.
+pub fn open_trusted(
+    what: &str,
+    path: &Path,
+    trust: Trust,
+) -> Result<(File, fs::Metadata), FileError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path);
+    checked_regular(what, path, file, trust)
+}
+
+/// The checks every trusted open ends with: a regular file, owner and mode per `trust`.
+fn checked_regular(
+    what: &str,
+    path: &Path,
+    opened: io::Result<File>,
+    trust: Trust,
+) -> Result<(File, fs::Metadata), FileError> {
+    let file = opened.map_err(|e| io_err(what, path, e))?;
+    let meta = file.metadata().map_err(|e| io_err(what, path, e))?;
+    if !meta.is_file() {
+        return Err(FileError::NotRegular {
+            what: what.into(),
+            path: path.into(),
+        });
+    }
+    check_meta(what, path, &meta, trust)?;
+    Ok((file, meta))
+}
+
+/// Opens `path` for appending (the journal, the audit log): never through a link, and
+/// without blocking on a FIFO planted there (`O_NONBLOCK` changes nothing for a regular
+/// file). A file it creates gets exactly `mode` whatever the umask; an existing one must
+/// be a regular file owned by us or root, and loses any permission bit beyond `mode`
+/// (a 0644 log left by the Python agent becomes 0640), never gaining one.
+pub fn open_append(what: &str, path: &Path, mode: u32) -> Result<File, FileError> {
+    let flags = libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
+    let mut options = OpenOptions::new();
+    options.append(true).mode(mode).custom_flags(flags);
+    let open_err = |err: io::Error| match err.raw_os_error() {
+        Some(libc::ELOOP) => FileError::Symlink {
+            what: what.into(),
+            path: path.into(),
+        },
+        _ => FileError::Io {
+            what: what.into(),
+            path: path.into(),
+            err,
+        },
+    };
+    let (file, created) = match options.clone().create_new(true).open(path) {
+        Ok(file) => (file, true),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            (options.open(path).map_err(open_err)?, false)
+        }
+        Err(err) => return Err(open_err(err)),
+    };
+    let meta = file.metadata().map_err(open_err)?;
+    if !meta.is_file() {
+        return Err(FileError::NotRegular {
+            what: what.into(),
+            path: path.into(),
+        });
+    }
+    let me = euid();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(FileError::Owner {
+            what: what.into(),
+            path: path.into(),
+            uid: meta.uid(),
+            want: me,
+        });
+    }
+    let current = meta.mode() & 0o7777;
+    let want = if created { mode } else { current & mode };
+    if current != want {
+        file.set_permissions(fs::Permissions::from_mode(want))
+            .map_err(open_err)?;
+    }
+    Ok(file)
+}
+
+/// The directory `path` is in: its parent, or `.` for a bare file name.
+pub fn parent_or_dot(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Replaces `path` atomically: write a temp file beside it (O_EXCL, no links, `mode`),
+/// fsync it, rename over the target, fsync the directory. A power cut leaves the old
+/// content or the new, never a mix.
+pub fn write_atomic(what: &str, path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    let dir = parent_or_dot(path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    // A stale temp file from a crash under the same pid would block O_EXCL.
+    let _ = fs::remove_file(&tmp);
+    let result = (|| -> io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    result.map_err(|err| {
+        let _ = fs::remove_file(&tmp);
+        io_err(what, path, err)
+    })
+}
+
+/// Makes sure `path` is a private directory of ours: created 0700 if missing (parents
+/// 0755), otherwise it must be a real directory (not a link), owned by us, mode 0700 or
+/// stricter. Never chmods what it did not create: a wrong mode may mean someone else
+/// got there first.
+pub fn ensure_private_dir(what: &str, path: &Path) -> Result<(), FileError> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(parent)
+                    .map_err(|e| io_err(what, parent, e))?;
+            }
+            match fs::DirBuilder::new().mode(0o700).create(path) {
+                Ok(()) => fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+                    .map_err(|e| io_err(what, path, e))?,
+                // Lost a race with another creator: fall through to the checks below.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err(what, path, e)),
+            }
+            check_private_dir(what, path)
+        }
+        Err(e) => Err(io_err(what, path, e)),
+        Ok(_) => check_private_dir(what, path),
+    }
+}
+
+/// [`ensure_private_dir`], then the directory itself, opened without following a link
+/// and checked again on the descriptor: what is created through the handle lands in the
+/// directory that was checked, even if its path is swapped for a link in between.
+pub fn open_private_dir(what: &str, path: &Path) -> Result<File, FileError> {
+    ensure_private_dir(what, path)?;
+    let dir = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| io_err(what, path, e))?;
+    let meta = dir.metadata().map_err(|e| io_err(what, path, e))?;
+    if meta.uid() != euid() {
+        return Err(FileError::Owner {
+            what: what.into(),
+            path: path.into(),
+            uid: meta.uid(),
+            want: euid(),
+        });
+    }
+    check_meta(what, path, &meta, Trust::Private)?;
+    Ok(dir)
+}
+
+fn check_private_dir(what: &str, path: &Path) -> Result<(), FileError> {
+    let meta = fs::symlink_metadata(path).map_err(|e| io_err(what, path, e))?;
+    if meta.file_type().is_symlink() {
+        return Err(FileError::Symlink {
+            what: what.into(),
+            path: path.into(),
+        });
+    }
+    if !meta.is_dir() {
+        return Err(FileError::NotDirectory {
+            what: what.into(),
+            path: path.into(),
+        });
+    }
+    let me = euid();
+    if meta.uid() != me {
+        return Err(FileError::Owner {
+            what: what.into(),
+            path: path.into(),
+            uid: meta.uid(),
+            want: me,
+        });
+    }
+    check_meta(what, path, &meta, Trust::Private)
+}
+
+/// A fresh, empty 0700 directory for one unit test (removed first if a previous run left
+/// it behind); `tag` must be unique across the crate's tests.
+#[cfg(test)]
+pub(crate) fn test_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sudo-agent-{tag}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tempdir(tag: &str) -> PathBuf {
+        test_dir(&format!("files-{tag}"))
+    }
+
+    #[test]
+    fn private_file_modes() {
+        let dir = tempdir("modes");
+        let path = dir.join("secret");
+        write_atomic("secret file", &path, b"ABC", 0o600).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(
+            read_trusted("secret file", &path, Trust::Private).unwrap(),
+            "ABC"
+        );
+
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = read_trusted("secret file", &path, Trust::Private)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is mode 0644; run: chmod 600"), "{err}");
+        assert!(read_trusted("config file", &path, Trust::NotWritableByOthers).is_ok());
+
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o664)).unwrap();
+        let err = read_trusted("config file", &path, Trust::NotWritableByOthers)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("run: chmod 644"), "{err}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn links_are_refused() {
+        let dir = tempdir("links");
+        let real = dir.join("real");
+        write_atomic("secret file", &real, b"x", 0o600).unwrap();
+        let link = dir.join("link");
+        symlink(&real, &link).unwrap();
+        let err = read_trusted("secret file", &link, Trust::Private).unwrap_err();
+        assert!(matches!(err, FileError::Symlink { .. }), "{err}");
+
+        let dlink = dir.join("dlink");
+        fs::create_dir(dir.join("d")).unwrap();
+        symlink(dir.join("d"), &dlink).unwrap();
+        assert!(matches!(
+            ensure_private_dir("results dir", &dlink),
+            Err(FileError::Symlink { .. })
+        ));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn private_dir_created_and_checked() {
+        let dir = tempdir("dirs");
+        let sub = dir.join("a/b");
+        ensure_private_dir("results dir", &sub).unwrap();
+        assert_eq!(fs::metadata(&sub).unwrap().mode() & 0o777, 0o700);
+        fs::set_permissions(&sub, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = ensure_private_dir("results dir", &sub)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mode 0777; run: chmod 700"), "{err}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,23 @@
+//! The operating system, behind plain Rust functions: every libc call and every
+//! `unsafe` block of the crate lives in this folder (the compiler holds the rest of the
+//! crate to `deny(unsafe_code)`), each block with its `// SAFETY:` reason and each `-1`
+//! turned into an `io::Error` by [`cerr`](cerr::cerr). Also here: the one place that
+//! opens files the agent trusts (`files`), the clock, and systemd's interfaces.
+
+mod cerr;
+pub(crate) mod clock;
+mod fd;
+pub(crate) mod files;
+mod net;
+mod process;
+mod signals;
+pub(crate) mod systemd;
+mod tty;
+mod users;
+
+pub(crate) use self::fd::{create_at, lookup_at, poll_readable, set_nonblocking, unlink_at};
+pub(crate) use self::net::is_loopback;
+pub(crate) use self::process::{boot_id, group_running, kill_group, pidfd_open, start_ticks};
+pub(crate) use self::signals::stop_signal_pipe;
+pub(crate) use self::tty::EchoOff;
+pub(crate) use self::users::{UserInfo, euid, lookup_group, lookup_uid, lookup_user};

@@ -1,0 +1,138 @@
+//! Processes and process groups: signals, pidfds, and what /proc says about them.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use super::cerr::cerr;
+
+/// Sends `signal` to every process in process group `pgid`.
+pub fn kill_group(pgid: u32, signal: i32) -> io::Result<()> {
+    let pgid =
+        libc::pid_t::try_from(pgid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    if pgid <= 1 {
+        // killpg(0 or 1) would hit our own group or init: never what a job id means.
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: killpg takes plain integers; a stale group yields ESRCH, not UB.
+    cerr(unsafe { libc::killpg(pgid, signal) })?;
+    Ok(())
+}
+
+/// True while any process of group `pgid` is alive (signal 0 probes without sending).
+pub fn group_alive(pgid: u32) -> bool {
+    kill_group(pgid, 0).is_ok()
+}
+
+/// A pidfd for `pid` (Linux 5.3+): becomes readable when the process exits, so one
+/// `poll` can wait for output and exit together. `ENOSYS` on older kernels (and under
+/// some seccomp filters); the caller then polls `waitpid` instead.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: pidfd_open takes two integers and returns a new fd (always O_CLOEXEC) or -1.
+    let rc = cerr(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    let fd = RawFd::try_from(rc).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    // SAFETY: the kernel just returned `fd` as a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// True while process group `pgid` has a member that is not a zombie.
+///
+/// `group_alive` (killpg with signal 0) also counts zombies, and an orphaned grandchild
+/// that we killed stays a zombie until PID 1 reaps it — which some container inits never
+/// do. So when the cheap probe says "alive", `/proc` is scanned for a live member. If
+/// `/proc` cannot be read, the answer is the conservative `true`.
+pub fn group_running(pgid: u32) -> bool {
+    if !group_alive(pgid) {
+        return false;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        // A process can vanish between listing and reading: that is "not running".
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if let Some((state, pgrp)) = parse_stat(&stat) {
+            if pgrp == pgid && state != 'Z' && state != 'X' {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// This boot's random id (`/proc/sys/kernel/random/boot_id`). A process group id written
+/// down under another boot means nothing now: after a reboot it may name a stranger.
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// When process `pid` started, in clock ticks since boot (`/proc/<pid>/stat` field 22);
+/// `None` if there is no such process. Together with the boot id it tells a process
+/// from a later one that got the same pid.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name start at field 3 (state); starttime is field 22.
+    stat[stat.rfind(')')? + 1..]
+        .split_ascii_whitespace()
+        .nth(22 - 3)?
+        .parse()
+        .ok()
+}
+
+/// (state, process group) from a `/proc/<pid>/stat` line. The command name in
+/// parentheses may itself hold spaces and ')', so fields are counted after the last ')'.
+fn parse_stat(stat: &str) -> Option<(char, u32)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_odd_command_names() {
+        let line = "1234 (a b) c)) S 1 4321 4321 0 -1 4194560 100 0 0 0";
+        assert_eq!(parse_stat(line), Some(('S', 4321)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn boot_id_and_start_ticks() {
+        assert_eq!(boot_id().map(|b| b.len()), Some(36));
+        let me = start_ticks(std::process::id()).unwrap();
+        assert!(me > 0);
+        assert_eq!(start_ticks(std::process::id()), Some(me));
+        assert_eq!(start_ticks(u32::MAX), None);
+    }
+
+    #[test]
+    fn our_own_group_is_running() {
+        let me = std::process::id();
+        let pgid = std::fs::read_to_string(format!("/proc/{me}/stat"))
+            .ok()
+            .and_then(|s| parse_stat(&s))
+            .map(|(_, g)| g)
+            .unwrap();
+        if pgid > 1 {
+            assert!(group_running(pgid));
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Local accounts and groups from the user database (getpwnam_r, getgrnam_r).
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::path::PathBuf;
+
+/// A local account, as `getpwnam(3)` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+/// Effective user id of this process.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Looks up a user by name; `Ok(None)` when no such user exists.
+pub fn lookup_user(name: &str) -> io::Result<Option<UserInfo>> {
+    let Ok(cname) = CString::new(name) else {
+        return Ok(None);
+    };
+    passwd_entry(&move |pwd, buf, len, out| {
+        // SAFETY: all pointers come from `passwd_entry` and are valid for the call;
+        // `buf` is `len` bytes long.
+        unsafe { libc::getpwnam_r(cname.as_ptr(), pwd, buf, len, out) }
+    })
+}
+
+/// Looks up a user by uid; `Ok(None)` when the uid has no passwd entry.
+pub fn lookup_uid(uid: u32) -> io::Result<Option<UserInfo>> {
+    passwd_entry(&move |pwd, buf, len, out| {
+        // SAFETY: as in `lookup_user`.
+        unsafe { libc::getpwuid_r(uid, pwd, buf, len, out) }
+    })
+}
+
+type PasswdCall =
+    dyn Fn(*mut libc::passwd, *mut libc::c_char, libc::size_t, *mut *mut libc::passwd) -> i32;
+
+fn passwd_entry(call: &PasswdCall) -> io::Result<Option<UserInfo>> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    loop {
+        // SAFETY: passwd is a plain C struct of integers and pointers; all-zero is valid.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        let rc = call(&mut pwd, buf.as_mut_ptr(), buf.len(), &mut out);
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        if out.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: on success pw_name and pw_dir point to NUL-terminated strings inside `buf`,
+        // which outlives this block.
+        let (name, home) = unsafe {
+            (
+                CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned(),
+                CStr::from_ptr(pwd.pw_dir).to_string_lossy().into_owned(),
+            )
+        };
+        return Ok(Some(UserInfo {
+            name,
+            uid: pwd.pw_uid,
+            gid: pwd.pw_gid,
+            home: PathBuf::from(home),
+        }));
+    }
+}
+
+/// Looks up a group id by name; `Ok(None)` when no such group exists.
+pub fn lookup_group(name: &str) -> io::Result<Option<u32>> {
+    let Ok(cname) = CString::new(name) else {
+        return Ok(None);
+    };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    loop {
+        // SAFETY: group is a plain C struct of integers and pointers; all-zero is valid.
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut out: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call and `buf` is `buf.len()` bytes.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                cname.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut out,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        return Ok((!out.is_null()).then_some(grp.gr_gid));
+    }
+}
