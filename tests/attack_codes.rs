@@ -2,12 +2,10 @@
 //! codes outside the skew window. (A clock jumping backwards is faked in auth.rs's unit
 //! test `clock_jumping_backwards`, where `now` is a parameter.)
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Agent, now, now_ms};
+use crate::common::{Agent, now, now_ms};
 use serde_json::json;
 use sudo_agent::totp;
 

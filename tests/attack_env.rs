@@ -4,11 +4,9 @@
 //! a child. systemctl/journalctl are stand-in scripts here, so the test also runs in
 //! containers without systemd; they report what a pager would look at.
 
-mod common;
-
 use std::fs;
 
-use common::{Agent, TempDir, base_config, script};
+use crate::common::{Agent, TempDir, base_config, script};
 use serde_json::json;
 
 const REPORT: &str = r#"tty >/dev/null 2>&1 && echo "tty=yes" || echo "tty=no"

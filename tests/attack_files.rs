@@ -3,13 +3,11 @@
 //! file swapped for a link; links planted in the results dir. Each is refused with a
 //! message that names the fix, or handled without following the link.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
-use common::{Agent, TempDir, base_config, serve_refused, wait_until, write_files};
+use crate::common::{Agent, TempDir, base_config, serve_refused, wait_until, write_files};
 use serde_json::{Value, json};
 
 fn cfg(dir: &TempDir) -> Value {

@@ -4,15 +4,13 @@
 //! stays under 8 MiB and its thread count does not move. (Each abuse alone, with its
 //! exact status, is in http_limits.rs.)
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Agent, rss_allowance_kib, rss_kib, threads};
+use crate::common::{Agent, rss_allowance_kib, rss_kib, threads};
 use serde_json::json;
 
 const RSS_LIMIT_KIB: u64 = 8 * 1024;
@@ -276,7 +274,7 @@ fn refused_oversized_heads_do_not_hold_connection_slots() {
         }
     });
     assert!(
-        common::wait_until(Duration::from_millis(500), || open_fds(agent.pid())
+        crate::common::wait_until(Duration::from_millis(500), || open_fds(agent.pid())
             <= before),
         "{} fds open, {before} before",
         open_fds(agent.pid())

@@ -3,12 +3,10 @@
 //! overlong input, forged audit lines. Each payload runs (or is refused) for real and a
 //! marker file that a successful injection would create is checked to be absent.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::symlink;
 
-use common::{Agent, TempDir, base_config, script};
+use crate::common::{Agent, TempDir, base_config, script};
 use serde_json::{Value, json};
 
 /// An agent whose `echo` needs no code (so payloads can be sent without waiting for

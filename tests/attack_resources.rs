@@ -3,12 +3,10 @@
 //! record must always end, and no process of the job may be left (except the `setsid`
 //! escapee, which is documented and cleaned up here).
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Agent, alive, group_members, rss_kib, unsafe_kill, wait_until};
+use crate::common::{Agent, alive, group_members, rss_kib, unsafe_kill, wait_until};
 use serde_json::json;
 
 fn agent(tag: &str) -> Agent {
@@ -58,7 +56,7 @@ fn a_gibibyte_of_output_is_capped_and_memory_stays_flat() {
         started.elapsed()
     );
     assert!(
-        peak < before + 4096 + common::rss_allowance_kib(),
+        peak < before + 4096 + crate::common::rss_allowance_kib(),
         "RSS grew from {before} to {peak} KiB"
     );
 }

@@ -1,8 +1,6 @@
 //! Codes, replay, throttling and policy through the real binary.
 
-mod common;
-
-use common::{Agent, now};
+use crate::common::{Agent, now};
 use serde_json::json;
 use sudo_agent::totp;
 
@@ -205,7 +203,7 @@ fn replay_is_refused_after_restart() {
 #[test]
 fn code_and_verify_commands_agree_with_the_agent() {
     let agent = Agent::start("cli-code", json!({}));
-    let out = common::agent_command()
+    let out = crate::common::agent_command()
         .args(["code", "--config"])
         .arg(&agent.config_path)
         .output()
@@ -223,7 +221,7 @@ fn code_and_verify_commands_agree_with_the_agent() {
     assert!(expected.contains(&printed), "{printed} not in {expected:?}");
 
     let verify = |code: &str| {
-        common::agent_command()
+        crate::common::agent_command()
             .args(["verify", code, "--config"])
             .arg(&agent.config_path)
             .status()

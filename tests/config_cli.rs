@@ -1,14 +1,12 @@
 //! Start-up refusals, `check`, `init` and `demo` through the real binary.
 
-mod common;
-
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{SECRET_B32, TempDir, base_config};
+use crate::common::{SECRET_B32, TempDir, base_config};
 use serde_json::json;
 
 /// Writes config + secret and runs `sudo-agent ARGS --config`, returning (exit code, stderr).
@@ -21,7 +19,7 @@ fn run_with(dir: &TempDir, cfg: &serde_json::Value, args: &[&str]) -> (i32, Stri
         fs::write(&secret, SECRET_B32).unwrap();
         fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
     }
-    let out = common::agent_command()
+    let out = crate::common::agent_command()
         .args(args)
         .arg("--config")
         .arg(&config)
@@ -95,11 +93,14 @@ fn check_lists_every_problem_and_passes_a_good_config() {
 #[test]
 fn usage_errors_exit_2() {
     for args in [&["frobnicate"][..], &["serve", "--bogus"], &[]] {
-        let out = common::agent_command().args(args).output().unwrap();
+        let out = crate::common::agent_command().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(!out.stderr.is_empty());
     }
-    let out = common::agent_command().arg("--version").output().unwrap();
+    let out = crate::common::agent_command()
+        .arg("--version")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("sudo-agent "));
 }
@@ -109,7 +110,7 @@ fn init_writes_private_secret_and_never_overwrites_without_force() {
     let dir = TempDir::new("init");
     let config = dir.path().join("etc/config.json");
     let init = |force: bool| {
-        let mut cmd = common::agent_command();
+        let mut cmd = crate::common::agent_command();
         cmd.args([
             "init",
             "--account",
@@ -157,7 +158,7 @@ fn init_writes_private_secret_and_never_overwrites_without_force() {
         "--force makes a new secret"
     );
     // The starter config it wrote is valid.
-    let check = common::agent_command()
+    let check = crate::common::agent_command()
         .args(["check", "--config"])
         .arg(&config)
         .output()
@@ -173,7 +174,7 @@ fn demo_serves_and_cleans_up_on_ctrl_c() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut child = common::agent_command()
+    let mut child = crate::common::agent_command()
         .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -212,7 +213,7 @@ fn demo_serves_and_cleans_up_on_ctrl_c() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(status, 200);
-    common::unsafe_kill(child.id(), 2);
+    crate::common::unsafe_kill(child.id(), 2);
     let exit = child.wait().unwrap();
     assert!(exit.success(), "{exit}");
     assert!(!dir.exists(), "Ctrl-C removes the demo dir");

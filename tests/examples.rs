@@ -3,14 +3,12 @@
 //! its rest_command body is what the agent accepts, and the notify command posts what
 //! the HA automation reads.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Agent, agent_shell_command};
+use crate::common::{Agent, agent_shell_command};
 use serde_json::{Value, json};
 
 fn example(path: &str) -> String {
@@ -213,7 +211,7 @@ fn asterisk_shell_line_runs_a_message_and_never_its_shell_code() {
 
 /// A YAML file as JSON, through PyYAML; `None` (after a loud skip) when it is missing.
 fn yaml(path: &str) -> Option<Value> {
-    if !common::python_has("yaml", "pip install pyyaml") {
+    if !crate::common::python_has("yaml", "pip install pyyaml") {
         return None;
     }
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

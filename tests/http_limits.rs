@@ -1,12 +1,10 @@
 //! Bad input over HTTP: each gets its own error and the agent keeps answering /health.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::Agent;
+use crate::common::Agent;
 use serde_json::json;
 
 fn status_of(raw: &str) -> u16 {
@@ -169,7 +167,7 @@ fn three_hundred_half_sent_requests_do_not_starve_health() {
         took < Duration::from_secs(1),
         "/health took {took:?} with 300 half-sent requests open"
     );
-    let threads = common::threads(agent.pid());
+    let threads = crate::common::threads(agent.pid());
     assert!(
         threads <= 3,
         "the loop must not spawn threads per connection: {threads}"

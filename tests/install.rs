@@ -1,12 +1,10 @@
 //! `install` and `uninstall` through the real binary, into a `--root` tree.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use common::{SECRET_B32, TempDir, agent_command};
+use crate::common::{SECRET_B32, TempDir, agent_command};
 
 /// Runs the binary with `args`; (exit code, stdout, stderr).
 fn run(args: &[&str], root: &Path) -> (i32, String, String) {

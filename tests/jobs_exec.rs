@@ -1,10 +1,8 @@
 //! Jobs through the real binary: timeouts, output caps, environment, waiting.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Agent, alive};
+use crate::common::{Agent, alive};
 use serde_json::json;
 
 #[test]
@@ -57,8 +55,8 @@ fn output_over_the_cap_is_dropped_and_flagged() {
 
 #[test]
 fn child_environment_holds_none_of_the_agents_variables() {
-    let dir = common::TempDir::new("env");
-    let cfg = common::base_config(dir.path(), json!({}));
+    let dir = crate::common::TempDir::new("env");
+    let cfg = crate::common::base_config(dir.path(), json!({}));
     let agent = Agent::start_in(
         dir,
         &cfg,
@@ -128,10 +126,10 @@ fn submit_without_wait_answers_202_then_poll_finds_the_result() {
 
 #[test]
 fn output_held_for_history_stays_within_its_budget() {
-    let dir = common::TempDir::new("outbudget");
+    let dir = crate::common::TempDir::new("outbudget");
     let big = dir.path().join("big.txt");
     std::fs::write(&big, "a".repeat(1 << 20)).unwrap();
-    let cfg = common::base_config(
+    let cfg = crate::common::base_config(
         dir.path(),
         json!({"rules": [{"name": "cat", "argv": ["/bin/cat", big.to_str().unwrap()], "no_pin": true}]}),
     );
@@ -160,8 +158,8 @@ fn output_held_for_history_stays_within_its_budget() {
     // ...and the newest keep theirs.
     let newest = agent.get(&format!("/job/{}", ids[19])).json();
     assert_eq!(newest["stdout"].as_str().unwrap().len(), 1 << 20);
-    let rss = common::rss_kib(agent.pid());
-    let emulator = common::rss_allowance_kib();
+    let rss = crate::common::rss_kib(agent.pid());
+    let emulator = crate::common::rss_allowance_kib();
     assert!(
         rss < 40 * 1024 + emulator,
         "RSS {rss} KiB after 20 MiB of output"

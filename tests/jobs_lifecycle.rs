@@ -1,8 +1,6 @@
 //! The job lifecycle through the real binary: 202 and long-polls, the queue, cancel,
 //! the journal across kill -9 and SIGTERM, bounded history and results, notify.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
@@ -12,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{Agent, group_members, rss_kib, threads, wait_until};
+use crate::common::{Agent, group_members, rss_kib, threads, wait_until};
 use serde_json::{Value, json};
 
 /// Tests that measure latency or push thousands of jobs run one at a time, so they do
@@ -32,7 +30,7 @@ fn rules() -> Value {
     ])
 }
 
-fn id_of(reply: &common::Reply) -> String {
+fn id_of(reply: &crate::common::Reply) -> String {
     reply.json()["id"].as_str().unwrap().to_string()
 }
 
@@ -304,22 +302,22 @@ fn kill_9_then_restart_serves_history_and_ends_the_orphaned_job() {
 
 #[test]
 fn a_symlinked_journal_is_refused() {
-    let dir = common::TempDir::new("jlink");
+    let dir = crate::common::TempDir::new("jlink");
     let state = dir.path().join("state");
     std::fs::create_dir(&state).unwrap();
     std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     std::fs::write(dir.path().join("elsewhere"), "").unwrap();
     std::os::unix::fs::symlink(dir.path().join("elsewhere"), state.join("jobs.jsonl")).unwrap();
-    let cfg = common::base_config(dir.path(), json!({}));
+    let cfg = crate::common::base_config(dir.path(), json!({}));
     let config = dir.path().join("config.json");
     std::fs::write(&config, cfg.to_string()).unwrap();
-    std::fs::write(dir.path().join("secret"), common::SECRET_B32).unwrap();
+    std::fs::write(dir.path().join("secret"), crate::common::SECRET_B32).unwrap();
     std::fs::set_permissions(
         dir.path().join("secret"),
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
-    let out = common::agent_command()
+    let out = crate::common::agent_command()
         .args(["serve", "--config"])
         .arg(&config)
         .output()
@@ -334,7 +332,7 @@ fn a_symlinked_journal_is_refused() {
 
 #[test]
 fn ten_thousand_jobs_keep_journal_rss_and_results_bounded() {
-    if common::emulated() {
+    if crate::common::emulated() {
         // A soak of the native build: under qemu-user (debug build, 2 cores) it took
         // 16 min and jobs outlived the 10 s wait. The bounds it checks are the same
         // code on both architectures; every other test runs under qemu.
@@ -534,7 +532,7 @@ fn unwritable_results_dir_still_finishes_and_journals_jobs() {
 
 #[test]
 fn notify_runs_once_per_job_that_outlived_its_wait() {
-    let dir = common::TempDir::new("notify");
+    let dir = crate::common::TempDir::new("notify");
     let out = dir.path().join("notified");
     std::fs::create_dir(&out).unwrap();
     let script = dir.path().join("notify.sh");
@@ -546,7 +544,7 @@ fn notify_runs_once_per_job_that_outlived_its_wait() {
         ),
     )
     .unwrap();
-    let cfg = common::base_config(
+    let cfg = crate::common::base_config(
         dir.path(),
         json!({"notify": ["/bin/sh", script], "rules": rules()}),
     );

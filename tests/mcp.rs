@@ -1,12 +1,10 @@
 //! `sudo-agent mcp` spoken to over pipes, as an MCP client (Claude Desktop and others)
 //! does: initialize, list tools, call them with a good and a bad code.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 
-use common::{Agent, agent_command};
+use crate::common::{Agent, agent_command};
 use serde_json::{Value, json};
 
 /// A running `sudo-agent mcp` with its stdio.

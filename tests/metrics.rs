@@ -1,10 +1,8 @@
 //! `GET /metrics` after a known sequence of requests: every counter exact.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::Agent;
+use crate::common::Agent;
 use serde_json::json;
 
 /// Sample lines as `name{labels}` → value; checks every line has the exposition shape.

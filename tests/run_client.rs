@@ -1,11 +1,9 @@
 //! `sudo-agent run` against a real agent: output as it was, every exit code, `--detach`,
 //! `--wait`, `--json`, `--pin-stdin` and the SIP message flow end to end.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Agent, free_port};
+use crate::common::{Agent, free_port};
 use serde_json::{Value, json};
 
 fn fast(tag: &str) -> Agent {
@@ -67,11 +65,11 @@ fn each_refusal_has_its_own_exit_code() {
     assert!(started.elapsed() < Duration::from_secs(10));
 
     let nowhere = format!("http://127.0.0.1:{}", free_port());
-    let r = common::run_bin(&["run", "--url", &nowhere, "--", "true"], "", &[]);
+    let r = crate::common::run_bin(&["run", "--url", &nowhere, "--", "true"], "", &[]);
     assert_eq!(r.code, 127, "unreachable: {r:?}");
     assert!(r.stderr.contains("cannot reach the agent"), "{r:?}");
 
-    let r = common::run_bin(&["run", "--wait", "soon", "--", "true"], "", &[]);
+    let r = crate::common::run_bin(&["run", "--wait", "soon", "--", "true"], "", &[]);
     assert_eq!(r.code, 2, "usage: {r:?}");
 }
 

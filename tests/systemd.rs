@@ -1,15 +1,13 @@
 //! Life under systemd through the real binary: a socket passed as fd 3, READY=1 and
 //! WATCHDOG=1 on a notification socket the test binds, and exit when idle.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use common::{Agent, TempDir, alive, base_config};
+use crate::common::{Agent, TempDir, alive, base_config};
 use serde_json::json;
 
 fn loopback_listener() -> TcpListener {
@@ -111,7 +109,7 @@ fn a_non_loopback_socket_from_systemd_is_refused() {
     let cfg = base_config(dir.path(), json!({}));
     let listener = TcpListener::bind("0.0.0.0:0").unwrap();
     let agent = Agent::prepare(dir, &cfg);
-    let mut child = common::activated_command(listener)
+    let mut child = crate::common::activated_command(listener)
         .args(["serve", "--config"])
         .arg(&agent.config_path)
         .stderr(std::process::Stdio::piped())

@@ -83,7 +83,7 @@ pub fn step_at(unix: u64, step_s: u64) -> u64 {
 }
 
 /// The code for time `unix`, zero-padded to `params.digits`. Digits outside 6–8 are
-/// clamped into that range; `step_s` 0 is treated as 1 (see [`step_at`]).
+/// clamped into that range; `step_s` 0 is treated as 1 (see `step_at`).
 pub fn code_at(key: &[u8], unix: u64, params: &Params) -> String {
     let digits = params.digits.clamp(MIN_DIGITS, MAX_DIGITS);
     let code = ascii_code(hotp(key, step_at(unix, params.step_s), digits), digits);
@@ -291,10 +291,10 @@ pub fn base32_decode(text: &str) -> Result<Vec<u8>, Base32Error> {
             pad_chars,
         });
     }
-    if buffer != 0 {
-        if let Some((ch, pos)) = last_data {
-            return Err(Base32Error::TrailingBits { ch, pos });
-        }
+    if buffer != 0
+        && let Some((ch, pos)) = last_data
+    {
+        return Err(Base32Error::TrailingBits { ch, pos });
     }
     if out.len() < MIN_SECRET_BYTES {
         return Err(Base32Error::TooShort { bytes: out.len() });

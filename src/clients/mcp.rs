@@ -26,7 +26,6 @@ const PARSE_ERROR: i64 = -32700;
 const INVALID_REQUEST: i64 = -32600;
 const METHOD_NOT_FOUND: i64 = -32601;
 const INVALID_PARAMS: i64 = -32602;
-const INTERNAL_ERROR: i64 = -32603;
 
 const INSTRUCTIONS: &str = "Runs allowlisted commands as root on this machine through \
 sudo-agent. Every command except read-only no_pin rules needs a fresh 6-digit code from \
@@ -183,9 +182,7 @@ fn call(client: &Client, method: &str, params: &Value) -> Result<Value, (i64, St
             }))
         }
         "ping" => Ok(json!({})),
-        "tools/list" => serde_json::from_str::<Value>(TOOLS)
-            .map(|tools| json!({"tools": tools}))
-            .map_err(|e| (INTERNAL_ERROR, format!("tool list: {e}"))),
+        "tools/list" => Ok(json!({"tools": tools()})),
         "tools/call" => {
             let name = params.get("name").and_then(Value::as_str).unwrap_or("");
             let empty = json!({});
@@ -302,25 +299,47 @@ fn rules_result(answer: Result<Result<Value, Refusal>, ClientError>) -> Value {
     }
 }
 
-/// The tool list as JSON text: parsed when asked for, it costs far less binary than the
-/// same thing built with `json!`. A unit test keeps it valid and `wait_s` in step with
-/// `MAX_WAIT_S`.
-const TOOLS: &str = r#"[
-  {"name": "run_command",
-   "description": "Run an allowlisted command as root through sudo-agent and return its job record (status, exit_code, stdout, stderr). Needs a fresh code from the human's authenticator app unless the rule is no_pin. The command is split into words with shell quoting but never run by a shell.",
-   "inputSchema": {"type": "object", "required": ["command"], "properties": {
-     "command": {"type": "string", "description": "e.g. \"systemctl restart nginx\""},
-     "code": {"type": "string", "description": "the current 6-digit code the human read from their authenticator app"},
-     "wait_s": {"type": "integer", "minimum": 0, "maximum": 120, "description": "seconds to wait for the job to end before answering"}}}},
-  {"name": "job_status",
-   "description": "The job record of an earlier run_command by its id; waits up to wait_s seconds for it to end.",
-   "inputSchema": {"type": "object", "required": ["id"], "properties": {
-     "id": {"type": "string", "description": "the 32-hex-character job id"},
-     "wait_s": {"type": "integer", "minimum": 0, "maximum": 120, "description": "seconds to wait for the job to end before answering"}}}},
-  {"name": "list_allowed_commands",
-   "description": "The agent's rules: each name, its argv pattern (\"*\" any one argument, \"**\" any further arguments, a list: one of those values) and whether it needs a code (no_pin false).",
-   "inputSchema": {"type": "object", "properties": {}}}
-]"#;
+/// The tools this server offers, with their JSON Schemas.
+fn tools() -> Value {
+    let wait_s = json!({
+        "type": "integer", "minimum": 0, "maximum": MAX_WAIT_S,
+        "description": "seconds to wait for the job to end before answering",
+    });
+    json!([
+        {
+            "name": "run_command",
+            "description": "Run an allowlisted command as root through sudo-agent and return its \
+                job record (status, exit_code, stdout, stderr). Needs a fresh code from the \
+                human's authenticator app unless the rule is no_pin. The command is split into \
+                words with shell quoting but never run by a shell.",
+            "inputSchema": {"type": "object", "required": ["command"], "properties": {
+                "command": {"type": "string", "description": "e.g. \"systemctl restart nginx\""},
+                "code": {
+                    "type": "string",
+                    "description": "the current 6-digit code the human read from their \
+                        authenticator app",
+                },
+                "wait_s": wait_s,
+            }},
+        },
+        {
+            "name": "job_status",
+            "description": "The job record of an earlier run_command by its id; waits up to \
+                wait_s seconds for it to end.",
+            "inputSchema": {"type": "object", "required": ["id"], "properties": {
+                "id": {"type": "string", "description": "the 32-hex-character job id"},
+                "wait_s": wait_s,
+            }},
+        },
+        {
+            "name": "list_allowed_commands",
+            "description": "The agent's rules: each name, its argv pattern (\"*\" any one \
+                argument, \"**\" any further arguments, a list: one of those values) and \
+                whether it needs a code (no_pin false).",
+            "inputSchema": {"type": "object", "properties": {}},
+        },
+    ])
+}
 
 #[cfg(test)]
 mod tests {

@@ -76,6 +76,33 @@ impl Problems {
         value
     }
 
+    /// The user or group `name` (`kind` is "user" or "group") through `lookup`, or a
+    /// problem saying how to create it.
+    fn account<T>(
+        &mut self,
+        path: &str,
+        kind: &str,
+        name: &str,
+        lookup: impl Fn(&str) -> io::Result<Option<T>>,
+    ) -> Option<T> {
+        let problem = match lookup(name) {
+            Ok(Some(found)) => return Some(found),
+            Ok(None) => {
+                let (noun, add) = match kind {
+                    "user" => ("account", "useradd"),
+                    _ => ("group", "groupadd"),
+                };
+                format!(
+                    "no {kind} {name:?} on this system; name an existing {noun} or create it \
+                     ({add} --system {name})"
+                )
+            }
+            Err(e) => format!("cannot look up {kind} {name:?}: {e}"),
+        };
+        self.push(path, problem);
+        None
+    }
+
     fn no_nul(&mut self, path: &str, value: &str) {
         if value.contains('\0') {
             self.push(
@@ -275,52 +302,12 @@ fn validate_rule(at: &str, raw: RawRule, p: &mut Problems) -> Rule {
     let max_output_bytes = raw
         .max_output_bytes
         .map(|v| to_usize(p.range(&format!("{at}.max_output_bytes"), v, 1, MAX_OUTPUT_BYTES)));
-    let user = match raw.user {
-        None => None,
-        Some(name) => match sys::lookup_user(&name) {
-            Ok(Some(user)) => Some(user),
-            Ok(None) => {
-                p.push(
-                    format!("{at}.user"),
-                    format!(
-                        "no user {name:?} on this system; name an existing account or \
-                         create it (useradd --system {name})"
-                    ),
-                );
-                None
-            }
-            Err(e) => {
-                p.push(
-                    format!("{at}.user"),
-                    format!("cannot look up user {name:?}: {e}"),
-                );
-                None
-            }
-        },
-    };
-    let group = match raw.group {
-        None => None,
-        Some(name) => match sys::lookup_group(&name) {
-            Ok(Some(gid)) => Some(gid),
-            Ok(None) => {
-                p.push(
-                    format!("{at}.group"),
-                    format!(
-                        "no group {name:?} on this system; name an existing group or \
-                         create it (groupadd --system {name})"
-                    ),
-                );
-                None
-            }
-            Err(e) => {
-                p.push(
-                    format!("{at}.group"),
-                    format!("cannot look up group {name:?}: {e}"),
-                );
-                None
-            }
-        },
-    };
+    let user = raw
+        .user
+        .and_then(|name| p.account(&format!("{at}.user"), "user", &name, sys::lookup_user));
+    let group = raw
+        .group
+        .and_then(|name| p.account(&format!("{at}.group"), "group", &name, sys::lookup_group));
     let mut env = raw.env.0;
     for (name, value) in &env {
         let key = format!("{at}.env.{name}");

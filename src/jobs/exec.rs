@@ -38,7 +38,7 @@ const READS_PER_DRAIN: usize = 128;
 /// What to run and under which limits; built by the caller from the matched rule.
 #[derive(Debug, Clone)]
 pub struct ExecSpec {
-    /// argv[0] is an absolute program path: never a PATH lookup, never a shell (unless
+    /// `argv[0]` is an absolute program path: never a PATH lookup, never a shell (unless
     /// the policy chose `["/bin/sh", "-c", ..]`).
     pub argv: Vec<String>,
     /// The rule's extra environment, added on top of [`base_env`]; a key given here
@@ -214,11 +214,12 @@ fn run_with(
             None => deadline,
             Some((_, kill_at)) => Some(*kill_at),
         };
-        if let Some((_, kill_at)) = &stopping {
-            if killed_at.is_none() && now >= *kill_at {
-                job.kill_hard();
-                killed_at = Some(now);
-            }
+        if let Some((_, kill_at)) = &stopping
+            && killed_at.is_none()
+            && now >= *kill_at
+        {
+            job.kill_hard();
+            killed_at = Some(now);
         }
         if let Some(at) = killed_at {
             let give_up = later(at, AFTER_KILL_LIMIT);
@@ -481,10 +482,10 @@ impl Job {
     }
 
     fn signal_group(&self, signal: i32) {
-        if let Err(e) = sys::kill_group(self.pid, signal) {
-            if e.raw_os_error() != Some(libc::ESRCH) {
-                log::warn!("signal {signal} to job group {}: {e}", self.pid);
-            }
+        if let Err(e) = sys::kill_group(self.pid, signal)
+            && e.raw_os_error() != Some(libc::ESRCH)
+        {
+            log::warn!("signal {signal} to job group {}: {e}", self.pid);
         }
     }
 

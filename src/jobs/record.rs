@@ -19,21 +19,6 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 7] = [
-        Status::Queued,
-        Status::Running,
-        Status::Succeeded,
-        Status::Failed,
-        Status::TimedOut,
-        Status::Cancelled,
-        Status::Interrupted,
-    ];
-
-    /// The status named `name` as the API writes it (`timed_out`, ...).
-    pub fn from_name(name: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|s| s.as_str() == name)
-    }
-
     pub fn is_final(self) -> bool {
         !matches!(self, Status::Queued | Status::Running)
     }

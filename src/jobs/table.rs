@@ -274,10 +274,11 @@ impl Jobs {
                 false
             }
         };
-        if detached && !self.shared.stopping.load(Ordering::SeqCst) {
-            if let (Some(notify), Some(entry)) = (&self.notify, self.entries.get(&id)) {
-                notify.job_ended(&entry.record);
-            }
+        if detached
+            && !self.shared.stopping.load(Ordering::SeqCst)
+            && let (Some(notify), Some(entry)) = (&self.notify, self.entries.get(&id))
+        {
+            notify.job_ended(&entry.record);
         }
         if let Some(entry) = self.entries.get(&id) {
             self.kept_output += output_len(&entry.record);

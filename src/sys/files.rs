@@ -142,8 +142,8 @@ fn io_err(what: &str, path: &Path, err: io::Error) -> FileError {
     }
 }
 
-/// Checks owner (this process's user, or root) and mode of an open file or directory.
-fn check_meta(what: &str, path: &Path, meta: &fs::Metadata, trust: Trust) -> Result<(), FileError> {
+/// Checks the owner of an open file or directory: this process's user, or root.
+fn check_owner(what: &str, path: &Path, meta: &fs::Metadata) -> Result<(), FileError> {
     let me = euid();
     if meta.uid() != me && meta.uid() != 0 {
         return Err(FileError::Owner {
@@ -153,6 +153,12 @@ fn check_meta(what: &str, path: &Path, meta: &fs::Metadata, trust: Trust) -> Res
             want: me,
         });
     }
+    Ok(())
+}
+
+/// Checks owner (this process's user, or root) and mode of an open file or directory.
+fn check_meta(what: &str, path: &Path, meta: &fs::Metadata, trust: Trust) -> Result<(), FileError> {
+    check_owner(what, path, meta)?;
     let mode = meta.mode() & 0o7777;
     let (forbidden, want) = match trust {
         Trust::Private => (0o077, mode & 0o700),
@@ -253,15 +259,7 @@ pub fn open_append(what: &str, path: &Path, mode: u32) -> Result<File, FileError
             path: path.into(),
         });
     }
-    let me = euid();
-    if meta.uid() != me && meta.uid() != 0 {
-        return Err(FileError::Owner {
-            what: what.into(),
-            path: path.into(),
-            uid: meta.uid(),
-            want: me,
-        });
-    }
+    check_owner(what, path, &meta)?;
     let current = meta.mode() & 0o7777;
     let want = if created { mode } else { current & mode };
     if current != want {

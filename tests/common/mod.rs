@@ -2,8 +2,6 @@
 //! dir on an ephemeral loopback port, a real HTTP client, and a code generator using
 //! the secret the test wrote. Dropping the `Agent` kills it and removes the dir.
 
-#![allow(dead_code)] // each test file uses a different part of the fixture
-
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,0 +1,45 @@
+//! The integration tests, one binary (as ripgrep does): each module starts the real
+//! `sudo-agent` binary on an ephemeral loopback port in a temp dir and talks to it as its
+//! clients do. One link step instead of twenty, and their tests share the thread pool.
+
+/// Fixtures: an agent in a temp dir, a client, codes, process and memory probes.
+mod common;
+
+/// Brute force, bent codes, codes outside the window.
+mod attack_codes;
+/// Pagers, terminals and the agent's environment as a way in.
+mod attack_env;
+/// Trusted files and the results dir: links, modes, owners, races.
+mod attack_files;
+/// The HTTP loop under floods, slowloris and malformed requests.
+mod attack_http;
+/// Chaining, substitution, option smuggling, path tricks, forged log lines.
+mod attack_injection;
+/// Output floods, fork bombs, lingering and escaping jobs.
+mod attack_resources;
+/// Codes, replay, throttling and policy.
+mod auth_and_policy;
+/// Start-up refusals, `check`, `init` and `demo`.
+mod config_cli;
+/// The Asterisk and Home Assistant examples against a real agent.
+mod examples;
+/// Every fuzz corpus file replayed through the fuzz targets' checks.
+mod fuzz_corpus;
+/// Bad input over HTTP, each with its own error.
+mod http_limits;
+/// `install` and `uninstall` into a `--root` tree.
+mod install;
+/// Our codes against `oathtool` and `pyotp`.
+mod interop;
+/// Timeouts, output caps, environment, waiting.
+mod jobs_exec;
+/// 202 and long-polls, queue, cancel, journal, history, notify.
+mod jobs_lifecycle;
+/// `sudo-agent mcp` over pipes.
+mod mcp;
+/// `GET /metrics` counters after a known sequence.
+mod metrics;
+/// `sudo-agent run`, its exit codes and the SIP flow.
+mod run_client;
+/// Socket activation, notifications, idle exit.
+mod systemd;
