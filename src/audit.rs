@@ -6,17 +6,25 @@
 //! through [`one_line`], so one event is one line and nobody can forge a line.
 //! No function here takes a code or the secret, so neither can be logged by mistake.
 //!
-//! A line reads `2026-11-22T00:44:33.12034Z [INFO] QUEUED [id]: cmd`: RFC 3339 UTC time
-//! (the fraction has up to 9 digits, trailing zeros dropped), level, message. Security
-//! refusals are logged at `WARN`.
+//! A line reads `2026-11-22T00:44:33.120Z [INFO] QUEUED [id]: cmd`: RFC 3339 UTC time
+//! with milliseconds, level, message. Security refusals are logged at `WARN`.
+//!
+//! Nobody waits for the log's disk: a line is formatted where the event happens (its
+//! time is the event's), put in a bounded queue, and written by the `audit` thread, a
+//! batch at a time with one `write` per destination. A full or slow log disk fills the
+//! queue, never stalls a request; lines that find it full are counted, and the count is
+//! written as a line of its own once there is room (and served as
+//! `sudo_agent_audit_lines_dropped_total`), so none is lost silently.
 
 use std::fmt;
-use std::io::{self, LineWriter};
+use std::fs::File;
+use std::io::{self, Write};
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use simplelog::{CombinedLogger, ConfigBuilder, LevelFilter, SharedLogger, WriteLogger};
-
+use crate::sys::clock;
 use crate::sys::files::{self, FileError};
 
 /// Commands are cut to this many characters in a line.
@@ -132,39 +140,226 @@ impl std::error::Error for AuditError {
     }
 }
 
-/// Installs the process-wide logger: `log_file` (append) plus stderr when `stderr`.
-/// Can succeed once per process.
-pub fn init(log_file: &Path, stderr: bool) -> Result<(), AuditError> {
-    let file = files::open_append("log file", log_file, LOG_MODE).map_err(AuditError::Open)?;
-    let config = ConfigBuilder::new()
-        // RFC 3339 in UTC (simplelog's default offset). A custom format would need
-        // `time::macros`, which expands to `::time::…` paths: not usable without making
-        // `time` a direct dependency for a cosmetic fixed-width fraction.
-        .set_time_format_rfc3339()
-        .set_time_level(LevelFilter::Error)
-        .set_max_level(LevelFilter::Error)
-        .set_thread_level(LevelFilter::Off)
-        .set_target_level(LevelFilter::Off)
-        .set_location_level(LevelFilter::Off)
+/// Bytes of lines waiting for the writer; beyond, lines are counted and dropped. A
+/// job's four lines are about 600 bytes, so this holds a few hundred jobs' worth: a
+/// log disk stalled for seconds under a steady stream of jobs.
+const QUEUE_BYTES: usize = 256 * 1024;
+/// After the first line of a batch, the writer waits this long for more, so the lines
+/// of one job (and of jobs close together) go out in one write per destination.
+const BATCH_DELAY: Duration = Duration::from_millis(5);
+
+/// Lines dropped because the queue was full or a destination failed, since start.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Audit lines lost so far (queue full, or the log file could not be written).
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// Lines waiting for the writer thread.
+#[derive(Default)]
+struct Queue {
+    buf: Vec<u8>,
+    /// Lines dropped since the last report line.
+    dropped: u64,
+    /// The writer sleeps until told: the first line of a batch wakes it.
+    idle: bool,
+    /// Lines ever queued and lines ever written (or given up on): `flush` waits for
+    /// the second to reach the first.
+    queued: u64,
+    written: u64,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Wakes the writer.
+    wake: Condvar,
+    /// Wakes `flush` callers.
+    done: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, line: &[u8]) {
+        let mut q = self.lock();
+        if q.buf.len() + line.len() > QUEUE_BYTES {
+            q.dropped += 1;
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        q.buf.extend_from_slice(line);
+        q.queued += 1;
+        if q.idle {
+            q.idle = false;
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// The `log::Log` the agent installs: formats, queues, returns.
+struct AuditLogger {
+    shared: &'static Shared,
+}
+
+impl log::Log for AuditLogger {
+    fn enabled(&self, meta: &log::Metadata<'_>) -> bool {
         // Only our own lines: a dependency's message is not an audit event and has not
         // been through `one_line`.
-        .add_filter_allow_str("sudo_agent")
-        .build();
-    // LineWriter: one write(2) per line, so with O_APPEND a line lands whole even when
-    // another process appends to the same file.
-    let mut loggers: Vec<Box<dyn SharedLogger>> = vec![WriteLogger::new(
-        LevelFilter::Info,
-        config.clone(),
-        LineWriter::new(file),
-    )];
-    if stderr {
-        loggers.push(WriteLogger::new(
-            LevelFilter::Info,
-            config,
-            LineWriter::new(io::stderr()),
-        ));
+        meta.level() <= log::Level::Info && meta.target().starts_with("sudo_agent")
     }
-    CombinedLogger::init(loggers).map_err(|_| AuditError::AlreadyInitialized)
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = format!(
+            "{} [{}] {}\n",
+            clock::rfc3339(clock::now_unix_ms()),
+            record.level(),
+            record.args()
+        );
+        self.shared.push(line.as_bytes());
+    }
+
+    /// Waits until every line queued before the call is written (or given up on).
+    fn flush(&self) {
+        let mut q = self.shared.lock();
+        let target = q.queued;
+        while q.written < target {
+            if q.idle {
+                q.idle = false;
+                self.shared.wake.notify_one();
+            }
+            q = self
+                .shared
+                .done
+                .wait(q)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// The writer thread's side: the destinations and what it has reported.
+struct Writer {
+    shared: &'static Shared,
+    file: File,
+    stderr: bool,
+    /// The file write failed: said once on stderr until a write succeeds again.
+    failing: bool,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut batch = Vec::new();
+        loop {
+            let mut q = self.shared.lock();
+            while q.buf.is_empty() {
+                q.idle = true;
+                q = self
+                    .shared
+                    .wake
+                    .wait(q)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            // Gather the rest of the batch; producers do not wake a writer that is
+            // already up, so this costs them nothing.
+            if q.buf.len() < QUEUE_BYTES / 2 {
+                q = self
+                    .shared
+                    .wake
+                    .wait_timeout(q, BATCH_DELAY)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            std::mem::swap(&mut batch, &mut q.buf);
+            let dropped = std::mem::take(&mut q.dropped);
+            let upto = q.queued;
+            drop(q);
+            if dropped > 0 {
+                batch.extend_from_slice(
+                    format!(
+                        "{} [WARN] AUDIT {dropped} line(s) dropped: the log queue was full \
+                         (the log disk is slow or full)\n",
+                        clock::rfc3339(clock::now_unix_ms())
+                    )
+                    .as_bytes(),
+                );
+            }
+            self.write(&batch);
+            batch.clear();
+            // Hand a large buffer back to the allocator: a burst must not stay resident.
+            if batch.capacity() > QUEUE_BYTES / 4 {
+                batch = Vec::new();
+            }
+            let mut q = self.shared.lock();
+            q.written = upto;
+            self.shared.done.notify_all();
+        }
+    }
+
+    fn write(&mut self, batch: &[u8]) {
+        match self.file.write_all(batch) {
+            Ok(()) => self.failing = false,
+            Err(err) => {
+                let lines = batch.iter().filter(|&&b| b == b'\n').count() as u64;
+                DROPPED.fetch_add(lines, Ordering::Relaxed);
+                if !std::mem::replace(&mut self.failing, true) {
+                    // Said on stderr (the journal), which is the one place left to say it.
+                    let _ = writeln!(
+                        io::stderr(),
+                        "{} [ERROR] AUDIT cannot write the log file: {err}; lines are lost \
+                         until it can be written again",
+                        clock::rfc3339(clock::now_unix_ms())
+                    );
+                }
+            }
+        }
+        if self.stderr {
+            let _ = io::stderr().write_all(batch);
+        }
+    }
+}
+
+/// Installs the process-wide logger: `log_file` (append) plus stderr when `stderr`,
+/// written by a thread of its own. Can succeed once per process.
+pub fn init(log_file: &Path, stderr: bool) -> Result<(), AuditError> {
+    let file = files::open_append("log file", log_file, LOG_MODE).map_err(AuditError::Open)?;
+    // Leaked once: the logger and its thread live as long as the process.
+    let shared: &'static Shared = Box::leak(Box::new(Shared {
+        queue: Mutex::new(Queue::default()),
+        wake: Condvar::new(),
+        done: Condvar::new(),
+    }));
+    let writer = Writer {
+        shared,
+        file,
+        stderr,
+        failing: false,
+    };
+    // The writer first: an installed logger without one would make `flush` wait forever.
+    std::thread::Builder::new()
+        .name("audit".into())
+        .stack_size(64 * 1024)
+        .spawn(move || writer.run())
+        .map_err(|err| {
+            AuditError::Open(FileError::Io {
+                what: "audit writer thread for log file".into(),
+                path: log_file.into(),
+                err,
+            })
+        })?;
+    let logger: &'static AuditLogger = Box::leak(Box::new(AuditLogger { shared }));
+    log::set_logger(logger).map_err(|_| AuditError::AlreadyInitialized)?;
+    log::set_max_level(log::LevelFilter::Info);
+    Ok(())
+}
+
+/// Waits until every line logged so far is written: before the process exits.
+pub fn flush() {
+    log::logger().flush();
 }
 
 /// Makes `text` safe as part of one log line: `\n`, `\r`, `\t` become those two-character

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::audit::{self, AuditError};
 use crate::auth::{Auth, SecretError, StateError, StateStore, load_secret};
 use crate::config::Config;
-use crate::http::{Handler, Reply, Request, Response, Routes, Server, WaitKind};
+use crate::http::{Handler, Reply, Request, Routes, Server, WaitKind};
 use crate::jobs::{Jobs, Journal, NotifyCommand, ResultsDir, own_home};
 use crate::sys::files::FileError;
 use crate::sys::systemd::{Lifecycle, Systemd};
@@ -62,8 +62,15 @@ impl std::error::Error for StartError {}
 /// `cfg.listen`, and tells systemd when it is ready and that it is alive.
 pub fn serve(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
     audit::init(&cfg.log_file, true).map_err(StartError::Audit)?;
+    // Audit lines are written by a thread: whatever ends serving, they reach the file.
+    let result = serve_logged(cfg, systemd);
+    audit::flush();
+    result
+}
+
+fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
     let key = load_secret(&cfg.secret_file).map_err(StartError::Secret)?;
-    let (store, state) = StateStore::open(&cfg.state_dir).map_err(StartError::State)?;
+    let (store, mut state) = StateStore::open(&cfg.state_dir).map_err(StartError::State)?;
     let results = ResultsDir::open(&cfg.results).map_err(StartError::Results)?;
     let cleanup = results.cleanup(clock::now_unix());
     for error in &cleanup.errors {
@@ -106,20 +113,19 @@ pub fn serve(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
             what: "signal handlers",
             err,
         })?;
-    let (journal, recovered) =
-        Journal::open(&cfg.state_dir, cfg.jobs.history).map_err(StartError::Journal)?;
+    let journal = Journal::open(&cfg.state_dir, cfg.jobs.history, server.waker())
+        .map_err(StartError::Journal)?;
+    // A code used just before a crash may be in the journal only (it is synced there,
+    // with what it authorised, before `auth.json` is rewritten): the larger step wins.
+    if journal.1.last_step > state.last_step {
+        state.last_step = journal.1.last_step;
+        store.save(&state).map_err(StartError::State)?;
+    }
     let notify = cfg
         .notify
         .clone()
         .map(|argv| NotifyCommand::new(argv, own_home()));
-    let jobs = Jobs::new(
-        cfg.jobs,
-        Arc::new(results),
-        server.waker(),
-        journal,
-        recovered,
-        notify,
-    );
+    let jobs = Jobs::new(cfg.jobs, Arc::new(results), server.waker(), journal, notify);
     let auth = Auth::new(key, cfg.totp, cfg.throttle, store, state);
     log::info!(
         "LISTENING on {addr} (sudo-agent {}, {} rules, results in {}{})",
@@ -163,8 +169,8 @@ impl Handler for Supervised {
         self.routes.on_wake()
     }
 
-    fn answer_wait(&mut self, job: &str, kind: WaitKind) -> Response {
-        self.routes.answer_wait(job, kind)
+    fn answer_wait(&mut self, job: &str, kind: WaitKind, until: Instant) -> Reply {
+        self.routes.answer_wait(job, kind, until)
     }
 
     fn tick(&mut self, now: Instant, open_connections: usize) -> bool {

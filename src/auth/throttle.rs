@@ -1,13 +1,18 @@
 //! Code checks: throttle (RFC 4226 §7.3), TOTP (RFC 6238), replay (RFC 6238 §5.2).
 //!
-//! Every decision that matters across restarts (last accepted step, recent failures,
-//! lockout) is written to the state file. A success is persisted before `check` returns
-//! `Ok`, so a command never runs on a code that a crash could make valid again.
+//! `check` decides in memory, at once: a good code's step is used from that moment, so
+//! a second request with the same code is refused even while the first is still being
+//! made durable. Every decision that matters across restarts (last accepted step,
+//! recent failures, lockout) is then saved to the state file by [`Auth::save_work`],
+//! run on a writer thread, never the event loop's. The caller holds a success until its
+//! step is on disk (in the job journal, with what it authorised: see `http::routes`),
+//! so a command never runs on a code that a crash could make valid again.
 //! `now` is always a parameter: the caller reads the clock, tests fake it.
 
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use super::state::{AuthState, StateError, StateStore};
+use super::state::{AuthState, StateStore};
 use super::totp;
 use crate::audit;
 use crate::config::ThrottleConfig;
@@ -21,8 +26,6 @@ pub enum Denied {
     Reused,
     /// Too many recent failures; the code was not looked at.
     LockedOut { retry_after_s: u64 },
-    /// The accepted code could not be recorded, so it must not be acted on.
-    Unavailable(StateError),
 }
 
 impl fmt::Display for Denied {
@@ -36,20 +39,47 @@ impl fmt::Display for Denied {
                     "locked out after too many bad codes; retry in {retry_after_s}s"
                 )
             }
-            Self::Unavailable(err) => write!(f, "{err}"),
         }
     }
 }
 
 impl std::error::Error for Denied {}
 
-/// The TOTP gate: key, code shape, throttle settings and the persisted state.
+/// A save the writer thread runs: `Err` says why the state is not on disk.
+pub type SaveWork = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
+/// The TOTP gate: key, code shape, throttle settings and the state it keeps.
 pub struct Auth {
     key: Vec<u8>,
     params: totp::Params,
     throttle: ThrottleConfig,
-    store: StateStore,
     state: AuthState,
+    /// The state changed since the last `save_work`.
+    changed: bool,
+    saver: Arc<Saver>,
+}
+
+/// The newest state not yet on disk, shared with the writer thread. Saves coalesce:
+/// however many changes queued one, the first save writes the newest, the rest find
+/// nothing left to do.
+#[derive(Debug)]
+struct Saver {
+    store: StateStore,
+    newest: Mutex<Option<AuthState>>,
+}
+
+impl Saver {
+    fn save(&self) -> Result<(), String> {
+        let lock = || self.newest.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(state) = lock().take() else {
+            return Ok(());
+        };
+        self.store.save(&state).map_err(|err| {
+            // Left for the next save to retry, unless a newer state already is.
+            lock().get_or_insert(state);
+            err.to_string()
+        })
+    }
 }
 
 // By hand so the key can never end up in a log through `{:?}`.
@@ -59,8 +89,8 @@ impl fmt::Debug for Auth {
             .field("key", &"<redacted>")
             .field("params", &self.params)
             .field("throttle", &self.throttle)
-            .field("store", &self.store)
             .field("state", &self.state)
+            .field("saver", &self.saver)
             .finish()
     }
 }
@@ -78,8 +108,12 @@ impl Auth {
             key,
             params,
             throttle,
-            store,
             state,
+            changed: false,
+            saver: Arc::new(Saver {
+                store,
+                newest: Mutex::new(None),
+            }),
         }
     }
 
@@ -93,7 +127,8 @@ impl Auth {
             .min(self.throttle.lockout_max_s)
     }
 
-    /// Checks `code` at `now`. `Ok(step)` only once the new last step is on disk.
+    /// Checks `code` at `now`, in memory. `Ok(step)`: the step is used from now on; the
+    /// caller must have it on disk before acting on it.
     pub fn check(&mut self, code: &str, now: u64) -> Result<u64, Denied> {
         let left = self.locked_for(now);
         if left > 0 {
@@ -112,6 +147,21 @@ impl Auth {
         }
     }
 
+    /// When the state changed since the last call: the work that saves it, to run on a
+    /// writer thread. Only the newest state is written, however many works are queued.
+    pub fn save_work(&mut self) -> Option<SaveWork> {
+        if !std::mem::take(&mut self.changed) {
+            return None;
+        }
+        *self
+            .saver
+            .newest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(self.state.clone());
+        let saver = Arc::clone(&self.saver);
+        Some(Box::new(move || saver.save()))
+    }
+
     /// The current state, for tests.
     #[cfg(test)]
     pub fn state(&self) -> &AuthState {
@@ -119,24 +169,18 @@ impl Auth {
     }
 
     fn accept(&mut self, step: u64) -> Result<u64, Denied> {
-        let next = AuthState {
+        self.state = AuthState {
             last_step: step,
             failures: Vec::new(),
             locked_until: 0,
             lockouts: 0,
         };
-        if let Err(err) = self.store.save(&next) {
-            // The code is spent in memory anyway (it was presented once); the throttle is
-            // left as it was, since nothing about this request is known to be good.
-            self.state.last_step = step;
-            return Err(Denied::Unavailable(err));
-        }
-        self.state = next;
+        self.changed = true;
         Ok(step)
     }
 
-    /// Counts a failure at `now`, locks when the window holds `max_failures`, persists,
-    /// and hands back `denial`.
+    /// Counts a failure at `now`, locks when the window holds `max_failures`, and hands
+    /// back `denial`.
     fn fail(&mut self, now: u64, denial: Denied) -> Denied {
         let window = self.throttle.window_s;
         // Entries stamped in the future (clock went back) stay: counting them can only
@@ -158,7 +202,7 @@ impl Auth {
             self.state.failures.clear();
             audit::locked_out(duration, count);
         }
-        self.persist_best_effort();
+        self.changed = true;
         denial
     }
 
@@ -168,15 +212,7 @@ impl Auth {
     fn reanchor_lockout(&mut self, now: u64, left: u64) {
         if self.state.locked_until.saturating_sub(now) > left {
             self.state.locked_until = now.saturating_add(left);
-            self.persist_best_effort();
-        }
-    }
-
-    /// Failures and lockouts must survive a restart, but a denial stays a denial when the
-    /// disk is unhappy: log it and carry on.
-    fn persist_best_effort(&self) {
-        if let Err(err) = self.store.save(&self.state) {
-            log::error!("{}", audit::one_line(&err.to_string(), 1000));
+            self.changed = true;
         }
     }
 }
@@ -221,6 +257,13 @@ mod tests {
 
     fn code(at: u64) -> String {
         totp::code_at(KEY, at, &params())
+    }
+
+    /// Runs the pending save, as the writer thread would.
+    fn saved(auth: &mut Auth) {
+        if let Some(work) = auth.save_work() {
+            work().unwrap();
+        }
     }
 
     /// A code that matches no step in the window around `at`.
@@ -366,6 +409,7 @@ mod tests {
         let mut auth = open(&dir);
         assert_eq!(auth.check(&code(T0), T0).unwrap(), T0 / 30);
         fail_n(&mut auth, 3, T0 + 1);
+        saved(&mut auth);
         drop(auth);
 
         let mut auth = open(&dir);
@@ -380,6 +424,7 @@ mod tests {
             auth.check(&code(T0), T0 + 31),
             Err(Denied::Reused)
         ));
+        saved(&mut auth);
         drop(auth);
         let auth = open(&dir);
         assert_eq!(auth.state().failures, vec![T0 + 31]);
@@ -387,36 +432,53 @@ mod tests {
     }
 
     #[test]
-    fn persisted_before_ok() {
+    fn checks_decide_in_memory_and_the_save_writes_the_newest_state() {
         let dir = tempdir("persisted");
         let mut auth = open(&dir);
         let step = auth.check(&code(T0), T0).unwrap();
+        // Used at once, before anything is on disk: a second request is refused.
+        assert!(matches!(auth.check(&code(T0), T0), Err(Denied::Reused)));
+        assert!(
+            !dir.join("auth.json").exists(),
+            "check never touches the disk"
+        );
+        let first = auth.save_work().unwrap();
+        assert_eq!(auth.state().failures, vec![T0]);
+        let second = auth.save_work();
+        assert!(second.is_none(), "nothing changed since the last save_work");
+        fail_n(&mut auth, 1, T0 + 1);
+        let third = auth.save_work().unwrap();
+        // The first save writes the newest state; the later one finds nothing to do.
+        first().unwrap();
         let text = fs::read_to_string(dir.join("auth.json")).unwrap();
         let on_disk: AuthState = serde_json::from_str(&text).unwrap();
         assert_eq!(on_disk.last_step, step);
         assert_eq!(&on_disk, auth.state());
+        third().unwrap();
         fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
-    fn unsaveable_state_refuses_success_but_still_denies_failures() {
+    fn a_failed_save_says_why_and_is_retried_by_the_next() {
         let dir = tempdir("unsaveable");
         let mut auth = open(&dir);
         // A directory where the file should be: rename over it fails, even for root.
         fs::create_dir(dir.join("auth.json")).unwrap();
-        match auth.check(&code(T0), T0) {
-            Err(Denied::Unavailable(err)) => {
-                assert!(err.to_string().contains("auth.json"), "{err}")
-            }
-            other => panic!("{other:?}"),
-        }
-        // The code is spent all the same.
+        auth.check(&code(T0), T0).unwrap();
+        let err = auth.save_work().unwrap()().unwrap_err();
+        assert!(err.contains("auth.json"), "{err}");
+        // The code is spent all the same, and failures still count.
         assert!(matches!(auth.check(&code(T0), T0), Err(Denied::Reused)));
         assert!(matches!(
             auth.check(&wrong_code(T0), T0),
             Err(Denied::Invalid)
         ));
         assert_eq!(auth.state().failures.len(), 2);
+        fs::remove_dir(dir.join("auth.json")).unwrap();
+        let retry = auth.save_work().unwrap();
+        retry().unwrap();
+        let (_, on_disk) = StateStore::open(&dir).unwrap();
+        assert_eq!(&on_disk, auth.state());
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -442,7 +504,8 @@ mod tests {
         ));
         assert_eq!(auth.state().locked_until, way_back + 100);
         assert_eq!(auth.locked_for(way_back + 99), 1);
-        // The re-anchored end is on disk too.
+        // The re-anchored end is saved too.
+        saved(&mut auth);
         drop(auth);
         let mut auth = open(&dir);
         assert_eq!(auth.locked_for(way_back + 50), 50);

@@ -42,6 +42,8 @@ pub struct Gauges {
     pub results_files: u64,
     pub results_bytes: u64,
     pub uptime_s: u64,
+    /// Audit lines lost since start (a counter kept by `audit`).
+    pub audit_dropped: u64,
 }
 
 /// Plain arrays and a short list rather than maps: the label sets are small and fixed,
@@ -141,6 +143,17 @@ impl Metrics {
             "Lockouts begun after too many bad codes.",
         );
         let _ = writeln!(out, "sudo_agent_lockouts_total {}", self.lockouts);
+        header(
+            &mut out,
+            "sudo_agent_audit_lines_dropped_total",
+            "counter",
+            "Audit lines lost: the log queue was full, or the log file could not be written.",
+        );
+        let _ = writeln!(
+            out,
+            "sudo_agent_audit_lines_dropped_total {}",
+            gauges.audit_dropped
+        );
         header(
             &mut out,
             "sudo_agent_jobs_total",

@@ -9,6 +9,6 @@ mod server;
 
 pub use self::server::{MAX_BODY, MAX_HEAD, parse_head};
 
-pub(crate) use self::message::{Request, Response};
+pub(crate) use self::message::Request;
 pub(crate) use self::routes::Routes;
 pub(crate) use self::server::{Handler, Reply, Server, WaitKind};

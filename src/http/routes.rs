@@ -2,6 +2,7 @@
 //! map every failure to an `ApiError`. The order is fixed: peer, shape, capacity, code,
 //! policy, so a caller without a valid code learns nothing about the policy.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -13,9 +14,17 @@ use super::server::{Handler, Reply, WaitKind};
 use crate::audit;
 use crate::auth::{Auth, Denied};
 use crate::config::{Action, ArgPattern, Config, RawArg, Rule};
-use crate::jobs::{self, CancelError, ExecSpec, Jobs, NewJob, own_home, results_usage, valid_id};
+use crate::jobs::{
+    self, CancelError, ExecSpec, Jobs, Journaled, NewJob, Ticket, own_home, valid_id,
+};
 use crate::policy::{self, Plan};
 use crate::sys::{clock, is_loopback};
+
+/// How long a request may wait for its own state to reach the disk (a used code, a
+/// counted failure, a submission) before the agent gives up on the disk: the command
+/// does not run and the client gets 503 `unavailable`. An SD card syncs in well under a
+/// second; a disk that takes this long is failing.
+const DURABLE_LIMIT: Duration = Duration::from_secs(30);
 
 /// Longest `command` string accepted.
 pub const MAX_COMMAND: usize = 4096;
@@ -62,6 +71,29 @@ struct Health {
     locked_for_s: u64,
 }
 
+/// A request parked until the journal thread reports on its ticket.
+struct Held {
+    what: Hold,
+    /// The route it came in on, for the metrics.
+    route: &'static str,
+    since: Instant,
+    /// The report, once it came.
+    result: Option<Result<(), String>>,
+}
+
+enum Hold {
+    /// A refusal whose failed code is being saved: a denial stays a denial either way,
+    /// but it leaves only once a restart cannot forget the failure.
+    Refusal(Response),
+    /// A cancel whose code is being synced; done only once it is.
+    Cancel(String),
+}
+
+/// The key a held request is parked under (never a job id, which is 32 hex digits).
+fn held_key(ticket: Ticket) -> String {
+    format!("#{ticket}")
+}
+
 /// The agent as the event loop sees it: configuration, the code gate, the job table.
 pub struct Routes {
     cfg: Config,
@@ -71,6 +103,10 @@ pub struct Routes {
     /// HOME for children of rules without a `user`.
     own_home: PathBuf,
     metrics: Metrics,
+    /// Requests parked on a journal ticket. Few by construction: only a counted failure
+    /// (at most `max_failures` per lockout) or an accepted code (one per time step)
+    /// parks one; `tick` drops those whose client stopped waiting.
+    held: HashMap<Ticket, Held>,
 }
 
 impl Routes {
@@ -82,6 +118,7 @@ impl Routes {
             started: Instant::now(),
             own_home: own_home(),
             metrics: Metrics::default(),
+            held: HashMap::new(),
         }
     }
 
@@ -149,10 +186,7 @@ impl Routes {
     }
 
     fn metrics_page(&self) -> Response {
-        let (results_files, results_bytes) = results_usage(
-            &self.cfg.results.dir,
-            self.cfg.results.max_files.saturating_add(1024),
-        );
+        let (results_files, results_bytes) = self.jobs.results_usage();
         let gauges = Gauges {
             running: self.jobs.running(),
             queued: self.jobs.queued(),
@@ -160,6 +194,7 @@ impl Routes {
             results_files,
             results_bytes,
             uptime_s: self.started.elapsed().as_secs(),
+            audit_dropped: audit::dropped(),
         };
         Response::text(
             200,
@@ -200,13 +235,14 @@ impl Routes {
             );
             return Err(ApiError::Busy);
         }
-        let authenticated = match body.pin.as_deref().filter(|p| !p.is_empty()) {
-            Some(pin) => {
-                self.authenticate(pin, &command)?;
-                true
-            }
-            None => false,
+        let step = match body.pin.as_deref().filter(|p| !p.is_empty()) {
+            Some(pin) => match self.authenticate(pin, &command, "/run", now) {
+                Ok(step) => Some(step),
+                Err(refusal) => return Ok(refusal),
+            },
+            None => None,
         };
+        let authenticated = step.is_some();
         let plan = match policy::plan(&self.cfg.rules, &request) {
             Ok(plan) => plan,
             Err(err) => {
@@ -236,10 +272,8 @@ impl Routes {
             rule: plan.rule.name.clone(),
             spec: self.exec_spec(&plan),
         };
-        self.jobs.submit(id.clone(), job);
-        if wait.is_zero() {
-            return Ok(Reply::Now(self.accepted(&id)));
-        }
+        self.jobs.submit(id.clone(), job, step, wait);
+        // Even with `wait: 0`: the id is given out only once it is in the journal.
         Ok(Reply::Wait {
             job: id,
             until: now + wait,
@@ -247,37 +281,64 @@ impl Routes {
         })
     }
 
-    /// Throttle, code, replay. Persists before it returns Ok.
-    fn authenticate(&mut self, pin: &str, command: &str) -> Result<(), ApiError> {
+    /// Throttle, code, replay, decided in memory (a good code is used from here on):
+    /// the step of a good code, for the caller to make durable before acting on it, or
+    /// the refusal, parked until a counted failure is saved.
+    fn authenticate(
+        &mut self,
+        pin: &str,
+        command: &str,
+        route: &'static str,
+        now: Instant,
+    ) -> Result<u64, Reply> {
         let pin: String = pin.chars().take(MAX_PIN).collect();
-        let now = clock::now_unix();
-        match self.auth.check(&pin, now) {
-            Ok(_) => {
+        let unix = clock::now_unix();
+        match self.auth.check(&pin, unix) {
+            Ok(step) => {
                 self.metrics.code(CodeOutcome::Accepted);
-                Ok(())
+                Ok(step)
             }
             Err(Denied::Invalid) => {
-                self.count_failure(CodeOutcome::Invalid, now);
+                self.count_failure(CodeOutcome::Invalid, unix);
                 audit::invalid_code(command);
-                Err(ApiError::InvalidCode)
+                Err(self.refuse_when_saved(ApiError::InvalidCode, route, now))
             }
             Err(Denied::Reused) => {
-                self.count_failure(CodeOutcome::Reused, now);
+                self.count_failure(CodeOutcome::Reused, unix);
                 audit::reused_code(command);
-                Err(ApiError::InvalidCode)
+                Err(self.refuse_when_saved(ApiError::InvalidCode, route, now))
             }
             Err(Denied::LockedOut { retry_after_s }) => {
                 self.metrics.code(CodeOutcome::LockedOut);
                 audit::locked_refused(retry_after_s, command);
-                Err(ApiError::LockedOut { retry_after_s })
+                Err(Reply::Now(ApiError::LockedOut { retry_after_s }.response()))
             }
-            Err(Denied::Unavailable(err)) => {
-                self.metrics.code(CodeOutcome::Unavailable);
-                log::error!("cannot record the used code, refusing to run: {err}");
-                Err(ApiError::Unavailable(format!(
-                    "the agent cannot record used codes: {err}"
-                )))
-            }
+        }
+    }
+
+    /// `err`, answered once the auth state that counted it is saved.
+    fn refuse_when_saved(&mut self, err: ApiError, route: &'static str, now: Instant) -> Reply {
+        let Some(work) = self.auth.save_work() else {
+            return Reply::Now(err.response());
+        };
+        let ticket = self.jobs.journal().run(work);
+        self.hold(ticket, Hold::Refusal(err.response()), route, now)
+    }
+
+    fn hold(&mut self, ticket: Ticket, what: Hold, route: &'static str, now: Instant) -> Reply {
+        self.held.insert(
+            ticket,
+            Held {
+                what,
+                route,
+                since: now,
+                result: None,
+            },
+        );
+        Reply::Wait {
+            job: held_key(ticket),
+            until: now + DURABLE_LIMIT,
+            kind: WaitKind::Durable,
         }
     }
 
@@ -312,6 +373,89 @@ impl Routes {
             kill_grace: Duration::from_secs(jobs.kill_grace_s),
             max_output_bytes: rule.max_output_bytes.unwrap_or(jobs.max_output_bytes),
         }
+    }
+
+    /// A parked submit: the job ended (200), its wait ran out (202), or it is not yet in
+    /// the journal (parked again, for at most [`DURABLE_LIMIT`]).
+    fn answer_submit(&mut self, id: &str) -> Reply {
+        let now = Instant::now();
+        let (submitted, wait) = self.jobs.submitted(id).unwrap_or((now, Duration::ZERO));
+        let until = submitted + wait;
+        match self.jobs.journaled(id) {
+            Journaled::Refused(why) => {
+                self.metrics.code(CodeOutcome::Unavailable);
+                Reply::Now(unavailable(&why).response())
+            }
+            Journaled::NotYet => {
+                let limit = submitted + DURABLE_LIMIT;
+                if now < limit {
+                    return Reply::Wait {
+                        job: id.to_string(),
+                        until: limit,
+                        kind: WaitKind::Submit,
+                    };
+                }
+                let why = format!(
+                    "the state disk did not record the job within {} s",
+                    DURABLE_LIMIT.as_secs()
+                );
+                if self.jobs.abandon(id, &why) {
+                    self.metrics.code(CodeOutcome::Unavailable);
+                }
+                Reply::Now(unavailable(&why).response())
+            }
+            Journaled::Yes => match self.jobs.get(id) {
+                None => Reply::Now(ApiError::NotFound.response()),
+                Some(record) if record.status.is_final() => Reply::Now(Response::json(200, record)),
+                Some(_) if now < until => Reply::Wait {
+                    job: id.to_string(),
+                    until,
+                    kind: WaitKind::Submit,
+                },
+                Some(_) => Reply::Now(self.accepted(id)),
+            },
+        }
+    }
+
+    /// A request held for its ticket: answered once reported (or given up on).
+    fn answer_held(&mut self, key: &str, now: Instant) -> Reply {
+        let ticket = key.strip_prefix('#').and_then(|t| t.parse::<Ticket>().ok());
+        let Some(ticket) = ticket else {
+            return Reply::Now(ApiError::NotFound.response());
+        };
+        let Some(held) = self.held.get(&ticket) else {
+            return Reply::Now(ApiError::NotFound.response());
+        };
+        let limit = held.since + DURABLE_LIMIT;
+        if held.result.is_none() && now < limit {
+            return Reply::Wait {
+                job: key.to_string(),
+                until: limit,
+                kind: WaitKind::Durable,
+            };
+        }
+        let Some(held) = self.held.remove(&ticket) else {
+            return Reply::Now(ApiError::NotFound.response());
+        };
+        let reply = match (held.what, held.result) {
+            (Hold::Refusal(response), _) => Reply::Now(response),
+            (Hold::Cancel(id), Some(Ok(()))) => self.cancel_now(&id, now),
+            (Hold::Cancel(_), result) => {
+                self.metrics.code(CodeOutcome::Unavailable);
+                let why = match result {
+                    Some(Err(why)) => why,
+                    _ => format!(
+                        "the state disk did not record the code within {} s",
+                        DURABLE_LIMIT.as_secs()
+                    ),
+                };
+                Reply::Now(unavailable(&why).response())
+            }
+        };
+        if let Reply::Now(response) = &reply {
+            self.metrics.request(held.route, response.status);
+        }
+        reply
     }
 
     /// 202 for a job still queued or running; from now on its end is notified.
@@ -357,31 +501,43 @@ impl Routes {
             audit::invalid_code(&format!("cancel {id}"));
             ApiError::InvalidCode
         })?;
-        self.authenticate(&pin, &format!("cancel {id} ({command})"))?;
-        let cancelled = self.jobs.cancel(id);
-        // A queued job ends here, never passing through `on_wake`.
-        if cancelled == Ok(jobs::Status::Cancelled)
-            && let Some(job) = self.jobs.get(id)
-        {
-            self.metrics.job_ended(job);
+        let what = format!("cancel {id} ({command})");
+        match self.authenticate(&pin, &what, "/job/cancel", now) {
+            // The cancel acts once its code is synced: a code is never acted on twice.
+            Ok(step) => {
+                let ticket = self.jobs.journal().used(step);
+                Ok(self.hold(ticket, Hold::Cancel(id.to_string()), "/job/cancel", now))
+            }
+            Err(refusal) => Ok(refusal),
         }
-        match cancelled {
-            Ok(jobs::Status::Running) => {
-                // Answer once the group is gone: TERM, grace, KILL.
+    }
+
+    fn cancel_now(&mut self, id: &str, now: Instant) -> Reply {
+        match self.jobs.cancel(id) {
+            Ok(status) if !status.is_final() => {
+                // Answer once the group is gone (TERM, grace, KILL) or, for a queued job,
+                // once its end is journaled.
                 let until = now + Duration::from_secs(self.cfg.jobs.kill_grace_s + 2);
-                Ok(Reply::Wait {
+                Reply::Wait {
                     job: id.to_string(),
                     until,
                     kind: WaitKind::Poll,
-                })
+                }
             }
-            Ok(_) | Err(CancelError::AlreadyFinished(_)) => {
-                let record = self.jobs.get(id).ok_or(ApiError::NotFound)?;
-                Ok(Reply::Now(Response::json(200, record)))
-            }
-            Err(CancelError::NotFound) => Err(ApiError::NotFound),
+            Ok(_) | Err(CancelError::AlreadyFinished(_)) => match self.jobs.get(id) {
+                Some(record) => Reply::Now(Response::json(200, record)),
+                None => Reply::Now(ApiError::NotFound.response()),
+            },
+            Err(CancelError::NotFound) => Reply::Now(ApiError::NotFound.response()),
         }
     }
+}
+
+/// 503 `unavailable`: what was asked was not done, because the disk did not say yes.
+fn unavailable(why: &str) -> ApiError {
+    ApiError::Unavailable(format!(
+        "nothing was run: {why}; check the disk of state_dir (full, failing, read-only?)"
+    ))
 }
 
 impl Handler for Routes {
@@ -393,36 +549,64 @@ impl Handler for Routes {
             let route = metrics::route_label(&request.path);
             self.metrics.request(route, response.status);
         }
+        // An accepted code resets the throttle: saved after the request's own journal
+        // lines were sent, so their sync does not wait for this save.
+        if let Some(work) = self.auth.save_work() {
+            self.jobs.journal().run(work);
+        }
         reply
     }
 
     fn on_wake(&mut self) -> Vec<String> {
-        let ended = self.jobs.collect();
-        for job in ended.iter().filter_map(|id| self.jobs.get(id)) {
+        let news = self.jobs.collect();
+        for job in news.ended.iter().filter_map(|id| self.jobs.get(id)) {
             self.metrics.job_ended(job);
         }
-        ended
+        let mut keys = news.changed;
+        for report in news.reports {
+            if let Some(held) = self.held.get_mut(&report.ticket) {
+                held.result = Some(report.result);
+                keys.push(held_key(report.ticket));
+            }
+        }
+        keys
     }
 
-    fn answer_wait(&mut self, job: &str, kind: WaitKind) -> Response {
-        let response = match self.jobs.get(job) {
-            None => ApiError::NotFound.response(),
-            Some(record) if record.status.is_final() || kind == WaitKind::Poll => {
-                Response::json(200, record)
-            }
-            Some(_) => self.accepted(job),
+    fn answer_wait(&mut self, job: &str, kind: WaitKind, until: Instant) -> Reply {
+        let reply = match kind {
+            WaitKind::Durable => return self.answer_held(job, Instant::now()),
+            WaitKind::Submit => self.answer_submit(job),
+            WaitKind::Poll => match self.jobs.get(job) {
+                None => Reply::Now(ApiError::NotFound.response()),
+                // News that is not its end (its submission was journaled): wait on.
+                Some(record) if !record.status.is_final() && Instant::now() < until => {
+                    Reply::Wait {
+                        job: job.to_string(),
+                        until,
+                        kind,
+                    }
+                }
+                Some(record) => Reply::Now(Response::json(200, record)),
+            },
         };
         // Parked requests are counted when answered; a cancel that waited for its
         // process group is a Poll wait too, so it counts under "/job".
-        let route = match kind {
-            WaitKind::Submit => "/run",
-            WaitKind::Poll => "/job",
-        };
-        self.metrics.request(route, response.status);
-        response
+        if let Reply::Now(response) = &reply {
+            let route = match kind {
+                WaitKind::Submit => "/run",
+                _ => "/job",
+            };
+            self.metrics.request(route, response.status);
+        }
+        reply
     }
 
-    fn tick(&mut self, _now: Instant, _open_connections: usize) -> bool {
+    fn tick(&mut self, now: Instant, _open_connections: usize) -> bool {
+        // Held requests whose client went away: their report came or never will.
+        if !self.held.is_empty() {
+            self.held
+                .retain(|_, held| now < held.since + DURABLE_LIMIT + DURABLE_LIMIT);
+        }
         false
     }
 

@@ -43,6 +43,8 @@ const FIRST_CONN: usize = 3;
 #[derive(Debug)]
 pub enum Reply {
     Now(Response),
+    /// Park the request until `Handler::on_wake` names `job` (a job id, or another key
+    /// the handler chose) or `until` passes; then ask `Handler::answer_wait`.
     Wait {
         job: String,
         until: Instant,
@@ -50,21 +52,24 @@ pub enum Reply {
     },
 }
 
-/// Why a connection waits for a job: the submit's `wait`, or `GET /job/<id>?wait=`.
+/// Why a connection waits: the submit's `wait`, `GET /job/<id>?wait=`, or its own state
+/// being made durable (a used code, a counted failure) by a writer thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitKind {
     Submit,
     Poll,
+    Durable,
 }
 
 /// The application behind the loop (`api::Agent`).
 pub trait Handler {
     /// Answers one complete request.
     fn handle(&mut self, request: Request, now: Instant) -> Reply;
-    /// The waker fired: collect job events, return the ids of jobs that ended.
+    /// The waker fired: collect events, return the keys of parked requests with news.
     fn on_wake(&mut self) -> Vec<String>;
-    /// Answers a parked request: its job ended, or its wait ran out.
-    fn answer_wait(&mut self, job: &str, kind: WaitKind) -> Response;
+    /// Answers a parked request that had news or whose wait (`until`) ran out, or parks
+    /// it again (with a later `until`).
+    fn answer_wait(&mut self, job: &str, kind: WaitKind, until: Instant) -> Reply;
     /// Called once a loop turn; lets the application ping a watchdog or decide to exit
     /// when idle. Returns true to stop serving.
     fn tick(&mut self, now: Instant, open_connections: usize) -> bool;
@@ -310,11 +315,11 @@ impl Loop {
                     job,
                     kind,
                     keep_alive,
-                    ..
+                    until,
                 } => {
-                    let response = handler.answer_wait(job, *kind);
+                    let reply = handler.answer_wait(job, *kind, *until);
                     let keep_alive = *keep_alive;
-                    conn.respond(&response, keep_alive);
+                    conn.answer(reply, keep_alive);
                 }
                 Phase::Reading if !conn.input.is_empty() => {
                     conn.respond(&ApiError::Timeout.response(), false)
@@ -344,12 +349,12 @@ impl Loop {
                     job,
                     kind,
                     keep_alive,
-                    ..
+                    until,
                 } = &conn.phase
             {
-                let response = handler.answer_wait(job, *kind);
+                let reply = handler.answer_wait(job, *kind, *until);
                 let keep_alive = *keep_alive;
-                conn.respond(&response, keep_alive);
+                conn.answer(reply, keep_alive);
             }
             self.drive(token, handler);
         }
@@ -382,6 +387,21 @@ impl Conn {
         }
     }
 
+    /// A response now, or parked (again) until its news or deadline.
+    fn answer(&mut self, reply: Reply, keep_alive: bool) {
+        match reply {
+            Reply::Now(response) => self.respond(&response, keep_alive),
+            Reply::Wait { job, until, kind } => {
+                self.phase = Phase::Waiting {
+                    job,
+                    until,
+                    kind,
+                    keep_alive,
+                }
+            }
+        }
+    }
+
     fn respond(&mut self, response: &Response, keep_alive: bool) {
         let keep_alive = keep_alive && !self.peer_closed;
         self.output
@@ -404,17 +424,9 @@ impl Conn {
                         Ok(Some((request, keep_alive))) => {
                             self.request_started = None;
                             self.served = true;
-                            match handler.handle(request, Instant::now()) {
-                                Reply::Now(response) => self.respond(&response, keep_alive),
-                                Reply::Wait { job, until, kind } => {
-                                    self.phase = Phase::Waiting {
-                                        job,
-                                        until,
-                                        kind,
-                                        keep_alive,
-                                    };
-                                    return Ok(());
-                                }
+                            self.answer(handler.handle(request, Instant::now()), keep_alive);
+                            if let Phase::Waiting { .. } = self.phase {
+                                return Ok(());
                             }
                         }
                         Err(err) => {

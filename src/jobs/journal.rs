@@ -1,10 +1,22 @@
-//! The job journal, `<state_dir>/jobs.jsonl`: one JSON line per event (a job submitted,
-//! its process group started, the job ended), so history survives a restart, and a job
-//! cut off by a crash reads `interrupted` and its processes can be found and ended.
+//! The job journal, `<state_dir>/jobs.jsonl`: one JSON line per event (a code accepted,
+//! a job submitted, its process group started, the job ended), so history survives a
+//! restart, a job cut off by a crash reads `interrupted` and its processes can be found
+//! and ended, and a used code stays used.
 //!
-//! One writer thread owns the file. Lines arrive over a channel and are written in
-//! batches; [`Journal::sync`] returns once everything sent before it is on disk, with one
-//! fdatasync for all the jobs that asked meanwhile (group commit). The file is rewritten
+//! Two kinds of writer share the file, one line per `write(2)` under a lock:
+//! - job threads append their own job's lines (submit, start, end) directly, so a job's
+//!   path from request to answer never waits for another thread;
+//! - the `journal` thread appends what the event loop asks for (a code-bearing or
+//!   queued submission, a used code, an end decided on the loop), since the loop itself
+//!   never touches a disk, and reports back through a channel and the loop's waker
+//!   once the lines are written, or synced when the caller needs that.
+//!
+//! Durability. A line is *written* when it is in the kernel: it survives a crash of
+//! the agent (SIGKILL, OOM kill, panic). It is *synced* after an `fdatasync`: it
+//! survives a power cut. A code-bearing submission is synced (its used code in the same
+//! write, so one sync) before the job may start; everything else is written before any
+//! answer depends on it and synced by the journal thread within [`COMMIT_DELAY`] (group
+//! commit: one `fdatasync` for all lines since the last). The file is rewritten
 //! atomically with only what the newest `history` jobs need when it holds about twice
 //! that many lines, and at every start-up, which also drops a torn last line.
 
@@ -12,8 +24,12 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
+use mio::Waker;
 use serde::{Deserialize, Serialize};
 
 use super::record::{JobRecord, Status};
@@ -29,12 +45,20 @@ const JOURNAL_OUTPUT_MAX: usize = 64 * 1024;
 const WHAT: &str = "journal file";
 /// A batch stops growing past this many bytes, so one write(2) stays reasonable.
 const BATCH_BYTES: usize = 1 << 20;
+/// Lines nobody waits on are synced this long after they are written, in one
+/// `fdatasync` with whatever else was written meanwhile: a power cut loses at most
+/// about this much (plus one sync) of such lines, and a stream of jobs costs the disk
+/// a few syncs a second instead of one per job.
+const COMMIT_DELAY: Duration = Duration::from_millis(50);
 
 /// One journal line. `J` is `&JobRecord` when writing, `JobRecord` when reading.
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "ev", rename_all = "snake_case")]
 enum Line<J> {
-    /// Accepted (queued); on disk before the job may start.
+    /// A code of this TOTP time step was accepted: synced before what it authorised
+    /// acts, so after any crash the step stays used (with `auth.json`, the larger wins).
+    Used { step: u64 },
+    /// Accepted (queued); written before the job may start.
     Submit { job: J },
     /// The job's process group exists: what a later start-up needs to end it.
     Start {
@@ -64,6 +88,13 @@ struct Kept {
     group: Option<Group>,
 }
 
+/// What a file holds: each job's newest state, oldest job first, and the highest used
+/// time step.
+struct Contents {
+    jobs: Vec<Kept>,
+    last_step: u64,
+}
+
 /// A process group left behind by a job the previous agent did not see end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Orphan {
@@ -79,35 +110,139 @@ pub struct Recovered {
     pub records: Vec<JobRecord>,
     /// Groups of interrupted jobs that still exist under this boot: to be ended.
     pub orphans: Vec<Orphan>,
+    /// The highest TOTP time step the journal saw used (0: none).
+    pub last_step: u64,
 }
 
+/// Names a request to the journal thread in its report.
+pub type Ticket = u64;
+
+/// How far the lines of a ticket must get before it is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// In the kernel: survives a crash of the agent.
+    Written,
+    /// On disk: survives a power cut.
+    Synced,
+}
+
+/// The journal thread's report on a ticket.
+#[derive(Debug)]
+pub struct Done {
+    pub ticket: Ticket,
+    /// Why the lines did not get as far as needed (or the work failed).
+    pub result: Result<(), String>,
+}
+
+/// Work for the journal thread; boxed so the journal need not know what it is (the
+/// auth state's save).
+pub type Work = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
 enum Op {
-    Append(Vec<u8>),
+    Append {
+        bytes: Vec<u8>,
+        lines: usize,
+        done: Option<(Ticket, Need)>,
+    },
+    Run(Work, Ticket),
+    /// A job thread appended: sync soon (and compact if due).
+    Dirty,
+    /// Sync now and answer.
     Sync(SyncSender<()>),
 }
 
-/// Handle to the journal writer; cheap to clone into job threads.
+/// The file and its counters, shared by every appender.
+struct Open {
+    file: Arc<File>,
+    /// Appends so far, and how many of them are known synced.
+    appended: u64,
+    synced: u64,
+    /// Lines in the file now, and the count that triggers a compaction.
+    lines: usize,
+    compact_at: usize,
+    /// A write failed and may have left half a line behind.
+    torn: bool,
+    /// The journal thread was told there is something to sync.
+    told: bool,
+}
+
+struct Shared {
+    open: Mutex<Open>,
+    path: PathBuf,
+    history: usize,
+    boot: Option<String>,
+    tickets: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Open> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends `bytes` (`lines` whole lines) in one write; returns whether the journal
+    /// thread must be told (first unsynced append since its last sync).
+    fn append(&self, bytes: &[u8], lines: usize) -> io::Result<bool> {
+        let mut open = self.lock();
+        // After a failed write, end the fragment so the next line stands alone.
+        let fix: &[u8] = if open.torn { b"\n" } else { b"" };
+        let file = &*open.file;
+        let written = if fix.is_empty() {
+            (&*file).write_all(bytes)
+        } else {
+            (&*file).write_all(&[fix, bytes].concat())
+        };
+        if let Err(err) = written {
+            open.torn = true;
+            return Err(err);
+        }
+        open.torn = false;
+        open.appended += 1;
+        open.lines += lines;
+        Ok(!std::mem::replace(&mut open.told, true))
+    }
+
+    fn complain(&self, err: &io::Error) {
+        log::error!(
+            "journal {}: cannot record job history: {err}; jobs still run, but may be \
+             missing after a restart",
+            self.path.display()
+        );
+    }
+}
+
+/// Handle to the journal; cheap to clone into job threads.
 #[derive(Clone)]
 pub struct Journal {
+    shared: Arc<Shared>,
     tx: Sender<Op>,
-    boot: Option<String>,
 }
 
 impl Journal {
     /// Loads the journal from `state_dir` (missing is a fresh start), marks jobs that
     /// never ended `interrupted` (and journals that), keeps the newest `history`, rewrites
-    /// the file compacted, and starts the writer thread. The file must be a regular
-    /// file of ours, mode 0600 or stricter, and is never opened through a link.
-    pub fn open(state_dir: &Path, history: usize) -> Result<(Journal, Recovered), FileError> {
+    /// the file compacted, and starts the journal thread, whose reports arrive on the
+    /// returned receiver with a `wake()` of `waker`. The file must be a regular file of
+    /// ours, mode 0600 or stricter, and is never opened through a link.
+    pub fn open(
+        state_dir: &Path,
+        history: usize,
+        waker: Arc<Waker>,
+    ) -> Result<(Journal, Recovered, Receiver<Done>), FileError> {
         files::ensure_private_dir("state dir", state_dir)?;
         let path = state_dir.join(FILE_NAME);
-        let mut jobs = match files::open_trusted(WHAT, &path, Trust::Private) {
+        let Contents {
+            mut jobs,
+            last_step,
+        } = match files::open_trusted(WHAT, &path, Trust::Private) {
             Ok((file, _)) => read(BufReader::new(file), &path).map_err(|err| FileError::Io {
                 what: WHAT.into(),
                 path: path.clone(),
                 err,
             })?,
-            Err(FileError::Missing { .. }) => Vec::new(),
+            Err(FileError::Missing { .. }) => Contents {
+                jobs: Vec::new(),
+                last_step: 0,
+            },
             Err(err) => return Err(err),
         };
         let boot = sys::boot_id();
@@ -127,19 +262,34 @@ impl Journal {
             }
         }
         let jobs = keep(jobs, history);
-        let lines = rewrite(&path, &jobs)?;
+        let lines = rewrite(&path, &jobs, last_step)?;
         let file = files::open_append(WHAT, &path, 0o600)?;
         let (tx, rx) = channel();
-        let writer = Writer {
-            compact_at: next_compaction(lines, history),
+        let (done_tx, done_rx) = channel();
+        let shared = Arc::new(Shared {
+            open: Mutex::new(Open {
+                file: Arc::new(file),
+                appended: 0,
+                synced: 0,
+                lines,
+                compact_at: next_compaction(lines, history),
+                torn: false,
+                told: false,
+            }),
             path: path.clone(),
-            file,
             history,
-            lines,
-            torn: false,
+            boot,
+            tickets: AtomicU64::new(0),
+        });
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            done: done_tx,
+            waker,
+            last_step,
         };
         std::thread::Builder::new()
             .name("journal".into())
+            .stack_size(256 * 1024)
             .spawn(move || writer.run(&rx))
             .map_err(|err| FileError::Io {
                 what: "journal writer thread for".into(),
@@ -147,42 +297,72 @@ impl Journal {
                 err,
             })?;
         let records = jobs.into_iter().map(|k| k.record).collect();
-        Ok((Journal { tx, boot }, Recovered { records, orphans }))
+        let recovered = Recovered {
+            records,
+            orphans,
+            last_step,
+        };
+        Ok((Journal { shared, tx }, recovered, done_rx))
     }
 
-    /// A job was accepted. Not yet durable: see [`Journal::sync`].
-    pub fn submitted(&self, record: &JobRecord) {
-        self.send(&Line::Submit { job: record });
+    /// From a job thread: the job's submission, written before this returns.
+    pub fn submitted_now(&self, record: &JobRecord) {
+        self.append_now(&Line::Submit { job: record });
     }
 
-    /// The job's process group `pgid` exists. Not synced: it only matters while this
-    /// boot lasts, and the page cache outlives a crash of the agent itself.
+    /// From the loop: the submission of a job that cannot start at once (queued, or
+    /// waiting for its code to be synced), preceded by the `Used` line of the code that
+    /// authorised it, in one write. Reported when it got as far as `need`.
+    pub fn submit(&self, record: &JobRecord, step: Option<u64>, need: Need) -> Ticket {
+        let mut lines = step
+            .map(|step| Line::<&JobRecord>::Used { step })
+            .into_iter()
+            .collect::<Vec<_>>();
+        lines.push(Line::Submit { job: record });
+        self.send_lines(&lines, need)
+    }
+
+    /// From the loop: a code of time step `step` was accepted for something other than
+    /// a job (a cancel); reported once synced.
+    pub fn used(&self, step: u64) -> Ticket {
+        self.send_lines(&[Line::<&JobRecord>::Used { step }], Need::Synced)
+    }
+
+    /// The job's process group `pgid` exists. Written now, from the job thread: it only
+    /// matters while this boot lasts, and the page cache outlives a crash of the agent.
     pub fn started(&self, id: &str, pgid: u32, started_at: &str) {
-        self.send(&Line::<&JobRecord>::Start {
+        self.append_now(&Line::<&JobRecord>::Start {
             id: id.to_owned(),
             pgid,
             started_at: started_at.to_owned(),
-            boot: self.boot.clone(),
+            boot: self.shared.boot.clone(),
             leader_start: sys::start_ticks(pgid),
         });
     }
 
-    /// The job ended with `record`. Not yet durable: see [`Journal::sync`].
-    /// Output beyond [`JOURNAL_OUTPUT_MAX`] per stream is left to the result file, so the
-    /// journal stays near `history` × 128 KiB at most.
-    pub fn ended(&self, record: &JobRecord) {
-        if record.stdout.len() <= JOURNAL_OUTPUT_MAX && record.stderr.len() <= JOURNAL_OUTPUT_MAX {
-            return self.send(&Line::End { job: record });
-        }
-        let mut cut = record.clone();
-        cut.stdout = utf8_prefix(&record.stdout, JOURNAL_OUTPUT_MAX).to_owned();
-        cut.stderr = utf8_prefix(&record.stderr, JOURNAL_OUTPUT_MAX).to_owned();
-        cut.truncated = true;
-        self.send(&Line::End { job: &cut });
+    /// From a job thread: the job ended with `record`, written before this returns.
+    pub fn ended_now(&self, record: &JobRecord) {
+        self.append_now(&Line::End { job: &cut(record) });
     }
 
-    /// Returns once every line sent before is written and fdatasynced (or the writer
-    /// failed and logged why).
+    /// From the loop: a job ended without running (cancelled while queued, or the
+    /// agent is stopping); reported once written.
+    pub fn ended(&self, record: &JobRecord) -> Ticket {
+        self.send_lines(&[Line::End { job: &cut(record) }], Need::Written)
+    }
+
+    /// Runs `work` on the journal thread, after the lines sent with it are written and,
+    /// where needed, synced; reports its result.
+    pub fn run(&self, work: Work) -> Ticket {
+        let ticket = self.ticket();
+        // A send fails only if the thread is gone; then nothing will ever be reported,
+        // and the caller's wait runs out (it treats that as a failure).
+        let _ = self.tx.send(Op::Run(work, ticket));
+        ticket
+    }
+
+    /// Returns once every line appended before is written and fdatasynced (or the
+    /// journal failed and logged why). Blocks: for shutdown and tests, never the loop.
     pub fn sync(&self) {
         let (tx, rx) = sync_channel(1);
         if self.tx.send(Op::Sync(tx)).is_ok() {
@@ -190,99 +370,266 @@ impl Journal {
         }
     }
 
-    fn send(&self, line: &Line<&JobRecord>) {
-        match serde_json::to_vec(line) {
-            Ok(mut bytes) => {
-                bytes.push(b'\n');
-                let _ = self.tx.send(Op::Append(bytes));
+    fn ticket(&self) -> Ticket {
+        self.shared.tickets.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn append_now(&self, line: &Line<&JobRecord>) {
+        let Some(bytes) = encode(std::slice::from_ref(line)) else {
+            return;
+        };
+        match self.shared.append(&bytes, 1) {
+            Ok(true) => {
+                let _ = self.tx.send(Op::Dirty);
             }
-            Err(err) => log::error!("cannot encode a journal line: {err}"),
+            Ok(false) => {}
+            Err(err) => self.shared.complain(&err),
         }
+    }
+
+    fn send_lines(&self, lines: &[Line<&JobRecord>], need: Need) -> Ticket {
+        let ticket = self.ticket();
+        let op = match encode(lines) {
+            Some(bytes) => Op::Append {
+                bytes,
+                lines: lines.len(),
+                done: Some((ticket, need)),
+            },
+            // Reported as a failure by the journal thread, like any other.
+            None => Op::Run(
+                Box::new(|| Err("a journal line could not be encoded".into())),
+                ticket,
+            ),
+        };
+        let _ = self.tx.send(op);
+        ticket
     }
 }
 
-struct Writer {
-    path: PathBuf,
-    file: File,
-    history: usize,
-    /// Lines in the file now, and the count that triggers a compaction.
+/// `record` with output beyond [`JOURNAL_OUTPUT_MAX`] per stream left to the result
+/// file, so the journal stays near `history` × 128 KiB at most.
+fn cut(record: &JobRecord) -> std::borrow::Cow<'_, JobRecord> {
+    if record.stdout.len() <= JOURNAL_OUTPUT_MAX && record.stderr.len() <= JOURNAL_OUTPUT_MAX {
+        return std::borrow::Cow::Borrowed(record);
+    }
+    let mut cut = record.clone();
+    cut.stdout = utf8_prefix(&record.stdout, JOURNAL_OUTPUT_MAX).to_owned();
+    cut.stderr = utf8_prefix(&record.stderr, JOURNAL_OUTPUT_MAX).to_owned();
+    cut.truncated = true;
+    std::borrow::Cow::Owned(cut)
+}
+
+/// JSON lines, each ending in `\n`; `None` (logged) if one cannot be encoded.
+fn encode(lines: &[Line<&JobRecord>]) -> Option<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(512);
+    for line in lines {
+        if let Err(err) = serde_json::to_writer(&mut bytes, line) {
+            log::error!("cannot encode a journal line: {err}");
+            return None;
+        }
+        bytes.push(b'\n');
+    }
+    Some(bytes)
+}
+
+/// Lines the journal thread gathered from the loop, for one write.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
     lines: usize,
-    compact_at: usize,
-    /// A write failed and may have left half a line behind.
-    torn: bool,
+    waits: Vec<(Ticket, Need)>,
+}
+
+/// The journal thread: loop-side appends, syncs, compaction, and the reports.
+struct Writer {
+    shared: Arc<Shared>,
+    done: Sender<Done>,
+    waker: Arc<Waker>,
+    /// Highest used step written so far, carried over by compaction.
+    last_step: u64,
 }
 
 impl Writer {
     fn run(mut self, rx: &Receiver<Op>) {
-        while let Ok(first) = rx.recv() {
-            let mut batch = Vec::new();
-            let mut waiters = Vec::new();
-            let mut next = Some(first);
+        // Tickets whose lines are written and wait for the next sync.
+        let mut to_sync: Vec<Ticket> = Vec::new();
+        let mut syncs: Vec<SyncSender<()>> = Vec::new();
+        // When unsynced lines nobody waits for were first seen.
+        let mut dirty_since: Option<Instant> = None;
+        loop {
+            let first = match dirty_since {
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(since) => rx
+                    .recv_timeout((since + COMMIT_DELAY).saturating_duration_since(Instant::now())),
+            };
+            let mut next = match first {
+                Ok(op) => Some(op),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut reports = Vec::new();
+            let mut batch = Batch::default();
+            let mut works = Vec::new();
             while let Some(op) = next.take() {
                 match op {
-                    Op::Append(line) => {
-                        batch.extend_from_slice(&line);
-                        self.lines += 1;
+                    Op::Append { bytes, lines, done } => {
+                        batch.bytes.extend_from_slice(&bytes);
+                        batch.lines += lines;
+                        batch.waits.extend(done);
                     }
-                    Op::Sync(waiter) => waiters.push(waiter),
+                    // After this batch's sync: a code waiting to be synced must not wait
+                    // for the auth state's own write, rename and syncs too.
+                    Op::Run(work, ticket) => works.push((work, ticket)),
+                    Op::Dirty => {}
+                    Op::Sync(waiter) => syncs.push(waiter),
                 }
-                if batch.len() < BATCH_BYTES {
+                if batch.bytes.len() < BATCH_BYTES {
                     next = rx.try_recv().ok();
                 }
             }
-            self.write(&batch, !waiters.is_empty());
+            self.write(batch, &mut to_sync, &mut reports);
+            let unsynced = {
+                let mut open = self.shared.lock();
+                // Nothing left to sync (a compaction synced it all): the next append
+                // must tell this thread again.
+                let unsynced = open.appended > open.synced;
+                open.told &= unsynced;
+                unsynced
+            };
+            let due = dirty_since.is_some_and(|since| since.elapsed() >= COMMIT_DELAY);
+            if !to_sync.is_empty() || !syncs.is_empty() || (unsynced && due) {
+                let result = self.sync();
+                for ticket in to_sync.drain(..) {
+                    reports.push(Done {
+                        ticket,
+                        result: result.clone(),
+                    });
+                }
+                dirty_since = None;
+            } else if unsynced && dirty_since.is_none() {
+                dirty_since = Some(Instant::now());
+            }
+            for (work, ticket) in works {
+                reports.push(Done {
+                    ticket,
+                    result: work(),
+                });
+            }
             // Compact before answering, so a finished `sync` sees the file settled.
-            if self.lines >= self.compact_at {
+            let due = {
+                let open = self.shared.lock();
+                open.lines >= open.compact_at
+            };
+            if due {
                 self.compact();
             }
-            for waiter in waiters {
+            for waiter in syncs.drain(..) {
                 let _ = waiter.send(());
             }
-        }
-    }
-
-    fn write(&mut self, batch: &[u8], sync: bool) {
-        // After a failed write, end the fragment so the next line stands alone.
-        let fix: &[u8] = if self.torn { b"\n" } else { b"" };
-        let written = self
-            .file
-            .write_all(fix)
-            .and_then(|()| self.file.write_all(batch))
-            .and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
-        match written {
-            Ok(()) => self.torn = false,
-            Err(err) => {
-                self.torn = true;
-                log::error!(
-                    "journal {}: cannot record job history: {err}; jobs still run, but may be \
-                     missing after a restart",
-                    self.path.display()
-                );
+            if !reports.is_empty() {
+                for report in reports {
+                    let _ = self.done.send(report);
+                }
+                let _ = self.waker.wake();
             }
         }
     }
 
+    /// Writes the batch; tickets that needed it written are reported, those that need
+    /// a sync wait for it.
+    fn write(&mut self, batch: Batch, to_sync: &mut Vec<Ticket>, reports: &mut Vec<Done>) {
+        if batch.bytes.is_empty() {
+            return;
+        }
+        self.last_step = self.last_step.max(used_step(&batch.bytes));
+        let written = self.shared.append(&batch.bytes, batch.lines).map(|_| ());
+        if let Err(err) = &written {
+            self.shared.complain(err);
+        }
+        for (ticket, need) in batch.waits {
+            match (&written, need) {
+                (Ok(()), Need::Synced) => to_sync.push(ticket),
+                (Ok(()), Need::Written) => reports.push(Done {
+                    ticket,
+                    result: Ok(()),
+                }),
+                (Err(err), _) => reports.push(Done {
+                    ticket,
+                    result: Err(format!("{}: {err}", self.shared.path.display())),
+                }),
+            }
+        }
+    }
+
+    /// One `fdatasync` for everything appended so far, by anyone.
+    fn sync(&mut self) -> Result<(), String> {
+        let (file, upto) = {
+            let mut open = self.shared.lock();
+            open.told = false;
+            (Arc::clone(&open.file), open.appended)
+        };
+        match file.sync_data() {
+            Ok(()) => {
+                let mut open = self.shared.lock();
+                open.synced = open.synced.max(upto);
+                Ok(())
+            }
+            Err(err) => {
+                log::error!(
+                    "journal {}: cannot sync to disk: {err}; what depends on it is refused",
+                    self.shared.path.display()
+                );
+                Err(format!("{}: {err}", self.shared.path.display()))
+            }
+        }
+    }
+
+    /// Rewrites the file with what the newest `history` jobs need. Appenders wait
+    /// meanwhile (the lock is held), so no line lands in the file being replaced.
     fn compact(&mut self) {
-        let compacted = files::open_trusted(WHAT, &self.path, Trust::Private)
+        let mut open = self.shared.lock();
+        let path = &self.shared.path;
+        let compacted = files::open_trusted(WHAT, path, Trust::Private)
             .and_then(|(file, _)| {
-                read(BufReader::new(file), &self.path).map_err(|err| FileError::Io {
+                read(BufReader::new(file), path).map_err(|err| FileError::Io {
                     what: WHAT.into(),
-                    path: self.path.clone(),
+                    path: path.clone(),
                     err,
                 })
             })
-            .and_then(|jobs| rewrite(&self.path, &keep(jobs, self.history)))
-            .and_then(|lines| Ok((lines, files::open_append(WHAT, &self.path, 0o600)?)));
+            .and_then(|contents| {
+                let step = contents.last_step.max(self.last_step);
+                rewrite(path, &keep(contents.jobs, self.shared.history), step)
+            })
+            .and_then(|lines| Ok((lines, files::open_append(WHAT, path, 0o600)?)));
         match compacted {
             Ok((lines, file)) => {
-                self.file = file;
-                self.lines = lines;
-                self.torn = false;
+                open.file = Arc::new(file);
+                open.lines = lines;
+                open.torn = false;
+                // The rewrite was synced: everything appended before it is on disk.
+                open.synced = open.appended;
             }
             Err(err) => log::error!("cannot compact the journal: {err}"),
         }
-        self.compact_at = next_compaction(self.lines, self.history);
+        open.compact_at = next_compaction(open.lines, self.shared.history);
     }
+}
+
+/// The highest step of the `Used` lines in `batch` (0: none). Cheap: only lines that
+/// start like one are parsed.
+fn used_step(batch: &[u8]) -> u64 {
+    batch
+        .split(|&b| b == b'\n')
+        .filter(|line| line.starts_with(br#"{"ev":"used""#))
+        .filter_map(
+            |line| match serde_json::from_slice::<Line<JobRecord>>(line) {
+                Ok(Line::Used { step }) => Some(step),
+                _ => None,
+            },
+        )
+        .max()
+        .unwrap_or(0)
 }
 
 /// At least `history` new lines between compactions, and never before `2 × history`.
@@ -290,11 +637,12 @@ fn next_compaction(lines: usize, history: usize) -> usize {
     lines.saturating_add(history).max(history.saturating_mul(2))
 }
 
-/// Each job's newest state, oldest job first. A line that does not parse (a torn last
-/// line after a power cut) is skipped with a warning.
-fn read(mut reader: impl BufRead, path: &Path) -> io::Result<Vec<Kept>> {
+/// Each job's newest state, oldest job first, and the highest used step. A line that
+/// does not parse (a torn last line after a power cut) is skipped with a warning.
+fn read(mut reader: impl BufRead, path: &Path) -> io::Result<Contents> {
     let mut order: Vec<String> = Vec::new();
     let mut jobs: HashMap<String, Kept> = HashMap::new();
+    let mut last_step = 0;
     let mut buf = Vec::new();
     let mut number = 0usize;
     loop {
@@ -308,7 +656,10 @@ fn read(mut reader: impl BufRead, path: &Path) -> io::Result<Vec<Kept>> {
             continue;
         }
         match serde_json::from_slice::<Line<JobRecord>>(text) {
+            Ok(Line::Used { step }) => last_step = last_step.max(step),
             Ok(Line::Submit { job } | Line::End { job }) => match jobs.get_mut(&job.id) {
+                // A submission never takes back an end already seen.
+                Some(kept) if kept.record.status.is_final() && !job.status.is_final() => {}
                 Some(kept) => kept.record = job,
                 None => {
                     order.push(job.id.clone());
@@ -353,10 +704,11 @@ fn read(mut reader: impl BufRead, path: &Path) -> io::Result<Vec<Kept>> {
             }
         }
     }
-    Ok(order
+    let jobs = order
         .into_iter()
         .filter_map(|id| jobs.remove(&id))
-        .collect())
+        .collect();
+    Ok(Contents { jobs, last_step })
 }
 
 /// Every job not yet ended (its processes may still need ending) and the newest
@@ -373,9 +725,13 @@ fn keep(jobs: Vec<Kept>, history: usize) -> Vec<Kept> {
         .collect()
 }
 
-/// Replaces the journal with `jobs` (temp file, fsync, rename); returns its line count.
-fn rewrite(path: &Path, jobs: &[Kept]) -> Result<usize, FileError> {
-    let mut lines: Vec<Line<&JobRecord>> = Vec::with_capacity(jobs.len());
+/// Replaces the journal with the used step and `jobs` (temp file, fsync, rename);
+/// returns its line count.
+fn rewrite(path: &Path, jobs: &[Kept], last_step: u64) -> Result<usize, FileError> {
+    let mut lines: Vec<Line<&JobRecord>> = Vec::with_capacity(jobs.len() + 1);
+    if last_step > 0 {
+        lines.push(Line::Used { step: last_step });
+    }
     for kept in jobs {
         if kept.record.status.is_final() {
             lines.push(Line::End { job: &kept.record });
@@ -428,6 +784,19 @@ mod tests {
         crate::sys::files::test_dir(&format!("journal-{tag}"))
     }
 
+    /// A waker nobody polls: the tests read the reports from the receiver.
+    fn waker() -> Arc<Waker> {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        // The registry must outlive the waker; a test process can afford the leak.
+        std::mem::forget(poll);
+        waker
+    }
+
+    fn open(dir: &Path, history: usize) -> (Journal, Recovered, Receiver<Done>) {
+        Journal::open(dir, history, waker()).unwrap()
+    }
+
     fn record(n: usize, status: Status) -> JobRecord {
         JobRecord {
             status,
@@ -446,13 +815,13 @@ mod tests {
     #[test]
     fn survives_a_restart_and_marks_unfinished_jobs_interrupted() {
         let dir = tempdir("restart");
-        let (journal, recovered) = Journal::open(&dir, 10).unwrap();
+        let (journal, recovered, _done) = open(&dir, 10);
         assert!(recovered.records.is_empty());
         let done = record(1, Status::Succeeded);
-        journal.submitted(&record(1, Status::Queued));
-        journal.ended(&done);
-        journal.submitted(&record(2, Status::Queued));
-        journal.submitted(&record(3, Status::Queued));
+        journal.submitted_now(&record(1, Status::Queued));
+        journal.ended_now(&done);
+        journal.submitted_now(&record(2, Status::Queued));
+        journal.submitted_now(&record(3, Status::Queued));
         let mut leader = std::process::Command::new("/bin/sleep")
             .arg("30")
             .process_group(0)
@@ -468,7 +837,7 @@ mod tests {
 
         let path = dir.join(FILE_NAME);
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
-        let (_journal, recovered) = Journal::open(&dir, 10).unwrap();
+        let (_journal, recovered, _done) = open(&dir, 10);
         let statuses: Vec<Status> = recovered.records.iter().map(|r| r.status).collect();
         assert_eq!(
             statuses,
@@ -508,7 +877,7 @@ mod tests {
         .unwrap();
         let text = format!("{good}\nnot json\n\n{}", &good[..good.len() / 2]);
         files::write_atomic(WHAT, &path, text.as_bytes(), 0o600).unwrap();
-        let (_journal, recovered) = Journal::open(&dir, 10).unwrap();
+        let (_journal, recovered, _done) = open(&dir, 10);
         assert_eq!(recovered.records.len(), 1);
         assert_eq!(recovered.records[0].status, Status::Failed);
         std::fs::remove_dir_all(dir).unwrap();
@@ -544,14 +913,14 @@ mod tests {
     #[test]
     fn long_output_is_cut_in_the_journal_only() {
         let dir = tempdir("cut");
-        let (journal, _) = Journal::open(&dir, 5).unwrap();
+        let (journal, _, _done) = open(&dir, 5);
         let mut long = record(1, Status::Succeeded);
         long.stdout = "é".repeat(JOURNAL_OUTPUT_MAX);
-        journal.submitted(&long);
-        journal.ended(&long);
+        journal.submitted_now(&long);
+        journal.ended_now(&long);
         journal.sync();
         drop(journal);
-        let (_journal, recovered) = Journal::open(&dir, 5).unwrap();
+        let (_journal, recovered, _done) = open(&dir, 5);
         let back = &recovered.records[0];
         assert!(back.truncated);
         assert!(
@@ -568,10 +937,10 @@ mod tests {
     #[test]
     fn compaction_bounds_the_file() {
         let dir = tempdir("compact");
-        let (journal, _) = Journal::open(&dir, 5).unwrap();
+        let (journal, _, _done) = open(&dir, 5);
         for n in 0..100 {
-            journal.submitted(&record(n, Status::Queued));
-            journal.ended(&record(n, Status::Succeeded));
+            journal.submitted_now(&record(n, Status::Queued));
+            journal.ended_now(&record(n, Status::Succeeded));
             journal.sync();
         }
         drop(journal);
@@ -580,7 +949,7 @@ mod tests {
             .lines()
             .count();
         assert!(lines <= 10, "{lines} lines for history 5");
-        let (_journal, recovered) = Journal::open(&dir, 5).unwrap();
+        let (_journal, recovered, _done) = open(&dir, 5);
         let ids: Vec<String> = recovered.records.into_iter().map(|r| r.id).collect();
         let want: Vec<String> = (95..100).map(|n| record(n, Status::Queued).id).collect();
         assert_eq!(ids, want);
@@ -592,7 +961,7 @@ mod tests {
         let dir = tempdir("link");
         std::fs::write(dir.join("elsewhere"), "").unwrap();
         std::os::unix::fs::symlink(dir.join("elsewhere"), dir.join(FILE_NAME)).unwrap();
-        let err = Journal::open(&dir, 5).err().unwrap().to_string();
+        let err = Journal::open(&dir, 5, waker()).err().unwrap().to_string();
         assert!(
             err.contains("journal file") && err.contains("symbolic link"),
             "{err}"

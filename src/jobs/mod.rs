@@ -1,18 +1,20 @@
 //! Jobs from acceptance to history: `table` (queue, running set, bounded history, on
-//! the loop thread), `exec` (one job's process on its own thread), `journal` (history
-//! across restarts), `results` (the `agent-<id>.txt` files), `notify` (the command run
-//! when a detached job ends) and `record` (a job as clients see it).
+//! the loop thread), `pool` (the job threads), `exec` (one job's process), `journal`
+//! (history and used codes across restarts), `results` (the `agent-<id>.txt` files),
+//! `notify` (the command run when a detached job ends) and `record` (a job as clients
+//! see it).
 
 mod exec;
 mod journal;
 mod notify;
+mod pool;
 mod record;
 mod results;
 mod table;
 
 pub(crate) use self::exec::{ExecSpec, own_home};
-pub(crate) use self::journal::Journal;
+pub(crate) use self::journal::{Journal, Ticket};
 pub(crate) use self::notify::NotifyCommand;
 pub(crate) use self::record::{JobRecord, Status, new_id, valid_id};
-pub(crate) use self::results::{ResultsDir, usage as results_usage};
-pub(crate) use self::table::{CancelError, Jobs, NewJob};
+pub(crate) use self::results::ResultsDir;
+pub(crate) use self::table::{CancelError, Jobs, Journaled, NewJob};

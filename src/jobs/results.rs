@@ -6,19 +6,32 @@
 //! everything inside it is reached through that descriptor (`openat`, `unlinkat`), never
 //! by path: a sticky `/tmp` stops others renaming the directory, but once it is aged
 //! away (systemd-tmpfiles) anyone may put a link where it was.
+//!
+//! Cleanup after a job works from an index of the files (a listing, plus what was
+//! written since), not a new listing: with `max_files` at 200 a listing and a look at
+//! each file is some 600 system calls, more than the job itself. The directory is
+//! listed again every [`RELIST_EVERY`] jobs, so whatever else changed in it is seen.
+//!
+//! Result files are not fsynced: the journal holds each record (output up to 64 KiB),
+//! and on most systems `/tmp` is emptied at boot anyway, so a power cut that loses a
+//! result file loses nothing the journal does not keep; a crash of the agent alone
+//! loses nothing, as the page cache outlives it.
 
+use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::config::ResultsConfig;
 use crate::sys;
 use crate::sys::files::{self, FileError};
 
 const WHAT: &str = "results dir";
+/// Stores between two listings of the directory.
+const RELIST_EVERY: usize = 256;
 
 /// The verified results directory and its bounds.
 #[derive(Debug)]
@@ -29,20 +42,16 @@ pub struct ResultsDir {
     max_age_s: u64,
     /// Held from making room to the last byte written, so jobs ending together never
     /// push the directory past its bounds.
-    room: Mutex<()>,
+    room: Mutex<Index>,
 }
 
-/// A result file written in full but not yet flushed to disk.
-#[derive(Debug)]
-pub struct Stored {
-    pub path: PathBuf,
-    file: fs::File,
-}
-
-impl Stored {
-    pub fn sync(self) -> io::Result<()> {
-        self.file.sync_all()
-    }
+/// The result files, oldest first, with their total size.
+#[derive(Debug, Default)]
+struct Index {
+    files: VecDeque<Entry>,
+    bytes: u64,
+    /// Stores since the last listing; `None` before the first.
+    since_listing: Option<usize>,
 }
 
 /// What one cleanup pass did and left.
@@ -56,6 +65,7 @@ pub struct Cleanup {
 }
 
 /// A result file seen by cleanup.
+#[derive(Debug)]
 struct Entry {
     mtime: (i64, i64),
     name: String,
@@ -72,8 +82,19 @@ impl ResultsDir {
             max_files: cfg.max_files,
             max_bytes: cfg.max_bytes,
             max_age_s: cfg.max_age_s,
-            room: Mutex::new(()),
+            room: Mutex::new(Index::default()),
         })
+    }
+
+    fn index(&self) -> MutexGuard<'_, Index> {
+        self.room.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// (files, bytes) of result files, as of the last store or listing: for `/metrics`,
+    /// without a look at the disk.
+    pub fn usage(&self) -> (u64, u64) {
+        let index = self.index();
+        (index.files.len() as u64, index.bytes)
     }
 
     pub fn dir(&self) -> &Path {
@@ -91,10 +112,8 @@ impl ResultsDir {
     }
 
     /// What a finished job calls: deletes the oldest files until the new one fits the
-    /// bounds, then writes it, under a lock. The fsync is left to the caller
-    /// ([`Stored::sync`]), so a job can answer first: an fsync costs milliseconds on a
-    /// disk-backed `/tmp` (bench/) and the record the caller waits for is complete.
-    pub fn store(&self, id: &str, text: &str, now_unix: u64) -> (io::Result<Stored>, Cleanup) {
+    /// bounds, then writes it (not fsynced: see the module notes), under a lock.
+    pub fn store(&self, id: &str, text: &str, now_unix: u64) -> (io::Result<PathBuf>, Cleanup) {
         let dir = match self.open_dir() {
             Ok(dir) => dir,
             Err(e) => {
@@ -105,15 +124,24 @@ impl ResultsDir {
                 return (Err(e), report);
             }
         };
-        let guard = self.room.lock().unwrap_or_else(PoisonError::into_inner);
-        let report = self.sweep(&dir, now_unix, 1, text.len() as u64);
+        let mut index = self.index();
+        let room = text.len() as u64;
+        let report = match index.since_listing {
+            Some(n) if n < RELIST_EVERY => self.trim(&dir, &mut index, now_unix, 1, room),
+            _ => self.sweep(&dir, &mut index, now_unix, 1, room),
+        };
         let created = create_in(&dir, id, text);
-        drop(guard);
-        let stored = created.map(|(name, file)| Stored {
-            path: self.dir.join(name),
-            file,
-        });
-        (stored, report)
+        if let Ok((name, _)) = &created {
+            index.files.push_back(Entry {
+                mtime: (i64::try_from(now_unix).unwrap_or(i64::MAX), 0),
+                name: name.clone(),
+                bytes: room,
+            });
+            index.bytes += room;
+        }
+        index.since_listing = index.since_listing.map(|n| n + 1);
+        drop(index);
+        (created.map(|(name, _)| self.dir.join(name)), report)
     }
 
     /// The directory, re-checked and opened without following links: if /tmp's entry
@@ -140,7 +168,7 @@ impl ResultsDir {
     /// other names are never touched. Errors are collected, not fatal.
     pub fn cleanup(&self, now_unix: u64) -> Cleanup {
         match self.open_dir() {
-            Ok(dir) => self.sweep(&dir, now_unix, 0, 0),
+            Ok(dir) => self.sweep(&dir, &mut self.index(), now_unix, 0, 0),
             Err(e) => Cleanup {
                 errors: vec![e.to_string()],
                 ..Cleanup::default()
@@ -149,10 +177,17 @@ impl ResultsDir {
     }
 
     /// [`ResultsDir::cleanup`] in the opened `dir`, leaving room for `room_files` more
-    /// files of `room_bytes` in all. Names come from the path; every look and every
-    /// removal goes through the checked descriptor, so a swapped path can only make
-    /// names miss, never reach elsewhere.
-    fn sweep(&self, dir: &fs::File, now_unix: u64, room_files: usize, room_bytes: u64) -> Cleanup {
+    /// files of `room_bytes` in all; the listing becomes the new index. Names come from
+    /// the path; every look and every removal goes through the checked descriptor, so
+    /// a swapped path can only make names miss, never reach elsewhere.
+    fn sweep(
+        &self,
+        dir: &fs::File,
+        index: &mut Index,
+        now_unix: u64,
+        room_files: usize,
+        room_bytes: u64,
+    ) -> Cleanup {
         let mut report = Cleanup::default();
         let listing = match fs::read_dir(&self.dir) {
             Ok(listing) => listing,
@@ -191,36 +226,56 @@ impl ResultsDir {
             }
         }
         entries.sort_by(|a, b| a.mtime.cmp(&b.mtime).then_with(|| a.name.cmp(&b.name)));
+        index.bytes = entries.iter().map(|e| e.bytes).sum();
+        index.files = entries.into();
+        index.since_listing = Some(0);
+        let trimmed = self.trim(dir, index, now_unix, room_files, room_bytes);
+        report.errors.extend(trimmed.errors);
+        Cleanup {
+            errors: report.errors,
+            ..trimmed
+        }
+    }
 
-        let mut count = entries.len();
-        let mut bytes: u64 = entries.iter().map(|e| e.bytes).sum();
-        for entry in &entries {
+    /// Deletes indexed files, oldest first, until none is older than `max_age_s` and
+    /// `room_files` more of `room_bytes` fit the bounds.
+    fn trim(
+        &self,
+        dir: &fs::File,
+        index: &mut Index,
+        now_unix: u64,
+        room_files: usize,
+        room_bytes: u64,
+    ) -> Cleanup {
+        let mut report = Cleanup::default();
+        let mut i = 0;
+        while let Some(entry) = index.files.get(i) {
             let mtime = u64::try_from(entry.mtime.0).unwrap_or(0);
             let too_old = now_unix.saturating_sub(mtime) > self.max_age_s;
-            let over = count.saturating_add(room_files) > self.max_files
-                || bytes.saturating_add(room_bytes) > self.max_bytes;
+            let over = index.files.len().saturating_add(room_files) > self.max_files
+                || index.bytes.saturating_add(room_bytes) > self.max_bytes;
             if !(too_old || over) {
-                // Sorted oldest first: every later entry is newer and the totals only
-                // shrank, so nothing further needs removing.
+                // Oldest first: every later file is newer and the totals only shrank, so
+                // nothing further needs removing.
                 break;
             }
-            let path = self.dir.join(&entry.name);
             match sys::unlink_at(dir.as_fd(), &entry.name) {
-                Ok(()) => {
-                    report.removed += 1;
-                    count -= 1;
-                    bytes -= entry.bytes;
+                Ok(()) => report.removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    // Still counted, so newer files go instead and the bound holds.
+                    let path = self.dir.join(&entry.name);
+                    report.errors.push(format!("{}: {e}", path.display()));
+                    i += 1;
+                    continue;
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    count -= 1;
-                    bytes -= entry.bytes;
-                }
-                // Still counted, so newer files go instead and the bound holds.
-                Err(e) => report.errors.push(format!("{}: {e}", path.display())),
+            }
+            if let Some(gone) = index.files.remove(i) {
+                index.bytes -= gone.bytes.min(index.bytes);
             }
         }
-        report.kept_files = count;
-        report.kept_bytes = bytes;
+        report.kept_files = index.files.len();
+        report.kept_bytes = index.bytes;
         report
     }
 }
@@ -245,24 +300,6 @@ fn create_in(dir: &fs::File, id: &str, text: &str) -> io::Result<(String, fs::Fi
 
 fn is_result_name(name: &str) -> bool {
     name.starts_with("agent-") && name.ends_with(".txt")
-}
-
-/// (files, bytes) of result files in `dir`, for `/metrics`. Looks at no more than
-/// `limit` entries: cleanup after every job keeps the private directory near
-/// `max_files`, so a scrape costs one bounded listing. Unreadable means (0, 0).
-pub fn usage(dir: &Path, limit: usize) -> (u64, u64) {
-    let Ok(listing) = fs::read_dir(dir) else {
-        return (0, 0);
-    };
-    listing
-        .take(limit)
-        .flatten()
-        .filter(|item| item.file_name().to_str().is_some_and(is_result_name))
-        // DirEntry::metadata does not follow links: a link is not a result file.
-        .filter_map(|item| item.metadata().ok().filter(|m| m.file_type().is_file()))
-        .fold((0, 0), |(files, bytes), meta| {
-            (files + 1, bytes + meta.len())
-        })
 }
 
 #[cfg(test)]
@@ -531,10 +568,7 @@ mod tests {
         }
         let (stored, report) = results.store(&id(9), &"y".repeat(200), now);
         let stored = stored.unwrap();
-        assert_eq!(
-            stored.path.clone(),
-            results.dir().join(format!("agent-{}.txt", id(9)))
-        );
+        assert_eq!(stored, results.dir().join(format!("agent-{}.txt", id(9))));
         // One file goes for the count; then 100 + 200 > 250 bytes: a second for the bytes.
         assert_eq!(
             (report.removed, report.kept_files, report.kept_bytes),

@@ -1,25 +1,31 @@
 //! The job table: queue, running set and bounded history, owned by the event-loop
-//! thread. Each running job has its own thread (`exec::run`), which journals it, writes
-//! the result file and reports back through a channel plus the loop's `mio::Waker`.
+//! thread. Jobs run on a small pool of job threads (`pool`); each journals its job,
+//! writes the result file and reports back through a channel plus the loop's
+//! `mio::Waker`. Nothing here touches a disk: lines the loop decides go to the journal
+//! thread, whose reports arrive through the same waker.
+//!
+//! A job's submission is in the journal before anyone is told its id and before it
+//! starts. A job that may start at once (no code to record, a free slot) has its job
+//! thread write it, so its path never waits for another thread; any other (queued, or
+//! authorised by a code) is held until the journal thread reports its lines written,
+//! or, for a code, synced together with the code's `Used` line.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::exec::{self, Ending, ExecSpec, Outcome};
-use super::journal::{Journal, Recovered};
+use super::journal::{Done, Journal, Need, Recovered, Ticket};
 use super::notify::NotifyCommand;
+use super::pool::{self, Pool};
 use super::record::{JobRecord, Status};
 use super::results::ResultsDir;
 use crate::audit;
 use crate::config::JobsConfig;
 use crate::sys::clock;
 use mio::Waker;
-
-/// Stack for a job thread: it only polls pipes; output buffers live on the heap.
-const JOB_STACK: usize = 256 * 1024;
 
 /// What the API hands over once a request is authenticated and matched.
 #[derive(Debug)]
@@ -36,6 +42,46 @@ pub enum CancelError {
     AlreadyFinished(Status),
 }
 
+/// Whether a job's id may be given out yet (its submission is in the journal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Journaled {
+    Yes,
+    /// Not yet; its id will be among those `collect` returns once it is.
+    NotYet,
+    /// It never will be: the code that authorised it could not be recorded.
+    Refused(String),
+}
+
+/// A job thread's submission line: written yet, and does the loop wait to hear of it.
+struct Mark(AtomicU8);
+
+const PENDING: u8 = 0;
+const WANTED: u8 = 1;
+const WRITTEN: u8 = 2;
+
+impl Mark {
+    fn new(state: u8) -> Arc<Mark> {
+        Arc::new(Mark(AtomicU8::new(state)))
+    }
+
+    /// The line is written; true if the loop asked to hear of it.
+    fn set_written(&self) -> bool {
+        self.0.swap(WRITTEN, Ordering::AcqRel) == WANTED
+    }
+
+    /// True if written; otherwise the job thread will report it (an extra wake-up only
+    /// for the rare answer that has to wait for it).
+    fn written_or_want(&self) -> bool {
+        match self
+            .0
+            .compare_exchange(PENDING, WANTED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => false,
+            Err(state) => state == WRITTEN,
+        }
+    }
+}
+
 struct Entry {
     record: JobRecord,
     /// Held while queued; moved into the job thread when it starts.
@@ -43,16 +89,53 @@ struct Entry {
     cancel: Arc<AtomicBool>,
     /// The submitter was answered 202: the notify command runs when the job ends.
     detached: bool,
+    mark: Arc<Mark>,
+    /// The submission went to the journal thread: the job waits for this ticket.
+    ticket: Option<Ticket>,
+    /// Authorised by a code: it runs only once the code is synced.
+    needs_sync: bool,
+    /// The journal thread wrote the submission; the job thread must not write it again.
+    sent: bool,
+    /// Why it will never run, when its code could not be recorded.
+    refused: Option<String>,
+    /// When it was submitted and how long the submitter waits for its end (`None` for
+    /// history from the journal).
+    submitted: Option<(Instant, Duration)>,
+}
+
+/// What job threads tell the loop.
+enum Event {
+    Ended(JobRecord),
+    /// A submission the loop waits for is written.
+    Journaled(String),
 }
 
 /// What every job thread needs from the table.
 struct Shared {
-    tx: Sender<JobRecord>,
+    tx: Sender<Event>,
     waker: Arc<Waker>,
     results: Arc<ResultsDir>,
     journal: Journal,
     /// The agent is stopping: a job stopped now ends `interrupted`, not `cancelled`.
     stopping: AtomicBool,
+}
+
+impl Shared {
+    fn tell(&self, event: Event) {
+        let _ = self.tx.send(event);
+        let _ = self.waker.wake();
+    }
+}
+
+/// What one wake-up of the loop brought.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// Jobs whose state changed (ended, journaled, refused): parked requests to look at.
+    pub changed: Vec<String>,
+    /// Of those, the jobs that ended.
+    pub ended: Vec<String>,
+    /// Journal reports that are not about a job's submission, for the caller.
+    pub reports: Vec<Done>,
 }
 
 pub struct Jobs {
@@ -64,8 +147,14 @@ pub struct Jobs {
     /// Bytes of stdout + stderr held by finished records.
     kept_output: usize,
     running: usize,
-    rx: Receiver<JobRecord>,
+    rx: Receiver<Event>,
+    done: Receiver<Done>,
+    /// Journal tickets of held jobs (submissions) and of ends decided here.
+    tickets: HashMap<Ticket, String>,
+    /// Records of jobs ended on the loop, shown once their end line is written.
+    ending: HashMap<String, JobRecord>,
     shared: Arc<Shared>,
+    pool: Pool<JobRecord>,
     notify: Option<NotifyCommand>,
 }
 
@@ -80,15 +169,26 @@ fn output_len(record: &JobRecord) -> usize {
 impl Jobs {
     /// The table starts with the journal's history; process groups of jobs the previous
     /// agent left running are ended on a thread of their own (TERM, grace, KILL).
+    /// `done` is the journal thread's report channel.
     pub fn new(
         cfg: JobsConfig,
         results: Arc<ResultsDir>,
         waker: Arc<Waker>,
-        journal: Journal,
-        recovered: Recovered,
+        (journal, recovered, done): (Journal, Recovered, Receiver<Done>),
         notify: Option<NotifyCommand>,
     ) -> Jobs {
         let (tx, rx) = channel();
+        let shared = Arc::new(Shared {
+            tx,
+            waker,
+            results,
+            journal,
+            stopping: AtomicBool::new(false),
+        });
+        let finished = Arc::clone(&shared);
+        let pool = Pool::new(cfg.max_concurrent, move |record| {
+            finished.tell(Event::Ended(record));
+        });
         let mut jobs = Jobs {
             cfg,
             entries: HashMap::new(),
@@ -97,13 +197,11 @@ impl Jobs {
             kept_output: 0,
             running: 0,
             rx,
-            shared: Arc::new(Shared {
-                tx,
-                waker,
-                results,
-                journal,
-                stopping: AtomicBool::new(false),
-            }),
+            done,
+            tickets: HashMap::new(),
+            ending: HashMap::new(),
+            shared,
+            pool,
             notify,
         };
         for record in recovered.records {
@@ -114,7 +212,7 @@ impl Jobs {
             let orphans = recovered.orphans;
             let spawned = std::thread::Builder::new()
                 .name("orphans".into())
-                .stack_size(JOB_STACK)
+                .stack_size(pool::STACK)
                 .spawn(move || {
                     for orphan in orphans {
                         log::warn!(
@@ -136,6 +234,11 @@ impl Jobs {
             }
         }
         jobs
+    }
+
+    /// The journal, for lines that are not a job's (a used code, the auth state).
+    pub fn journal(&self) -> &Journal {
+        &self.shared.journal
     }
 
     /// Whether one more job can start or wait in the queue.
@@ -162,8 +265,10 @@ impl Jobs {
         }
     }
 
-    /// Queues a job (the caller checked `has_room`) and starts it if a slot is free.
-    pub fn submit(&mut self, id: String, job: NewJob) -> &JobRecord {
+    /// Queues a job (the caller checked `has_room`) and starts it if it may. `step`:
+    /// the time step of the code that authorised it, synced with its submission before
+    /// it runs; `wait`: how long its submitter waits for its end.
+    pub fn submit(&mut self, id: String, job: NewJob, step: Option<u64>, wait: Duration) {
         let record = JobRecord::queued(
             id.clone(),
             job.command,
@@ -172,8 +277,20 @@ impl Jobs {
             clock::rfc3339(clock::now_unix_ms()),
         );
         audit::queued(&id, &record.command);
-        // Written here, made durable by the job thread before the command runs.
-        self.shared.journal.submitted(&record);
+        // Jobs held for the journal do not block one that may start.
+        let at_once = step.is_none()
+            && self.running < self.cfg.max_concurrent
+            && self.queue.iter().all(|q| self.held(q));
+        let ticket = (!at_once).then(|| {
+            let need = if step.is_some() {
+                Need::Synced
+            } else {
+                Need::Written
+            };
+            let ticket = self.shared.journal.submit(&record, step, need);
+            self.tickets.insert(ticket, id.clone());
+            ticket
+        });
         self.entries.insert(
             id.clone(),
             Entry {
@@ -181,38 +298,130 @@ impl Jobs {
                 pending: Some(job.spec),
                 cancel: Arc::new(AtomicBool::new(false)),
                 detached: false,
+                mark: Mark::new(PENDING),
+                ticket,
+                needs_sync: step.is_some(),
+                sent: ticket.is_some(),
+                refused: None,
+                submitted: Some((Instant::now(), wait)),
             },
         );
-        self.queue.push_back(id.clone());
+        self.queue.push_back(id);
         self.start_queued();
-        &self.entries[&id].record
     }
 
-    /// Takes the records of jobs that ended; returns their ids.
-    pub fn collect(&mut self) -> Vec<String> {
-        let mut ended = Vec::new();
-        while let Ok(record) = self.rx.try_recv() {
-            self.running = self.running.saturating_sub(1);
-            ended.push(record.id.clone());
-            self.finish(record);
+    /// Queued but waiting for the journal thread's report on its submission.
+    fn held(&self, id: &str) -> bool {
+        self.entries.get(id).is_some_and(|e| e.ticket.is_some())
+    }
+
+    /// Whether `id` may be given out: its submission is in the journal. `NotYet` asks
+    /// for its id to come back from `collect` once it is.
+    pub fn journaled(&self, id: &str) -> Journaled {
+        let Some(entry) = self.entries.get(id) else {
+            return Journaled::Yes;
+        };
+        if let Some(why) = &entry.refused {
+            return Journaled::Refused(why.clone());
+        }
+        if entry.ticket.is_some() || self.ending.contains_key(id) {
+            return Journaled::NotYet;
+        }
+        if entry.record.status.is_final() || entry.sent || entry.mark.written_or_want() {
+            Journaled::Yes
+        } else {
+            Journaled::NotYet
+        }
+    }
+
+    /// When `id` was submitted to this agent, and how long its submitter waits.
+    pub fn submitted(&self, id: &str) -> Option<(Instant, Duration)> {
+        self.entries.get(id).and_then(|e| e.submitted)
+    }
+
+    /// (files, bytes) in the results directory, from its index: no disk access.
+    pub fn results_usage(&self) -> (u64, u64) {
+        self.shared.results.usage()
+    }
+
+    /// The submitter gave up waiting for the journal to take a held job: it will never
+    /// run, whatever the journal reports later. True if it was still held.
+    pub fn abandon(&mut self, id: &str, why: &str) -> bool {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return false;
+        };
+        let Some(ticket) = entry.ticket.take() else {
+            return false;
+        };
+        self.tickets.remove(&ticket);
+        self.refuse(id, why.to_string());
+        true
+    }
+
+    /// Takes what job threads and the journal thread reported.
+    pub fn collect(&mut self) -> Collected {
+        let mut out = Collected::default();
+        while let Ok(event) = self.rx.try_recv() {
+            match event {
+                Event::Ended(record) => {
+                    self.running = self.running.saturating_sub(1);
+                    out.ended.push(record.id.clone());
+                    out.changed.push(record.id.clone());
+                    self.finish(record);
+                }
+                Event::Journaled(id) => out.changed.push(id),
+            }
+        }
+        while let Ok(done) = self.done.try_recv() {
+            let Some(id) = self.tickets.remove(&done.ticket) else {
+                out.reports.push(done);
+                continue;
+            };
+            if let Some(record) = self.ending.remove(&id) {
+                // An end decided here: shown once its line is written (or failed to be).
+                out.ended.push(id.clone());
+                out.changed.push(id);
+                self.finish(record);
+                continue;
+            }
+            let Some(entry) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            entry.ticket = None;
+            out.changed.push(id.clone());
+            // A job without a code runs even when the journal fails (logged there): the
+            // read-only commands that help find a full disk must keep working.
+            if let (Err(why), true) = (done.result, entry.needs_sync) {
+                self.refuse(&id, format!("the code could not be recorded: {why}"));
+                out.ended.push(id);
+            }
         }
         self.start_queued();
-        ended
+        out
     }
 
-    /// Cancels a queued job at once; a running one is told to stop (TERM, grace, KILL) and
-    /// reports `cancelled` when its thread is done.
+    /// Cancels a queued job (its end is shown once journaled); a running one is told to
+    /// stop (TERM, grace, KILL) and reports `cancelled` when its thread is done. `Ok`
+    /// with a status that is not final: wait for the job to end.
     pub fn cancel(&mut self, id: &str) -> Result<Status, CancelError> {
         let entry = self.entries.get_mut(id).ok_or(CancelError::NotFound)?;
         match entry.record.status {
+            Status::Queued if self.ending.contains_key(id) => Ok(Status::Queued),
             Status::Queued => {
                 self.queue.retain(|q| q != id);
+                // Its submission's report no longer matters; its end's does.
+                if let Some(ticket) = entry.ticket.take() {
+                    self.tickets.remove(&ticket);
+                }
+                entry.pending = None;
                 let mut record = entry.record.clone();
                 record.status = Status::Cancelled;
                 record.finished_at = Some(clock::rfc3339(clock::now_unix_ms()));
                 audit::cancelled(id, &record.command);
-                self.end_here(record);
-                Ok(Status::Cancelled)
+                let ticket = self.shared.journal.ended(&record);
+                self.tickets.insert(ticket, id.to_string());
+                self.ending.insert(id.to_string(), record);
+                Ok(Status::Queued)
             }
             Status::Running => {
                 entry.cancel.store(true, Ordering::SeqCst);
@@ -241,15 +450,31 @@ impl Jobs {
         for entry in self.entries.values() {
             entry.cancel.store(true, Ordering::SeqCst);
         }
-        let deadline = std::time::Instant::now() + limit;
-        while self.running > 0 && std::time::Instant::now() < deadline {
+        let deadline = Instant::now() + limit;
+        while self.running > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
             self.collect();
         }
         self.shared.journal.sync();
     }
 
-    /// A job that ends on the loop thread (never started): journal it, then finish.
+    /// A job that will never run: `failed`, saying why, journaled (best effort).
+    fn refuse(&mut self, id: &str, why: String) {
+        self.queue.retain(|q| q != id);
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        entry.refused = Some(why.clone());
+        let mut record = entry.record.clone();
+        record.status = Status::Failed;
+        record.stderr = format!("not run: {why}");
+        record.finished_at = Some(clock::rfc3339(clock::now_unix_ms()));
+        log::error!("job {id} not run: {why}");
+        self.end_here(record);
+    }
+
+    /// A job that ends on the loop thread without anyone waiting for its line (it never
+    /// started): journal it, then finish.
     fn end_here(&mut self, record: JobRecord) {
         self.shared.journal.ended(&record);
         self.finish(record);
@@ -269,6 +494,12 @@ impl Jobs {
                     pending: None,
                     cancel: Arc::new(AtomicBool::new(false)),
                     detached: false,
+                    mark: Mark::new(WRITTEN),
+                    ticket: None,
+                    needs_sync: false,
+                    sent: true,
+                    refused: None,
+                    submitted: None,
                 };
                 self.entries.insert(id.clone(), entry);
                 false
@@ -312,9 +543,16 @@ impl Jobs {
         }
     }
 
+    /// Starts queued jobs in order while slots are free, skipping those still held for
+    /// the journal.
     fn start_queued(&mut self) {
-        while self.running < self.cfg.max_concurrent {
-            let Some(id) = self.queue.pop_front() else {
+        let mut i = 0;
+        while self.running < self.cfg.max_concurrent && i < self.queue.len() {
+            if self.held(&self.queue[i]) {
+                i += 1;
+                continue;
+            }
+            let Some(id) = self.queue.remove(i) else {
                 return;
             };
             let Some(entry) = self.entries.get_mut(&id) else {
@@ -325,15 +563,15 @@ impl Jobs {
             };
             entry.record.status = Status::Running;
             entry.record.started_at = Some(clock::rfc3339(clock::now_unix_ms()));
-            let record = entry.record.clone();
-            let cancel = Arc::clone(&entry.cancel);
-            let shared = Arc::clone(&self.shared);
-            let spawned = std::thread::Builder::new()
-                .name(format!("job-{}", &id[..8.min(id.len())]))
-                .stack_size(JOB_STACK)
-                .spawn(move || job_thread(record, spec, &cancel, &shared));
-            match spawned {
-                Ok(_) => self.running += 1,
+            let task = JobTask {
+                record: entry.record.clone(),
+                spec,
+                cancel: Arc::clone(&entry.cancel),
+                mark: (!entry.sent).then(|| Arc::clone(&entry.mark)),
+                shared: Arc::clone(&self.shared),
+            };
+            match self.pool.run(Box::new(move || task.run())) {
+                Ok(()) => self.running += 1,
                 Err(err) => {
                     let mut record = entry.record.clone();
                     record.status = Status::Failed;
@@ -347,50 +585,60 @@ impl Jobs {
     }
 }
 
-/// Runs one job on its own thread, from EXECUTING to the journal's end line.
-fn job_thread(mut record: JobRecord, spec: ExecSpec, cancel: &AtomicBool, shared: &Shared) {
-    // The submission must be on disk before the command can change anything.
-    shared.journal.sync();
-    audit::executing(&record.id, &record.command);
-    let started_at = record.started_at.clone().unwrap_or_default();
-    let outcome = exec::run(&spec, cancel, |pgid| {
-        shared.journal.started(&record.id, pgid, &started_at);
-    });
-    let stopping = shared.stopping.load(Ordering::SeqCst);
-    apply_outcome(&mut record, outcome, spec.timeout.as_secs(), stopping);
-    let results = &shared.results;
-    let (written, cleanup) = results.store(&record.id, &render(&record), clock::now_unix());
-    for error in &cleanup.errors {
-        log::warn!("results cleanup: {error}");
-    }
-    let stored = match written {
-        Ok(stored) => {
-            record.result_file = Some(stored.path.display().to_string());
-            Some(stored)
+/// One job, as handed to a pool thread.
+struct JobTask {
+    record: JobRecord,
+    spec: ExecSpec,
+    cancel: Arc<AtomicBool>,
+    /// Set when this thread writes the submission (nobody else did).
+    mark: Option<Arc<Mark>>,
+    shared: Arc<Shared>,
+}
+
+impl JobTask {
+    /// From the submission (when it is this thread's to write) to the journal's end
+    /// line; the record goes back to the loop through the pool.
+    fn run(self) -> JobRecord {
+        let JobTask {
+            mut record,
+            spec,
+            cancel,
+            mark,
+            shared,
+        } = self;
+        if let Some(mark) = mark {
+            shared.journal.submitted_now(&record);
+            if mark.set_written() {
+                shared.tell(Event::Journaled(record.id.clone()));
+            }
         }
-        Err(err) => {
-            log::error!(
-                "cannot write result file for job {} in {}: {err}",
-                record.id,
-                results.dir().display()
-            );
-            record.result_error = Some(format!("result file not written: {err}"));
-            None
+        audit::executing(&record.id, &record.command);
+        let started_at = record.started_at.clone().unwrap_or_default();
+        let outcome = exec::run(&spec, &cancel, |pgid| {
+            shared.journal.started(&record.id, pgid, &started_at);
+        });
+        let stopping = shared.stopping.load(Ordering::SeqCst);
+        apply_outcome(&mut record, outcome, spec.timeout.as_secs(), stopping);
+        let results = &shared.results;
+        let (written, cleanup) = results.store(&record.id, &render(&record), clock::now_unix());
+        for error in &cleanup.errors {
+            log::warn!("results cleanup: {error}");
         }
-    };
-    // The journal's end line is durable before anyone hears of the result, so a crash
-    // can never turn a job a client saw finish into `interrupted`.
-    shared.journal.ended(&record);
-    shared.journal.sync();
-    let _ = shared.tx.send(record);
-    let _ = shared.waker.wake();
-    // The result file's fsync comes after the answer: it costs milliseconds on a
-    // disk-backed /tmp (bench/) and the journal already holds the record.
-    if let Some(stored) = stored {
-        let path = stored.path.clone();
-        if let Err(err) = stored.sync() {
-            log::error!("cannot sync result file {}: {err}", path.display());
+        match written {
+            Ok(path) => record.result_file = Some(path.display().to_string()),
+            Err(err) => {
+                log::error!(
+                    "cannot write result file for job {} in {}: {err}",
+                    record.id,
+                    results.dir().display()
+                );
+                record.result_error = Some(format!("result file not written: {err}"));
+            }
         }
+        // Written before anyone hears of the result, so a crash of the agent can never
+        // turn a job a client saw finish into `interrupted`.
+        shared.journal.ended_now(&record);
+        record
     }
 }
 

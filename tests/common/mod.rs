@@ -329,8 +329,20 @@ impl Agent {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The audit log, once it stopped growing: the agent writes it from a thread of its
+    /// own, a few milliseconds after the events (never in the way of an answer).
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default()
+        let read = || fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut text = read();
+        loop {
+            std::thread::sleep(Duration::from_millis(30));
+            let again = read();
+            if again.len() == text.len() || Instant::now() > deadline {
+                return again;
+            }
+            text = again;
+        }
     }
 
     pub fn stderr(&self) -> String {
