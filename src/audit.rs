@@ -197,6 +197,40 @@ impl Shared {
             self.wake.notify_one();
         }
     }
+
+    /// Waits for lines, gathers what comes within [`BATCH_DELAY`], and swaps them into
+    /// `batch` (empty on entry), with a line counting those dropped since the last
+    /// batch; returns the count of lines queued so far, for `flush`.
+    fn next_batch(&self, batch: &mut Vec<u8>) -> u64 {
+        let mut q = self.lock();
+        while q.buf.is_empty() {
+            q.idle = true;
+            q = self.wake.wait(q).unwrap_or_else(PoisonError::into_inner);
+        }
+        // Producers do not wake a writer that is already up, so this costs them nothing.
+        if q.buf.len() < QUEUE_BYTES / 2 {
+            q = self
+                .wake
+                .wait_timeout(q, BATCH_DELAY)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        std::mem::swap(batch, &mut q.buf);
+        let dropped = std::mem::take(&mut q.dropped);
+        let upto = q.queued;
+        drop(q);
+        if dropped > 0 {
+            batch.extend_from_slice(
+                format!(
+                    "{} [WARN] AUDIT {dropped} line(s) dropped: the log queue was full \
+                     (the log disk is slow or full)\n",
+                    clock::rfc3339(clock::now_unix_ms())
+                )
+                .as_bytes(),
+            );
+        }
+        upto
+    }
 }
 
 /// The `log::Log` the agent installs: formats, queues, returns.
@@ -255,39 +289,7 @@ impl Writer {
     fn run(mut self) {
         let mut batch = Vec::new();
         loop {
-            let mut q = self.shared.lock();
-            while q.buf.is_empty() {
-                q.idle = true;
-                q = self
-                    .shared
-                    .wake
-                    .wait(q)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-            // Gather the rest of the batch; producers do not wake a writer that is
-            // already up, so this costs them nothing.
-            if q.buf.len() < QUEUE_BYTES / 2 {
-                q = self
-                    .shared
-                    .wake
-                    .wait_timeout(q, BATCH_DELAY)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
-            }
-            std::mem::swap(&mut batch, &mut q.buf);
-            let dropped = std::mem::take(&mut q.dropped);
-            let upto = q.queued;
-            drop(q);
-            if dropped > 0 {
-                batch.extend_from_slice(
-                    format!(
-                        "{} [WARN] AUDIT {dropped} line(s) dropped: the log queue was full \
-                         (the log disk is slow or full)\n",
-                        clock::rfc3339(clock::now_unix_ms())
-                    )
-                    .as_bytes(),
-                );
-            }
+            let upto = self.shared.next_batch(&mut batch);
             self.write(&batch);
             batch.clear();
             // Hand a large buffer back to the allocator: a burst must not stay resident.
@@ -569,6 +571,37 @@ mod tests {
 
     fn open_log(path: &Path) -> Result<std::fs::File, AuditError> {
         files::open_append("log file", path, LOG_MODE).map_err(AuditError::Open)
+    }
+
+    #[test]
+    fn a_full_queue_counts_what_it_drops_and_says_so_in_the_next_batch() {
+        let shared = Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            done: Condvar::new(),
+        };
+        let line = format!("{}\n", "x".repeat(99));
+        let before = dropped();
+        let fit = QUEUE_BYTES / line.len();
+        for _ in 0..fit + 25 {
+            shared.push(line.as_bytes());
+        }
+        assert_eq!(shared.lock().dropped, 25);
+        assert!(dropped() >= before + 25);
+        let mut batch = Vec::new();
+        let upto = shared.next_batch(&mut batch);
+        assert_eq!(upto, fit as u64);
+        let text = String::from_utf8(batch).unwrap();
+        assert_eq!(text.lines().filter(|l| l.starts_with('x')).count(), fit);
+        let report = text.lines().last().unwrap();
+        assert!(
+            report.ends_with("[WARN] AUDIT 25 line(s) dropped: the log queue was full (the log disk is slow or full)"),
+            "{report}"
+        );
+        // Room again: lines are queued, and the count starts over.
+        shared.push(line.as_bytes());
+        assert_eq!(shared.lock().dropped, 0);
+        assert_eq!(shared.lock().buf.len(), line.len());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
+use std::time::Duration;
 
 use crate::common::{Agent, TempDir, base_config, serve_refused, wait_until, write_files};
 use serde_json::{Value, json};
@@ -142,8 +143,11 @@ fn state_file_swapped_for_a_link_is_refused_or_replaced_never_followed() {
         &json!({"pin": agent.fresh_code(), "command": "true"}),
     );
     assert_eq!(r.status, 200, "{}", r.body);
+    // The state is saved by the journal thread, just after the code's own sync.
+    assert!(wait_until(Duration::from_secs(5), || {
+        fs::symlink_metadata(&state).is_ok_and(|m| m.is_file())
+    }));
     assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
-    assert!(fs::symlink_metadata(&state).unwrap().is_file());
 
     // At start: a link there stops the agent with the path and the fix.
     agent.kill9();

@@ -119,7 +119,9 @@ fn a_job_that_escapes_with_setsid_still_ends_honestly() {
     let started = Instant::now();
     let r = agent.post_json(
         "/run",
-        &json!({"pin": agent.code(), "command": "setsid sleep 60 & echo $!; echo $$", "wait": 30}),
+        // The pause lets setsid leave the group before the main process ends and the
+        // group is cleared (a fast agent otherwise ends it first).
+        &json!({"pin": agent.code(), "command": "setsid sleep 60 & sleep 0.5; echo $!; echo $$", "wait": 30}),
     );
     assert_eq!(r.status, 200, "{}", r.body);
     let job = r.json();

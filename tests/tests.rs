@@ -21,6 +21,8 @@ mod attack_resources;
 mod auth_and_policy;
 /// Start-up refusals, `check`, `init` and `demo`.
 mod config_cli;
+/// Crashes and slow disks: used codes, acknowledged ids, half records, a free loop.
+mod durability;
 /// The Asterisk and Home Assistant examples against a real agent.
 mod examples;
 /// Every fuzz corpus file replayed through the fuzz targets' checks.

@@ -868,6 +868,78 @@ mod tests {
     }
 
     #[test]
+    fn a_code_and_its_job_go_out_in_one_write_and_are_reported_once_synced() {
+        let dir = tempdir("tickets");
+        let (journal, _, done) = open(&dir, 10);
+        let job = record(1, Status::Queued);
+        let ticket = journal.submit(&job, Some(57_000_000), Need::Synced);
+        let report = done.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(report.ticket, ticket);
+        assert_eq!(report.result, Ok(()));
+        let text = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0], r#"{"ev":"used","step":57000000}"#);
+        assert!(lines[1].starts_with(r#"{"ev":"submit""#), "{text}");
+        // Without a code, a queued job's submission is reported once written.
+        let ticket = journal.submit(&record(2, Status::Queued), None, Need::Written);
+        let report = done.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!((report.ticket, report.result), (ticket, Ok(())));
+        // Work runs after the lines sent with it, and is reported too.
+        let ticket = journal.run(Box::new(|| Err("no".into())));
+        let report = done.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!((report.ticket, report.result), (ticket, Err("no".into())));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_highest_used_step_survives_compaction_and_restart() {
+        let dir = tempdir("steps");
+        let (journal, _, done) = open(&dir, 3);
+        journal.used(41);
+        journal.used(43);
+        journal.used(42);
+        for _ in 0..3 {
+            assert_eq!(
+                done.recv_timeout(Duration::from_secs(10)).unwrap().result,
+                Ok(())
+            );
+        }
+        for n in 0..30 {
+            journal.submitted_now(&record(n, Status::Queued));
+            journal.ended_now(&record(n, Status::Succeeded));
+        }
+        journal.sync();
+        let text = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
+        assert!(text.lines().count() < 20, "not compacted:\n{text}");
+        assert!(text.starts_with(r#"{"ev":"used","step":43}"#), "{text}");
+        drop(journal);
+        let (_journal, recovered, _done) = open(&dir, 3);
+        assert_eq!(recovered.last_step, 43);
+        assert_eq!(recovered.records.len(), 3);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_submission_never_takes_back_an_end_already_read() {
+        let dir = tempdir("order");
+        let path = dir.join(FILE_NAME);
+        let line = |l: &Line<&JobRecord>| serde_json::to_string(l).unwrap();
+        let done = record(1, Status::Succeeded);
+        let text = format!(
+            "{}\n{}\n",
+            line(&Line::End { job: &done }),
+            line(&Line::Submit {
+                job: &record(1, Status::Running)
+            })
+        );
+        files::write_atomic(WHAT, &path, text.as_bytes(), 0o600).unwrap();
+        let (_journal, recovered, _done) = open(&dir, 10);
+        assert_eq!(recovered.records, [done]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn torn_and_garbage_lines_are_skipped() {
         let dir = tempdir("torn");
         let path = dir.join(FILE_NAME);

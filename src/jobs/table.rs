@@ -105,7 +105,7 @@ struct Entry {
 
 /// What job threads tell the loop.
 enum Event {
-    Ended(JobRecord),
+    Ended(Box<JobRecord>),
     /// A submission the loop waits for is written.
     Journaled(String),
 }
@@ -187,7 +187,7 @@ impl Jobs {
         });
         let finished = Arc::clone(&shared);
         let pool = Pool::new(cfg.max_concurrent, move |record| {
-            finished.tell(Event::Ended(record));
+            finished.tell(Event::Ended(Box::new(record)));
         });
         let mut jobs = Jobs {
             cfg,
@@ -367,7 +367,7 @@ impl Jobs {
                     self.running = self.running.saturating_sub(1);
                     out.ended.push(record.id.clone());
                     out.changed.push(record.id.clone());
-                    self.finish(record);
+                    self.finish(*record);
                 }
                 Event::Journaled(id) => out.changed.push(id),
             }

@@ -221,6 +221,13 @@ impl Agent {
         agent
     }
 
+    /// `start` without starting: `base_config` plus `overrides` written in a new dir.
+    pub fn prepare_in(tag: &str, overrides: Value) -> Agent {
+        let dir = TempDir::new(tag);
+        let cfg = base_config(dir.path(), overrides);
+        Agent::prepare(dir, &cfg)
+    }
+
     /// Writes `cfg` and the test secret into `dir`; starts nothing.
     pub fn prepare(dir: TempDir, cfg: &Value) -> Agent {
         let config_path = write_files(dir.path(), cfg);
@@ -249,6 +256,18 @@ impl Agent {
     pub fn spawn(&mut self, env: &[(&str, &str)]) {
         let mut cmd = agent_command();
         cmd.stdin(Stdio::null());
+        self.launch(cmd, env);
+    }
+
+    /// (Re)starts the process as the last argument of `wrapper` (e.g. strace injecting
+    /// a fault), which must run the agent as its child and end it when it dies.
+    pub fn spawn_wrapped(&mut self, wrapper: &[String], env: &[(&str, &str)]) {
+        let agent = agent_command();
+        let mut cmd = Command::new(&wrapper[0]);
+        cmd.args(&wrapper[1..])
+            .arg(agent.get_program())
+            .args(agent.get_args())
+            .stdin(Stdio::null());
         self.launch(cmd, env);
     }
 
