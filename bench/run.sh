@@ -8,32 +8,52 @@
 # Every figure is repeated (--reps, default 5) and the median is reported; ratios are
 # of medians measured in the same run, so they survive a noisy machine.
 #
-# usage: bash bench/run.sh [--quick] [--reps N] [--no-pin] [--out FILE]
-#   --quick   3 reps, 2 000 jobs, 500 latency samples, 2 s floods (a smoke run)
-#   --no-pin  do not split servers (CPU 0) and load clients (CPU 1) with taskset
-#   --out F   also write the Markdown report to F
+# The agent is also measured on a slow disk: every fsync/fdatasync of the agent takes
+# --sync-ms (default 100 ms, what an SD card often gives), injected by strace attached
+# to the agent's one thread that syncs after start-up (the journal thread; a census in
+# the same run counts syncs per thread to show it). Attaching to that thread alone keeps
+# ptrace off the job and loop threads, whose every fork it would otherwise stop.
+#
+# usage: bash bench/run.sh [--quick] [--reps N] [--no-pin] [--work-dir DIR]
+#                          [--sync-ms MS] [--no-slow-disk] [--out FILE]
+#   --quick         3 reps, 2 000 jobs, 500 latency samples, 2 s floods (a smoke run)
+#   --no-pin        do not split servers (CPU 0) and load clients (CPU 1) with taskset
+#   --work-dir DIR  where the agents' state, results and logs go (default /tmp): put
+#                   it on the disk (or SD card, or tmpfs) to be measured
+#   --sync-ms MS    the slow disk's fsync, in ms (default 100)
+#   --no-slow-disk  skip the slow-disk figures (they need strace)
+#   --out F         also write the Markdown report to F
 # Needs: cargo (+ the musl targets if installed), python3 with pyotp, /usr/bin/webhook
-# (optional: its columns read n/a without it). Exit status is non-zero only on real
-# errors; a missed target is printed as MISSED in the table.
+# (optional: its columns read n/a without it), strace for the slow disk. Exit status is
+# non-zero only on real errors; a missed target is printed as MISSED in the table.
 set -euo pipefail
 
 ARGS="$*"
 REPS=5 JOBS=10000 LAT_N=2000 WARMUP=50 REJ_SECS=3 IDLE_N=256 PIN=1 OUT=""
+WORK_PARENT=/tmp SYNC_MS=100 SLOW=1 CODES_N=8 SLOW_LAT_N=500
 while [ $# -gt 0 ]; do
     case "$1" in
-        --quick) REPS=3 JOBS=2000 LAT_N=500 REJ_SECS=2 ;;
+        --quick) REPS=3 JOBS=2000 LAT_N=500 REJ_SECS=2 CODES_N=5 SLOW_LAT_N=300 ;;
         --reps) REPS="$2"; shift ;;
         --no-pin) PIN=0 ;;
+        --work-dir) WORK_PARENT="$2"; shift ;;
+        --sync-ms) SYNC_MS="$2"; shift ;;
+        --no-slow-disk) SLOW=0 ;;
         --out) OUT="$2"; shift ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
 done
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d /tmp/sudo-agent-bench.XXXXXX)
+[ -d "$WORK_PARENT" ] || { echo "run.sh: --work-dir $WORK_PARENT is not a directory" >&2; exit 2; }
+WORK=$(mktemp -d "$WORK_PARENT/sudo-agent-bench.XXXXXX")
 chmod 700 "$WORK"
+if [ "$SLOW" = 1 ] && ! command -v strace >/dev/null; then
+    echo "run.sh: strace is missing (apt-get install strace); slow-disk figures skipped" >&2
+    SLOW=0
+fi
 PIDS=()
 
 cleanup() {
@@ -164,6 +184,7 @@ agent_config() { # dir port
   "log_file": "$1/audit.log",
   "state_dir": "$1/state",
   "results": {"dir": "$1/results"},
+  "totp": {"step_s": 1},
   "rules": [
     {"name": "true", "argv": ["/bin/true"], "no_pin": true},
     {"name": "echo", "argv": ["/bin/echo", "**"]}
@@ -211,6 +232,18 @@ idle_point() { # name addr pid
     sleep 0.3 # let the server notice the closes
 }
 
+# code-bearing /bin/true, one per 1 s time step, /health probed every 2 ms meanwhile
+codes_phase() { # name addr
+    local out
+    out=$(lg codes --addr "$2" --secret "$SECRET_B32" --step 1 --n "$CODES_N") || die "$1: codes run failed"
+    [ "$(kv "$out" s200)" = "$CODES_N" ] || die "$1: code-bearing requests not all 200: $out"
+    add "$1.code_p50" "$(kv "$out" p50_us)"
+    add "$1.code_max" "$(kv "$out" max_us)"
+    add "$1.chp99" "$(kv "$out" health_p99_us)"
+    add "$1.chmax" "$(kv "$out" health_max_us)"
+    add "$1.chn" "$(kv "$out" health_n)"
+}
+
 reject_phase() { # name addr
     local out s
     out=$(lg reject --addr "$2" --conns 16 --secs "$REJ_SECS" --path /run --body "$BAD_BODY") || die "$1: reject run failed"
@@ -238,8 +271,80 @@ rep_agent() {
     idle_point agent "127.0.0.1:$port" "$pid"
     exec_phase agent "127.0.0.1:$port" /run "$RUN_BODY"
     mem_point agent jobs "$pid"
+    codes_phase agent "127.0.0.1:$port"
     reject_phase agent "127.0.0.1:$port"
     stop "$pid"
+    rm -rf "$d"
+}
+
+# The agent on a slow disk: strace delays every fsync/fdatasync of its journal thread
+# (the only thread that syncs once it serves; see the census). The watchdog is armed
+# (WatchdogSec 4 s: a ping every 2 s) and its pings counted meanwhile.
+rep_agent_slow() {
+    local d="$WORK/slow-$1" port pid tid t tracer listener out secs
+    mkdir -m 700 "$d"
+    port=$("$LOADGEN" freeport)
+    agent_config "$d" "$port"
+    secs=$((CODES_N + 8))
+    "$LOADGEN" notify --path "$d/notify.sock" --secs "$secs" >"$d/notify.out" &
+    listener=$!
+    PIDS+=("$listener")
+    sleep 0.2
+    NOTIFY_SOCKET="$d/notify.sock" WATCHDOG_USEC=4000000 \
+        "${SRV[@]}" "$AGENT" serve --config "$d/config.json" 2>"$d/stderr" &
+    pid=$!
+    PIDS+=("$pid")
+    wait_http "127.0.0.1:$port" /health || { cat "$d/stderr" >&2; die "sudo-agent did not start"; }
+    tid=""
+    for t in /proc/"$pid"/task/*; do
+        [ "$(cat "$t/comm" 2>/dev/null)" = journal ] && tid=${t##*/}
+    done
+    [ -n "$tid" ] || die "no journal thread in sudo-agent $pid"
+    strace -qq -p "$tid" -o /dev/null -e trace=fsync,fdatasync \
+        -e inject=fsync,fdatasync:delay_enter=$((SYNC_MS * 1000)) &
+    tracer=$!
+    PIDS+=("$tracer")
+    sleep 0.5
+    out=$(lg http --addr "127.0.0.1:$port" --path /run --body "$RUN_BODY" --n "$SLOW_LAT_N" --warmup "$WARMUP") ||
+        die "slow disk: latency run failed"
+    add slow.p50 "$(kv "$out" p50_us)"
+    add slow.p99 "$(kv "$out" p99_us)"
+    codes_phase slow "127.0.0.1:$port"
+    wait "$listener" 2>/dev/null || true
+    out=$(cat "$d/notify.out")
+    add slow.pings "$(kv "$out" pings)"
+    add slow.wdgap "$(kv "$out" max_gap_us)"
+    kill "$tracer" 2>/dev/null || true
+    wait "$tracer" 2>/dev/null || true
+    stop "$pid"
+    rm -rf "$d"
+}
+
+# Which threads of the agent call fsync/fdatasync: jobs, codes and a bad code under
+# strace -f, thread names from their prctl(PR_SET_NAME).
+sync_census() {
+    local d="$WORK/census" port pid out
+    mkdir -m 700 "$d"
+    port=$("$LOADGEN" freeport)
+    agent_config "$d" "$port"
+    strace -f -qq -e signal=none -e trace=fsync,fdatasync,prctl -o "$d/trace" \
+        "$AGENT" serve --config "$d/config.json" 2>"$d/stderr" &
+    pid=$!
+    PIDS+=("$pid")
+    wait_http "127.0.0.1:$port" /health || { cat "$d/stderr" >&2; die "census: sudo-agent did not start"; }
+    lg http --addr "127.0.0.1:$port" --path /run --body "$RUN_BODY" --n 200 --warmup 0 >/dev/null || die "census: jobs failed"
+    lg codes --addr "127.0.0.1:$port" --secret "$SECRET_B32" --step 1 --n 2 --probe-ms 0 >/dev/null || die "census: codes failed"
+    lg http --addr "127.0.0.1:$port" --path /run --body "$BAD_BODY" --n 2 --warmup 0 --expect 401 >/dev/null || true
+    sleep 0.5
+    # strace is $pid; the agent is its child.
+    for t in $(cat "/proc/$pid/task/$pid/children" 2>/dev/null); do kill "$t" 2>/dev/null || true; done
+    stop "$pid"
+    # "TID prctl(PR_SET_NAME, "name")" names a thread; the main thread keeps "main".
+    CENSUS=$(awk '
+        /PR_SET_NAME/ { if (match($0, /"[^"]*"/)) name[$1] = substr($0, RSTART + 1, RLENGTH - 2) }
+        / f(data)?sync\(/ { n[$1]++ }
+        END { for (t in n) { who = (t in name) ? name[t] : "main (start-up)"; c[who] += n[t] }
+              for (w in c) printf "%s %d, ", w, c[w] }' "$d/trace" | sed 's/, $//')
     rm -rf "$d"
 }
 
@@ -299,7 +404,15 @@ for rep in $(seq "$REPS"); do
     rep_agent "$rep"
     rep_webhook "$rep"
     rep_python "$rep"
+    out=$(lg syncfloor --dir "$WORK" --n 50) || die "sync floor failed"
+    add sync.p50 "$(kv "$out" p50_us)"
+    if [ "$SLOW" = 1 ] && [ "$rep" -le 3 ]; then
+        log "rep $rep: sudo-agent on a slow disk (fsync ${SYNC_MS} ms)"
+        rep_agent_slow "$rep"
+    fi
 done
+CENSUS="n/a (no strace)"
+[ "$SLOW" = 1 ] && { log "sync census"; sync_census; }
 
 log "start-up times"
 d="$WORK/startup"
@@ -354,13 +467,19 @@ FS_P50=$(median floor_same.p50) FS_P99=$(median floor_same.p99)
 A_RPS=$(median agent.rps) P_RPS=$(median python.rps)
 A_HP50=$(median agent.hp50) A_HP99=$(median agent.hp99)
 P_HP50=$(median python.hp50) P_HP99=$(median python.hp99)
+A_CODE=$(median agent.code_p50) SYNC_P50=$(median sync.p50)
+A_CHP99=$(median agent.chp99) A_CHMAX=$(median agent.chmax)
+S_P50=$(median slow.p50) S_P99=$(median slow.p99) S_CODE=$(median slow.code_p50)
+S_CHP99=$(median slow.chp99) S_CHMAX=$(median slow.chmax)
+S_PINGS=$(median slow.pings) S_WDGAP=$(median slow.wdgap)
+WORK_FS=$(df -T "$WORK" | awk 'NR==2 {print $2}')
 
 {
 cat <<EOF
 ### Results ($STARTED)
 
 Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r),
-load average $LOAD_BEFORE before and $LOAD_AFTER after (1/5/15 min), /tmp on $(df -T /tmp | awk 'NR==2 {print $2}').
+load average $LOAD_BEFORE before and $LOAD_AFTER after (1/5/15 min), work dir $WORK_PARENT on $WORK_FS.
 Binary: $BUILD_KIND. Medians of $REPS runs; CPU pinning: $PINNING. Run took ${ELAPSED} s.
 Command: \`bash bench/run.sh${ARGS:+ $ARGS}\` (reps=$REPS, jobs=$JOBS, latency samples=$LAT_N after $WARMUP warm-up, floods of ${REJ_SECS} s).
 
@@ -380,6 +499,21 @@ Command: \`bash bench/run.sh${ARGS:+ $ARGS}\` (reps=$REPS, jobs=$JOBS, latency s
 | /health during the flood, p50 / p99 | $(ms "$A_HP50") / $(ms "$A_HP99") ($(median agent.hn) probes) | – | $(ms "$P_HP50") / $(ms "$P_HP99") | | p99 < 5 ms | $(verdict "$A_HP99 < 5000" "$A_HP99") |
 | start-up: exec to first answered request | $(ms "$START_AGENT") | $(ms "$START_WEBHOOK") | $(ms "$START_PYTHON") | webhook/agent $(ratio "$START_WEBHOOK" "$START_AGENT") | | |
 | start-up, socket-activated (LISTEN_FDS) | $(ms "$START_ACT") | | | | | |
+| code-bearing /bin/true, p50 | $(ms "$A_CODE") | | | one sync here $(ms "$SYNC_P50"); agent − floor(same) − sync $(num "$A_CODE" && num "$FS_P50" && num "$SYNC_P50" && ms "$(calc "$A_CODE - $FS_P50 - $SYNC_P50")" || echo n/a) | ≤ floor + one sync + 0.5 ms | $(verdict "$A_CODE <= $FS_P50 + $SYNC_P50 + 500" "$A_CODE") |
+| /health while codes arrive, p99 / max | $(ms "$A_CHP99") / $(ms "$A_CHMAX") ($(median agent.chn) probes) | | | | | |
+
+#### Slow disk: every fsync/fdatasync ${SYNC_MS} ms (medians of $([ "$SLOW" = 1 ] && echo "$((REPS < 3 ? REPS : 3))" || echo 0) runs)
+
+| figure | normal disk | slow disk | ratio | target | verdict |
+|---|---|---|---|---|---|
+| exec /bin/true (no_pin), p50 | $(ms "$A_P50") | $(ms "$S_P50") | slow/normal $(ratio "$S_P50" "$A_P50") | ≤ 2× | $(verdict "$S_P50 <= 2 * $A_P50" "$S_P50") |
+| exec /bin/true (no_pin), p99 | $(ms "$A_P99") | $(ms "$S_P99") | slow/normal $(ratio "$S_P99" "$A_P99") | | |
+| code-bearing /bin/true, p50 | $(ms "$A_CODE") | $(ms "$S_CODE") | slow − normal $(num "$S_CODE" && num "$A_CODE" && ms "$(calc "$S_CODE - $A_CODE")" || echo n/a) | one sync: ≤ floor + ${SYNC_MS} ms + 0.5 ms | $(verdict "$S_CODE <= $FS_P50 + $SYNC_MS * 1000 + 500" "$S_CODE") |
+| /health while codes arrive, p99 | $(ms "$A_CHP99") | $(ms "$S_CHP99") | | < 5 ms | $(verdict "$S_CHP99 < 5000" "$S_CHP99") |
+| /health while codes arrive, max | $(ms "$A_CHMAX") | $(ms "$S_CHMAX") | | < 20 ms | $(verdict "$S_CHMAX < 20000" "$S_CHMAX") |
+| watchdog pings (due every 2 s), longest gap | | $(ms "$S_WDGAP") ($S_PINGS pings) | | < 4 s (WatchdogSec) | $(verdict "$S_WDGAP < 4000000" "$S_WDGAP") |
+
+Syncs by thread (census under \`strace -f\`: 200 jobs, 2 codes, 2 bad codes, start-up): $CENSUS.
 
 Exec latency: submit (\`POST /run {"command":"/bin/true"}\`, a \`no_pin\` rule, default \`wait\`) to
 the full 200 response with the job record, sequential requests on one keep-alive connection;
@@ -391,6 +525,9 @@ Rejections: \`POST /run {"pin":"000000",...}\` back to back on 16 connections; a
 a few 401s and then 429s. The Python stand-in answers HTTP/1.0 and closes each connection, so its
 client reconnects per request (as any client of it would). /health is timed every 2 ms on a 17th
 connection meanwhile. Half-open connections: request line and one header sent, head never ended.
+Code-bearing: \`POST /run {"pin":CODE,"argv":["/bin/true"]}\`, one per 1 s TOTP step (a code is
+accepted once), on one keep-alive connection, 50 ms into the step; /health timed every 2 ms
+on another connection meanwhile. "One sync": a 200-byte write + fdatasync in the work dir.
 EOF
 } | tee "$WORK/report.md"
 [ -n "$OUT" ] && cp "$WORK/report.md" "$OUT"

@@ -477,8 +477,7 @@ impl Writer {
                         batch.lines += lines;
                         batch.waits.extend(done);
                     }
-                    // After this batch's sync: a code waiting to be synced must not wait
-                    // for the auth state's own write, rename and syncs too.
+                    // After this batch's sync and its reports (below).
                     Op::Run(work, ticket) => works.push((work, ticket)),
                     Op::Dirty => {}
                     Op::Sync(waiter) => syncs.push(waiter),
@@ -509,6 +508,9 @@ impl Writer {
             } else if unsynced && dirty_since.is_none() {
                 dirty_since = Some(Instant::now());
             }
+            // Reported before the work runs: a code waiting for its sync must not wait
+            // for the auth state's own write, rename and syncs too.
+            self.report(&mut reports);
             for (work, ticket) in works {
                 reports.push(Done {
                     ticket,
@@ -526,13 +528,19 @@ impl Writer {
             for waiter in syncs.drain(..) {
                 let _ = waiter.send(());
             }
-            if !reports.is_empty() {
-                for report in reports {
-                    let _ = self.done.send(report);
-                }
-                let _ = self.waker.wake();
-            }
+            self.report(&mut reports);
         }
+    }
+
+    /// Sends the reports and wakes the loop once for all of them.
+    fn report(&self, reports: &mut Vec<Done>) {
+        if reports.is_empty() {
+            return;
+        }
+        for report in reports.drain(..) {
+            let _ = self.done.send(report);
+        }
+        let _ = self.waker.wake();
     }
 
     /// Writes the batch; tickets that needed it written are reported, those that need

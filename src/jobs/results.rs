@@ -107,15 +107,17 @@ impl ResultsDir {
     #[cfg(test)]
     pub fn write(&self, id: &str, text: &str) -> io::Result<PathBuf> {
         let dir = self.open_dir()?;
-        let (name, file) = create_in(&dir, id, text)?;
+        let name = result_name(id)?;
+        let file = create_in(&dir, &name, text)?;
         self.synced(&dir, name, &file)
     }
 
     /// What a finished job calls: deletes the oldest files until the new one fits the
-    /// bounds, then writes it (not fsynced: see the module notes), under a lock.
+    /// bounds, then writes it (not fsynced: see the module notes), under a lock. The
+    /// oldest file, when it has to go, is recycled (see [`recycle`]) rather than removed.
     pub fn store(&self, id: &str, text: &str, now_unix: u64) -> (io::Result<PathBuf>, Cleanup) {
-        let dir = match self.open_dir() {
-            Ok(dir) => dir,
+        let dir = match self.open_dir().and_then(|dir| Ok((dir, result_name(id)?))) {
+            Ok(opened) => opened,
             Err(e) => {
                 let report = Cleanup {
                     errors: vec![e.to_string()],
@@ -124,14 +126,39 @@ impl ResultsDir {
                 return (Err(e), report);
             }
         };
+        let (dir, name) = dir;
         let mut index = self.index();
         let room = text.len() as u64;
-        let report = match index.since_listing {
-            Some(n) if n < RELIST_EVERY => self.trim(&dir, &mut index, now_unix, 1, room),
-            _ => self.sweep(&dir, &mut index, now_unix, 1, room),
+        let mut report = match index.since_listing {
+            Some(n) if n < RELIST_EVERY => Cleanup::default(),
+            _ => self.sweep(&dir, &mut index, now_unix, 0, 0),
         };
-        let created = create_in(&dir, id, text);
-        if let Ok((name, _)) = &created {
+        let mut recycled = false;
+        if let Some(oldest) = index.files.front()
+            && self.must_go(oldest, &index, now_unix, 1, room)
+            && let Some(old) = index.files.pop_front()
+        {
+            index.bytes -= old.bytes.min(index.bytes);
+            recycled = recycle(&dir, &old.name, &name, text).is_ok();
+            if recycled {
+                report.removed += 1;
+            } else {
+                // Left for `trim`, which removes it the plain way.
+                index.bytes += old.bytes;
+                index.files.push_front(old);
+            }
+        }
+        let trimmed = self.trim(&dir, &mut index, now_unix, 1, room);
+        report.removed += trimmed.removed;
+        report.errors.extend(trimmed.errors);
+        report.kept_files = trimmed.kept_files;
+        report.kept_bytes = trimmed.kept_bytes;
+        let stored = if recycled {
+            Ok(())
+        } else {
+            create_in(&dir, &name, text).map(drop)
+        };
+        if stored.is_ok() {
             index.files.push_back(Entry {
                 mtime: (i64::try_from(now_unix).unwrap_or(i64::MAX), 0),
                 name: name.clone(),
@@ -141,7 +168,23 @@ impl ResultsDir {
         }
         index.since_listing = index.since_listing.map(|n| n + 1);
         drop(index);
-        (created.map(|(name, _)| self.dir.join(name)), report)
+        (stored.map(|()| self.dir.join(name)), report)
+    }
+
+    /// Whether `entry` (the oldest) must go: too old, or in the way of `room_files`
+    /// more files of `room_bytes`.
+    fn must_go(
+        &self,
+        entry: &Entry,
+        index: &Index,
+        now_unix: u64,
+        room_files: usize,
+        room_bytes: u64,
+    ) -> bool {
+        let mtime = u64::try_from(entry.mtime.0).unwrap_or(0);
+        now_unix.saturating_sub(mtime) > self.max_age_s
+            || index.files.len().saturating_add(room_files) > self.max_files
+            || index.bytes.saturating_add(room_bytes) > self.max_bytes
     }
 
     /// The directory, re-checked and opened without following links: if /tmp's entry
@@ -250,11 +293,7 @@ impl ResultsDir {
         let mut report = Cleanup::default();
         let mut i = 0;
         while let Some(entry) = index.files.get(i) {
-            let mtime = u64::try_from(entry.mtime.0).unwrap_or(0);
-            let too_old = now_unix.saturating_sub(mtime) > self.max_age_s;
-            let over = index.files.len().saturating_add(room_files) > self.max_files
-                || index.bytes.saturating_add(room_bytes) > self.max_bytes;
-            if !(too_old || over) {
+            if !self.must_go(entry, index, now_unix, room_files, room_bytes) {
                 // Oldest first: every later file is newer and the totals only shrank, so
                 // nothing further needs removing.
                 break;
@@ -280,22 +319,57 @@ impl ResultsDir {
     }
 }
 
-/// Creates `agent-<id>.txt` holding `text` inside `dir`, not yet synced.
-fn create_in(dir: &fs::File, id: &str, text: &str) -> io::Result<(String, fs::File)> {
+/// `agent-<id>.txt`; `id` must be 32 lowercase hex characters.
+fn result_name(id: &str) -> io::Result<String> {
     if id.len() != 32 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("result id {id:?} is not 32 lowercase hex characters"),
         ));
     }
-    let name = format!("agent-{id}.txt");
-    let mut file = sys::create_at(dir.as_fd(), &name, 0o600)?;
+    Ok(format!("agent-{id}.txt"))
+}
+
+/// Creates `name` holding `text` inside `dir`, not yet synced.
+fn create_in(dir: &fs::File, name: &str, text: &str) -> io::Result<fs::File> {
+    let mut file = sys::create_at(dir.as_fd(), name, 0o600)?;
     if let Err(e) = file.write_all(text.as_bytes()) {
         // We created it (O_EXCL), so removing the partial file touches nothing else.
-        let _ = sys::unlink_at(dir.as_fd(), &name);
+        let _ = sys::unlink_at(dir.as_fd(), name);
         return Err(e);
     }
-    Ok((name, file))
+    Ok(file)
+}
+
+/// Turns the old result file `old` into `name` holding `text`: renamed (never over an
+/// existing entry), then truncated and written through the descriptor opened and
+/// checked (a regular 0600 file of ours with no other link) before the rename. At the
+/// bound every job would otherwise remove one file and create another, and on ext4 a
+/// file created right after removals costs more than the job (the inode allocator
+/// looks past every recently freed inode).
+fn recycle(dir: &fs::File, old: &str, name: &str, text: &str) -> io::Result<()> {
+    let mut file = sys::open_write_at(dir.as_fd(), old)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file()
+        || meta.uid() != sys::euid()
+        || meta.nlink() != 1
+        || meta.mode() & 0o077 != 0
+    {
+        return Err(io::Error::other(format!(
+            "{old} is not a result file of ours"
+        )));
+    }
+    sys::rename_at(dir.as_fd(), old, name)?;
+    // Over the old bytes, then cut to length: truncating to zero first would free the
+    // blocks (a discard, on SSDs and SD cards) and make ext4 flush the file on close.
+    let written = file
+        .write_all(text.as_bytes())
+        .and_then(|()| file.set_len(text.len() as u64));
+    if let Err(e) = written {
+        let _ = sys::unlink_at(dir.as_fd(), name);
+        return Err(e);
+    }
+    Ok(())
 }
 
 fn is_result_name(name: &str) -> bool {
@@ -555,6 +629,44 @@ mod tests {
             Err(FileError::Mode { .. })
         ));
         assert!(ResultsDir::open(&cfg(&real, 1, 1, 1)).is_ok());
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn at_the_bound_the_oldest_file_is_recycled_never_through_a_link() {
+        let base = tempdir("recycle");
+        let now = 1_800_000_000;
+        let results = ResultsDir::open(&cfg(&base.join("r"), 2, 1 << 20, 3600)).unwrap();
+        let a = put(&results, 0, 10, now, 100);
+        let b = put(&results, 1, 10, now, 90);
+        let ino = fs::metadata(&a).unwrap().ino();
+        let (second, report) = results.store(&id(2), "new text", now);
+        let second = second.unwrap();
+        let meta = fs::metadata(&second).unwrap();
+        assert_eq!(meta.ino(), ino, "the oldest file's inode is reused");
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        assert_eq!(fs::read_to_string(&second).unwrap(), "new text");
+        assert!(!a.exists());
+        assert_eq!((report.removed, report.kept_files), (1, 1));
+
+        // A second name for the oldest file (a hard link outside): never written
+        // through; the name in the directory is removed instead.
+        let outside = base.join("outside");
+        fs::write(&outside, "keep").unwrap();
+        fs::remove_file(&b).unwrap();
+        fs::hard_link(&outside, &b).unwrap();
+        results.store(&id(3), "third", now).0.unwrap();
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "keep");
+        assert!(fs::symlink_metadata(&b).is_err());
+
+        // A link planted where the oldest was: removed itself, its target untouched.
+        fs::remove_file(&second).unwrap();
+        symlink(&outside, &second).unwrap();
+        let fourth = results.store(&id(4), "fourth", now).0.unwrap();
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "keep");
+        assert!(fs::symlink_metadata(&second).is_err());
+        assert_eq!(fs::read_to_string(fourth).unwrap(), "fourth");
+        assert_eq!(names(results.dir()).len(), 2);
         fs::remove_dir_all(base).unwrap();
     }
 

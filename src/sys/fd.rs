@@ -51,6 +51,38 @@ pub fn lookup_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<std::fs::File> {
     Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
+/// Opens the existing entry `name` inside `dir` for writing, never through a link
+/// (`O_NOFOLLOW`) and without waiting on a FIFO (`O_NONBLOCK`); the caller checks with
+/// `fstat` what it got before writing.
+pub fn open_write_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<std::fs::File> {
+    let name = component(name)?;
+    let flags = libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    // SAFETY: as in `create_at`; without O_CREAT no mode is read.
+    let fd = cerr(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) })?;
+    // SAFETY: the kernel just returned `fd` as a fresh descriptor that nothing else owns.
+    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Renames `from` to `to`, both inside `dir`; `EEXIST` if `to` exists
+/// (`RENAME_NOREPLACE`), so nothing already there is ever replaced.
+pub fn rename_at(dir: BorrowedFd<'_>, from: &str, to: &str) -> io::Result<()> {
+    let (from, to) = (component(from)?, component(to)?);
+    let raw = dir.as_raw_fd();
+    // SAFETY: `dir` is open for the borrow, both names are NUL-terminated strings that
+    // live across the call, and renameat2 takes no other pointer.
+    cerr(unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            raw,
+            from.as_ptr(),
+            raw,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    })?;
+    Ok(())
+}
+
 /// Removes the entry `name` (never a directory) inside `dir`; a link is removed itself.
 pub fn unlink_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
     let name = component(name)?;

@@ -15,7 +15,9 @@ pub(crate) mod systemd;
 mod tty;
 mod users;
 
-pub(crate) use self::fd::{create_at, lookup_at, poll_readable, set_nonblocking, unlink_at};
+pub(crate) use self::fd::{
+    create_at, lookup_at, open_write_at, poll_readable, rename_at, set_nonblocking, unlink_at,
+};
 pub(crate) use self::net::is_loopback;
 pub(crate) use self::process::{boot_id, group_running, kill_group, pidfd_open, start_ticks};
 pub(crate) use self::signals::stop_signal_pipe;

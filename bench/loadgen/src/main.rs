@@ -23,6 +23,16 @@
 //!     here and handed over as fd 3 with LISTEN_FDS=1, LISTEN_PID=<child>
 //! loadgen procstat --pid P      RSS (KiB) and threads of P
 //! loadgen freeport              a free loopback TCP port
+//! loadgen codes   --addr A --secret BASE32 [--step 1] [--digits 6] [--n 8] [--body-rest JSON]
+//!                 [--probe-ms 2]
+//!     code-bearing requests on one keep-alive connection, one per TOTP time step (each
+//!     step's code is accepted once), `{"pin":CODE,` + body-rest; meanwhile GET /health
+//!     every probe-ms on another connection (0: none)
+//! loadgen syncfloor --dir D [--n 50]
+//!     write 200 bytes and fdatasync them in D, n times: what one sync costs there
+//! loadgen notify  --path P --secs S
+//!     binds a datagram socket at P (a NOTIFY_SOCKET) for S seconds: how many
+//!     WATCHDOG=1 pings came and the longest gap between two
 //! ```
 //!
 //! Everything is bounded: counts, deadlines and socket timeouts, so nothing here can hang.
@@ -69,6 +79,9 @@ fn main() {
         "startup" => startup(&opts, &rest),
         "procstat" => procstat_cmd(&opts),
         "freeport" => freeport(),
+        "codes" => codes(&opts),
+        "syncfloor" => syncfloor(&opts),
+        "notify" => notify(&opts),
         _ => usage(),
     };
     if let Err(e) = result {
@@ -78,7 +91,9 @@ fn main() {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: loadgen http|reject|idle|spawn|startup|procstat|freeport [--opt value].. (see src/main.rs)");
+    eprintln!(
+        "usage: loadgen http|reject|idle|spawn|startup|procstat|freeport|codes|syncfloor|notify [--opt value].. (see src/main.rs)"
+    );
     std::process::exit(2);
 }
 
@@ -711,4 +726,234 @@ fn startup(opts: &Opts, prog: &[String]) -> io::Result<()> {
     }
     println!("{}", summary("", times));
     Ok(())
+}
+
+// ---------------------------------------------------------------- TOTP (RFC 6238)
+
+/// SHA-1 (FIPS 180-4), enough for HMAC over short messages: a bench tool, not a
+/// verifier (the agent's own is checked against oathtool and pyotp).
+fn sha1(data: &[u8]) -> [u8; 20] {
+    let mut h: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
+    let mut msg = data.to_vec();
+    let bits = (data.len() as u64).wrapping_mul(8);
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&bits.to_be_bytes());
+    for block in msg.chunks(64) {
+        let mut w = [0u32; 80];
+        for (i, word) in block.chunks(4).enumerate() {
+            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e] = h;
+        for (i, wi) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((b & c) | (!b & d), 0x5A827999),
+                20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
+                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
+                _ => (b ^ c ^ d, 0xCA62C1D6),
+            };
+            let t = a
+                .rotate_left(5)
+                .wrapping_add(f)
+                .wrapping_add(e)
+                .wrapping_add(k)
+                .wrapping_add(*wi);
+            (e, d, c, b, a) = (d, c, b.rotate_left(30), a, t);
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    let mut out = [0u8; 20];
+    for (i, word) in h.iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&word.to_be_bytes());
+    }
+    out
+}
+
+fn hmac_sha1(key: &[u8], msg: &[u8]) -> [u8; 20] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..20].copy_from_slice(&sha1(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let inner: Vec<u8> = k.iter().map(|b| b ^ 0x36).chain(msg.iter().copied()).collect();
+    let outer: Vec<u8> = k
+        .iter()
+        .map(|b| b ^ 0x5c)
+        .chain(sha1(&inner).iter().copied())
+        .collect();
+    sha1(&outer)
+}
+
+fn base32(text: &str) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u64, 0u32);
+    for c in text.bytes().filter(|c| *c != b'=') {
+        let v = match c.to_ascii_uppercase() {
+            c @ b'A'..=b'Z' => c - b'A',
+            c @ b'2'..=b'7' => c - b'2' + 26,
+            _ => return Err(invalid("--secret is not base32")),
+        };
+        acc = (acc << 5) | u64::from(v);
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Ok(out)
+}
+
+fn totp(key: &[u8], step: u64, digits: u32) -> String {
+    let mac = hmac_sha1(key, &step.to_be_bytes());
+    let off = (mac[19] & 0x0f) as usize;
+    let bin = u32::from_be_bytes([mac[off] & 0x7f, mac[off + 1], mac[off + 2], mac[off + 3]]);
+    format!("{:0width$}", bin % 10u32.pow(digits), width = digits as usize)
+}
+
+fn unix_now() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+fn codes(opts: &Opts) -> io::Result<()> {
+    let addr = addr_opt(opts)?;
+    let key = base32(opts.get("secret").ok_or_else(|| invalid("--secret is required"))?)?;
+    let step_s: u64 = opt(opts, "step", 1)?;
+    let digits: u32 = opt(opts, "digits", 6)?;
+    let n: usize = opt(opts, "n", 8)?;
+    let rest = opt_str(opts, "body-rest", r#""argv":["/bin/true"]}"#);
+    let probe_ms: u64 = opt(opts, "probe-ms", 2)?;
+    let health = build_request("GET", "/health", "");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (times, statuses, probe) = std::thread::scope(|scope| {
+        let prober = (probe_ms > 0).then(|| {
+            let (health, stop) = (&health, &stop);
+            scope.spawn(move || {
+                let mut client = Client::new(addr);
+                let (mut times, mut bad) = (Vec::new(), 0u64);
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let t0 = Instant::now();
+                    match client.request(health) {
+                        Ok(r) if r.status == 200 => times.push(micros(t0.elapsed())),
+                        _ => bad += 1,
+                    }
+                    std::thread::sleep(Duration::from_millis(probe_ms));
+                }
+                (times, bad)
+            })
+        });
+        let mut client = Client::new(addr);
+        let mut times = Vec::with_capacity(n);
+        let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+        let mut last_step = 0;
+        for _ in 0..n {
+            // The next step not used yet, 50 ms into it (clear of the boundary).
+            let now = unix_now();
+            let mut step = now.as_secs() / step_s;
+            if step <= last_step {
+                step = last_step + 1;
+            }
+            let at = Duration::from_secs(step * step_s) + Duration::from_millis(50);
+            if let Some(wait) = at.checked_sub(now) {
+                std::thread::sleep(wait);
+            }
+            last_step = step;
+            let body = format!(r#"{{"pin":"{}",{rest}"#, totp(&key, step, digits));
+            let req = build_request("POST", "/run", &body);
+            let t0 = Instant::now();
+            match client.request(&req) {
+                Ok(r) => {
+                    *statuses.entry(r.status).or_default() += 1;
+                    if r.status == 200 {
+                        times.push(micros(t0.elapsed()));
+                    }
+                }
+                Err(e) => eprintln!("loadgen codes: {e}"),
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let probe = prober.map(|p| p.join().unwrap_or_default()).unwrap_or_default();
+        (times, statuses, probe)
+    });
+    let mix: Vec<String> = statuses.iter().map(|(k, v)| format!("s{k}={v}")).collect();
+    println!(
+        "{} {} {} health_bad={}",
+        summary("", times),
+        mix.join(" "),
+        summary("health_", probe.0),
+        probe.1
+    );
+    Ok(())
+}
+
+fn syncfloor(opts: &Opts) -> io::Result<()> {
+    let dir = std::path::PathBuf::from(opts.get("dir").ok_or_else(|| invalid("--dir is required"))?);
+    let n: usize = opt(opts, "n", 50)?;
+    let path = dir.join(format!(".syncfloor.{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    let line = [b'x'; 200];
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        file.write_all(&line)?;
+        file.sync_data()?;
+        times.push(micros(t0.elapsed()));
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    println!("{}", summary("", times));
+    Ok(())
+}
+
+fn notify(opts: &Opts) -> io::Result<()> {
+    let path = opts.get("path").ok_or_else(|| invalid("--path is required"))?;
+    let secs: f64 = opt(opts, "secs", 10.0)?;
+    let _ = std::fs::remove_file(path);
+    let sock = std::os::unix::net::UnixDatagram::bind(path)?;
+    sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+    let deadline = Instant::now() + Duration::from_secs_f64(secs.clamp(0.1, 3600.0));
+    let (mut pings, mut last, mut max_gap) = (0u64, None::<Instant>, Duration::ZERO);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match sock.recv(&mut buf) {
+            Ok(n) => {
+                if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "WATCHDOG=1") {
+                    let now = Instant::now();
+                    if let Some(prev) = last {
+                        max_gap = max_gap.max(now - prev);
+                    }
+                    last = Some(now);
+                    pings += 1;
+                }
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let _ = std::fs::remove_file(path);
+    println!("pings={pings} max_gap_us={}", micros(max_gap));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc6238_vectors() {
+        let key = b"12345678901234567890";
+        assert_eq!(totp(key, 59 / 30, 8), "94287082");
+        assert_eq!(totp(key, 1_111_111_109 / 30, 8), "07081804");
+        assert_eq!(totp(key, 20_000_000_000 / 30, 8), "65353130");
+        assert_eq!(base32("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ").unwrap(), key);
+    }
 }
