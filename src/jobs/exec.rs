@@ -343,7 +343,9 @@ struct Job {
     /// Set once the child is reaped (or found already reaped).
     exited: bool,
     status: Option<ExitStatus>,
-    buf: Box<[u8]>,
+    /// On the job thread's stack: a heap buffer this size is an mmap and munmap (and
+    /// their page faults) per job.
+    buf: [u8; CHUNK],
 }
 
 impl Job {
@@ -421,7 +423,7 @@ impl Job {
             err,
             exited: false,
             status: None,
-            buf: vec![0; CHUNK].into_boxed_slice(),
+            buf: [0; CHUNK],
         })
     }
 

@@ -4,8 +4,8 @@
 //! and ended, and a used code stays used.
 //!
 //! Two kinds of writer share the file, one line per `write(2)` under a lock:
-//! - job threads append their own job's lines (submit, start, end) directly, so a job's
-//!   path from request to answer never waits for another thread;
+//! - job threads append their own job's lines (a used code, submit, start, end)
+//!   directly, so a job's path from request to answer never waits for another thread;
 //! - the `journal` thread appends what the event loop asks for (a code-bearing or
 //!   queued submission, a used code, an end decided on the loop), since the loop itself
 //!   never touches a disk, and reports back through a channel and the loop's waker
@@ -14,8 +14,9 @@
 //! Durability. A line is *written* when it is in the kernel: it survives a crash of
 //! the agent (SIGKILL, OOM kill, panic). It is *synced* after an `fdatasync`: it
 //! survives a power cut. A code-bearing submission is synced (its used code in the same
-//! write, so one sync) before the job may start; everything else is written before any
-//! answer depends on it and synced by the journal thread within [`COMMIT_DELAY`] (group
+//! write, so one sync) before the job may start, by its job thread (or by the journal
+//! thread when the job has to queue); everything else is written before any answer
+//! depends on it and synced by the journal thread within [`COMMIT_DELAY`] (group
 //! commit: one `fdatasync` for all lines since the last). The file is rewritten
 //! atomically with only what the newest `history` jobs need when it holds about twice
 //! that many lines, and at every start-up, which also drops a torn last line.
@@ -201,6 +202,25 @@ impl Shared {
         Ok(!std::mem::replace(&mut open.told, true))
     }
 
+    /// One `fdatasync` for everything appended so far, by anyone; the lock is not held
+    /// meanwhile, so appenders never wait for the disk.
+    fn sync(&self) -> io::Result<()> {
+        let (file, upto) = {
+            let mut open = self.lock();
+            open.told = false;
+            (Arc::clone(&open.file), open.appended)
+        };
+        file.sync_data().inspect_err(|err| {
+            log::error!(
+                "journal {}: cannot sync to disk: {err}; what depends on it is refused",
+                self.path.display()
+            );
+        })?;
+        let mut open = self.lock();
+        open.synced = open.synced.max(upto);
+        Ok(())
+    }
+
     fn complain(&self, err: &io::Error) {
         log::error!(
             "journal {}: cannot record job history: {err}; jobs still run, but may be \
@@ -285,7 +305,6 @@ impl Journal {
             shared: Arc::clone(&shared),
             done: done_tx,
             waker,
-            last_step,
         };
         std::thread::Builder::new()
             .name("journal".into())
@@ -305,9 +324,33 @@ impl Journal {
         Ok((Journal { shared, tx }, recovered, done_rx))
     }
 
-    /// From a job thread: the job's submission, written before this returns.
-    pub fn submitted_now(&self, record: &JobRecord) {
-        self.append_now(&Line::Submit { job: record });
+    /// From a job thread: the job's submission, written before this returns, and with
+    /// `step` (the code that authorised it) also that step, in the same write, synced.
+    /// `Err` says why the code could not be made durable: the job must not run.
+    pub fn submitted_now(&self, record: &JobRecord, step: Option<u64>) -> Result<(), String> {
+        let used = step.map(|step| Line::<&JobRecord>::Used { step });
+        let lines: Vec<_> = used
+            .into_iter()
+            .chain([Line::Submit { job: record }])
+            .collect();
+        let Some(bytes) = encode(&lines) else {
+            return Err("a journal line could not be encoded".into());
+        };
+        let failed = |err: &io::Error| format!("{}: {err}", self.shared.path.display());
+        match self.shared.append(&bytes, lines.len()) {
+            Ok(tell) if tell => {
+                let _ = self.tx.send(Op::Dirty);
+            }
+            Ok(_) => {}
+            Err(err) => {
+                self.shared.complain(&err);
+                return Err(failed(&err));
+            }
+        }
+        if step.is_some() {
+            self.shared.sync().map_err(|err| failed(&err))?;
+        }
+        Ok(())
     }
 
     /// From the loop: the submission of a job that cannot start at once (queued, or
@@ -445,8 +488,6 @@ struct Writer {
     shared: Arc<Shared>,
     done: Sender<Done>,
     waker: Arc<Waker>,
-    /// Highest used step written so far, carried over by compaction.
-    last_step: u64,
 }
 
 impl Writer {
@@ -497,7 +538,10 @@ impl Writer {
             };
             let due = dirty_since.is_some_and(|since| since.elapsed() >= COMMIT_DELAY);
             if !to_sync.is_empty() || !syncs.is_empty() || (unsynced && due) {
-                let result = self.sync();
+                let result = self
+                    .shared
+                    .sync()
+                    .map_err(|err| format!("{}: {err}", self.shared.path.display()));
                 for ticket in to_sync.drain(..) {
                     reports.push(Done {
                         ticket,
@@ -549,7 +593,6 @@ impl Writer {
         if batch.bytes.is_empty() {
             return;
         }
-        self.last_step = self.last_step.max(used_step(&batch.bytes));
         let written = self.shared.append(&batch.bytes, batch.lines).map(|_| ());
         if let Err(err) = &written {
             self.shared.complain(err);
@@ -569,29 +612,6 @@ impl Writer {
         }
     }
 
-    /// One `fdatasync` for everything appended so far, by anyone.
-    fn sync(&mut self) -> Result<(), String> {
-        let (file, upto) = {
-            let mut open = self.shared.lock();
-            open.told = false;
-            (Arc::clone(&open.file), open.appended)
-        };
-        match file.sync_data() {
-            Ok(()) => {
-                let mut open = self.shared.lock();
-                open.synced = open.synced.max(upto);
-                Ok(())
-            }
-            Err(err) => {
-                log::error!(
-                    "journal {}: cannot sync to disk: {err}; what depends on it is refused",
-                    self.shared.path.display()
-                );
-                Err(format!("{}: {err}", self.shared.path.display()))
-            }
-        }
-    }
-
     /// Rewrites the file with what the newest `history` jobs need. Appenders wait
     /// meanwhile (the lock is held), so no line lands in the file being replaced.
     fn compact(&mut self) {
@@ -606,8 +626,8 @@ impl Writer {
                 })
             })
             .and_then(|contents| {
-                let step = contents.last_step.max(self.last_step);
-                rewrite(path, &keep(contents.jobs, self.shared.history), step)
+                let jobs = keep(contents.jobs, self.shared.history);
+                rewrite(path, &jobs, contents.last_step)
             })
             .and_then(|lines| Ok((lines, files::open_append(WHAT, path, 0o600)?)));
         match compacted {
@@ -622,22 +642,6 @@ impl Writer {
         }
         open.compact_at = next_compaction(open.lines, self.shared.history);
     }
-}
-
-/// The highest step of the `Used` lines in `batch` (0: none). Cheap: only lines that
-/// start like one are parsed.
-fn used_step(batch: &[u8]) -> u64 {
-    batch
-        .split(|&b| b == b'\n')
-        .filter(|line| line.starts_with(br#"{"ev":"used""#))
-        .filter_map(
-            |line| match serde_json::from_slice::<Line<JobRecord>>(line) {
-                Ok(Line::Used { step }) => Some(step),
-                _ => None,
-            },
-        )
-        .max()
-        .unwrap_or(0)
 }
 
 /// At least `history` new lines between compactions, and never before `2 × history`.
@@ -826,10 +830,16 @@ mod tests {
         let (journal, recovered, _done) = open(&dir, 10);
         assert!(recovered.records.is_empty());
         let done = record(1, Status::Succeeded);
-        journal.submitted_now(&record(1, Status::Queued));
+        journal
+            .submitted_now(&record(1, Status::Queued), None)
+            .unwrap();
         journal.ended_now(&done);
-        journal.submitted_now(&record(2, Status::Queued));
-        journal.submitted_now(&record(3, Status::Queued));
+        journal
+            .submitted_now(&record(2, Status::Queued), None)
+            .unwrap();
+        journal
+            .submitted_now(&record(3, Status::Queued), None)
+            .unwrap();
         let mut leader = std::process::Command::new("/bin/sleep")
             .arg("30")
             .process_group(0)
@@ -914,7 +924,9 @@ mod tests {
             );
         }
         for n in 0..30 {
-            journal.submitted_now(&record(n, Status::Queued));
+            journal
+                .submitted_now(&record(n, Status::Queued), None)
+                .unwrap();
             journal.ended_now(&record(n, Status::Succeeded));
         }
         journal.sync();
@@ -996,7 +1008,7 @@ mod tests {
         let (journal, _, _done) = open(&dir, 5);
         let mut long = record(1, Status::Succeeded);
         long.stdout = "é".repeat(JOURNAL_OUTPUT_MAX);
-        journal.submitted_now(&long);
+        journal.submitted_now(&long, None).unwrap();
         journal.ended_now(&long);
         journal.sync();
         drop(journal);
@@ -1019,7 +1031,9 @@ mod tests {
         let dir = tempdir("compact");
         let (journal, _, _done) = open(&dir, 5);
         for n in 0..100 {
-            journal.submitted_now(&record(n, Status::Queued));
+            journal
+                .submitted_now(&record(n, Status::Queued), None)
+                .unwrap();
             journal.ended_now(&record(n, Status::Succeeded));
             journal.sync();
         }

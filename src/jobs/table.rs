@@ -5,10 +5,10 @@
 //! thread, whose reports arrive through the same waker.
 //!
 //! A job's submission is in the journal before anyone is told its id and before it
-//! starts. A job that may start at once (no code to record, a free slot) has its job
-//! thread write it, so its path never waits for another thread; any other (queued, or
-//! authorised by a code) is held until the journal thread reports its lines written,
-//! or, for a code, synced together with the code's `Used` line.
+//! starts. A job that may start at once (a free slot) has its job thread write it (and
+//! sync it, with the code's `Used` line, when a code authorised it), so its path never
+//! waits for another thread; a queued job is held until the journal thread reports its
+//! lines written (or, for a code, synced).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -92,8 +92,8 @@ struct Entry {
     mark: Arc<Mark>,
     /// The submission went to the journal thread: the job waits for this ticket.
     ticket: Option<Ticket>,
-    /// Authorised by a code: it runs only once the code is synced.
-    needs_sync: bool,
+    /// The time step of the code that authorised it: it runs only once that is synced.
+    step: Option<u64>,
     /// The journal thread wrote the submission; the job thread must not write it again.
     sent: bool,
     /// Why it will never run, when its code could not be recorded.
@@ -106,8 +106,16 @@ struct Entry {
 /// What job threads tell the loop.
 enum Event {
     Ended(Box<JobRecord>),
+    /// The code that authorised the job could not be synced: it did not run (why).
+    Refused(Box<JobRecord>, String),
     /// A submission the loop waits for is written.
     Journaled(String),
+}
+
+/// What a job thread hands back.
+enum Finished {
+    Ran(JobRecord),
+    Refused(JobRecord, String),
 }
 
 /// What every job thread needs from the table.
@@ -154,7 +162,7 @@ pub struct Jobs {
     /// Records of jobs ended on the loop, shown once their end line is written.
     ending: HashMap<String, JobRecord>,
     shared: Arc<Shared>,
-    pool: Pool<JobRecord>,
+    pool: Pool<Finished>,
     notify: Option<NotifyCommand>,
 }
 
@@ -186,8 +194,11 @@ impl Jobs {
             stopping: AtomicBool::new(false),
         });
         let finished = Arc::clone(&shared);
-        let pool = Pool::new(cfg.max_concurrent, move |record| {
-            finished.tell(Event::Ended(Box::new(record)));
+        let pool = Pool::new(cfg.max_concurrent, move |done| {
+            finished.tell(match done {
+                Finished::Ran(record) => Event::Ended(Box::new(record)),
+                Finished::Refused(record, why) => Event::Refused(Box::new(record), why),
+            });
         });
         let mut jobs = Jobs {
             cfg,
@@ -278,9 +289,8 @@ impl Jobs {
         );
         audit::queued(&id, &record.command);
         // Jobs held for the journal do not block one that may start.
-        let at_once = step.is_none()
-            && self.running < self.cfg.max_concurrent
-            && self.queue.iter().all(|q| self.held(q));
+        let at_once =
+            self.running < self.cfg.max_concurrent && self.queue.iter().all(|q| self.held(q));
         let ticket = (!at_once).then(|| {
             let need = if step.is_some() {
                 Need::Synced
@@ -300,7 +310,7 @@ impl Jobs {
                 detached: false,
                 mark: Mark::new(PENDING),
                 ticket,
-                needs_sync: step.is_some(),
+                step,
                 sent: ticket.is_some(),
                 refused: None,
                 submitted: Some((Instant::now(), wait)),
@@ -369,6 +379,16 @@ impl Jobs {
                     out.changed.push(record.id.clone());
                     self.finish(*record);
                 }
+                Event::Refused(record, why) => {
+                    self.running = self.running.saturating_sub(1);
+                    let id = record.id.clone();
+                    if let Some(entry) = self.entries.get_mut(&id) {
+                        entry.refused = Some(why);
+                    }
+                    out.ended.push(id.clone());
+                    out.changed.push(id);
+                    self.finish(*record);
+                }
                 Event::Journaled(id) => out.changed.push(id),
             }
         }
@@ -391,7 +411,7 @@ impl Jobs {
             out.changed.push(id.clone());
             // A job without a code runs even when the journal fails (logged there): the
             // read-only commands that help find a full disk must keep working.
-            if let (Err(why), true) = (done.result, entry.needs_sync) {
+            if let (Err(why), Some(_)) = (done.result, entry.step) {
                 self.refuse(&id, format!("the code could not be recorded: {why}"));
                 out.ended.push(id);
             }
@@ -465,11 +485,7 @@ impl Jobs {
             return;
         };
         entry.refused = Some(why.clone());
-        let mut record = entry.record.clone();
-        record.status = Status::Failed;
-        record.stderr = format!("not run: {why}");
-        record.finished_at = Some(clock::rfc3339(clock::now_unix_ms()));
-        log::error!("job {id} not run: {why}");
+        let record = not_run(entry.record.clone(), &why);
         self.end_here(record);
     }
 
@@ -496,7 +512,7 @@ impl Jobs {
                     detached: false,
                     mark: Mark::new(WRITTEN),
                     ticket: None,
-                    needs_sync: false,
+                    step: None,
                     sent: true,
                     refused: None,
                     submitted: None,
@@ -567,7 +583,7 @@ impl Jobs {
                 record: entry.record.clone(),
                 spec,
                 cancel: Arc::clone(&entry.cancel),
-                mark: (!entry.sent).then(|| Arc::clone(&entry.mark)),
+                mark: (!entry.sent).then(|| (Arc::clone(&entry.mark), entry.step)),
                 shared: Arc::clone(&self.shared),
             };
             match self.pool.run(Box::new(move || task.run())) {
@@ -585,20 +601,30 @@ impl Jobs {
     }
 }
 
+/// `record` ended `failed` without running, saying why; logged.
+fn not_run(mut record: JobRecord, why: &str) -> JobRecord {
+    log::error!("job {} not run: {why}", record.id);
+    record.status = Status::Failed;
+    record.stderr = format!("not run: {why}");
+    record.finished_at = Some(clock::rfc3339(clock::now_unix_ms()));
+    record
+}
+
 /// One job, as handed to a pool thread.
 struct JobTask {
     record: JobRecord,
     spec: ExecSpec,
     cancel: Arc<AtomicBool>,
-    /// Set when this thread writes the submission (nobody else did).
-    mark: Option<Arc<Mark>>,
+    /// When this thread writes the submission (nobody else did): set once it has, and
+    /// the step of the code that authorised it, synced with it.
+    mark: Option<(Arc<Mark>, Option<u64>)>,
     shared: Arc<Shared>,
 }
 
 impl JobTask {
     /// From the submission (when it is this thread's to write) to the journal's end
     /// line; the record goes back to the loop through the pool.
-    fn run(self) -> JobRecord {
+    fn run(self) -> Finished {
         let JobTask {
             mut record,
             spec,
@@ -606,10 +632,20 @@ impl JobTask {
             mark,
             shared,
         } = self;
-        if let Some(mark) = mark {
-            shared.journal.submitted_now(&record);
-            if mark.set_written() {
-                shared.tell(Event::Journaled(record.id.clone()));
+        if let Some((mark, step)) = mark {
+            match shared.journal.submitted_now(&record, step) {
+                Err(why) if step.is_some() => {
+                    let why = format!("the code could not be recorded: {why}");
+                    let record = not_run(record, &why);
+                    shared.journal.ended_now(&record);
+                    return Finished::Refused(record, why);
+                }
+                // A job without a code runs even when the journal fails (logged there).
+                _ => {
+                    if mark.set_written() {
+                        shared.tell(Event::Journaled(record.id.clone()));
+                    }
+                }
             }
         }
         audit::executing(&record.id, &record.command);
@@ -638,7 +674,7 @@ impl JobTask {
         // Written before anyone hears of the result, so a crash of the agent can never
         // turn a job a client saw finish into `interrupted`.
         shared.journal.ended_now(&record);
-        record
+        Finished::Ran(record)
     }
 }
 

@@ -334,16 +334,31 @@ pub fn ensure_private_dir(what: &str, path: &Path) -> Result<(), FileError> {
     }
 }
 
-/// [`ensure_private_dir`], then the directory itself, opened without following a link
-/// and checked again on the descriptor: what is created through the handle lands in the
-/// directory that was checked, even if its path is swapped for a link in between.
+/// The private directory `path`, opened without following a link and checked on the
+/// descriptor (ours, a directory, mode 0700 or stricter); made again (as
+/// [`ensure_private_dir`] does) if it went missing. What is created through the handle
+/// lands in the directory that was checked, even if its path is swapped for a link in
+/// between. Two system calls when all is well: this runs for every job.
 pub fn open_private_dir(what: &str, path: &Path) -> Result<File, FileError> {
-    ensure_private_dir(what, path)?;
-    let dir = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| io_err(what, path, e))?;
+    let open = || {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(path)
+    };
+    let dir = match open() {
+        Ok(dir) => dir,
+        // Aged away (systemd-tmpfiles): made again, private, then opened.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            ensure_private_dir(what, path)?;
+            open().map_err(|e| io_err(what, path, e))?
+        }
+        // A link or not a directory: the checks say which, and what to do.
+        Err(e) => {
+            check_private_dir(what, path)?;
+            return Err(io_err(what, path, e));
+        }
+    };
     let meta = dir.metadata().map_err(|e| io_err(what, path, e))?;
     if meta.uid() != euid() {
         return Err(FileError::Owner {

@@ -85,7 +85,15 @@ pub fn boot_id() -> Option<String> {
 /// `None` if there is no such process. Together with the boot id it tells a process
 /// from a later one that got the same pid.
 pub fn start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // One read of a buffer the line fits in (`read_to_string` grows its buffer from 32
+    // bytes: six reads, and this runs for every job).
+    let mut buf = [0u8; 1024];
+    let n = std::io::Read::read(
+        &mut std::fs::File::open(format!("/proc/{pid}/stat")).ok()?,
+        &mut buf,
+    )
+    .ok()?;
+    let stat = std::str::from_utf8(&buf[..n]).ok()?;
     // Fields after the command name start at field 3 (state); starttime is field 22.
     stat[stat.rfind(')')? + 1..]
         .split_ascii_whitespace()
