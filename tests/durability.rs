@@ -32,6 +32,24 @@ fn raw_post(addr: SocketAddr, path: &str, body: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// The record `GET /job/<id>` serves; a missing one fails the test, naming `context`.
+fn served(agent: &Agent, id: &str, context: &str) -> Value {
+    let r = agent.get(&format!("/job/{id}"));
+    assert_eq!(r.status, 200, "{context}: {id} not served: {}", r.body);
+    r.json()
+}
+
+/// [`served`], ended as a crash leaves a job: `interrupted`, or `succeeded` if it ran
+/// to the end first.
+fn served_after_crash(agent: &Agent, id: &str, context: &str) {
+    let job = served(agent, id, context);
+    let status = job["status"].as_str().unwrap_or_default();
+    assert!(
+        ["interrupted", "succeeded"].contains(&status),
+        "{context}: {id} reads {status}"
+    );
+}
+
 fn no_pin_rules() -> Value {
     json!([
         {"name": "sleep", "argv": ["/bin/sleep", "*"], "no_pin": true},
@@ -68,13 +86,7 @@ fn a_code_acknowledged_just_before_sigkill_is_never_accepted_again() {
         let again = agent.post_json("/run", &body);
         assert_eq!(again.status, 401, "round {round}: {}", again.body);
         let id = r.json()["id"].as_str().unwrap().to_string();
-        let record = agent.get(&format!("/job/{id}"));
-        assert_eq!(record.status, 200, "round {round}: {}", record.body);
-        let status = record.json()["status"].as_str().unwrap().to_string();
-        assert!(
-            ["interrupted", "succeeded"].contains(&status.as_str()),
-            "round {round}: {status}"
-        );
+        served_after_crash(&agent, &id, &format!("round {round}"));
     }
     assert!(
         agent.log().contains("REUSED PIN attempt"),
@@ -140,17 +152,7 @@ fn every_id_acknowledged_to_three_clients_reads_back_after_sigkill() {
             acked.len()
         );
         for id in &acked {
-            let r = agent.get(&format!("/job/{id}"));
-            assert_eq!(
-                r.status, 200,
-                "round {round}: acknowledged {id} lost: {}",
-                r.body
-            );
-            let status = r.json()["status"].as_str().unwrap().to_string();
-            assert!(
-                ["interrupted", "succeeded"].contains(&status.as_str()),
-                "round {round}: {id} reads {status}"
-            );
+            served_after_crash(&agent, id, &format!("round {round}, acknowledged"));
         }
         println!(
             "round {round}: {} acknowledged ids all read back",
@@ -189,13 +191,7 @@ fn a_no_pin_job_lost_in_a_crash_leaves_no_half_record() {
         }
     }
     for id in &ids {
-        let r = agent.get(&format!("/job/{id}"));
-        assert_eq!(
-            r.status, 200,
-            "{id} is in the journal but not served: {}",
-            r.body
-        );
-        let job = r.json();
+        let job = served(&agent, id, "in the journal");
         assert_eq!(job["argv"], json!(["/bin/sleep", nap]), "{job}");
         assert_eq!(job["rule"], "sleep", "{job}");
         assert!(job["submitted_at"].is_string(), "{job}");

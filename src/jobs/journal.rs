@@ -809,6 +809,16 @@ mod tests {
         Journal::open(dir, history, waker()).unwrap()
     }
 
+    /// Jobs `ns`, submitted and succeeded, as job threads write them.
+    fn run_jobs(journal: &Journal, ns: std::ops::Range<usize>) {
+        for n in ns {
+            journal
+                .submitted_now(&record(n, Status::Queued), None)
+                .unwrap();
+            journal.ended_now(&record(n, Status::Succeeded));
+        }
+    }
+
     fn record(n: usize, status: Status) -> JobRecord {
         JobRecord {
             status,
@@ -923,12 +933,7 @@ mod tests {
                 Ok(())
             );
         }
-        for n in 0..30 {
-            journal
-                .submitted_now(&record(n, Status::Queued), None)
-                .unwrap();
-            journal.ended_now(&record(n, Status::Succeeded));
-        }
+        run_jobs(&journal, 0..30);
         journal.sync();
         let text = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
         assert!(text.lines().count() < 20, "not compacted:\n{text}");
@@ -1031,10 +1036,7 @@ mod tests {
         let dir = tempdir("compact");
         let (journal, _, _done) = open(&dir, 5);
         for n in 0..100 {
-            journal
-                .submitted_now(&record(n, Status::Queued), None)
-                .unwrap();
-            journal.ended_now(&record(n, Status::Succeeded));
+            run_jobs(&journal, n..n + 1);
             journal.sync();
         }
         drop(journal);

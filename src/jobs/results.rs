@@ -45,6 +45,25 @@ pub struct ResultsDir {
     room: Mutex<Index>,
 }
 
+/// What a cleanup makes room for, and when it runs (ages are measured from `now_unix`).
+#[derive(Debug, Clone, Copy)]
+struct Room {
+    now_unix: u64,
+    files: usize,
+    bytes: u64,
+}
+
+impl Room {
+    /// No new file: only the bounds and the age.
+    fn none(now_unix: u64) -> Room {
+        Room {
+            now_unix,
+            files: 0,
+            bytes: 0,
+        }
+    }
+}
+
 /// The result files, oldest first, with their total size.
 #[derive(Debug, Default)]
 struct Index {
@@ -131,11 +150,16 @@ impl ResultsDir {
         let room = text.len() as u64;
         let mut report = match index.since_listing {
             Some(n) if n < RELIST_EVERY => Cleanup::default(),
-            _ => self.sweep(&dir, &mut index, now_unix, 0, 0),
+            _ => self.sweep(&dir, &mut index, Room::none(now_unix)),
+        };
+        let need = Room {
+            now_unix,
+            files: 1,
+            bytes: room,
         };
         let mut recycled = false;
         if let Some(oldest) = index.files.front()
-            && self.must_go(oldest, &index, now_unix, 1, room)
+            && self.must_go(oldest, &index, need)
             && let Some(old) = index.files.pop_front()
         {
             index.bytes -= old.bytes.min(index.bytes);
@@ -148,7 +172,7 @@ impl ResultsDir {
                 index.files.push_front(old);
             }
         }
-        let trimmed = self.trim(&dir, &mut index, now_unix, 1, room);
+        let trimmed = self.trim(&dir, &mut index, need);
         report.removed += trimmed.removed;
         report.errors.extend(trimmed.errors);
         report.kept_files = trimmed.kept_files;
@@ -171,20 +195,12 @@ impl ResultsDir {
         (stored.map(|()| self.dir.join(name)), report)
     }
 
-    /// Whether `entry` (the oldest) must go: too old, or in the way of `room_files`
-    /// more files of `room_bytes`.
-    fn must_go(
-        &self,
-        entry: &Entry,
-        index: &Index,
-        now_unix: u64,
-        room_files: usize,
-        room_bytes: u64,
-    ) -> bool {
+    /// Whether `entry` (the oldest) must go: too old, or in the way of `room`.
+    fn must_go(&self, entry: &Entry, index: &Index, room: Room) -> bool {
         let mtime = u64::try_from(entry.mtime.0).unwrap_or(0);
-        now_unix.saturating_sub(mtime) > self.max_age_s
-            || index.files.len().saturating_add(room_files) > self.max_files
-            || index.bytes.saturating_add(room_bytes) > self.max_bytes
+        room.now_unix.saturating_sub(mtime) > self.max_age_s
+            || index.files.len().saturating_add(room.files) > self.max_files
+            || index.bytes.saturating_add(room.bytes) > self.max_bytes
     }
 
     /// The directory, re-checked and opened without following links: if /tmp's entry
@@ -211,7 +227,7 @@ impl ResultsDir {
     /// other names are never touched. Errors are collected, not fatal.
     pub fn cleanup(&self, now_unix: u64) -> Cleanup {
         match self.open_dir() {
-            Ok(dir) => self.sweep(&dir, &mut self.index(), now_unix, 0, 0),
+            Ok(dir) => self.sweep(&dir, &mut self.index(), Room::none(now_unix)),
             Err(e) => Cleanup {
                 errors: vec![e.to_string()],
                 ..Cleanup::default()
@@ -219,18 +235,11 @@ impl ResultsDir {
         }
     }
 
-    /// [`ResultsDir::cleanup`] in the opened `dir`, leaving room for `room_files` more
-    /// files of `room_bytes` in all; the listing becomes the new index. Names come from
-    /// the path; every look and every removal goes through the checked descriptor, so
-    /// a swapped path can only make names miss, never reach elsewhere.
-    fn sweep(
-        &self,
-        dir: &fs::File,
-        index: &mut Index,
-        now_unix: u64,
-        room_files: usize,
-        room_bytes: u64,
-    ) -> Cleanup {
+    /// [`ResultsDir::cleanup`] in the opened `dir`, leaving `room`; the listing becomes
+    /// the new index. Names come from the path; every look and every removal goes
+    /// through the checked descriptor, so a swapped path can only make names miss,
+    /// never reach elsewhere.
+    fn sweep(&self, dir: &fs::File, index: &mut Index, room: Room) -> Cleanup {
         let mut report = Cleanup::default();
         let listing = match fs::read_dir(&self.dir) {
             Ok(listing) => listing,
@@ -272,7 +281,7 @@ impl ResultsDir {
         index.bytes = entries.iter().map(|e| e.bytes).sum();
         index.files = entries.into();
         index.since_listing = Some(0);
-        let trimmed = self.trim(dir, index, now_unix, room_files, room_bytes);
+        let trimmed = self.trim(dir, index, room);
         report.errors.extend(trimmed.errors);
         Cleanup {
             errors: report.errors,
@@ -281,19 +290,12 @@ impl ResultsDir {
     }
 
     /// Deletes indexed files, oldest first, until none is older than `max_age_s` and
-    /// `room_files` more of `room_bytes` fit the bounds.
-    fn trim(
-        &self,
-        dir: &fs::File,
-        index: &mut Index,
-        now_unix: u64,
-        room_files: usize,
-        room_bytes: u64,
-    ) -> Cleanup {
+    /// `room` fits the bounds.
+    fn trim(&self, dir: &fs::File, index: &mut Index, room: Room) -> Cleanup {
         let mut report = Cleanup::default();
         let mut i = 0;
         while let Some(entry) = index.files.get(i) {
-            if !self.must_go(entry, index, now_unix, room_files, room_bytes) {
+            if !self.must_go(entry, index, room) {
                 // Oldest first: every later file is newer and the totals only shrank, so
                 // nothing further needs removing.
                 break;
