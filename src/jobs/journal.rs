@@ -50,7 +50,7 @@ const BATCH_BYTES: usize = 1 << 20;
 /// `fdatasync` with whatever else was written meanwhile: a power cut loses at most
 /// about this much (plus one sync) of such lines, and a stream of jobs costs the disk
 /// a few syncs a second instead of one per job.
-const COMMIT_DELAY: Duration = Duration::from_millis(50);
+const COMMIT_DELAY: Duration = Duration::from_millis(200);
 
 /// One journal line. `J` is `&JobRecord` when writing, `JobRecord` when reading.
 #[derive(Serialize, Deserialize)]
