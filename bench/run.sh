@@ -295,11 +295,14 @@ rep_agent_slow() {
     pid=$!
     PIDS+=("$pid")
     wait_http "127.0.0.1:$port" /health || { cat "$d/stderr" >&2; die "sudo-agent did not start"; }
+    # Another process may have taken the port freeport found (a shared machine): then
+    # what answered is not ours.
+    kill -0 "$pid" 2>/dev/null || { cat "$d/stderr" >&2; die "sudo-agent exited (port $port taken?)"; }
     tid=""
     for t in /proc/"$pid"/task/*; do
         [ "$(cat "$t/comm" 2>/dev/null)" = journal ] && tid=${t##*/}
     done
-    [ -n "$tid" ] || die "no journal thread in sudo-agent $pid"
+    [ -n "$tid" ] || { cat "$d/stderr" >&2; die "no journal thread in sudo-agent $pid"; }
     strace -qq -p "$tid" -o /dev/null -e trace=fsync,fdatasync \
         -e inject=fsync,fdatasync:delay_enter=$((SYNC_MS * 1000)) &
     tracer=$!

@@ -399,9 +399,11 @@ impl Routes {
                     "the state disk did not record the job within {} s",
                     DURABLE_LIMIT.as_secs()
                 );
-                if self.jobs.abandon(id, &why) {
-                    self.metrics.code(CodeOutcome::Unavailable);
+                if !self.jobs.abandon(id, &why) && self.jobs.journaled(id) == Journaled::Yes {
+                    // Journaled in the meantime: it runs, and is answered as usual.
+                    return self.answer_submit(id);
                 }
+                self.metrics.code(CodeOutcome::Unavailable);
                 Reply::Now(unavailable(&why).response())
             }
             Journaled::Yes => match self.jobs.get(id) {

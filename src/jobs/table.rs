@@ -52,21 +52,54 @@ pub enum Journaled {
     Refused(String),
 }
 
-/// A job thread's submission line: written yet, and does the loop wait to hear of it.
+/// A job thread's submission line: written yet, does the loop wait to hear of it, or
+/// did the loop give up on it (then the job must not run). The two threads settle it
+/// with compare-and-swap, so exactly one of "written" and "given up" wins.
 struct Mark(AtomicU8);
 
 const PENDING: u8 = 0;
 const WANTED: u8 = 1;
 const WRITTEN: u8 = 2;
+const ABANDONED: u8 = 3;
 
 impl Mark {
     fn new(state: u8) -> Arc<Mark> {
         Arc::new(Mark(AtomicU8::new(state)))
     }
 
-    /// The line is written; true if the loop asked to hear of it.
-    fn set_written(&self) -> bool {
-        self.0.swap(WRITTEN, Ordering::AcqRel) == WANTED
+    /// The line is written (synced, for a code): `Some(true)` if the loop asked to hear
+    /// of it, `None` if the loop gave up first and the job must not run.
+    fn set_written(&self) -> Option<bool> {
+        let mut state = self.0.load(Ordering::Acquire);
+        loop {
+            if state == ABANDONED {
+                return None;
+            }
+            match self
+                .0
+                .compare_exchange(state, WRITTEN, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Some(state == WANTED),
+                Err(now) => state = now,
+            }
+        }
+    }
+
+    /// The loop gives up on it: true unless it was written first.
+    fn abandon(&self) -> bool {
+        let mut state = self.0.load(Ordering::Acquire);
+        loop {
+            if state == WRITTEN {
+                return false;
+            }
+            match self
+                .0
+                .compare_exchange(state, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => state = now,
+            }
+        }
     }
 
     /// True if written; otherwise the job thread will report it (an extra wake-up only
@@ -354,18 +387,25 @@ impl Jobs {
         self.shared.results.usage()
     }
 
-    /// The submitter gave up waiting for the journal to take a held job: it will never
-    /// run, whatever the journal reports later. True if it was still held.
+    /// The submitter gave up waiting for the journal to take a job: it will never run,
+    /// whatever the journal or its job thread does later. False if it was journaled
+    /// first (then it runs as usual).
     pub fn abandon(&mut self, id: &str, why: &str) -> bool {
         let Some(entry) = self.entries.get_mut(id) else {
             return false;
         };
-        let Some(ticket) = entry.ticket.take() else {
-            return false;
-        };
-        self.tickets.remove(&ticket);
-        self.refuse(id, why.to_string());
-        true
+        if let Some(ticket) = entry.ticket.take() {
+            self.tickets.remove(&ticket);
+            self.refuse(id, why.to_string());
+            return true;
+        }
+        // Its job thread writes it: the thread learns of this when it is done writing,
+        // and reports the job refused.
+        if !entry.sent && entry.mark.abandon() {
+            entry.refused = Some(why.to_string());
+            return true;
+        }
+        false
     }
 
     /// Takes what job threads and the journal thread reported.
@@ -633,19 +673,26 @@ impl JobTask {
             shared,
         } = self;
         if let Some((mark, step)) = mark {
-            match shared.journal.submitted_now(&record, step) {
+            let refused = match shared.journal.submitted_now(&record, step) {
+                // Never marked written: the loop must not give its id out.
                 Err(why) if step.is_some() => {
-                    let why = format!("the code could not be recorded: {why}");
-                    let record = not_run(record, &why);
-                    shared.journal.ended_now(&record);
-                    return Finished::Refused(record, why);
+                    Some(format!("the code could not be recorded: {why}"))
                 }
                 // A job without a code runs even when the journal fails (logged there).
-                _ => {
-                    if mark.set_written() {
-                        shared.tell(Event::Journaled(record.id.clone()));
+                _ => match mark.set_written() {
+                    None => Some("the state disk took too long; the client was told".into()),
+                    Some(wanted) => {
+                        if wanted {
+                            shared.tell(Event::Journaled(record.id.clone()));
+                        }
+                        None
                     }
-                }
+                },
+            };
+            if let Some(why) = refused {
+                let record = not_run(record, &why);
+                shared.journal.ended_now(&record);
+                return Finished::Refused(record, why);
             }
         }
         audit::executing(&record.id, &record.command);
@@ -736,4 +783,32 @@ fn render(r: &JobRecord) -> String {
         r.stdout,
         r.stderr,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_submission_is_either_written_or_given_up_never_both() {
+        let mark = Mark::new(PENDING);
+        assert!(!mark.written_or_want(), "not written yet: the loop waits");
+        assert_eq!(mark.set_written(), Some(true), "and hears of it");
+        assert!(mark.written_or_want());
+        assert!(!mark.abandon(), "too late to give up");
+
+        let mark = Mark::new(PENDING);
+        assert!(mark.abandon());
+        assert_eq!(mark.set_written(), None, "given up: the job must not run");
+
+        // The two threads racing: exactly one wins, every time.
+        for _ in 0..500 {
+            let mark = Mark::new(WANTED);
+            let other = Arc::clone(&mark);
+            let writer = std::thread::spawn(move || other.set_written());
+            let abandoned = mark.abandon();
+            let written = writer.join().unwrap();
+            assert_ne!(abandoned, written.is_some());
+        }
+    }
 }
