@@ -10,9 +10,10 @@
 #
 # The agent is also measured on a slow disk: every fsync/fdatasync of the agent takes
 # --sync-ms (default 100 ms, what an SD card often gives), injected by strace attached
-# to the agent's one thread that syncs after start-up (the journal thread; a census in
-# the same run counts syncs per thread to show it). Attaching to that thread alone keeps
-# ptrace off the job and loop threads, whose every fork it would otherwise stop.
+# to the agent's threads that sync after start-up (the journal thread, and the job
+# thread while code-bearing requests come; a census in the same run counts syncs per
+# thread to show there are no others). Attaching to those threads alone keeps ptrace off
+# the loop and, for the no_pin figures, the job threads, whose every fork it would stop.
 #
 # usage: bash bench/run.sh [--quick] [--reps N] [--no-pin] [--work-dir DIR]
 #                          [--sync-ms MS] [--no-slow-disk] [--out FILE]
@@ -239,6 +240,7 @@ codes_phase() { # name addr
     [ "$(kv "$out" s200)" = "$CODES_N" ] || die "$1: code-bearing requests not all 200: $out"
     add "$1.code_p50" "$(kv "$out" p50_us)"
     add "$1.code_max" "$(kv "$out" max_us)"
+    add "$1.cold_p50" "$(kv "$out" plain_p50_us)"
     add "$1.chp99" "$(kv "$out" health_p99_us)"
     add "$1.chmax" "$(kv "$out" health_max_us)"
     add "$1.chn" "$(kv "$out" health_n)"
@@ -277,11 +279,12 @@ rep_agent() {
     rm -rf "$d"
 }
 
-# The agent on a slow disk: strace delays every fsync/fdatasync of its journal thread
-# (the only thread that syncs once it serves; see the census). The watchdog is armed
+# The agent on a slow disk: strace delays every fsync/fdatasync of the threads that
+# sync once it serves (the journal thread; a job thread for a code; see the census).
+# The watchdog is armed
 # (WatchdogSec 4 s: a ping every 2 s) and its pings counted meanwhile.
 rep_agent_slow() {
-    local d="$WORK/slow-$1" port pid tid t tracer listener out secs
+    local d="$WORK/slow-$1" port pid tid t tracer listener out secs jobtracers=()
     mkdir -m 700 "$d"
     port=$("$LOADGEN" freeport)
     agent_config "$d" "$port"
@@ -312,13 +315,27 @@ rep_agent_slow() {
         die "slow disk: latency run failed"
     add slow.p50 "$(kv "$out" p50_us)"
     add slow.p99 "$(kv "$out" p99_us)"
+    # A code-bearing job that can start at once has its job thread sync the code:
+    # slow those threads too (the one the latency run left, kept by the codes coming
+    # each second). Not before: tracing them stops every job's every system call.
+    for t in /proc/"$pid"/task/*; do
+        if [ "$(cat "$t/comm" 2>/dev/null)" = job ]; then
+            strace -qq -p "${t##*/}" -o /dev/null -e trace=fsync,fdatasync \
+                -e inject=fsync,fdatasync:delay_enter=$((SYNC_MS * 1000)) &
+            PIDS+=("$!")
+            jobtracers+=("$!")
+        fi
+    done
+    sleep 0.5
     codes_phase slow "127.0.0.1:$port"
     wait "$listener" 2>/dev/null || true
     out=$(cat "$d/notify.out")
     add slow.pings "$(kv "$out" pings)"
     add slow.wdgap "$(kv "$out" max_gap_us)"
-    kill "$tracer" 2>/dev/null || true
-    wait "$tracer" 2>/dev/null || true
+    for t in "$tracer" "${jobtracers[@]}"; do
+        kill "$t" 2>/dev/null || true
+        wait "$t" 2>/dev/null || true
+    done
     stop "$pid"
     rm -rf "$d"
 }
@@ -470,7 +487,7 @@ FS_P50=$(median floor_same.p50) FS_P99=$(median floor_same.p99)
 A_RPS=$(median agent.rps) P_RPS=$(median python.rps)
 A_HP50=$(median agent.hp50) A_HP99=$(median agent.hp99)
 P_HP50=$(median python.hp50) P_HP99=$(median python.hp99)
-A_CODE=$(median agent.code_p50) SYNC_P50=$(median sync.p50)
+A_CODE=$(median agent.code_p50) SYNC_P50=$(median sync.p50) A_COLD=$(median agent.cold_p50)
 A_CHP99=$(median agent.chp99) A_CHMAX=$(median agent.chmax)
 S_P50=$(median slow.p50) S_P99=$(median slow.p99) S_CODE=$(median slow.code_p50)
 S_CHP99=$(median slow.chp99) S_CHMAX=$(median slow.chmax)
@@ -503,6 +520,7 @@ Command: \`bash bench/run.sh${ARGS:+ $ARGS}\` (reps=$REPS, jobs=$JOBS, latency s
 | start-up: exec to first answered request | $(ms "$START_AGENT") | $(ms "$START_WEBHOOK") | $(ms "$START_PYTHON") | webhook/agent $(ratio "$START_WEBHOOK" "$START_AGENT") | | |
 | start-up, socket-activated (LISTEN_FDS) | $(ms "$START_ACT") | | | | | |
 | code-bearing /bin/true, p50 | $(ms "$A_CODE") | | | one sync here $(ms "$SYNC_P50"); agent − floor(same) − sync $(num "$A_CODE" && num "$FS_P50" && num "$SYNC_P50" && ms "$(calc "$A_CODE - $FS_P50 - $SYNC_P50")" || echo n/a) | ≤ floor + one sync + 0.5 ms | $(verdict "$A_CODE <= $FS_P50 + $SYNC_P50 + 500" "$A_CODE") |
+| same, no code, same rhythm (one a second), p50 | $(ms "$A_COLD") | | | code-bearing − this $(num "$A_CODE" && num "$A_COLD" && ms "$(calc "$A_CODE - $A_COLD")" || echo n/a) | ≤ one sync + 0.5 ms | $(verdict "$A_CODE <= $A_COLD + $SYNC_P50 + 500" "$A_CODE") |
 | /health while codes arrive, p99 / max | $(ms "$A_CHP99") / $(ms "$A_CHMAX") ($(median agent.chn) probes) | | | | | |
 
 #### Slow disk: every fsync/fdatasync ${SYNC_MS} ms (medians of $([ "$SLOW" = 1 ] && echo "$((REPS < 3 ? REPS : 3))" || echo 0) runs)
@@ -529,8 +547,10 @@ a few 401s and then 429s. The Python stand-in answers HTTP/1.0 and closes each c
 client reconnects per request (as any client of it would). /health is timed every 2 ms on a 17th
 connection meanwhile. Half-open connections: request line and one header sent, head never ended.
 Code-bearing: \`POST /run {"pin":CODE,"argv":["/bin/true"]}\`, one per 1 s TOTP step (a code is
-accepted once), on one keep-alive connection, 50 ms into the step; /health timed every 2 ms
-on another connection meanwhile. "One sync": a 200-byte write + fdatasync in the work dir.
+accepted once), on one keep-alive connection, 50 ms into the step, and half a second later the
+same without a code ("same rhythm": as cold as the code-bearing one, unlike the back-to-back
+exec figure); /health timed every 2 ms on another connection meanwhile. "One sync": a 200-byte
+write + fdatasync in the work dir.
 EOF
 } | tee "$WORK/report.md"
 [ -n "$OUT" ] && cp "$WORK/report.md" "$OUT"

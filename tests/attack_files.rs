@@ -136,6 +136,10 @@ fn state_file_swapped_for_a_link_is_refused_or_replaced_never_followed() {
             .status,
         200
     );
+    // The state is saved by the journal thread at its next group commit (the code's
+    // step is already in the journal).
+    let saved = || fs::symlink_metadata(&state).is_ok_and(|m| m.is_file());
+    assert!(wait_until(Duration::from_secs(5), saved));
     fs::remove_file(&state).unwrap();
     symlink(&victim, &state).unwrap();
     let r = agent.post_json(
@@ -143,10 +147,7 @@ fn state_file_swapped_for_a_link_is_refused_or_replaced_never_followed() {
         &json!({"pin": agent.fresh_code(), "command": "true"}),
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    // The state is saved by the journal thread, just after the code's own sync.
-    assert!(wait_until(Duration::from_secs(5), || {
-        fs::symlink_metadata(&state).is_ok_and(|m| m.is_file())
-    }));
+    assert!(wait_until(Duration::from_secs(5), saved));
     assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
 
     // At start: a link there stops the agent with the path and the fix.

@@ -146,6 +146,8 @@ enum Op {
         done: Option<(Ticket, Need)>,
     },
     Run(Work, Ticket),
+    /// Work nobody waits for: run at the next group commit.
+    Later(Work),
     /// A job thread appended: sync soon (and compact if due).
     Dirty,
     /// Sync now and answer.
@@ -404,6 +406,13 @@ impl Journal {
         ticket
     }
 
+    /// Runs `work` on the journal thread at its next group commit, when nobody waits
+    /// for it: its disk writes then never share a sync with a code's. A failure is
+    /// logged.
+    pub fn run_later(&self, work: Work) {
+        let _ = self.tx.send(Op::Later(work));
+    }
+
     /// Returns once every line appended before is written and fdatasynced (or the
     /// journal failed and logged why). Blocks: for shutdown and tests, never the loop.
     pub fn sync(&self) {
@@ -495,7 +504,8 @@ impl Writer {
         // Tickets whose lines are written and wait for the next sync.
         let mut to_sync: Vec<Ticket> = Vec::new();
         let mut syncs: Vec<SyncSender<()>> = Vec::new();
-        // When unsynced lines nobody waits for were first seen.
+        let mut later: Vec<Work> = Vec::new();
+        // When unsynced lines (or work) nobody waits for were first seen.
         let mut dirty_since: Option<Instant> = None;
         loop {
             let first = match dirty_since {
@@ -520,6 +530,7 @@ impl Writer {
                     }
                     // After this batch's sync and its reports (below).
                     Op::Run(work, ticket) => works.push((work, ticket)),
+                    Op::Later(work) => later.push(work),
                     Op::Dirty => {}
                     Op::Sync(waiter) => syncs.push(waiter),
                 }
@@ -536,8 +547,11 @@ impl Writer {
                 open.told &= unsynced;
                 unsynced
             };
-            let due = dirty_since.is_some_and(|since| since.elapsed() >= COMMIT_DELAY);
-            if !to_sync.is_empty() || !syncs.is_empty() || (unsynced && due) {
+            // The group commit is due, or a stop wants everything on disk.
+            let due = dirty_since.is_some_and(|since| since.elapsed() >= COMMIT_DELAY)
+                || !syncs.is_empty();
+            let synced = !to_sync.is_empty() || (unsynced && due);
+            if synced {
                 let result = self
                     .shared
                     .sync()
@@ -548,9 +562,6 @@ impl Writer {
                         result: result.clone(),
                     });
                 }
-                dirty_since = None;
-            } else if unsynced && dirty_since.is_none() {
-                dirty_since = Some(Instant::now());
             }
             // Reported before the work runs: a code waiting for its sync must not wait
             // for the auth state's own write, rename and syncs too.
@@ -560,6 +571,19 @@ impl Writer {
                     ticket,
                     result: work(),
                 });
+            }
+            if due {
+                for work in later.drain(..) {
+                    if let Err(err) = work() {
+                        log::error!("{err}");
+                    }
+                }
+            }
+            if synced || due {
+                dirty_since = None;
+            }
+            if dirty_since.is_none() && ((unsynced && !synced) || !later.is_empty()) {
+                dirty_since = Some(Instant::now());
             }
             // Compact before answering, so a finished `sync` sees the file settled.
             let due = {

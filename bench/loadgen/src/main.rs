@@ -24,10 +24,12 @@
 //! loadgen procstat --pid P      RSS (KiB) and threads of P
 //! loadgen freeport              a free loopback TCP port
 //! loadgen codes   --addr A --secret BASE32 [--step 1] [--digits 6] [--n 8] [--body-rest JSON]
-//!                 [--probe-ms 2]
+//!                 [--plain-body JSON] [--probe-ms 2]
 //!     code-bearing requests on one keep-alive connection, one per TOTP time step (each
-//!     step's code is accepted once), `{"pin":CODE,` + body-rest; meanwhile GET /health
-//!     every probe-ms on another connection (0: none)
+//!     step's code is accepted once), `{"pin":CODE,` + body-rest, 50 ms into the step;
+//!     half a step later the plain body (no code) on the same connection, timed as
+//!     `plain_*`: the same request as cold, for comparison; meanwhile GET /health every
+//!     probe-ms on another connection (0: none)
 //! loadgen syncfloor --dir D [--n 50]
 //!     write 200 bytes and fdatasync them in D, n times: what one sync costs there
 //! loadgen notify  --path P --secs S
@@ -831,10 +833,11 @@ fn codes(opts: &Opts) -> io::Result<()> {
     let digits: u32 = opt(opts, "digits", 6)?;
     let n: usize = opt(opts, "n", 8)?;
     let rest = opt_str(opts, "body-rest", r#""argv":["/bin/true"]}"#);
+    let plain = build_request("POST", "/run", opt_str(opts, "plain-body", r#"{"argv":["/bin/true"]}"#));
     let probe_ms: u64 = opt(opts, "probe-ms", 2)?;
     let health = build_request("GET", "/health", "");
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let (times, statuses, probe) = std::thread::scope(|scope| {
+    let (times, plain_times, statuses, probe) = std::thread::scope(|scope| {
         let prober = (probe_ms > 0).then(|| {
             let (health, stop) = (&health, &stop);
             scope.spawn(move || {
@@ -853,6 +856,7 @@ fn codes(opts: &Opts) -> io::Result<()> {
         });
         let mut client = Client::new(addr);
         let mut times = Vec::with_capacity(n);
+        let mut plain_times = Vec::with_capacity(n);
         let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
         let mut last_step = 0;
         for _ in 0..n {
@@ -879,15 +883,26 @@ fn codes(opts: &Opts) -> io::Result<()> {
                 }
                 Err(e) => eprintln!("loadgen codes: {e}"),
             }
+            let half = at + Duration::from_millis(step_s * 500);
+            if let Some(wait) = half.checked_sub(unix_now()) {
+                std::thread::sleep(wait);
+            }
+            let t0 = Instant::now();
+            match client.request(&plain) {
+                Ok(r) if r.status == 200 => plain_times.push(micros(t0.elapsed())),
+                Ok(r) => eprintln!("loadgen codes: plain request answered {}", r.status),
+                Err(e) => eprintln!("loadgen codes: {e}"),
+            }
         }
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         let probe = prober.map(|p| p.join().unwrap_or_default()).unwrap_or_default();
-        (times, statuses, probe)
+        (times, plain_times, statuses, probe)
     });
     let mix: Vec<String> = statuses.iter().map(|(k, v)| format!("s{k}={v}")).collect();
     println!(
-        "{} {} {} health_bad={}",
+        "{} {} {} {} health_bad={}",
         summary("", times),
+        summary("plain_", plain_times),
         mix.join(" "),
         summary("health_", probe.0),
         probe.1
