@@ -217,8 +217,8 @@ fn a_no_pin_job_lost_in_a_crash_leaves_no_half_record() {
         let id = name.trim_start_matches("agent-").trim_end_matches(".txt");
         assert!(ids.contains(id), "result file {name} has no record");
     }
-    // A process started in the instant before its start line reached the journal is
-    // not known to the next start (the known limit in SECURITY.md): clean up after it.
+    // A process killed with the agent in its first 5 ms, before its group was journaled,
+    // is not known to the next start (the known limit in SECURITY.md): clean up.
     for pid in sleepers(nap) {
         unsafe_kill(pid, 9);
     }

@@ -18,6 +18,8 @@ use crate::sys::{self, clock};
 
 /// Longest single wait, so a cancel request is noticed within this time.
 const POLL_SLICE: Duration = Duration::from_millis(100);
+/// How long a child runs before `on_start` reports its group (see [`run`]).
+const FIRST_LOOK: Duration = Duration::from_millis(5);
 /// Wait between `waitpid` probes when the kernel has no pidfd (before Linux 5.3).
 const NO_PIDFD_SLICE: Duration = Duration::from_millis(10);
 /// Wait between checks for leftover group members after the main child ended.
@@ -150,8 +152,10 @@ pub fn end_group(pgid: u32, grace: Duration) -> bool {
     }
 }
 
-/// Runs one job to the end. `on_start(pid)` is called right after the spawn; the pid is
-/// also the process group id. When this returns, no process of that group is alive
+/// Runs one job to the end. `on_start(pid)` is called once the child has run for
+/// [`FIRST_LOOK`] (or sooner, when it has output) and is still there, or has left
+/// processes in its group; the pid is also the process group id. A job over before
+/// that has no group for anyone to record, and skips the cost of recording it. When this returns, no process of that group is alive
 /// (see [`run`]'s notes on `setsid` below for the one thing a group cannot reach).
 ///
 /// Ending rules:
@@ -189,7 +193,7 @@ fn run_with(
             return Outcome::without_process(Ending::SpawnFailed(message), started_ms);
         }
     };
-    on_start(job.pid);
+    let mut on_start = Some(on_start);
 
     let deadline = Instant::now().checked_add(spec.timeout);
     // Set once we sent SIGTERM for a timeout or cancel: why, and when SIGKILL is due.
@@ -234,10 +238,27 @@ fn run_with(
             next = Some(give_up);
         }
         let wait = next.map_or(POLL_SLICE, |t| t.saturating_duration_since(now));
-        job.step(wait.min(POLL_SLICE));
+        let slice = if on_start.is_some() {
+            FIRST_LOOK
+        } else {
+            POLL_SLICE
+        };
+        job.step(wait.min(slice));
+        if !job.exited
+            && let Some(report) = on_start.take()
+        {
+            report(job.pid);
+        }
     }
 
     job.drain();
+    // The main process is gone but others of its group may be left: those must be
+    // findable after a crash while they are ended.
+    if let Some(report) = on_start.take()
+        && sys::group_running(job.pid)
+    {
+        report(job.pid);
+    }
     let kill_at = stopping.as_ref().map(|(_, at)| *at);
     job.clear_group(kill_at, killed_at.is_some(), spec.kill_grace);
     job.drain();
@@ -584,20 +605,26 @@ mod tests {
 
     #[test]
     fn echo_exits_zero_with_output() {
-        let mut seen = 0;
-        let out = run(
-            &spec(&["/bin/echo", "hi"]),
-            &AtomicBool::new(false),
-            |pid| seen = pid,
-        );
+        let out = go(&spec(&["/bin/echo", "hi"]));
         assert_eq!(out.ending, Ending::Exited(0));
         assert_eq!(out.exit_code, Some(0));
         assert_eq!(out.signal, None);
         assert_eq!(out.stdout, "hi\n");
         assert_eq!(out.stderr, "");
         assert!(!out.truncated);
-        assert!(seen > 1);
         assert!(out.finished_ms >= out.started_ms);
+    }
+
+    #[test]
+    fn a_job_still_running_after_the_first_look_reports_its_group() {
+        let mut seen = 0;
+        let out = run(
+            &spec(&["/bin/sleep", "0.3"]),
+            &AtomicBool::new(false),
+            |pid| seen = pid,
+        );
+        assert_eq!(out.ending, Ending::Exited(0));
+        assert!(seen > 1);
     }
 
     #[test]
@@ -869,7 +896,7 @@ mod tests {
     fn process_group_is_child_pid() {
         let mut pid = 0;
         let out = run(
-            &sh("echo $$; cut -d' ' -f5 /proc/$$/stat"),
+            &sh("echo $$; cut -d' ' -f5 /proc/$$/stat; sleep 0.1"),
             &AtomicBool::new(false),
             |p| pid = p,
         );

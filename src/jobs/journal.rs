@@ -165,8 +165,9 @@ struct Open {
     compact_at: usize,
     /// A write failed and may have left half a line behind.
     torn: bool,
-    /// The journal thread was told there is something to sync.
+    /// The journal thread was told there is something to sync, or to compact.
     told: bool,
+    told_compact: bool,
 }
 
 struct Shared {
@@ -183,7 +184,8 @@ impl Shared {
     }
 
     /// Appends `bytes` (`lines` whole lines) in one write; returns whether the journal
-    /// thread must be told (first unsynced append since its last sync).
+    /// thread must be told (first unsynced append since its last sync, or the file is
+    /// due for a compaction).
     fn append(&self, bytes: &[u8], lines: usize) -> io::Result<bool> {
         let mut open = self.lock();
         // After a failed write, end the fragment so the next line stands alone.
@@ -201,7 +203,10 @@ impl Shared {
         open.torn = false;
         open.appended += 1;
         open.lines += lines;
-        Ok(!std::mem::replace(&mut open.told, true))
+        let sync = !std::mem::replace(&mut open.told, true);
+        let compact =
+            open.lines >= open.compact_at && !std::mem::replace(&mut open.told_compact, true);
+        Ok(sync || compact)
     }
 
     /// One `fdatasync` for everything appended so far, by anyone; the lock is not held
@@ -297,6 +302,7 @@ impl Journal {
                 compact_at: next_compaction(lines, history),
                 torn: false,
                 told: false,
+                told_compact: false,
             }),
             path: path.clone(),
             history,
@@ -665,6 +671,7 @@ impl Writer {
             Err(err) => log::error!("cannot compact the journal: {err}"),
         }
         open.compact_at = next_compaction(open.lines, self.shared.history);
+        open.told_compact = false;
     }
 }
 
