@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::check;
-use super::enrol;
+use super::enrol::{self, Enrolment, Label};
 use super::starter::StarterPaths;
 use crate::audit::LOG_MODE;
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
@@ -93,7 +93,7 @@ impl Options {
 
 /// Installs (or updates) the agent. Returns the number of problems `check` found: 0
 /// means installed; otherwise nothing past the config was touched.
-pub fn install(opts: &Options, account: &str, issuer: &str) -> Result<usize, String> {
+pub fn install(opts: &Options, label: &Label) -> Result<usize, String> {
     opts.needs_root()?;
     let config = opts.under(CONFIG);
 
@@ -113,9 +113,9 @@ pub fn install(opts: &Options, account: &str, issuer: &str) -> Result<usize, Str
             &config,
             &opts.root,
             &StarterPaths::system(),
-            account,
-            issuer,
+            label,
             false,
+            &Enrolment::Show,
         )?;
     }
 
