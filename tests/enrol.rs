@@ -187,3 +187,17 @@ fn qr_shows_a_saved_uri_and_refuses_open_or_bogus_files() {
     assert_eq!(out.code, 1, "{out:?}");
     assert_eq!(run(&["qr"]).code, 2);
 }
+
+#[test]
+fn install_into_an_image_names_the_phone_entry_after_the_image_host() {
+    let dir = TempDir::new("image-host");
+    let root = dir.path().join("sd");
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(root.join("etc/hostname"), "pi4\n").unwrap();
+    let out = run(&["install", "--root", path(&root)]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("otpauth://totp/sudo-agent:pi4?secret="),
+        "{out:?}"
+    );
+}

@@ -92,7 +92,12 @@ fn execute(command: Command) -> Result<i32, String> {
             issuer,
             force,
             enrolment,
-        } => init(&config, &label(account, issuer), force, &enrolment)?,
+        } => init(
+            &config,
+            &label(account, issuer, Path::new("/")),
+            force,
+            &enrolment,
+        )?,
         Command::Code { config } => {
             let (cfg, key) = load_with_secret(&config)?;
             println!("{}", totp::code_at(&key, clock::now_unix(), &cfg.totp));
@@ -118,7 +123,8 @@ fn execute(command: Command) -> Result<i32, String> {
             account,
             issuer,
         } => {
-            let problems = deploy::install(&options, &label(account, issuer))?;
+            let label = label(account, issuer, &options.root);
+            let problems = deploy::install(&options, &label)?;
             return Ok(i32::from(problems > 0));
         }
         Command::Uninstall { options, purge } => deploy::uninstall(&options, purge)?,
@@ -157,13 +163,18 @@ fn check(config: &Path) -> i32 {
     }
 }
 
-/// The phone entry's name; the account is this machine's host name unless given, so the
-/// entries of many boxes read `sudo-agent:jetson`, `sudo-agent:pi4`, ...
-fn label(account: Option<String>, issuer: String) -> Label {
+/// The phone entry's name; the account is the box's host name unless given, so the
+/// entries of many boxes read `sudo-agent:jetson`, `sudo-agent:pi4`, ... The box is this
+/// machine, or for `install --root DIR` the image's `etc/hostname` ("root" if it has none).
+fn label(account: Option<String>, issuer: String, root: &Path) -> Label {
+    let host = || match root == Path::new("/") {
+        true => sys::host_name(),
+        false => fs::read_to_string(root.join("etc/hostname"))
+            .ok()
+            .and_then(|text| text.split_whitespace().next().map(String::from)),
+    };
     Label {
-        account: account
-            .or_else(sys::host_name)
-            .unwrap_or_else(|| "root".into()),
+        account: account.or_else(host).unwrap_or_else(|| "root".into()),
         issuer,
     }
 }
