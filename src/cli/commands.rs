@@ -180,14 +180,17 @@ fn label(account: Option<String>, issuer: String, root: &Path) -> Label {
 }
 
 /// Writes the starter config (if absent) and a new secret (unless present and not
-/// `force`), then shows it as `enrolment` says.
+/// `force`), then shows it as `enrolment` says; a new secret reaches the agent's units.
 fn init(config: &Path, label: &Label, force: bool, enrolment: &Enrolment) -> Result<(), String> {
     let dir = parent_or_dot(config);
     let paths = StarterPaths {
         secret_file: std::path::absolute(dir.join("secret")).unwrap_or_else(|_| dir.join("secret")),
         ..StarterPaths::system()
     };
-    deploy::init(config, Path::new("/"), &paths, label, force, enrolment)
+    if deploy::init(config, Path::new("/"), &paths, label, force, enrolment)? {
+        deploy::restart_for_new_secret();
+    }
+    Ok(())
 }
 
 /// A throwaway agent: temp dir, new secret, demo policy, served until Ctrl-C.

@@ -29,7 +29,7 @@ pub enum Enrolment {
 /// Writes the starter config at `config` if it is absent (its paths as `paths` say),
 /// then a new secret unless one exists and not `force`, and shows it as `enrolment`
 /// says. `root` is where the config's own paths live on disk: "/", or the tree
-/// `install --root` fills.
+/// `install --root` fills. Returns whether it made a new secret.
 pub fn init(
     config: &Path,
     root: &Path,
@@ -37,7 +37,7 @@ pub fn init(
     label: &Label,
     force: bool,
     enrolment: &Enrolment,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let dir = files::parent_or_dot(config);
     fs::DirBuilder::new()
         .recursive(true)
@@ -62,7 +62,7 @@ pub fn init(
             Ok(_) => {}
             Err(err) => println!("warning: {err}\n(run: sudo-agent check)"),
         }
-        return Ok(());
+        return Ok(false);
     }
     let cfg = loaded?;
     let secret = &cfg.secret_file;
@@ -77,7 +77,8 @@ pub fn init(
                 println!("made a new secret {} (not shown)", secret.display());
                 key
             };
-            write_uri_file(path, &label.uri(&key, &cfg))
+            write_uri_file(path, &label.uri(&key, &cfg))?;
+            Ok(!keep)
         }
         // Show (ConfigOnly returned above).
         _ if keep => {
@@ -85,12 +86,12 @@ pub fn init(
                 "kept the existing secret {} (use --force to make a new one; the old phone entry then stops working)",
                 secret.display()
             );
-            Ok(())
+            Ok(false)
         }
         _ => {
             let key = new_secret(secret)?;
             print_enrolment(&key, label, &cfg);
-            Ok(())
+            Ok(true)
         }
     }
 }

@@ -11,5 +11,7 @@ pub(crate) use self::check::check;
 pub(crate) use self::enrol::{
     Enrolment, Label, init, print_enrolment, show_uri_file, write_config,
 };
-pub(crate) use self::install::{Options as InstallOptions, install, uninstall};
+pub(crate) use self::install::{
+    Options as InstallOptions, install, restart_for_new_secret, uninstall,
+};
 pub(crate) use self::starter::{StarterPaths, starter_config};

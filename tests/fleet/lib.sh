@@ -51,3 +51,76 @@ ensure_base() {
     fi
     flock -u 9
 }
+
+# Containers of this run live under $WORK (set by start_fleet); cleanup_fleet stops
+# every one of them, unmounts their overlays and removes $WORK, also after a failure.
+WORK=""
+CONTAINERS=()
+
+start_fleet() {
+    WORK=$(mktemp -d /tmp/sudo-agent-fleet.XXXXXX)
+    trap cleanup_fleet EXIT
+    trap 'exit 130' INT TERM
+}
+
+# boot NAME [systemd-nspawn options...]: a copy-on-write overlay of the cached tree
+# with its own host name and its own SSH host keys, booted until systemd is up.
+boot() {
+    local name=$1 dir="$WORK/$1"
+    shift
+    mkdir -p "$dir/upper" "$dir/work" "$dir/root"
+    mount -t overlay overlay \
+        -o "lowerdir=$BASE,upperdir=$dir/upper,workdir=$dir/work" "$dir/root"
+    CONTAINERS+=("$name")
+    echo "$name" >"$dir/root/etc/hostname"
+    ssh-keygen -q -A -f "$dir/root"
+    systemd-nspawn -b -D "$dir/root" --register=no --keep-unit -M "$name" "$@" \
+        >"$dir/console.log" 2>&1 </dev/null &
+    echo $! >"$dir/nspawn.pid"
+    local leader="" i
+    for i in $(seq 100); do
+        leader=$(pgrep -P "$(cat "$dir/nspawn.pid")" -x systemd || true)
+        [ -n "$leader" ] && break
+        sleep 0.1
+    done
+    [ -n "$leader" ] || { tail -n 20 "$dir/console.log" >&2; fail "container $name did not start"; }
+    echo "$leader" >"$dir/leader"
+    local state
+    state=$(in_ "$name" timeout 120 systemctl is-system-running --wait || true)
+    case "$state" in
+        running | degraded) ;;
+        *) tail -n 20 "$dir/console.log" >&2; fail "container $name: systemd is $state" ;;
+    esac
+}
+
+# in_ NAME COMMAND...: runs COMMAND inside the container (all its namespaces), with a
+# clean environment as a login would have.
+in_() {
+    local name=$1
+    shift
+    nsenter -t "$(cat "$WORK/$name/leader")" -a \
+        env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+        HOME=/root "$@"
+}
+
+# The container's root directory as seen from here.
+root_of() { echo "$WORK/$1/root"; }
+
+cleanup_fleet() {
+    local rc=$? name pid i
+    for name in "${CONTAINERS[@]}"; do
+        pid=$(cat "$WORK/$name/nspawn.pid" 2>/dev/null || true)
+        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+            # nspawn asks the container's systemd to power off, then waits for it.
+            kill -TERM "$pid" 2>/dev/null || true
+            for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+    for name in "${CONTAINERS[@]}"; do
+        mountpoint -q "$WORK/$name/root" && umount "$WORK/$name/root"
+    done
+    [ -n "$WORK" ] && rm -rf "$WORK"
+    CONTAINERS=()
+    return $rc
+}
