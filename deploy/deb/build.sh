@@ -144,6 +144,8 @@ EOF
     chmod 0644 "$stage/DEBIAN/md5sums" "$stage/DEBIAN/control"
     find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
     out="dist/sudo-agent_${deb_version}_$arch.deb"
+    # One package per architecture in dist/, so a rollout cannot pick a stale one.
+    rm -f dist/sudo-agent_*_"$arch".deb
     dpkg-deb --root-owner-group -Zxz --build "$stage" "$out" >/dev/null
     printf '%s: %s bytes\n' "$out" "$(stat -c %s "$out")"
 done

@@ -6,7 +6,8 @@
 
 CACHE=${SUDO_AGENT_CI_CACHE:-/var/cache/sudo-agent-ci}
 SUITE=bookworm
-INCLUDE=systemd,systemd-sysv,dbus,openssh-server,python3
+# sudo: the fleet logs in as an ordinary user and becomes root, as on a Pi.
+INCLUDE=systemd,systemd-sysv,dbus,openssh-server,python3,sudo
 BASE="$CACHE/$SUITE-minbase"
 
 say() { printf '  %s\n' "$*"; }
@@ -24,27 +25,27 @@ debian_mirror() {
     echo "${uri:-http://deb.debian.org/debian}"
 }
 
-# The bootstrapped tree, built once per machine (a stamp names what it holds; a
-# lock keeps two runs from building it at once). Host keys are removed from it: each
-# container makes its own.
+# The bootstrapped tree, built once per machine (a stamp beside it names what it
+# holds; a lock keeps two runs from building it at once). Host keys are removed from
+# it: each container makes its own.
 ensure_base() {
     local stamp="$SUITE minbase $INCLUDE"
     mkdir -p "$CACHE"
     exec 9>"$CACHE/lock"
     flock 9
-    if [ "$(cat "$BASE/.sudo-agent-ci" 2>/dev/null)" != "$stamp" ]; then
+    if [ ! -d "$BASE" ] || [ "$(cat "$BASE.stamp" 2>/dev/null)" != "$stamp" ]; then
         local mirror t0=$SECONDS
         mirror=$(debian_mirror)
         say "debootstrap $SUITE from $mirror into $BASE (once; later runs reuse it)"
-        rm -rf "$BASE.tmp" "$BASE"
+        rm -rf "$BASE.tmp" "$BASE" "$BASE.stamp"
         debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$BASE.tmp" "$mirror" \
             >"$CACHE/debootstrap.log" 2>&1 ||
             { tail -n 20 "$CACHE/debootstrap.log" >&2; fail "debootstrap failed (log: $CACHE/debootstrap.log)"; }
         rm -f "$BASE.tmp"/etc/ssh/ssh_host_*
         # Empty: systemd makes a fresh machine id in each container at boot.
         : >"$BASE.tmp/etc/machine-id"
-        echo "$stamp" >"$BASE.tmp/.sudo-agent-ci"
         mv "$BASE.tmp" "$BASE"
+        echo "$stamp" >"$BASE.stamp"
         say "debootstrap took $((SECONDS - t0)) s"
     else
         say "reusing $BASE"
@@ -85,11 +86,18 @@ boot() {
     done
     [ -n "$leader" ] || { tail -n 20 "$dir/console.log" >&2; fail "container $name did not start"; }
     echo "$leader" >"$dir/leader"
-    local state
-    state=$(in_ "$name" timeout 120 systemctl is-system-running --wait || true)
+    # Until its bus is up, systemctl cannot ask; then --wait waits for the boot.
+    local state=""
+    for i in $(seq 240); do
+        state=$(in_ "$name" timeout 120 systemctl is-system-running --wait 2>/dev/null || true)
+        case "$state" in
+            running | degraded) break ;;
+        esac
+        sleep 0.5
+    done
     case "$state" in
         running | degraded) ;;
-        *) tail -n 20 "$dir/console.log" >&2; fail "container $name: systemd is $state" ;;
+        *) tail -n 20 "$dir/console.log" >&2; fail "container $name: systemd is ${state:-not answering}" ;;
     esac
 }
 
