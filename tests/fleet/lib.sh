@@ -78,8 +78,8 @@ boot() {
     systemd-nspawn -b -D "$dir/root" --register=no --keep-unit -M "$name" "$@" \
         >"$dir/console.log" 2>&1 </dev/null &
     echo $! >"$dir/nspawn.pid"
-    local leader="" i
-    for i in $(seq 100); do
+    local leader=""
+    for _ in $(seq 100); do
         leader=$(pgrep -P "$(cat "$dir/nspawn.pid")" -x systemd || true)
         [ -n "$leader" ] && break
         sleep 0.1
@@ -88,7 +88,7 @@ boot() {
     echo "$leader" >"$dir/leader"
     # Until its bus is up, systemctl cannot ask; then --wait waits for the boot.
     local state=""
-    for i in $(seq 240); do
+    for _ in $(seq 240); do
         state=$(in_ "$name" timeout 120 systemctl is-system-running --wait 2>/dev/null || true)
         case "$state" in
             running | degraded) break ;;
@@ -115,20 +115,27 @@ in_() {
 root_of() { echo "$WORK/$1/root"; }
 
 cleanup_fleet() {
-    local rc=$? name pid i
+    local rc=$? name pid
     for name in "${CONTAINERS[@]}"; do
         pid=$(cat "$WORK/$name/nspawn.pid" 2>/dev/null || true)
         if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
             # nspawn asks the container's systemd to power off, then waits for it.
             kill -TERM "$pid" 2>/dev/null || true
-            for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+            for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
             kill -KILL "$pid" 2>/dev/null || true
         fi
     done
     for name in "${CONTAINERS[@]}"; do
         mountpoint -q "$WORK/$name/root" && umount "$WORK/$name/root"
     done
-    [ -n "$WORK" ] && rm -rf "$WORK"
+    # Ansible's SSH connection masters (ControlPersist) of this run.
+    local sock
+    for sock in "$WORK"/ansible/cp/*; do
+        [ -S "$sock" ] && ssh -o ControlPath="$sock" -O exit fleet >/dev/null 2>&1
+    done
+    # Never into a mount that is still there (the cached tree lies below it).
+    [ -n "$WORK" ] && rm -rf --one-file-system "$WORK"
     CONTAINERS=()
+    WORK=""
     return $rc
 }
