@@ -32,7 +32,7 @@ maintainer=${DEB_MAINTAINER:-$(git log -1 --format='%an <%ae>' 2>/dev/null || tr
 [ -n "$maintainer" ] || { echo "set DEB_MAINTAINER='Name <email>'" >&2; exit 1; }
 # Reproducible: file dates and the changelog date are the commit's.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
-first=$(git log --reverse --format=%cd --date=format:%Y 2>/dev/null | head -n 1)
+first=$(git log --max-parents=0 --format=%cd --date=format:%Y HEAD 2>/dev/null | tail -n 1)
 last=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y)
 years=${first:-$last}
 [ "$years" = "$last" ] || years="$years-$last"

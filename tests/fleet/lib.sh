@@ -128,6 +128,14 @@ cleanup_fleet() {
     for name in "${CONTAINERS[@]}"; do
         mountpoint -q "$WORK/$name/root" && umount "$WORK/$name/root"
     done
+    # FLEET_LOGS=DIR keeps the playbook logs and the containers' consoles.
+    if [ -n "${FLEET_LOGS:-}" ] && [ -n "$WORK" ]; then
+        mkdir -p "$FLEET_LOGS"
+        cp "$WORK"/ansible/*.log "$FLEET_LOGS"/ 2>/dev/null || true
+        for name in "${CONTAINERS[@]}"; do
+            cp "$WORK/$name/console.log" "$FLEET_LOGS/console-$name.log" 2>/dev/null || true
+        done
+    fi
     # Ansible's SSH connection masters (ControlPersist) of this run.
     local sock
     for sock in "$WORK"/ansible/cp/*; do

@@ -79,7 +79,8 @@ deb_phase() {
         dpkg-deb --contents "$deb"
         expect "$arch: Architecture" "^$arch$" "$(dpkg-deb -f "$deb" Architecture)"
         local file
-        file=$(dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/bin/sudo-agent | file -)
+        dpkg-deb -x "$deb" "$WORK/unpacked-$arch"
+        file=$(file "$WORK/unpacked-$arch/usr/bin/sudo-agent")
         case $arch in
             arm64) expect "$arch: binary" "ARM aarch64.*(statically|static-pie) linked" "$file" ;;
             amd64) expect "$arch: binary" "x86-64.*(statically|static-pie) linked" "$file" ;;
@@ -278,13 +279,17 @@ EOF
     done
     expect "the check's reason is in the output" "absolute path" "$(cat "$WORK/ansible/run3.log")"
 
-    step "run 4: a changed policy lands and restarts the agent"
+    step "run 4: a changed policy lands and restarts the agents; box2 moves to another port"
     cat >"$WORK/new-policy.yml" <<'EOF'
 sudo_agent_rules:
   - {name: disk, argv: [/usr/bin/df, -h, "**"]}
   - {name: whoami, argv: [/usr/bin/id, -un], no_pin: true}
 EOF
+    local old_port=${AGENT_PORT[box2]}
+    AGENT_PORT[box2]=$(free_port)
+    sed -i "s/127.0.0.1:$old_port\"/127.0.0.1:${AGENT_PORT[box2]}\"/" "$inventory"
     playbook 4 -e "@$WORK/new-policy.yml" || true
+    expect "box2's old port is closed" "^000 " "$(http box2 GET "http://127.0.0.1:$old_port/health")"
     for name in "${hosts[@]}"; do
         expect "$name changed" "^$name +: ok=[0-9]+ +changed=[1-9][0-9]* +unreachable=0 +failed=0 " "$(recap 4 "$name")"
         expect "$name: the new rule is live" '^200 .*"stdout":"root\\n"' \
