@@ -13,7 +13,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use super::check;
 use super::enrol::{self, Enrolment, Label};
@@ -194,11 +194,16 @@ pub fn restart_for_new_secret() {
         root: PathBuf::from("/"),
         dry_run: false,
     };
+    if !Path::new("/run/systemd/system").is_dir() {
+        return;
+    }
+    // (Quiet: on a box without the units systemctl complains that they do not exist.)
     let enabled = Command::new("systemctl")
         .args(["is-enabled", "--quiet", SOCKET_UNIT])
+        .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !Path::new("/run/systemd/system").is_dir() || !enabled {
+    if !enabled {
         return;
     }
     for args in [
