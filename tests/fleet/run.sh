@@ -81,9 +81,17 @@ deb_phase() {
         local file
         dpkg-deb -x "$deb" "$WORK/unpacked-$arch"
         file=$(file "$WORK/unpacked-$arch/usr/bin/sudo-agent")
+        local bin="$WORK/unpacked-$arch/usr/bin/sudo-agent"
         case $arch in
-            arm64) expect "$arch: binary" "ARM aarch64.*(statically|static-pie) linked" "$file" ;;
-            amd64) expect "$arch: binary" "x86-64.*(statically|static-pie) linked" "$file" ;;
+            arm64)
+                expect "$arch: binary" "ARM aarch64.*(statically|static-pie) linked" "$file"
+                command -v qemu-aarch64-static >/dev/null || skip "qemu-aarch64-static is missing (apt-get install qemu-user-static)"
+                expect "$arch: runs (qemu)" "^sudo-agent $VERSION$" "$(qemu-aarch64-static "$bin" --version)"
+                ;;
+            amd64)
+                expect "$arch: binary" "x86-64.*(statically|static-pie) linked" "$file"
+                expect "$arch: runs" "^sudo-agent $VERSION$" "$("$bin" --version)"
+                ;;
         esac
         for unit in systemd/*; do
             expect "$arch: packages $unit" "usr/lib/systemd/system/${unit#systemd/}$" "$(dpkg-deb --contents "$deb")"
