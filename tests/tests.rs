@@ -21,6 +21,8 @@ mod attack_resources;
 mod auth_and_policy;
 /// Start-up refusals, `check`, `init` and `demo`.
 mod config_cli;
+/// Enrolling a fleet: `init --uri-file`, `init --config-only`, `qr`.
+mod enrol;
 /// The Asterisk and Home Assistant examples against a real agent.
 mod examples;
 /// Every fuzz corpus file replayed through the fuzz targets' checks.

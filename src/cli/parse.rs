@@ -8,7 +8,7 @@ use super::flags::Flags;
 use crate::clients::run::{Pin, ReplyFormat, RunArgs, What};
 use crate::clients::{Client, default_url};
 use crate::config::{DEFAULT_CONFIG_PATH, DEFAULT_LISTEN};
-use crate::deploy::InstallOptions;
+use crate::deploy::{Enrolment, InstallOptions};
 
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,9 +23,11 @@ pub enum Command {
     },
     Init {
         config: PathBuf,
-        account: String,
+        /// `None`: this machine's host name, so one phone tells many boxes apart.
+        account: Option<String>,
         issuer: String,
         force: bool,
+        enrolment: Enrolment,
     },
     Code {
         config: PathBuf,
@@ -39,7 +41,7 @@ pub enum Command {
     },
     Install {
         options: InstallOptions,
-        account: String,
+        account: Option<String>,
         issuer: String,
     },
     Uninstall {
@@ -49,6 +51,9 @@ pub enum Command {
     Run(RunArgs),
     Mcp {
         url: String,
+    },
+    Qr {
+        files: Vec<PathBuf>,
     },
 }
 
@@ -64,12 +69,14 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let mut config = PathBuf::from(DEFAULT_CONFIG_PATH);
     let mut url = default_url();
     let mut listen = DEFAULT_LISTEN;
-    let mut account = String::from("root");
+    let mut account = None;
     let mut issuer = String::from("sudo-agent");
     let mut force = false;
     let mut root = PathBuf::from("/");
     let mut dry_run = false;
     let mut purge = false;
+    let mut uri_file = None;
+    let mut config_only = false;
     let mut positional = Vec::new();
     let mut given: Vec<&str> = Vec::new();
     let mut flags = Flags::new(rest);
@@ -88,7 +95,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     format!("--listen {text} is not an address like 127.0.0.1:9999")
                 })?;
             }
-            "--account" => account = value("--account")?,
+            "--account" => account = Some(value("--account")?),
             "--issuer" => issuer = value("--issuer")?,
             "--force" => force = true,
             "--root" => {
@@ -102,6 +109,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             }
             "--dry-run" => dry_run = true,
             "--purge" => purge = true,
+            "--uri-file" => uri_file = Some(PathBuf::from(value("--uri-file")?)),
+            "--config-only" => config_only = true,
             "--url" => url = value("--url")?,
             other if other.starts_with('-') && other.len() > 1 => {
                 return Err(format!("unknown option {other}"));
@@ -119,6 +128,17 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             account,
             issuer,
             force,
+            enrolment: match (uri_file, config_only) {
+                (Some(_), true) => {
+                    return Err("--config-only makes no secret, so no URI file; pick one".into());
+                }
+                (Some(path), false) => Enrolment::UriFile(path),
+                (None, true) if force => {
+                    return Err("--config-only makes no secret; leave out --force".into());
+                }
+                (None, true) => Enrolment::ConfigOnly,
+                (None, false) => Enrolment::Show,
+            },
         },
         "code" => Command::Code { config },
         "install" => Command::Install {
@@ -132,6 +152,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         },
         "check" => Command::Check { config },
         "mcp" => Command::Mcp { url },
+        "qr" if positional.is_empty() => {
+            return Err("qr takes the URI file(s) to show: sudo-agent qr FILE...".into());
+        }
+        "qr" => Command::Qr {
+            files: positional.iter().map(PathBuf::from).collect(),
+        },
         "verify" => {
             let [code] = positional.as_slice() else {
                 return Err("verify takes exactly one CODE".into());
@@ -143,12 +169,20 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
         other => return Err(format!("unknown command {other}")),
     };
-    if !positional.is_empty() && !matches!(command, Command::Verify { .. }) {
+    if !positional.is_empty() && !matches!(command, Command::Verify { .. } | Command::Qr { .. }) {
         return Err(format!("unexpected argument {}", positional[0]));
     }
     let allowed: &[&str] = match command {
         Command::Demo { .. } => &["--listen"],
-        Command::Init { .. } => &["--config", "--account", "--issuer", "--force"],
+        Command::Init { .. } => &[
+            "--config",
+            "--account",
+            "--issuer",
+            "--force",
+            "--uri-file",
+            "--config-only",
+        ],
+        Command::Qr { .. } => &[],
         Command::Install { .. } => &["--root", "--dry-run", "--account", "--issuer"],
         Command::Uninstall { .. } => &["--root", "--dry-run", "--purge"],
         Command::Mcp { .. } => &["--url"],
@@ -303,7 +337,7 @@ mod tests {
                     root: "/mnt/sd".into(),
                     dry_run: true
                 },
-                account: "root".into(),
+                account: None,
                 issuer: "sudo-agent".into(),
             }
         );

@@ -75,7 +75,17 @@ pub fn group_running(pgid: u32) -> bool {
 /// This boot's random id (`/proc/sys/kernel/random/boot_id`). A process group id written
 /// down under another boot means nothing now: after a reboot it may name a stranger.
 pub fn boot_id() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+    kernel_value("random/boot_id")
+}
+
+/// This machine's host name (`/proc/sys/kernel/hostname`, what `hostname` prints).
+pub fn host_name() -> Option<String> {
+    kernel_value("hostname")
+}
+
+/// A one-line value under /proc/sys/kernel, trimmed; `None` if unreadable or empty.
+fn kernel_value(name: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
         .ok()
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
@@ -119,6 +129,8 @@ mod tests {
     #[test]
     fn boot_id_and_start_ticks() {
         assert_eq!(boot_id().map(|b| b.len()), Some(36));
+        let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(host_name().as_deref(), Some(name.trim()));
         let me = start_ticks(std::process::id()).unwrap();
         assert!(me > 0);
         assert_eq!(start_ticks(std::process::id()), Some(me));
