@@ -308,6 +308,7 @@ impl Routes {
             uid,
             gid,
             cwd: rule.cwd.clone(),
+            umask: rule.umask,
             timeout: Duration::from_secs(rule.timeout_s.unwrap_or(jobs.timeout_s)),
             kill_grace: Duration::from_secs(jobs.kill_grace_s),
             max_output_bytes: rule.max_output_bytes.unwrap_or(jobs.max_output_bytes),
