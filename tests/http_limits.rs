@@ -20,8 +20,8 @@ fn malformed_bodies_get_400_and_the_agent_lives_on() {
     let cases: &[(&str, &str)] = &[
         ("{not json", "malformed JSON"),
         ("", "malformed JSON"),
-        (r#"{"pin": 123456, "command": "uptime"}"#, "invalid type"),
-        (r#"{"command": ["uptime"]}"#, "invalid type"),
+        (r#"{"pin": 123456, "command": "uptime"}"#, "pin must be a string"),
+        (r#"{"command": ["uptime"]}"#, "command must be a string"),
         (
             r#"{"command": "uptime", "argv": ["uptime"]}"#,
             "exactly one",
