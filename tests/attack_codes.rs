@@ -207,8 +207,14 @@ fn codes_in_the_wrong_shape_are_never_echoed_and_are_spent() {
         codes.push(code);
     }
     let (log, stderr) = (agent.log(), agent.stderr());
-    assert!(log.contains(": pin must be a string (the code as text"), "{log}");
-    assert!(log.contains("INVALID PIN attempt for command: echo hi"), "{log}");
+    assert!(
+        log.contains(": pin must be a string (the code as text"),
+        "{log}"
+    );
+    assert!(
+        log.contains("INVALID PIN attempt for command: echo hi"),
+        "{log}"
+    );
     for code in &codes {
         let number = code.trim_start_matches('0');
         for text in [&log, &stderr] {

@@ -137,7 +137,11 @@ fn a_log_owned_by_someone_else_is_refused_naming_the_chown() {
             log.display()
         ),
     );
-    assert_eq!(fs::read_to_string(&log).unwrap(), "old line\n", "nothing appended");
+    assert_eq!(
+        fs::read_to_string(&log).unwrap(),
+        "old line\n",
+        "nothing appended"
+    );
 }
 
 #[test]
@@ -147,14 +151,23 @@ fn a_mistyped_secret_is_refused_without_quoting_any_of_it() {
     let secret = dir.path().join("secret");
     // One character wrong (a `0` for an `O`), then a cut last character.
     for (text, needle) in [
-        ("GEZDGNBVGY3TQOJ0GEZDGNBVGY3TQOJQ\n", "the character at position 16"),
-        ("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOB\n", "the last character, at position 31"),
+        (
+            "GEZDGNBVGY3TQOJ0GEZDGNBVGY3TQOJQ\n",
+            "the character at position 16",
+        ),
+        (
+            "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOB\n",
+            "the last character, at position 31",
+        ),
     ] {
         fs::write(&secret, text).unwrap();
         mode(&secret, 0o600);
         let (code, err) = serve_refused(&config);
         assert_eq!(code, 1, "{err}");
-        assert!(err.contains(needle) && err.contains("init --force"), "{err}");
+        assert!(
+            err.contains(needle) && err.contains("init --force"),
+            "{err}"
+        );
         assert!(!err.contains("'0'") && !err.contains("'B'"), "{err}");
         assert!(!err.contains("GEZDGNBV"), "{err}");
     }

@@ -90,10 +90,7 @@ fn a_job_has_its_own_session_and_no_terminal_even_when_the_agent_has_one() {
     }
     let dir = TempDir::new("clean-pty");
     let pid_file = dir.path().join("agent.pid");
-    let cfg = base_config(
-        dir.path(),
-        json!({"totp": {"step_s": 1}, "rules": rules()}),
-    );
+    let cfg = base_config(dir.path(), json!({"totp": {"step_s": 1}, "rules": rules()}));
     let mut agent = Agent::prepare(dir, &cfg);
     // pty.fork(): the child is a session leader whose controlling terminal is the new
     // pseudo-terminal (stdin, stdout and stderr too), as `sudo sudo-agent serve` typed
@@ -125,10 +122,7 @@ os.waitpid(pid, 0)
     assert!(wait_until(Duration::from_secs(5), || {
         std::fs::read_to_string(&pid_file).is_ok_and(|s| !s.is_empty())
     }));
-    let agent_pid: u32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let agent_pid: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     // The test means something only if the agent really has a terminal.
     assert_ne!(
         stat_field(agent_pid, 7),
@@ -153,10 +147,7 @@ os.waitpid(pid, 0)
 #[test]
 fn a_job_holds_only_fds_0_1_2_even_when_the_agent_was_started_with_more() {
     let dir = TempDir::new("clean-fds");
-    let cfg = base_config(
-        dir.path(),
-        json!({"totp": {"step_s": 1}, "rules": rules()}),
-    );
+    let cfg = base_config(dir.path(), json!({"totp": {"step_s": 1}, "rules": rules()}));
     let mut agent = Agent::prepare(dir, &cfg);
     // A root-only file on fd 7 and a copy of stderr on fd 9, inherited (not
     // close-on-exec) as from a careless parent shell.
@@ -173,10 +164,7 @@ fn a_job_holds_only_fds_0_1_2_even_when_the_agent_was_started_with_more() {
 #[test]
 fn cwd_is_root_and_umask_022_whatever_the_agent_had_unless_the_rule_says() {
     let dir = TempDir::new("clean-cwd");
-    let cfg = base_config(
-        dir.path(),
-        json!({"totp": {"step_s": 1}, "rules": rules()}),
-    );
+    let cfg = base_config(dir.path(), json!({"totp": {"step_s": 1}, "rules": rules()}));
     let mut agent = Agent::prepare(dir, &cfg);
     let home = agent.dir.path().to_path_buf();
     agent.launch(wrapped(&format!("cd '{}'; umask 000", home.display())), &[]);
@@ -262,7 +250,10 @@ fn a_process_of_the_rules_user_signalling_jobs_in_a_loop_never_stops_the_agent()
         "{statuses:?}"
     );
     let log = agent.log();
-    assert!(!log.contains("STOPPED") && !log.contains("INTERRUPTED"), "{log}");
+    assert!(
+        !log.contains("STOPPED") && !log.contains("INTERRUPTED"),
+        "{log}"
+    );
     eprintln!(
         "60 jobs under a kill loop in {:?}: {} failed (signalled)",
         started.elapsed(),

@@ -63,7 +63,11 @@ fn boot_id() -> String {
 fn start_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let rest = &stat[stat.rfind(')').unwrap() + 1..];
-    rest.split_whitespace().nth(22 - 3).unwrap().parse().unwrap()
+    rest.split_whitespace()
+        .nth(22 - 3)
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// A process group whose leader is gone and whose one member, a `sleep 60`, lives on in
@@ -113,11 +117,7 @@ fn agent_after_crash(tag: &str, lines: &[Value]) -> Agent {
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(agent.journal_path(), text).unwrap();
-    std::fs::set_permissions(
-        agent.journal_path(),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
+    std::fs::set_permissions(agent.journal_path(), std::fs::Permissions::from_mode(0o600)).unwrap();
     agent.spawn(&[]);
     agent
 }
@@ -139,9 +139,9 @@ fn recovery_leaves_a_stranger_in_a_reused_group_number_alive() {
     let agent = agent_after_crash("one-stranger", &running_job(1, pgid, job_start));
     let id = format!("{:032x}", 1);
     assert!(
-        wait_until(Duration::from_secs(10), || agent
-            .log()
-            .contains(&format!("left process group {pgid} of interrupted job {id} alone"))),
+        wait_until(Duration::from_secs(10), || agent.log().contains(&format!(
+            "left process group {pgid} of interrupted job {id} alone"
+        ))),
         "{}",
         agent.log()
     );
@@ -154,7 +154,10 @@ fn recovery_leaves_a_stranger_in_a_reused_group_number_alive() {
     assert!(log.contains(&format!("kill -TERM -{pgid}")), "{log}");
     assert!(log.contains(&format!("[{stranger}]")), "{log}");
     assert!(!log.contains("ending process group"), "{log}");
-    assert_eq!(agent.get(&format!("/job/{id}")).json()["status"], "interrupted");
+    assert_eq!(
+        agent.get(&format!("/job/{id}")).json()["status"],
+        "interrupted"
+    );
 }
 
 #[test]
@@ -176,9 +179,9 @@ fn recovery_ends_a_leaderless_group_seen_while_the_job_ran() {
     kill_group(pgid);
     assert!(ended, "{}", agent.log());
     assert!(
-        agent
-            .log()
-            .contains(&format!("ending process group {pgid} left by interrupted job {id}")),
+        agent.log().contains(&format!(
+            "ending process group {pgid} left by interrupted job {id}"
+        )),
         "{}",
         agent.log()
     );
