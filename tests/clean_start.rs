@@ -23,6 +23,15 @@ printf 'fds='; n=0; while [ $n -lt 1024 ]; do [ -e /proc/$$/fd/$n ] && printf '%
 echo "cwd=$(pwd) umask=$(umask) uid=$(id -u)"
 cat <&7 >/dev/null 2>&1 && echo "fd7=read" || echo "fd7=closed""#;
 
+/// Kills a process when dropped, so a failing test leaves nothing running.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        unsafe_kill(self.0, 9);
+    }
+}
+
 /// Rules running REPORT as root and as nobody (distinct patterns: first match wins).
 fn rules() -> Value {
     json!([
@@ -123,6 +132,8 @@ os.waitpid(pid, 0)
         std::fs::read_to_string(&pid_file).is_ok_and(|s| !s.is_empty())
     }));
     let agent_pid: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    // The agent is python's child: killing python would only hang its terminal up.
+    let _agent_guard = KillOnDrop(agent_pid);
     // The test means something only if the agent really has a terminal.
     assert_ne!(
         stat_field(agent_pid, 7),
@@ -141,7 +152,6 @@ os.waitpid(pid, 0)
         assert_eq!(field(&out, "devtty"), "none", "{rule}: {out}");
     }
     assert!(agent.health_ok());
-    unsafe_kill(agent_pid, 9);
 }
 
 #[test]
@@ -223,6 +233,7 @@ fn a_process_of_the_rules_user_signalling_jobs_in_a_loop_never_stops_the_agent()
         ]}),
     );
     let mut killer = signaller("games");
+    let _killer_guard = KillOnDrop(killer.id());
     let started = Instant::now();
     let mut statuses = Vec::new();
     // Before the fix the agent stopped within a few jobs: the child had called setuid

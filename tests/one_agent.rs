@@ -122,10 +122,18 @@ fn agent_after_crash(tag: &str, lines: &[Value]) -> Agent {
     agent
 }
 
-fn kill_group(pgid: u32) {
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pgid}")])
-        .status();
+/// Kills a `leaderless_group` (group id, member) when dropped, so a failing test leaves
+/// nothing running; only while its member lives, since then the number is still ours.
+struct KillGroupOnDrop(u32, u32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if alive(self.1) {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.0)])
+                .status();
+        }
+    }
 }
 
 #[test]
@@ -135,6 +143,7 @@ fn recovery_leaves_a_stranger_in_a_reused_group_number_alive() {
     // gone). Before the fix, a gone leader meant "still the job's" and the stranger got
     // SIGTERM, then SIGKILL.
     let (pgid, stranger) = leaderless_group();
+    let _guard = KillGroupOnDrop(pgid, stranger);
     let job_start = start_ticks(stranger).saturating_sub(50);
     let agent = agent_after_crash("one-stranger", &running_job(1, pgid, job_start));
     let id = format!("{:032x}", 1);
@@ -147,9 +156,7 @@ fn recovery_leaves_a_stranger_in_a_reused_group_number_alive() {
     );
     // Well past the 1 s grace and a SIGKILL: the stranger is untouched.
     std::thread::sleep(Duration::from_secs(3));
-    let alive_after = alive(stranger);
-    kill_group(pgid);
-    assert!(alive_after, "the stranger {stranger} was killed");
+    assert!(alive(stranger), "the stranger {stranger} was killed");
     let log = agent.log();
     assert!(log.contains(&format!("kill -TERM -{pgid}")), "{log}");
     assert!(log.contains(&format!("[{stranger}]")), "{log}");
@@ -166,6 +173,7 @@ fn recovery_ends_a_leaderless_group_seen_while_the_job_ran() {
     // job's start line shows the agent was alive, and the job running, after that
     // process started. Proven the job's, so it is ended.
     let (pgid, member) = leaderless_group();
+    let _guard = KillGroupOnDrop(pgid, member);
     let member_start = start_ticks(member);
     let mut lines = running_job(2, pgid, member_start.saturating_sub(1));
     let later = running_job(3, 4_194_303, member_start + 10);
@@ -175,9 +183,11 @@ fn recovery_ends_a_leaderless_group_seen_while_the_job_ran() {
     lines.push(json!({"ev": "end", "job": done}));
     let agent = agent_after_crash("one-proven", &lines);
     let id = format!("{:032x}", 2);
-    let ended = wait_until(Duration::from_secs(10), || !alive(member));
-    kill_group(pgid);
-    assert!(ended, "{}", agent.log());
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(member)),
+        "{}",
+        agent.log()
+    );
     assert!(
         agent.log().contains(&format!(
             "ending process group {pgid} left by interrupted job {id}"
