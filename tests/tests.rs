@@ -19,6 +19,8 @@ mod attack_injection;
 mod attack_resources;
 /// Codes, replay, throttling and policy.
 mod auth_and_policy;
+/// Jobs start clean: own session without a terminal, no inherited fds, cwd, umask, signals.
+mod clean_start;
 /// Start-up refusals, `check`, `init` and `demo`.
 mod config_cli;
 /// Enrolling a fleet: `init --uri-file`, `init --config-only`, `qr`.
@@ -41,6 +43,8 @@ mod jobs_lifecycle;
 mod mcp;
 /// `GET /metrics` counters after a known sequence.
 mod metrics;
+/// One agent per state dir; recovery that never signals a stranger's processes.
+mod one_agent;
 /// `sudo-agent run`, its exit codes and the SIP flow.
 mod run_client;
 /// Socket activation, notifications, idle exit.

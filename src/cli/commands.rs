@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use super::parse::{Command, parse};
-use crate::auth::{load_secret, new_secret, totp};
+use crate::auth::{SecretKey, load_secret, new_secret, totp};
 use crate::clients::{mcp, run};
 use crate::config::Config;
 use crate::deploy::{self, Enrolment, Label, StarterPaths};
@@ -139,7 +139,7 @@ fn execute(command: Command) -> Result<i32, String> {
     Ok(0)
 }
 
-fn load_with_secret(config: &Path) -> Result<(Config, Vec<u8>), String> {
+fn load_with_secret(config: &Path) -> Result<(Config, SecretKey), String> {
     let cfg = Config::load(config).map_err(|e| e.to_string())?;
     let key = load_secret(&cfg.secret_file).map_err(|e| e.to_string())?;
     Ok((cfg, key))

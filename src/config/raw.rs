@@ -185,6 +185,9 @@ pub struct RawRule {
     pub env: RawEnv,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<PathBuf>,
+    /// Octal, as `umask(1)` prints it: `"027"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub umask: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -396,7 +396,7 @@ fn program_checks() {
 fn users_and_groups() {
     let text = r#"{"rules": [
         {"name": "a", "argv": ["/bin/sh"], "user": "sudo-agent-no-such-user"},
-        {"name": "b", "argv": ["/bin/sh"], "group": "sudo-agent-no-such-group"},
+        {"name": "b", "argv": ["/bin/sh"], "user": "root", "group": "sudo-agent-no-such-group"},
         {"name": "c", "argv": ["/bin/sh"], "user": "root", "group": "root"}
     ]}"#;
     let all = problems(text);
@@ -597,4 +597,48 @@ fn load_in_root_moves_the_agents_own_files() {
     let c = Config::load(&path).unwrap();
     assert_eq!(c.state_dir, Path::new("/var/lib/x"));
     fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_group_without_a_user_is_refused_because_it_stays_root() {
+    let text = r#"{"rules": [{"name": "g", "argv": ["/bin/sh"], "group": "root"}]}"#;
+    let all = problems(text);
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert!(
+        all[0].starts_with("rules[0].group: without \"user\" the command still runs as root"),
+        "{all:?}"
+    );
+}
+
+#[test]
+fn umask_is_octal_text() {
+    for (given, want) in [
+        ("022", 0o022),
+        ("0027", 0o027),
+        ("7", 0o007),
+        ("777", 0o777),
+    ] {
+        let text =
+            format!(r#"{{"rules": [{{"name": "u", "argv": ["/bin/sh"], "umask": "{given}"}}]}}"#);
+        assert_eq!(
+            validate(&text).unwrap().rules[0].umask,
+            Some(want),
+            "{given}"
+        );
+    }
+    for bad in ["", "8", "0o22", "1777", "00022", "-22", " 22"] {
+        let text =
+            format!(r#"{{"rules": [{{"name": "u", "argv": ["/bin/sh"], "umask": "{bad}"}}]}}"#);
+        let all = problems(&text);
+        assert!(
+            all.len() == 1 && all[0].starts_with("rules[0].umask: is not an octal umask"),
+            "{bad:?}: {all:?}"
+        );
+    }
+    let text = r#"{"rules": [{"name": "u", "argv": ["/bin/sh"], "umask": 18}]}"#;
+    assert_eq!(
+        parse_err(text).path,
+        "rules[0].umask",
+        "a number is refused"
+    );
 }

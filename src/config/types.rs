@@ -77,6 +77,8 @@ pub struct Rule {
     /// Added to the child's cleared environment, sorted by key.
     pub env: Vec<(String, String)>,
     pub cwd: Option<PathBuf>,
+    /// File mode creation mask for the child (`"umask": "027"`); 022 when unset.
+    pub umask: Option<u32>,
 }
 
 impl Rule {
@@ -96,6 +98,7 @@ impl Rule {
             group: None,
             env: Vec::new(),
             cwd: None,
+            umask: None,
         }
     }
 }

@@ -103,6 +103,22 @@ impl Problems {
         None
     }
 
+    /// An octal umask as `umask(1)` prints it (`"022"`, `"0027"`), at most 0777.
+    fn umask(&mut self, path: &str, text: &str) -> Option<u32> {
+        let value =
+            (!text.is_empty() && text.len() <= 4 && text.bytes().all(|b| matches!(b, b'0'..=b'7')))
+                .then(|| u32::from_str_radix(text, 8).ok())
+                .flatten()
+                .filter(|&v| v <= 0o777);
+        if value.is_none() {
+            self.push(
+                path,
+                "is not an octal umask; write it as umask(1) prints it, e.g. \"027\"",
+            );
+        }
+        value
+    }
+
     fn no_nul(&mut self, path: &str, value: &str) {
         if value.contains('\0') {
             self.push(
@@ -302,12 +318,24 @@ fn validate_rule(at: &str, raw: RawRule, p: &mut Problems) -> Rule {
     let max_output_bytes = raw
         .max_output_bytes
         .map(|v| to_usize(p.range(&format!("{at}.max_output_bytes"), v, 1, MAX_OUTPUT_BYTES)));
+    if raw.group.is_some() && raw.user.is_none() {
+        // setgid alone leaves uid 0 and every capability: it looks like a privilege drop
+        // and is none, so the rule must say which it means.
+        p.push(
+            format!("{at}.group"),
+            "without \"user\" the command still runs as root (uid 0, every capability); \
+             add \"user\": \"NAME\" to drop privileges, or remove \"group\" to run as root",
+        );
+    }
     let user = raw
         .user
         .and_then(|name| p.account(&format!("{at}.user"), "user", &name, sys::lookup_user));
     let group = raw
         .group
         .and_then(|name| p.account(&format!("{at}.group"), "group", &name, sys::lookup_group));
+    let umask = raw
+        .umask
+        .and_then(|text| p.umask(&format!("{at}.umask"), &text));
     let mut env = raw.env.0;
     for (name, value) in &env {
         let key = format!("{at}.env.{name}");
@@ -348,6 +376,7 @@ fn validate_rule(at: &str, raw: RawRule, p: &mut Problems) -> Rule {
         group,
         env,
         cwd,
+        umask,
     }
 }
 

@@ -1,7 +1,9 @@
 //! The HTTP side: `server` (the mio event loop and every network bound), `message`
-//! (request, response, and the one mapping from an error to its status), `routes`
-//! (decode, authenticate, match, hand over) and `metrics` (Prometheus counters).
+//! (request, response, and the one mapping from an error to its status), `body` (JSON
+//! bodies decoded without ever quoting a value), `routes` (decode, authenticate, match,
+//! hand over) and `metrics` (Prometheus counters).
 
+mod body;
 mod message;
 mod metrics;
 mod routes;

@@ -5,8 +5,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::body::{self, BadBody};
 use super::message::{ApiError, Request, Response};
 use super::metrics::{self, CodeOutcome, Gauges, Metrics};
 use super::server::{Handler, Reply, WaitKind};
@@ -24,26 +25,6 @@ pub const MAX_WORDS: usize = 256;
 pub const MAX_WORD: usize = 4096;
 /// Longest code string looked at; real codes have 6–8 digits.
 const MAX_PIN: usize = 16;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubmitBody {
-    #[serde(default)]
-    pin: Option<String>,
-    #[serde(default)]
-    command: Option<String>,
-    #[serde(default)]
-    argv: Option<Vec<String>>,
-    #[serde(default)]
-    wait: Option<f64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CancelBody {
-    #[serde(default)]
-    pin: Option<String>,
-}
 
 #[derive(Serialize)]
 struct Accepted<'a> {
@@ -169,7 +150,7 @@ impl Routes {
     }
 
     fn submit(&mut self, req: &Request, now: Instant) -> Result<Reply, ApiError> {
-        let body: SubmitBody = decode(req)?;
+        let body = body::submit(&req.body).map_err(|bad| self.refuse_body(req, bad))?;
         let (request, command) = match (&body.command, &body.argv) {
             (Some(command), None) => {
                 check_text("command", command, MAX_COMMAND).map_err(|e| bad_err(req, e))?;
@@ -281,6 +262,22 @@ impl Routes {
         }
     }
 
+    /// A 400 for a body that could not be decoded. A code inside it in the wrong shape
+    /// (`"pin": 614029`) is spent and counted as a failed attempt: the request may have
+    /// been logged on its way here, so that code must already be useless.
+    fn refuse_body(&mut self, req: &Request, bad: BadBody) -> ApiError {
+        if !bad.stray_pin.is_empty() {
+            let now = clock::now_unix();
+            if self.auth.refuse_stray(&bad.stray_pin, now) {
+                self.count_failure(CodeOutcome::Invalid, now);
+            } else {
+                self.metrics.code(CodeOutcome::LockedOut);
+            }
+            audit::invalid_code(bad.command.as_deref().unwrap_or("(not decoded)"));
+        }
+        bad_err(req, ApiError::BadRequest(bad.message))
+    }
+
     /// A bad code was counted; `check` refuses unchecked while locked, so being locked
     /// right after a failure means this failure began a lockout.
     fn count_failure(&mut self, outcome: CodeOutcome, now: u64) {
@@ -308,6 +305,7 @@ impl Routes {
             uid,
             gid,
             cwd: rule.cwd.clone(),
+            umask: rule.umask,
             timeout: Duration::from_secs(rule.timeout_s.unwrap_or(jobs.timeout_s)),
             kill_grace: Duration::from_secs(jobs.kill_grace_s),
             max_output_bytes: rule.max_output_bytes.unwrap_or(jobs.max_output_bytes),
@@ -351,7 +349,7 @@ impl Routes {
     }
 
     fn cancel(&mut self, req: &Request, id: &str, now: Instant) -> Result<Reply, ApiError> {
-        let body: CancelBody = decode(req)?;
+        let body = body::cancel(&req.body).map_err(|bad| self.refuse_body(req, bad))?;
         let command = self.jobs.get(id).ok_or(ApiError::NotFound)?.command.clone();
         let pin = body.pin.filter(|p| !p.is_empty()).ok_or_else(|| {
             audit::invalid_code(&format!("cancel {id}"));
@@ -475,10 +473,6 @@ fn rules_view(rules: &[Rule]) -> RulesView<'_> {
         })
         .collect();
     RulesView { rules }
-}
-
-fn decode<T: for<'de> Deserialize<'de>>(req: &Request) -> Result<T, ApiError> {
-    serde_json::from_slice(&req.body).map_err(|err| bad(req, format!("malformed JSON body: {err}")))
 }
 
 fn bad(req: &Request, why: String) -> ApiError {

@@ -52,6 +52,7 @@ impl NotifyCommand {
             uid: None,
             gid: None,
             cwd: None,
+            umask: None,
             timeout: TIMEOUT,
             kill_grace: KILL_GRACE,
             max_output_bytes: MAX_OUTPUT,

@@ -207,7 +207,7 @@ pub fn open_trusted(
 }
 
 /// The checks every trusted open ends with: a regular file, owner and mode per `trust`.
-fn checked_regular(
+pub(super) fn checked_regular(
     what: &str,
     path: &Path,
     opened: io::Result<File>,

@@ -5,9 +5,11 @@
 //! opens files the agent trusts (`files`), the clock, and systemd's interfaces.
 
 mod cerr;
+mod child;
 pub(crate) mod clock;
 mod fd;
 pub(crate) mod files;
+mod lock;
 mod net;
 mod process;
 mod signals;
@@ -15,10 +17,13 @@ pub(crate) mod systemd;
 mod tty;
 mod users;
 
+pub(crate) use self::child::{ChildSetup, Credentials};
 pub(crate) use self::fd::{create_at, lookup_at, poll_readable, set_nonblocking, unlink_at};
+pub(crate) use self::lock::{LockError, lock_state_dir};
 pub(crate) use self::net::is_loopback;
 pub(crate) use self::process::{
-    boot_id, group_running, host_name, kill_group, pidfd_open, start_ticks,
+    Member, boot_id, group_members, group_running, host_name, kill_group, pidfd_open,
+    start_ticks,
 };
 pub(crate) use self::signals::stop_signal_pipe;
 pub(crate) use self::tty::EchoOff;

@@ -258,7 +258,9 @@ impl Agent {
         self.launch(activated_command(listener), env);
     }
 
-    fn launch(&mut self, mut cmd: Command, env: &[(&str, &str)]) {
+    /// (Re)starts the process with `cmd` (the agent, or a wrapper that ends up running
+    /// it), adding `serve --config PATH`, and waits for its LISTENING line.
+    pub fn launch(&mut self, mut cmd: Command, env: &[(&str, &str)]) {
         let log_before = self.log().len();
         let stderr = fs::OpenOptions::new()
             .create(true)
