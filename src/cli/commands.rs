@@ -6,6 +6,7 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use super::explain::explain;
 use super::parse::{Command, parse};
 use crate::auth::{load_secret, new_secret, totp};
 use crate::clients::{mcp, run};
@@ -29,6 +30,9 @@ usage:
   sudo-agent verify CODE [--config PATH]
                                         exit 0 if CODE is valid now (consumes nothing)
   sudo-agent check  [--config PATH]     validate config, policy, files and modes
+  sudo-agent explain [--config PATH] [--json] -- CMD ARGS... | --command 'CMD ARGS'
+                                        which rule matches and why, and how it would run;
+                                        runs nothing (exit 0 allowed, 1 refused)
   sudo-agent install [--dry-run] [--root DIR] [--account NAME] [--issuer NAME]
                                         binary, systemd units, config and secret; checked
                                         before the socket is enabled
@@ -117,6 +121,11 @@ fn execute(command: Command) -> Result<i32, String> {
         Command::Uninstall { options, purge } => deploy::uninstall(&options, purge)?,
         Command::Run(args) => return Ok(run::main(args)),
         Command::Mcp { url } => return mcp::serve(&url).map(|()| 0),
+        Command::Explain {
+            config,
+            json,
+            asked,
+        } => return explain(&config, &asked, json),
     }
     Ok(0)
 }

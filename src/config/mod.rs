@@ -13,7 +13,7 @@ mod validate;
 mod tests;
 
 pub use self::raw::parse;
-pub use self::types::{Action, ArgPattern, Config, Rule};
+pub use self::types::Config;
 
 pub(crate) use self::load::ConfigError;
 pub(crate) use self::raw::{

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::raw::Problem;
 use super::*;
 use crate::auth::totp;
+use crate::policy::{Action, ArgPattern};
 use crate::sys::files::{FileError, test_dir};
 
 fn tempdir(tag: &str) -> PathBuf {
@@ -197,7 +198,11 @@ fn wrong_types_name_their_path() {
 
     let p = parse_err(r#"{"rules": [{"name": "a", "argv": ["/bin/true", 5]}]}"#);
     assert_eq!(p.path, "rules[0].argv[1]");
-    assert!(p.message.contains("a string or a list of strings"), "{p}");
+    assert!(
+        p.message
+            .contains("a string, a list of strings, or an object"),
+        "{p}"
+    );
 
     let p = parse_err(r#"{"rules": [{"name": "a", "argv": ["/bin/true", ["a", 1]]}]}"#);
     assert_eq!(p.path, "rules[0].argv[1][1]");
@@ -312,7 +317,7 @@ fn rest_only_last() {
         &[
             ArgPattern::OneOf(vec!["*".into()]),
             ArgPattern::OneOf(vec!["**".into()]),
-            ArgPattern::Any,
+            ArgPattern::Word,
             ArgPattern::Rest
         ]
     );
@@ -378,7 +383,10 @@ fn program_checks() {
     let all = problems(&text);
     let expect = [
         format!("rules[2].argv[0]: {noexec} is not executable (mode 0644)"),
-        format!("rules[3].argv[0]: {writable} is writable by group or others (mode 0777)"),
+        format!(
+            "rules[3].argv[0]: {writable} is not trusted (another user could change it): file \
+             {writable} is mode 0777 (writable by group or others); run: chmod go-w {writable}"
+        ),
         format!("rules[4].argv[0]: {} is not a regular file", dir.display()),
         "rules[5].argv[0]: \"df\" is not an absolute path; use the program's absolute path (see: command -v df)".to_string(),
     ];
@@ -505,8 +513,9 @@ fn shell_rules() {
 
 #[test]
 fn no_pin_rest_warns() {
-    let c = validate(r#"{"rules": [{"name": "echo", "argv": ["/bin/sh", "**"], "no_pin": true}]}"#)
-        .unwrap();
+    let c =
+        validate(r#"{"rules": [{"name": "echo", "argv": ["/bin/echo", "**"], "no_pin": true}]}"#)
+            .unwrap();
     assert_eq!(c.warnings().len(), 1);
     assert!(c.warnings()[0].starts_with("rule `echo` needs no code"));
 }

@@ -173,7 +173,8 @@ pub fn starter_config(paths: &StarterPaths, demo: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Action, ArgPattern, Config, parse};
+    use crate::config::{Config, parse};
+    use crate::policy::{Action, ArgPattern};
 
     fn validate(text: &str) -> Config {
         Config::validate(parse(text).unwrap()).unwrap_or_else(|p| panic!("{p:#?}\n{text}"))

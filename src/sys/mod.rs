@@ -2,9 +2,11 @@
 //! `unsafe` block of the crate lives in this folder (the compiler holds the rest of the
 //! crate to `deny(unsafe_code)`), each block with its `// SAFETY:` reason and each `-1`
 //! turned into an `io::Error` by [`cerr`](cerr::cerr). Also here: the one place that
-//! opens files the agent trusts (`files`), the clock, and systemd's interfaces.
+//! opens files the agent trusts (`files`), the trust chain of the programs and
+//! directories it runs (`chain`), the clock, and systemd's interfaces.
 
 mod cerr;
+mod chain;
 pub(crate) mod clock;
 mod fd;
 pub(crate) mod files;
@@ -15,6 +17,7 @@ pub(crate) mod systemd;
 mod tty;
 mod users;
 
+pub(crate) use self::chain::{ChainError, check_chain};
 pub(crate) use self::fd::{create_at, lookup_at, poll_readable, set_nonblocking, unlink_at};
 pub(crate) use self::net::is_loopback;
 pub(crate) use self::process::{boot_id, group_running, kill_group, pidfd_open, start_ticks};
