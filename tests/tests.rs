@@ -17,6 +17,8 @@ mod attack_http;
 mod attack_injection;
 /// Output floods, fork bombs, lingering and escaping jobs.
 mod attack_resources;
+/// Programs, notify and cwd that another user could swap: refused at load and at exec.
+mod attack_trust;
 /// Codes, replay, throttling and policy.
 mod auth_and_policy;
 /// Start-up refusals, `check`, `init` and `demo`.
@@ -39,6 +41,8 @@ mod jobs_lifecycle;
 mod mcp;
 /// `GET /metrics` counters after a known sequence.
 mod metrics;
+/// Pattern kinds, `GET /rules`, escape-prone programs, examples and `explain`.
+mod policy_cli;
 /// `sudo-agent run`, its exit codes and the SIP flow.
 mod run_client;
 /// Socket activation, notifications, idle exit.
