@@ -66,7 +66,7 @@ pub enum Ending {
     Cancelled,
     SpawnFailed(String),
     /// Nothing was started: the program or working directory is no longer trusted
-    /// (see [`untrusted`]); why, with the fix.
+    /// (see `untrusted`); why, with the fix.
     Refused(String),
 }
 

@@ -140,7 +140,7 @@ pub(super) fn rule_program(rule: &Rule) -> Option<&str> {
     }
 }
 
-/// True when `argv` fits an Argv rule (see [`check`]).
+/// True when `argv` fits an Argv rule (see `check`).
 pub fn matches(rule: &Rule, argv: &[String]) -> bool {
     check(rule, argv).is_ok()
 }
@@ -149,7 +149,7 @@ pub fn matches(rule: &Rule, argv: &[String]) -> bool {
 /// the program's file name; with a `/` it must equal the rule's path exactly as a string
 /// (no normalising, so `/tmp/x/../../bin/sh` never matches `/bin/sh`). A shell rule
 /// matches no argv: split words never go to a shell.
-pub fn check(rule: &Rule, argv: &[String]) -> Result<(), Mismatch> {
+fn check(rule: &Rule, argv: &[String]) -> Result<(), Mismatch> {
     let at = |position, why| Err(Mismatch { position, why });
     let Action::Argv { args, .. } = &rule.action else {
         return at(0, Why::ShellTakesCommandsOnly);
