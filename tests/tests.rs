@@ -17,6 +17,8 @@ mod attack_http;
 mod attack_injection;
 /// Output floods, fork bombs, lingering and escaping jobs.
 mod attack_resources;
+/// Programs, notify and cwd that another user could swap: refused at load and at exec.
+mod attack_trust;
 /// Codes, replay, throttling and policy.
 mod auth_and_policy;
 /// Jobs start clean: own session without a terminal, no inherited fds, cwd, umask, signals.
@@ -45,6 +47,8 @@ mod mcp;
 mod metrics;
 /// One agent per state dir; recovery that never signals a stranger's processes.
 mod one_agent;
+/// Pattern kinds, `GET /rules`, escape-prone programs, examples and `explain`.
+mod policy_cli;
 /// `sudo-agent run`, its exit codes and the SIP flow.
 mod run_client;
 /// Socket activation, notifications, idle exit.

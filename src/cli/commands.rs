@@ -6,6 +6,7 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use super::explain::explain;
 use super::parse::{Command, parse};
 use crate::auth::{SecretKey, load_secret, new_secret, totp};
 use crate::clients::{mcp, run};
@@ -35,6 +36,9 @@ usage:
   sudo-agent verify CODE [--config PATH]
                                         exit 0 if CODE is valid now (consumes nothing)
   sudo-agent check  [--config PATH]     validate config, policy, files and modes
+  sudo-agent explain [--config PATH] [--json] -- CMD ARGS... | --command 'CMD ARGS'
+                                        which rule matches and why, and how it would run;
+                                        runs nothing (exit 0 allowed, 1 refused)
   sudo-agent install [--dry-run] [--root DIR] [--account NAME] [--issuer NAME]
                                         binary, systemd units, config and secret; checked
                                         before the socket is enabled
@@ -135,6 +139,11 @@ fn execute(command: Command) -> Result<i32, String> {
                 deploy::show_uri_file(&file)?;
             }
         }
+        Command::Explain {
+            config,
+            json,
+            asked,
+        } => return explain(&config, &asked, json),
     }
     Ok(0)
 }

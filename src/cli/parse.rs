@@ -55,6 +55,19 @@ pub enum Command {
     Qr {
         files: Vec<PathBuf>,
     },
+    Explain {
+        config: PathBuf,
+        json: bool,
+        asked: Asked,
+    },
+}
+
+/// What `explain` is asked about: a command string (split as the agent splits one) or
+/// words given one by one (an argv request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Asked {
+    Command(String),
+    Argv(Vec<String>),
 }
 
 /// Words to a `Command`; no I/O.
@@ -65,6 +78,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     if sub == "run" {
         // `run` passes the command's own words through, so it parses on its own.
         return Ok(parse_run(rest)?.map_or(Command::Help, Command::Run));
+    }
+    if sub == "explain" {
+        // So does `explain`.
+        return Ok(parse_explain(rest)?.unwrap_or(Command::Help));
     }
     let mut config = PathBuf::from(DEFAULT_CONFIG_PATH);
     let mut url = default_url();
@@ -192,6 +209,49 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         return Err(format!("{flag} is not an option of `{sub}`"));
     }
     Ok(command)
+}
+
+/// Parses the words after `explain`; `Ok(None)` for `--help`. As with `run`, the first
+/// word that is not an option (or everything after `--`) is the command.
+pub fn parse_explain(words: &[String]) -> Result<Option<Command>, String> {
+    let mut config = PathBuf::from(DEFAULT_CONFIG_PATH);
+    let mut json = false;
+    let mut command = None;
+    let mut argv = Vec::new();
+    let mut flags = Flags::new(words);
+    while let Some(flag) = flags.next_word() {
+        match flag {
+            "-h" | "--help" => return Ok(None),
+            "--config" => config = PathBuf::from(flags.value("--config")?),
+            "--json" => json = true,
+            "--command" => command = Some(flags.value("--command")?),
+            "--" => argv.extend(flags.rest().cloned()),
+            other if other.starts_with('-') && other.len() > 1 => {
+                return Err(format!("unknown option {other} of `explain`"));
+            }
+            word => {
+                argv.push(word.to_string());
+                argv.extend(flags.rest().cloned());
+            }
+        }
+    }
+    let asked = match (command, argv.is_empty()) {
+        (Some(command), true) => Asked::Command(command),
+        (None, false) => Asked::Argv(argv),
+        (Some(_), false) => return Err("give either --command or words, not both".into()),
+        (None, true) => {
+            return Err(
+                "nothing to explain: sudo-agent explain [--config P] -- CMD ARGS... \
+                 (or --command 'CMD ARGS')"
+                    .into(),
+            );
+        }
+    };
+    Ok(Some(Command::Explain {
+        config,
+        json,
+        asked,
+    }))
 }
 
 /// Parses the words after `run`; `Ok(None)` for `--help`. The first word that is not an
@@ -379,6 +439,46 @@ mod tests {
             (What::Message("x".into()), ReplyFormat::Sip, true)
         );
         assert_eq!(args("--help").unwrap(), None);
+    }
+
+    #[test]
+    fn parses_explain_lines() {
+        let explain = |text: &str| parse(&words(&format!("explain {text}")));
+        assert_eq!(
+            explain("--config /c.json -- df -h /").unwrap(),
+            Command::Explain {
+                config: "/c.json".into(),
+                json: false,
+                asked: Asked::Argv(vec!["df".into(), "-h".into(), "/".into()]),
+            }
+        );
+        // The command's own options pass through after its first word.
+        assert_eq!(
+            explain("--json systemctl status --help").unwrap(),
+            Command::Explain {
+                config: DEFAULT_CONFIG_PATH.into(),
+                json: true,
+                asked: Asked::Argv(vec!["systemctl".into(), "status".into(), "--help".into()]),
+            }
+        );
+        assert_eq!(
+            parse(&["explain".into(), "--command".into(), "df -h".into()]).unwrap(),
+            Command::Explain {
+                config: DEFAULT_CONFIG_PATH.into(),
+                json: false,
+                asked: Asked::Command("df -h".into()),
+            }
+        );
+        assert_eq!(explain("--help").unwrap(), Command::Help);
+        for bad in [
+            "",
+            "--json",
+            "--bogus -- df",
+            "--command x -- df",
+            "--config",
+        ] {
+            assert!(explain(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -13,9 +13,9 @@ use super::metrics::{self, CodeOutcome, Gauges, Metrics};
 use super::server::{Handler, Reply, WaitKind};
 use crate::audit;
 use crate::auth::{Auth, Denied};
-use crate::config::{Action, ArgPattern, Config, RawArg, Rule};
+use crate::config::Config;
 use crate::jobs::{self, CancelError, ExecSpec, Jobs, NewJob, own_home, results_usage, valid_id};
-use crate::policy::{self, Plan};
+use crate::policy::{self, Action, ArgPattern, Plan, Rule};
 use crate::sys::{clock, is_loopback};
 
 /// Longest `command` string accepted.
@@ -288,28 +288,7 @@ impl Routes {
     }
 
     fn exec_spec(&self, plan: &Plan<'_>) -> ExecSpec {
-        let rule = plan.rule;
-        let jobs = &self.cfg.jobs;
-        let (uid, gid, home) = match &rule.user {
-            Some(user) => (
-                Some(user.uid),
-                Some(rule.group.unwrap_or(user.gid)),
-                user.home.clone(),
-            ),
-            None => (None, rule.group, self.own_home.clone()),
-        };
-        ExecSpec {
-            argv: plan.argv.clone(),
-            env: rule.env.clone(),
-            home,
-            uid,
-            gid,
-            cwd: rule.cwd.clone(),
-            umask: rule.umask,
-            timeout: Duration::from_secs(rule.timeout_s.unwrap_or(jobs.timeout_s)),
-            kill_grace: Duration::from_secs(jobs.kill_grace_s),
-            max_output_bytes: rule.max_output_bytes.unwrap_or(jobs.max_output_bytes),
-        }
+        ExecSpec::for_rule(plan.rule, plan.argv.clone(), &self.cfg.jobs, &self.own_home)
     }
 
     /// 202 for a job still queued or running; from now on its end is notified.
@@ -436,10 +415,18 @@ impl Handler for Routes {
 struct RuleView<'a> {
     name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    argv: Option<Vec<RawArg>>,
+    argv: Option<Vec<ArgView<'a>>>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     shell: bool,
     no_pin: bool,
+}
+
+/// The program path, then each pattern as the config writes it.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ArgView<'a> {
+    Program(String),
+    Pattern(&'a ArgPattern),
 }
 
 #[derive(Serialize)]
@@ -453,13 +440,8 @@ fn rules_view(rules: &[Rule]) -> RulesView<'_> {
         .map(|rule| {
             let argv = match &rule.action {
                 Action::Argv { program, args } => {
-                    let mut argv = vec![RawArg::Text(program.display().to_string())];
-                    argv.extend(args.iter().map(|arg| match arg {
-                        ArgPattern::Literal(text) => RawArg::Text(text.clone()),
-                        ArgPattern::OneOf(texts) => RawArg::List(texts.clone()),
-                        ArgPattern::Any => RawArg::Text("*".into()),
-                        ArgPattern::Rest => RawArg::Text("**".into()),
-                    }));
+                    let mut argv = vec![ArgView::Program(program.display().to_string())];
+                    argv.extend(args.iter().map(ArgView::Pattern));
                     Some(argv)
                 }
                 Action::Shell => None,

@@ -74,6 +74,9 @@ pub enum Ending {
     TimedOut,
     Cancelled,
     SpawnFailed(String),
+    /// Nothing was started: the program or working directory is no longer trusted
+    /// (see `untrusted`); why, with the fix.
+    Refused(String),
 }
 
 /// Everything a job record needs from the process.
@@ -192,6 +195,9 @@ fn run_with(
         // Cancelled while queued: nothing was started.
         return Outcome::without_process(Ending::Cancelled, started_ms);
     }
+    if let Some(why) = untrusted(spec) {
+        return Outcome::without_process(Ending::Refused(why), started_ms);
+    }
     let mut job = match Job::spawn(spec, use_pidfd) {
         Ok(job) => job,
         Err(message) => {
@@ -274,6 +280,25 @@ fn run_with(
         started_ms,
         finished_ms: clock::now_unix_ms(),
     }
+}
+
+/// Why `spec` must not run now, if so: its program or working directory has lost its
+/// trust chain since the config was loaded (a directory made writable, a file given
+/// away). Checked on the job's thread right before the spawn, since it reads the disk.
+/// A path that does not exist is left for the spawn to report.
+fn untrusted(spec: &ExecSpec) -> Option<String> {
+    let program = spec.argv.first().map(Path::new).filter(|p| p.is_absolute());
+    let paths = program
+        .map(|p| ("program", p))
+        .into_iter()
+        .chain(spec.cwd.as_deref().map(|d| ("working directory", d)));
+    for (what, path) in paths {
+        match sys::check_chain(path) {
+            Ok(_) | Err(sys::ChainError::Missing(_)) => {}
+            Err(err) => return Some(format!("refused to run: {what} {err}")),
+        }
+    }
+    None
 }
 
 fn later(t: Instant, d: Duration) -> Instant {
@@ -849,10 +874,45 @@ mod tests {
     }
 
     #[test]
+    fn untrusted_program_or_cwd_is_refused_before_spawning() {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(dir) = crate::sys::files::trusted_test_dir("exec-untrusted") else {
+            return;
+        };
+        let open = dir.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let marker = dir.join("ran");
+        let prog = open.join("prog");
+        std::fs::write(&prog, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut started = false;
+        let out = run(
+            &spec(&[prog.to_str().unwrap()]),
+            &AtomicBool::new(false),
+            |_| started = true,
+        );
+        match &out.ending {
+            Ending::Refused(why) => {
+                assert!(
+                    why.contains(&format!("chmod go-w {}", open.display())),
+                    "{why}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!started && !marker.exists());
+        let mut s = spec(&["/bin/true"]);
+        s.cwd = Some(open.clone());
+        assert!(matches!(go(&s).ending, Ending::Refused(_)), "cwd");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn cwd_is_set() {
         let mut s = spec(&["/bin/pwd"]);
-        s.cwd = Some(PathBuf::from("/tmp"));
-        assert_eq!(go(&s).stdout, "/tmp\n");
+        s.cwd = Some(PathBuf::from("/usr"));
+        assert_eq!(go(&s).stdout, "/usr\n");
     }
 
     #[test]

@@ -65,7 +65,9 @@ impl NotifyCommand {
                 let out = exec::run(&spec, &AtomicBool::new(false), |_| {});
                 let rc = match &out.ending {
                     Ending::TimedOut => "timeout".to_string(),
-                    Ending::SpawnFailed(why) => format!("not started: {why}"),
+                    Ending::SpawnFailed(why) | Ending::Refused(why) => {
+                        format!("not started: {why}")
+                    }
                     _ => audit::rc_text(out.exit_code, out.signal),
                 };
                 audit::notified(&id, &rc, &out.stdout, &out.stderr);
