@@ -37,7 +37,7 @@ fn rules() -> Value {
     json!([
         {"name": "as-root", "argv": ["/bin/sh", "-c", "*"]},
         {"name": "as-nobody", "argv": ["/bin/sh", "-e", "-c", "*"], "user": "nobody"},
-        {"name": "in-tmp", "argv": ["/bin/sh", "-u", "-c", "*"], "cwd": "/tmp", "umask": "077"}
+        {"name": "in-usr", "argv": ["/bin/sh", "-u", "-c", "*"], "cwd": "/usr", "umask": "077"}
     ])
 }
 
@@ -54,7 +54,7 @@ fn reports(agent: &Agent) -> Vec<(&'static str, String)> {
     for (rule, flags) in [
         ("as-root", vec!["-c"]),
         ("as-nobody", vec!["-e", "-c"]),
-        ("in-tmp", vec!["-u", "-c"]),
+        ("in-usr", vec!["-u", "-c"]),
     ] {
         let mut argv = vec!["sh"];
         argv.extend(flags);
@@ -188,7 +188,7 @@ fn cwd_is_root_and_umask_022_whatever_the_agent_had_unless_the_rule_says() {
         let want = match rule {
             "as-root" => "cwd=/ umask=0022 uid=0".to_string(),
             "as-nobody" => format!("cwd=/ umask=0022 uid={nobody}"),
-            _ => "cwd=/tmp umask=0077 uid=0".to_string(),
+            _ => "cwd=/usr umask=0077 uid=0".to_string(),
         };
         assert_eq!(format!("cwd={}", field(&out, "cwd")), want, "{rule}: {out}");
     }

@@ -950,9 +950,10 @@ mod tests {
         let out = go(&sh("pwd; umask"));
         assert_eq!(out.stdout, "/\n0022\n", "{out:?}");
         let mut s = sh("pwd; umask");
-        s.cwd = Some(PathBuf::from("/tmp"));
+        // A trusted directory: /tmp (sticky, world-writable) is refused as a cwd.
+        s.cwd = Some(PathBuf::from("/usr"));
         s.umask = Some(0o077);
-        assert_eq!(go(&s).stdout, "/tmp\n0077\n");
+        assert_eq!(go(&s).stdout, "/usr\n0077\n");
     }
 
     #[test]
