@@ -39,6 +39,6 @@ pub mod testing {
     pub use crate::config::{Config, parse as parse_config};
     pub use crate::http::{MAX_BODY, MAX_HEAD, parse_head};
     pub use crate::policy::{
-        Action, ArgPattern, Request, Rule, WordRe, matches, plan, split_words,
+        Action, ArgPattern, Invocation, Rule, WordRe, matches, plan, split_words,
     };
 }

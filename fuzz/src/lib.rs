@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use sudo_agent::testing::{
-    self as agent, Action, ArgPattern, Config, MAX_BODY, MAX_HEAD, Request, Rule, WordRe,
+    self as agent, Action, ArgPattern, Config, Invocation, MAX_BODY, MAX_HEAD, Rule, WordRe,
 };
 use sudo_agent::totp;
 
@@ -116,7 +116,7 @@ fn rules() -> &'static [Rule] {
 pub fn policy_plan(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let argv: Vec<String> = text.split('\0').map(String::from).collect();
-    for request in [Request::Command(&text), Request::Argv(&argv)] {
+    for request in [Invocation::Command(&text), Invocation::Argv(&argv)] {
         let Ok(Some(plan)) = agent::plan(rules(), &request) else {
             continue;
         };

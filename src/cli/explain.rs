@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use super::parse::Asked;
 use crate::config::Config;
 use crate::jobs::{ExecSpec, own_home};
-use crate::policy::{self, Explanation, Request, quote};
+use crate::policy::{self, Explanation, Invocation, quote};
 use crate::sys;
 
 /// Loads the config as `serve` would (trusted-file checks, every rule validated) and
@@ -18,8 +18,8 @@ use crate::sys;
 pub fn explain(config: &Path, asked: &Asked, json: bool) -> Result<i32, String> {
     let cfg = Config::load(config).map_err(|e| e.to_string())?;
     let request = match asked {
-        Asked::Command(command) => Request::Command(command),
-        Asked::Argv(argv) => Request::Argv(argv),
+        Asked::Command(command) => Invocation::Command(command),
+        Asked::Argv(argv) => Invocation::Argv(argv),
     };
     let explained =
         policy::explain(&cfg.rules, &request).map_err(|e| format!("nothing to explain: {e}"))?;

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use super::raw::{Problem, RawArg, RawConfig, RawExamples, RawKind, RawRule};
 use super::types::{Config, DEFAULT_LISTEN, JobsConfig, ResultsConfig, ThrottleConfig};
 use crate::auth::totp;
-use crate::policy::{self, Action, ArgPattern, Request, Rule, WordRe, escape_for, path_under_dir};
+use crate::policy::{
+    self, Action, ArgPattern, Invocation, Rule, WordRe, escape_for, path_under_dir,
+};
 use crate::sys::{self, check_chain, is_loopback};
 
 // Bounds. Every duration is capped far below where `Instant + Duration` could overflow,
@@ -455,8 +457,8 @@ fn validate_examples(rules: &[Rule], examples: &[(usize, RawExamples)], p: &mut 
             for (j, example) in list.iter().enumerate() {
                 let key = format!("rules[{i}].examples.{kind}[{j}]");
                 let request = match example {
-                    RawArg::Text(command) => Request::Command(command),
-                    RawArg::List(argv) => Request::Argv(argv),
+                    RawArg::Text(command) => Invocation::Command(command),
+                    RawArg::List(argv) => Invocation::Argv(argv),
                     RawArg::Kind(_) => {
                         p.push(
                             key,

@@ -154,7 +154,7 @@ impl Routes {
         let (request, command) = match (&body.command, &body.argv) {
             (Some(command), None) => {
                 check_text("command", command, MAX_COMMAND).map_err(|e| bad_err(req, e))?;
-                (policy::Request::Command(command), command.clone())
+                (policy::Invocation::Command(command), command.clone())
             }
             (None, Some(argv)) => {
                 if argv.is_empty() || argv.len() > MAX_WORDS {
@@ -163,7 +163,7 @@ impl Routes {
                 for word in argv {
                     check_text("argv", word, MAX_WORD).map_err(|e| bad_err(req, e))?;
                 }
-                (policy::Request::Argv(argv), quote_words(argv))
+                (policy::Invocation::Argv(argv), quote_words(argv))
             }
             _ => {
                 return Err(bad(

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::path::Path;
 
-use super::matcher::{Mismatch, Plan, Request, Why, Words, rule_program, try_rule, words};
+use super::matcher::{Invocation, Mismatch, Plan, Why, Words, rule_program, try_rule, words};
 use super::rule::{Action, Rule};
 use super::words::SplitError;
 
@@ -59,7 +59,7 @@ pub fn quote(word: &str) -> String {
 /// Tries the rules in order, as `plan` does, and keeps each refusal.
 pub fn explain<'a>(
     rules: &'a [Rule],
-    request: &Request<'_>,
+    request: &Invocation<'_>,
 ) -> Result<Explanation<'a>, SplitError> {
     let words = words(request)?;
     let slice = words.as_slice().unwrap_or_default();
@@ -163,7 +163,7 @@ mod tests {
 
     fn lines(rules: &[Rule], argv: &[&str]) -> Vec<String> {
         let argv = strings(argv);
-        let e = explain(rules, &Request::Argv(&argv)).unwrap();
+        let e = explain(rules, &Invocation::Argv(&argv)).unwrap();
         e.tried
             .iter()
             .map(|a| match &a.refused {
@@ -198,7 +198,7 @@ mod tests {
         );
         // The first match ends the story, and it is the plan's.
         let argv = strings(&["systemctl", "status", "nginx"]);
-        let e = explain(&rules, &Request::Argv(&argv)).unwrap();
+        let e = explain(&rules, &Invocation::Argv(&argv)).unwrap();
         assert_eq!(e.tried.len(), 2);
         assert_eq!(
             e.plan.unwrap().argv,
@@ -209,7 +209,7 @@ mod tests {
     #[test]
     fn unsplittable_commands_and_shell_rules() {
         let mut rules = rules();
-        let e = explain(&rules, &Request::Command("echo 'x")).unwrap();
+        let e = explain(&rules, &Invocation::Command("echo 'x")).unwrap();
         assert!(e.words.is_none() && e.split_error.is_some() && e.plan.is_none());
         assert!(
             e.tried[0]
@@ -223,10 +223,10 @@ mod tests {
             action: Action::Shell,
             ..Rule::argv("sh", "/bin/sh", vec![])
         });
-        let e = explain(&rules, &Request::Command("echo 'x")).unwrap();
+        let e = explain(&rules, &Invocation::Command("echo 'x")).unwrap();
         assert_eq!(e.plan.unwrap().rule.name, "sh");
         let argv = strings(&["echo"]);
-        let e = explain(&rules, &Request::Argv(&argv)).unwrap();
+        let e = explain(&rules, &Invocation::Argv(&argv)).unwrap();
         assert!(
             e.tried[3]
                 .refused
@@ -235,6 +235,6 @@ mod tests {
                 .why
                 .contains("shell rule")
         );
-        assert!(explain(&rules, &Request::Command(" ")).is_err());
+        assert!(explain(&rules, &Invocation::Command(" ")).is_err());
     }
 }

@@ -11,7 +11,7 @@ use super::words::{SplitError, split_words};
 
 /// What a client asked to run.
 #[derive(Debug, Clone, Copy)]
-pub enum Request<'r> {
+pub enum Invocation<'r> {
     /// `"command"`: a string split with `split_words` (or, for a shell rule, given whole
     /// to `/bin/sh -c`).
     Command(&'r str),
@@ -75,11 +75,11 @@ impl Words<'_> {
 
 /// Splits a command (an argv is taken as it is). Empty requests are an error: there is
 /// nothing to run, not even through a shell.
-pub(super) fn words<'r>(request: &Request<'r>) -> Result<Words<'r>, SplitError> {
+pub(super) fn words<'r>(request: &Invocation<'r>) -> Result<Words<'r>, SplitError> {
     match *request {
-        Request::Argv([]) => Err(SplitError::Empty),
-        Request::Argv(argv) => Ok(Words::Given(argv)),
-        Request::Command(command) => match split_words(command) {
+        Invocation::Argv([]) => Err(SplitError::Empty),
+        Invocation::Argv(argv) => Ok(Words::Given(argv)),
+        Invocation::Command(command) => match split_words(command) {
             Ok(words) => Ok(Words::Split(words)),
             Err(SplitError::Empty) => Err(SplitError::Empty),
             Err(err) => Ok(Words::Unsplittable(err)),
@@ -90,15 +90,15 @@ pub(super) fn words<'r>(request: &Request<'r>) -> Result<Words<'r>, SplitError> 
 /// One rule against one request: the argv to run, or where the rule parts from it.
 pub(super) fn try_rule(
     rule: &Rule,
-    request: &Request<'_>,
+    request: &Invocation<'_>,
     words: &Words<'_>,
 ) -> Result<Vec<String>, Mismatch> {
     let refuse = |why| Err(Mismatch { position: 0, why });
     match (&rule.action, request) {
-        (Action::Shell, Request::Command(command)) => {
+        (Action::Shell, Invocation::Command(command)) => {
             Ok(vec![SHELL.into(), "-c".into(), (*command).into()])
         }
-        (Action::Shell, Request::Argv(_)) => refuse(Why::ShellTakesCommandsOnly),
+        (Action::Shell, Invocation::Argv(_)) => refuse(Why::ShellTakesCommandsOnly),
         (Action::Argv { .. }, _) => {
             let Some(words) = words.as_slice() else {
                 return refuse(Why::Unsplittable);
@@ -118,7 +118,10 @@ pub(super) fn try_rule(
 /// whole, as the old agent did); if none matches, the split error is returned, since the
 /// client most likely mistyped a quote. An empty command or empty argv is always
 /// `Err(SplitError::Empty)`: there is nothing to run, not even through a shell.
-pub fn plan<'a>(rules: &'a [Rule], request: &Request<'_>) -> Result<Option<Plan<'a>>, SplitError> {
+pub fn plan<'a>(
+    rules: &'a [Rule],
+    request: &Invocation<'_>,
+) -> Result<Option<Plan<'a>>, SplitError> {
     let words = words(request)?;
     for rule in rules {
         if let Ok(argv) = try_rule(rule, request, &words) {
@@ -340,46 +343,57 @@ mod tests {
             rule("any", "/usr/bin/systemctl", vec![ArgPattern::Rest]),
             rule("other", "/usr/local/bin/systemctl", vec![ArgPattern::Rest]),
         ];
-        let p = plan(&rules, &Request::Command("systemctl status nginx"))
+        let p = plan(&rules, &Invocation::Command("systemctl status nginx"))
             .unwrap()
             .unwrap();
         assert_eq!(p.rule.name, "status");
         assert_eq!(p.argv, ["/usr/bin/systemctl", "status", "nginx"]);
-        let p = plan(&rules, &Request::Command("systemctl restart nginx"))
+        let p = plan(&rules, &Invocation::Command("systemctl restart nginx"))
             .unwrap()
             .unwrap();
         assert_eq!(p.rule.name, "any");
-        let p = plan(&rules, &Request::Command("/usr/local/bin/systemctl stop x"))
-            .unwrap()
-            .unwrap();
+        let p = plan(
+            &rules,
+            &Invocation::Command("/usr/local/bin/systemctl stop x"),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(p.rule.name, "other");
         assert_eq!(p.argv[0], "/usr/local/bin/systemctl");
         let argv = strings(&["systemctl", "status", "a b"]);
-        let p = plan(&rules, &Request::Argv(&argv)).unwrap().unwrap();
+        let p = plan(&rules, &Invocation::Argv(&argv)).unwrap().unwrap();
         assert_eq!(p.rule.name, "status");
         assert_eq!(p.argv, ["/usr/bin/systemctl", "status", "a b"]);
-        assert!(plan(&rules, &Request::Command("reboot")).unwrap().is_none());
+        assert!(
+            plan(&rules, &Invocation::Command("reboot"))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
     fn plan_shell_rule_only_for_command_form() {
         let rules = vec![rule("uptime", "/usr/bin/uptime", vec![]), shell_rule("sh")];
-        let p = plan(&rules, &Request::Command("uptime")).unwrap().unwrap();
+        let p = plan(&rules, &Invocation::Command("uptime"))
+            .unwrap()
+            .unwrap();
         assert_eq!(p.rule.name, "uptime");
-        let p = plan(&rules, &Request::Command("echo hi | tail"))
+        let p = plan(&rules, &Invocation::Command("echo hi | tail"))
             .unwrap()
             .unwrap();
         assert_eq!(p.rule.name, "sh");
         assert_eq!(p.argv, ["/bin/sh", "-c", "echo hi | tail"]);
         let argv = strings(&["echo", "hi"]);
-        assert!(plan(&rules, &Request::Argv(&argv)).unwrap().is_none());
+        assert!(plan(&rules, &Invocation::Argv(&argv)).unwrap().is_none());
         assert!(!matches(&rules[1], &argv));
         // An unsplittable command still goes to the shell rule as the old agent did ...
-        let p = plan(&rules, &Request::Command("echo 'x")).unwrap().unwrap();
+        let p = plan(&rules, &Invocation::Command("echo 'x"))
+            .unwrap()
+            .unwrap();
         assert_eq!(p.rule.name, "sh");
         // ... but an empty one never does.
         assert_eq!(
-            plan(&rules, &Request::Command("  ")).unwrap_err(),
+            plan(&rules, &Invocation::Command("  ")).unwrap_err(),
             SplitError::Empty
         );
     }
@@ -388,22 +402,22 @@ mod tests {
     fn plan_errors() {
         let rules = vec![rule("echo", "/usr/bin/echo", vec![ArgPattern::Rest])];
         assert_eq!(
-            plan(&rules, &Request::Command("echo 'x")).unwrap_err(),
+            plan(&rules, &Invocation::Command("echo 'x")).unwrap_err(),
             SplitError::UnterminatedQuote('\'')
         );
         assert_eq!(
-            plan(&rules, &Request::Command("echo x\\")).unwrap_err(),
+            plan(&rules, &Invocation::Command("echo x\\")).unwrap_err(),
             SplitError::TrailingBackslash
         );
         assert_eq!(
-            plan(&rules, &Request::Command("")).unwrap_err(),
+            plan(&rules, &Invocation::Command("")).unwrap_err(),
             SplitError::Empty
         );
         assert_eq!(
-            plan(&rules, &Request::Argv(&[])).unwrap_err(),
+            plan(&rules, &Invocation::Argv(&[])).unwrap_err(),
             SplitError::Empty
         );
-        assert!(plan(&[], &Request::Command("echo")).unwrap().is_none());
+        assert!(plan(&[], &Invocation::Command("echo")).unwrap().is_none());
     }
 
     #[test]

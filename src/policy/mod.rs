@@ -12,7 +12,7 @@ mod patterns;
 mod rule;
 mod words;
 
-pub use self::matcher::{Plan, Request, SHELL, matches, plan};
+pub use self::matcher::{Invocation, Plan, SHELL, matches, plan};
 pub use self::patterns::{ArgPattern, WordRe};
 pub use self::rule::{Action, Rule};
 pub use self::words::split_words;
