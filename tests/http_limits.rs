@@ -4,15 +4,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::common::Agent;
+use crate::common::{Agent, status_of};
 use serde_json::json;
-
-fn status_of(raw: &str) -> u16 {
-    raw.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
 
 #[test]
 fn malformed_bodies_get_400_and_the_agent_lives_on() {

@@ -15,6 +15,8 @@ mod attack_files;
 mod attack_http;
 /// Chaining, substitution, option smuggling, path tricks, forged log lines.
 mod attack_injection;
+/// Slow readers of large answers and histories of large jobs: memory stays bounded.
+mod attack_memory;
 /// Output floods, fork bombs, lingering and escaping jobs.
 mod attack_resources;
 /// Codes, replay, throttling and policy.

@@ -16,7 +16,7 @@ mod tty;
 mod users;
 
 pub(crate) use self::fd::{create_at, lookup_at, poll_readable, set_nonblocking, unlink_at};
-pub(crate) use self::net::is_loopback;
+pub(crate) use self::net::{ip_literal, is_loopback, set_send_buffer, split_authority};
 pub(crate) use self::process::{boot_id, group_running, kill_group, pidfd_open, start_ticks};
 pub(crate) use self::signals::stop_signal_pipe;
 pub(crate) use self::tty::EchoOff;
