@@ -5,6 +5,8 @@
 /// Fixtures: an agent in a temp dir, a client, codes, process and memory probes.
 mod common;
 
+/// Web pages and DNS rebinding; the clients that must keep working.
+mod attack_browser;
 /// Brute force, bent codes, codes outside the window.
 mod attack_codes;
 /// Pagers, terminals and the agent's environment as a way in.
@@ -19,6 +21,8 @@ mod attack_injection;
 mod attack_memory;
 /// Output floods, fork bombs, lingering and escaping jobs.
 mod attack_resources;
+/// Long-polls, idle clients and bare sockets filling every connection slot.
+mod attack_slots;
 /// Codes, replay, throttling and policy.
 mod auth_and_policy;
 /// Start-up refusals, `check`, `init` and `demo`.
