@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{Agent, python_has, read_answer, run_bin};
+use crate::common::{Agent, python_has, read_answer, run_bin, url_decode};
 use serde_json::{Value, json};
 
 const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
@@ -376,4 +376,153 @@ asyncio.run(main())
     assert_eq!(job["status"], "succeeded", "{job}");
 
     assert!(!agent.log().contains("FORBIDDEN"), "{}", agent.log());
+}
+
+/// A page server for the real-browser test: answers every request on `listener` with
+/// `page` (or an empty 200 for `/ready`), until `/ready` has been asked; returns then.
+fn serve_page_until_ready(listener: std::net::TcpListener, page: &str) {
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        let ready = head.starts_with(b"GET /ready ");
+        let body = if ready { "" } else { page };
+        let _ = write!(
+            conn,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nCache-Control: no-store\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        if ready {
+            return;
+        }
+    }
+}
+
+/// Kills a process group (the browser and its helpers) when dropped.
+struct Group(std::process::Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_real_browser_page_rebinding_to_the_agent_is_refused() {
+    use std::os::unix::process::CommandExt;
+    let chromium = Path::new("/usr/bin/chromium");
+    if !chromium.exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "chromium missing under CI=true; apt-get install chromium"
+        );
+        eprintln!("SKIPPED: /usr/bin/chromium is missing; apt-get install chromium");
+        return;
+    }
+    // The attacker's page is first served from rebind.example:P; then P is handed to
+    // the agent, as a rebound DNS name would hand the page's origin to 127.0.0.1.
+    let page_server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = page_server.local_addr().unwrap().port();
+    let report_server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let report_port = report_server.local_addr().unwrap().port();
+    let dir = crate::common::TempDir::new("chromium");
+    let marker = dir.path().join("marker");
+    let page = format!(
+        r#"<!doctype html><script>
+const touch = JSON.stringify({{command: "touch {marker}"}});
+const sleep = ms => new Promise(r => setTimeout(r, ms));
+async function status(url, init) {{
+  try {{ return String((await fetch(url, init)).status); }} catch (e) {{ return "error"; }}
+}}
+(async () => {{
+  await fetch("/ready");
+  const out = {{}};
+  for (let i = 0; i < 150; i++) {{
+    out.health = await status("/health", {{cache: "no-store"}});
+    if (out.health === "403" || out.health === "200") break;
+    await sleep(200);
+  }}
+  out.job = await status("/job/0123456789abcdef0123456789abcdef");
+  out.run = await status("/run", {{method: "POST", body: touch}});
+  out.cross = await status("http://127.0.0.1:{port}/run", {{method: "POST", mode: "no-cors", body: touch}});
+  for (let i = 0; i < 6; i++) {{
+    await status("http://127.0.0.1:{port}/run", {{method: "POST", mode: "no-cors",
+      body: JSON.stringify({{pin: "000000", command: "echo hi"}})}});
+  }}
+  location = "http://127.0.0.1:{report_port}/report?" + encodeURIComponent(JSON.stringify(out));
+}})();
+</script>"#,
+        marker = marker.display()
+    );
+    let profile = dir.path().join("profile");
+    let browser = Group(
+        Command::new(chromium)
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--host-resolver-rules=MAP rebind.example 127.0.0.1",
+                &format!("--user-data-dir={}", profile.display()),
+                &format!("http://rebind.example:{port}/"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    );
+    serve_page_until_ready(page_server, &page);
+    let cfg = crate::common::base_config(
+        dir.path(),
+        json!({"listen": format!("127.0.0.1:{port}"), "rules": [
+            {"name": "touch", "argv": ["/usr/bin/touch", marker], "no_pin": true},
+            {"name": "echo", "argv": ["/bin/echo", "**"]}
+        ]}),
+    );
+    let agent = Agent::start_in(dir, &cfg, &[]);
+    report_server.set_nonblocking(false).unwrap();
+    let (mut conn, _) = report_server.accept().unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(&mut conn).read_line(&mut line).unwrap();
+    drop(browser);
+    let query = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("")
+        .trim_start_matches("/report?");
+    let decoded = url_decode(query);
+    let seen: Value = serde_json::from_str(&decoded).unwrap_or_else(|e| panic!("{e}: {line}"));
+    println!("the page saw: {seen}");
+    // Same-origin to the page, so it could read the answers: every one a refusal.
+    assert_eq!(
+        seen,
+        json!({"health": "403", "job": "403", "run": "403", "cross": "0"})
+    );
+    assert!(!marker.exists(), "the page ran the touch rule");
+    let log = agent.log();
+    assert!(
+        log.contains(&format!(r#"Host "rebind.example:{port}""#)),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(r#"Origin "http://rebind.example:{port}""#)),
+        "{log}"
+    );
+    assert!(
+        !log.contains("INVALID PIN") && !log.contains("QUEUED ["),
+        "{log}"
+    );
+    assert_eq!(agent.get("/health").json()["locked_for_s"], 0);
 }

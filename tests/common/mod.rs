@@ -715,3 +715,23 @@ pub fn peak_rss_during<T>(pid: u32, during: impl FnOnce() -> T) -> (T, u64) {
         (value, sampler.join().unwrap())
     })
 }
+
+/// URL decoding as forms and `encodeURIComponent` write it: `+` is a space, `%XX` a
+/// byte.
+pub fn url_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
