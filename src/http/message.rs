@@ -2,7 +2,6 @@
 //! request, a response, and the one mapping from an API error to its status and body.
 
 use std::fmt;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -104,25 +103,13 @@ impl Response {
     }
 }
 
-/// `value` as JSON plus a newline, in a buffer of exactly that size: a record with a
-/// megabyte of control characters is six megabytes of JSON, and a growing buffer would
-/// briefly hold twice that.
+/// `value` as JSON plus a newline, its buffer cut to size: a shared answer is held as
+/// long as its slowest reader needs it. (A large buffer is mapped memory: growing and
+/// cutting it moves pages, not bytes, and untouched capacity is never resident.)
 pub fn encode_json<T: Serialize>(value: &T) -> serde_json::Result<Vec<u8>> {
-    struct Count(usize);
-    impl io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(1);
-    serde_json::to_writer(&mut count, value)?;
-    let mut body = Vec::with_capacity(count.0);
-    serde_json::to_writer(&mut body, value)?;
+    let mut body = serde_json::to_vec(value)?;
     body.push(b'\n');
+    body.shrink_to_fit();
     Ok(body)
 }
 
@@ -297,7 +284,7 @@ mod tests {
     }
 
     #[test]
-    fn json_is_encoded_to_the_byte() {
+    fn json_is_encoded_with_no_spare_capacity() {
         let value = serde_json::json!({"stdout": "\u{0}".repeat(1000)});
         let body = encode_json(&value).unwrap();
         assert_eq!(body.len(), body.capacity());

@@ -330,7 +330,9 @@ fn compact(path: &Path, history: usize, budget: usize) -> Result<(usize, usize),
         if text.is_empty() {
             return;
         }
-        match serde_json::from_slice::<Line<Peek>>(text) {
+        // Parsed whole, one line at a time: a second, lighter parser would cost binary
+        // size to save a moment once per compaction.
+        match serde_json::from_slice::<Line<JobRecord>>(text) {
             Ok(Line::Submit { job } | Line::End { job }) => {
                 let is_final = job.status.is_final();
                 let record = (number, line.len());
@@ -376,7 +378,8 @@ fn compact(path: &Path, history: usize, budget: usize) -> Result<(usize, usize),
     })
     .map_err(|err| io_error(path, err))?;
     let (mut ended, mut ended_bytes) = (0usize, 0usize);
-    let mut wanted: Vec<usize> = Vec::new();
+    // Per line of the file: copy it?
+    let mut wanted: Vec<bool> = Vec::new();
     for id in order.iter().rev() {
         let Some(lines) = jobs.get(id) else { continue };
         if lines.is_final {
@@ -387,22 +390,22 @@ fn compact(path: &Path, history: usize, budget: usize) -> Result<(usize, usize),
             }
         }
         let start = lines.start.filter(|_| !lines.is_final);
-        wanted.extend(
-            std::iter::once(lines.record)
-                .chain(start)
-                .map(|(number, _)| number),
-        );
+        for (number, _) in std::iter::once(lines.record).chain(start) {
+            if wanted.len() <= number {
+                wanted.resize(number + 1, false);
+            }
+            wanted[number] = true;
+        }
     }
     drop(jobs);
-    wanted.sort_unstable();
     let (source, _) = files::open_trusted(WHAT, path, Trust::Private)?;
-    let mut bytes = 0;
+    let (mut lines, mut bytes) = (0, 0);
     files::write_atomic_with(WHAT, path, 0o600, |file| {
         let mut out = BufWriter::new(file);
-        let mut next = wanted.iter().peekable();
         let mut copied = Ok(());
         each_line(source, |number, line| {
-            if copied.is_ok() && next.next_if_eq(&&number).is_some() {
+            if copied.is_ok() && wanted.get(number) == Some(&true) {
+                lines += 1;
                 let line = line.strip_suffix(b"\n").unwrap_or(line);
                 bytes += line.len() + 1;
                 copied = out.write_all(line).and_then(|()| out.write_all(b"\n"));
@@ -411,7 +414,7 @@ fn compact(path: &Path, history: usize, budget: usize) -> Result<(usize, usize),
         copied?;
         out.flush()
     })?;
-    Ok((wanted.len(), bytes))
+    Ok((lines, bytes))
 }
 
 /// Calls `each` with the number (from 0) and bytes (newline included) of every line.
@@ -426,13 +429,6 @@ fn each_line(file: File, mut each: impl FnMut(usize, &[u8])) -> io::Result<()> {
         each(number, &buf);
     }
     Ok(())
-}
-
-/// Just enough of a record to place it: compaction never parses the output.
-#[derive(Deserialize)]
-struct Peek {
-    id: String,
-    status: Status,
 }
 
 /// Each job's newest state, oldest job first. A line that does not parse (a torn last
