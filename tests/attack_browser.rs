@@ -65,6 +65,16 @@ fn page_headers<'a>(
     headers
 }
 
+/// The CORS preflight a browser sends before a page's JSON POST.
+fn preflight<'a>(host: &'a str, origin: &'a str) -> [(&'a str, &'a str); 4] {
+    [
+        ("Host", host),
+        ("Origin", origin),
+        ("Access-Control-Request-Method", "POST"),
+        ("Access-Control-Request-Headers", "content-type"),
+    ]
+}
+
 fn assert_refused(answer: &(u16, String, Value), header: &str) {
     let (status, _, body) = answer;
     assert_eq!(*status, 403, "{body}");
@@ -162,13 +172,7 @@ fn web_pages_cannot_run_lock_out_or_read() {
     let twice = [("Host", local.as_str()), ("Host", rebound.as_str())];
     assert_refused(&send(&agent, "GET", "/health", &twice, ""), "Host");
     // A preflight for a JSON POST from a page nobody listed.
-    let preflight = [
-        ("Host", local.as_str()),
-        ("Origin", evil),
-        ("Access-Control-Request-Method", "POST"),
-        ("Access-Control-Request-Headers", "content-type"),
-    ];
-    let (status, head, _) = send(&agent, "OPTIONS", "/run", &preflight, "");
+    let (status, head, _) = send(&agent, "OPTIONS", "/run", &preflight(&local, evil), "");
     assert_eq!(status, 403);
     assert!(!head.contains("Access-Control-Allow-Origin"), "{head}");
 
@@ -218,13 +222,7 @@ fn listed_hosts_and_origins_are_served_and_told_so() {
     );
     assert!(head.contains("Vary: Origin\r\n"), "{head}");
     // The preflight a JSON POST needs.
-    let preflight = [
-        ("Host", local.as_str()),
-        ("Origin", ha),
-        ("Access-Control-Request-Method", "POST"),
-        ("Access-Control-Request-Headers", "content-type"),
-    ];
-    let (status, head, _) = send(&agent, "OPTIONS", "/run", &preflight, "");
+    let (status, head, _) = send(&agent, "OPTIONS", "/run", &preflight(&local, ha), "");
     assert_eq!(status, 200, "{head}");
     assert!(
         head.contains("Access-Control-Allow-Methods: GET, POST\r\n"),

@@ -353,6 +353,19 @@ fn validate_rule(at: &str, raw: RawRule, p: &mut Problems) -> Rule {
     }
 }
 
+/// The entries of the list at `key` that `check` accepts, as it returns them.
+fn entries(
+    key: &str,
+    list: &[String],
+    p: &mut Problems,
+    check: fn(&str, &str, &mut Problems) -> Option<String>,
+) -> Vec<String> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, entry)| check(&format!("{key}[{i}]"), entry, p))
+        .collect()
+}
+
 /// An `allowed_hosts` entry, lowercased: `name` or `name:port` (`[v6]` for IPv6).
 fn allowed_host(at: &str, host: &str, p: &mut Problems) -> Option<String> {
     if host == "*" {
@@ -524,18 +537,13 @@ impl Config {
             }
         }
 
-        let allowed_hosts = raw
-            .allowed_hosts
-            .iter()
-            .enumerate()
-            .filter_map(|(i, host)| allowed_host(&format!("allowed_hosts[{i}]"), host, &mut p))
-            .collect();
-        let allowed_origins = raw
-            .allowed_origins
-            .iter()
-            .enumerate()
-            .filter_map(|(i, o)| allowed_origin(&format!("allowed_origins[{i}]"), o, &mut p))
-            .collect();
+        let allowed_hosts = entries("allowed_hosts", &raw.allowed_hosts, &mut p, allowed_host);
+        let allowed_origins = entries(
+            "allowed_origins",
+            &raw.allowed_origins,
+            &mut p,
+            allowed_origin,
+        );
         let send_queue_bytes = to_usize(p.range(
             "send_queue_bytes",
             raw.send_queue_bytes,

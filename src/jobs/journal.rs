@@ -362,18 +362,7 @@ fn compact(path: &Path, history: usize, budget: usize) -> Result<(usize, usize),
                     kept.start = Some((number, line.len()));
                 }
             }
-            Err(err) => {
-                let torn = if line.ends_with(b"\n") {
-                    ""
-                } else {
-                    " (torn: the agent stopped in the middle of writing it)"
-                };
-                log::warn!(
-                    "journal {}: line {} skipped{torn}: {err}",
-                    path.display(),
-                    number + 1
-                );
-            }
+            Err(err) => skipped(path, number + 1, line, &err),
         }
     })
     .map_err(|err| io_error(path, err))?;
@@ -415,6 +404,19 @@ fn compact(path: &Path, history: usize, budget: usize) -> Result<(usize, usize),
         out.flush()
     })?;
     Ok((lines, bytes))
+}
+
+/// Warns of a line that does not parse (a torn last line after a power cut).
+fn skipped(path: &Path, number: usize, line: &[u8], err: &serde_json::Error) {
+    let torn = if line.ends_with(b"\n") {
+        ""
+    } else {
+        " (torn: the agent stopped in the middle of writing it)"
+    };
+    log::warn!(
+        "journal {}: line {number} skipped{torn}: {err}",
+        path.display()
+    );
 }
 
 /// Calls `each` with the number (from 0) and bytes (newline included) of every line.
@@ -481,17 +483,7 @@ fn read(mut reader: impl BufRead, path: &Path) -> io::Result<Vec<Kept>> {
                     });
                 }
             }
-            Err(err) => {
-                let torn = if buf.ends_with(b"\n") {
-                    ""
-                } else {
-                    " (torn: the agent stopped in the middle of writing it)"
-                };
-                log::warn!(
-                    "journal {}: line {number} skipped{torn}: {err}",
-                    path.display()
-                );
-            }
+            Err(err) => skipped(path, number, &buf, &err),
         }
     }
     Ok(order
