@@ -92,15 +92,19 @@ fn past_the_send_queue_budget_slowest_readers_go_first_then_503() {
     // A client reading `a` slowly but steadily holds its answer: nothing to close, so
     // a second large answer does not fit and is refused.
     let mut steady = stalled_reader(&agent, &a);
+    // Long enough for a debug build under qemu to encode the answer.
     steady
-        .set_read_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     let mut refusal = None;
     let mut read = 0;
     let mut buf = vec![0u8; 16 * 1024];
     let until = Instant::now() + Duration::from_secs(20);
     while refusal.is_none() && Instant::now() < until && read < json_len {
-        read += steady.read(&mut buf).unwrap();
+        match steady.read(&mut buf) {
+            Ok(n) if n > 0 => read += n,
+            other => panic!("the steady reader was cut off after {read} bytes: {other:?}"),
+        }
         std::thread::sleep(Duration::from_millis(20));
         let mut s = TcpStream::connect(agent.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -172,10 +176,12 @@ fn a_thousand_jobs_with_large_arguments_stay_within_the_history_budget() {
         "{jobs} jobs with 60 KB of argv: RSS peak {peak} KiB, journal at most {} KiB",
         biggest_journal / 1024
     );
-    assert!(
-        peak < RSS_LIMIT_KIB + rss_allowance_kib(),
-        "RSS reached {peak} KiB"
-    );
+    // qemu-user itself grows by about 0.3 MiB per thread it has run (a job thread each
+    // here: 18 MiB to 108 MiB over 300 `/bin/true` jobs), so only a native agent's
+    // size says anything about the history.
+    if !emulated() {
+        assert!(peak < RSS_LIMIT_KIB, "RSS reached {peak} KiB");
+    }
     // Twice the 8 MiB budget between compactions, plus a batch and running jobs' lines.
     assert!(
         biggest_journal < 20 << 20,

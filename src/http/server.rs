@@ -471,11 +471,16 @@ impl Loop {
                 })
                 .min_by_key(|(_, c)| c.last_active)
                 .map(|(t, _)| *t);
-            match slowest {
-                Some(token) => {
-                    self.conns.remove(&token);
-                }
-                None => return false,
+            let Some(token) = slowest else {
+                return false;
+            };
+            // Closed only if it really does not read: the loop itself may have kept it
+            // waiting (a long encode); if it takes bytes now, it stays.
+            if let Some(mut conn) = self.conns.remove(&token)
+                && conn.moves()
+            {
+                self.conns.insert(token, conn);
+                self.again.push(token);
             }
         }
     }
@@ -501,12 +506,19 @@ impl Loop {
             let Some(mut conn) = self.conns.remove(&token) else {
                 continue;
             };
-            match &conn.phase {
+            match conn.phase {
                 Phase::Waiting { .. } => {
                     self.answer_parked(&mut conn, Woken::Deadline, true, handler);
                 }
                 Phase::Reading if !conn.input.is_empty() => {
                     self.respond(&mut conn, ApiError::Timeout.response(), &Asked::default());
+                }
+                // Idle in write as long as a request may take to arrive, unless the loop
+                // itself was what kept it waiting.
+                Phase::Writing { .. } => {
+                    if !conn.moves() {
+                        continue;
+                    }
                 }
                 _ => continue,
             }
@@ -695,6 +707,12 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// Tries to write: whether any of the answer went out (all of it, perhaps).
+    fn moves(&mut self) -> bool {
+        let before = (self.sent, self.out_len());
+        self.flush().is_ok() && (self.sent, self.out_len()) != before
     }
 
     fn out_len(&self) -> usize {
