@@ -30,8 +30,9 @@ const MAX_PARKED: usize = 192;
 const MAX_PARKED_ON_ONE: usize = 128;
 /// Answers up to this size always go out; larger ones must fit `send_queue_bytes`.
 const SMALL_ANSWER: usize = 16 * 1024;
-/// A connection whose answer has not moved for this long is a slow reader: closed when
-/// the send queue needs room.
+/// A connection whose answer has not moved while the loop waited this long for events
+/// is a slow reader: closed when the send queue needs room. Counted in the loop's idle
+/// time, so a moment the loop spent busy (encoding a large answer) is nobody's stall.
 const STALLED: Duration = Duration::from_secs(1);
 /// Headers parsed per request; more is answered with 431.
 const MAX_HEADERS: usize = 32;
@@ -145,8 +146,10 @@ struct Conn {
     phase: Phase,
     /// When the first byte of the request being read arrived.
     request_started: Option<Instant>,
-    /// Last byte read or written, or when the answer was queued.
+    /// Last byte read or written, or when the answer was queued...
     last_active: Instant,
+    /// ...and `Loop::idle` then.
+    idle_mark: Duration,
     continue_sent: bool,
     peer_closed: bool,
     /// Has sent at least one whole request: a client, not just an open socket.
@@ -224,6 +227,7 @@ impl Server {
             accept_retry_at: None,
             limits: self.limits,
             again: Vec::new(),
+            idle: Duration::ZERO,
         };
         let mut events = Events::with_capacity(256);
         loop {
@@ -237,7 +241,10 @@ impl Server {
                 .map_or(Duration::from_secs(1), |d| {
                     d.saturating_duration_since(now).min(Duration::from_secs(1))
                 });
-            if let Err(err) = self.poll.poll(&mut events, Some(timeout)) {
+            let polled = Instant::now();
+            let result = self.poll.poll(&mut events, Some(timeout));
+            loop_.idle += polled.elapsed();
+            if let Err(err) = result {
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -278,6 +285,9 @@ struct Loop {
     /// Connections answered from outside their own turn (a parked request evicted for
     /// another): driven once the current one is done, never from inside it.
     again: Vec<usize>,
+    /// Time spent waiting for events, all turns together: what a slow reader's stall
+    /// is measured in.
+    idle: Duration,
 }
 
 impl Loop {
@@ -319,6 +329,7 @@ impl Loop {
                             phase: Phase::Reading,
                             request_started: None,
                             last_active: now,
+                            idle_mark: self.idle,
                             continue_sent: false,
                             served: false,
                             peer_closed: false,
@@ -444,10 +455,10 @@ impl Loop {
         conn.out_body = (!asked.head_only && !response.body.is_empty()).then_some(response.body);
         conn.phase = Phase::Writing { close: !keep_alive };
         conn.last_active = Instant::now();
+        conn.idle_mark = self.idle;
     }
 
     fn make_sending_room(&mut self, body: &Body) -> bool {
-        let now = Instant::now();
         loop {
             // Bodies are shared: count each one once, however many connections send it.
             let mut seen = HashSet::new();
@@ -467,21 +478,14 @@ impl Loop {
                 .conns
                 .iter()
                 .filter(|(_, c)| {
-                    c.out_body.is_some() && now.saturating_duration_since(c.last_active) >= STALLED
+                    c.out_body.is_some() && self.idle.saturating_sub(c.idle_mark) >= STALLED
                 })
-                .min_by_key(|(_, c)| c.last_active)
+                .min_by_key(|(_, c)| c.idle_mark)
                 .map(|(t, _)| *t);
-            let Some(token) = slowest else {
-                return false;
+            match slowest {
+                Some(token) => self.conns.remove(&token),
+                None => return false,
             };
-            // Closed only if it really does not read: the loop itself may have kept it
-            // waiting (a long encode); if it takes bytes now, it stays.
-            if let Some(mut conn) = self.conns.remove(&token)
-                && conn.moves()
-            {
-                self.conns.insert(token, conn);
-                self.again.push(token);
-            }
         }
     }
 
@@ -519,6 +523,7 @@ impl Loop {
                     if !conn.moves() {
                         continue;
                     }
+                    conn.idle_mark = self.idle;
                 }
                 _ => continue,
             }
@@ -560,7 +565,11 @@ impl Loop {
     /// Steps `conn`, out of `conns` meanwhile so it can reach the other connections
     /// (the send queue, parking room), and puts it back unless it is to be closed.
     fn step<H: Handler>(&mut self, token: usize, mut conn: Conn, handler: &mut H) {
+        let active = conn.last_active;
         if conn.step(self, handler).is_ok() {
+            if conn.last_active != active {
+                conn.idle_mark = self.idle;
+            }
             self.conns.insert(token, conn);
         }
     }
