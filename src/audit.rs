@@ -272,6 +272,12 @@ pub fn executing(id: &str, command: &str) {
     log::info!("EXECUTING [{}]: {}", field(id), cmd(command));
 }
 
+/// `REFUSED [id]: why`: the job's program or working directory lost its trust chain
+/// after start-up, so nothing was run; `why` names the path and the fix.
+pub fn refused(id: &str, why: &str) {
+    log::warn!("REFUSED [{}]: {}", field(id), cmd(why));
+}
+
 /// `RESULT [id] (rc=rc): output`; `rc` from [`rc_text`], output from the job's stdout and
 /// stderr as [`result_output`] picks it.
 pub fn result(id: &str, rc: &str, stdout: &str, stderr: &str) {

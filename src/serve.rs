@@ -15,7 +15,7 @@ use crate::http::{
 use crate::jobs::{Jobs, Journal, NotifyCommand, ResultsDir, own_home};
 use crate::sys::files::FileError;
 use crate::sys::systemd::{Lifecycle, Systemd};
-use crate::sys::{self, clock, is_loopback};
+use crate::sys::{self, LockError, clock, is_loopback};
 
 /// Why the agent (or a command that needs its secret) could not start.
 #[derive(Debug)]
@@ -25,6 +25,8 @@ pub enum StartError {
     State(StateError),
     Results(FileError),
     Journal(FileError),
+    /// Another agent holds the state directory.
+    Locked(LockError),
     Bind {
         addr: String,
         err: std::io::Error,
@@ -42,6 +44,7 @@ impl fmt::Display for StartError {
         match self {
             Self::Secret(err) => write!(f, "{err}"),
             Self::Results(err) | Self::Journal(err) => write!(f, "{err}"),
+            Self::Locked(err) => write!(f, "{err}"),
             Self::Audit(err) => write!(f, "{err}"),
             Self::State(err) => write!(f, "{err}"),
             Self::Bind { addr, err } => write!(
@@ -64,6 +67,8 @@ impl std::error::Error for StartError {}
 /// `cfg.listen`, and tells systemd when it is ready and that it is alive.
 pub fn serve(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
     audit::init(&cfg.log_file, true).map_err(StartError::Audit)?;
+    // Before anything reads or rewrites the state: auth.json, the journal, leftover jobs.
+    let _lock = sys::lock_state_dir(&cfg.state_dir).map_err(StartError::Locked)?;
     let key = load_secret(&cfg.secret_file).map_err(StartError::Secret)?;
     let (store, state) = StateStore::open(&cfg.state_dir).map_err(StartError::State)?;
     let results = ResultsDir::open(&cfg.results).map_err(StartError::Results)?;

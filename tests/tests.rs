@@ -23,10 +23,16 @@ mod attack_memory;
 mod attack_resources;
 /// Long-polls, idle clients and bare sockets filling every connection slot.
 mod attack_slots;
+/// Programs, notify and cwd that another user could swap: refused at load and at exec.
+mod attack_trust;
 /// Codes, replay, throttling and policy.
 mod auth_and_policy;
+/// Jobs start clean: own session without a terminal, no inherited fds, cwd, umask, signals.
+mod clean_start;
 /// Start-up refusals, `check`, `init` and `demo`.
 mod config_cli;
+/// Enrolling a fleet: `init --uri-file`, `init --config-only`, `qr`.
+mod enrol;
 /// The Asterisk and Home Assistant examples against a real agent.
 mod examples;
 /// Every fuzz corpus file replayed through the fuzz targets' checks.
@@ -45,6 +51,10 @@ mod jobs_lifecycle;
 mod mcp;
 /// `GET /metrics` counters after a known sequence.
 mod metrics;
+/// One agent per state dir; recovery that never signals a stranger's processes.
+mod one_agent;
+/// Pattern kinds, `GET /rules`, escape-prone programs, examples and `explain`.
+mod policy_cli;
 /// `sudo-agent run`, its exit codes and the SIP flow.
 mod run_client;
 /// Socket activation, notifications, idle exit.

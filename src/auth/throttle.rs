@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use super::secret::SecretKey;
 use super::state::{AuthState, StateError, StateStore};
 use super::totp;
 use crate::audit;
@@ -45,7 +46,7 @@ impl std::error::Error for Denied {}
 
 /// The TOTP gate: key, code shape, throttle settings and the persisted state.
 pub struct Auth {
-    key: Vec<u8>,
+    key: SecretKey,
     params: totp::Params,
     throttle: ThrottleConfig,
     store: StateStore,
@@ -68,7 +69,7 @@ impl fmt::Debug for Auth {
 impl Auth {
     /// `state` is what `StateStore::open` returned for `store`.
     pub fn new(
-        key: Vec<u8>,
+        key: SecretKey,
         params: totp::Params,
         throttle: ThrottleConfig,
         store: StateStore,
@@ -110,6 +111,32 @@ impl Auth {
             Some(_) => Err(self.fail(now, Denied::Reused)),
             None => Err(self.fail(now, Denied::Invalid)),
         }
+    }
+
+    /// A code that came in a shape the request decoder refused (a JSON number, a list):
+    /// each of `candidates` that is valid now is spent as if used, since the request may
+    /// have been logged on its way here (a number loses its leading zeros, so short
+    /// digit strings are also tried zero-padded). The request counts as one failed
+    /// attempt unless locked out, when nothing is counted. Returns whether it counted.
+    pub fn refuse_stray(&mut self, candidates: &[String], now: u64) -> bool {
+        let width = usize::try_from(self.params.digits).unwrap_or(0);
+        for candidate in candidates {
+            let padded = (candidate.len() < width && candidate.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| format!("{candidate:0>width$}"));
+            for text in std::iter::once(candidate).chain(padded.as_ref()) {
+                if let Some(step) = totp::verify(&self.key, text, now, &self.params)
+                    && step > self.state.last_step
+                {
+                    self.state.last_step = step;
+                }
+            }
+        }
+        if self.locked_for(now) > 0 {
+            self.persist_best_effort();
+            return false;
+        }
+        let _ = self.fail(now, Denied::Invalid);
+        true
     }
 
     /// The current state, for tests.
@@ -216,7 +243,13 @@ mod tests {
 
     fn open(dir: &Path) -> Auth {
         let (store, state) = StateStore::open(dir).unwrap();
-        Auth::new(KEY.to_vec(), params(), throttle(), store, state)
+        Auth::new(
+            SecretKey::new(KEY.to_vec()),
+            params(),
+            throttle(),
+            store,
+            state,
+        )
     }
 
     fn code(at: u64) -> String {
@@ -349,7 +382,13 @@ mod tests {
             lockout_s: u64::MAX,
             lockout_max_s: u64::MAX,
         };
-        let mut auth = Auth::new(KEY.to_vec(), params(), throttle, store, state);
+        let mut auth = Auth::new(
+            SecretKey::new(KEY.to_vec()),
+            params(),
+            throttle,
+            store,
+            state,
+        );
         assert!(matches!(
             auth.check("x", u64::MAX - 5),
             Err(Denied::Invalid)
@@ -451,6 +490,33 @@ mod tests {
         assert!(matches!(auth.check(&code(at), at), Err(Denied::Reused)));
         // And at time 0 nothing underflows.
         assert!(auth.check("000000", 0).is_err());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_stray_code_is_spent_and_counted_even_as_a_number_that_lost_its_zeros() {
+        let dir = tempdir("stray");
+        let mut auth = open(&dir);
+        // The code of T0, as digits and as the number a template would make of it.
+        let good = code(T0);
+        let number = good.trim_start_matches('0').to_string();
+        assert!(auth.refuse_stray(&["x".into(), number], T0));
+        assert_eq!(auth.state().failures, vec![T0]);
+        assert!(matches!(auth.check(&good, T0 + 1), Err(Denied::Reused)));
+        // Reloaded from disk: still spent.
+        let mut again = open(&dir);
+        assert!(matches!(again.check(&good, T0 + 2), Err(Denied::Reused)));
+        // That made three failures (max_failures): locked out. Now a stray code is not
+        // counted, but a valid one is still spent.
+        assert!(again.locked_for(T0 + 3) > 0);
+        let next = code(T0 + 30);
+        assert!(!again.refuse_stray(std::slice::from_ref(&next), T0 + 30));
+        assert!(again.state().failures.is_empty());
+        assert!(matches!(
+            again.check(&next, T0 + 200),
+            Err(Denied::Invalid | Denied::Reused)
+        ));
+        assert!(again.state().last_step >= (T0 + 30) / 30);
         fs::remove_dir_all(dir).unwrap();
     }
 }

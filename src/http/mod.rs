@@ -1,8 +1,10 @@
 //! The HTTP side: `server` (the mio event loop and every network bound), `browser`
 //! (web pages and DNS rebinding kept out), `message` (request, response, and the one
-//! mapping from an error to its status), `routes` (decode, authenticate, match, hand
-//! over) and `metrics` (Prometheus counters).
+//! mapping from an error to its status), `body` (JSON bodies decoded without ever
+//! quoting a value), `routes` (decode, authenticate, match, hand over) and `metrics`
+//! (Prometheus counters).
 
+mod body;
 mod browser;
 mod message;
 mod metrics;

@@ -6,16 +6,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::body::{self, BadBody};
 use super::message::{ApiError, Request, Response, encode_json};
 use super::metrics::{self, CodeOutcome, Gauges, Metrics};
 use super::server::{Handler, Reply, WaitKind, Woken};
 use crate::audit;
 use crate::auth::{Auth, Denied};
-use crate::config::{Action, ArgPattern, Config, RawArg, Rule};
+use crate::config::Config;
 use crate::jobs::{self, CancelError, ExecSpec, Jobs, NewJob, own_home, results_usage, valid_id};
-use crate::policy::{self, Plan};
+use crate::policy::{self, Action, ArgPattern, Plan, Rule};
 use crate::sys::{clock, is_loopback};
 
 /// Longest `command` string accepted.
@@ -25,26 +26,6 @@ pub const MAX_WORDS: usize = 256;
 pub const MAX_WORD: usize = 4096;
 /// Longest code string looked at; real codes have 6–8 digits.
 const MAX_PIN: usize = 16;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubmitBody {
-    #[serde(default)]
-    pin: Option<String>,
-    #[serde(default)]
-    command: Option<String>,
-    #[serde(default)]
-    argv: Option<Vec<String>>,
-    #[serde(default)]
-    wait: Option<f64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CancelBody {
-    #[serde(default)]
-    pin: Option<String>,
-}
 
 #[derive(Serialize)]
 struct Accepted<'a> {
@@ -170,7 +151,7 @@ impl Routes {
     }
 
     fn submit(&mut self, req: &Request, now: Instant) -> Result<Reply, ApiError> {
-        let body: SubmitBody = decode(req)?;
+        let body = body::submit(&req.body).map_err(|bad| self.refuse_body(req, bad))?;
         let (request, command) = match (&body.command, &body.argv) {
             (Some(command), None) => {
                 check_text("command", command, MAX_COMMAND).map_err(|e| bad_err(req, e))?;
@@ -282,6 +263,22 @@ impl Routes {
         }
     }
 
+    /// A 400 for a body that could not be decoded. A code inside it in the wrong shape
+    /// (`"pin": 614029`) is spent and counted as a failed attempt: the request may have
+    /// been logged on its way here, so that code must already be useless.
+    fn refuse_body(&mut self, req: &Request, bad: BadBody) -> ApiError {
+        if !bad.stray_pin.is_empty() {
+            let now = clock::now_unix();
+            if self.auth.refuse_stray(&bad.stray_pin, now) {
+                self.count_failure(CodeOutcome::Invalid, now);
+            } else {
+                self.metrics.code(CodeOutcome::LockedOut);
+            }
+            audit::invalid_code(bad.command.as_deref().unwrap_or("(not decoded)"));
+        }
+        bad_err(req, ApiError::BadRequest(bad.message))
+    }
+
     /// A bad code was counted; `check` refuses unchecked while locked, so being locked
     /// right after a failure means this failure began a lockout.
     fn count_failure(&mut self, outcome: CodeOutcome, now: u64) {
@@ -292,27 +289,7 @@ impl Routes {
     }
 
     fn exec_spec(&self, plan: &Plan<'_>) -> ExecSpec {
-        let rule = plan.rule;
-        let jobs = &self.cfg.jobs;
-        let (uid, gid, home) = match &rule.user {
-            Some(user) => (
-                Some(user.uid),
-                Some(rule.group.unwrap_or(user.gid)),
-                user.home.clone(),
-            ),
-            None => (None, rule.group, self.own_home.clone()),
-        };
-        ExecSpec {
-            argv: plan.argv.clone(),
-            env: rule.env.clone(),
-            home,
-            uid,
-            gid,
-            cwd: rule.cwd.clone(),
-            timeout: Duration::from_secs(rule.timeout_s.unwrap_or(jobs.timeout_s)),
-            kill_grace: Duration::from_secs(jobs.kill_grace_s),
-            max_output_bytes: rule.max_output_bytes.unwrap_or(jobs.max_output_bytes),
-        }
+        ExecSpec::for_rule(plan.rule, plan.argv.clone(), &self.cfg.jobs, &self.own_home)
     }
 
     /// 202 for a job still queued or running; from now on its end is notified.
@@ -376,7 +353,7 @@ impl Routes {
     }
 
     fn cancel(&mut self, req: &Request, id: &str, now: Instant) -> Result<Reply, ApiError> {
-        let body: CancelBody = decode(req)?;
+        let body = body::cancel(&req.body).map_err(|bad| self.refuse_body(req, bad))?;
         let command = self.jobs.get(id).ok_or(ApiError::NotFound)?.command.clone();
         let pin = body.pin.filter(|p| !p.is_empty()).ok_or_else(|| {
             audit::invalid_code(&format!("cancel {id}"));
@@ -464,10 +441,18 @@ impl Handler for Routes {
 struct RuleView<'a> {
     name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    argv: Option<Vec<RawArg>>,
+    argv: Option<Vec<ArgView<'a>>>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     shell: bool,
     no_pin: bool,
+}
+
+/// The program path, then each pattern as the config writes it.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ArgView<'a> {
+    Program(String),
+    Pattern(&'a ArgPattern),
 }
 
 #[derive(Serialize)]
@@ -481,13 +466,8 @@ fn rules_view(rules: &[Rule]) -> RulesView<'_> {
         .map(|rule| {
             let argv = match &rule.action {
                 Action::Argv { program, args } => {
-                    let mut argv = vec![RawArg::Text(program.display().to_string())];
-                    argv.extend(args.iter().map(|arg| match arg {
-                        ArgPattern::Literal(text) => RawArg::Text(text.clone()),
-                        ArgPattern::OneOf(texts) => RawArg::List(texts.clone()),
-                        ArgPattern::Any => RawArg::Text("*".into()),
-                        ArgPattern::Rest => RawArg::Text("**".into()),
-                    }));
+                    let mut argv = vec![ArgView::Program(program.display().to_string())];
+                    argv.extend(args.iter().map(ArgView::Pattern));
                     Some(argv)
                 }
                 Action::Shell => None,
@@ -501,10 +481,6 @@ fn rules_view(rules: &[Rule]) -> RulesView<'_> {
         })
         .collect();
     RulesView { rules }
-}
-
-fn decode<T: for<'de> Deserialize<'de>>(req: &Request) -> Result<T, ApiError> {
-    serde_json::from_slice(&req.body).map_err(|err| bad(req, format!("malformed JSON body: {err}")))
 }
 
 fn bad(req: &Request, why: String) -> ApiError {

@@ -116,6 +116,7 @@ impl Journal {
             Err(err) => return Err(err),
         };
         let boot = sys::boot_id();
+        let seen_until = last_seen_running(&jobs, boot.as_deref());
         let mut orphans = Vec::new();
         let mut ended_now = false;
         for job in &mut jobs {
@@ -126,11 +127,22 @@ impl Journal {
             job.record.status = Status::Interrupted;
             ended_now = true;
             audit::interrupted(&job.record.id, &job.record.command);
-            if let Some(group) = job.group.take().filter(|g| still_ours(g, boot.as_deref())) {
-                orphans.push(Orphan {
-                    id: job.record.id.clone(),
+            let Some(group) = job.group.take() else {
+                continue;
+            };
+            let id = &job.record.id;
+            match judge(&group, boot.as_deref(), seen_until) {
+                Verdict::Ours => orphans.push(Orphan {
+                    id: id.clone(),
                     pgid: group.pgid,
-                });
+                }),
+                Verdict::Gone => {}
+                Verdict::LeftAlone { why, pids } => log::warn!(
+                    "left process group {} of interrupted job {id} alone: {why}; its processes \
+                     {pids:?}. If they are the job's, end them with: kill -TERM -{}",
+                    group.pgid,
+                    group.pgid
+                ),
             }
         }
         let jobs = keep(jobs, history);
@@ -540,16 +552,97 @@ fn rewrite(path: &Path, jobs: &[Kept]) -> Result<(usize, usize), FileError> {
     Ok((lines.len(), bytes))
 }
 
-/// Whether a recorded group can still be this job's: same boot, and its leader is
-/// either gone (a group id cannot be reused while any member lives) or the very
-/// process that started then.
-fn still_ours(group: &Group, boot: Option<&str>) -> bool {
+/// What start-up may do with a process group an interrupted job left behind.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Provably the job's: end it.
+    Ours,
+    /// Another boot, or no process left: nothing to do.
+    Gone,
+    /// Live processes that cannot be shown to be the job's: never signalled, only named.
+    LeftAlone { why: &'static str, pids: Vec<u32> },
+}
+
+/// The newest process start (clock ticks since boot) the journal recorded under this
+/// boot: a moment the previous agent was alive and every job without an end line was
+/// still running, so none of their process group numbers was free for reuse.
+fn last_seen_running(jobs: &[Kept], boot: Option<&str>) -> Option<u64> {
+    jobs.iter()
+        .filter_map(|k| k.group.as_ref())
+        .filter(|g| g.boot.is_some() && g.boot.as_deref() == boot)
+        .filter_map(|g| g.leader_start)
+        .max()
+}
+
+/// Whether a recorded group is still this job's, from what `/proc` says now.
+///
+/// A group number is a pid, and is reused once every process of the group (and of the
+/// session, which the job's leader also made) is gone. So:
+/// - another boot: gone;
+/// - the leader is alive (or a zombie): ours only if it started when the journal says;
+/// - the leader is gone: ours only if a live member of the group is in the job's
+///   session and started between the job's start and `seen_until` (while the previous
+///   agent still counted the job as running, so the number could not yet be reused: a
+///   stranger's processes all start after the reuse). A member started later may be
+///   the job's or a stranger's; nothing proves which, so it is left alone.
+fn judge(group: &Group, boot: Option<&str>, seen_until: Option<u64>) -> Verdict {
+    judge_with(
+        group,
+        boot,
+        seen_until,
+        sys::start_ticks(group.pgid),
+        || sys::group_members(group.pgid),
+    )
+}
+
+/// [`judge`] with what `/proc` says passed in, for tests.
+fn judge_with(
+    group: &Group,
+    boot: Option<&str>,
+    seen_until: Option<u64>,
+    leader_start_now: Option<u64>,
+    members: impl FnOnce() -> Option<Vec<sys::Member>>,
+) -> Verdict {
     if group.boot.is_none() || group.boot.as_deref() != boot {
-        return false;
+        return Verdict::Gone;
     }
-    match sys::start_ticks(group.pgid) {
-        Some(ticks) => group.leader_start == Some(ticks),
-        None => true,
+    let pids = |listed: &Option<Vec<sys::Member>>| -> Vec<u32> {
+        listed.iter().flatten().map(|m| m.pid).collect()
+    };
+    if let Some(now) = leader_start_now {
+        return if group.leader_start == Some(now) {
+            Verdict::Ours
+        } else {
+            Verdict::LeftAlone {
+                why: "its number now belongs to a process started after the job",
+                pids: pids(&members()),
+            }
+        };
+    }
+    let listed = members();
+    let Some(found) = &listed else {
+        return Verdict::LeftAlone {
+            why: "its leader is gone and /proc cannot be read to tell whose its processes are",
+            pids: Vec::new(),
+        };
+    };
+    if found.is_empty() {
+        return Verdict::Gone;
+    }
+    let proven = match (group.leader_start, seen_until) {
+        (Some(from), Some(until)) => found
+            .iter()
+            .any(|m| m.session == group.pgid && (from..=until).contains(&m.start)),
+        _ => false,
+    };
+    if proven {
+        Verdict::Ours
+    } else {
+        Verdict::LeftAlone {
+            why: "its leader is gone and none of its processes can be shown to be the job's \
+                  (a group number is reused once the job's processes are all gone)",
+            pids: pids(&listed),
+        }
     }
 }
 
@@ -776,7 +869,7 @@ mod tests {
     }
 
     #[test]
-    fn groups_from_another_boot_are_not_ours() {
+    fn groups_from_another_boot_or_a_reused_number_are_not_ours() {
         let me = std::process::id();
         let boot = sys::boot_id();
         let mine = Group {
@@ -784,12 +877,62 @@ mod tests {
             boot: boot.clone(),
             leader_start: sys::start_ticks(me),
         };
-        assert!(still_ours(&mine, boot.as_deref()));
+        assert_eq!(judge(&mine, boot.as_deref(), None), Verdict::Ours);
         let reused = Group {
-            leader_start: mine.leader_start.map(|t| t + 1),
+            leader_start: mine.leader_start.map(|t| t - 1),
             ..mine.clone()
         };
-        assert!(!still_ours(&reused, boot.as_deref()));
-        assert!(!still_ours(&mine, Some("another-boot")));
+        assert!(matches!(
+            judge(&reused, boot.as_deref(), None),
+            Verdict::LeftAlone { .. }
+        ));
+        assert_eq!(judge(&mine, Some("another-boot"), None), Verdict::Gone);
+    }
+
+    #[test]
+    fn without_its_leader_a_group_is_ours_only_with_a_member_seen_while_the_job_ran() {
+        let boot = Some("b");
+        let group = Group {
+            pgid: 500,
+            boot: Some("b".into()),
+            leader_start: Some(1000),
+        };
+        let member = |pid, session, start| sys::Member {
+            pid,
+            session,
+            start,
+        };
+        let judged = |seen, members: Vec<sys::Member>| {
+            judge_with(&group, boot, seen, None, move || Some(members))
+        };
+        // Forked by the job, in its session, before the agent last wrote a start line.
+        assert_eq!(
+            judged(Some(1200), vec![member(501, 500, 1100)]),
+            Verdict::Ours
+        );
+        // A stranger that got the number later (a daemon's setsid'd first child that
+        // exited): its processes started after the last moment the job was seen.
+        let left = judged(Some(1200), vec![member(501, 500, 1300)]);
+        assert!(
+            matches!(&left, Verdict::LeftAlone { pids, .. } if pids == &[501]),
+            "{left:?}"
+        );
+        // Another session, an earlier start, nothing seen after the job's own start.
+        for (seen, m) in [
+            (Some(1200), member(501, 77, 1100)),
+            (Some(1200), member(501, 500, 999)),
+            (Some(1000), member(501, 500, 1001)),
+            (None, member(501, 500, 1000)),
+        ] {
+            assert!(
+                matches!(judged(seen, vec![m]), Verdict::LeftAlone { .. }),
+                "{seen:?} {m:?}"
+            );
+        }
+        assert_eq!(judged(Some(1200), Vec::new()), Verdict::Gone);
+        assert!(matches!(
+            judge_with(&group, boot, Some(1200), None, || None),
+            Verdict::LeftAlone { .. }
+        ));
     }
 }

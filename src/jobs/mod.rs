@@ -1,13 +1,15 @@
 //! Jobs from acceptance to history: `table` (queue, running set, bounded history, on
 //! the loop thread), `exec` (one job's process on its own thread), `journal` (history
 //! across restarts), `results` (the `agent-<id>.txt` files), `notify` (the command run
-//! when a detached job ends) and `record` (a job as clients see it).
+//! when a detached job ends), `record` (a job as clients see it) and `spec` (a rule's
+//! settings as an `ExecSpec`).
 
 mod exec;
 mod journal;
 mod notify;
 mod record;
 mod results;
+mod spec;
 mod table;
 
 pub(crate) use self::exec::{ExecSpec, own_home};

@@ -369,9 +369,10 @@ impl Jobs {
 fn job_thread(mut record: JobRecord, spec: ExecSpec, cancel: &AtomicBool, shared: &Shared) {
     // The submission must be on disk before the command can change anything.
     shared.journal.sync();
-    audit::executing(&record.id, &record.command);
     let started_at = record.started_at.clone().unwrap_or_default();
     let outcome = exec::run(&spec, cancel, |pgid| {
+        // Once a process exists: a job refused before its spawn never reads EXECUTING.
+        audit::executing(&record.id, &record.command);
         shared.journal.started(&record.id, pgid, &started_at);
     });
     let stopping = shared.stopping.load(Ordering::SeqCst);
@@ -416,7 +417,9 @@ fn job_thread(mut record: JobRecord, spec: ExecSpec, cancel: &AtomicBool, shared
 fn apply_outcome(record: &mut JobRecord, outcome: Outcome, timeout_s: u64, stopping: bool) {
     record.status = match &outcome.ending {
         Ending::Exited(0) => Status::Succeeded,
-        Ending::Exited(_) | Ending::Signaled(_) | Ending::SpawnFailed(_) => Status::Failed,
+        Ending::Exited(_) | Ending::Signaled(_) | Ending::SpawnFailed(_) | Ending::Refused(_) => {
+            Status::Failed
+        }
         Ending::TimedOut => Status::TimedOut,
         Ending::Cancelled if stopping => Status::Interrupted,
         Ending::Cancelled => Status::Cancelled,
@@ -425,7 +428,7 @@ fn apply_outcome(record: &mut JobRecord, outcome: Outcome, timeout_s: u64, stopp
     record.signal = outcome.signal;
     record.stdout = outcome.stdout;
     record.stderr = outcome.stderr;
-    if let Ending::SpawnFailed(why) = &outcome.ending {
+    if let Ending::SpawnFailed(why) | Ending::Refused(why) = &outcome.ending {
         record.stderr = why.clone();
     }
     record.truncated = outcome.truncated;
@@ -442,6 +445,10 @@ fn apply_outcome(record: &mut JobRecord, outcome: Outcome, timeout_s: u64, stopp
             "interrupted".to_string()
         }
         Ending::Cancelled => "cancelled".to_string(),
+        Ending::Refused(why) => {
+            audit::refused(&record.id, why);
+            "refused".to_string()
+        }
         _ => audit::rc_text(record.exit_code, record.signal),
     };
     audit::result(&record.id, &rc, &record.stdout, &record.stderr);

@@ -99,13 +99,30 @@ pub const SECRET_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// Where test dirs go: a root-owned 0755 directory in /run whose whole chain is trusted,
+/// so that programs the tests write there pass the agent's trust-chain check (anything
+/// under the world-writable /tmp is refused, as it must be). Not root: the cargo target
+/// dir's `tmp`, trusted when the checkout is in a home of one's own, not under /tmp.
+pub fn fixture_base() -> &'static Path {
+    static BASE: OnceLock<PathBuf> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let base = PathBuf::from("/run/sudo-agent-tests");
+        let made = fs::create_dir_all(&base)
+            .and_then(|()| fs::set_permissions(&base, fs::Permissions::from_mode(0o755)));
+        match made {
+            Ok(()) => base,
+            Err(_) => PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
+        }
+    })
+}
+
 /// A private temp dir removed on drop.
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("sa-test-{tag}-{}-{n}", std::process::id()));
+        let path = fixture_base().join(format!("sa-test-{tag}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
@@ -258,7 +275,9 @@ impl Agent {
         self.launch(activated_command(listener), env);
     }
 
-    fn launch(&mut self, mut cmd: Command, env: &[(&str, &str)]) {
+    /// (Re)starts the process with `cmd` (the agent, or a wrapper that ends up running
+    /// it), adding `serve --config PATH`, and waits for its LISTENING line.
+    pub fn launch(&mut self, mut cmd: Command, env: &[(&str, &str)]) {
         let log_before = self.log().len();
         let stderr = fs::OpenOptions::new()
             .create(true)
