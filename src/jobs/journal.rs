@@ -104,19 +104,20 @@ impl Journal {
     pub fn open(state_dir: &Path, history: usize) -> Result<(Journal, Recovered), FileError> {
         files::ensure_private_dir("state dir", state_dir)?;
         let path = state_dir.join(FILE_NAME);
+        let boot = sys::boot_id();
         // Cut to the newest history first, so what is parsed whole fits the budget.
-        let (mut lines, mut bytes) = (0, 0);
-        let mut jobs = match compact(&path, history, HISTORY_BYTES) {
-            Ok(size) => {
-                (lines, bytes) = size;
+        let mut size = Compacted::default();
+        let mut jobs = match compact(&path, history, HISTORY_BYTES, boot.as_deref()) {
+            Ok(compacted) => {
+                size = compacted;
                 let (file, _) = files::open_trusted(WHAT, &path, Trust::Private)?;
                 read(BufReader::new(file), &path).map_err(|err| io_error(&path, err))?
             }
             Err(FileError::Missing { .. }) => Vec::new(),
             Err(err) => return Err(err),
         };
-        let boot = sys::boot_id();
-        let seen_until = last_seen_running(&jobs, boot.as_deref());
+        let seen_until = size.seen_until;
+        let (mut lines, mut bytes) = (size.lines, size.bytes);
         let mut orphans = Vec::new();
         let mut ended_now = false;
         for job in &mut jobs {
@@ -290,13 +291,13 @@ impl Writer {
     }
 
     fn compact(&mut self) {
-        let compacted = compact(&self.path, self.history, HISTORY_BYTES)
+        let compacted = compact(&self.path, self.history, HISTORY_BYTES, None)
             .and_then(|size| Ok((size, files::open_append(WHAT, &self.path, 0o600)?)));
         match compacted {
-            Ok(((lines, bytes), file)) => {
+            Ok((size, file)) => {
                 self.file = file;
-                self.lines = lines;
-                self.bytes = bytes;
+                self.lines = size.lines;
+                self.bytes = size.bytes;
                 self.torn = false;
             }
             Err(err) => log::error!("cannot compact the journal: {err}"),
@@ -329,12 +330,29 @@ struct Lines {
     is_final: bool,
 }
 
+/// What [`compact`] left.
+#[derive(Debug, Default)]
+struct Compacted {
+    lines: usize,
+    bytes: usize,
+    /// The newest process start any job's start line recorded under the boot given:
+    /// what [`judge`] needs to prove a leaderless group is a job's, and what the start
+    /// lines of ended jobs, not kept, carried.
+    seen_until: Option<u64>,
+}
+
 /// Rewrites the journal with what the newest `history` jobs need, as long as their lines
-/// fit `budget` bytes, plus every job not yet ended; returns its lines and bytes.
-/// Two passes over the file, each holding one line at a time: first which job's lines
-/// are where, then a copy of the lines kept, byte for byte.
-fn compact(path: &Path, history: usize, budget: usize) -> Result<(usize, usize), FileError> {
+/// fit `budget` bytes, plus every job not yet ended. Two passes over the file, each
+/// holding one line at a time: first which job's lines are where, then a copy of the
+/// lines kept, byte for byte.
+fn compact(
+    path: &Path,
+    history: usize,
+    budget: usize,
+    boot: Option<&str>,
+) -> Result<Compacted, FileError> {
     let (file, _) = files::open_trusted(WHAT, path, Trust::Private)?;
+    let mut seen_until = None;
     let mut order: Vec<String> = Vec::new();
     let mut jobs: HashMap<String, Lines> = HashMap::new();
     each_line(file, |number, line| {
@@ -367,11 +385,19 @@ fn compact(path: &Path, history: usize, budget: usize) -> Result<(usize, usize),
                     }
                 }
             }
-            Ok(Line::Start { id, .. }) => {
+            Ok(Line::Start {
+                id,
+                boot: started_in,
+                leader_start,
+                ..
+            }) => {
                 if let Some(kept) = jobs.get_mut(&id)
                     && !kept.is_final
                 {
                     kept.start = Some((number, line.len()));
+                    if boot.is_some() && started_in.as_deref() == boot {
+                        seen_until = seen_until.max(leader_start);
+                    }
                 }
             }
             Err(err) => skipped(path, number + 1, line, &err),
@@ -415,7 +441,11 @@ fn compact(path: &Path, history: usize, budget: usize) -> Result<(usize, usize),
         copied?;
         out.flush()
     })?;
-    Ok((lines, bytes))
+    Ok(Compacted {
+        lines,
+        bytes,
+        seen_until,
+    })
 }
 
 /// Warns of a line that does not parse (a torn last line after a power cut).
@@ -561,17 +591,6 @@ enum Verdict {
     Gone,
     /// Live processes that cannot be shown to be the job's: never signalled, only named.
     LeftAlone { why: &'static str, pids: Vec<u32> },
-}
-
-/// The newest process start (clock ticks since boot) the journal recorded under this
-/// boot: a moment the previous agent was alive and every job without an end line was
-/// still running, so none of their process group numbers was free for reuse.
-fn last_seen_running(jobs: &[Kept], boot: Option<&str>) -> Option<u64> {
-    jobs.iter()
-        .filter_map(|k| k.group.as_ref())
-        .filter(|g| g.boot.is_some() && g.boot.as_deref() == boot)
-        .filter_map(|g| g.leader_start)
-        .max()
 }
 
 /// Whether a recorded group is still this job's, from what `/proc` says now.
@@ -829,6 +848,15 @@ mod tests {
                 job: &record(n, Status::Queued),
             }));
             text.push(b'\n');
+            // Each started in this boot, the last one newest: what recovery needs.
+            text.extend(line(&Line::<&JobRecord>::Start {
+                id: big.id.clone(),
+                pgid: 4_000_000,
+                started_at: String::new(),
+                boot: Some("this-boot".into()),
+                leader_start: Some(1000 + n as u64),
+            }));
+            text.push(b'\n');
             let end = line(&Line::End { job: &big });
             end_len = end.len() + 1;
             text.extend(end);
@@ -839,9 +867,21 @@ mod tests {
         text.extend(line(&Line::Submit { job: &running }));
         text.extend(b"\n{\"ev\":\"end\",\"job\":{\"id\":");
         files::write_atomic(WHAT, &path, &text, 0o600).unwrap();
-        let (lines, bytes) = compact(&path, 10, 5 * end_len + 10).unwrap();
+        let size = compact(&path, 10, 5 * end_len + 10, Some("this-boot")).unwrap();
         let kept = std::fs::read(&path).unwrap();
-        assert_eq!((lines, bytes), (6, kept.len()));
+        assert_eq!(
+            (size.lines, size.bytes),
+            (6, kept.len()),
+            "no start line kept"
+        );
+        assert_eq!(size.seen_until, Some(1019));
+        let other = dir.join("other.jsonl");
+        files::write_atomic(WHAT, &other, &text, 0o600).unwrap();
+        let size = compact(&other, 10, 1 << 20, Some("other-boot")).unwrap();
+        assert_eq!(
+            size.seen_until, None,
+            "starts of another boot prove nothing"
+        );
         let (_journal, recovered) = Journal::open(&dir, 10).unwrap();
         let ids: Vec<String> = recovered.records.iter().map(|r| r.id.clone()).collect();
         let mut want: Vec<String> = (15..20).map(|n| record(n, Status::Queued).id).collect();
