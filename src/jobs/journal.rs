@@ -193,8 +193,8 @@ impl Journal {
     }
 
     /// The job ended with `record`. Not yet durable: see [`Journal::sync`].
-    /// Output beyond [`JOURNAL_OUTPUT_MAX`] per stream is left to the result file, so the
-    /// journal stays near `history` × 128 KiB at most.
+    /// Output beyond [`JOURNAL_OUTPUT_MAX`] per stream is left to the result file, so one
+    /// line stays small beside the journal's byte budget ([`HISTORY_BYTES`]).
     pub fn ended(&self, record: &JobRecord) {
         if record.stdout.len() <= JOURNAL_OUTPUT_MAX && record.stderr.len() <= JOURNAL_OUTPUT_MAX {
             return self.send(&Line::End { job: record });
