@@ -469,6 +469,12 @@ pub fn executing(id: &str, command: &str) {
     log::info!("EXECUTING [{}]: {}", field(id), cmd(command));
 }
 
+/// `REFUSED [id]: why`: the job's program or working directory lost its trust chain
+/// after start-up, so nothing was run; `why` names the path and the fix.
+pub fn refused(id: &str, why: &str) {
+    log::warn!("REFUSED [{}]: {}", field(id), cmd(why));
+}
+
 /// `RESULT [id] (rc=rc): output`; `rc` from [`rc_text`], output from the job's stdout and
 /// stderr as [`result_output`] picks it.
 pub fn result(id: &str, rc: &str, stdout: &str, stderr: &str) {
@@ -560,6 +566,18 @@ pub fn bad_request(peer: &str, reason: &str) {
 pub fn forbidden_peer(addr: &str) {
     if let Some(more) = admit(Refusal::Forbidden) {
         log::warn!("FORBIDDEN peer {}{more}", field(addr));
+    }
+}
+
+/// A web page, or a name that may be DNS rebinding:
+/// `FORBIDDEN browser request from peer: Origin "https://evil.example"`.
+pub fn forbidden_browser(peer: &str, header: &str, value: &str) {
+    if let Some(more) = admit(Refusal::Forbidden) {
+        log::warn!(
+            "FORBIDDEN browser request from {}: {header} {}{more}",
+            field(peer),
+            field(value)
+        );
     }
 }
 

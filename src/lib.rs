@@ -36,7 +36,9 @@ pub mod totp {
 /// directly; everything else stays private to the crate, so unused code is reported.
 pub mod testing {
     pub use crate::clients::SIP_MAX_REPLY;
-    pub use crate::config::{Action, ArgPattern, Config, Rule, parse as parse_config};
+    pub use crate::config::{Config, parse as parse_config};
     pub use crate::http::{MAX_BODY, MAX_HEAD, parse_head};
-    pub use crate::policy::{Request, matches, plan, split_words};
+    pub use crate::policy::{
+        Action, ArgPattern, Invocation, Rule, WordRe, matches, plan, split_words,
+    };
 }

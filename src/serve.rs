@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use crate::audit::{self, AuditError};
 use crate::auth::{Auth, SecretError, StateError, StateStore, load_secret};
 use crate::config::Config;
-use crate::http::{Handler, Reply, Request, Routes, Server, WaitKind};
+use crate::http::{Gate, Handler, Limits, Reply, Request, Routes, Server, WaitKind, Woken};
 use crate::jobs::{Jobs, Journal, NotifyCommand, ResultsDir, own_home};
 use crate::sys::files::FileError;
 use crate::sys::systemd::{Lifecycle, Systemd};
-use crate::sys::{self, clock, is_loopback};
+use crate::sys::{self, LockError, clock, is_loopback};
 
 /// Why the agent (or a command that needs its secret) could not start.
 #[derive(Debug)]
@@ -23,6 +23,8 @@ pub enum StartError {
     State(StateError),
     Results(FileError),
     Journal(FileError),
+    /// Another agent holds the state directory.
+    Locked(LockError),
     Bind {
         addr: String,
         err: std::io::Error,
@@ -40,6 +42,7 @@ impl fmt::Display for StartError {
         match self {
             Self::Secret(err) => write!(f, "{err}"),
             Self::Results(err) | Self::Journal(err) => write!(f, "{err}"),
+            Self::Locked(err) => write!(f, "{err}"),
             Self::Audit(err) => write!(f, "{err}"),
             Self::State(err) => write!(f, "{err}"),
             Self::Bind { addr, err } => write!(
@@ -69,6 +72,8 @@ pub fn serve(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
 }
 
 fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
+    // Before anything reads or rewrites the state: auth.json, the journal, leftover jobs.
+    let _lock = sys::lock_state_dir(&cfg.state_dir).map_err(StartError::Locked)?;
     let key = load_secret(&cfg.secret_file).map_err(StartError::Secret)?;
     let (store, mut state) = StateStore::open(&cfg.state_dir).map_err(StartError::State)?;
     let results = ResultsDir::open(&cfg.results).map_err(StartError::Results)?;
@@ -103,7 +108,11 @@ fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
         systemd.watchdog_ping,
         idle_exit.filter(|_| activated),
     );
-    let server = Server::new(listener).map_err(|err| StartError::Io {
+    let limits = Limits {
+        gate: Gate::new(&cfg.allowed_hosts, &cfg.allowed_origins),
+        send_queue_bytes: cfg.send_queue_bytes,
+    };
+    let server = Server::new(listener, limits).map_err(|err| StartError::Io {
         what: "event loop",
         err,
     })?;
@@ -169,8 +178,8 @@ impl Handler for Supervised {
         self.routes.on_wake()
     }
 
-    fn answer_wait(&mut self, job: &str, kind: WaitKind, until: Instant) -> Reply {
-        self.routes.answer_wait(job, kind, until)
+    fn answer_wait(&mut self, on: &str, kind: WaitKind, why: Woken, until: Instant) -> Reply {
+        self.routes.answer_wait(on, kind, why, until)
     }
 
     fn tick(&mut self, now: Instant, open_connections: usize) -> bool {

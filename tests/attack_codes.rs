@@ -165,3 +165,60 @@ fn bent_codes_and_codes_outside_the_window_are_wrong_codes() {
         401
     );
 }
+
+#[test]
+fn codes_in_the_wrong_shape_are_never_echoed_and_are_spent() {
+    // `{"pin": 614029}` was a 400 quoting serde's "invalid type: integer `614029`" into
+    // the answer, the audit log and stderr (the journal), and the code stayed valid: a
+    // reader of the journal could use it within its window.
+    let agent = Agent::start(
+        "c-shapes",
+        json!({"totp": {"step_s": 3}, "throttle": {"max_failures": 100}}),
+    );
+    let none = "0".repeat(32);
+    // (path, body) for a code `c` (digits) and `n` (the JSON number it becomes).
+    let shapes: &[(&str, &str)] = &[
+        ("/run", r#"{"pin": N, "command": "echo hi"}"#),
+        ("/run", r#"{"command": "echo hi", "pin": N.0}"#),
+        ("/run", r#"{"pin": ["C"], "argv": ["echo", "hi"]}"#),
+        ("/run", r#"{"pin": {"code": N}, "command": "echo hi"}"#),
+        ("/run", r#"{"pin": N, "command": 7}"#),
+        ("/run", r#"{"pin": N, "sudo": true}"#),
+        ("/job/NONE/cancel", r#"{"pin": N}"#),
+    ];
+    let mut codes = Vec::new();
+    for (n, (path, shape)) in shapes.iter().enumerate() {
+        let code = agent.fresh_code();
+        let number = code.trim_start_matches('0').to_string();
+        let body = shape.replace('C', &code).replace('N', &number);
+        let r = agent.post(&path.replace("NONE", &none), &body);
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert_eq!(r.json()["error"], "bad_request");
+        assert!(!r.body.contains(&number), "{body} echoed: {}", r.body);
+        // The code, sent properly at once (well inside its window), is refused as used.
+        let reused_before = agent.log().matches("REUSED PIN attempt").count();
+        let again = agent.post_json("/run", &json!({"pin": code, "command": "echo hi"}));
+        assert_eq!(again.status, 401, "shape {n} {body}: the code still worked");
+        assert_eq!(
+            agent.log().matches("REUSED PIN attempt").count(),
+            reused_before + 1,
+            "shape {n} {body}: refused, but not as a spent code"
+        );
+        codes.push(code);
+    }
+    let (log, stderr) = (agent.log(), agent.stderr());
+    assert!(
+        log.contains(": pin must be a string (the code as text"),
+        "{log}"
+    );
+    assert!(
+        log.contains("INVALID PIN attempt for command: echo hi"),
+        "{log}"
+    );
+    for code in &codes {
+        let number = code.trim_start_matches('0');
+        for text in [&log, &stderr] {
+            assert!(!text.contains(number), "{code} reached a log:\n{text}");
+        }
+    }
+}

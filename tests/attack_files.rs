@@ -120,6 +120,61 @@ fn secret_or_config_that_is_a_link_or_group_writable_is_refused() {
 }
 
 #[test]
+fn a_log_owned_by_someone_else_is_refused_naming_the_chown() {
+    // A log that `nobody` owns is a log `nobody` can rewrite: every line the agent
+    // appends would be theirs to forge or erase.
+    let dir = TempDir::new("f-log-owner");
+    let config = write_files(dir.path(), &cfg(&dir));
+    let log = dir.path().join("audit.log");
+    fs::write(&log, "old line\n").unwrap();
+    mode(&log, 0o640);
+    std::os::unix::fs::chown(&log, Some(65534), Some(65534)).unwrap();
+    refused(
+        &dir,
+        &config,
+        &format!(
+            "log file {} is owned by uid 65534, not root; run: chown root {}",
+            log.display(),
+            log.display()
+        ),
+    );
+    assert_eq!(
+        fs::read_to_string(&log).unwrap(),
+        "old line\n",
+        "nothing appended"
+    );
+}
+
+#[test]
+fn a_mistyped_secret_is_refused_without_quoting_any_of_it() {
+    let dir = TempDir::new("f-secret-typo");
+    let config = write_files(dir.path(), &cfg(&dir));
+    let secret = dir.path().join("secret");
+    // One character wrong (a `0` for an `O`), then a cut last character.
+    for (text, needle) in [
+        (
+            "GEZDGNBVGY3TQOJ0GEZDGNBVGY3TQOJQ\n",
+            "the character at position 16",
+        ),
+        (
+            "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOB\n",
+            "the last character, at position 31",
+        ),
+    ] {
+        fs::write(&secret, text).unwrap();
+        mode(&secret, 0o600);
+        let (code, err) = serve_refused(&config);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains(needle) && err.contains("init --force"),
+            "{err}"
+        );
+        assert!(!err.contains("'0'") && !err.contains("'B'"), "{err}");
+        assert!(!err.contains("GEZDGNBV"), "{err}");
+    }
+}
+
+#[test]
 fn state_file_swapped_for_a_link_is_refused_or_replaced_never_followed() {
     let mut agent = Agent::start("f-state", json!({"totp": {"step_s": 1}}));
     let state = agent.dir.path().join("state/auth.json");

@@ -25,6 +25,7 @@ fn agent(tag: &str) -> Agent {
             "rules": [
                 {"name": "echo", "argv": ["/bin/echo", "**"], "no_pin": true},
                 {"name": "status-any", "argv": [systemctl, "status", "*"], "no_pin": true},
+                {"name": "show-any", "argv": [systemctl, "show", {"any": true}], "no_pin": true},
                 {"name": "restart-listed", "argv": [systemctl, "restart", ["nginx", "docker"]], "no_pin": true},
                 {"name": "logs", "argv": [journalctl, "--no-pager", "-n", "*"], "no_pin": true},
                 {"name": "true", "argv": ["/bin/true"]}
@@ -130,24 +131,29 @@ fn chained_commands_are_refused_and_logged() {
 }
 
 #[test]
-fn option_smuggling_through_star_and_its_mitigation() {
+fn option_smuggling_through_star_is_refused() {
     let agent = agent("inj-opts");
-    // "*" is any one argument, option-shaped ones included: the owner allowed
-    // `systemctl status <anything>`, and --help (or -H host, --root=...) is "anything".
-    for word in ["--help", "-H", "--root=/tmp", "--"] {
-        let (status, job) = run(&agent, json!({"argv": ["systemctl", "status", word]}));
-        assert_eq!(status, 200, "{word}: {job}");
-        assert_eq!(job["rule"], "status-any");
-        assert_eq!(job["stdout"], format!("status\n{word}\n"));
+    // "*" is one word that is not an option: `systemctl status *` takes a unit name...
+    let (status, job) = run(&agent, json!({"argv": ["systemctl", "status", "nginx"]}));
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["stdout"], "status\nnginx\n");
+    // ... and nothing option-shaped (--help, -H host, --root=, a bare - or --).
+    for word in ["--help", "-H", "--host=x", "--root=/tmp", "--", "-"] {
+        let (status, err) = run(&agent, json!({"argv": ["systemctl", "status", word]}));
+        assert_eq!(status, 401, "{word}: {err}");
     }
-    // journalctl -n "*": the count slot takes an option too (`-o export`, `--file=`).
-    let (status, job) = run(
+    // journalctl -n "*": the count slot takes no option either (`--file=`, `-o export`).
+    let (status, err) = run(
         &agent,
         json!({"command": "journalctl --no-pager -n --file=/etc/shadow"}),
     );
+    assert_eq!(status, 401, "{err}");
+    let (status, job) = run(&agent, json!({"command": "journalctl --no-pager -n 20"}));
     assert_eq!(status, 200, "{job}");
-    assert_eq!(job["stdout"], "--no-pager\n-n\n--file=/etc/shadow\n");
-    // The mitigation: a list of allowed values. Anything else matches no rule.
+    // Options only where the owner wrote {"any": true}.
+    let (status, job) = run(&agent, json!({"argv": ["systemctl", "show", "--help"]}));
+    assert_eq!((status, &job["rule"]), (200, &json!("show-any")), "{job}");
+    // A list of allowed values matches nothing else.
     let (status, _) = run(&agent, json!({"argv": ["systemctl", "restart", "nginx"]}));
     assert_eq!(status, 200);
     for word in [
@@ -162,11 +168,17 @@ fn option_smuggling_through_star_and_its_mitigation() {
         assert_eq!(status, 401, "{word}: {err}");
     }
     // One argument per "*": two words where one is allowed match nothing.
-    let (status, _) = run(
-        &agent,
-        json!({"argv": ["systemctl", "status", "a", "--help"]}),
-    );
+    let (status, _) = run(&agent, json!({"argv": ["systemctl", "status", "a", "b"]}));
     assert_eq!(status, 401);
+    // Nothing refused was run.
+    let log = agent.log();
+    let ran: Vec<&str> = log.lines().filter(|l| l.contains("EXECUTING [")).collect();
+    assert!(
+        ran.iter().all(|l| !l.contains("status --")
+            && !l.contains("status -H")
+            && !l.contains("--file=")),
+        "{ran:#?}"
+    );
 }
 
 #[test]

@@ -119,9 +119,11 @@ fn a_job_that_escapes_with_setsid_still_ends_honestly() {
     let started = Instant::now();
     let r = agent.post_json(
         "/run",
-        // The pause lets setsid leave the group before the main process ends and the
-        // group is cleared (a fast agent otherwise ends it first).
-        &json!({"pin": agent.code(), "command": "setsid sleep 60 & sleep 0.5; echo $!; echo $$", "wait": 30}),
+        // The job waits until the escapee is in its own session (field 6 of its stat is
+        // the session id), so the test does not race the group clean-up on a busy box.
+        &json!({"pin": agent.code(), "command": "setsid sleep 60 & p=$!; \
+            until [ \"$(cut -d' ' -f6 /proc/$p/stat)\" = \"$p\" ]; do sleep 0.01; done; \
+            echo $p; echo $$", "wait": 30}),
     );
     assert_eq!(r.status, 200, "{}", r.body);
     let job = r.json();

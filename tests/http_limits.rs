@@ -4,15 +4,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::common::Agent;
+use crate::common::{Agent, status_of};
 use serde_json::json;
-
-fn status_of(raw: &str) -> u16 {
-    raw.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
 
 #[test]
 fn malformed_bodies_get_400_and_the_agent_lives_on() {
@@ -20,8 +13,11 @@ fn malformed_bodies_get_400_and_the_agent_lives_on() {
     let cases: &[(&str, &str)] = &[
         ("{not json", "malformed JSON"),
         ("", "malformed JSON"),
-        (r#"{"pin": 123456, "command": "uptime"}"#, "invalid type"),
-        (r#"{"command": ["uptime"]}"#, "invalid type"),
+        (
+            r#"{"pin": 123456, "command": "uptime"}"#,
+            "pin must be a string",
+        ),
+        (r#"{"command": ["uptime"]}"#, "command must be a string"),
         (
             r#"{"command": "uptime", "argv": ["uptime"]}"#,
             "exactly one",
@@ -105,6 +101,14 @@ fn protocol_abuse_gets_clear_statuses() {
     let r = agent.raw(b"DELETE /run HTTP/1.1\r\nConnection: close\r\n\r\n", t);
     assert_eq!(status_of(&r), 405);
     assert!(r.contains("Allow: POST"), "{r}");
+    // HEAD is GET without the body: here the GET's 405, head only.
+    let r = agent.raw(b"HEAD /run HTTP/1.1\r\nConnection: close\r\n\r\n", t);
+    assert_eq!(status_of(&r), 405);
+    assert!(r.contains("Allow: POST") && r.ends_with("\r\n\r\n"), "{r}");
+    assert_eq!(
+        content_length(&r),
+        content_length(&agent.raw(b"GET /run HTTP/1.1\r\nConnection: close\r\n\r\n", t))
+    );
     assert_eq!(
         status_of(&agent.raw(
             b"GET /job/0123456789abcdef0123456789abcdef HTTP/1.0\r\n\r\n",
@@ -125,6 +129,51 @@ fn protocol_abuse_gets_clear_statuses() {
         started.elapsed()
     );
     assert!(agent.health_ok());
+}
+
+fn content_length(raw: &str) -> usize {
+    raw.lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Content-Length: {raw}"))
+}
+
+#[test]
+fn head_answers_the_gets_head_and_no_body() {
+    let agent = Agent::start("head", json!({}));
+    let t = Duration::from_secs(5);
+    let id = agent
+        .post_json("/run", &json!({"command": "uptime"}))
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let get = agent.raw(
+        format!("GET /job/{id} HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes(),
+        t,
+    );
+    let head = agent.raw(
+        format!("HEAD /job/{id} HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes(),
+        t,
+    );
+    assert_eq!(status_of(&head), 200, "{head}");
+    let (get_head, get_body) = get.split_once("\r\n\r\n").unwrap();
+    assert_eq!(content_length(&head), get_body.len());
+    assert_eq!(
+        head,
+        format!("{get_head}\r\n\r\n"),
+        "the GET's head, nothing after it"
+    );
+    // On a kept-alive connection the next answer starts right after the head: a body
+    // there would be read as the start of the next answer (the old `HEAD /health`).
+    let r = agent.raw(
+        b"HEAD /health HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\nConnection: close\r\n\r\n",
+        t,
+    );
+    let (first, rest) = r.split_once("\r\n\r\n").unwrap();
+    assert_eq!(status_of(first), 200, "{r}");
+    assert!(content_length(first) > 0, "{r}");
+    assert!(rest.starts_with("HTTP/1.1 404"), "{r}");
 }
 
 #[test]
@@ -223,4 +272,40 @@ fn a_flood_of_bare_connects_does_not_push_out_a_keep_alive_client() {
         "the keep-alive client was closed: {again:?}"
     );
     drop(flood);
+}
+
+#[test]
+fn worst_case_json_bodies_stay_within_a_few_mebibytes() {
+    // Bodies are decoded into JSON values (so no message quotes a value): the densest
+    // 64 KiB bodies make the most values. Each is refused; memory stays bounded.
+    let agent = Agent::start("badjson-dense", json!({}));
+    let room = sudo_agent::testing::MAX_BODY - 16;
+    let many = |item: &str| vec![item; room / (item.len() + 1)].join(",");
+    let keys: Vec<String> = (0..room / 10).map(|n| format!("\"{n}\":0")).collect();
+    let bodies = [
+        format!(r#"{{"pin":[{}]}}"#, many("[]")),
+        format!(r#"{{"pin":[{}]}}"#, many("0")),
+        format!(r#"{{"pin":[{}]}}"#, many(r#""""#)),
+        format!(r#"{{"pin":[{}]}}"#, many("{}")),
+        format!(r#"{{"argv":[{}]}}"#, many(r#""""#)),
+        format!("{{{}}}", keys.join(",")),
+    ];
+    let before = crate::common::rss_kib(agent.pid());
+    for _ in 0..3 {
+        for body in &bodies {
+            assert!(
+                body.len() <= sudo_agent::testing::MAX_BODY,
+                "{}",
+                body.len()
+            );
+            assert_eq!(agent.post("/run", body).status, 400);
+        }
+    }
+    let grown = crate::common::rss_kib(agent.pid()).saturating_sub(before);
+    assert!(agent.health_ok());
+    assert!(
+        grown < 8 * 1024 + crate::common::rss_allowance_kib(),
+        "RSS grew by {grown} KiB"
+    );
+    eprintln!("dense bodies: RSS {before} KiB, +{grown} KiB");
 }

@@ -5,6 +5,8 @@
 /// Fixtures: an agent in a temp dir, a client, codes, process and memory probes.
 mod common;
 
+/// Web pages and DNS rebinding; the clients that must keep working.
+mod attack_browser;
 /// Brute force, bent codes, codes outside the window.
 mod attack_codes;
 /// Pagers, terminals and the agent's environment as a way in.
@@ -15,14 +17,24 @@ mod attack_files;
 mod attack_http;
 /// Chaining, substitution, option smuggling, path tricks, forged log lines.
 mod attack_injection;
+/// Slow readers of large answers and histories of large jobs: memory stays bounded.
+mod attack_memory;
 /// Output floods, fork bombs, lingering and escaping jobs.
 mod attack_resources;
+/// Long-polls, idle clients and bare sockets filling every connection slot.
+mod attack_slots;
+/// Programs, notify and cwd that another user could swap: refused at load and at exec.
+mod attack_trust;
 /// Codes, replay, throttling and policy.
 mod auth_and_policy;
+/// Jobs start clean: own session without a terminal, no inherited fds, cwd, umask, signals.
+mod clean_start;
 /// Start-up refusals, `check`, `init` and `demo`.
 mod config_cli;
 /// Crashes and slow disks: used codes, acknowledged ids, half records, a free loop.
 mod durability;
+/// Enrolling a fleet: `init --uri-file`, `init --config-only`, `qr`.
+mod enrol;
 /// The Asterisk and Home Assistant examples against a real agent.
 mod examples;
 /// Every fuzz corpus file replayed through the fuzz targets' checks.
@@ -41,6 +53,10 @@ mod jobs_lifecycle;
 mod mcp;
 /// `GET /metrics` counters after a known sequence.
 mod metrics;
+/// One agent per state dir; recovery that never signals a stranger's processes.
+mod one_agent;
+/// Pattern kinds, `GET /rules`, escape-prone programs, examples and `explain`.
+mod policy_cli;
 /// `sudo-agent run`, its exit codes and the SIP flow.
 mod run_client;
 /// Socket activation, notifications, idle exit.

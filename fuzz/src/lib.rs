@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use sudo_agent::testing::{
-    self as agent, Action, ArgPattern, Config, MAX_BODY, MAX_HEAD, Request, Rule,
+    self as agent, Action, ArgPattern, Config, Invocation, MAX_BODY, MAX_HEAD, Rule, WordRe,
 };
 use sudo_agent::totp;
 
@@ -55,10 +55,11 @@ fn lit(s: &str) -> ArgPattern {
     ArgPattern::Literal(s.into())
 }
 
-/// The README's sample policy (no shell rule).
+/// The README's sample policy (no shell rule), plus a rule for each pattern kind.
 fn rules() -> &'static [Rule] {
     static RULES: OnceLock<Vec<Rule>> = OnceLock::new();
     RULES.get_or_init(|| {
+        let re = |s: &str| ArgPattern::Re(WordRe::new(s).unwrap_or_else(|e| panic!("{s}: {e}")));
         vec![
             rule("uptime", "/usr/bin/uptime", vec![]),
             rule("disk", "/usr/bin/df", vec![lit("-h"), ArgPattern::Rest]),
@@ -76,21 +77,46 @@ fn rules() -> &'static [Rule] {
                 vec![
                     lit("--no-pager"),
                     lit("-n"),
-                    ArgPattern::Any,
+                    ArgPattern::Word,
                     lit("-u"),
-                    ArgPattern::Any,
+                    ArgPattern::Word,
                 ],
+            ),
+            rule(
+                "unit",
+                "/usr/bin/systemctl",
+                vec![lit("is-active"), re("[a-z0-9@._-]{1,64}")],
+            ),
+            rule(
+                "tail",
+                "/usr/bin/tail",
+                vec![
+                    lit("-n"),
+                    ArgPattern::Int { min: 1, max: 1000 },
+                    ArgPattern::PathUnder("/var/log".into()),
+                ],
+            ),
+            rule(
+                "echo",
+                "/usr/bin/echo",
+                vec![ArgPattern::Any, ArgPattern::Word],
+            ),
+            rule(
+                "rm",
+                "/usr/bin/rm",
+                vec![lit("-f"), lit("--"), ArgPattern::Word],
             ),
         ]
     })
 }
 
 /// Whatever the input (as a command string, and split at NULs as an argv), a plan only
-/// ever runs a rule's own program with arguments that rule allows.
+/// ever runs a rule's own program with arguments that rule allows, each checked here
+/// again by plain code written apart from the matcher.
 pub fn policy_plan(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let argv: Vec<String> = text.split('\0').map(String::from).collect();
-    for request in [Request::Command(&text), Request::Argv(&argv)] {
+    for request in [Invocation::Command(&text), Invocation::Argv(&argv)] {
         let Ok(Some(plan)) = agent::plan(rules(), &request) else {
             continue;
         };
@@ -105,6 +131,49 @@ pub fn policy_plan(data: &[u8]) {
         let fixed = args.iter().all(|a| matches!(a, ArgPattern::Literal(_)));
         if fixed {
             assert_eq!(plan.argv.len(), args.len() + 1, "{:?}", plan.argv);
+        }
+        let mut operands = false;
+        for (pattern, word) in args.iter().zip(&plan.argv[1..]) {
+            assert!(
+                allowed(pattern, word, operands),
+                "{pattern:?} took {word:?}"
+            );
+            operands |= matches!(pattern, ArgPattern::Literal(t) if t == "--");
+        }
+    }
+}
+
+/// What each kind promises, said the simplest way.
+fn allowed(pattern: &ArgPattern, word: &str, operands: bool) -> bool {
+    match pattern {
+        ArgPattern::Literal(t) => word == t,
+        ArgPattern::OneOf(list) => list.iter().any(|t| t == word),
+        ArgPattern::Word => operands || !word.starts_with('-'),
+        ArgPattern::Any | ArgPattern::Rest => true,
+        // The one regex of the policy above, its meaning spelt out.
+        ArgPattern::Re(re) => {
+            assert_eq!(re.source(), "[a-z0-9@._-]{1,64}");
+            (1..=64).contains(&word.len())
+                && word
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"@._-".contains(&b))
+        }
+        ArgPattern::PathUnder(dir) => {
+            word.starts_with(&format!("{dir}/"))
+                && !word
+                    .split('/')
+                    .skip(1)
+                    .any(|c| c.is_empty() || c == "." || c == "..")
+        }
+        ArgPattern::Int { min, max } => {
+            let digits = word.strip_prefix('-').unwrap_or(word);
+            let plain = word == "0" || !digits.starts_with('0');
+            !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && plain
+                && word
+                    .parse::<i64>()
+                    .is_ok_and(|n| (*min..=*max).contains(&n))
         }
     }
 }

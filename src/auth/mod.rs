@@ -7,6 +7,6 @@ mod state;
 mod throttle;
 pub mod totp;
 
-pub(crate) use self::secret::{SecretError, load_secret, new_secret};
+pub(crate) use self::secret::{SecretError, SecretKey, load_secret, new_secret};
 pub(crate) use self::state::{StateError, StateStore};
 pub(crate) use self::throttle::{Auth, Denied};

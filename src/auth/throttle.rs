@@ -12,6 +12,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::secret::SecretKey;
 use super::state::{AuthState, StateStore};
 use super::totp;
 use crate::audit;
@@ -48,14 +49,24 @@ impl std::error::Error for Denied {}
 /// A save the writer thread runs: `Err` says why the state is not on disk.
 pub type SaveWork = Box<dyn FnOnce() -> Result<(), String> + Send>;
 
+/// The work that saves a changed state, and whether an answer should wait for it.
+pub struct Save {
+    pub work: SaveWork,
+    /// A failure was counted since the last save: so that a restart cannot forget it,
+    /// the refusal it caused leaves once this is on disk. A success's save may wait (its
+    /// step is made durable with what it authorised).
+    pub urgent: bool,
+}
+
 /// The TOTP gate: key, code shape, throttle settings and the state it keeps.
 pub struct Auth {
-    key: Vec<u8>,
+    key: SecretKey,
     params: totp::Params,
     throttle: ThrottleConfig,
     state: AuthState,
-    /// The state changed since the last `save_work`.
+    /// The state changed since the last `save_work`, and whether by a counted failure.
     changed: bool,
+    urgent: bool,
     saver: Arc<Saver>,
 }
 
@@ -98,7 +109,7 @@ impl fmt::Debug for Auth {
 impl Auth {
     /// `state` is what `StateStore::open` returned for `store`.
     pub fn new(
-        key: Vec<u8>,
+        key: SecretKey,
         params: totp::Params,
         throttle: ThrottleConfig,
         store: StateStore,
@@ -110,6 +121,7 @@ impl Auth {
             throttle,
             state,
             changed: false,
+            urgent: false,
             saver: Arc::new(Saver {
                 store,
                 newest: Mutex::new(None),
@@ -149,17 +161,51 @@ impl Auth {
 
     /// When the state changed since the last call: the work that saves it, to run on a
     /// writer thread. Only the newest state is written, however many works are queued.
-    pub fn save_work(&mut self) -> Option<SaveWork> {
+    pub fn save_work(&mut self) -> Option<Save> {
         if !std::mem::take(&mut self.changed) {
             return None;
         }
+        let urgent = std::mem::take(&mut self.urgent);
         *self
             .saver
             .newest
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(self.state.clone());
         let saver = Arc::clone(&self.saver);
-        Some(Box::new(move || saver.save()))
+        Some(Save {
+            work: Box::new(move || saver.save()),
+            urgent,
+        })
+    }
+
+    /// A code that came in a shape the request decoder refused (a JSON number, a list):
+    /// each of `candidates` that is valid now is spent as if used, since the request may
+    /// have been logged on its way here (a number loses its leading zeros, so short
+    /// digit strings are also tried zero-padded). The request counts as one failed
+    /// attempt unless locked out, when nothing is counted. Returns whether it counted.
+    pub fn refuse_stray(&mut self, candidates: &[String], now: u64) -> bool {
+        let width = usize::try_from(self.params.digits).unwrap_or(0);
+        let mut spent = false;
+        for candidate in candidates {
+            let padded = (candidate.len() < width && candidate.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| format!("{candidate:0>width$}"));
+            for text in std::iter::once(candidate).chain(padded.as_ref()) {
+                if let Some(step) = totp::verify(&self.key, text, now, &self.params)
+                    && step > self.state.last_step
+                {
+                    self.state.last_step = step;
+                    spent = true;
+                }
+            }
+        }
+        if self.locked_for(now) > 0 {
+            // A spent code is on disk before the answer, like a counted failure.
+            self.changed |= spent;
+            self.urgent |= spent;
+            return false;
+        }
+        let _ = self.fail(now, Denied::Invalid);
+        true
     }
 
     /// The current state, for tests.
@@ -203,6 +249,7 @@ impl Auth {
             audit::locked_out(duration, count);
         }
         self.changed = true;
+        self.urgent = true;
         denial
     }
 
@@ -252,7 +299,13 @@ mod tests {
 
     fn open(dir: &Path) -> Auth {
         let (store, state) = StateStore::open(dir).unwrap();
-        Auth::new(KEY.to_vec(), params(), throttle(), store, state)
+        Auth::new(
+            SecretKey::new(KEY.to_vec()),
+            params(),
+            throttle(),
+            store,
+            state,
+        )
     }
 
     fn code(at: u64) -> String {
@@ -261,8 +314,8 @@ mod tests {
 
     /// Runs the pending save, as the writer thread would.
     fn saved(auth: &mut Auth) {
-        if let Some(work) = auth.save_work() {
-            work().unwrap();
+        if let Some(save) = auth.save_work() {
+            (save.work)().unwrap();
         }
     }
 
@@ -392,7 +445,13 @@ mod tests {
             lockout_s: u64::MAX,
             lockout_max_s: u64::MAX,
         };
-        let mut auth = Auth::new(KEY.to_vec(), params(), throttle, store, state);
+        let mut auth = Auth::new(
+            SecretKey::new(KEY.to_vec()),
+            params(),
+            throttle,
+            store,
+            state,
+        );
         assert!(matches!(
             auth.check("x", u64::MAX - 5),
             Err(Denied::Invalid)
@@ -443,18 +502,19 @@ mod tests {
             "check never touches the disk"
         );
         let first = auth.save_work().unwrap();
+        assert!(first.urgent, "a failure was counted");
         assert_eq!(auth.state().failures, vec![T0]);
         let second = auth.save_work();
         assert!(second.is_none(), "nothing changed since the last save_work");
         fail_n(&mut auth, 1, T0 + 1);
         let third = auth.save_work().unwrap();
         // The first save writes the newest state; the later one finds nothing to do.
-        first().unwrap();
+        (first.work)().unwrap();
         let text = fs::read_to_string(dir.join("auth.json")).unwrap();
         let on_disk: AuthState = serde_json::from_str(&text).unwrap();
         assert_eq!(on_disk.last_step, step);
         assert_eq!(&on_disk, auth.state());
-        third().unwrap();
+        (third.work)().unwrap();
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -465,7 +525,9 @@ mod tests {
         // A directory where the file should be: rename over it fails, even for root.
         fs::create_dir(dir.join("auth.json")).unwrap();
         auth.check(&code(T0), T0).unwrap();
-        let err = auth.save_work().unwrap()().unwrap_err();
+        let save = auth.save_work().unwrap();
+        assert!(!save.urgent, "a success's save may wait");
+        let err = (save.work)().unwrap_err();
         assert!(err.contains("auth.json"), "{err}");
         // The code is spent all the same, and failures still count.
         assert!(matches!(auth.check(&code(T0), T0), Err(Denied::Reused)));
@@ -476,7 +538,7 @@ mod tests {
         assert_eq!(auth.state().failures.len(), 2);
         fs::remove_dir(dir.join("auth.json")).unwrap();
         let retry = auth.save_work().unwrap();
-        retry().unwrap();
+        (retry.work)().unwrap();
         let (_, on_disk) = StateStore::open(&dir).unwrap();
         assert_eq!(&on_disk, auth.state());
         fs::remove_dir_all(dir).unwrap();
@@ -514,6 +576,39 @@ mod tests {
         assert!(matches!(auth.check(&code(at), at), Err(Denied::Reused)));
         // And at time 0 nothing underflows.
         assert!(auth.check("000000", 0).is_err());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_stray_code_is_spent_and_counted_even_as_a_number_that_lost_its_zeros() {
+        let dir = tempdir("stray");
+        let mut auth = open(&dir);
+        // The code of T0, as digits and as the number a template would make of it.
+        let good = code(T0);
+        let number = good.trim_start_matches('0').to_string();
+        assert!(auth.refuse_stray(&["x".into(), number], T0));
+        assert_eq!(auth.state().failures, vec![T0]);
+        assert!(matches!(auth.check(&good, T0 + 1), Err(Denied::Reused)));
+        // Reloaded from disk (once the writer thread saved it): still spent.
+        let save = auth.save_work().unwrap();
+        assert!(
+            save.urgent,
+            "failures were counted: the refusal waits for this"
+        );
+        (save.work)().unwrap();
+        let mut again = open(&dir);
+        assert!(matches!(again.check(&good, T0 + 2), Err(Denied::Reused)));
+        // That made three failures (max_failures): locked out. Now a stray code is not
+        // counted, but a valid one is still spent.
+        assert!(again.locked_for(T0 + 3) > 0);
+        let next = code(T0 + 30);
+        assert!(!again.refuse_stray(std::slice::from_ref(&next), T0 + 30));
+        assert!(again.state().failures.is_empty());
+        assert!(matches!(
+            again.check(&next, T0 + 200),
+            Err(Denied::Invalid | Denied::Reused)
+        ));
+        assert!(again.state().last_step >= (T0 + 30) / 30);
         fs::remove_dir_all(dir).unwrap();
     }
 }

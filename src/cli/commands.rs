@@ -6,16 +6,17 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use super::explain::explain;
 use super::parse::{Command, parse};
-use crate::auth::{load_secret, new_secret, totp};
+use crate::auth::{SecretKey, load_secret, new_secret, totp};
 use crate::clients::{mcp, run};
 use crate::config::Config;
-use crate::deploy::{self, StarterPaths};
+use crate::deploy::{self, Enrolment, Label, StarterPaths};
 use crate::jobs::new_id;
 use crate::serve::{self, StartError};
-use crate::sys::clock;
 use crate::sys::files::{self, parent_or_dot};
 use crate::sys::systemd::Systemd;
+use crate::sys::{self, clock};
 
 const USAGE: &str = "\
 sudo-agent: run allowlisted root commands over loopback HTTP, each gated by a TOTP code
@@ -24,11 +25,20 @@ usage:
   sudo-agent serve  [--config PATH]     run the agent (default config /etc/sudo-agent/config.json)
   sudo-agent demo   [--listen ADDR]     throwaway agent in a temp dir on 127.0.0.1:9999
   sudo-agent init   [--config PATH] [--account NAME] [--issuer NAME] [--force]
-                                        write a starter config (if absent) and a new secret
+                    [--uri-file FILE | --config-only]
+                                        write a starter config (if absent) and a new secret;
+                                        the phone entry is ISSUER:ACCOUNT (default
+                                        sudo-agent:HOSTNAME). --uri-file: show nothing, write
+                                        the otpauth:// URI to FILE (0600); --config-only: no
+                                        secret
+  sudo-agent qr     FILE...             the QR code of a URI file (fetched by Ansible)
   sudo-agent code   [--config PATH]     print the current code
   sudo-agent verify CODE [--config PATH]
                                         exit 0 if CODE is valid now (consumes nothing)
   sudo-agent check  [--config PATH]     validate config, policy, files and modes
+  sudo-agent explain [--config PATH] [--json] -- CMD ARGS... | --command 'CMD ARGS'
+                                        which rule matches and why, and how it would run;
+                                        runs nothing (exit 0 allowed, 1 refused)
   sudo-agent install [--dry-run] [--root DIR] [--account NAME] [--issuer NAME]
                                         binary, systemd units, config and secret; checked
                                         before the socket is enabled
@@ -85,7 +95,13 @@ fn execute(command: Command) -> Result<i32, String> {
             account,
             issuer,
             force,
-        } => init(&config, &account, &issuer, force)?,
+            enrolment,
+        } => init(
+            &config,
+            &label(account, issuer, Path::new("/")),
+            force,
+            &enrolment,
+        )?,
         Command::Code { config } => {
             let (cfg, key) = load_with_secret(&config)?;
             println!("{}", totp::code_at(&key, clock::now_unix(), &cfg.totp));
@@ -111,17 +127,28 @@ fn execute(command: Command) -> Result<i32, String> {
             account,
             issuer,
         } => {
-            let problems = deploy::install(&options, &account, &issuer)?;
+            let label = label(account, issuer, &options.root);
+            let problems = deploy::install(&options, &label)?;
             return Ok(i32::from(problems > 0));
         }
         Command::Uninstall { options, purge } => deploy::uninstall(&options, purge)?,
         Command::Run(args) => return Ok(run::main(args)),
         Command::Mcp { url } => return mcp::serve(&url).map(|()| 0),
+        Command::Qr { files } => {
+            for file in files {
+                deploy::show_uri_file(&file)?;
+            }
+        }
+        Command::Explain {
+            config,
+            json,
+            asked,
+        } => return explain(&config, &asked, json),
     }
     Ok(0)
 }
 
-fn load_with_secret(config: &Path) -> Result<(Config, Vec<u8>), String> {
+fn load_with_secret(config: &Path) -> Result<(Config, SecretKey), String> {
     let cfg = Config::load(config).map_err(|e| e.to_string())?;
     let key = load_secret(&cfg.secret_file).map_err(|e| e.to_string())?;
     Ok((cfg, key))
@@ -145,15 +172,34 @@ fn check(config: &Path) -> i32 {
     }
 }
 
+/// The phone entry's name; the account is the box's host name unless given, so the
+/// entries of many boxes read `sudo-agent:jetson`, `sudo-agent:pi4`, ... The box is this
+/// machine, or for `install --root DIR` the image's `etc/hostname` ("root" if it has none).
+fn label(account: Option<String>, issuer: String, root: &Path) -> Label {
+    let host = || match root == Path::new("/") {
+        true => sys::host_name(),
+        false => fs::read_to_string(root.join("etc/hostname"))
+            .ok()
+            .and_then(|text| text.split_whitespace().next().map(String::from)),
+    };
+    Label {
+        account: account.or_else(host).unwrap_or_else(|| "root".into()),
+        issuer,
+    }
+}
+
 /// Writes the starter config (if absent) and a new secret (unless present and not
-/// `force`), then shows the URI and QR code to scan.
-fn init(config: &Path, account: &str, issuer: &str, force: bool) -> Result<(), String> {
+/// `force`), then shows it as `enrolment` says; a new secret reaches the agent's units.
+fn init(config: &Path, label: &Label, force: bool, enrolment: &Enrolment) -> Result<(), String> {
     let dir = parent_or_dot(config);
     let paths = StarterPaths {
         secret_file: std::path::absolute(dir.join("secret")).unwrap_or_else(|_| dir.join("secret")),
         ..StarterPaths::system()
     };
-    deploy::init(config, Path::new("/"), &paths, account, issuer, force)
+    if deploy::init(config, Path::new("/"), &paths, label, force, enrolment)? {
+        deploy::restart_for_new_secret();
+    }
+    Ok(())
 }
 
 /// A throwaway agent: temp dir, new secret, demo policy, served until Ctrl-C.
@@ -179,7 +225,11 @@ fn demo_in(dir: &Path, listen: SocketAddr) -> Result<(), String> {
     deploy::write_config(&config, &deploy::starter_config(&paths, true))?;
     let key = new_secret(&paths.secret_file)?;
     let cfg = Config::load(&config).map_err(|e| e.to_string())?;
-    deploy::print_enrolment(&key, "demo", "sudo-agent-demo", &cfg);
+    let label = Label {
+        account: "demo".into(),
+        issuer: "sudo-agent-demo".into(),
+    };
+    deploy::print_enrolment(&key, &label, &cfg);
     let code = totp::code_at(&key, clock::now_unix(), &cfg.totp);
     println!(
         "\nDemo agent in {} (removed on Ctrl-C). Rules: {}\n\

@@ -8,7 +8,7 @@ use super::flags::Flags;
 use crate::clients::run::{Pin, ReplyFormat, RunArgs, What};
 use crate::clients::{Client, default_url};
 use crate::config::{DEFAULT_CONFIG_PATH, DEFAULT_LISTEN};
-use crate::deploy::InstallOptions;
+use crate::deploy::{Enrolment, InstallOptions};
 
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,9 +23,11 @@ pub enum Command {
     },
     Init {
         config: PathBuf,
-        account: String,
+        /// `None`: this machine's host name, so one phone tells many boxes apart.
+        account: Option<String>,
         issuer: String,
         force: bool,
+        enrolment: Enrolment,
     },
     Code {
         config: PathBuf,
@@ -39,7 +41,7 @@ pub enum Command {
     },
     Install {
         options: InstallOptions,
-        account: String,
+        account: Option<String>,
         issuer: String,
     },
     Uninstall {
@@ -50,6 +52,22 @@ pub enum Command {
     Mcp {
         url: String,
     },
+    Qr {
+        files: Vec<PathBuf>,
+    },
+    Explain {
+        config: PathBuf,
+        json: bool,
+        asked: Asked,
+    },
+}
+
+/// What `explain` is asked about: a command string (split as the agent splits one) or
+/// words given one by one (an argv request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Asked {
+    Command(String),
+    Argv(Vec<String>),
 }
 
 /// Words to a `Command`; no I/O.
@@ -61,15 +79,21 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         // `run` passes the command's own words through, so it parses on its own.
         return Ok(parse_run(rest)?.map_or(Command::Help, Command::Run));
     }
+    if sub == "explain" {
+        // So does `explain`.
+        return Ok(parse_explain(rest)?.unwrap_or(Command::Help));
+    }
     let mut config = PathBuf::from(DEFAULT_CONFIG_PATH);
     let mut url = default_url();
     let mut listen = DEFAULT_LISTEN;
-    let mut account = String::from("root");
+    let mut account = None;
     let mut issuer = String::from("sudo-agent");
     let mut force = false;
     let mut root = PathBuf::from("/");
     let mut dry_run = false;
     let mut purge = false;
+    let mut uri_file = None;
+    let mut config_only = false;
     let mut positional = Vec::new();
     let mut given: Vec<&str> = Vec::new();
     let mut flags = Flags::new(rest);
@@ -88,7 +112,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     format!("--listen {text} is not an address like 127.0.0.1:9999")
                 })?;
             }
-            "--account" => account = value("--account")?,
+            "--account" => account = Some(value("--account")?),
             "--issuer" => issuer = value("--issuer")?,
             "--force" => force = true,
             "--root" => {
@@ -102,6 +126,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             }
             "--dry-run" => dry_run = true,
             "--purge" => purge = true,
+            "--uri-file" => uri_file = Some(PathBuf::from(value("--uri-file")?)),
+            "--config-only" => config_only = true,
             "--url" => url = value("--url")?,
             other if other.starts_with('-') && other.len() > 1 => {
                 return Err(format!("unknown option {other}"));
@@ -119,6 +145,17 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             account,
             issuer,
             force,
+            enrolment: match (uri_file, config_only) {
+                (Some(_), true) => {
+                    return Err("--config-only makes no secret, so no URI file; pick one".into());
+                }
+                (Some(path), false) => Enrolment::UriFile(path),
+                (None, true) if force => {
+                    return Err("--config-only makes no secret; leave out --force".into());
+                }
+                (None, true) => Enrolment::ConfigOnly,
+                (None, false) => Enrolment::Show,
+            },
         },
         "code" => Command::Code { config },
         "install" => Command::Install {
@@ -132,6 +169,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         },
         "check" => Command::Check { config },
         "mcp" => Command::Mcp { url },
+        "qr" if positional.is_empty() => {
+            return Err("qr takes the URI file(s) to show: sudo-agent qr FILE...".into());
+        }
+        "qr" => Command::Qr {
+            files: positional.iter().map(PathBuf::from).collect(),
+        },
         "verify" => {
             let [code] = positional.as_slice() else {
                 return Err("verify takes exactly one CODE".into());
@@ -143,12 +186,20 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
         other => return Err(format!("unknown command {other}")),
     };
-    if !positional.is_empty() && !matches!(command, Command::Verify { .. }) {
+    if !positional.is_empty() && !matches!(command, Command::Verify { .. } | Command::Qr { .. }) {
         return Err(format!("unexpected argument {}", positional[0]));
     }
     let allowed: &[&str] = match command {
         Command::Demo { .. } => &["--listen"],
-        Command::Init { .. } => &["--config", "--account", "--issuer", "--force"],
+        Command::Init { .. } => &[
+            "--config",
+            "--account",
+            "--issuer",
+            "--force",
+            "--uri-file",
+            "--config-only",
+        ],
+        Command::Qr { .. } => &[],
         Command::Install { .. } => &["--root", "--dry-run", "--account", "--issuer"],
         Command::Uninstall { .. } => &["--root", "--dry-run", "--purge"],
         Command::Mcp { .. } => &["--url"],
@@ -158,6 +209,49 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         return Err(format!("{flag} is not an option of `{sub}`"));
     }
     Ok(command)
+}
+
+/// Parses the words after `explain`; `Ok(None)` for `--help`. As with `run`, the first
+/// word that is not an option (or everything after `--`) is the command.
+pub fn parse_explain(words: &[String]) -> Result<Option<Command>, String> {
+    let mut config = PathBuf::from(DEFAULT_CONFIG_PATH);
+    let mut json = false;
+    let mut command = None;
+    let mut argv = Vec::new();
+    let mut flags = Flags::new(words);
+    while let Some(flag) = flags.next_word() {
+        match flag {
+            "-h" | "--help" => return Ok(None),
+            "--config" => config = PathBuf::from(flags.value("--config")?),
+            "--json" => json = true,
+            "--command" => command = Some(flags.value("--command")?),
+            "--" => argv.extend(flags.rest().cloned()),
+            other if other.starts_with('-') && other.len() > 1 => {
+                return Err(format!("unknown option {other} of `explain`"));
+            }
+            word => {
+                argv.push(word.to_string());
+                argv.extend(flags.rest().cloned());
+            }
+        }
+    }
+    let asked = match (command, argv.is_empty()) {
+        (Some(command), true) => Asked::Command(command),
+        (None, false) => Asked::Argv(argv),
+        (Some(_), false) => return Err("give either --command or words, not both".into()),
+        (None, true) => {
+            return Err(
+                "nothing to explain: sudo-agent explain [--config P] -- CMD ARGS... \
+                 (or --command 'CMD ARGS')"
+                    .into(),
+            );
+        }
+    };
+    Ok(Some(Command::Explain {
+        config,
+        json,
+        asked,
+    }))
 }
 
 /// Parses the words after `run`; `Ok(None)` for `--help`. The first word that is not an
@@ -303,7 +397,7 @@ mod tests {
                     root: "/mnt/sd".into(),
                     dry_run: true
                 },
-                account: "root".into(),
+                account: None,
                 issuer: "sudo-agent".into(),
             }
         );
@@ -345,6 +439,46 @@ mod tests {
             (What::Message("x".into()), ReplyFormat::Sip, true)
         );
         assert_eq!(args("--help").unwrap(), None);
+    }
+
+    #[test]
+    fn parses_explain_lines() {
+        let explain = |text: &str| parse(&words(&format!("explain {text}")));
+        assert_eq!(
+            explain("--config /c.json -- df -h /").unwrap(),
+            Command::Explain {
+                config: "/c.json".into(),
+                json: false,
+                asked: Asked::Argv(vec!["df".into(), "-h".into(), "/".into()]),
+            }
+        );
+        // The command's own options pass through after its first word.
+        assert_eq!(
+            explain("--json systemctl status --help").unwrap(),
+            Command::Explain {
+                config: DEFAULT_CONFIG_PATH.into(),
+                json: true,
+                asked: Asked::Argv(vec!["systemctl".into(), "status".into(), "--help".into()]),
+            }
+        );
+        assert_eq!(
+            parse(&["explain".into(), "--command".into(), "df -h".into()]).unwrap(),
+            Command::Explain {
+                config: DEFAULT_CONFIG_PATH.into(),
+                json: false,
+                asked: Asked::Command("df -h".into()),
+            }
+        );
+        assert_eq!(explain("--help").unwrap(), Command::Help);
+        for bad in [
+            "",
+            "--json",
+            "--bogus -- df",
+            "--command x -- df",
+            "--config",
+        ] {
+            assert!(explain(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -333,9 +333,12 @@ fn tools() -> Value {
         },
         {
             "name": "list_allowed_commands",
-            "description": "The agent's rules: each name, its argv pattern (\"*\" any one \
-                argument, \"**\" any further arguments, a list: one of those values) and \
-                whether it needs a code (no_pin false).",
+            "description": "The agent's rules: each name, its argv pattern and whether it \
+                needs a code (no_pin false). In a pattern a string is that word; a list, one \
+                of those words; \"*\" one word not starting with - (any word after a literal \
+                \"--\"); {\"any\": true} any one word; {\"re\": R} a word regex R matches \
+                whole; {\"path_under\": D} an absolute path below D without . or ..; \
+                {\"int\": [A, B]} an integer from A to B; \"**\" any further words.",
             "inputSchema": {"type": "object", "properties": {}},
         },
     ])

@@ -13,12 +13,12 @@ mod validate;
 mod tests;
 
 pub use self::raw::parse;
-pub use self::types::{Action, ArgPattern, Config, Rule};
+pub use self::types::Config;
 
 pub(crate) use self::load::ConfigError;
 pub(crate) use self::raw::{
-    RawArg, RawJobs, RawResults, RawRule, RawThrottle, RawTotp, default_log_file,
-    default_secret_file, default_state_dir,
+    RawArg, RawExamples, RawJobs, RawKind, RawResults, RawRule, RawThrottle, RawTotp,
+    default_log_file, default_secret_file, default_state_dir,
 };
 pub(crate) use self::types::{
     DEFAULT_CONFIG_PATH, DEFAULT_LISTEN, JobsConfig, ResultsConfig, ThrottleConfig,

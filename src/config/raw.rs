@@ -21,6 +21,17 @@ pub struct RawConfig {
     pub allow_remote: bool,
     #[serde(default)]
     pub expose_rules: bool,
+    /// Names (with or without `:port`) besides loopback addresses and `localhost` that
+    /// a request's `Host` may carry.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Web origins (`https://ha.example:8123`) whose pages may call the agent.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Bytes of answers held for clients that have not read them yet, all connections
+    /// together.
+    #[serde(default = "default_send_queue_bytes")]
+    pub send_queue_bytes: u64,
     #[serde(default = "default_secret_file")]
     pub secret_file: PathBuf,
     #[serde(default = "default_log_file")]
@@ -59,6 +70,10 @@ impl RawConfig {
             }
         }
     }
+}
+
+fn default_send_queue_bytes() -> u64 {
+    16 << 20
 }
 
 fn default_listen() -> String {
@@ -185,19 +200,52 @@ pub struct RawRule {
     pub env: RawEnv,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<PathBuf>,
+    /// Octal, as `umask(1)` prints it: `"027"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub umask: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub examples: Option<RawExamples>,
+}
+
+/// Commands a rule must allow, and commands the policy must refuse: each a command
+/// string or an argv list (an object there is reported by `validate`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawExamples {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<RawArg>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<RawArg>,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// One element of a rule's `argv`: a string or a list of strings. What a string means
-/// (`"*"`, `"**"`, a literal) is decided in `validate`, where the position is known.
+/// One element of a rule's `argv`: a string, a list of strings or a one-key object
+/// (`{"any": true}`, `{"re": …}`, `{"path_under": …}`, `{"int": [min, max]}`). What a
+/// string means (`"*"`, `"**"`, a literal) is decided in `validate`, where the position
+/// is known.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum RawArg {
     Text(String),
     List(Vec<String>),
+    Kind(RawKind),
+}
+
+/// The object form of an argv element; `validate` wants exactly one key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKind {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub re: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_under: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int: Option<(i64, i64)>,
 }
 
 impl<'de> Deserialize<'de> for RawArg {
@@ -208,7 +256,10 @@ impl<'de> Deserialize<'de> for RawArg {
         impl<'de> Visitor<'de> for ArgVisitor {
             type Value = RawArg;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string or a list of strings")
+                f.write_str(
+                    "a string, a list of strings, or an object such as {\"any\": true}, \
+                     {\"re\": \"...\"}, {\"path_under\": \"/dir\"}, {\"int\": [1, 10]}",
+                )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawArg, E> {
                 Ok(RawArg::Text(v.to_owned()))
@@ -222,6 +273,9 @@ impl<'de> Deserialize<'de> for RawArg {
                     items.push(item);
                 }
                 Ok(RawArg::List(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawArg, A::Error> {
+                RawKind::deserialize(de::value::MapAccessDeserializer::new(map)).map(RawArg::Kind)
             }
         }
         deserializer.deserialize_any(ArgVisitor)

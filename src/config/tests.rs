@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::raw::Problem;
 use super::*;
 use crate::auth::totp;
+use crate::policy::{Action, ArgPattern};
 use crate::sys::files::{FileError, test_dir};
 
 fn tempdir(tag: &str) -> PathBuf {
@@ -197,7 +198,11 @@ fn wrong_types_name_their_path() {
 
     let p = parse_err(r#"{"rules": [{"name": "a", "argv": ["/bin/true", 5]}]}"#);
     assert_eq!(p.path, "rules[0].argv[1]");
-    assert!(p.message.contains("a string or a list of strings"), "{p}");
+    assert!(
+        p.message
+            .contains("a string, a list of strings, or an object"),
+        "{p}"
+    );
 
     let p = parse_err(r#"{"rules": [{"name": "a", "argv": ["/bin/true", ["a", 1]]}]}"#);
     assert_eq!(p.path, "rules[0].argv[1][1]");
@@ -312,7 +317,7 @@ fn rest_only_last() {
         &[
             ArgPattern::OneOf(vec!["*".into()]),
             ArgPattern::OneOf(vec!["**".into()]),
-            ArgPattern::Any,
+            ArgPattern::Word,
             ArgPattern::Rest
         ]
     );
@@ -378,7 +383,10 @@ fn program_checks() {
     let all = problems(&text);
     let expect = [
         format!("rules[2].argv[0]: {noexec} is not executable (mode 0644)"),
-        format!("rules[3].argv[0]: {writable} is writable by group or others (mode 0777)"),
+        format!(
+            "rules[3].argv[0]: {writable} is not trusted (another user could change it): file \
+             {writable} is mode 0777 (writable by group or others); run: chmod go-w {writable}"
+        ),
         format!("rules[4].argv[0]: {} is not a regular file", dir.display()),
         "rules[5].argv[0]: \"df\" is not an absolute path; use the program's absolute path (see: command -v df)".to_string(),
     ];
@@ -396,7 +404,7 @@ fn program_checks() {
 fn users_and_groups() {
     let text = r#"{"rules": [
         {"name": "a", "argv": ["/bin/sh"], "user": "sudo-agent-no-such-user"},
-        {"name": "b", "argv": ["/bin/sh"], "group": "sudo-agent-no-such-group"},
+        {"name": "b", "argv": ["/bin/sh"], "user": "root", "group": "sudo-agent-no-such-group"},
         {"name": "c", "argv": ["/bin/sh"], "user": "root", "group": "root"}
     ]}"#;
     let all = problems(text);
@@ -505,8 +513,9 @@ fn shell_rules() {
 
 #[test]
 fn no_pin_rest_warns() {
-    let c = validate(r#"{"rules": [{"name": "echo", "argv": ["/bin/sh", "**"], "no_pin": true}]}"#)
-        .unwrap();
+    let c =
+        validate(r#"{"rules": [{"name": "echo", "argv": ["/bin/echo", "**"], "no_pin": true}]}"#)
+            .unwrap();
     assert_eq!(c.warnings().len(), 1);
     assert!(c.warnings()[0].starts_with("rule `echo` needs no code"));
 }
@@ -573,6 +582,61 @@ fn load_checks_file_and_lists_problems() {
 }
 
 #[test]
+fn browser_allowlists_and_send_queue() {
+    let c = validate(&minimal()).unwrap();
+    assert!(c.allowed_hosts.is_empty() && c.allowed_origins.is_empty());
+    assert_eq!(c.send_queue_bytes, 16 << 20);
+    let with = |extra: &str| minimal().replacen('{', &format!("{{{extra}, "), 1);
+    let c = validate(&with(
+        r#""allowed_hosts": ["NAS.lan", "pi.lan:9999", "[fd00::5]"],
+           "allowed_origins": ["HTTPS://HA.example:443/", "http://ha.lan:8123", "http://x.lan:80"],
+           "send_queue_bytes": 65536"#,
+    ))
+    .unwrap();
+    assert_eq!(c.allowed_hosts, ["nas.lan", "pi.lan:9999", "[fd00::5]"]);
+    assert_eq!(
+        c.allowed_origins,
+        ["https://ha.example", "http://ha.lan:8123", "http://x.lan"]
+    );
+    assert_eq!(c.send_queue_bytes, 65536);
+    let all = problems(&with(
+        r#""allowed_hosts": ["*", "a b", "user@nas"],
+           "allowed_origins": ["null", "*", "ha.example", "https://ha.example/path", "ftp://x"],
+           "send_queue_bytes": 1024"#,
+    ));
+    let starts = [
+        "allowed_hosts[0]: \"*\" would let any web page",
+        "allowed_hosts[1]: \"a b\" is not a host name",
+        "allowed_hosts[2]: \"user@nas\" is not a host name",
+        "allowed_origins[0]: \"null\" is the origin of sandboxed frames",
+        "allowed_origins[1]: \"*\" would let every web page",
+        "allowed_origins[2]: \"ha.example\" is not an origin",
+        "allowed_origins[3]: \"https://ha.example/path\" is not an origin",
+        "allowed_origins[4]: \"ftp://x\" is not an origin",
+        "send_queue_bytes: 1024 is out of range",
+    ];
+    assert_eq!(all.len(), starts.len(), "{all:#?}");
+    for (problem, start) in all.iter().zip(starts) {
+        assert!(problem.starts_with(start), "{problem}");
+    }
+    // Reached over the network, the names clients use must be listed.
+    let remote = r#""listen": "0.0.0.0:9999", "allow_remote": true"#;
+    let warnings = validate(&with(remote)).unwrap().warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("allowed_hosts is empty")),
+        "{warnings:?}"
+    );
+    let listed = format!(r#"{remote}, "allowed_hosts": ["nas.lan"]"#);
+    let warnings = validate(&with(&listed)).unwrap().warnings();
+    assert!(
+        !warnings.iter().any(|w| w.contains("allowed_hosts")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
 fn idle_exit_is_optional_and_bounded() {
     assert_eq!(validate(&minimal()).unwrap().idle_exit_s, None);
     let with = |v: &str| minimal().replacen('{', &format!(r#"{{"idle_exit_s": {v}, "#), 1);
@@ -596,5 +660,201 @@ fn load_in_root_moves_the_agents_own_files() {
     assert_eq!(c.results.dir, Path::new("/img/tmp/sudo-agent"));
     let c = Config::load(&path).unwrap();
     assert_eq!(c.state_dir, Path::new("/var/lib/x"));
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_group_without_a_user_is_refused_because_it_stays_root() {
+    let text = r#"{"rules": [{"name": "g", "argv": ["/bin/sh"], "group": "root"}]}"#;
+    let all = problems(text);
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert!(
+        all[0].starts_with("rules[0].group: without \"user\" the command still runs as root"),
+        "{all:?}"
+    );
+}
+
+#[test]
+fn umask_is_octal_text() {
+    for (given, want) in [
+        ("022", 0o022),
+        ("0027", 0o027),
+        ("7", 0o007),
+        ("777", 0o777),
+    ] {
+        let text =
+            format!(r#"{{"rules": [{{"name": "u", "argv": ["/bin/sh"], "umask": "{given}"}}]}}"#);
+        assert_eq!(
+            validate(&text).unwrap().rules[0].umask,
+            Some(want),
+            "{given}"
+        );
+    }
+    for bad in ["", "8", "0o22", "1777", "00022", "-22", " 22"] {
+        let text =
+            format!(r#"{{"rules": [{{"name": "u", "argv": ["/bin/sh"], "umask": "{bad}"}}]}}"#);
+        let all = problems(&text);
+        assert!(
+            all.len() == 1 && all[0].starts_with("rules[0].umask: is not an octal umask"),
+            "{bad:?}: {all:?}"
+        );
+    }
+    let text = r#"{"rules": [{"name": "u", "argv": ["/bin/sh"], "umask": 18}]}"#;
+    assert_eq!(
+        parse_err(text).path,
+        "rules[0].umask",
+        "a number is refused"
+    );
+}
+
+#[test]
+fn pattern_kinds_parse_and_validate() {
+    let text = r#"{"rules": [{"name": "a", "argv": ["/bin/echo",
+        {"any": true}, {"re": "^[a-z]+$"}, {"path_under": "/var/log/"}, {"int": [1, 10]}]}]}"#;
+    let c = validate(text).unwrap();
+    let Action::Argv { args, .. } = &c.rules[0].action else {
+        panic!()
+    };
+    assert_eq!(args[0], ArgPattern::Any);
+    assert!(matches!(&args[1], ArgPattern::Re(re) if re.source() == "^[a-z]+$"));
+    assert_eq!(args[2], ArgPattern::PathUnder("/var/log".into()));
+    assert_eq!(args[3], ArgPattern::Int { min: 1, max: 10 });
+
+    let all = problems(
+        r#"{"rules": [{"name": "a", "argv": ["/bin/echo",
+        {"any": false}, {"re": "("}, {"path_under": "var/log"}, {"int": [10, 1]},
+        {"any": true, "re": "x"}, {}, {"path_under": "/a/../b"}]}]}"#,
+    );
+    let expect = [
+        "rules[0].argv[1]: {\"any\": false} means nothing",
+        "rules[0].argv[2]: regex \"(\" ",
+        "rules[0].argv[3]: path_under \"var/log\" is not an absolute path",
+        "rules[0].argv[4]: int [10, 1] is an empty range",
+        "rules[0].argv[5]: needs exactly one key",
+        "rules[0].argv[6]: needs exactly one key",
+        "rules[0].argv[7]: path_under \"/a/../b\" has an empty",
+    ];
+    for (got, want) in all.iter().zip(expect) {
+        assert!(
+            got.starts_with(want),
+            "{got:?} does not start with {want:?}"
+        );
+    }
+    assert_eq!(all.len(), expect.len(), "{all:#?}");
+    let p = parse_err(r#"{"rules": [{"name": "a", "argv": ["/bin/echo", {"rex": "x"}]}]}"#);
+    assert_eq!(p.path, "rules[0].argv[1].rex");
+    assert!(p.message.contains("unknown field `rex`"), "{p}");
+    let all = problems(r#"{"rules": [{"name": "a", "argv": [{"any": true}]}]}"#);
+    assert!(all[0].starts_with("rules[0].argv[0]: must be the program's absolute path"));
+}
+
+#[test]
+fn examples_are_run_through_the_matcher() {
+    let text = format!(
+        r#"{{"rules": [
+        {{"name": "status", "argv": ["{sc}", "status", "*"],
+          "examples": {{"allow": ["systemctl status nginx", ["systemctl", "status", "a b"]],
+                        "deny": ["systemctl status --help", "systemctl stop nginx"]}}}},
+        {{"name": "stop", "argv": ["{sc}", "stop", ["nginx"]],
+          "examples": {{"allow": ["systemctl status x", "systemctl stop nginx"],
+                        "deny": ["systemctl stop nginx", {{"any": true}}]}}}}
+    ]}}"#,
+        sc = prog("systemctl"),
+    );
+    let all = problems(&text);
+    let expect = [
+        "rules[0].examples.deny[1]: \"systemctl stop nginx\" is allowed by rule `stop`",
+        "rules[1].examples.allow[0]: \"systemctl status x\" is matched first by rule `status`",
+        "rules[1].examples.deny[0]: \"systemctl stop nginx\" is allowed by rule `stop`",
+        "rules[1].examples.deny[1]: is an object",
+    ];
+    for (got, want) in all.iter().zip(expect) {
+        assert!(
+            got.starts_with(want),
+            "{got:?} does not start with {want:?}"
+        );
+    }
+    assert_eq!(all.len(), expect.len(), "{all:#?}");
+    let all = problems(&format!(
+        r#"{{"rules": [{{"name": "s", "argv": ["{}", "status", "*"],
+            "examples": {{"allow": ["systemctl status -H host"]}}}}]}}"#,
+        prog("systemctl")
+    ));
+    assert!(
+        all[0].starts_with(
+            "rules[0].examples.allow[0]: \"systemctl status -H host\" is refused by this rule: \
+             word 2 \"-H\" does not fit \"*\""
+        ),
+        "{all:#?}"
+    );
+    // Not checked against a rule that is itself broken: its problem comes alone.
+    let all = problems(
+        r#"{"rules": [{"name": "s", "argv": ["/usr/bin/nosuch", "*"],
+            "examples": {"allow": ["x y"]}}]}"#,
+    );
+    assert_eq!(all.len(), 1, "{all:#?}");
+}
+
+#[test]
+fn escape_prone_programs_need_a_code_and_warn() {
+    // The issue's two cases: python3 ** without a code is refused; find ** warns.
+    let all = problems(&format!(
+        r#"{{"rules": [{{"name": "py", "argv": ["{}", "**"], "no_pin": true}}]}}"#,
+        prog("python3")
+    ));
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert!(
+        all[0].starts_with(
+            "rules[0].argv[1]: rule `py` lets the caller pick argument 1 (\"**\") of python"
+        ),
+        "{all:#?}"
+    );
+    assert!(all[0].contains("remove \"no_pin\""), "{all:#?}");
+    let c = validate(&format!(
+        r#"{{"rules": [{{"name": "files", "argv": ["{}", "/srv", "**"]}}]}}"#,
+        prog("find")
+    ))
+    .unwrap();
+    let warnings = c.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(warnings[0].contains("-exec"), "{warnings:#?}");
+    // Literal-only is the owner's own command, code or not; "*" cannot be -exec.
+    let c = validate(&format!(
+        r#"{{"rules": [
+        {{"name": "a", "argv": ["{py}", "/usr/local/lib/report.py"], "no_pin": true}},
+        {{"name": "b", "argv": ["{find}", "/srv", "-name", "*"], "no_pin": true}}]}}"#,
+        py = prog("python3"),
+        find = prog("find")
+    ))
+    .unwrap();
+    assert!(c.warnings().is_empty(), "{:#?}", c.warnings());
+}
+
+#[test]
+fn cwd_and_notify_need_a_trusted_chain() {
+    let Some(dir) = crate::sys::files::trusted_test_dir("config-chain") else {
+        return;
+    };
+    let open = dir.join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let notify = open.join("notify");
+    fs::write(&notify, "#!/bin/sh\n").unwrap();
+    fs::set_permissions(&notify, fs::Permissions::from_mode(0o755)).unwrap();
+    let all = problems(&format!(
+        r#"{{"notify": [{notify:?}], "rules": [{{"name": "a", "argv": ["/bin/true"], "cwd": {open:?}}}]}}"#,
+        notify = notify.display().to_string(),
+        open = open.display().to_string(),
+    ));
+    let fix = format!("run: chmod go-w {}", open.display());
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert!(
+        all[0].starts_with("notify[0]: ") && all[0].ends_with(&fix),
+        "{all:#?}"
+    );
+    assert!(
+        all[1].starts_with("rules[0].cwd: ") && all[1].ends_with(&fix),
+        "{all:#?}"
+    );
     fs::remove_dir_all(dir).unwrap();
 }

@@ -1,11 +1,12 @@
 //! The validated configuration the rest of the agent reads. Only
-//! [`Config::validate`] builds one from a file; tests build rules with [`Rule::argv`].
+//! [`Config::validate`] builds one from a file; the rules are `policy`'s.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
 use crate::auth::totp;
-use crate::sys::{UserInfo, is_loopback};
+use crate::policy::{Action, ArgPattern, Rule, escape_for};
+use crate::sys::is_loopback;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sudo-agent/config.json";
 
@@ -19,6 +20,15 @@ pub struct Config {
     pub allow_remote: bool,
     /// Serve the rules (names and patterns, no secrets) on `GET /rules`, for MCP clients.
     pub expose_rules: bool,
+    /// `Host` values (lowercase `name` or `name:port`) accepted besides loopback
+    /// addresses and `localhost`: anything else may be a web page using DNS rebinding.
+    pub allowed_hosts: Vec<String>,
+    /// Web origins (lowercase `scheme://host[:port]`, as browsers send them) whose
+    /// pages may call the agent; requests from any other page are refused.
+    pub allowed_origins: Vec<String>,
+    /// Most bytes of answers held for clients that have not read them yet, all
+    /// connections together.
+    pub send_queue_bytes: usize,
     pub secret_file: PathBuf,
     pub log_file: PathBuf,
     pub state_dir: PathBuf,
@@ -62,68 +72,6 @@ pub struct JobsConfig {
     pub wait_max_s: u64,
 }
 
-/// One allowlist rule; first match wins.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    pub name: String,
-    pub action: Action,
-    pub no_pin: bool,
-    pub timeout_s: Option<u64>,
-    pub max_output_bytes: Option<usize>,
-    /// Account to drop to (uid, gid, HOME come from it).
-    pub user: Option<UserInfo>,
-    /// Group id to drop to (overrides the user's primary group).
-    pub group: Option<u32>,
-    /// Added to the child's cleared environment, sorted by key.
-    pub env: Vec<(String, String)>,
-    pub cwd: Option<PathBuf>,
-}
-
-impl Rule {
-    /// A plain rule: `program` with `args`, needing a code, no other settings (what
-    /// policy tests and fuzz targets match against).
-    pub fn argv(name: &str, program: &str, args: Vec<ArgPattern>) -> Rule {
-        Rule {
-            name: name.into(),
-            action: Action::Argv {
-                program: PathBuf::from(program),
-                args,
-            },
-            no_pin: false,
-            timeout_s: None,
-            max_output_bytes: None,
-            user: None,
-            group: None,
-            env: Vec::new(),
-            cwd: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Run `program` directly; `args` match the request's words after the program.
-    Argv {
-        program: PathBuf,
-        args: Vec<ArgPattern>,
-    },
-    /// `"shell": true`: hand the whole command string to `/bin/sh -c`.
-    Shell,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ArgPattern {
-    /// Exactly this string.
-    Literal(String),
-    /// Any one of these strings. A one-element list `["*"]` (or `["**"]`) is how a config
-    /// writes a literal `*` argument, since the bare strings mean Any and Rest.
-    OneOf(Vec<String>),
-    /// `"*"`: any one argument.
-    Any,
-    /// `"**"`, last only: any number of further arguments, zero included.
-    Rest,
-}
-
 impl Config {
     /// Legal but risky choices, for `check` and start-up to print.
     pub fn warnings(&self) -> Vec<String> {
@@ -134,6 +82,13 @@ impl Config {
                  root commands",
                 self.listen
             ));
+            if self.allowed_hosts.is_empty() {
+                warnings.push(format!(
+                    "allowed_hosts is empty: clients that reach {} by a name or a network \
+                     address are refused (403, Host); list what they use",
+                    self.listen
+                ));
+            }
         }
         for rule in &self.rules {
             match &rule.action {
@@ -153,6 +108,15 @@ impl Config {
                     ));
                 }
                 Action::Argv { .. } => {}
+            }
+            // With no_pin this is a problem, found by `validate`.
+            if !rule.no_pin
+                && let Some(found) = escape_for(rule)
+            {
+                warnings.push(format!(
+                    "{}; anyone with a code can use it, so list the allowed values instead",
+                    found.describe(&rule.name)
+                ));
             }
         }
         warnings

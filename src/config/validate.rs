@@ -9,12 +9,13 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::raw::{Problem, RawArg, RawConfig, RawRule};
-use super::types::{
-    Action, ArgPattern, Config, DEFAULT_LISTEN, JobsConfig, ResultsConfig, Rule, ThrottleConfig,
-};
+use super::raw::{Problem, RawArg, RawConfig, RawExamples, RawKind, RawRule};
+use super::types::{Config, DEFAULT_LISTEN, JobsConfig, ResultsConfig, ThrottleConfig};
 use crate::auth::totp;
-use crate::sys::{self, is_loopback};
+use crate::policy::{
+    self, Action, ArgPattern, Invocation, Rule, WordRe, escape_for, path_under_dir,
+};
+use crate::sys::{self, check_chain, is_loopback};
 
 // Bounds. Every duration is capped far below where `Instant + Duration` could overflow,
 // and every count or size so that a typo cannot make the agent hoard memory or disk.
@@ -29,6 +30,8 @@ const MAX_QUEUE: u64 = 10_000;
 const MAX_OUTPUT_BYTES: u64 = 64 << 20;
 const MAX_HISTORY: u64 = 1_000_000;
 const MAX_WAIT_S: u64 = 3_600;
+const MIN_SEND_QUEUE_BYTES: u64 = 64 << 10;
+const MAX_SEND_QUEUE_BYTES: u64 = 1 << 30;
 
 /// Variables the agent sets itself to keep children predictable and pagers from running
 /// commands; a rule's `env` may not override them.
@@ -103,6 +106,22 @@ impl Problems {
         None
     }
 
+    /// An octal umask as `umask(1)` prints it (`"022"`, `"0027"`), at most 0777.
+    fn umask(&mut self, path: &str, text: &str) -> Option<u32> {
+        let value =
+            (!text.is_empty() && text.len() <= 4 && text.bytes().all(|b| matches!(b, b'0'..=b'7')))
+                .then(|| u32::from_str_radix(text, 8).ok())
+                .flatten()
+                .filter(|&v| v <= 0o777);
+        if value.is_none() {
+            self.push(
+                path,
+                "is not an octal umask; write it as umask(1) prints it, e.g. \"027\"",
+            );
+        }
+        value
+    }
+
     fn no_nul(&mut self, path: &str, value: &str) {
         if value.contains('\0') {
             self.push(
@@ -123,8 +142,9 @@ fn to_u32(v: u64) -> u32 {
 }
 
 /// Why `path` cannot be a program the agent runs as root, or `None` when it can: it must
-/// be an existing regular file (symlinks followed) with an execute bit, and not writable
-/// by group or others (whoever can write it could run anything as root).
+/// be an existing regular file (symlinks followed) with an execute bit, and it and every
+/// directory on the way to it owned by root and not writable by group or others
+/// (whoever can change any of them could run anything as root).
 pub(crate) fn program_problem(path: &Path) -> Option<String> {
     let shown = path.display();
     let name = path
@@ -152,13 +172,8 @@ pub(crate) fn program_problem(path: &Path) -> Option<String> {
         Some(format!(
             "{shown} is not executable (mode {mode:04o}); name an executable program"
         ))
-    } else if mode & 0o022 != 0 {
-        Some(format!(
-            "{shown} is writable by group or others (mode {mode:04o}), so they could run \
-             anything as root; run: chmod go-w {shown}"
-        ))
     } else {
-        None
+        check_chain(path).err().map(|e| e.to_string())
     }
 }
 
@@ -203,10 +218,10 @@ fn validate_argv(at: &str, argv: Vec<RawArg>, p: &mut Problems) -> Action {
                 args: Vec::new(),
             };
         }
-        Some(RawArg::List(_)) => {
+        Some(RawArg::List(_) | RawArg::Kind(_)) => {
             p.push(
                 format!("{key}[0]"),
-                "must be the program's absolute path as a string, not a list",
+                "must be the program's absolute path as a string, not a list or an object",
             );
             PathBuf::new()
         }
@@ -223,7 +238,7 @@ fn validate_argv(at: &str, argv: Vec<RawArg>, p: &mut Problems) -> Action {
         let i = i + 1;
         let path = format!("{key}[{i}]");
         let pattern = match item {
-            RawArg::Text(s) if s == "*" => ArgPattern::Any,
+            RawArg::Text(s) if s == "*" => ArgPattern::Word,
             RawArg::Text(s) if s == "**" => {
                 if i != last {
                     p.push(
@@ -252,10 +267,58 @@ fn validate_argv(at: &str, argv: Vec<RawArg>, p: &mut Problems) -> Action {
                 }
                 ArgPattern::OneOf(list)
             }
+            RawArg::Kind(kind) => validate_kind(&path, kind, p),
         };
         args.push(pattern);
     }
     Action::Argv { program, args }
+}
+
+/// An object in a rule's argv. A broken one becomes a pattern that matches nothing, so
+/// that nothing can ever run through a mistake (the config is refused anyway).
+fn validate_kind(path: &str, kind: RawKind, p: &mut Problems) -> ArgPattern {
+    let nothing = ArgPattern::OneOf(Vec::new());
+    match (kind.any, kind.re, kind.path_under, kind.int) {
+        (Some(true), None, None, None) => ArgPattern::Any,
+        (Some(false), None, None, None) => {
+            p.push(
+                path,
+                "{\"any\": false} means nothing; write {\"any\": true} or remove it",
+            );
+            nothing
+        }
+        (None, Some(source), None, None) => match WordRe::new(&source) {
+            Ok(re) => ArgPattern::Re(re),
+            Err(e) => {
+                p.push(path, format!("regex {source:?} {e}"));
+                nothing
+            }
+        },
+        (None, None, Some(dir), None) => match path_under_dir(&dir) {
+            Ok(dir) => ArgPattern::PathUnder(dir),
+            Err(why) => {
+                p.push(path, format!("path_under {dir:?} {why}"));
+                nothing
+            }
+        },
+        (None, None, None, Some((min, max))) => {
+            if min > max {
+                p.push(
+                    path,
+                    format!("int [{min}, {max}] is an empty range; write [smallest, largest]"),
+                );
+            }
+            ArgPattern::Int { min, max }
+        }
+        _ => {
+            p.push(
+                path,
+                "needs exactly one key: {\"any\": true}, {\"re\": \"...\"}, \
+                 {\"path_under\": \"/dir\"} or {\"int\": [min, max]}",
+            );
+            nothing
+        }
+    }
 }
 
 fn validate_rule(at: &str, raw: RawRule, p: &mut Problems) -> Rule {
@@ -290,11 +353,16 @@ fn validate_rule(at: &str, raw: RawRule, p: &mut Problems) -> Rule {
             Action::Shell
         }
     };
-    if action == Action::Shell && raw.no_pin {
-        p.push(
-            format!("{at}.no_pin"),
-            "a shell rule runs any command, so it must always need a code; remove \"no_pin\"",
-        );
+    if action == Action::Shell {
+        if raw.no_pin {
+            p.push(
+                format!("{at}.no_pin"),
+                "a shell rule runs any command, so it must always need a code; remove \"no_pin\"",
+            );
+        }
+        if let Some(why) = program_problem(Path::new(policy::SHELL)) {
+            p.push(at, why);
+        }
     }
     let timeout_s = raw
         .timeout_s
@@ -302,12 +370,24 @@ fn validate_rule(at: &str, raw: RawRule, p: &mut Problems) -> Rule {
     let max_output_bytes = raw
         .max_output_bytes
         .map(|v| to_usize(p.range(&format!("{at}.max_output_bytes"), v, 1, MAX_OUTPUT_BYTES)));
+    if raw.group.is_some() && raw.user.is_none() {
+        // setgid alone leaves uid 0 and every capability: it looks like a privilege drop
+        // and is none, so the rule must say which it means.
+        p.push(
+            format!("{at}.group"),
+            "without \"user\" the command still runs as root (uid 0, every capability); \
+             add \"user\": \"NAME\" to drop privileges, or remove \"group\" to run as root",
+        );
+    }
     let user = raw
         .user
         .and_then(|name| p.account(&format!("{at}.user"), "user", &name, sys::lookup_user));
     let group = raw
         .group
         .and_then(|name| p.account(&format!("{at}.group"), "group", &name, sys::lookup_group));
+    let umask = raw
+        .umask
+        .and_then(|text| p.umask(&format!("{at}.umask"), &text));
     let mut env = raw.env.0;
     for (name, value) in &env {
         let key = format!("{at}.env.{name}");
@@ -328,7 +408,12 @@ fn validate_rule(at: &str, raw: RawRule, p: &mut Problems) -> Rule {
             );
         } else {
             match fs::metadata(dir) {
-                Ok(meta) if meta.is_dir() => {}
+                Ok(meta) if meta.is_dir() => {
+                    // Another user who can change it could plant what the command reads.
+                    if let Err(e) = check_chain(dir) {
+                        p.push(key, e.to_string());
+                    }
+                }
                 Ok(_) => p.push(key, format!("{shown} is not a directory")),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => p.push(
                     key,
@@ -338,7 +423,7 @@ fn validate_rule(at: &str, raw: RawRule, p: &mut Problems) -> Rule {
             }
         }
     }
-    Rule {
+    let rule = Rule {
         name: raw.name,
         action,
         no_pin: raw.no_pin,
@@ -348,7 +433,119 @@ fn validate_rule(at: &str, raw: RawRule, p: &mut Problems) -> Rule {
         group,
         env,
         cwd,
+        umask,
+    };
+    if rule.no_pin
+        && let Some(found) = escape_for(&rule)
+    {
+        p.push(
+            format!("{at}.argv[{}]", found.position),
+            format!(
+                "{}; a rule that needs no code lets any local process use it, so list the \
+                 allowed values or remove \"no_pin\"",
+                found.describe(&rule.name)
+            ),
+        );
     }
+    rule
+}
+
+/// Each example through the matcher, against the whole policy (see
+/// [`policy::wrong_allow`] and [`policy::wrong_deny`]).
+fn validate_examples(rules: &[Rule], examples: &[(usize, RawExamples)], p: &mut Problems) {
+    for (i, examples) in examples {
+        for (list, allow) in [(&examples.allow, true), (&examples.deny, false)] {
+            let kind = if allow { "allow" } else { "deny" };
+            for (j, example) in list.iter().enumerate() {
+                let key = format!("rules[{i}].examples.{kind}[{j}]");
+                let request = match example {
+                    RawArg::Text(command) => Invocation::Command(command),
+                    RawArg::List(argv) => Invocation::Argv(argv),
+                    RawArg::Kind(_) => {
+                        p.push(
+                            key,
+                            "is an object; write a command string or a list of words",
+                        );
+                        continue;
+                    }
+                };
+                let wrong = if allow {
+                    policy::wrong_allow(rules, *i, &request)
+                } else {
+                    policy::wrong_deny(rules, &request)
+                };
+                if let Some(why) = wrong {
+                    let shown = serde_json::to_string(example).unwrap_or_default();
+                    p.push(key, format!("{shown} {why}"));
+                }
+            }
+        }
+    }
+}
+
+/// The entries of the list at `key` that `check` accepts, as it returns them.
+fn entries(
+    key: &str,
+    list: &[String],
+    p: &mut Problems,
+    check: fn(&str, &str, &mut Problems) -> Option<String>,
+) -> Vec<String> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, entry)| check(&format!("{key}[{i}]"), entry, p))
+        .collect()
+}
+
+/// An `allowed_hosts` entry, lowercased: `name` or `name:port` (`[v6]` for IPv6).
+fn allowed_host(at: &str, host: &str, p: &mut Problems) -> Option<String> {
+    if host == "*" {
+        p.push(
+            at,
+            "\"*\" would let any web page reach the agent through DNS rebinding; list the \
+             names clients really use",
+        );
+        return None;
+    }
+    if sys::split_authority(host).is_none() {
+        p.push(
+            at,
+            format!("{host:?} is not a host name or host:port; write e.g. \"nas.lan\" or \"nas.lan:9999\""),
+        );
+        return None;
+    }
+    Some(host.to_ascii_lowercase())
+}
+
+/// An `allowed_origins` entry as browsers write the `Origin` header: lowercase
+/// `http(s)://host[:port]`, the scheme's default port left out.
+fn allowed_origin(at: &str, origin: &str, p: &mut Problems) -> Option<String> {
+    let lower = origin.to_ascii_lowercase();
+    let lower = lower.strip_suffix('/').unwrap_or(&lower);
+    let parsed = ["http", "https"].into_iter().find_map(|scheme| {
+        let authority = lower.strip_prefix(scheme)?.strip_prefix("://")?;
+        let (host, port) = sys::split_authority(authority)?;
+        let default = if scheme == "http" { "80" } else { "443" };
+        Some(match port {
+            Some(port) if port != default => format!("{scheme}://{host}:{port}"),
+            _ => format!("{scheme}://{host}"),
+        })
+    });
+    if parsed.is_none() {
+        let why = match lower {
+            "null" => "\"null\" is the origin of sandboxed frames and local files, which any \
+                       page can make; it cannot be allowed"
+                .to_string(),
+            "*" => "\"*\" would let every web page run commands; list the origins of your own \
+                    dashboards"
+                .to_string(),
+            _ => format!(
+                "{origin:?} is not an origin; write scheme, host and port only, e.g. \
+                 \"https://ha.example:8123\""
+            ),
+        };
+        p.push(at, why);
+    }
+    parsed
 }
 
 impl Config {
@@ -470,6 +667,20 @@ impl Config {
             }
         }
 
+        let allowed_hosts = entries("allowed_hosts", &raw.allowed_hosts, &mut p, allowed_host);
+        let allowed_origins = entries(
+            "allowed_origins",
+            &raw.allowed_origins,
+            &mut p,
+            allowed_origin,
+        );
+        let send_queue_bytes = to_usize(p.range(
+            "send_queue_bytes",
+            raw.send_queue_bytes,
+            MIN_SEND_QUEUE_BYTES,
+            MAX_SEND_QUEUE_BYTES,
+        ));
+
         let idle_exit_s = raw
             .idle_exit_s
             .map(|v| p.range("idle_exit_s", v, 1, MAX_DURATION_S));
@@ -482,7 +693,12 @@ impl Config {
         }
         let mut names: HashMap<String, usize> = HashMap::new();
         let mut rules = Vec::with_capacity(raw.rules.len());
-        for (i, raw_rule) in raw.rules.into_iter().enumerate() {
+        let mut examples = Vec::new();
+        let problems_before_rules = p.0.len();
+        for (i, mut raw_rule) in raw.rules.into_iter().enumerate() {
+            if let Some(given) = raw_rule.examples.take() {
+                examples.push((i, given));
+            }
             let at = format!("rules[{i}]");
             if let Some(first) = names.get(&raw_rule.name) {
                 p.push(
@@ -497,6 +713,11 @@ impl Config {
             }
             rules.push(validate_rule(&at, raw_rule, &mut p));
         }
+        // Only once the rules themselves are sound: against a broken one every example
+        // would fail too and bury the real problem.
+        if p.0.len() == problems_before_rules {
+            validate_examples(&rules, &examples, &mut p);
+        }
 
         if !p.0.is_empty() {
             return Err(p.0);
@@ -505,6 +726,9 @@ impl Config {
             listen,
             allow_remote: raw.allow_remote,
             expose_rules: raw.expose_rules,
+            allowed_hosts,
+            allowed_origins,
+            send_queue_bytes,
             secret_file,
             log_file,
             state_dir,

@@ -13,10 +13,10 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use super::check;
-use super::enrol;
+use super::enrol::{self, Enrolment, Label};
 use super::starter::StarterPaths;
 use crate::audit::LOG_MODE;
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
@@ -93,12 +93,13 @@ impl Options {
 
 /// Installs (or updates) the agent. Returns the number of problems `check` found: 0
 /// means installed; otherwise nothing past the config was touched.
-pub fn install(opts: &Options, account: &str, issuer: &str) -> Result<usize, String> {
+pub fn install(opts: &Options, label: &Label) -> Result<usize, String> {
     opts.needs_root()?;
     let config = opts.under(CONFIG);
 
     // 1. Config and secret: created when absent, never replaced.
     private_dir(opts, &opts.under("/etc/sudo-agent"))?;
+    let mut new_secret = false;
     if opts.dry_run {
         match config.exists() {
             true => println!("keep config {}", config.display()),
@@ -109,13 +110,13 @@ pub fn install(opts: &Options, account: &str, issuer: &str) -> Result<usize, Str
         }
     } else if !config.exists() || Config::load_in_root(&config, &opts.root).is_ok() {
         // (A config that does not load is left for the check below to report in full.)
-        enrol::init(
+        new_secret = enrol::init(
             &config,
             &opts.root,
             &StarterPaths::system(),
-            account,
-            issuer,
+            label,
             false,
+            &Enrolment::Show,
         )?;
     }
 
@@ -158,7 +159,8 @@ pub fn install(opts: &Options, account: &str, issuer: &str) -> Result<usize, Str
     let exe = std::env::current_exe()
         .and_then(fs::read)
         .map_err(|e| format!("cannot read this program to copy it: {e}"))?;
-    let mut changed = put_file(opts, &opts.under(BINARY), &exe, 0o755)?;
+    // A running agent holds its secret in memory: a new one needs a restart too.
+    let mut changed = put_file(opts, &opts.under(BINARY), &exe, 0o755)? | new_secret;
     for (name, text) in UNITS {
         let path = opts.under(&format!("{UNIT_DIR}/{name}"));
         changed |= put_file(opts, &path, text.as_bytes(), 0o644)?;
@@ -180,6 +182,39 @@ pub fn install(opts: &Options, account: &str, issuer: &str) -> Result<usize, Str
         );
     }
     Ok(0)
+}
+
+/// After `init` made a new secret on the live system: a running agent still holds the
+/// old one, and requests that came before there was any secret may have made systemd
+/// give up on the socket (five failed starts). So when the socket is enabled, clear
+/// that, restart a running agent and start the socket. Failures are warnings: the
+/// secret is made, and the owner can run the same commands.
+pub fn restart_for_new_secret() {
+    let live = Options {
+        root: PathBuf::from("/"),
+        dry_run: false,
+    };
+    if !Path::new("/run/systemd/system").is_dir() {
+        return;
+    }
+    // (Quiet: on a box without the units systemctl complains that they do not exist.)
+    let enabled = Command::new("systemctl")
+        .args(["is-enabled", "--quiet", SOCKET_UNIT])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !enabled {
+        return;
+    }
+    for args in [
+        &["reset-failed", SOCKET_UNIT, SERVICE_UNIT][..],
+        &["try-restart", SERVICE_UNIT],
+        &["start", SOCKET_UNIT],
+    ] {
+        if let Err(err) = live.systemctl(args) {
+            println!("warning: {err}");
+        }
+    }
 }
 
 /// Removes the binary and the units. The config, the secret (so the phone's entry keeps

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::{
-    DEFAULT_LISTEN, RawArg, RawJobs, RawResults, RawRule, RawThrottle, RawTotp, default_log_file,
-    default_secret_file, default_state_dir, program_problem,
+    DEFAULT_LISTEN, RawArg, RawExamples, RawJobs, RawKind, RawResults, RawRule, RawThrottle,
+    RawTotp, default_log_file, default_secret_file, default_state_dir, program_problem,
 };
 
 /// Where the starter config points.
@@ -79,13 +79,26 @@ fn one_line<T: Serialize + ?Sized>(value: &T) -> String {
     }
 }
 
-/// A starter rule for `program`, or `None` when this machine does not have it.
-fn starter_rule(name: &str, program: &str, args: Vec<RawArg>, no_pin: bool) -> Option<RawRule> {
+/// A starter rule for `program`, or `None` when this machine does not have it. Its
+/// examples (commands it allows, commands the policy refuses) are checked by `check`,
+/// and show the owner what the patterns mean.
+fn starter_rule(
+    name: &str,
+    program: &str,
+    args: Vec<RawArg>,
+    no_pin: bool,
+    (allow, deny): (&[&str], &[&str]),
+) -> Option<RawRule> {
     let program = find_program(program)?;
+    let texts = |list: &[&str]| list.iter().map(|s| RawArg::Text((*s).into())).collect();
     Some(RawRule {
         name: name.into(),
         argv: Some(std::iter::once(RawArg::Text(program)).chain(args).collect()),
         no_pin,
+        examples: Some(RawExamples {
+            allow: texts(allow),
+            deny: texts(deny),
+        }),
         ..RawRule::default()
     })
 }
@@ -98,10 +111,29 @@ pub fn starter_config(paths: &StarterPaths, demo: bool) -> String {
     fn text(s: &str) -> RawArg {
         RawArg::Text(s.into())
     }
+    let kind = |kind: RawKind| RawArg::Kind(kind);
     let mut wanted = vec![
-        starter_rule("uptime", "uptime", vec![], true),
-        starter_rule("memory", "free", vec![text("-h")], true),
-        starter_rule("disk", "df", vec![text("-h"), text("**")], false),
+        starter_rule(
+            "uptime",
+            "uptime",
+            vec![],
+            true,
+            (&["uptime"], &["uptime --since"]),
+        ),
+        starter_rule(
+            "memory",
+            "free",
+            vec![text("-h")],
+            true,
+            (&["free -h"], &["free -h -s 1"]),
+        ),
+        starter_rule(
+            "disk",
+            "df",
+            vec![text("-h"), text("**")],
+            false,
+            (&["df -h", "df -h / /boot"], &["df /"]),
+        ),
         starter_rule(
             "service-status",
             "systemctl",
@@ -110,6 +142,14 @@ pub fn starter_config(paths: &StarterPaths, demo: bool) -> String {
                 text("*"),
             ],
             false,
+            (
+                &["systemctl status nginx", "systemctl is-active docker"],
+                &[
+                    "systemctl status --host=root@elsewhere",
+                    "systemctl edit nginx",
+                    "systemctl restart nginx",
+                ],
+            ),
         ),
         starter_rule(
             "logs",
@@ -117,20 +157,59 @@ pub fn starter_config(paths: &StarterPaths, demo: bool) -> String {
             vec![
                 text("--no-pager"),
                 text("-n"),
-                text("*"),
+                kind(RawKind {
+                    int: Some((1, 10_000)),
+                    ..RawKind::default()
+                }),
                 text("-u"),
-                text("*"),
+                kind(RawKind {
+                    re: Some("[A-Za-z0-9@._:-]{1,128}".into()),
+                    ..RawKind::default()
+                }),
             ],
             false,
+            (
+                &["journalctl --no-pager -n 50 -u nginx.service"],
+                &[
+                    "journalctl --no-pager -n 50 -u nginx --file=/etc/shadow",
+                    "journalctl --no-pager -n --file=/etc/shadow -u nginx",
+                    "journalctl -n 50 -u nginx",
+                ],
+            ),
         ),
-        starter_rule("addresses", "ip", vec![text("addr")], true),
+        starter_rule(
+            "addresses",
+            "ip",
+            vec![text("addr")],
+            true,
+            (&["ip addr"], &["ip netns exec x sh"]),
+        ),
     ];
     if demo {
-        wanted.push(starter_rule("id", "id", vec![], true));
-        wanted.push(starter_rule("echo", "echo", vec![text("**")], false));
+        wanted.push(starter_rule(
+            "id",
+            "id",
+            vec![],
+            true,
+            (&["id"], &["id -u root"]),
+        ));
+        wanted.push(starter_rule(
+            "echo",
+            "echo",
+            vec![text("**")],
+            false,
+            (&["echo hello world", "echo -n 'a  b'"], &[]),
+        ));
         // A short timeout so `sleep 10` shows what a timed-out job looks like.
         wanted.push(
-            starter_rule("sleep", "sleep", vec![text("*")], false).map(|rule| RawRule {
+            starter_rule(
+                "sleep",
+                "sleep",
+                vec![text("*")],
+                false,
+                (&["sleep 10"], &["sleep --help"]),
+            )
+            .map(|rule| RawRule {
                 timeout_s: Some(5),
                 ..rule
             }),
@@ -173,7 +252,8 @@ pub fn starter_config(paths: &StarterPaths, demo: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Action, ArgPattern, Config, parse};
+    use crate::config::{Config, parse};
+    use crate::policy::{Action, ArgPattern};
 
     fn validate(text: &str) -> Config {
         Config::validate(parse(text).unwrap()).unwrap_or_else(|p| panic!("{p:#?}\n{text}"))

@@ -4,27 +4,23 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::message::{ApiError, Request, Response};
+use super::body::{self, BadBody};
+use super::message::{ApiError, Request, Response, encode_json};
 use super::metrics::{self, CodeOutcome, Gauges, Metrics};
-use super::server::{Handler, Reply, WaitKind};
+use super::server::{Handler, Reply, WaitKind, Woken};
 use crate::audit;
 use crate::auth::{Auth, Denied};
-use crate::config::{Action, ArgPattern, Config, RawArg, Rule};
+use crate::config::Config;
 use crate::jobs::{
     self, CancelError, ExecSpec, Jobs, Journaled, NewJob, Ticket, own_home, valid_id,
 };
-use crate::policy::{self, Plan};
+use crate::policy::{self, Action, ArgPattern, Plan, Rule};
 use crate::sys::{clock, is_loopback};
-
-/// How long a request may wait for its own state to reach the disk (a used code, a
-/// counted failure, a submission) before the agent gives up on the disk: the command
-/// does not run and the client gets 503 `unavailable`. An SD card syncs in well under a
-/// second; a disk that takes this long is failing.
-const DURABLE_LIMIT: Duration = Duration::from_secs(30);
 
 /// Longest `command` string accepted.
 pub const MAX_COMMAND: usize = 4096;
@@ -33,26 +29,11 @@ pub const MAX_WORDS: usize = 256;
 pub const MAX_WORD: usize = 4096;
 /// Longest code string looked at; real codes have 6–8 digits.
 const MAX_PIN: usize = 16;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubmitBody {
-    #[serde(default)]
-    pin: Option<String>,
-    #[serde(default)]
-    command: Option<String>,
-    #[serde(default)]
-    argv: Option<Vec<String>>,
-    #[serde(default)]
-    wait: Option<f64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CancelBody {
-    #[serde(default)]
-    pin: Option<String>,
-}
+/// How long a request may wait for its own state to reach the disk (a used code, a
+/// counted failure, a submission) before the agent gives up on the disk: the command
+/// does not run and the client gets 503 `unavailable`. An SD card syncs in well under a
+/// second; a disk that takes this long is failing.
+const DURABLE_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Serialize)]
 struct Accepted<'a> {
@@ -139,7 +120,7 @@ impl Routes {
                 _ => Err(ApiError::MethodNotAllowed("POST")),
             },
             "/health" => match method {
-                "GET" | "HEAD" => Ok(Reply::Now(self.health())),
+                "GET" => Ok(Reply::Now(self.health())),
                 _ => Err(ApiError::MethodNotAllowed("GET")),
             },
             "/metrics" => match method {
@@ -204,11 +185,11 @@ impl Routes {
     }
 
     fn submit(&mut self, req: &Request, now: Instant) -> Result<Reply, ApiError> {
-        let body: SubmitBody = decode(req)?;
+        let body = body::submit(&req.body).map_err(|bad| self.refuse_body(req, bad))?;
         let (request, command) = match (&body.command, &body.argv) {
             (Some(command), None) => {
                 check_text("command", command, MAX_COMMAND).map_err(|e| bad_err(req, e))?;
-                (policy::Request::Command(command), command.clone())
+                (policy::Invocation::Command(command), command.clone())
             }
             (None, Some(argv)) => {
                 if argv.is_empty() || argv.len() > MAX_WORDS {
@@ -217,7 +198,7 @@ impl Routes {
                 for word in argv {
                     check_text("argv", word, MAX_WORD).map_err(|e| bad_err(req, e))?;
                 }
-                (policy::Request::Argv(argv), quote_words(argv))
+                (policy::Invocation::Argv(argv), quote_words(argv))
             }
             _ => {
                 return Err(bad(
@@ -236,10 +217,7 @@ impl Routes {
             return Err(ApiError::Busy);
         }
         let step = match body.pin.as_deref().filter(|p| !p.is_empty()) {
-            Some(pin) => match self.authenticate(pin, &command, "/run", now) {
-                Ok(step) => Some(step),
-                Err(refusal) => return Ok(refusal),
-            },
+            Some(pin) => Some(self.authenticate(pin, &command)?),
             None => None,
         };
         let authenticated = step.is_some();
@@ -275,54 +253,39 @@ impl Routes {
         self.jobs.submit(id.clone(), job, step, wait);
         // Even with `wait: 0`: the id is given out only once it is in the journal.
         Ok(Reply::Wait {
-            job: id,
+            on: id,
             until: now + wait,
             kind: WaitKind::Submit,
         })
     }
 
-    /// Throttle, code, replay, decided in memory (a good code is used from here on):
-    /// the step of a good code, for the caller to make durable before acting on it, or
-    /// the refusal, parked until a counted failure is saved.
-    fn authenticate(
-        &mut self,
-        pin: &str,
-        command: &str,
-        route: &'static str,
-        now: Instant,
-    ) -> Result<u64, Reply> {
+    /// Throttle, code, replay, decided in memory: a good code is used from here on, and
+    /// its step comes back for the caller to make durable before acting on it. A refusal
+    /// that counted a failure is held by `handle` until the failure is saved.
+    fn authenticate(&mut self, pin: &str, command: &str) -> Result<u64, ApiError> {
         let pin: String = pin.chars().take(MAX_PIN).collect();
-        let unix = clock::now_unix();
-        match self.auth.check(&pin, unix) {
+        let now = clock::now_unix();
+        match self.auth.check(&pin, now) {
             Ok(step) => {
                 self.metrics.code(CodeOutcome::Accepted);
                 Ok(step)
             }
             Err(Denied::Invalid) => {
-                self.count_failure(CodeOutcome::Invalid, unix);
+                self.count_failure(CodeOutcome::Invalid, now);
                 audit::invalid_code(command);
-                Err(self.refuse_when_saved(ApiError::InvalidCode, route, now))
+                Err(ApiError::InvalidCode)
             }
             Err(Denied::Reused) => {
-                self.count_failure(CodeOutcome::Reused, unix);
+                self.count_failure(CodeOutcome::Reused, now);
                 audit::reused_code(command);
-                Err(self.refuse_when_saved(ApiError::InvalidCode, route, now))
+                Err(ApiError::InvalidCode)
             }
             Err(Denied::LockedOut { retry_after_s }) => {
                 self.metrics.code(CodeOutcome::LockedOut);
                 audit::locked_refused(retry_after_s, command);
-                Err(Reply::Now(ApiError::LockedOut { retry_after_s }.response()))
+                Err(ApiError::LockedOut { retry_after_s })
             }
         }
-    }
-
-    /// `err`, answered once the auth state that counted it is saved.
-    fn refuse_when_saved(&mut self, err: ApiError, route: &'static str, now: Instant) -> Reply {
-        let Some(work) = self.auth.save_work() else {
-            return Reply::Now(err.response());
-        };
-        let ticket = self.jobs.journal().run(work);
-        self.hold(ticket, Hold::Refusal(err.response()), route, now)
     }
 
     fn hold(&mut self, ticket: Ticket, what: Hold, route: &'static str, now: Instant) -> Reply {
@@ -336,10 +299,26 @@ impl Routes {
             },
         );
         Reply::Wait {
-            job: held_key(ticket),
+            on: held_key(ticket),
             until: now + DURABLE_LIMIT,
             kind: WaitKind::Durable,
         }
+    }
+
+    /// A 400 for a body that could not be decoded. A code inside it in the wrong shape
+    /// (`"pin": 614029`) is spent and counted as a failed attempt: the request may have
+    /// been logged on its way here, so that code must already be useless.
+    fn refuse_body(&mut self, req: &Request, bad: BadBody) -> ApiError {
+        if !bad.stray_pin.is_empty() {
+            let now = clock::now_unix();
+            if self.auth.refuse_stray(&bad.stray_pin, now) {
+                self.count_failure(CodeOutcome::Invalid, now);
+            } else {
+                self.metrics.code(CodeOutcome::LockedOut);
+            }
+            audit::invalid_code(bad.command.as_deref().unwrap_or("(not decoded)"));
+        }
+        bad_err(req, ApiError::BadRequest(bad.message))
     }
 
     /// A bad code was counted; `check` refuses unchecked while locked, so being locked
@@ -352,117 +331,17 @@ impl Routes {
     }
 
     fn exec_spec(&self, plan: &Plan<'_>) -> ExecSpec {
-        let rule = plan.rule;
-        let jobs = &self.cfg.jobs;
-        let (uid, gid, home) = match &rule.user {
-            Some(user) => (
-                Some(user.uid),
-                Some(rule.group.unwrap_or(user.gid)),
-                user.home.clone(),
-            ),
-            None => (None, rule.group, self.own_home.clone()),
-        };
-        ExecSpec {
-            argv: plan.argv.clone(),
-            env: rule.env.clone(),
-            home,
-            uid,
-            gid,
-            cwd: rule.cwd.clone(),
-            timeout: Duration::from_secs(rule.timeout_s.unwrap_or(jobs.timeout_s)),
-            kill_grace: Duration::from_secs(jobs.kill_grace_s),
-            max_output_bytes: rule.max_output_bytes.unwrap_or(jobs.max_output_bytes),
-        }
-    }
-
-    /// A parked submit: the job ended (200), its wait ran out (202), or it is not yet in
-    /// the journal (parked again, for at most [`DURABLE_LIMIT`]).
-    fn answer_submit(&mut self, id: &str) -> Reply {
-        let now = Instant::now();
-        let (submitted, wait) = self.jobs.submitted(id).unwrap_or((now, Duration::ZERO));
-        let until = submitted + wait;
-        match self.jobs.journaled(id) {
-            Journaled::Refused(why) => {
-                self.metrics.code(CodeOutcome::Unavailable);
-                Reply::Now(unavailable(&why).response())
-            }
-            Journaled::NotYet => {
-                let limit = submitted + DURABLE_LIMIT;
-                if now < limit {
-                    return Reply::Wait {
-                        job: id.to_string(),
-                        until: limit,
-                        kind: WaitKind::Submit,
-                    };
-                }
-                let why = format!(
-                    "the state disk did not record the job within {} s",
-                    DURABLE_LIMIT.as_secs()
-                );
-                if !self.jobs.abandon(id, &why) && self.jobs.journaled(id) == Journaled::Yes {
-                    // Journaled in the meantime: it runs, and is answered as usual.
-                    return self.answer_submit(id);
-                }
-                self.metrics.code(CodeOutcome::Unavailable);
-                Reply::Now(unavailable(&why).response())
-            }
-            Journaled::Yes => match self.jobs.get(id) {
-                None => Reply::Now(ApiError::NotFound.response()),
-                Some(record) if record.status.is_final() => Reply::Now(Response::json(200, record)),
-                Some(_) if now < until => Reply::Wait {
-                    job: id.to_string(),
-                    until,
-                    kind: WaitKind::Submit,
-                },
-                Some(_) => Reply::Now(self.accepted(id)),
-            },
-        }
-    }
-
-    /// A request held for its ticket: answered once reported (or given up on).
-    fn answer_held(&mut self, key: &str, now: Instant) -> Reply {
-        let ticket = key.strip_prefix('#').and_then(|t| t.parse::<Ticket>().ok());
-        let Some(ticket) = ticket else {
-            return Reply::Now(ApiError::NotFound.response());
-        };
-        let Some(held) = self.held.get(&ticket) else {
-            return Reply::Now(ApiError::NotFound.response());
-        };
-        let limit = held.since + DURABLE_LIMIT;
-        if held.result.is_none() && now < limit {
-            return Reply::Wait {
-                job: key.to_string(),
-                until: limit,
-                kind: WaitKind::Durable,
-            };
-        }
-        let Some(held) = self.held.remove(&ticket) else {
-            return Reply::Now(ApiError::NotFound.response());
-        };
-        let reply = match (held.what, held.result) {
-            (Hold::Refusal(response), _) => Reply::Now(response),
-            (Hold::Cancel(id), Some(Ok(()))) => self.cancel_now(&id, now),
-            (Hold::Cancel(_), result) => {
-                self.metrics.code(CodeOutcome::Unavailable);
-                let why = match result {
-                    Some(Err(why)) => why,
-                    _ => format!(
-                        "the state disk did not record the code within {} s",
-                        DURABLE_LIMIT.as_secs()
-                    ),
-                };
-                Reply::Now(unavailable(&why).response())
-            }
-        };
-        if let Reply::Now(response) = &reply {
-            self.metrics.request(held.route, response.status);
-        }
-        reply
+        ExecSpec::for_rule(plan.rule, plan.argv.clone(), &self.cfg.jobs, &self.own_home)
     }
 
     /// 202 for a job still queued or running; from now on its end is notified.
     fn accepted(&mut self, id: &str) -> Response {
         self.jobs.detach(id);
+        self.poll_answer(id)
+    }
+
+    /// 202 with the poll URL of a job still queued or running.
+    fn poll_answer(&self, id: &str) -> Response {
         let status = self.jobs.get(id).map_or("running", |r| r.status.as_str());
         Response::json(
             202,
@@ -472,6 +351,25 @@ impl Routes {
                 poll: format!("/job/{id}"),
             },
         )
+    }
+
+    /// The record of job `id` as JSON: encoded once per state of the job and shared by
+    /// every connection sending it (a record can be megabytes once escaped).
+    fn record_answer(&mut self, id: &str) -> Response {
+        let Some((record, cached)) = self.jobs.answer_slot(id) else {
+            return ApiError::NotFound.response();
+        };
+        if let Some(body) = cached.upgrade() {
+            return Response::shared(200, body);
+        }
+        match encode_json(record) {
+            Ok(body) => {
+                let body = Arc::new(body);
+                *cached = Arc::downgrade(&body);
+                Response::shared(200, body)
+            }
+            Err(_) => ApiError::Internal("the job record could not be encoded".into()).response(),
+        }
     }
 
     fn job(&mut self, req: &Request, id: &str, now: Instant) -> Result<Reply, ApiError> {
@@ -487,31 +385,26 @@ impl Routes {
             None => Duration::ZERO,
         };
         if record.status.is_final() || wait.is_zero() {
-            return Ok(Reply::Now(Response::json(200, record)));
+            return Ok(Reply::Now(self.record_answer(id)));
         }
         Ok(Reply::Wait {
-            job: id.to_string(),
+            on: id.to_string(),
             until: now + wait,
             kind: WaitKind::Poll,
         })
     }
 
     fn cancel(&mut self, req: &Request, id: &str, now: Instant) -> Result<Reply, ApiError> {
-        let body: CancelBody = decode(req)?;
+        let body = body::cancel(&req.body).map_err(|bad| self.refuse_body(req, bad))?;
         let command = self.jobs.get(id).ok_or(ApiError::NotFound)?.command.clone();
         let pin = body.pin.filter(|p| !p.is_empty()).ok_or_else(|| {
             audit::invalid_code(&format!("cancel {id}"));
             ApiError::InvalidCode
         })?;
-        let what = format!("cancel {id} ({command})");
-        match self.authenticate(&pin, &what, "/job/cancel", now) {
-            // The cancel acts once its code is synced: a code is never acted on twice.
-            Ok(step) => {
-                let ticket = self.jobs.journal().used(step);
-                Ok(self.hold(ticket, Hold::Cancel(id.to_string()), "/job/cancel", now))
-            }
-            Err(refusal) => Ok(refusal),
-        }
+        // The cancel acts once its code is synced: a code is never acted on twice.
+        let step = self.authenticate(&pin, &format!("cancel {id} ({command})"))?;
+        let ticket = self.jobs.journal().used(step);
+        Ok(self.hold(ticket, Hold::Cancel(id.to_string()), "/job/cancel", now))
     }
 
     fn cancel_now(&mut self, id: &str, now: Instant) -> Reply {
@@ -521,17 +414,103 @@ impl Routes {
                 // once its end is journaled.
                 let until = now + Duration::from_secs(self.cfg.jobs.kill_grace_s + 2);
                 Reply::Wait {
-                    job: id.to_string(),
+                    on: id.to_string(),
                     until,
                     kind: WaitKind::Poll,
                 }
             }
-            Ok(_) | Err(CancelError::AlreadyFinished(_)) => match self.jobs.get(id) {
-                Some(record) => Reply::Now(Response::json(200, record)),
-                None => Reply::Now(ApiError::NotFound.response()),
-            },
+            Ok(_) | Err(CancelError::AlreadyFinished(_)) => Reply::Now(self.record_answer(id)),
             Err(CancelError::NotFound) => Reply::Now(ApiError::NotFound.response()),
         }
+    }
+
+    /// A parked submit: the job ended (200), its wait ran out (202), or it is not yet in
+    /// the journal (parked again, for at most [`DURABLE_LIMIT`]).
+    fn answer_submit(&mut self, id: &str, why: Woken) -> Reply {
+        let now = Instant::now();
+        let (submitted, wait) = self.jobs.submitted(id).unwrap_or((now, Duration::ZERO));
+        match self.jobs.journaled(id) {
+            Journaled::Refused(why) => {
+                self.metrics.code(CodeOutcome::Unavailable);
+                Reply::Now(unavailable(&why).response())
+            }
+            Journaled::NotYet => {
+                let limit = submitted + DURABLE_LIMIT;
+                if now < limit && why != Woken::Evicted {
+                    return Reply::Wait {
+                        on: id.to_string(),
+                        until: limit,
+                        kind: WaitKind::Submit,
+                    };
+                }
+                let reason = if why == Woken::Evicted {
+                    "the agent had to answer before the state disk recorded the job".to_string()
+                } else {
+                    format!(
+                        "the state disk did not record the job within {} s",
+                        DURABLE_LIMIT.as_secs()
+                    )
+                };
+                if !self.jobs.abandon(id, &reason) && self.jobs.journaled(id) == Journaled::Yes {
+                    // Journaled in the meantime: it runs, and is answered as usual.
+                    return self.answer_submit(id, why);
+                }
+                self.metrics.code(CodeOutcome::Unavailable);
+                Reply::Now(unavailable(&reason).response())
+            }
+            Journaled::Yes => match self.jobs.get(id).map(|r| r.status) {
+                None => Reply::Now(ApiError::NotFound.response()),
+                Some(status) if status.is_final() => Reply::Now(self.record_answer(id)),
+                Some(_) if now < submitted + wait && why != Woken::Evicted => Reply::Wait {
+                    on: id.to_string(),
+                    until: submitted + wait,
+                    kind: WaitKind::Submit,
+                },
+                Some(_) => Reply::Now(self.accepted(id)),
+            },
+        }
+    }
+
+    /// A request held for its ticket: answered once reported (or given up on).
+    fn answer_held(&mut self, key: &str, why: Woken, now: Instant) -> Reply {
+        let ticket = key.strip_prefix('#').and_then(|t| t.parse::<Ticket>().ok());
+        let Some(held) = ticket.and_then(|t| self.held.get(&t)) else {
+            return Reply::Now(ApiError::NotFound.response());
+        };
+        let limit = held.since + DURABLE_LIMIT;
+        if held.result.is_none() && now < limit && why != Woken::Evicted {
+            return Reply::Wait {
+                on: key.to_string(),
+                until: limit,
+                kind: WaitKind::Durable,
+            };
+        }
+        let Some(held) = ticket.and_then(|t| self.held.remove(&t)) else {
+            return Reply::Now(ApiError::NotFound.response());
+        };
+        let reply = match (held.what, held.result) {
+            // A denial stays a denial; its failure is counted in memory either way.
+            (Hold::Refusal(response), _) => Reply::Now(response),
+            (Hold::Cancel(id), Some(Ok(()))) => self.cancel_now(&id, now),
+            (Hold::Cancel(_), result) => {
+                self.metrics.code(CodeOutcome::Unavailable);
+                let why = match result {
+                    Some(Err(why)) => why,
+                    _ if why == Woken::Evicted => {
+                        "the agent had to answer before the state disk recorded the code".into()
+                    }
+                    _ => format!(
+                        "the state disk did not record the code within {} s",
+                        DURABLE_LIMIT.as_secs()
+                    ),
+                };
+                Reply::Now(unavailable(&why).response())
+            }
+        };
+        if let Reply::Now(response) = &reply {
+            self.metrics.request(held.route, response.status);
+        }
+        reply
     }
 }
 
@@ -544,18 +523,25 @@ fn unavailable(why: &str) -> ApiError {
 
 impl Handler for Routes {
     fn handle(&mut self, request: Request, now: Instant) -> Reply {
-        let reply = self
+        let mut reply = self
             .route(&request, now)
             .unwrap_or_else(|err| Reply::Now(err.response()));
-        if let Reply::Now(response) = &reply {
-            let route = metrics::route_label(&request.path);
-            self.metrics.request(route, response.status);
+        let route = metrics::route_label(&request.path);
+        // The code gate's state changed. A refusal that counted a failure leaves once
+        // the failure is saved, so a restart cannot forget it; anything else (a success,
+        // whose step is made durable with what it authorised) is saved at the journal's
+        // next group commit, its syncs apart from the code's.
+        if let Some(save) = self.auth.save_work() {
+            match reply {
+                Reply::Now(response) if save.urgent => {
+                    let ticket = self.jobs.journal().run(save.work);
+                    reply = self.hold(ticket, Hold::Refusal(response), route, now);
+                }
+                _ => self.jobs.journal().run_later(save.work),
+            }
         }
-        // An accepted code resets the throttle. Nobody waits for that save (the code's
-        // step is in the journal): it runs at the journal's next group commit, so its
-        // own syncs never share the disk with the code's.
-        if let Some(work) = self.auth.save_work() {
-            self.jobs.journal().run_later(work);
+        if let Reply::Now(response) = &reply {
+            self.metrics.request(route, response.status);
         }
         reply
     }
@@ -575,21 +561,26 @@ impl Handler for Routes {
         keys
     }
 
-    fn answer_wait(&mut self, job: &str, kind: WaitKind, until: Instant) -> Reply {
+    fn answer_wait(&mut self, on: &str, kind: WaitKind, why: Woken, until: Instant) -> Reply {
+        let now = Instant::now();
         let reply = match kind {
-            WaitKind::Durable => return self.answer_held(job, Instant::now()),
-            WaitKind::Submit => self.answer_submit(job),
-            WaitKind::Poll => match self.jobs.get(job) {
+            WaitKind::Durable => return self.answer_held(on, why, now),
+            WaitKind::Submit => self.answer_submit(on, why),
+            WaitKind::Poll => match self.jobs.get(on).map(|r| r.status) {
                 None => Reply::Now(ApiError::NotFound.response()),
                 // News that is not its end (its submission was journaled): wait on.
-                Some(record) if !record.status.is_final() && Instant::now() < until => {
+                Some(status) if !status.is_final() && why == Woken::Ready && now < until => {
                     Reply::Wait {
-                        job: job.to_string(),
+                        on: on.to_string(),
                         until,
                         kind,
                     }
                 }
-                Some(record) => Reply::Now(Response::json(200, record)),
+                Some(status) if status.is_final() || why != Woken::Evicted => {
+                    Reply::Now(self.record_answer(on))
+                }
+                // A poll cut short to make room: come back for the rest.
+                Some(_) => Reply::Now(self.poll_answer(on)),
             },
         };
         // Parked requests are counted when answered; a cancel that waited for its
@@ -625,10 +616,18 @@ impl Handler for Routes {
 struct RuleView<'a> {
     name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    argv: Option<Vec<RawArg>>,
+    argv: Option<Vec<ArgView<'a>>>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     shell: bool,
     no_pin: bool,
+}
+
+/// The program path, then each pattern as the config writes it.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ArgView<'a> {
+    Program(String),
+    Pattern(&'a ArgPattern),
 }
 
 #[derive(Serialize)]
@@ -642,13 +641,8 @@ fn rules_view(rules: &[Rule]) -> RulesView<'_> {
         .map(|rule| {
             let argv = match &rule.action {
                 Action::Argv { program, args } => {
-                    let mut argv = vec![RawArg::Text(program.display().to_string())];
-                    argv.extend(args.iter().map(|arg| match arg {
-                        ArgPattern::Literal(text) => RawArg::Text(text.clone()),
-                        ArgPattern::OneOf(texts) => RawArg::List(texts.clone()),
-                        ArgPattern::Any => RawArg::Text("*".into()),
-                        ArgPattern::Rest => RawArg::Text("**".into()),
-                    }));
+                    let mut argv = vec![ArgView::Program(program.display().to_string())];
+                    argv.extend(args.iter().map(ArgView::Pattern));
                     Some(argv)
                 }
                 Action::Shell => None,
@@ -662,10 +656,6 @@ fn rules_view(rules: &[Rule]) -> RulesView<'_> {
         })
         .collect();
     RulesView { rules }
-}
-
-fn decode<T: for<'de> Deserialize<'de>>(req: &Request) -> Result<T, ApiError> {
-    serde_json::from_slice(&req.body).map_err(|err| bad(req, format!("malformed JSON body: {err}")))
 }
 
 fn bad(req: &Request, why: String) -> ApiError {

@@ -1,6 +1,8 @@
 //! One job's process, start to finish, on the job's own thread: build the environment
-//! from nothing, spawn into a fresh process group, capture capped output, enforce the
-//! timeout and cancellation, and make sure no process of the group outlives the job.
+//! from nothing, spawn into a session of its own (`sys::child`: no terminal, no inherited
+//! descriptors or signal handlers, umask, cwd, the rule's user), capture capped output,
+//! enforce the timeout and cancellation, and make sure no process of the group outlives
+//! the job.
 //!
 //! One thread per job and no reader threads: a single `poll(2)` watches stdout, stderr
 //! and a pidfd of the child, so output and exit are seen together without blocking.
@@ -8,13 +10,13 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::sys::{self, clock};
+use crate::sys::{self, ChildSetup, Credentials, clock};
 
 /// Longest single wait, so a cancel request is noticed within this time.
 const POLL_SLICE: Duration = Duration::from_millis(100);
@@ -52,12 +54,19 @@ pub struct ExecSpec {
     /// Group to run as. With `uid` set and `gid` unset, the account's primary group is
     /// used, so a dropped user never keeps group root.
     pub gid: Option<u32>,
+    /// Working directory; `/` when unset, never the agent's own.
     pub cwd: Option<PathBuf>,
+    /// File mode creation mask; [`DEFAULT_UMASK`] when unset, never the agent's own.
+    pub umask: Option<u32>,
     pub timeout: Duration,
     pub kill_grace: Duration,
     /// Cap for each of stdout and stderr; the rest is read and dropped.
     pub max_output_bytes: usize,
 }
+
+/// The umask of a child whose rule sets none: files it creates are not writable by
+/// group or others, whatever umask the agent was started with.
+pub const DEFAULT_UMASK: u32 = 0o022;
 
 /// How the job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +76,9 @@ pub enum Ending {
     TimedOut,
     Cancelled,
     SpawnFailed(String),
+    /// Nothing was started: the program or working directory is no longer trusted
+    /// (see `untrusted`); why, with the fix.
+    Refused(String),
 }
 
 /// Everything a job record needs from the process.
@@ -152,10 +164,28 @@ pub fn end_group(pgid: u32, grace: Duration) -> bool {
     }
 }
 
-/// Runs one job to the end. `on_start(pid)` is called once the child has run for
-/// [`FIRST_LOOK`] (or sooner, when it has output) and is still there, or has left
-/// processes in its group; the pid is also the process group id. A job over before
-/// that has no group for anyone to record, and skips the cost of recording it. When this returns, no process of that group is alive
+/// What [`run`] tells its caller about the child; the pid is also the process group id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    /// The process exists (right after the spawn).
+    Spawned(u32),
+    /// It has run for [`FIRST_LOOK`] (or sooner, when it has output) and is still there,
+    /// or has left processes in its group: a group worth recording for after a crash.
+    /// A job over before that has none, and skips the cost of recording it.
+    Lasting(u32),
+}
+
+#[cfg(test)]
+impl Started {
+    pub fn pid(self) -> u32 {
+        match self {
+            Started::Spawned(pid) | Started::Lasting(pid) => pid,
+        }
+    }
+}
+
+/// Runs one job to the end, telling `on_start` when the child was spawned and when it
+/// proved [`Started::Lasting`]. When this returns, no process of that group is alive
 /// (see [`run`]'s notes on `setsid` below for the one thing a group cannot reach).
 ///
 /// Ending rules:
@@ -171,7 +201,7 @@ pub fn end_group(pgid: u32, grace: Duration) -> bool {
 ///   not something the agent can see: `run` returns once the main child is reaped, the
 ///   pipes are drained of what is ready and the group is empty, without waiting for the
 ///   escapee to close its copy of the pipes.
-pub fn run(spec: &ExecSpec, cancel: &AtomicBool, on_start: impl FnOnce(u32)) -> Outcome {
+pub fn run(spec: &ExecSpec, cancel: &AtomicBool, on_start: impl FnMut(Started)) -> Outcome {
     run_with(spec, cancel, on_start, true)
 }
 
@@ -179,7 +209,7 @@ pub fn run(spec: &ExecSpec, cancel: &AtomicBool, on_start: impl FnOnce(u32)) -> 
 fn run_with(
     spec: &ExecSpec,
     cancel: &AtomicBool,
-    on_start: impl FnOnce(u32),
+    mut on_start: impl FnMut(Started),
     use_pidfd: bool,
 ) -> Outcome {
     let started_ms = clock::now_unix_ms();
@@ -187,13 +217,17 @@ fn run_with(
         // Cancelled while queued: nothing was started.
         return Outcome::without_process(Ending::Cancelled, started_ms);
     }
+    if let Some(why) = untrusted(spec) {
+        return Outcome::without_process(Ending::Refused(why), started_ms);
+    }
     let mut job = match Job::spawn(spec, use_pidfd) {
         Ok(job) => job,
         Err(message) => {
             return Outcome::without_process(Ending::SpawnFailed(message), started_ms);
         }
     };
-    let mut on_start = Some(on_start);
+    on_start(Started::Spawned(job.pid));
+    let mut lasting_told = false;
 
     let deadline = Instant::now().checked_add(spec.timeout);
     // Set once we sent SIGTERM for a timeout or cancel: why, and when SIGKILL is due.
@@ -238,26 +272,18 @@ fn run_with(
             next = Some(give_up);
         }
         let wait = next.map_or(POLL_SLICE, |t| t.saturating_duration_since(now));
-        let slice = if on_start.is_some() {
-            FIRST_LOOK
-        } else {
-            POLL_SLICE
-        };
+        let slice = if lasting_told { POLL_SLICE } else { FIRST_LOOK };
         job.step(wait.min(slice));
-        if !job.exited
-            && let Some(report) = on_start.take()
-        {
-            report(job.pid);
+        if !job.exited && !std::mem::replace(&mut lasting_told, true) {
+            on_start(Started::Lasting(job.pid));
         }
     }
 
     job.drain();
     // The main process is gone but others of its group may be left: those must be
     // findable after a crash while they are ended.
-    if let Some(report) = on_start.take()
-        && sys::group_running(job.pid)
-    {
-        report(job.pid);
+    if !lasting_told && sys::group_running(job.pid) {
+        on_start(Started::Lasting(job.pid));
     }
     let kill_at = stopping.as_ref().map(|(_, at)| *at);
     job.clear_group(kill_at, killed_at.is_some(), spec.kill_grace);
@@ -286,6 +312,25 @@ fn run_with(
         started_ms,
         finished_ms: clock::now_unix_ms(),
     }
+}
+
+/// Why `spec` must not run now, if so: its program or working directory has lost its
+/// trust chain since the config was loaded (a directory made writable, a file given
+/// away). Checked on the job's thread right before the spawn, since it reads the disk.
+/// A path that does not exist is left for the spawn to report.
+fn untrusted(spec: &ExecSpec) -> Option<String> {
+    let program = spec.argv.first().map(Path::new).filter(|p| p.is_absolute());
+    let paths = program
+        .map(|p| ("program", p))
+        .into_iter()
+        .chain(spec.cwd.as_deref().map(|d| ("working directory", d)));
+    for (what, path) in paths {
+        match sys::check_chain(path) {
+            Ok(_) | Err(sys::ChainError::Missing(_)) => {}
+            Err(err) => return Some(format!("refused to run: {what} {err}")),
+        }
+    }
+    None
 }
 
 fn later(t: Instant, d: Duration) -> Instant {
@@ -387,32 +432,31 @@ impl Job {
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own group, so timeout and cancel reach every process it starts. std
-            // does this with posix_spawn's SETPGROUP: no pre_exec, spawn stays fast.
-            .process_group(0);
-        if let Some(uid) = spec.uid {
-            let gid = match spec.gid {
-                Some(gid) => gid,
-                None => match sys::lookup_uid(uid) {
-                    Ok(Some(user)) => user.gid,
-                    Ok(None) => {
-                        return Err(format!(
-                            "{program}: uid {uid} has no passwd entry, so no group to run as; name a group in the rule"
-                        ));
-                    }
-                    Err(e) => return Err(format!("{program}: looking up uid {uid}: {e}")),
-                },
-            };
-            // As root, std also drops the supplementary groups (setgroups(0)) when a
-            // uid is set, so the child keeps none of root's groups.
-            cmd.uid(uid).gid(gid);
-        } else if let Some(gid) = spec.gid {
-            cmd.gid(gid);
-        }
-        if let Some(cwd) = &spec.cwd {
-            cmd.current_dir(cwd);
-        }
+            .stderr(Stdio::piped());
+        let drop_to = match (spec.uid, spec.gid) {
+            (None, None) => None,
+            (Some(uid), Some(gid)) => Some(Credentials { uid, gid }),
+            (Some(uid), None) => match sys::lookup_uid(uid) {
+                Ok(Some(user)) => Some(Credentials { uid, gid: user.gid }),
+                Ok(None) => {
+                    return Err(format!(
+                        "{program}: uid {uid} has no passwd entry, so no group to run as; name a group in the rule"
+                    ));
+                }
+                Err(e) => return Err(format!("{program}: looking up uid {uid}: {e}")),
+            },
+            // Config validation refuses this; kept as a refusal here too, never a
+            // child that runs as root while its rule looks like it dropped privileges.
+            (None, Some(gid)) => {
+                return Err(format!(
+                    "{program}: group {gid} without a user would still run as root; name a user in the rule"
+                ));
+            }
+        };
+        let cwd = spec.cwd.as_deref().unwrap_or(Path::new("/"));
+        ChildSetup::new(drop_to, spec.umask.unwrap_or(DEFAULT_UMASK), cwd)
+            .map_err(|e| format!("cannot start {program} in {}: {e}", cwd.display()))?
+            .install(&mut cmd);
         let mut child = cmd.spawn().map_err(|e| match &spec.cwd {
             Some(cwd) => format!("cannot start {program} in {}: {e}", cwd.display()),
             None => format!("cannot start {program}: {e}"),
@@ -563,6 +607,7 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt;
     use std::sync::Arc;
 
     fn spec(argv: &[&str]) -> ExecSpec {
@@ -573,6 +618,7 @@ mod tests {
             uid: None,
             gid: None,
             cwd: None,
+            umask: None,
             timeout: Duration::from_secs(10),
             kill_grace: Duration::from_secs(1),
             max_output_bytes: 1 << 20,
@@ -617,14 +663,16 @@ mod tests {
 
     #[test]
     fn a_job_still_running_after_the_first_look_reports_its_group() {
-        let mut seen = 0;
+        let mut seen = Vec::new();
         let out = run(
             &spec(&["/bin/sleep", "0.3"]),
             &AtomicBool::new(false),
-            |pid| seen = pid,
+            |s| seen.push(s),
         );
         assert_eq!(out.ending, Ending::Exited(0));
-        assert!(seen > 1);
+        let pid = seen[0].pid();
+        assert!(pid > 1);
+        assert_eq!(seen, [Started::Spawned(pid), Started::Lasting(pid)]);
     }
 
     #[test]
@@ -741,8 +789,8 @@ mod tests {
     #[test]
     fn background_grandchild_killed_after_normal_exit() {
         let mut pgid = 0;
-        let out = run(&sh("sleep 100 & echo $!"), &AtomicBool::new(false), |pid| {
-            pgid = pid
+        let out = run(&sh("sleep 100 & echo $!"), &AtomicBool::new(false), |s| {
+            pgid = s.pid()
         });
         assert_eq!(out.ending, Ending::Exited(0));
         assert!(gone(first_pid(&out)));
@@ -868,10 +916,45 @@ mod tests {
     }
 
     #[test]
+    fn untrusted_program_or_cwd_is_refused_before_spawning() {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(dir) = crate::sys::files::trusted_test_dir("exec-untrusted") else {
+            return;
+        };
+        let open = dir.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let marker = dir.join("ran");
+        let prog = open.join("prog");
+        std::fs::write(&prog, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut started = false;
+        let out = run(
+            &spec(&[prog.to_str().unwrap()]),
+            &AtomicBool::new(false),
+            |_| started = true,
+        );
+        match &out.ending {
+            Ending::Refused(why) => {
+                assert!(
+                    why.contains(&format!("chmod go-w {}", open.display())),
+                    "{why}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!started && !marker.exists());
+        let mut s = spec(&["/bin/true"]);
+        s.cwd = Some(open.clone());
+        assert!(matches!(go(&s).ending, Ending::Refused(_)), "cwd");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn cwd_is_set() {
         let mut s = spec(&["/bin/pwd"]);
-        s.cwd = Some(PathBuf::from("/tmp"));
-        assert_eq!(go(&s).stdout, "/tmp\n");
+        s.cwd = Some(PathBuf::from("/usr"));
+        assert_eq!(go(&s).stdout, "/usr\n");
     }
 
     #[test]
@@ -893,14 +976,53 @@ mod tests {
     }
 
     #[test]
-    fn process_group_is_child_pid() {
+    fn own_session_and_group_without_a_terminal() {
         let mut pid = 0;
         let out = run(
-            &sh("echo $$; cut -d' ' -f5 /proc/$$/stat; sleep 0.1"),
+            // The pause keeps it running past the first look, when its group is reported.
+            &sh("echo $$; cut -d' ' -f5,6,7 /proc/$$/stat; sleep 0.1"),
             &AtomicBool::new(false),
-            |p| pid = p,
+            |s| pid = s.pid(),
         );
         let lines: Vec<&str> = out.stdout.lines().collect();
-        assert_eq!(lines, [pid.to_string(), pid.to_string()]);
+        assert_eq!(lines, [pid.to_string(), format!("{pid} {pid} 0")]);
+    }
+
+    #[test]
+    fn cwd_and_umask_default_to_root_dir_and_022_and_follow_the_rule() {
+        let out = go(&sh("pwd; umask"));
+        assert_eq!(out.stdout, "/\n0022\n", "{out:?}");
+        let mut s = sh("pwd; umask");
+        // A trusted directory: /tmp (sticky, world-writable) is refused as a cwd.
+        s.cwd = Some(PathBuf::from("/usr"));
+        s.umask = Some(0o077);
+        assert_eq!(go(&s).stdout, "/usr\n0077\n");
+    }
+
+    #[test]
+    fn a_group_without_a_user_is_refused_and_a_closed_cwd_too() {
+        let mut s = spec(&["/bin/true"]);
+        s.gid = Some(65534);
+        match go(&s).ending {
+            Ending::SpawnFailed(msg) => assert!(msg.contains("still run as root"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+        if sys::euid() != 0 {
+            return;
+        }
+        // The directory is entered after the drop: a place the user cannot enter is an
+        // error, not a working directory handed over by root.
+        let dir = crate::sys::files::test_dir("exec-closed-cwd");
+        let nobody = sys::lookup_user("nobody").unwrap().unwrap();
+        let mut s = spec(&["/bin/true"]);
+        s.uid = Some(nobody.uid);
+        s.cwd = Some(dir.clone());
+        match go(&s).ending {
+            Ending::SpawnFailed(msg) => {
+                assert!(msg.contains("Permission denied"), "{msg}")
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -18,12 +18,14 @@
 //! thread when the job has to queue); everything else is written before any answer
 //! depends on it and synced by the journal thread within [`COMMIT_DELAY`] (group
 //! commit: one `fdatasync` for all lines since the last). The file is rewritten
-//! atomically with only what the newest `history` jobs need when it holds about twice
-//! that many lines, and at every start-up, which also drops a torn last line.
+//! atomically with only what the newest `history` jobs need (and no more of them than
+//! [`HISTORY_BYTES`] of lines) plus the highest used time step when it holds about twice
+//! that many lines or bytes, and at every start-up, which also drops a torn last line.
+//! Compaction streams the file twice (an index of ids, then a copy of the lines kept),
+//! so it never holds more of it in memory than one line.
 
-use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, channel, sync_channel};
@@ -31,19 +33,20 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use mio::Waker;
-use serde::{Deserialize, Serialize};
 
-use super::record::{JobRecord, Status};
+use super::journal_file::{
+    Compacted, FILE_NAME, Line, Verdict, WHAT, compact, io_error, judge, keep, next_compaction,
+    read, rewrite,
+};
+use super::record::{HISTORY_BYTES, JobRecord, Status};
 use crate::audit;
 use crate::sys;
 use crate::sys::files::{self, FileError, Trust};
 use crate::text::utf8_prefix;
 
-const FILE_NAME: &str = "jobs.jsonl";
 /// Output kept per stream in a journaled record; the result file has all of it.
 const JOURNAL_OUTPUT_MAX: usize = 64 * 1024;
 
-const WHAT: &str = "journal file";
 /// A batch stops growing past this many bytes, so one write(2) stays reasonable.
 const BATCH_BYTES: usize = 1 << 20;
 /// Lines nobody waits on are synced this long after they are written, in one
@@ -51,50 +54,6 @@ const BATCH_BYTES: usize = 1 << 20;
 /// about this much (plus one sync) of such lines, and a stream of jobs costs the disk
 /// a few syncs a second instead of one per job.
 const COMMIT_DELAY: Duration = Duration::from_millis(200);
-
-/// One journal line. `J` is `&JobRecord` when writing, `JobRecord` when reading.
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "ev", rename_all = "snake_case")]
-enum Line<J> {
-    /// A code of this TOTP time step was accepted: synced before what it authorised
-    /// acts, so after any crash the step stays used (with `auth.json`, the larger wins).
-    Used { step: u64 },
-    /// Accepted (queued); written before the job may start.
-    Submit { job: J },
-    /// The job's process group exists: what a later start-up needs to end it.
-    Start {
-        id: String,
-        pgid: u32,
-        started_at: String,
-        /// Boot id and leader start time: a pgid from another boot, or one reused by a
-        /// later process, must never be signalled.
-        boot: Option<String>,
-        leader_start: Option<u64>,
-    },
-    /// The final record.
-    End { job: J },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Group {
-    pgid: u32,
-    boot: Option<String>,
-    leader_start: Option<u64>,
-}
-
-/// A job as the journal last recorded it.
-#[derive(Debug)]
-struct Kept {
-    record: JobRecord,
-    group: Option<Group>,
-}
-
-/// What a file holds: each job's newest state, oldest job first, and the highest used
-/// time step.
-struct Contents {
-    jobs: Vec<Kept>,
-    last_step: u64,
-}
 
 /// A process group left behind by a job the previous agent did not see end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,9 +119,11 @@ struct Open {
     /// Appends so far, and how many of them are known synced.
     appended: u64,
     synced: u64,
-    /// Lines in the file now, and the count that triggers a compaction.
+    /// Lines and bytes in the file now, and the counts that trigger a compaction.
     lines: usize,
     compact_at: usize,
+    bytes: usize,
+    compact_bytes: usize,
     /// A write failed and may have left half a line behind.
     torn: bool,
     /// The journal thread was told there is something to sync, or to compact.
@@ -203,9 +164,10 @@ impl Shared {
         open.torn = false;
         open.appended += 1;
         open.lines += lines;
+        open.bytes += bytes.len();
         let sync = !std::mem::replace(&mut open.told, true);
-        let compact =
-            open.lines >= open.compact_at && !std::mem::replace(&mut open.told_compact, true);
+        let due = open.lines >= open.compact_at || open.bytes >= open.compact_bytes;
+        let compact = due && !std::mem::replace(&mut open.told_compact, true);
         Ok(sync || compact)
     }
 
@@ -245,11 +207,11 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Loads the journal from `state_dir` (missing is a fresh start), marks jobs that
-    /// never ended `interrupted` (and journals that), keeps the newest `history`, rewrites
-    /// the file compacted, and starts the journal thread, whose reports arrive on the
-    /// returned receiver with a `wake()` of `waker`. The file must be a regular file of
-    /// ours, mode 0600 or stricter, and is never opened through a link.
+    /// Loads the journal from `state_dir` (missing is a fresh start), compacted to the
+    /// newest `history` jobs, marks jobs that never ended `interrupted` (and journals
+    /// that), and starts the journal thread, whose reports arrive on the returned
+    /// receiver with a `wake()` of `waker`. The file must be a regular file of ours, mode
+    /// 0600 or stricter, and is never opened through a link.
     pub fn open(
         state_dir: &Path,
         history: usize,
@@ -257,39 +219,53 @@ impl Journal {
     ) -> Result<(Journal, Recovered, Receiver<Done>), FileError> {
         files::ensure_private_dir("state dir", state_dir)?;
         let path = state_dir.join(FILE_NAME);
-        let Contents {
-            mut jobs,
-            last_step,
-        } = match files::open_trusted(WHAT, &path, Trust::Private) {
-            Ok((file, _)) => read(BufReader::new(file), &path).map_err(|err| FileError::Io {
-                what: WHAT.into(),
-                path: path.clone(),
-                err,
-            })?,
-            Err(FileError::Missing { .. }) => Contents {
-                jobs: Vec::new(),
-                last_step: 0,
-            },
+        let boot = sys::boot_id();
+        // Cut to the newest history first, so what is parsed whole fits the budget.
+        let mut size = Compacted::default();
+        let mut jobs = match compact(&path, history, HISTORY_BYTES, boot.as_deref()) {
+            Ok(compacted) => {
+                size = compacted;
+                let (file, _) = files::open_trusted(WHAT, &path, Trust::Private)?;
+                read(BufReader::new(file), &path).map_err(|err| io_error(&path, err))?
+            }
+            Err(FileError::Missing { .. }) => Vec::new(),
             Err(err) => return Err(err),
         };
-        let boot = sys::boot_id();
+        let (seen_until, last_step) = (size.seen_until, size.last_step);
+        let (mut lines, mut bytes) = (size.lines, size.bytes);
         let mut orphans = Vec::new();
+        let mut ended_now = false;
         for job in &mut jobs {
             if job.record.status.is_final() {
                 continue;
             }
             // When it died is unknown, so `finished_at` stays empty.
             job.record.status = Status::Interrupted;
+            ended_now = true;
             audit::interrupted(&job.record.id, &job.record.command);
-            if let Some(group) = job.group.take().filter(|g| still_ours(g, boot.as_deref())) {
-                orphans.push(Orphan {
-                    id: job.record.id.clone(),
+            let Some(group) = job.group.take() else {
+                continue;
+            };
+            let id = &job.record.id;
+            match judge(&group, boot.as_deref(), seen_until) {
+                Verdict::Ours => orphans.push(Orphan {
+                    id: id.clone(),
                     pgid: group.pgid,
-                });
+                }),
+                Verdict::Gone => {}
+                Verdict::LeftAlone { why, pids } => log::warn!(
+                    "left process group {} of interrupted job {id} alone: {why}; its processes \
+                     {pids:?}. If they are the job's, end them with: kill -TERM -{}",
+                    group.pgid,
+                    group.pgid
+                ),
             }
         }
         let jobs = keep(jobs, history);
-        let lines = rewrite(&path, &jobs, last_step)?;
+        if ended_now {
+            // Their end is known now: journal it, so the next start-up agrees.
+            (lines, bytes) = rewrite(&path, &jobs, last_step)?;
+        }
         let file = files::open_append(WHAT, &path, 0o600)?;
         let (tx, rx) = channel();
         let (done_tx, done_rx) = channel();
@@ -300,6 +276,8 @@ impl Journal {
                 synced: 0,
                 lines,
                 compact_at: next_compaction(lines, history),
+                bytes,
+                compact_bytes: next_compaction(bytes, HISTORY_BYTES),
                 torn: false,
                 told: false,
                 told_compact: false,
@@ -594,7 +572,7 @@ impl Writer {
             // Compact before answering, so a finished `sync` sees the file settled.
             let due = {
                 let open = self.shared.lock();
-                open.lines >= open.compact_at
+                open.lines >= open.compact_at || open.bytes >= open.compact_bytes
             };
             if due {
                 self.compact();
@@ -647,23 +625,13 @@ impl Writer {
     fn compact(&mut self) {
         let mut open = self.shared.lock();
         let path = &self.shared.path;
-        let compacted = files::open_trusted(WHAT, path, Trust::Private)
-            .and_then(|(file, _)| {
-                read(BufReader::new(file), path).map_err(|err| FileError::Io {
-                    what: WHAT.into(),
-                    path: path.clone(),
-                    err,
-                })
-            })
-            .and_then(|contents| {
-                let jobs = keep(contents.jobs, self.shared.history);
-                rewrite(path, &jobs, contents.last_step)
-            })
-            .and_then(|lines| Ok((lines, files::open_append(WHAT, path, 0o600)?)));
+        let compacted = compact(path, self.shared.history, HISTORY_BYTES, None)
+            .and_then(|size| Ok((size, files::open_append(WHAT, path, 0o600)?)));
         match compacted {
-            Ok((lines, file)) => {
+            Ok((size, file)) => {
                 open.file = Arc::new(file);
-                open.lines = lines;
+                open.lines = size.lines;
+                open.bytes = size.bytes;
                 open.torn = false;
                 // The rewrite was synced: everything appended before it is on disk.
                 open.synced = open.appended;
@@ -671,154 +639,14 @@ impl Writer {
             Err(err) => log::error!("cannot compact the journal: {err}"),
         }
         open.compact_at = next_compaction(open.lines, self.shared.history);
+        open.compact_bytes = next_compaction(open.bytes, HISTORY_BYTES);
         open.told_compact = false;
-    }
-}
-
-/// At least `history` new lines between compactions, and never before `2 × history`.
-fn next_compaction(lines: usize, history: usize) -> usize {
-    lines.saturating_add(history).max(history.saturating_mul(2))
-}
-
-/// Each job's newest state, oldest job first, and the highest used step. A line that
-/// does not parse (a torn last line after a power cut) is skipped with a warning.
-fn read(mut reader: impl BufRead, path: &Path) -> io::Result<Contents> {
-    let mut order: Vec<String> = Vec::new();
-    let mut jobs: HashMap<String, Kept> = HashMap::new();
-    let mut last_step = 0;
-    let mut buf = Vec::new();
-    let mut number = 0usize;
-    loop {
-        buf.clear();
-        if reader.read_until(b'\n', &mut buf)? == 0 {
-            break;
-        }
-        number += 1;
-        let text = buf.trim_ascii();
-        if text.is_empty() {
-            continue;
-        }
-        match serde_json::from_slice::<Line<JobRecord>>(text) {
-            Ok(Line::Used { step }) => last_step = last_step.max(step),
-            Ok(Line::Submit { job } | Line::End { job }) => match jobs.get_mut(&job.id) {
-                // A submission never takes back an end already seen.
-                Some(kept) if kept.record.status.is_final() && !job.status.is_final() => {}
-                Some(kept) => kept.record = job,
-                None => {
-                    order.push(job.id.clone());
-                    jobs.insert(
-                        job.id.clone(),
-                        Kept {
-                            record: job,
-                            group: None,
-                        },
-                    );
-                }
-            },
-            Ok(Line::Start {
-                id,
-                pgid,
-                started_at,
-                boot,
-                leader_start,
-            }) => {
-                if let Some(kept) = jobs.get_mut(&id)
-                    && !kept.record.status.is_final()
-                {
-                    kept.record.status = Status::Running;
-                    kept.record.started_at = Some(started_at);
-                    kept.group = Some(Group {
-                        pgid,
-                        boot,
-                        leader_start,
-                    });
-                }
-            }
-            Err(err) => {
-                let torn = if buf.ends_with(b"\n") {
-                    ""
-                } else {
-                    " (torn: the agent stopped in the middle of writing it)"
-                };
-                log::warn!(
-                    "journal {}: line {number} skipped{torn}: {err}",
-                    path.display()
-                );
-            }
-        }
-    }
-    let jobs = order
-        .into_iter()
-        .filter_map(|id| jobs.remove(&id))
-        .collect();
-    Ok(Contents { jobs, last_step })
-}
-
-/// Every job not yet ended (its processes may still need ending) and the newest
-/// `history` ended ones, in their order.
-fn keep(jobs: Vec<Kept>, history: usize) -> Vec<Kept> {
-    let ended = jobs.iter().filter(|k| k.record.status.is_final()).count();
-    let mut drop = ended.saturating_sub(history);
-    jobs.into_iter()
-        .filter(|k| {
-            let old = drop > 0 && k.record.status.is_final();
-            drop -= usize::from(old);
-            !old
-        })
-        .collect()
-}
-
-/// Replaces the journal with the used step and `jobs` (temp file, fsync, rename);
-/// returns its line count.
-fn rewrite(path: &Path, jobs: &[Kept], last_step: u64) -> Result<usize, FileError> {
-    let mut lines: Vec<Line<&JobRecord>> = Vec::with_capacity(jobs.len() + 1);
-    if last_step > 0 {
-        lines.push(Line::Used { step: last_step });
-    }
-    for kept in jobs {
-        if kept.record.status.is_final() {
-            lines.push(Line::End { job: &kept.record });
-            continue;
-        }
-        lines.push(Line::Submit { job: &kept.record });
-        if let Some(g) = &kept.group {
-            lines.push(Line::Start {
-                id: kept.record.id.clone(),
-                pgid: g.pgid,
-                started_at: kept.record.started_at.clone().unwrap_or_default(),
-                boot: g.boot.clone(),
-                leader_start: g.leader_start,
-            });
-        }
-    }
-    let mut bytes = Vec::new();
-    for line in &lines {
-        serde_json::to_writer(&mut bytes, line).map_err(|err| FileError::Io {
-            what: WHAT.into(),
-            path: path.into(),
-            err: err.into(),
-        })?;
-        bytes.push(b'\n');
-    }
-    files::write_atomic(WHAT, path, &bytes, 0o600)?;
-    Ok(lines.len())
-}
-
-/// Whether a recorded group can still be this job's: same boot, and its leader is
-/// either gone (a group id cannot be reused while any member lives) or the very
-/// process that started then.
-fn still_ours(group: &Group, boot: Option<&str>) -> bool {
-    if group.boot.is_none() || group.boot.as_deref() != boot {
-        return false;
-    }
-    match sys::start_ticks(group.pgid) {
-        Some(ticks) => group.leader_start == Some(ticks),
-        None => true,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::journal_file::{Group, Kept, judge_with};
     use super::*;
     use std::os::unix::fs::MetadataExt;
     use std::os::unix::process::CommandExt;
@@ -1084,6 +912,67 @@ mod tests {
     }
 
     #[test]
+    fn compaction_keeps_the_newest_jobs_that_fit_the_byte_budget() {
+        let dir = tempdir("bytes");
+        let path = dir.join(FILE_NAME);
+        let mut text = Vec::new();
+        let line = |line: &Line<&JobRecord>| serde_json::to_vec(line).unwrap();
+        let mut end_len = 0;
+        for n in 0..20 {
+            let mut big = record(n, Status::Succeeded);
+            big.argv.push("a".repeat(10_000));
+            text.extend(line(&Line::Submit {
+                job: &record(n, Status::Queued),
+            }));
+            text.push(b'\n');
+            // Each started in this boot, the last one newest: what recovery needs.
+            text.extend(line(&Line::<&JobRecord>::Start {
+                id: big.id.clone(),
+                pgid: 4_000_000,
+                started_at: String::new(),
+                boot: Some("this-boot".into()),
+                leader_start: Some(1000 + n as u64),
+            }));
+            text.push(b'\n');
+            let end = line(&Line::End { job: &big });
+            end_len = end.len() + 1;
+            text.extend(end);
+            text.push(b'\n');
+        }
+        // A job still running, and a torn last line.
+        let running = record(99, Status::Queued);
+        text.extend(line(&Line::Submit { job: &running }));
+        text.extend(b"\n{\"ev\":\"end\",\"job\":{\"id\":");
+        files::write_atomic(WHAT, &path, &text, 0o600).unwrap();
+        let size = compact(&path, 10, 5 * end_len + 10, Some("this-boot")).unwrap();
+        let kept = std::fs::read(&path).unwrap();
+        assert_eq!(
+            (size.lines, size.bytes),
+            (6, kept.len()),
+            "no start line kept"
+        );
+        assert_eq!(size.seen_until, Some(1019));
+        let other = dir.join("other.jsonl");
+        files::write_atomic(WHAT, &other, &text, 0o600).unwrap();
+        let size = compact(&other, 10, 1 << 20, Some("other-boot")).unwrap();
+        assert_eq!(
+            size.seen_until, None,
+            "starts of another boot prove nothing"
+        );
+        let (_journal, recovered, _done) = open(&dir, 10);
+        let ids: Vec<String> = recovered.records.iter().map(|r| r.id.clone()).collect();
+        let mut want: Vec<String> = (15..20).map(|n| record(n, Status::Queued).id).collect();
+        want.push(running.id);
+        assert_eq!(ids, want);
+        assert_eq!(
+            recovered.records[0].argv[2].len(),
+            10_000,
+            "lines copied whole"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn refuses_a_symlinked_journal() {
         let dir = tempdir("link");
         std::fs::write(dir.join("elsewhere"), "").unwrap();
@@ -1097,7 +986,7 @@ mod tests {
     }
 
     #[test]
-    fn groups_from_another_boot_are_not_ours() {
+    fn groups_from_another_boot_or_a_reused_number_are_not_ours() {
         let me = std::process::id();
         let boot = sys::boot_id();
         let mine = Group {
@@ -1105,12 +994,62 @@ mod tests {
             boot: boot.clone(),
             leader_start: sys::start_ticks(me),
         };
-        assert!(still_ours(&mine, boot.as_deref()));
+        assert_eq!(judge(&mine, boot.as_deref(), None), Verdict::Ours);
         let reused = Group {
-            leader_start: mine.leader_start.map(|t| t + 1),
+            leader_start: mine.leader_start.map(|t| t - 1),
             ..mine.clone()
         };
-        assert!(!still_ours(&reused, boot.as_deref()));
-        assert!(!still_ours(&mine, Some("another-boot")));
+        assert!(matches!(
+            judge(&reused, boot.as_deref(), None),
+            Verdict::LeftAlone { .. }
+        ));
+        assert_eq!(judge(&mine, Some("another-boot"), None), Verdict::Gone);
+    }
+
+    #[test]
+    fn without_its_leader_a_group_is_ours_only_with_a_member_seen_while_the_job_ran() {
+        let boot = Some("b");
+        let group = Group {
+            pgid: 500,
+            boot: Some("b".into()),
+            leader_start: Some(1000),
+        };
+        let member = |pid, session, start| sys::Member {
+            pid,
+            session,
+            start,
+        };
+        let judged = |seen, members: Vec<sys::Member>| {
+            judge_with(&group, boot, seen, None, move || Some(members))
+        };
+        // Forked by the job, in its session, before the agent last wrote a start line.
+        assert_eq!(
+            judged(Some(1200), vec![member(501, 500, 1100)]),
+            Verdict::Ours
+        );
+        // A stranger that got the number later (a daemon's setsid'd first child that
+        // exited): its processes started after the last moment the job was seen.
+        let left = judged(Some(1200), vec![member(501, 500, 1300)]);
+        assert!(
+            matches!(&left, Verdict::LeftAlone { pids, .. } if pids == &[501]),
+            "{left:?}"
+        );
+        // Another session, an earlier start, nothing seen after the job's own start.
+        for (seen, m) in [
+            (Some(1200), member(501, 77, 1100)),
+            (Some(1200), member(501, 500, 999)),
+            (Some(1000), member(501, 500, 1001)),
+            (None, member(501, 500, 1000)),
+        ] {
+            assert!(
+                matches!(judged(seen, vec![m]), Verdict::LeftAlone { .. }),
+                "{seen:?} {m:?}"
+            );
+        }
+        assert_eq!(judged(Some(1200), Vec::new()), Verdict::Gone);
+        assert!(matches!(
+            judge_with(&group, boot, Some(1200), None, || None),
+            Verdict::LeftAlone { .. }
+        ));
     }
 }

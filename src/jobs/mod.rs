@@ -1,15 +1,17 @@
 //! Jobs from acceptance to history: `table` (queue, running set, bounded history, on
 //! the loop thread), `pool` (the job threads), `exec` (one job's process), `journal`
 //! (history and used codes across restarts), `results` (the `agent-<id>.txt` files),
-//! `notify` (the command run when a detached job ends) and `record` (a job as clients
-//! see it).
+//! `notify` (the command run when a detached job ends), `record` (a job as clients see
+//! it) and `spec` (a rule's settings as an `ExecSpec`).
 
 mod exec;
 mod journal;
+mod journal_file;
 mod notify;
 mod pool;
 mod record;
 mod results;
+mod spec;
 mod table;
 
 pub(crate) use self::exec::{ExecSpec, own_home};

@@ -52,6 +52,7 @@ impl NotifyCommand {
             uid: None,
             gid: None,
             cwd: None,
+            umask: None,
             timeout: TIMEOUT,
             kill_grace: KILL_GRACE,
             max_output_bytes: MAX_OUTPUT,
@@ -64,7 +65,9 @@ impl NotifyCommand {
                 let out = exec::run(&spec, &AtomicBool::new(false), |_| {});
                 let rc = match &out.ending {
                     Ending::TimedOut => "timeout".to_string(),
-                    Ending::SpawnFailed(why) => format!("not started: {why}"),
+                    Ending::SpawnFailed(why) | Ending::Refused(why) => {
+                        format!("not started: {why}")
+                    }
                     _ => audit::rc_text(out.exit_code, out.signal),
                 };
                 audit::notified(&id, &rc, &out.stdout, &out.stderr);

@@ -11,16 +11,16 @@
 //! lines written (or, for a code, synced).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use super::exec::{self, Ending, ExecSpec, Outcome};
+use super::exec::{self, Ending, ExecSpec, Outcome, Started};
 use super::journal::{Done, Journal, Need, Recovered, Ticket};
 use super::notify::NotifyCommand;
 use super::pool::{self, Pool};
-use super::record::{JobRecord, Status};
+use super::record::{HISTORY_BYTES, JobRecord, Status};
 use super::results::ResultsDir;
 use crate::audit;
 use crate::config::JobsConfig;
@@ -117,6 +117,9 @@ impl Mark {
 
 struct Entry {
     record: JobRecord,
+    /// The record as JSON while a connection is still sending it (see
+    /// [`Jobs::answer_slot`]); reset whenever the record changes.
+    answer: Weak<Vec<u8>>,
     /// Held while queued; moved into the job thread when it starts.
     pending: Option<ExecSpec>,
     cancel: Arc<AtomicBool>,
@@ -185,8 +188,8 @@ pub struct Jobs {
     queue: VecDeque<String>,
     /// Finished ids, oldest first: the history bound evicts from the front.
     finished: VecDeque<String>,
-    /// Bytes of stdout + stderr held by finished records.
-    kept_output: usize,
+    /// What finished records hold ([`JobRecord::weight`]).
+    kept_bytes: usize,
     running: usize,
     rx: Receiver<Event>,
     done: Receiver<Done>,
@@ -197,14 +200,6 @@ pub struct Jobs {
     shared: Arc<Shared>,
     pool: Pool<Finished>,
     notify: Option<NotifyCommand>,
-}
-
-/// Output held in memory for finished jobs: history × 2 × max_output_bytes would be
-/// 2 GiB at the defaults, more than a 4 GB box can spare.
-const HISTORY_OUTPUT_BUDGET: usize = 16 << 20;
-
-fn output_len(record: &JobRecord) -> usize {
-    record.stdout.len() + record.stderr.len()
 }
 
 impl Jobs {
@@ -238,7 +233,7 @@ impl Jobs {
             entries: HashMap::new(),
             queue: VecDeque::new(),
             finished: VecDeque::new(),
-            kept_output: 0,
+            kept_bytes: 0,
             running: 0,
             rx,
             done,
@@ -302,6 +297,12 @@ impl Jobs {
         self.entries.get(id).map(|e| &e.record)
     }
 
+    /// A job's record, and where its JSON is kept while connections are sending it, so
+    /// that it is encoded once per state of the job however many ask.
+    pub fn answer_slot(&mut self, id: &str) -> Option<(&JobRecord, &mut Weak<Vec<u8>>)> {
+        self.entries.get_mut(id).map(|e| (&e.record, &mut e.answer))
+    }
+
     /// The submitter was told 202: notify when the job ends.
     pub fn detach(&mut self, id: &str) {
         if let Some(entry) = self.entries.get_mut(id) {
@@ -338,6 +339,7 @@ impl Jobs {
             id.clone(),
             Entry {
                 record,
+                answer: Weak::new(),
                 pending: Some(job.spec),
                 cancel: Arc::new(AtomicBool::new(false)),
                 detached: false,
@@ -541,12 +543,14 @@ impl Jobs {
         let detached = match self.entries.get_mut(&id) {
             Some(entry) => {
                 entry.record = record;
+                entry.answer = Weak::new();
                 entry.pending = None;
                 entry.detached
             }
             None => {
                 let entry = Entry {
                     record,
+                    answer: Weak::new(),
                     pending: None,
                     cancel: Arc::new(AtomicBool::new(false)),
                     detached: false,
@@ -568,34 +572,47 @@ impl Jobs {
             notify.job_ended(&entry.record);
         }
         if let Some(entry) = self.entries.get(&id) {
-            self.kept_output += output_len(&entry.record);
+            self.kept_bytes += entry.record.weight();
         }
         self.finished.push_back(id);
         while self.finished.len() > self.cfg.history {
-            if let Some(old) = self.finished.pop_front()
-                && let Some(entry) = self.entries.remove(&old)
-            {
-                self.kept_output -= output_len(&entry.record).min(self.kept_output);
-            }
+            self.forget_oldest();
         }
-        self.trim_old_output();
+        self.keep_to_budget();
     }
 
-    /// Keeps the output held for finished jobs under [`HISTORY_OUTPUT_BUDGET`]: the oldest
-    /// records lose theirs first (`truncated: true`; the result file keeps it whole).
-    fn trim_old_output(&mut self) {
+    /// Keeps finished records under [`HISTORY_BYTES`], everything they hold counted: the
+    /// oldest give up their output first (`truncated: true`; the result file keeps it
+    /// whole), then, if commands and argv alone are too much, the oldest are forgotten
+    /// (the journal and the result files still have them).
+    fn keep_to_budget(&mut self) {
         for id in &self.finished {
-            if self.kept_output <= HISTORY_OUTPUT_BUDGET {
+            if self.kept_bytes <= HISTORY_BYTES {
                 return;
             }
             if let Some(entry) = self.entries.get_mut(id)
-                && output_len(&entry.record) > 0
+                && !(entry.record.stdout.is_empty() && entry.record.stderr.is_empty())
             {
-                self.kept_output -= output_len(&entry.record).min(self.kept_output);
+                let before = entry.record.weight();
                 entry.record.stdout = String::new();
                 entry.record.stderr = String::new();
                 entry.record.truncated = true;
+                entry.answer = Weak::new();
+                self.kept_bytes = self
+                    .kept_bytes
+                    .saturating_sub(before - entry.record.weight());
             }
+        }
+        while self.kept_bytes > HISTORY_BYTES && self.finished.len() > 1 {
+            self.forget_oldest();
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some(old) = self.finished.pop_front()
+            && let Some(entry) = self.entries.remove(&old)
+        {
+            self.kept_bytes = self.kept_bytes.saturating_sub(entry.record.weight());
         }
     }
 
@@ -619,6 +636,7 @@ impl Jobs {
             };
             entry.record.status = Status::Running;
             entry.record.started_at = Some(clock::rfc3339(clock::now_unix_ms()));
+            entry.answer = Weak::new();
             let task = JobTask {
                 record: entry.record.clone(),
                 spec,
@@ -695,10 +713,11 @@ impl JobTask {
                 return Finished::Refused(record, why);
             }
         }
-        audit::executing(&record.id, &record.command);
         let started_at = record.started_at.clone().unwrap_or_default();
-        let outcome = exec::run(&spec, &cancel, |pgid| {
-            shared.journal.started(&record.id, pgid, &started_at);
+        let outcome = exec::run(&spec, &cancel, |started| match started {
+            // Once a process exists: a job refused before its spawn never reads EXECUTING.
+            Started::Spawned(_) => audit::executing(&record.id, &record.command),
+            Started::Lasting(pgid) => shared.journal.started(&record.id, pgid, &started_at),
         });
         let stopping = shared.stopping.load(Ordering::SeqCst);
         apply_outcome(&mut record, outcome, spec.timeout.as_secs(), stopping);
@@ -729,7 +748,9 @@ impl JobTask {
 fn apply_outcome(record: &mut JobRecord, outcome: Outcome, timeout_s: u64, stopping: bool) {
     record.status = match &outcome.ending {
         Ending::Exited(0) => Status::Succeeded,
-        Ending::Exited(_) | Ending::Signaled(_) | Ending::SpawnFailed(_) => Status::Failed,
+        Ending::Exited(_) | Ending::Signaled(_) | Ending::SpawnFailed(_) | Ending::Refused(_) => {
+            Status::Failed
+        }
         Ending::TimedOut => Status::TimedOut,
         Ending::Cancelled if stopping => Status::Interrupted,
         Ending::Cancelled => Status::Cancelled,
@@ -738,7 +759,7 @@ fn apply_outcome(record: &mut JobRecord, outcome: Outcome, timeout_s: u64, stopp
     record.signal = outcome.signal;
     record.stdout = outcome.stdout;
     record.stderr = outcome.stderr;
-    if let Ending::SpawnFailed(why) = &outcome.ending {
+    if let Ending::SpawnFailed(why) | Ending::Refused(why) = &outcome.ending {
         record.stderr = why.clone();
     }
     record.truncated = outcome.truncated;
@@ -755,6 +776,10 @@ fn apply_outcome(record: &mut JobRecord, outcome: Outcome, timeout_s: u64, stopp
             "interrupted".to_string()
         }
         Ending::Cancelled => "cancelled".to_string(),
+        Ending::Refused(why) => {
+            audit::refused(&record.id, why);
+            "refused".to_string()
+        }
         _ => audit::rc_text(record.exit_code, record.signal),
     };
     audit::result(&record.id, &rc, &record.stdout, &record.stderr);

@@ -115,7 +115,8 @@ impl fmt::Display for FileError {
 
 impl std::error::Error for FileError {}
 
-fn owner_name(uid: u32) -> String {
+/// A user name for messages, or the uid when it has none.
+pub(super) fn owner_name(uid: u32) -> String {
     match lookup_uid(uid) {
         Ok(Some(user)) => user.name,
         _ => uid.to_string(),
@@ -142,10 +143,15 @@ fn io_err(what: &str, path: &Path, err: io::Error) -> FileError {
     }
 }
 
+/// Who may own what the agent trusts: root, or the agent's own user.
+pub(super) fn trusted_owner(uid: u32) -> bool {
+    uid == 0 || uid == euid()
+}
+
 /// Checks the owner of an open file or directory: this process's user, or root.
 fn check_owner(what: &str, path: &Path, meta: &fs::Metadata) -> Result<(), FileError> {
     let me = euid();
-    if meta.uid() != me && meta.uid() != 0 {
+    if !trusted_owner(meta.uid()) {
         return Err(FileError::Owner {
             what: what.into(),
             path: path.into(),
@@ -207,7 +213,7 @@ pub fn open_trusted(
 }
 
 /// The checks every trusted open ends with: a regular file, owner and mode per `trust`.
-fn checked_regular(
+pub(super) fn checked_regular(
     what: &str,
     path: &Path,
     opened: io::Result<File>,
@@ -280,6 +286,17 @@ pub fn parent_or_dot(path: &Path) -> &Path {
 /// fsync it, rename over the target, fsync the directory. A power cut leaves the old
 /// content or the new, never a mix.
 pub fn write_atomic(what: &str, path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    write_atomic_with(what, path, mode, |file| file.write_all(bytes))
+}
+
+/// [`write_atomic`] with the content written by `fill`, for files too large to build in
+/// memory first.
+pub fn write_atomic_with(
+    what: &str,
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), FileError> {
     let dir = parent_or_dot(path);
     let name = path
         .file_name()
@@ -295,7 +312,7 @@ pub fn write_atomic(what: &str, path: &Path, bytes: &[u8], mode: u32) -> Result<
             .mode(mode)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
-        file.write_all(bytes)?;
+        fill(&mut file)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()
@@ -398,11 +415,29 @@ fn check_private_dir(what: &str, path: &Path) -> Result<(), FileError> {
     check_meta(what, path, &meta, Trust::Private)
 }
 
+/// Where unit tests make their directories: as root, a root-owned 0755 directory in
+/// /run, so that programs written there pass the trust-chain check (nothing under the
+/// world-writable temp dir does); otherwise the temp dir.
+#[cfg(test)]
+fn test_base() -> PathBuf {
+    if euid() != 0 {
+        return std::env::temp_dir();
+    }
+    let base = PathBuf::from("/run/sudo-agent-unit-tests");
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&base)
+        .unwrap();
+    fs::set_permissions(&base, fs::Permissions::from_mode(0o755)).unwrap();
+    base
+}
+
 /// A fresh, empty 0700 directory for one unit test (removed first if a previous run left
 /// it behind); `tag` must be unique across the crate's tests.
 #[cfg(test)]
 pub(crate) fn test_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sudo-agent-{tag}-{}", std::process::id()));
+    let dir = test_base().join(format!("sudo-agent-{tag}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::DirBuilder::new()
         .recursive(true)
@@ -411,6 +446,21 @@ pub(crate) fn test_dir(tag: &str) -> PathBuf {
         .unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
     dir
+}
+
+/// [`test_dir`] whose whole chain is trusted, or `None` (a loud skip; a failure with
+/// `CI=true`) when not root: only root can make such a directory outside its home.
+#[cfg(test)]
+pub(crate) fn trusted_test_dir(tag: &str) -> Option<PathBuf> {
+    if euid() == 0 {
+        return Some(test_dir(tag));
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "trust-chain tests need root under CI=true"
+    );
+    eprintln!("SKIPPED: {tag} needs root for a directory whose whole chain is trusted");
+    None
 }
 
 #[cfg(test)]

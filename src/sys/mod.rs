@@ -2,12 +2,16 @@
 //! `unsafe` block of the crate lives in this folder (the compiler holds the rest of the
 //! crate to `deny(unsafe_code)`), each block with its `// SAFETY:` reason and each `-1`
 //! turned into an `io::Error` by [`cerr`](cerr::cerr). Also here: the one place that
-//! opens files the agent trusts (`files`), the clock, and systemd's interfaces.
+//! opens files the agent trusts (`files`), the trust chain of the programs and
+//! directories it runs (`chain`), the clock, and systemd's interfaces.
 
 mod cerr;
+mod chain;
+mod child;
 pub(crate) mod clock;
 mod fd;
 pub(crate) mod files;
+mod lock;
 mod net;
 mod process;
 mod signals;
@@ -15,11 +19,16 @@ pub(crate) mod systemd;
 mod tty;
 mod users;
 
+pub(crate) use self::chain::{ChainError, check_chain};
+pub(crate) use self::child::{ChildSetup, Credentials};
 pub(crate) use self::fd::{
     create_at, lookup_at, open_write_at, poll_readable, rename_at, set_nonblocking, unlink_at,
 };
-pub(crate) use self::net::is_loopback;
-pub(crate) use self::process::{boot_id, group_running, kill_group, pidfd_open, start_ticks};
+pub(crate) use self::lock::{LockError, lock_state_dir};
+pub(crate) use self::net::{ip_literal, is_loopback, set_send_buffer, split_authority};
+pub(crate) use self::process::{
+    Member, boot_id, group_members, group_running, host_name, kill_group, pidfd_open, start_ticks,
+};
 pub(crate) use self::signals::stop_signal_pipe;
 pub(crate) use self::tty::EchoOff;
 pub(crate) use self::users::{UserInfo, euid, lookup_group, lookup_uid, lookup_user};

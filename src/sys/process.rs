@@ -43,39 +43,73 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 /// do. So when the cheap probe says "alive", `/proc` is scanned for a live member. If
 /// `/proc` cannot be read, the answer is the conservative `true`.
 pub fn group_running(pgid: u32) -> bool {
-    if !group_alive(pgid) {
-        return false;
-    }
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return true;
-    };
+    group_alive(pgid) && scan_group(pgid, |_| true).is_none_or(|found| found)
+}
+
+/// A live (not zombie) process, as `/proc/<pid>/stat` describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    pub pid: u32,
+    /// Its session id: a job's processes keep the session their leader made.
+    pub session: u32,
+    /// When it started, in clock ticks since boot (as [`start_ticks`]).
+    pub start: u64,
+}
+
+/// The live members of process group `pgid`, from `/proc`; `None` if `/proc` cannot be
+/// read. A process that vanishes while it is read is simply not listed.
+pub fn group_members(pgid: u32) -> Option<Vec<Member>> {
+    let mut members = Vec::new();
+    scan_group(pgid, |member| {
+        members.push(member);
+        false
+    })?;
+    Some(members)
+}
+
+/// Calls `stop` with each live member of `pgid` until it returns true; `Some(true)` if
+/// it did, `Some(false)` after the last one, `None` if `/proc` cannot be read.
+fn scan_group(pgid: u32, mut stop: impl FnMut(Member) -> bool) -> Option<bool> {
+    let dir = std::fs::read_dir("/proc").ok()?;
     for entry in dir.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
         // A process can vanish between listing and reading: that is "not running".
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        if let Some((state, pgrp)) = parse_stat(&stat)
-            && pgrp == pgid
-            && state != 'Z'
-            && state != 'X'
+        if let Some(stat) = parse_stat(&stat)
+            && stat.pgrp == pgid
+            && stat.state != 'Z'
+            && stat.state != 'X'
+            && stop(Member {
+                pid,
+                session: stat.session,
+                start: stat.start,
+            })
         {
-            return true;
+            return Some(true);
         }
     }
-    false
+    Some(false)
 }
 
 /// This boot's random id (`/proc/sys/kernel/random/boot_id`). A process group id written
 /// down under another boot means nothing now: after a reboot it may name a stranger.
 pub fn boot_id() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+    kernel_value("random/boot_id")
+}
+
+/// This machine's host name (`/proc/sys/kernel/hostname`, what `hostname` prints).
+pub fn host_name() -> Option<String> {
+    kernel_value("hostname")
+}
+
+/// A one-line value under /proc/sys/kernel, trimmed; `None` if unreadable or empty.
+fn kernel_value(name: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
         .ok()
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
@@ -86,7 +120,7 @@ pub fn boot_id() -> Option<String> {
 /// from a later one that got the same pid.
 pub fn start_ticks(pid: u32) -> Option<u64> {
     // One read of a buffer the line fits in (`read_to_string` grows its buffer from 32
-    // bytes: six reads, and this runs for every job).
+    // bytes: six reads, and this runs for jobs that outlive their first look).
     let mut buf = [0u8; 1024];
     let n = std::io::Read::read(
         &mut std::fs::File::open(format!("/proc/{pid}/stat")).ok()?,
@@ -94,23 +128,35 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
     )
     .ok()?;
     let stat = std::str::from_utf8(&buf[..n]).ok()?;
-    // Fields after the command name start at field 3 (state); starttime is field 22.
-    stat[stat.rfind(')')? + 1..]
-        .split_ascii_whitespace()
-        .nth(22 - 3)?
-        .parse()
-        .ok()
+    parse_stat(stat).map(|s| s.start)
 }
 
-/// (state, process group) from a `/proc/<pid>/stat` line. The command name in
-/// parentheses may itself hold spaces and ')', so fields are counted after the last ')'.
-fn parse_stat(stat: &str) -> Option<(char, u32)> {
+/// The fields of a `/proc/<pid>/stat` line the agent reads.
+#[derive(Debug, PartialEq, Eq)]
+struct Stat {
+    state: char,
+    pgrp: u32,
+    session: u32,
+    start: u64,
+}
+
+/// Parses a `/proc/<pid>/stat` line. The command name in parentheses may itself hold
+/// spaces and ')', so fields are counted after the last ')', where field 3 (state)
+/// starts; process group is field 5, session 6, start time 22.
+fn parse_stat(stat: &str) -> Option<Stat> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_ascii_whitespace();
     let state = fields.next()?.chars().next()?;
     let _ppid = fields.next()?;
     let pgrp = fields.next()?.parse().ok()?;
-    Some((state, pgrp))
+    let session = fields.next()?.parse().ok()?;
+    let start = fields.nth(22 - 7)?.parse().ok()?;
+    Some(Stat {
+        state,
+        pgrp,
+        session,
+        start,
+    })
 }
 
 #[cfg(test)]
@@ -119,14 +165,25 @@ mod tests {
 
     #[test]
     fn parses_stat_with_odd_command_names() {
-        let line = "1234 (a b) c)) S 1 4321 4321 0 -1 4194560 100 0 0 0";
-        assert_eq!(parse_stat(line), Some(('S', 4321)));
+        let line = "1234 (a b) c)) S 1 4321 4320 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 0";
+        assert_eq!(
+            parse_stat(line),
+            Some(Stat {
+                state: 'S',
+                pgrp: 4321,
+                session: 4320,
+                start: 98765
+            })
+        );
         assert_eq!(parse_stat("garbage"), None);
+        assert_eq!(parse_stat("1 (x) S 1 2 3 0"), None);
     }
 
     #[test]
     fn boot_id_and_start_ticks() {
         assert_eq!(boot_id().map(|b| b.len()), Some(36));
+        let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(host_name().as_deref(), Some(name.trim()));
         let me = start_ticks(std::process::id()).unwrap();
         assert!(me > 0);
         assert_eq!(start_ticks(std::process::id()), Some(me));
@@ -139,10 +196,16 @@ mod tests {
         let pgid = std::fs::read_to_string(format!("/proc/{me}/stat"))
             .ok()
             .and_then(|s| parse_stat(&s))
-            .map(|(_, g)| g)
+            .map(|s| s.pgrp)
             .unwrap();
         if pgid > 1 {
             assert!(group_running(pgid));
+            let members = group_members(pgid).unwrap();
+            let me = members
+                .iter()
+                .find(|m| m.pid == std::process::id())
+                .unwrap();
+            assert_eq!(Some(me.start), start_ticks(me.pid));
         }
     }
 }

@@ -1,0 +1,203 @@
+//! `sudo-agent explain`: the words a command becomes, each rule tried with the first
+//! word it refused and why, the rule that matches, and exactly how the agent would run
+//! it (the `ExecSpec` the agent itself builds for that rule). Runs nothing; exit 0 when
+//! allowed, 1 when not. `--json` says the same as one JSON object, for tools.
+
+use std::path::Path;
+
+use serde_json::{Map, Value, json};
+
+use super::parse::Asked;
+use crate::config::Config;
+use crate::jobs::{ExecSpec, own_home};
+use crate::policy::{self, Explanation, Invocation, quote};
+use crate::sys;
+
+/// Loads the config as `serve` would (trusted-file checks, every rule validated) and
+/// explains `asked`; the exit code is 0 when it would be allowed.
+pub fn explain(config: &Path, asked: &Asked, json: bool) -> Result<i32, String> {
+    let cfg = Config::load(config).map_err(|e| e.to_string())?;
+    let request = match asked {
+        Asked::Command(command) => Invocation::Command(command),
+        Asked::Argv(argv) => Invocation::Argv(argv),
+    };
+    let explained =
+        policy::explain(&cfg.rules, &request).map_err(|e| format!("nothing to explain: {e}"))?;
+    let home = own_home();
+    let spec = explained
+        .plan
+        .as_ref()
+        .map(|plan| ExecSpec::for_rule(plan.rule, plan.argv.clone(), &cfg.jobs, &home));
+    if json {
+        println!("{}", as_json(asked, &explained, spec.as_ref()));
+    } else {
+        print!("{}", as_text(&explained, spec.as_ref()));
+    }
+    Ok(if explained.plan.is_some() { 0 } else { 1 })
+}
+
+fn quoted(words: &[String]) -> String {
+    words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
+}
+
+fn as_text(e: &Explanation<'_>, spec: Option<&ExecSpec>) -> String {
+    let mut out = String::new();
+    match (&e.words, &e.split_error) {
+        (Some(words), _) => out.push_str(&format!("words: {}\n", quoted(words))),
+        (None, Some(err)) => out.push_str(&format!("words: none, {err}\n")),
+        (None, None) => {}
+    }
+    for attempt in &e.tried {
+        let name = quote(&attempt.rule.name);
+        match &attempt.refused {
+            Some(refusal) => out.push_str(&format!("rule {name}: no, {refusal}\n")),
+            None => out.push_str(&format!("rule {name}: matches\n")),
+        }
+    }
+    match (&e.plan, spec) {
+        (Some(plan), Some(spec)) => {
+            let code = if plan.rule.no_pin {
+                "no (no_pin)"
+            } else {
+                "yes"
+            };
+            out.push_str(&format!(
+                "allowed by rule {}; needs a code: {code}\nwould run:\n",
+                quote(&plan.rule.name)
+            ));
+            for (key, value) in run_lines(spec) {
+                out.push_str(&format!("  {key}: {value}\n"));
+            }
+        }
+        _ => out.push_str(
+            "refused: no rule matches (the agent answers 403 not_allowed to a valid code, 401 \
+             without one)\n",
+        ),
+    }
+    out.push_str("nothing was run\n");
+    out
+}
+
+/// How the job would run, one setting a line; a new setting (limits, a sandbox) is one
+/// more line here and one more key in [`run_json`].
+fn run_lines(spec: &ExecSpec) -> Vec<(&'static str, String)> {
+    let env = if spec.env.is_empty() {
+        "the base environment only".to_string()
+    } else {
+        let added: Vec<String> = spec
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={}", quote(v)))
+            .collect();
+        format!("the base environment plus {}", added.join(" "))
+    };
+    vec![
+        ("argv", quoted(&spec.argv)),
+        ("user", user_text(spec)),
+        ("home", spec.home.display().to_string()),
+        (
+            "working directory",
+            spec.cwd
+                .as_ref()
+                .map_or_else(|| "the agent's own".into(), |d| d.display().to_string()),
+        ),
+        ("environment", env),
+        (
+            "timeout",
+            format!(
+                "{} s, then SIGTERM to its process group and SIGKILL {} s later",
+                spec.timeout.as_secs(),
+                spec.kill_grace.as_secs()
+            ),
+        ),
+        (
+            "output kept",
+            format!(
+                "{} bytes of stdout and {} of stderr",
+                spec.max_output_bytes, spec.max_output_bytes
+            ),
+        ),
+    ]
+}
+
+fn user_name(uid: u32) -> String {
+    sys::lookup_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name)
+}
+
+fn user_text(spec: &ExecSpec) -> String {
+    match (spec.uid, spec.gid) {
+        (Some(uid), Some(gid)) => format!(
+            "{} (uid {uid}, gid {gid}, no supplementary groups)",
+            user_name(uid)
+        ),
+        (Some(uid), None) => format!("{} (uid {uid})", user_name(uid)),
+        (None, Some(gid)) => {
+            let uid = sys::euid();
+            format!("{} (uid {uid}, the agent's own), gid {gid}", user_name(uid))
+        }
+        (None, None) => {
+            let uid = sys::euid();
+            format!(
+                "{} (uid {uid}), the agent's own user and groups",
+                user_name(uid)
+            )
+        }
+    }
+}
+
+fn run_json(spec: &ExecSpec) -> Value {
+    let uid = spec.uid.unwrap_or_else(sys::euid);
+    let env: Map<String, Value> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+        .collect();
+    json!({
+        "argv": spec.argv,
+        "user": user_name(uid),
+        "uid": uid,
+        "gid": spec.gid,
+        "home": spec.home,
+        "cwd": spec.cwd,
+        "env": env,
+        "timeout_s": spec.timeout.as_secs(),
+        "kill_grace_s": spec.kill_grace.as_secs(),
+        "max_output_bytes": spec.max_output_bytes,
+    })
+}
+
+fn as_json(asked: &Asked, e: &Explanation<'_>, spec: Option<&ExecSpec>) -> Value {
+    let tried: Vec<Value> = e
+        .tried
+        .iter()
+        .map(|attempt| match &attempt.refused {
+            None => json!({"rule": attempt.rule.name, "matched": true}),
+            Some(r) => json!({
+                "rule": attempt.rule.name,
+                "matched": false,
+                "position": r.position,
+                "word": r.word,
+                "why": r.why,
+            }),
+        })
+        .collect();
+    let (command, argv) = match asked {
+        Asked::Command(command) => (Some(command), None),
+        Asked::Argv(argv) => (None, Some(argv)),
+    };
+    let plan = e.plan.as_ref();
+    json!({
+        "command": command,
+        "argv": argv,
+        "words": e.words,
+        "split_error": e.split_error.as_ref().map(ToString::to_string),
+        "tried": tried,
+        "allowed": plan.is_some(),
+        "rule": plan.map(|p| &p.rule.name),
+        "needs_code": plan.map(|p| !p.rule.no_pin),
+        "run": spec.map(run_json),
+    })
+}

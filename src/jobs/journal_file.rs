@@ -1,0 +1,438 @@
+//! The job journal's file, `<state_dir>/jobs.jsonl`: its lines, how start-up reads it
+//! back, how it is compacted, and what start-up may do with the process groups of jobs
+//! it finds cut off (`judge`). The threads that write it are in `journal`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::record::{JobRecord, Status};
+use crate::sys;
+use crate::sys::files::{self, FileError, Trust};
+
+/// File name inside `state_dir`.
+pub(super) const FILE_NAME: &str = "jobs.jsonl";
+pub(super) const WHAT: &str = "journal file";
+
+/// One journal line. `J` is `&JobRecord` when writing, `JobRecord` when reading.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "ev", rename_all = "snake_case")]
+pub(super) enum Line<J> {
+    /// A code of this TOTP time step was accepted: synced before what it authorised
+    /// acts, so after any crash the step stays used (with `auth.json`, the larger wins).
+    Used { step: u64 },
+    /// Accepted (queued); written before the job may start.
+    Submit { job: J },
+    /// The job's process group exists: what a later start-up needs to end it.
+    Start {
+        id: String,
+        pgid: u32,
+        started_at: String,
+        /// Boot id and leader start time: a pgid from another boot, or one reused by a
+        /// later process, must never be signalled.
+        boot: Option<String>,
+        leader_start: Option<u64>,
+    },
+    /// The final record.
+    End { job: J },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Group {
+    pub(super) pgid: u32,
+    pub(super) boot: Option<String>,
+    pub(super) leader_start: Option<u64>,
+}
+
+/// A job as the journal last recorded it.
+#[derive(Debug)]
+pub(super) struct Kept {
+    pub(super) record: JobRecord,
+    pub(super) group: Option<Group>,
+}
+
+/// At least `keep` new lines (or bytes) between compactions, and never before
+/// `2 × keep`: the file stays under about twice what it keeps.
+pub(super) fn next_compaction(now: usize, keep: usize) -> usize {
+    now.saturating_add(keep).max(keep.saturating_mul(2))
+}
+
+pub(super) fn io_error(path: &Path, err: io::Error) -> FileError {
+    FileError::Io {
+        what: WHAT.into(),
+        path: path.into(),
+        err,
+    }
+}
+
+/// Where a job's lines are in the file, for [`compact`].
+struct Lines {
+    /// Its newest Submit or End line: number and length.
+    record: (usize, usize),
+    /// Its newest Start line while it is not final.
+    start: Option<(usize, usize)>,
+    is_final: bool,
+}
+
+/// What [`compact`] left.
+#[derive(Debug, Default)]
+pub(super) struct Compacted {
+    pub(super) lines: usize,
+    pub(super) bytes: usize,
+    /// The newest process start any job's start line recorded under the boot given:
+    /// what [`judge`] needs to prove a leaderless group is a job's, and what the start
+    /// lines of ended jobs, not kept, carried.
+    pub(super) seen_until: Option<u64>,
+    /// The highest time step a code was used for, carried in one `Used` line.
+    pub(super) last_step: u64,
+}
+
+/// Rewrites the journal with what the newest `history` jobs need, as long as their lines
+/// fit `budget` bytes, plus every job not yet ended. Two passes over the file, each
+/// holding one line at a time: first which job's lines are where, then a copy of the
+/// lines kept, byte for byte.
+pub(super) fn compact(
+    path: &Path,
+    history: usize,
+    budget: usize,
+    boot: Option<&str>,
+) -> Result<Compacted, FileError> {
+    let (file, _) = files::open_trusted(WHAT, path, Trust::Private)?;
+    let mut seen_until = None;
+    let mut last_step = 0;
+    let mut order: Vec<String> = Vec::new();
+    let mut jobs: HashMap<String, Lines> = HashMap::new();
+    each_line(file, |number, line| {
+        let text = line.trim_ascii();
+        if text.is_empty() {
+            return;
+        }
+        // Parsed whole, one line at a time: a second, lighter parser would cost binary
+        // size to save a moment once per compaction.
+        match serde_json::from_slice::<Line<JobRecord>>(text) {
+            Ok(Line::Used { step }) => last_step = last_step.max(step),
+            Ok(Line::Submit { job } | Line::End { job }) => {
+                let is_final = job.status.is_final();
+                let record = (number, line.len());
+                match jobs.get_mut(&job.id) {
+                    // A submission never takes back an end already seen.
+                    Some(kept) if kept.is_final && !is_final => {}
+                    Some(kept) => {
+                        kept.record = record;
+                        kept.is_final = is_final;
+                    }
+                    None => {
+                        order.push(job.id.clone());
+                        let start = None;
+                        jobs.insert(
+                            job.id,
+                            Lines {
+                                record,
+                                start,
+                                is_final,
+                            },
+                        );
+                    }
+                }
+            }
+            Ok(Line::Start {
+                id,
+                boot: started_in,
+                leader_start,
+                ..
+            }) => {
+                if let Some(kept) = jobs.get_mut(&id)
+                    && !kept.is_final
+                {
+                    kept.start = Some((number, line.len()));
+                    if boot.is_some() && started_in.as_deref() == boot {
+                        seen_until = seen_until.max(leader_start);
+                    }
+                }
+            }
+            Err(err) => skipped(path, number + 1, line, &err),
+        }
+    })
+    .map_err(|err| io_error(path, err))?;
+    let (mut ended, mut ended_bytes) = (0usize, 0usize);
+    // Per line of the file: copy it?
+    let mut wanted: Vec<bool> = Vec::new();
+    for id in order.iter().rev() {
+        let Some(lines) = jobs.get(id) else { continue };
+        if lines.is_final {
+            ended_bytes += lines.record.1;
+            ended += 1;
+            if ended > history || ended_bytes > budget {
+                continue;
+            }
+        }
+        let start = lines.start.filter(|_| !lines.is_final);
+        for (number, _) in std::iter::once(lines.record).chain(start) {
+            if wanted.len() <= number {
+                wanted.resize(number + 1, false);
+            }
+            wanted[number] = true;
+        }
+    }
+    drop(jobs);
+    let (source, _) = files::open_trusted(WHAT, path, Trust::Private)?;
+    let (mut lines, mut bytes) = (0, 0);
+    files::write_atomic_with(WHAT, path, 0o600, |file| {
+        let mut out = BufWriter::new(file);
+        if last_step > 0 {
+            let used = serde_json::to_vec(&Line::<&JobRecord>::Used { step: last_step })?;
+            lines += 1;
+            bytes += used.len() + 1;
+            out.write_all(&used)?;
+            out.write_all(b"\n")?;
+        }
+        let mut copied = Ok(());
+        each_line(source, |number, line| {
+            if copied.is_ok() && wanted.get(number) == Some(&true) {
+                lines += 1;
+                let line = line.strip_suffix(b"\n").unwrap_or(line);
+                bytes += line.len() + 1;
+                copied = out.write_all(line).and_then(|()| out.write_all(b"\n"));
+            }
+        })?;
+        copied?;
+        out.flush()
+    })?;
+    Ok(Compacted {
+        lines,
+        bytes,
+        seen_until,
+        last_step,
+    })
+}
+
+/// Warns of a line that does not parse (a torn last line after a power cut).
+fn skipped(path: &Path, number: usize, line: &[u8], err: &serde_json::Error) {
+    let torn = if line.ends_with(b"\n") {
+        ""
+    } else {
+        " (torn: the agent stopped in the middle of writing it)"
+    };
+    log::warn!(
+        "journal {}: line {number} skipped{torn}: {err}",
+        path.display()
+    );
+}
+
+/// Calls `each` with the number (from 0) and bytes (newline included) of every line.
+fn each_line(file: File, mut each: impl FnMut(usize, &[u8])) -> io::Result<()> {
+    let mut reader = BufReader::new(file);
+    let mut buf = Vec::new();
+    for number in 0.. {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        each(number, &buf);
+    }
+    Ok(())
+}
+
+/// Each job's newest state, oldest job first. A line that does not parse (a torn last
+/// line after a power cut) is skipped with a warning.
+pub(super) fn read(mut reader: impl BufRead, path: &Path) -> io::Result<Vec<Kept>> {
+    let mut order: Vec<String> = Vec::new();
+    let mut jobs: HashMap<String, Kept> = HashMap::new();
+    let mut buf = Vec::new();
+    let mut number = 0usize;
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        number += 1;
+        let text = buf.trim_ascii();
+        if text.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<Line<JobRecord>>(text) {
+            // Carried by `compact`, which start-up runs first.
+            Ok(Line::Used { .. }) => {}
+            Ok(Line::Submit { job } | Line::End { job }) => match jobs.get_mut(&job.id) {
+                // A submission never takes back an end already seen.
+                Some(kept) if kept.record.status.is_final() && !job.status.is_final() => {}
+                Some(kept) => kept.record = job,
+                None => {
+                    order.push(job.id.clone());
+                    jobs.insert(
+                        job.id.clone(),
+                        Kept {
+                            record: job,
+                            group: None,
+                        },
+                    );
+                }
+            },
+            Ok(Line::Start {
+                id,
+                pgid,
+                started_at,
+                boot,
+                leader_start,
+            }) => {
+                if let Some(kept) = jobs.get_mut(&id)
+                    && !kept.record.status.is_final()
+                {
+                    kept.record.status = Status::Running;
+                    kept.record.started_at = Some(started_at);
+                    kept.group = Some(Group {
+                        pgid,
+                        boot,
+                        leader_start,
+                    });
+                }
+            }
+            Err(err) => skipped(path, number, &buf, &err),
+        }
+    }
+    Ok(order
+        .into_iter()
+        .filter_map(|id| jobs.remove(&id))
+        .collect())
+}
+
+/// Every job not yet ended (its processes may still need ending) and the newest
+/// `history` ended ones, in their order.
+pub(super) fn keep(jobs: Vec<Kept>, history: usize) -> Vec<Kept> {
+    let ended = jobs.iter().filter(|k| k.record.status.is_final()).count();
+    let mut drop = ended.saturating_sub(history);
+    jobs.into_iter()
+        .filter(|k| {
+            let old = drop > 0 && k.record.status.is_final();
+            drop -= usize::from(old);
+            !old
+        })
+        .collect()
+}
+
+/// Replaces the journal with the used step and `jobs` (temp file, fsync, rename);
+/// returns its lines and bytes.
+pub(super) fn rewrite(
+    path: &Path,
+    jobs: &[Kept],
+    last_step: u64,
+) -> Result<(usize, usize), FileError> {
+    let mut lines: Vec<Line<&JobRecord>> = Vec::with_capacity(jobs.len() + 1);
+    if last_step > 0 {
+        lines.push(Line::Used { step: last_step });
+    }
+    for kept in jobs {
+        if kept.record.status.is_final() {
+            lines.push(Line::End { job: &kept.record });
+            continue;
+        }
+        lines.push(Line::Submit { job: &kept.record });
+        if let Some(g) = &kept.group {
+            lines.push(Line::Start {
+                id: kept.record.id.clone(),
+                pgid: g.pgid,
+                started_at: kept.record.started_at.clone().unwrap_or_default(),
+                boot: g.boot.clone(),
+                leader_start: g.leader_start,
+            });
+        }
+    }
+    let mut bytes = 0;
+    files::write_atomic_with(WHAT, path, 0o600, |file| {
+        let mut out = BufWriter::new(file);
+        for line in &lines {
+            let encoded = serde_json::to_vec(line)?;
+            bytes += encoded.len() + 1;
+            out.write_all(&encoded)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()
+    })?;
+    Ok((lines.len(), bytes))
+}
+
+/// What start-up may do with a process group an interrupted job left behind.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Provably the job's: end it.
+    Ours,
+    /// Another boot, or no process left: nothing to do.
+    Gone,
+    /// Live processes that cannot be shown to be the job's: never signalled, only named.
+    LeftAlone { why: &'static str, pids: Vec<u32> },
+}
+
+/// Whether a recorded group is still this job's, from what `/proc` says now.
+///
+/// A group number is a pid, and is reused once every process of the group (and of the
+/// session, which the job's leader also made) is gone. So:
+/// - another boot: gone;
+/// - the leader is alive (or a zombie): ours only if it started when the journal says;
+/// - the leader is gone: ours only if a live member of the group is in the job's
+///   session and started between the job's start and `seen_until` (while the previous
+///   agent still counted the job as running, so the number could not yet be reused: a
+///   stranger's processes all start after the reuse). A member started later may be
+///   the job's or a stranger's; nothing proves which, so it is left alone.
+pub(super) fn judge(group: &Group, boot: Option<&str>, seen_until: Option<u64>) -> Verdict {
+    judge_with(
+        group,
+        boot,
+        seen_until,
+        sys::start_ticks(group.pgid),
+        || sys::group_members(group.pgid),
+    )
+}
+
+/// [`judge`] with what `/proc` says passed in, for tests.
+pub(super) fn judge_with(
+    group: &Group,
+    boot: Option<&str>,
+    seen_until: Option<u64>,
+    leader_start_now: Option<u64>,
+    members: impl FnOnce() -> Option<Vec<sys::Member>>,
+) -> Verdict {
+    if group.boot.is_none() || group.boot.as_deref() != boot {
+        return Verdict::Gone;
+    }
+    let pids = |listed: &Option<Vec<sys::Member>>| -> Vec<u32> {
+        listed.iter().flatten().map(|m| m.pid).collect()
+    };
+    if let Some(now) = leader_start_now {
+        return if group.leader_start == Some(now) {
+            Verdict::Ours
+        } else {
+            Verdict::LeftAlone {
+                why: "its number now belongs to a process started after the job",
+                pids: pids(&members()),
+            }
+        };
+    }
+    let listed = members();
+    let Some(found) = &listed else {
+        return Verdict::LeftAlone {
+            why: "its leader is gone and /proc cannot be read to tell whose its processes are",
+            pids: Vec::new(),
+        };
+    };
+    if found.is_empty() {
+        return Verdict::Gone;
+    }
+    let proven = match (group.leader_start, seen_until) {
+        (Some(from), Some(until)) => found
+            .iter()
+            .any(|m| m.session == group.pgid && (from..=until).contains(&m.start)),
+        _ => false,
+    };
+    if proven {
+        Verdict::Ours
+    } else {
+        Verdict::LeftAlone {
+            why: "its leader is gone and none of its processes can be shown to be the job's \
+                  (a group number is reused once the job's processes are all gone)",
+            pids: pids(&listed),
+        }
+    }
+}
