@@ -70,33 +70,26 @@ impl Mark {
     /// The line is written (synced, for a code): `Some(true)` if the loop asked to hear
     /// of it, `None` if the loop gave up first and the job must not run.
     fn set_written(&self) -> Option<bool> {
-        let mut state = self.0.load(Ordering::Acquire);
-        loop {
-            if state == ABANDONED {
-                return None;
-            }
-            match self
-                .0
-                .compare_exchange(state, WRITTEN, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return Some(state == WANTED),
-                Err(now) => state = now,
-            }
-        }
+        self.settle(WRITTEN, ABANDONED).map(|was| was == WANTED)
     }
 
     /// The loop gives up on it: true unless it was written first.
     fn abandon(&self) -> bool {
+        self.settle(ABANDONED, WRITTEN).is_some()
+    }
+
+    /// Moves to `to` unless `rival` got there first; the state it left.
+    fn settle(&self, to: u8, rival: u8) -> Option<u8> {
         let mut state = self.0.load(Ordering::Acquire);
         loop {
-            if state == WRITTEN {
-                return false;
+            if state == rival {
+                return None;
             }
             match self
                 .0
-                .compare_exchange(state, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(state, to, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return true,
+                Ok(was) => return Some(was),
                 Err(now) => state = now,
             }
         }
