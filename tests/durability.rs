@@ -266,17 +266,16 @@ fn strace(calls: &[&str], ms: u64) -> Option<Vec<String>> {
     Some(args.to_vec())
 }
 
-/// SIGKILL to the agent strace runs (killing strace would leave it behind), then
-/// strace itself.
+/// SIGKILL to the agent strace runs and to strace (their process group), and waits
+/// until the agent is gone.
 fn kill_traced(agent: &mut Agent) {
     let strace = agent.pid();
     let children = std::fs::read_to_string(format!("/proc/{strace}/task/{strace}/children"))
         .unwrap_or_default();
+    agent.kill9();
     for pid in children.split_whitespace().filter_map(|p| p.parse().ok()) {
-        unsafe_kill(pid, 9);
         assert!(wait_until(Duration::from_secs(10), || !alive(pid)));
     }
-    agent.kill9();
 }
 
 #[test]

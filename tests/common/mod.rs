@@ -187,6 +187,8 @@ pub struct Agent {
     pub params: Params,
     pub config_path: PathBuf,
     http: ureq::Agent,
+    /// Started by `spawn_wrapped`, in a process group of its own: killed as a group.
+    wrapped: bool,
 }
 
 /// A response as a user sees it.
@@ -266,6 +268,7 @@ impl Agent {
             params,
             config_path,
             http,
+            wrapped: false,
         }
     }
 
@@ -277,15 +280,20 @@ impl Agent {
     }
 
     /// (Re)starts the process as the last argument of `wrapper` (e.g. strace injecting
-    /// a fault), which must run the agent as its child and end it when it dies.
+    /// a fault), in a process group of its own: `kill9` kills the whole group (the
+    /// wrapper, the agent it runs and anything of theirs still in it, such as a child
+    /// qemu-user forked for a spawn), so nothing outlives the test.
     pub fn spawn_wrapped(&mut self, wrapper: &[String], env: &[(&str, &str)]) {
+        use std::os::unix::process::CommandExt;
         let agent = agent_command();
         let mut cmd = Command::new(&wrapper[0]);
         cmd.args(&wrapper[1..])
             .arg(agent.get_program())
             .args(agent.get_args())
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            .process_group(0);
         self.launch(cmd, env);
+        self.wrapped = true;
     }
 
     /// (Re)starts the process as systemd's socket activation would (see
@@ -351,6 +359,11 @@ impl Agent {
     /// SIGKILL, as a power cut or OOM kill would.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
+            if std::mem::take(&mut self.wrapped) {
+                let _ = Command::new("kill")
+                    .args(["-9", "--", &format!("-{}", child.id())])
+                    .status();
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
