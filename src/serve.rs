@@ -10,7 +10,9 @@ use crate::audit::{self, AuditError};
 use crate::auth::{Auth, SecretError, StateError, StateStore, load_secret};
 use crate::config::Config;
 use crate::http::{Handler, Reply, Request, Response, Routes, Server, WaitKind};
-use crate::jobs::{Jobs, Journal, NotifyCommand, ResultsDir, own_home};
+use crate::jobs::{
+    Jobs, Journal, NotifyCommand, ResultsDir, init_containment, own_home, remove_containment,
+};
 use crate::sys::files::FileError;
 use crate::sys::systemd::{Lifecycle, Systemd};
 use crate::sys::{self, LockError, clock, is_loopback};
@@ -111,6 +113,12 @@ pub fn serve(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
             what: "signal handlers",
             err,
         })?;
+    // Before any job thread: the cgroup tree (which may move the agent into a leaf).
+    let containment = init_containment();
+    log::info!("CONTAINMENT: {}", containment.describe());
+    for warning in containment.warnings(&cfg.rules, &cfg.jobs) {
+        log::warn!("{warning}");
+    }
     let (journal, recovered) =
         Journal::open(&cfg.state_dir, cfg.jobs.history).map_err(StartError::Journal)?;
     let notify = cfg
@@ -148,6 +156,7 @@ pub fn serve(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
             what: "event loop",
             err,
         })?;
+    remove_containment();
     log::info!("STOPPED");
     Ok(())
 }

@@ -148,7 +148,8 @@ fn defaults_applied() {
             max_output_bytes: 1_048_576,
             history: 1000,
             wait_s: 10,
-            wait_max_s: 120
+            wait_max_s: 120,
+            limits: crate::sys::Limits::default()
         }
     );
     assert_eq!(c.notify, None);

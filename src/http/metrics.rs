@@ -34,7 +34,7 @@ const DURATION_BUCKETS_MS: [u64; 12] = [
 ];
 
 /// Values read at scrape time rather than counted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Gauges {
     pub running: usize,
     pub queued: usize,
@@ -42,6 +42,8 @@ pub struct Gauges {
     pub results_files: u64,
     pub results_bytes: u64,
     pub uptime_s: u64,
+    /// Each containment layer and whether it is in force.
+    pub containment: Vec<(&'static str, bool)>,
 }
 
 /// Plain arrays and a short list rather than maps: the label sets are small and fixed,
@@ -186,6 +188,15 @@ impl Metrics {
         ] {
             header(&mut out, name, "gauge", help);
             let _ = writeln!(out, "{name} {value}");
+        }
+        header(
+            &mut out,
+            "sudo_agent_containment",
+            "gauge",
+            "1 when the layer contains jobs: cgroup, its controllers, the sandbox namespaces.",
+        );
+        for (layer, on) in &gauges.containment {
+            let _ = writeln!(out, "sudo_agent_containment{{layer=\"{layer}\"}} {}", u8::from(*on));
         }
         header(
             &mut out,

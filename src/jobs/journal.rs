@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use super::record::{JobRecord, Status};
 use crate::audit;
-use crate::sys;
 use crate::sys::files::{self, FileError, Trust};
+use crate::sys::{self, JobCgroup};
 use crate::text::utf8_prefix;
 
 const FILE_NAME: &str = "jobs.jsonl";
@@ -45,6 +45,9 @@ enum Line<J> {
         /// later process, must never be signalled.
         boot: Option<String>,
         leader_start: Option<u64>,
+        /// The job's cgroup: whatever is still in it is the job's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cgroup: Option<PathBuf>,
     },
     /// The final record.
     End { job: J },
@@ -55,6 +58,7 @@ struct Group {
     pgid: u32,
     boot: Option<String>,
     leader_start: Option<u64>,
+    cgroup: Option<PathBuf>,
 }
 
 /// A job as the journal last recorded it.
@@ -69,6 +73,8 @@ struct Kept {
 pub struct Orphan {
     pub id: String,
     pub pgid: u32,
+    /// Proven the job's by its cgroup: end what is in it, not the group number.
+    pub cgroup: Option<PathBuf>,
 }
 
 /// What start-up found in the journal.
@@ -125,9 +131,10 @@ impl Journal {
             };
             let id = &job.record.id;
             match judge(&group, boot.as_deref(), seen_until) {
-                Verdict::Ours => orphans.push(Orphan {
+                Verdict::Ours(cgroup) => orphans.push(Orphan {
                     id: id.clone(),
                     pgid: group.pgid,
+                    cgroup,
                 }),
                 Verdict::Gone => {}
                 Verdict::LeftAlone { why, pids } => log::warn!(
@@ -167,15 +174,17 @@ impl Journal {
         self.send(&Line::Submit { job: record });
     }
 
-    /// The job's process group `pgid` exists. Not synced: it only matters while this
-    /// boot lasts, and the page cache outlives a crash of the agent itself.
-    pub fn started(&self, id: &str, pgid: u32, started_at: &str) {
+    /// The job's process group `pgid` (and its `cgroup`) exists. Not synced: it only
+    /// matters while this boot lasts, and the page cache outlives a crash of the agent
+    /// itself.
+    pub fn started(&self, id: &str, pgid: u32, cgroup: Option<&Path>, started_at: &str) {
         self.send(&Line::<&JobRecord>::Start {
             id: id.to_owned(),
             pgid,
             started_at: started_at.to_owned(),
             boot: self.boot.clone(),
             leader_start: sys::start_ticks(pgid),
+            cgroup: cgroup.map(Path::to_path_buf),
         });
     }
 
@@ -339,6 +348,7 @@ fn read(mut reader: impl BufRead, path: &Path) -> io::Result<Vec<Kept>> {
                 started_at,
                 boot,
                 leader_start,
+                cgroup,
             }) => {
                 if let Some(kept) = jobs.get_mut(&id)
                     && !kept.record.status.is_final()
@@ -349,6 +359,7 @@ fn read(mut reader: impl BufRead, path: &Path) -> io::Result<Vec<Kept>> {
                         pgid,
                         boot,
                         leader_start,
+                        cgroup,
                     });
                 }
             }
@@ -401,6 +412,7 @@ fn rewrite(path: &Path, jobs: &[Kept]) -> Result<usize, FileError> {
                 started_at: kept.record.started_at.clone().unwrap_or_default(),
                 boot: g.boot.clone(),
                 leader_start: g.leader_start,
+                cgroup: g.cgroup.clone(),
             });
         }
     }
@@ -420,8 +432,8 @@ fn rewrite(path: &Path, jobs: &[Kept]) -> Result<usize, FileError> {
 /// What start-up may do with a process group an interrupted job left behind.
 #[derive(Debug, PartialEq, Eq)]
 enum Verdict {
-    /// Provably the job's: end it.
-    Ours,
+    /// Provably the job's: end it; by its cgroup when that is the proof.
+    Ours(Option<PathBuf>),
     /// Another boot, or no process left: nothing to do.
     Gone,
     /// Live processes that cannot be shown to be the job's: never signalled, only named.
@@ -441,7 +453,11 @@ fn last_seen_running(jobs: &[Kept], boot: Option<&str>) -> Option<u64> {
 
 /// Whether a recorded group is still this job's, from what `/proc` says now.
 ///
-/// A group number is a pid, and is reused once every process of the group (and of the
+/// A job that had a cgroup (`job-<id>`, made for this job alone) is judged by it while
+/// it exists: processes in it are the job's, wherever their group or session went; an
+/// empty one is removed.
+///
+/// Without one: a group number is a pid, and is reused once every process of the group (and of the
 /// session, which the job's leader also made) is gone. So:
 /// - another boot: gone;
 /// - the leader is alive (or a zombie): ours only if it started when the journal says;
@@ -451,6 +467,13 @@ fn last_seen_running(jobs: &[Kept], boot: Option<&str>) -> Option<u64> {
 ///   stranger's processes all start after the reuse). A member started later may be
 ///   the job's or a stranger's; nothing proves which, so it is left alone.
 fn judge(group: &Group, boot: Option<&str>, seen_until: Option<u64>) -> Verdict {
+    if let Some(cgroup) = group.cgroup.as_deref().and_then(JobCgroup::open) {
+        if cgroup.populated() {
+            return Verdict::Ours(Some(cgroup.dir().to_path_buf()));
+        }
+        let _ = cgroup.remove();
+        return Verdict::Gone;
+    }
     judge_with(
         group,
         boot,
@@ -476,7 +499,7 @@ fn judge_with(
     };
     if let Some(now) = leader_start_now {
         return if group.leader_start == Some(now) {
-            Verdict::Ours
+            Verdict::Ours(None)
         } else {
             Verdict::LeftAlone {
                 why: "its number now belongs to a process started after the job",
@@ -501,7 +524,7 @@ fn judge_with(
         _ => false,
     };
     if proven {
-        Verdict::Ours
+        Verdict::Ours(None)
     } else {
         Verdict::LeftAlone {
             why: "its leader is gone and none of its processes can be shown to be the job's \
@@ -554,6 +577,7 @@ mod tests {
         journal.started(
             &record(3, Status::Running).id,
             leader.id(),
+            None,
             "2026-01-01T00:00:01.000Z",
         );
         journal.sync();
@@ -576,7 +600,8 @@ mod tests {
             recovered.orphans,
             [Orphan {
                 id: record(3, Status::Queued).id,
-                pgid: leader.id()
+                pgid: leader.id(),
+                cgroup: None
             }]
         );
         leader.kill().unwrap();
@@ -701,8 +726,9 @@ mod tests {
             pgid: me,
             boot: boot.clone(),
             leader_start: sys::start_ticks(me),
+            cgroup: None,
         };
-        assert_eq!(judge(&mine, boot.as_deref(), None), Verdict::Ours);
+        assert_eq!(judge(&mine, boot.as_deref(), None), Verdict::Ours(None));
         let reused = Group {
             leader_start: mine.leader_start.map(|t| t - 1),
             ..mine.clone()
@@ -721,6 +747,7 @@ mod tests {
             pgid: 500,
             boot: Some("b".into()),
             leader_start: Some(1000),
+            cgroup: None,
         };
         let member = |pid, session, start| sys::Member {
             pid,
@@ -733,7 +760,7 @@ mod tests {
         // Forked by the job, in its session, before the agent last wrote a start line.
         assert_eq!(
             judged(Some(1200), vec![member(501, 500, 1100)]),
-            Verdict::Ours
+            Verdict::Ours(None)
         );
         // A stranger that got the number later (a daemon's setsid'd first child that
         // exited): its processes started after the last moment the job was seen.

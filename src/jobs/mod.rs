@@ -1,9 +1,10 @@
 //! Jobs from acceptance to history: `table` (queue, running set, bounded history, on
 //! the loop thread), `exec` (one job's process on its own thread), `journal` (history
 //! across restarts), `results` (the `agent-<id>.txt` files), `notify` (the command run
-//! when a detached job ends), `record` (a job as clients see it) and `spec` (a rule's
-//! settings as an `ExecSpec`).
+//! when a detached job ends), `record` (a job as clients see it), `spec` (a rule's
+//! settings as an `ExecSpec`) and `contain` (the cgroups and sandbox jobs get here).
 
+mod contain;
 mod exec;
 mod journal;
 mod notify;
@@ -12,6 +13,10 @@ mod results;
 mod spec;
 mod table;
 
+pub(crate) use self::contain::{
+    agent as containment, init as init_containment, preview as preview_containment,
+    remove as remove_containment,
+};
 pub(crate) use self::exec::{ExecSpec, own_home};
 pub(crate) use self::journal::Journal;
 pub(crate) use self::notify::NotifyCommand;

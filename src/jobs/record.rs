@@ -56,6 +56,9 @@ pub struct JobRecord {
     pub result_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_error: Option<String>,
+    /// `memory_limit`: the OOM killer ended the job at its rule's `memory_max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub killed_by: Option<String>,
 }
 
 impl JobRecord {
@@ -84,6 +87,7 @@ impl JobRecord {
             duration_ms: None,
             result_file: None,
             result_error: None,
+            killed_by: None,
         }
     }
 }

@@ -122,7 +122,7 @@ impl Jobs {
                             orphan.pgid,
                             orphan.id
                         );
-                        if !exec::end_group(orphan.pgid, grace) {
+                        if !exec::end_group(orphan.pgid, orphan.cgroup.as_deref(), grace) {
                             log::error!(
                                 "process group {} of job {} survived SIGKILL",
                                 orphan.pgid,
@@ -352,10 +352,10 @@ fn job_thread(mut record: JobRecord, spec: ExecSpec, cancel: &AtomicBool, shared
     // The submission must be on disk before the command can change anything.
     shared.journal.sync();
     let started_at = record.started_at.clone().unwrap_or_default();
-    let outcome = exec::run(&spec, cancel, |pgid| {
+    let outcome = exec::run(&spec, Some(&record.id), cancel, |pgid, cgroup| {
         // Once a process exists: a job refused before its spawn never reads EXECUTING.
         audit::executing(&record.id, &record.command);
-        shared.journal.started(&record.id, pgid, &started_at);
+        shared.journal.started(&record.id, pgid, cgroup, &started_at);
     });
     let stopping = shared.stopping.load(Ordering::SeqCst);
     apply_outcome(&mut record, outcome, spec.timeout.as_secs(), stopping);
@@ -414,6 +414,7 @@ fn apply_outcome(record: &mut JobRecord, outcome: Outcome, timeout_s: u64, stopp
         record.stderr = why.clone();
     }
     record.truncated = outcome.truncated;
+    record.killed_by = outcome.killed_by.map(str::to_owned);
     record.started_at = Some(clock::rfc3339(outcome.started_ms));
     record.finished_at = Some(clock::rfc3339(outcome.finished_ms));
     record.duration_ms = Some(outcome.finished_ms.saturating_sub(outcome.started_ms));

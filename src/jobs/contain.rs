@@ -1,0 +1,242 @@
+//! What contains a job beyond its process group, decided once per agent: the cgroup
+//! tree `serve` sets up (`sys::cgroup`) and what the kernel gives a sandbox (probed by
+//! running `/bin/true` in one). Each job asks here for its cgroup; `check`, the start-up
+//! log, `/health` and `/metrics` report what is in force.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::exec::{self, Ending, ExecSpec};
+use crate::config::JobsConfig;
+use crate::policy::Rule;
+use crate::sys::{self, CgroupTree, Controller, JobCgroup, Limits, Sandbox};
+
+/// The containment jobs get here.
+pub struct Containment {
+    /// Set up by `serve` only.
+    tree: Option<CgroupTree>,
+    /// Where job cgroups go (for `check`: the v2 mount, the most they could get) and
+    /// the controllers they have; else why jobs get no cgroup.
+    cgroups: Result<(PathBuf, Vec<Controller>), String>,
+    /// Whether the kernel gives a mount namespace (`read_only`, `private_tmp`) and a
+    /// network namespace; else why not.
+    mount_ns: Result<(), String>,
+    net_ns: Result<(), String>,
+}
+
+static AGENT: OnceLock<Containment> = OnceLock::new();
+
+/// The advice for a controller jobs do not have.
+const CONTROLLER_HINT: &str = "run the agent with a cgroup v2 that has it: under systemd with \
+    Delegate=yes (sudo-agent.service has it), and on a host that still mounts cgroup v1 \
+    controllers, boot with systemd.unified_cgroup_hierarchy=1";
+
+/// `serve`, before any job: sets up the agent's cgroup tree and probes the sandbox.
+pub fn init() -> &'static Containment {
+    AGENT.get_or_init(|| {
+        let tree = CgroupTree::setup();
+        let cgroups = match &tree {
+            Ok(t) => Ok((t.base().to_path_buf(), t.controllers().to_vec())),
+            Err(why) => Err(why.clone()),
+        };
+        Containment {
+            tree: tree.ok(),
+            cgroups,
+            ..probed()
+        }
+    })
+}
+
+/// What jobs run in now: [`init`]'s, else (a notify command, a unit test) no cgroups,
+/// and a sandbox left to the child to set up or refuse.
+pub fn agent() -> &'static Containment {
+    AGENT.get_or_init(|| Containment {
+        tree: None,
+        cgroups: Err("the agent set up no cgroup tree".into()),
+        mount_ns: Ok(()),
+        net_ns: Ok(()),
+    })
+}
+
+/// For `check`, which runs elsewhere than the agent will: what the v2 hierarchy offers
+/// at most, and what this kernel gives a sandbox. Changes nothing.
+pub fn preview() -> Containment {
+    Containment {
+        cgroups: sys::cgroup_preview(),
+        ..probed()
+    }
+}
+
+fn probed() -> Containment {
+    let mounts = Sandbox {
+        read_only: true,
+        private_tmp: true,
+        ..Sandbox::default()
+    };
+    let network = Sandbox {
+        private_network: true,
+        ..Sandbox::default()
+    };
+    Containment {
+        tree: None,
+        cgroups: Err(String::new()),
+        mount_ns: probe(mounts),
+        net_ns: probe(network),
+    }
+}
+
+/// Runs `/bin/true` in `sandbox`: what the kernel refuses is what a job would be refused.
+fn probe(sandbox: Sandbox) -> Result<(), String> {
+    let spec = ExecSpec {
+        sandbox,
+        timeout: Duration::from_secs(10),
+        ..ExecSpec::plain(vec!["/bin/true".into()], PathBuf::from("/"))
+    };
+    match exec::run(&spec, None, &AtomicBool::new(false), |_, _| {}).ending {
+        Ending::Exited(0) => Ok(()),
+        Ending::Refused(why) | Ending::SpawnFailed(why) => Err(why),
+        other => Err(format!("/bin/true in a sandbox ended {other:?}")),
+    }
+}
+
+/// The cgroup for job `name` with its limits, or `Ok(None)` where jobs get none (a
+/// notify command, or no cgroup tree and no limits asked for: the process group only).
+/// A limit no controller here can enforce refuses the job.
+pub fn job_cgroup(name: Option<&str>, limits: &Limits) -> Result<Option<JobCgroup>, String> {
+    let agent = agent();
+    if let Some(why) = agent.limits_refusal(limits) {
+        return Err(format!("refused: {why}; nothing ran"));
+    }
+    match (&agent.tree, name) {
+        (Some(tree), Some(name)) => tree
+            .job(&format!("job-{name}"), limits)
+            .map(Some)
+            .map_err(|why| format!("refused: {why}; nothing ran")),
+        _ => Ok(None),
+    }
+}
+
+/// At exit: the agent's own part of the tree, if empty.
+pub fn remove() {
+    if let Some(tree) = AGENT.get().and_then(|c| c.tree.as_ref()) {
+        tree.remove();
+    }
+}
+
+impl Containment {
+    fn has(&self, controller: Controller) -> bool {
+        self.cgroups
+            .as_ref()
+            .is_ok_and(|(_, have)| have.contains(&controller))
+    }
+
+    /// Why `limits` cannot be enforced here, if so.
+    fn limits_refusal(&self, limits: &Limits) -> Option<String> {
+        let (key, controller) = limits.needs().into_iter().find(|(_, c)| !self.has(*c))?;
+        let name = controller.name();
+        let place = match &self.cgroups {
+            Ok((dir, have)) => {
+                let have: Vec<&str> = have.iter().map(|c| c.name()).collect();
+                let have = if have.is_empty() {
+                    "none of memory, pids, cpu".to_string()
+                } else {
+                    have.join(", ")
+                };
+                format!("the cgroup v2 tree at {} does not offer it (it has {have})", dir.display())
+            }
+            Err(why) => format!("jobs get no cgroup here ({why})"),
+        };
+        Some(format!(
+            "limits.{key} needs the {name} controller, but {place}; {CONTROLLER_HINT}"
+        ))
+    }
+
+    /// Why `sandbox` cannot be given here, if so.
+    fn sandbox_refusal(&self, sandbox: &Sandbox) -> Option<String> {
+        let needs = [
+            (sandbox.mounts(), "a mount namespace", &self.mount_ns),
+            (sandbox.private_network, "a network namespace", &self.net_ns),
+        ];
+        needs.into_iter().find_map(|(needed, what, got)| match got {
+            Err(why) if needed => Some(format!("its sandbox needs {what}, which this kernel refuses ({why})")),
+            _ => None,
+        })
+    }
+
+    /// Rules (and `jobs.limits`) whose jobs would be refused here, one line each, for
+    /// `check` and the start-up log.
+    pub fn warnings(&self, rules: &[Rule], jobs: &JobsConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(why) = self.limits_refusal(&jobs.limits) {
+            out.push(format!("jobs.limits: every job will be refused: {why}"));
+        }
+        for rule in rules {
+            let why = self
+                .limits_refusal(&rule.limits)
+                .or_else(|| self.sandbox_refusal(&rule.sandbox));
+            if let Some(why) = why {
+                let no_pin = if rule.no_pin && rule.sandbox.read_only {
+                    " (no_pin, so read-only)"
+                } else {
+                    ""
+                };
+                out.push(format!("rule `{}`{no_pin}: its jobs will be refused: {why}", rule.name));
+            }
+        }
+        out
+    }
+
+    /// Each layer and whether it is in force: for `/metrics` and `/health`.
+    pub fn layers(&self) -> Vec<(&'static str, bool)> {
+        let mut layers = vec![("cgroup", self.cgroups.is_ok())];
+        layers.extend(
+            [Controller::Memory, Controller::Pids, Controller::Cpu]
+                .into_iter()
+                .map(|c| (c.name(), self.has(c))),
+        );
+        layers.push(("mount_namespace", self.mount_ns.is_ok()));
+        layers.push(("network_namespace", self.net_ns.is_ok()));
+        layers
+    }
+
+    /// `/health`'s `containment`: the directory job cgroups go in (null: process groups
+    /// only) and each layer.
+    pub fn summary(&self) -> Value {
+        let mut map = Map::new();
+        let dir = self.cgroups.as_ref().ok().map(|(d, _)| d.display().to_string());
+        map.insert("cgroup".into(), dir.into());
+        for (name, on) in self.layers() {
+            map.insert(name.into(), on.into());
+        }
+        Value::Object(map)
+    }
+
+    /// One line for the start-up log and `check`.
+    pub fn describe(&self) -> String {
+        let jobs = match &self.cgroups {
+            Ok((dir, have)) => {
+                let have: Vec<&str> = have.iter().map(|c| c.name()).collect();
+                let have = if have.is_empty() {
+                    "no controllers: limits are refused".to_string()
+                } else {
+                    format!("controllers {}", have.join(", "))
+                };
+                format!("each job in its own cgroup under {} ({have})", dir.display())
+            }
+            Err(why) => format!("jobs in process groups only ({why})"),
+        };
+        let sandbox = |got: &Result<(), String>| match got {
+            Ok(()) => "yes".to_string(),
+            Err(why) => format!("no: {why}"),
+        };
+        format!(
+            "{jobs}; sandbox: mount namespace {}, network namespace {}",
+            sandbox(&self.mount_ns),
+            sandbox(&self.net_ns)
+        )
+    }
+}
