@@ -25,6 +25,8 @@ mod auth_and_policy;
 mod clean_start;
 /// Start-up refusals, `check`, `init` and `demo`.
 mod config_cli;
+/// A cgroup per job, the sandbox per rule, limits, and what the kernel cannot give.
+mod containment;
 /// Enrolling a fleet: `init --uri-file`, `init --config-only`, `qr`.
 mod enrol;
 /// The Asterisk and Home Assistant examples against a real agent.

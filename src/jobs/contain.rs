@@ -51,15 +51,19 @@ pub fn init() -> &'static Containment {
     })
 }
 
-/// What jobs run in now: [`init`]'s, else (a notify command, a unit test) no cgroups,
-/// and a sandbox left to the child to set up or refuse.
+/// What jobs run in now: [`init`]'s, else (a unit test, a command other than `serve`)
+/// no cgroups, and a sandbox left to the child to set up or refuse.
 pub fn agent() -> &'static Containment {
-    AGENT.get_or_init(|| Containment {
+    AGENT.get_or_init(unset)
+}
+
+fn unset() -> Containment {
+    Containment {
         tree: None,
         cgroups: Err("the agent set up no cgroup tree".into()),
         mount_ns: Ok(()),
         net_ns: Ok(()),
-    })
+    }
 }
 
 /// For `check`, which runs elsewhere than the agent will: what the v2 hierarchy offers
@@ -107,7 +111,9 @@ fn probe(sandbox: Sandbox) -> Result<(), String> {
 /// notify command, or no cgroup tree and no limits asked for: the process group only).
 /// A limit no controller here can enforce refuses the job.
 pub fn job_cgroup(name: Option<&str>, limits: &Limits) -> Result<Option<JobCgroup>, String> {
-    let agent = agent();
+    // Never initialises: `init`'s own probes run jobs while it is being set.
+    let unset = unset();
+    let agent = AGENT.get().unwrap_or(&unset);
     if let Some(why) = agent.limits_refusal(limits) {
         return Err(format!("refused: {why}; nothing ran"));
     }
@@ -190,7 +196,8 @@ impl Containment {
         out
     }
 
-    /// Each layer and whether it is in force: for `/metrics` and `/health`.
+    /// Each layer and whether it is in force, `cgroup` first: for `/metrics` and
+    /// `/health`.
     pub fn layers(&self) -> Vec<(&'static str, bool)> {
         let mut layers = vec![("cgroup", self.cgroups.is_ok())];
         layers.extend(
@@ -209,7 +216,7 @@ impl Containment {
         let mut map = Map::new();
         let dir = self.cgroups.as_ref().ok().map(|(d, _)| d.display().to_string());
         map.insert("cgroup".into(), dir.into());
-        for (name, on) in self.layers() {
+        for (name, on) in self.layers().into_iter().skip(1) {
             map.insert(name.into(), on.into());
         }
         Value::Object(map)
