@@ -13,8 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::{
-    Agent, TempDir, agent_command, alive, base_config, free_port, run_bin, unsafe_kill,
-    wait_until,
+    Agent, TempDir, agent_command, alive, base_config, free_port, run_bin, unsafe_kill, wait_until,
 };
 
 /// `/health`'s `containment`.
@@ -104,7 +103,11 @@ fn an_escapee_ends_with_its_job_on_timeout_cancel_and_shutdown() {
     assert_eq!(job["status"], "timed_out", "{job}");
     let escapee = pid_in(&dir.join("escapee"));
     assert!(!alive(escapee), "the escapee outlived its timed-out job");
-    assert!(!base.join(format!("job-{}", job["id"].as_str().unwrap())).exists());
+    assert!(
+        !base
+            .join(format!("job-{}", job["id"].as_str().unwrap()))
+            .exists()
+    );
 
     // Cancel.
     fs::remove_file(dir.join("escapee")).unwrap();
@@ -120,12 +123,10 @@ fn an_escapee_ends_with_its_job_on_timeout_cancel_and_shutdown() {
         &json!({"pin": agent.fresh_code()}),
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(
-        wait_until(Duration::from_secs(10), || agent
-            .get(&format!("/job/{id}"))
-            .json()["status"]
-            == "cancelled")
-    );
+    assert!(wait_until(Duration::from_secs(10), || agent
+        .get(&format!("/job/{id}"))
+        .json()["status"]
+        == "cancelled"));
     assert!(!alive(escapee), "the escapee outlived its cancelled job");
 
     // Shutdown.
@@ -169,8 +170,14 @@ fn recovery_after_a_crash_ends_what_is_in_the_jobs_cgroup() {
     });
     unsafe_kill(escapee, 9);
     unsafe_kill(leader, 9);
-    assert!(gone, "left behind: escapee {escapee}, leader {leader}, {cgroup:?}");
-    assert_eq!(agent.get(&format!("/job/{id}")).json()["status"], "interrupted");
+    assert!(
+        gone,
+        "left behind: escapee {escapee}, leader {leader}, {cgroup:?}"
+    );
+    assert_eq!(
+        agent.get(&format!("/job/{id}")).json()["status"],
+        "interrupted"
+    );
 }
 
 #[test]
@@ -192,7 +199,10 @@ fn jobs_run_in_their_own_cgroup_which_is_removed_and_health_says_so() {
     assert_eq!(health["mount_namespace"], true, "{health}");
     assert_eq!(health["network_namespace"], true, "{health}");
     let metrics = agent.get("/metrics").body;
-    assert!(metrics.contains("sudo_agent_containment{layer=\"cgroup\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("sudo_agent_containment{layer=\"cgroup\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("sudo_agent_containment{layer=\"mount_namespace\"} 1"));
 
     let r = agent.post_json(
@@ -203,7 +213,10 @@ fn jobs_run_in_their_own_cgroup_which_is_removed_and_health_says_so() {
     let id = job["id"].as_str().unwrap();
     let seen = job["stdout"].as_str().unwrap().trim().to_string();
     assert!(seen.ends_with(&format!("/job-{id}")), "{seen}");
-    assert!(!base.join(format!("job-{id}")).exists(), "empty job cgroup left behind");
+    assert!(
+        !base.join(format!("job-{id}")).exists(),
+        "empty job cgroup left behind"
+    );
 }
 
 #[test]
@@ -219,7 +232,10 @@ fn an_agent_alone_in_its_cgroup_takes_it_over_as_under_systemd_delegation() {
     let own = mount.join(format!("sa-test-delegated-{}", std::process::id()));
     fs::create_dir(&own).unwrap();
     let dir = TempDir::new("c-deleg");
-    let cfg = base_config(dir.path(), json!({"rules": [{"name": "sh", "shell": true}]}));
+    let cfg = base_config(
+        dir.path(),
+        json!({"rules": [{"name": "sh", "shell": true}]}),
+    );
     let mut agent = Agent::prepare(dir, &cfg);
     let inner = agent_command();
     let mut cmd = Command::new("/bin/sh");
@@ -240,7 +256,10 @@ fn an_agent_alone_in_its_cgroup_takes_it_over_as_under_systemd_delegation() {
     let _ = fs::remove_dir(own.join("agent"));
     let removed = fs::remove_dir(&own);
     let name = own.file_name().unwrap().to_str().unwrap();
-    assert!(agent_cgroup.contains(&format!("0::/{name}/agent")), "{agent_cgroup}");
+    assert!(
+        agent_cgroup.contains(&format!("0::/{name}/agent")),
+        "{agent_cgroup}"
+    );
     assert_eq!(health["cgroup"], own.to_str().unwrap(), "{health}");
     let id = job["id"].as_str().unwrap();
     assert!(
@@ -286,23 +305,38 @@ fn read_only_is_a_kernel_fact_and_writable_paths_are_the_exceptions() {
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["exit_code"], 1);
     assert!(
-        job["stderr"].as_str().unwrap().contains("Read-only file system"),
+        job["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("Read-only file system"),
         "{job}"
     );
-    assert!(!Path::new(&touch("ro")).exists(), "a no_pin rule wrote to disk");
+    assert!(
+        !Path::new(&touch("ro")).exists(),
+        "a no_pin rule wrote to disk"
+    );
 
     let r = agent.post_json("/run", &json!({"argv": ["touch", touch("w")]}));
     assert_eq!(r.json()["status"], "succeeded", "{}", r.body);
     assert!(Path::new(&touch("w")).exists());
 
     // Any rule can ask for it; an existing file's times stay as they were.
-    let old = fs::metadata(agent.config_path.clone()).unwrap().modified().unwrap();
+    let old = fs::metadata(agent.config_path.clone())
+        .unwrap()
+        .modified()
+        .unwrap();
     let r = agent.post_json(
         "/run",
         &json!({"pin": agent.code(), "argv": ["touch", "-c", agent.config_path]}),
     );
     assert_eq!(r.json()["status"], "failed", "{}", r.body);
-    assert_eq!(fs::metadata(&agent.config_path).unwrap().modified().unwrap(), old);
+    assert_eq!(
+        fs::metadata(&agent.config_path)
+            .unwrap()
+            .modified()
+            .unwrap(),
+        old
+    );
 
     // Every mount the job sees is read-only, but the writable one; nothing outside the
     // job changed: this process's mounts are what they were.
@@ -310,9 +344,15 @@ fn read_only_is_a_kernel_fact_and_writable_paths_are_the_exceptions() {
     let seen = r.json()["stdout"].as_str().unwrap().to_string();
     for line in seen.lines() {
         let options = line.split(' ').nth(5).unwrap();
-        assert!(options.split(',').any(|o| o == "ro"), "writable in the job: {line}");
+        assert!(
+            options.split(',').any(|o| o == "ro"),
+            "writable in the job: {line}"
+        );
     }
-    assert_eq!(fs::read_to_string("/proc/self/mountinfo").unwrap(), mounts_before);
+    assert_eq!(
+        fs::read_to_string("/proc/self/mountinfo").unwrap(),
+        mounts_before
+    );
 }
 
 #[test]
@@ -359,7 +399,10 @@ fn without_network_a_job_cannot_reach_the_agents_own_port() {
     let job = r.json();
     assert_eq!(job["status"], "failed", "{job}");
     assert!(
-        job["stderr"].as_str().unwrap().contains("Network is unreachable"),
+        job["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("Network is unreachable"),
         "{job}"
     );
     // The same command outside the sandbox connects: the test can fail.
@@ -405,8 +448,16 @@ fn no_new_privileges_stops_a_setuid_helper() {
         ]}),
     );
     let agent = Agent::start_in(dir, &cfg, &[]);
-    let r = agent.post_json("/run", &json!({"pin": agent.code(), "argv": [helpers[0], "-u"]}));
-    assert_eq!(r.json()["stdout"], "0\n", "the setuid bit works here: {}", r.body);
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": agent.code(), "argv": [helpers[0], "-u"]}),
+    );
+    assert_eq!(
+        r.json()["stdout"],
+        "0\n",
+        "the setuid bit works here: {}",
+        r.body
+    );
     let r = agent.post_json(
         "/run",
         &json!({"pin": agent.fresh_code(), "argv": [helpers[1], "-u"]}),
@@ -479,7 +530,10 @@ fn a_sandbox_the_kernel_refuses_refuses_the_job_and_check_says_so_first() {
     assert!(log.contains(&format!("REFUSED [{id}]")), "{log}");
     assert!(!log.contains(&format!("EXECUTING [{id}]")), "{log}");
     // A rule that asks for no sandbox runs as ever.
-    let r = agent.post_json("/run", &json!({"pin": agent.code(), "argv": ["touch", plain]}));
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": agent.code(), "argv": ["touch", plain]}),
+    );
     assert_eq!(r.json()["status"], "succeeded", "{}", r.body);
     assert!(plain.exists());
 }
@@ -496,7 +550,9 @@ fn a_writable_path_gone_at_run_time_refuses_the_job() {
     );
     let agent = Agent::start_in(dir, &cfg, &[]);
     fs::remove_dir(&gone).unwrap();
-    let job = agent.post_json("/run", &json!({"command": "uptime"})).json();
+    let job = agent
+        .post_json("/run", &json!({"command": "uptime"}))
+        .json();
     assert_eq!(job["status"], "failed", "{job}");
     let stderr = job["stderr"].as_str().unwrap();
     assert!(
@@ -534,7 +590,10 @@ fn limits_the_kernel_cannot_enforce_refuse_the_job_and_check_says_so_first() {
         check.stderr
     );
     let job = agent
-        .post_json("/run", &json!({"pin": agent.code(), "argv": ["touch", marker]}))
+        .post_json(
+            "/run",
+            &json!({"pin": agent.code(), "argv": ["touch", marker]}),
+        )
         .json();
     assert_eq!(job["status"], "failed", "{job}");
     let stderr = job["stderr"].as_str().unwrap();
@@ -544,7 +603,10 @@ fn limits_the_kernel_cannot_enforce_refuse_the_job_and_check_says_so_first() {
     );
     assert!(stderr.ends_with("; nothing ran"), "{stderr}");
     assert!(!marker.exists(), "ran without its limits");
-    assert!(agent.log().contains("its jobs will be refused"), "no start-up warning");
+    assert!(
+        agent.log().contains("its jobs will be refused"),
+        "no start-up warning"
+    );
 }
 
 #[test]
@@ -596,8 +658,5 @@ fn limits_are_written_to_the_jobs_own_cgroup() {
             &json!({"pin": agent.code(), "argv": ["sh", "-c", script], "wait": 30}),
         )
         .json();
-    assert_eq!(
-        job["stdout"], "64\n50000 100000\n67108864\n",
-        "{job}"
-    );
+    assert_eq!(job["stdout"], "64\n50000 100000\n67108864\n", "{job}");
 }

@@ -99,7 +99,7 @@ fn run_lines(spec: &ExecSpec) -> Vec<(&'static str, String)> {
             "working directory",
             spec.cwd
                 .as_ref()
-                .map_or_else(|| "the agent's own".into(), |d| d.display().to_string()),
+                .map_or_else(|| "/".into(), |d| d.display().to_string()),
         ),
         ("environment", env),
         (

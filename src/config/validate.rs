@@ -359,13 +359,21 @@ fn validate_sandbox(at: &str, raw: RawSandbox, no_pin: bool, p: &mut Problems) -
         let key = format!("{at}.writable[{i}]");
         let shown = path.display();
         if !path.is_absolute() || path.as_os_str().as_encoded_bytes().contains(&0) {
-            p.push(key, format!("{:?} is not an absolute path", shown.to_string()));
+            p.push(
+                key,
+                format!("{:?} is not an absolute path", shown.to_string()),
+            );
         } else if path.parent().is_none() {
-            p.push(key, "\"/\" would make everything writable; name the paths the command writes");
+            p.push(
+                key,
+                "\"/\" would make everything writable; name the paths the command writes",
+            );
         } else if !path.exists() {
             p.push(
                 key,
-                format!("{shown} does not exist (only an existing path can be made writable); create it"),
+                format!(
+                    "{shown} does not exist (only an existing path can be made writable); create it"
+                ),
             );
         }
     }

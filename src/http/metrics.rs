@@ -196,7 +196,11 @@ impl Metrics {
             "1 when the layer contains jobs: cgroup, its controllers, the sandbox namespaces.",
         );
         for (layer, on) in &gauges.containment {
-            let _ = writeln!(out, "sudo_agent_containment{{layer=\"{layer}\"}} {}", u8::from(*on));
+            let _ = writeln!(
+                out,
+                "sudo_agent_containment{{layer=\"{layer}\"}} {}",
+                u8::from(*on)
+            );
         }
         header(
             &mut out,

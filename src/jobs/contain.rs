@@ -5,12 +5,9 @@
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::exec::{self, Ending, ExecSpec};
 use crate::config::JobsConfig;
 use crate::policy::Rule;
 use crate::sys::{self, CgroupTree, Controller, JobCgroup, Limits, Sandbox};
@@ -88,22 +85,8 @@ fn probed() -> Containment {
     Containment {
         tree: None,
         cgroups: Err(String::new()),
-        mount_ns: probe(mounts),
-        net_ns: probe(network),
-    }
-}
-
-/// Runs `/bin/true` in `sandbox`: what the kernel refuses is what a job would be refused.
-fn probe(sandbox: Sandbox) -> Result<(), String> {
-    let spec = ExecSpec {
-        sandbox,
-        timeout: Duration::from_secs(10),
-        ..ExecSpec::plain(vec!["/bin/true".into()], PathBuf::from("/"))
-    };
-    match exec::run(&spec, None, &AtomicBool::new(false), |_, _| {}).ending {
-        Ending::Exited(0) => Ok(()),
-        Ending::Refused(why) | Ending::SpawnFailed(why) => Err(why),
-        other => Err(format!("/bin/true in a sandbox ended {other:?}")),
+        mount_ns: sys::probe_sandbox(&mounts),
+        net_ns: sys::probe_sandbox(&network),
     }
 }
 
@@ -152,7 +135,10 @@ impl Containment {
                 } else {
                     have.join(", ")
                 };
-                format!("the cgroup v2 tree at {} does not offer it (it has {have})", dir.display())
+                format!(
+                    "the cgroup v2 tree at {} does not offer it (it has {have})",
+                    dir.display()
+                )
             }
             Err(why) => format!("jobs get no cgroup here ({why})"),
         };
@@ -168,7 +154,9 @@ impl Containment {
             (sandbox.private_network, "a network namespace", &self.net_ns),
         ];
         needs.into_iter().find_map(|(needed, what, got)| match got {
-            Err(why) if needed => Some(format!("its sandbox needs {what}, which this kernel refuses ({why})")),
+            Err(why) if needed => Some(format!(
+                "its sandbox needs {what}, which this kernel refuses ({why})"
+            )),
             _ => None,
         })
     }
@@ -190,7 +178,10 @@ impl Containment {
                 } else {
                     ""
                 };
-                out.push(format!("rule `{}`{no_pin}: its jobs will be refused: {why}", rule.name));
+                out.push(format!(
+                    "rule `{}`{no_pin}: its jobs will be refused: {why}",
+                    rule.name
+                ));
             }
         }
         out
@@ -214,7 +205,11 @@ impl Containment {
     /// only) and each layer.
     pub fn summary(&self) -> Value {
         let mut map = Map::new();
-        let dir = self.cgroups.as_ref().ok().map(|(d, _)| d.display().to_string());
+        let dir = self
+            .cgroups
+            .as_ref()
+            .ok()
+            .map(|(d, _)| d.display().to_string());
         map.insert("cgroup".into(), dir.into());
         for (name, on) in self.layers().into_iter().skip(1) {
             map.insert(name.into(), on.into());
@@ -232,7 +227,10 @@ impl Containment {
                 } else {
                     format!("controllers {}", have.join(", "))
                 };
-                format!("each job in its own cgroup under {} ({have})", dir.display())
+                format!(
+                    "each job in its own cgroup under {} ({have})",
+                    dir.display()
+                )
             }
             Err(why) => format!("jobs in process groups only ({why})"),
         };

@@ -530,13 +530,15 @@ impl Job {
                 None => failed(format!("cannot start {program}: {e}")),
             },
         };
-        let mut setup = ChildSetup::new(drop_to, spec.umask.unwrap_or(DEFAULT_UMASK), cwd)
-            .map_err(&cannot)?;
+        let mut setup =
+            ChildSetup::new(drop_to, spec.umask.unwrap_or(DEFAULT_UMASK), cwd).map_err(&cannot)?;
         if !spec.sandbox.is_empty() {
             setup = setup.sandbox(spec.sandbox.prepare().map_err(&cannot)?);
         }
         let entry = cgroup.map(JobCgroup::entry).transpose().map_err(|e| {
-            Ending::Refused(format!("refused: cannot open the job's cgroup: {e}; nothing ran"))
+            Ending::Refused(format!(
+                "refused: cannot open the job's cgroup: {e}; nothing ran"
+            ))
         })?;
         if let Some(entry) = &entry {
             setup = setup.join(entry.as_fd());
@@ -725,7 +727,9 @@ mod tests {
     #[test]
     fn echo_exits_zero_with_output() {
         let mut seen = 0;
-        let out = run(&spec(&["/bin/echo", "hi"]), None,
+        let out = run(
+            &spec(&["/bin/echo", "hi"]),
+            None,
             &AtomicBool::new(false),
             |pid, _| seen = pid,
         );
@@ -853,9 +857,12 @@ mod tests {
     #[test]
     fn background_grandchild_killed_after_normal_exit() {
         let mut pgid = 0;
-        let out = run(&sh("sleep 100 & echo $!"), None, &AtomicBool::new(false), |pid, _| {
-            pgid = pid
-        });
+        let out = run(
+            &sh("sleep 100 & echo $!"),
+            None,
+            &AtomicBool::new(false),
+            |pid, _| pgid = pid,
+        );
         assert_eq!(out.ending, Ending::Exited(0));
         assert!(gone(first_pid(&out)));
         assert!(!sys::group_running(pgid));
@@ -879,9 +886,12 @@ mod tests {
     #[test]
     fn cancelled_before_start_spawns_nothing() {
         let mut started = false;
-        let out = run(&spec(&["/bin/true"]), None, &AtomicBool::new(true), |_, _| {
-            started = true
-        });
+        let out = run(
+            &spec(&["/bin/true"]),
+            None,
+            &AtomicBool::new(true),
+            |_, _| started = true,
+        );
         assert_eq!(out.ending, Ending::Cancelled);
         assert!(!started);
     }
@@ -993,7 +1003,9 @@ mod tests {
         std::fs::write(&prog, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
         std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut started = false;
-        let out = run(&spec(&[prog.to_str().unwrap()]), None,
+        let out = run(
+            &spec(&[prog.to_str().unwrap()]),
+            None,
             &AtomicBool::new(false),
             |_, _| started = true,
         );
@@ -1041,7 +1053,9 @@ mod tests {
     #[test]
     fn own_session_and_group_without_a_terminal() {
         let mut pid = 0;
-        let out = run(&sh("echo $$; cut -d' ' -f5,6,7 /proc/$$/stat"), None,
+        let out = run(
+            &sh("echo $$; cut -d' ' -f5,6,7 /proc/$$/stat"),
+            None,
             &AtomicBool::new(false),
             |p, _| pid = p,
         );

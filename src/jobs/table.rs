@@ -355,7 +355,9 @@ fn job_thread(mut record: JobRecord, spec: ExecSpec, cancel: &AtomicBool, shared
     let outcome = exec::run(&spec, Some(&record.id), cancel, |pgid, cgroup| {
         // Once a process exists: a job refused before its spawn never reads EXECUTING.
         audit::executing(&record.id, &record.command);
-        shared.journal.started(&record.id, pgid, cgroup, &started_at);
+        shared
+            .journal
+            .started(&record.id, pgid, cgroup, &started_at);
     });
     let stopping = shared.stopping.load(Ordering::SeqCst);
     apply_outcome(&mut record, outcome, spec.timeout.as_secs(), stopping);

@@ -64,7 +64,10 @@ impl Limits {
 
     /// Each limit set, as (config key, controller it needs).
     pub fn needs(&self) -> Vec<(&'static str, Controller)> {
-        self.files().into_iter().map(|(k, c, _, _)| (k, c)).collect()
+        self.files()
+            .into_iter()
+            .map(|(k, c, _, _)| (k, c))
+            .collect()
     }
 
     /// (config key, controller, file, value) for each limit set. `memory.swap.max` is 0
@@ -141,7 +144,11 @@ impl CgroupTree {
     pub fn job(&self, name: &str, limits: &Limits) -> Result<JobCgroup, String> {
         let dir = self.base.join(name);
         let mut made = fs::create_dir(&dir);
-        if self.made && made.as_ref().is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
+        if self.made
+            && made
+                .as_ref()
+                .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+        {
             // Another agent that shared `sudo-agent` (tests start many) removed it when
             // it exited, empty: make it again.
             make_dir(&self.base)?;
@@ -241,7 +248,11 @@ fn enable(dir: &Path) -> Vec<Controller> {
     let control = dir.join("cgroup.subtree_control");
     for c in available(dir) {
         if let Err(e) = write_file(&control, &format!("+{}", c.name())) {
-            log::warn!("cannot enable the {} controller in {}: {e}", c.name(), dir.display());
+            log::warn!(
+                "cannot enable the {} controller in {}: {e}",
+                c.name(),
+                dir.display()
+            );
         }
     }
     listed(dir, "cgroup.subtree_control")
@@ -356,7 +367,8 @@ impl JobCgroup {
     }
 
     fn event(&self, line: &str) -> bool {
-        fs::read_to_string(self.dir.join("cgroup.events")).is_ok_and(|t| t.lines().any(|l| l == line))
+        fs::read_to_string(self.dir.join("cgroup.events"))
+            .is_ok_and(|t| t.lines().any(|l| l == line))
     }
 }
 

@@ -15,10 +15,10 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use super::cerr::cerr;
-use super::sandbox::{SandboxSetup, Step};
+use super::sandbox::{Sandbox, SandboxSetup, Step, failed_step};
 
 /// The account a child drops to. Always both ids: a group without a user would leave
 /// the child root with every capability, so it cannot be expressed here.
@@ -120,6 +120,24 @@ impl ChildSetup {
         // SAFETY: `cwd` is a NUL-terminated string owned by `self`, alive for the call.
         cerr(unsafe { libc::chdir(self.cwd.as_ptr()) })?;
         Ok(())
+    }
+}
+
+/// Runs `/bin/true` in `sandbox`, set up exactly as a job's: what the kernel refuses
+/// here it refuses a job. For `check`, the start-up log and `/health`.
+pub fn probe(sandbox: &Sandbox) -> Result<(), String> {
+    let mut cmd = Command::new("/bin/true");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    ChildSetup::new(None, 0o022, Path::new("/"))
+        .and_then(|setup| Ok(setup.sandbox(sandbox.prepare()?)))
+        .map_err(|e| e.to_string())?
+        .install(&mut cmd);
+    match cmd.status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!("/bin/true in the sandbox ended with {status}")),
+        Err(e) => Err(failed_step(&e).unwrap_or_else(|| format!("/bin/true: {e}"))),
     }
 }
 

@@ -23,9 +23,11 @@ pub(crate) mod systemd;
 mod tty;
 mod users;
 
-pub(crate) use self::cgroup::{CgroupTree, Controller, JobCgroup, Limits, preview as cgroup_preview};
+pub(crate) use self::cgroup::{
+    CgroupTree, Controller, JobCgroup, Limits, preview as cgroup_preview,
+};
 pub(crate) use self::chain::{ChainError, check_chain};
-pub(crate) use self::child::{ChildSetup, Credentials};
+pub(crate) use self::child::{ChildSetup, Credentials, probe as probe_sandbox};
 pub(crate) use self::fd::{create_at, lookup_at, poll_readable, set_nonblocking, unlink_at};
 pub(crate) use self::lock::{LockError, lock_state_dir};
 pub(crate) use self::net::is_loopback;

@@ -69,6 +69,7 @@ fn unescape(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn lines_become_mounts_with_escapes_undone() {
@@ -86,6 +87,6 @@ garbage line
         assert_eq!(m[2].options, "ro,nosuid,nodev");
         assert_eq!(m[2].root, "/data");
         assert_eq!(unescape("a\\134b\\0"), "a\\b\\0");
-        assert!(mounts().iter().any(|m| m.point == PathBuf::from("/")));
+        assert!(mounts().iter().any(|m| m.point == Path::new("/")));
     }
 }

@@ -197,7 +197,13 @@ impl SandboxSetup {
             if self.private_tmp {
                 for dir in [c"/tmp", c"/var/tmp"] {
                     let flags = libc::MS_NOSUID | libc::MS_NODEV;
-                    match mount(Some(c"tmpfs"), dir, Some(c"tmpfs"), flags, Some(c"mode=1777")) {
+                    match mount(
+                        Some(c"tmpfs"),
+                        dir,
+                        Some(c"tmpfs"),
+                        flags,
+                        Some(c"mode=1777"),
+                    ) {
                         Err(e) if dir == c"/var/tmp" && e.raw_os_error() == Some(libc::ENOENT) => {}
                         other => other.map_err(|e| Step::PrivateTmp.tag(e))?,
                     }
@@ -315,6 +321,9 @@ mod tests {
         let text = failed_step(&err).unwrap();
         assert!(text.starts_with("making every mount read-only"), "{text}");
         assert!(text.contains("Operation not permitted"), "{text}");
-        assert_eq!(failed_step(&io::Error::from_raw_os_error(libc::ENOENT)), None);
+        assert_eq!(
+            failed_step(&io::Error::from_raw_os_error(libc::ENOENT)),
+            None
+        );
     }
 }
