@@ -189,7 +189,7 @@ fn jobs_run_in_their_own_cgroup_which_is_removed_and_health_says_so() {
     assert!(base.is_dir(), "{base:?}");
     assert!(
         agent.log().contains(&format!(
-            "CONTAINMENT: each job in its own cgroup under {}",
+            "CONTAINMENT: {{\"cgroup\":\"{}\",",
             base.display()
         )),
         "{}",

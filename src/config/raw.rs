@@ -191,13 +191,19 @@ pub struct RawSandbox {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub writable: Vec<PathBuf>,
+    pub writable: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<bool>,
     #[serde(skip_serializing_if = "is_false")]
     pub private_tmp: bool,
     #[serde(skip_serializing_if = "is_false")]
     pub no_new_privileges: bool,
+}
+
+impl RawSandbox {
+    fn is_empty(&self) -> bool {
+        *self == RawSandbox::default()
+    }
 }
 
 /// One rule as written. `name` is required; exactly one of `argv` and `"shell": true` is
@@ -227,10 +233,10 @@ pub struct RawRule {
     /// Octal, as `umask(1)` prints it: `"027"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub umask: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limits: Option<RawLimits>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sandbox: Option<RawSandbox>,
+    #[serde(default, skip_serializing_if = "RawLimits::is_empty")]
+    pub limits: RawLimits,
+    #[serde(default, skip_serializing_if = "RawSandbox::is_empty")]
+    pub sandbox: RawSandbox,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub examples: Option<RawExamples>,
 }

@@ -355,7 +355,8 @@ fn validate_sandbox(at: &str, raw: RawSandbox, no_pin: bool, p: &mut Problems) -
             "only makes exceptions to \"read_only\": true; set it, or remove \"writable\"",
         );
     }
-    for (i, path) in raw.writable.iter().enumerate() {
+    let writable: Vec<PathBuf> = raw.writable.into_iter().map(PathBuf::from).collect();
+    for (i, path) in writable.iter().enumerate() {
         let key = format!("{at}.writable[{i}]");
         let shown = path.display();
         if !path.is_absolute() || path.as_os_str().as_encoded_bytes().contains(&0) {
@@ -379,7 +380,7 @@ fn validate_sandbox(at: &str, raw: RawSandbox, no_pin: bool, p: &mut Problems) -
     }
     Sandbox {
         read_only,
-        writable: raw.writable,
+        writable,
         private_network: raw.network == Some(false),
         private_tmp: raw.private_tmp,
         no_new_privileges: raw.no_new_privileges,
@@ -488,8 +489,8 @@ fn validate_rule(at: &str, raw: RawRule, p: &mut Problems) -> Rule {
             }
         }
     }
-    let limits = validate_limits(&format!("{at}.limits"), raw.limits.unwrap_or_default(), p);
-    let sandbox = validate_sandbox(at, raw.sandbox.unwrap_or_default(), raw.no_pin, p);
+    let limits = validate_limits(&format!("{at}.limits"), raw.limits, p);
+    let sandbox = validate_sandbox(at, raw.sandbox, raw.no_pin, p);
     let rule = Rule {
         name: raw.name,
         action,

@@ -34,7 +34,7 @@ const DURATION_BUCKETS_MS: [u64; 12] = [
 ];
 
 /// Values read at scrape time rather than counted.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Gauges {
     pub running: usize,
     pub queued: usize,
@@ -43,7 +43,7 @@ pub struct Gauges {
     pub results_bytes: u64,
     pub uptime_s: u64,
     /// Each containment layer and whether it is in force.
-    pub containment: Vec<(&'static str, bool)>,
+    pub containment: [(&'static str, bool); 6],
 }
 
 /// Plain arrays and a short list rather than maps: the label sets are small and fixed,

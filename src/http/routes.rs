@@ -41,8 +41,7 @@ struct Health {
     running: usize,
     queued: usize,
     locked_for_s: u64,
-    /// Each containment layer in force (`jobs::Containment::summary`).
-    containment: serde_json::Value,
+    containment: jobs::Layers,
 }
 
 /// The agent as the event loop sees it: configuration, the code gate, the job table.
@@ -127,7 +126,7 @@ impl Routes {
                 running: self.jobs.running(),
                 queued: self.jobs.queued(),
                 locked_for_s: self.auth.locked_for(clock::now_unix()),
-                containment: jobs::containment().summary(),
+                containment: jobs::containment().layers(),
             },
         )
     }
@@ -144,7 +143,7 @@ impl Routes {
             results_files,
             results_bytes,
             uptime_s: self.started.elapsed().as_secs(),
-            containment: jobs::containment().layers(),
+            containment: jobs::containment().layers().gauges(),
         };
         Response::text(
             200,

@@ -6,11 +6,37 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use serde_json::{Map, Value};
+use serde::Serialize;
 
 use crate::config::JobsConfig;
 use crate::policy::Rule;
 use crate::sys::{self, CgroupTree, Controller, JobCgroup, Limits, Sandbox};
+
+/// `/health`'s `containment`: the directory job cgroups go in (null: process groups
+/// only) and whether each other layer is in force.
+#[derive(Debug, Clone, Serialize)]
+pub struct Layers {
+    pub cgroup: Option<String>,
+    pub memory: bool,
+    pub pids: bool,
+    pub cpu: bool,
+    pub mount_namespace: bool,
+    pub network_namespace: bool,
+}
+
+impl Layers {
+    /// Each layer, 1 when in force: `/metrics`' `sudo_agent_containment{layer}`.
+    pub fn gauges(&self) -> [(&'static str, bool); 6] {
+        [
+            ("cgroup", self.cgroup.is_some()),
+            ("memory", self.memory),
+            ("pids", self.pids),
+            ("cpu", self.cpu),
+            ("mount_namespace", self.mount_namespace),
+            ("network_namespace", self.network_namespace),
+        ]
+    }
+}
 
 /// The containment jobs get here.
 pub struct Containment {
@@ -32,7 +58,8 @@ const CONTROLLER_HINT: &str = "run the agent with a cgroup v2 that has it: under
     Delegate=yes (sudo-agent.service has it), and on a host that still mounts cgroup v1 \
     controllers, boot with systemd.unified_cgroup_hierarchy=1";
 
-/// `serve`, before any job: sets up the agent's cgroup tree and probes the sandbox.
+/// `serve`, before any job (a job before it would fix [`agent`]'s default for good):
+/// sets up the agent's cgroup tree and probes the sandbox.
 pub fn init() -> &'static Containment {
     AGENT.get_or_init(|| {
         let tree = CgroupTree::setup();
@@ -51,16 +78,12 @@ pub fn init() -> &'static Containment {
 /// What jobs run in now: [`init`]'s, else (a unit test, a command other than `serve`)
 /// no cgroups, and a sandbox left to the child to set up or refuse.
 pub fn agent() -> &'static Containment {
-    AGENT.get_or_init(unset)
-}
-
-fn unset() -> Containment {
-    Containment {
+    AGENT.get_or_init(|| Containment {
         tree: None,
         cgroups: Err("the agent set up no cgroup tree".into()),
         mount_ns: Ok(()),
         net_ns: Ok(()),
-    }
+    })
 }
 
 /// For `check`, which runs elsewhere than the agent will: what the v2 hierarchy offers
@@ -90,23 +113,30 @@ fn probed() -> Containment {
     }
 }
 
-/// The cgroup for job `name` with its limits, or `Ok(None)` where jobs get none (a
+/// The cgroup for job `id` with its limits, or `Ok(None)` where jobs get none (a
 /// notify command, or no cgroup tree and no limits asked for: the process group only).
 /// A limit no controller here can enforce refuses the job.
-pub fn job_cgroup(name: Option<&str>, limits: &Limits) -> Result<Option<JobCgroup>, String> {
-    // Never initialises: `init`'s own probes run jobs while it is being set.
-    let unset = unset();
-    let agent = AGENT.get().unwrap_or(&unset);
-    if let Some(why) = agent.limits_refusal(limits) {
-        return Err(format!("refused: {why}; nothing ran"));
-    }
-    match (&agent.tree, name) {
-        (Some(tree), Some(name)) => tree
-            .job(&format!("job-{name}"), limits)
-            .map(Some)
-            .map_err(|why| format!("refused: {why}; nothing ran")),
-        _ => Ok(None),
-    }
+pub fn job_cgroup(id: Option<&str>, limits: &Limits) -> Result<Option<JobCgroup>, String> {
+    let agent = agent();
+    let made = match agent.limits_refusal(limits) {
+        Some(why) => Err(why),
+        None => match (&agent.tree, id) {
+            (Some(tree), Some(id)) => tree.job(&name(id), limits).map(Some),
+            _ => return Ok(None),
+        },
+    };
+    made.map_err(|why| format!("refused: {why}; nothing ran"))
+}
+
+/// The cgroup job `id` had in the tree the agent uses now, if it is still there (a job
+/// the previous agent did not see end; see `journal`'s recovery).
+pub fn left_by(id: &str) -> Option<JobCgroup> {
+    let tree = agent().tree.as_ref()?;
+    JobCgroup::open(&tree.base().join(name(id)))
+}
+
+fn name(id: &str) -> String {
+    format!("job-{id}")
 }
 
 /// At exit: the agent's own part of the tree, if empty.
@@ -126,24 +156,13 @@ impl Containment {
     /// Why `limits` cannot be enforced here, if so.
     fn limits_refusal(&self, limits: &Limits) -> Option<String> {
         let (key, controller) = limits.needs().into_iter().find(|(_, c)| !self.has(*c))?;
-        let name = controller.name();
         let place = match &self.cgroups {
-            Ok((dir, have)) => {
-                let have: Vec<&str> = have.iter().map(|c| c.name()).collect();
-                let have = if have.is_empty() {
-                    "none of memory, pids, cpu".to_string()
-                } else {
-                    have.join(", ")
-                };
-                format!(
-                    "the cgroup v2 tree at {} does not offer it (it has {have})",
-                    dir.display()
-                )
-            }
+            Ok((dir, _)) => format!("the cgroups under {} do not have it", dir.display()),
             Err(why) => format!("jobs get no cgroup here ({why})"),
         };
         Some(format!(
-            "limits.{key} needs the {name} controller, but {place}; {CONTROLLER_HINT}"
+            "limits.{key} needs the {} controller, but {place}; {CONTROLLER_HINT}",
+            controller.name()
         ))
     }
 
@@ -187,61 +206,29 @@ impl Containment {
         out
     }
 
-    /// Each layer and whether it is in force, `cgroup` first: for `/metrics` and
-    /// `/health`.
-    pub fn layers(&self) -> Vec<(&'static str, bool)> {
-        let mut layers = vec![("cgroup", self.cgroups.is_ok())];
-        layers.extend(
-            [Controller::Memory, Controller::Pids, Controller::Cpu]
-                .into_iter()
-                .map(|c| (c.name(), self.has(c))),
-        );
-        layers.push(("mount_namespace", self.mount_ns.is_ok()));
-        layers.push(("network_namespace", self.net_ns.is_ok()));
-        layers
-    }
-
-    /// `/health`'s `containment`: the directory job cgroups go in (null: process groups
-    /// only) and each layer.
-    pub fn summary(&self) -> Value {
-        let mut map = Map::new();
-        let dir = self
-            .cgroups
-            .as_ref()
-            .ok()
-            .map(|(d, _)| d.display().to_string());
-        map.insert("cgroup".into(), dir.into());
-        for (name, on) in self.layers().into_iter().skip(1) {
-            map.insert(name.into(), on.into());
+    /// What is in force, for `/health` and `/metrics`.
+    pub fn layers(&self) -> Layers {
+        Layers {
+            cgroup: self
+                .cgroups
+                .as_ref()
+                .ok()
+                .map(|(d, _)| d.display().to_string()),
+            memory: self.has(Controller::Memory),
+            pids: self.has(Controller::Pids),
+            cpu: self.has(Controller::Cpu),
+            mount_namespace: self.mount_ns.is_ok(),
+            network_namespace: self.net_ns.is_ok(),
         }
-        Value::Object(map)
     }
 
-    /// One line for the start-up log and `check`.
+    /// One line for the start-up log and `check`: [`Containment::layers`], and why
+    /// jobs get no cgroup if they do not.
     pub fn describe(&self) -> String {
-        let jobs = match &self.cgroups {
-            Ok((dir, have)) => {
-                let have: Vec<&str> = have.iter().map(|c| c.name()).collect();
-                let have = if have.is_empty() {
-                    "no controllers: limits are refused".to_string()
-                } else {
-                    format!("controllers {}", have.join(", "))
-                };
-                format!(
-                    "each job in its own cgroup under {} ({have})",
-                    dir.display()
-                )
-            }
-            Err(why) => format!("jobs in process groups only ({why})"),
-        };
-        let sandbox = |got: &Result<(), String>| match got {
-            Ok(()) => "yes".to_string(),
-            Err(why) => format!("no: {why}"),
-        };
-        format!(
-            "{jobs}; sandbox: mount namespace {}, network namespace {}",
-            sandbox(&self.mount_ns),
-            sandbox(&self.net_ns)
-        )
+        let layers = serde_json::to_string(&self.layers()).unwrap_or_default();
+        match &self.cgroups {
+            Ok(_) => layers,
+            Err(why) => format!("{layers}; jobs run in process groups only: {why}"),
+        }
     }
 }

@@ -207,9 +207,9 @@ impl Target {
     }
 }
 
-/// Runs one job to the end; `name` (the job id) names its cgroup, where the agent has a
-/// cgroup tree (`contain`). `on_start(pid, cgroup)` is called right after the spawn;
-/// the pid is also the process group id. When this returns, no process of the job's
+/// Runs one job to the end; `id` names its cgroup, where the agent has a cgroup tree
+/// (`contain`). `on_start(pid)` is called right after the spawn; the pid is also the
+/// process group id. When this returns, no process of the job's
 /// cgroup (without one: its process group) is alive.
 ///
 /// Ending rules:
@@ -227,19 +227,19 @@ impl Target {
 ///   escapee to close its copy of the pipes.
 pub fn run(
     spec: &ExecSpec,
-    name: Option<&str>,
+    id: Option<&str>,
     cancel: &AtomicBool,
-    on_start: impl FnOnce(u32, Option<&Path>),
+    on_start: impl FnOnce(u32),
 ) -> Outcome {
-    run_with(spec, name, cancel, on_start, true)
+    run_with(spec, id, cancel, on_start, true)
 }
 
 /// [`run`], with the pidfd optional so tests can take the pre-5.3-kernel path.
 fn run_with(
     spec: &ExecSpec,
-    name: Option<&str>,
+    id: Option<&str>,
     cancel: &AtomicBool,
-    on_start: impl FnOnce(u32, Option<&Path>),
+    on_start: impl FnOnce(u32),
     use_pidfd: bool,
 ) -> Outcome {
     let started_ms = clock::now_unix_ms();
@@ -250,7 +250,7 @@ fn run_with(
     if let Some(why) = untrusted(spec) {
         return Outcome::without_process(Ending::Refused(why), started_ms);
     }
-    let cgroup = match contain::job_cgroup(name, &spec.limits) {
+    let cgroup = match contain::job_cgroup(id, &spec.limits) {
         Ok(cgroup) => cgroup,
         Err(why) => return Outcome::without_process(Ending::Refused(why), started_ms),
     };
@@ -258,7 +258,7 @@ fn run_with(
         Ok(job) => job,
         Err(ending) => return Outcome::without_process(ending, started_ms),
     };
-    on_start(job.pid, job.cgroup.as_ref().map(JobCgroup::dir));
+    on_start(job.pid);
 
     let deadline = Instant::now().checked_add(spec.timeout);
     // Set once we sent SIGTERM for a timeout or cancel: why, and when SIGKILL is due.
@@ -705,7 +705,7 @@ mod tests {
     }
 
     fn go(spec: &ExecSpec) -> Outcome {
-        run(spec, None, &AtomicBool::new(false), |_, _| {})
+        run(spec, None, &AtomicBool::new(false), |_| {})
     }
 
     /// Not running: no /proc entry, or a zombie waiting for an init that may never reap
@@ -731,7 +731,7 @@ mod tests {
             &spec(&["/bin/echo", "hi"]),
             None,
             &AtomicBool::new(false),
-            |pid, _| seen = pid,
+            |pid| seen = pid,
         );
         assert_eq!(out.ending, Ending::Exited(0));
         assert_eq!(out.exit_code, Some(0));
@@ -861,7 +861,7 @@ mod tests {
             &sh("sleep 100 & echo $!"),
             None,
             &AtomicBool::new(false),
-            |pid, _| pgid = pid,
+            |pid| pgid = pid,
         );
         assert_eq!(out.ending, Ending::Exited(0));
         assert!(gone(first_pid(&out)));
@@ -877,7 +877,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(300));
             flag.store(true, Ordering::SeqCst);
         });
-        let out = run(&sh("sleep 100"), None, &cancel, |_, _| {});
+        let out = run(&sh("sleep 100"), None, &cancel, |_| {});
         setter.join().unwrap();
         assert_eq!(out.ending, Ending::Cancelled);
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
@@ -886,12 +886,9 @@ mod tests {
     #[test]
     fn cancelled_before_start_spawns_nothing() {
         let mut started = false;
-        let out = run(
-            &spec(&["/bin/true"]),
-            None,
-            &AtomicBool::new(true),
-            |_, _| started = true,
-        );
+        let out = run(&spec(&["/bin/true"]), None, &AtomicBool::new(true), |_| {
+            started = true
+        });
         assert_eq!(out.ending, Ending::Cancelled);
         assert!(!started);
     }
@@ -956,14 +953,14 @@ mod tests {
     #[test]
     fn works_without_pidfd() {
         let quiet = AtomicBool::new(false);
-        let out = run_with(&sh("echo hi; exit 4"), None, &quiet, |_, _| {}, false);
+        let out = run_with(&sh("echo hi; exit 4"), None, &quiet, |_| {}, false);
         assert_eq!(out.ending, Ending::Exited(4));
         assert_eq!(out.stdout, "hi\n");
 
         let mut s = sh("exec >&- 2>&-; sleep 100");
         s.timeout = Duration::from_millis(300);
         let t = Instant::now();
-        let out = run_with(&s, None, &quiet, |_, _| {}, false);
+        let out = run_with(&s, None, &quiet, |_| {}, false);
         assert_eq!(out.ending, Ending::TimedOut);
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
@@ -1007,7 +1004,7 @@ mod tests {
             &spec(&[prog.to_str().unwrap()]),
             None,
             &AtomicBool::new(false),
-            |_, _| started = true,
+            |_| started = true,
         );
         match &out.ending {
             Ending::Refused(why) => {
@@ -1057,7 +1054,7 @@ mod tests {
             &sh("echo $$; cut -d' ' -f5,6,7 /proc/$$/stat"),
             None,
             &AtomicBool::new(false),
-            |p, _| pid = p,
+            |p| pid = p,
         );
         let lines: Vec<&str> = out.stdout.lines().collect();
         assert_eq!(lines, [pid.to_string(), format!("{pid} {pid} 0")]);

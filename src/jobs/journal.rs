@@ -16,6 +16,7 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
 use serde::{Deserialize, Serialize};
 
+use super::contain::left_by;
 use super::record::{JobRecord, Status};
 use crate::audit;
 use crate::sys::files::{self, FileError, Trust};
@@ -45,9 +46,6 @@ enum Line<J> {
         /// later process, must never be signalled.
         boot: Option<String>,
         leader_start: Option<u64>,
-        /// The job's cgroup: whatever is still in it is the job's.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        cgroup: Option<PathBuf>,
     },
     /// The final record.
     End { job: J },
@@ -58,7 +56,6 @@ struct Group {
     pgid: u32,
     boot: Option<String>,
     leader_start: Option<u64>,
-    cgroup: Option<PathBuf>,
 }
 
 /// A job as the journal last recorded it.
@@ -130,7 +127,7 @@ impl Journal {
                 continue;
             };
             let id = &job.record.id;
-            match judge(&group, boot.as_deref(), seen_until) {
+            match judge(&group, left_by(id), boot.as_deref(), seen_until) {
                 Verdict::Ours(cgroup) => orphans.push(Orphan {
                     id: id.clone(),
                     pgid: group.pgid,
@@ -174,17 +171,15 @@ impl Journal {
         self.send(&Line::Submit { job: record });
     }
 
-    /// The job's process group `pgid` (and its `cgroup`) exists. Not synced: it only
-    /// matters while this boot lasts, and the page cache outlives a crash of the agent
-    /// itself.
-    pub fn started(&self, id: &str, pgid: u32, cgroup: Option<&Path>, started_at: &str) {
+    /// The job's process group `pgid` exists. Not synced: it only matters while this
+    /// boot lasts, and the page cache outlives a crash of the agent itself.
+    pub fn started(&self, id: &str, pgid: u32, started_at: &str) {
         self.send(&Line::<&JobRecord>::Start {
             id: id.to_owned(),
             pgid,
             started_at: started_at.to_owned(),
             boot: self.boot.clone(),
             leader_start: sys::start_ticks(pgid),
-            cgroup: cgroup.map(Path::to_path_buf),
         });
     }
 
@@ -348,7 +343,6 @@ fn read(mut reader: impl BufRead, path: &Path) -> io::Result<Vec<Kept>> {
                 started_at,
                 boot,
                 leader_start,
-                cgroup,
             }) => {
                 if let Some(kept) = jobs.get_mut(&id)
                     && !kept.record.status.is_final()
@@ -359,7 +353,6 @@ fn read(mut reader: impl BufRead, path: &Path) -> io::Result<Vec<Kept>> {
                         pgid,
                         boot,
                         leader_start,
-                        cgroup,
                     });
                 }
             }
@@ -412,7 +405,6 @@ fn rewrite(path: &Path, jobs: &[Kept]) -> Result<usize, FileError> {
                 started_at: kept.record.started_at.clone().unwrap_or_default(),
                 boot: g.boot.clone(),
                 leader_start: g.leader_start,
-                cgroup: g.cgroup.clone(),
             });
         }
     }
@@ -453,9 +445,10 @@ fn last_seen_running(jobs: &[Kept], boot: Option<&str>) -> Option<u64> {
 
 /// Whether a recorded group is still this job's, from what `/proc` says now.
 ///
-/// A job that had a cgroup (`job-<id>`, made for this job alone) is judged by it while
-/// it exists: processes in it are the job's, wherever their group or session went; an
-/// empty one is removed.
+/// A job whose cgroup (`job-<id>`, made for this job alone, in the tree the agent uses
+/// now) is still there is judged by it: processes in it are the job's, wherever their
+/// group or session went; an empty one is removed. (A tree that moved since, say from
+/// the root to a systemd service, is not searched: the group is then judged as below.)
 ///
 /// Without one: a group number is a pid, and is reused once every process of the group (and of the
 /// session, which the job's leader also made) is gone. So:
@@ -466,8 +459,13 @@ fn last_seen_running(jobs: &[Kept], boot: Option<&str>) -> Option<u64> {
 ///   agent still counted the job as running, so the number could not yet be reused: a
 ///   stranger's processes all start after the reuse). A member started later may be
 ///   the job's or a stranger's; nothing proves which, so it is left alone.
-fn judge(group: &Group, boot: Option<&str>, seen_until: Option<u64>) -> Verdict {
-    if let Some(cgroup) = group.cgroup.as_deref().and_then(JobCgroup::open) {
+fn judge(
+    group: &Group,
+    cgroup: Option<JobCgroup>,
+    boot: Option<&str>,
+    seen_until: Option<u64>,
+) -> Verdict {
+    if let Some(cgroup) = cgroup {
         if cgroup.populated() {
             return Verdict::Ours(Some(cgroup.dir().to_path_buf()));
         }
@@ -577,7 +575,6 @@ mod tests {
         journal.started(
             &record(3, Status::Running).id,
             leader.id(),
-            None,
             "2026-01-01T00:00:01.000Z",
         );
         journal.sync();
@@ -726,18 +723,23 @@ mod tests {
             pgid: me,
             boot: boot.clone(),
             leader_start: sys::start_ticks(me),
-            cgroup: None,
         };
-        assert_eq!(judge(&mine, boot.as_deref(), None), Verdict::Ours(None));
+        assert_eq!(
+            judge(&mine, None, boot.as_deref(), None),
+            Verdict::Ours(None)
+        );
         let reused = Group {
             leader_start: mine.leader_start.map(|t| t - 1),
             ..mine.clone()
         };
         assert!(matches!(
-            judge(&reused, boot.as_deref(), None),
+            judge(&reused, None, boot.as_deref(), None),
             Verdict::LeftAlone { .. }
         ));
-        assert_eq!(judge(&mine, Some("another-boot"), None), Verdict::Gone);
+        assert_eq!(
+            judge(&mine, None, Some("another-boot"), None),
+            Verdict::Gone
+        );
     }
 
     #[test]
@@ -747,7 +749,6 @@ mod tests {
             pgid: 500,
             boot: Some("b".into()),
             leader_start: Some(1000),
-            cgroup: None,
         };
         let member = |pid, session, start| sys::Member {
             pid,

@@ -14,7 +14,7 @@ mod spec;
 mod table;
 
 pub(crate) use self::contain::{
-    agent as containment, init as init_containment, preview as preview_containment,
+    Layers, agent as containment, init as init_containment, preview as preview_containment,
     remove as remove_containment,
 };
 pub(crate) use self::exec::{ExecSpec, own_home};

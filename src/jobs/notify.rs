@@ -57,7 +57,7 @@ impl NotifyCommand {
             .name("notify".into())
             .stack_size(STACK)
             .spawn(move || {
-                let out = exec::run(&spec, None, &AtomicBool::new(false), |_, _| {});
+                let out = exec::run(&spec, None, &AtomicBool::new(false), |_| {});
                 let rc = match &out.ending {
                     Ending::TimedOut => "timeout".to_string(),
                     Ending::SpawnFailed(why) | Ending::Refused(why) => {

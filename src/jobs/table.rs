@@ -352,12 +352,10 @@ fn job_thread(mut record: JobRecord, spec: ExecSpec, cancel: &AtomicBool, shared
     // The submission must be on disk before the command can change anything.
     shared.journal.sync();
     let started_at = record.started_at.clone().unwrap_or_default();
-    let outcome = exec::run(&spec, Some(&record.id), cancel, |pgid, cgroup| {
+    let outcome = exec::run(&spec, Some(&record.id), cancel, |pgid| {
         // Once a process exists: a job refused before its spawn never reads EXECUTING.
         audit::executing(&record.id, &record.command);
-        shared
-            .journal
-            .started(&record.id, pgid, cgroup, &started_at);
+        shared.journal.started(&record.id, pgid, &started_at);
     });
     let stopping = shared.stopping.load(Ordering::SeqCst);
     apply_outcome(&mut record, outcome, spec.timeout.as_secs(), stopping);
