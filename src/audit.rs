@@ -372,6 +372,18 @@ pub fn forbidden_peer(addr: &str) {
     }
 }
 
+/// A web page, or a name that may be DNS rebinding:
+/// `FORBIDDEN browser request from peer: Origin "https://evil.example"`.
+pub fn forbidden_browser(peer: &str, header: &str, value: &str) {
+    if let Some(more) = admit(Refusal::Forbidden) {
+        log::warn!(
+            "FORBIDDEN browser request from {}: {header} {}{more}",
+            field(peer),
+            field(value)
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

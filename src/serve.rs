@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use crate::audit::{self, AuditError};
 use crate::auth::{Auth, SecretError, StateError, StateStore, load_secret};
 use crate::config::Config;
-use crate::http::{Handler, Reply, Request, Response, Routes, Server, WaitKind};
+use crate::http::{
+    Gate, Handler, Limits, Reply, Request, Response, Routes, Server, WaitKind, Woken,
+};
 use crate::jobs::{
     Jobs, Journal, NotifyCommand, ResultsDir, init_containment, own_home, remove_containment,
 };
@@ -103,7 +105,11 @@ pub fn serve(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
         systemd.watchdog_ping,
         idle_exit.filter(|_| activated),
     );
-    let server = Server::new(listener).map_err(|err| StartError::Io {
+    let limits = Limits {
+        gate: Gate::new(&cfg.allowed_hosts, &cfg.allowed_origins),
+        send_queue_bytes: cfg.send_queue_bytes,
+    };
+    let server = Server::new(listener, limits).map_err(|err| StartError::Io {
         what: "event loop",
         err,
     })?;
@@ -177,8 +183,8 @@ impl Handler for Supervised {
         self.routes.on_wake()
     }
 
-    fn answer_wait(&mut self, job: &str, kind: WaitKind) -> Response {
-        self.routes.answer_wait(job, kind)
+    fn answer_wait(&mut self, on: &str, kind: WaitKind, why: Woken) -> Response {
+        self.routes.answer_wait(on, kind, why)
     }
 
     fn tick(&mut self, now: Instant, open_connections: usize) -> bool {

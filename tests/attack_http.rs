@@ -10,18 +10,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{Agent, rss_allowance_kib, rss_kib, threads};
+use crate::common::{Agent, open_fds, rss_allowance_kib, rss_kib, status_of, threads};
 use serde_json::json;
 
 const RSS_LIMIT_KIB: u64 = 8 * 1024;
 const HEALTH_LIMIT: Duration = Duration::from_secs(1);
-
-fn status_of(raw: &str) -> u16 {
-    raw.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
 
 /// Samples /health latency, RSS and threads every 100 ms until `stop`.
 struct Watch {
@@ -246,10 +239,6 @@ fn full_connection_table_of_nearly_complete_bodies() {
     assert_eq!(threads(agent.pid()), baseline);
     assert!(rss < 32 * 1024 + rss_allowance_kib(), "RSS {rss} KiB");
     drop(held);
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{Agent, agent_shell_command};
+use crate::common::{Agent, agent_shell_command, url_decode};
 use serde_json::{Value, json};
 
 fn example(path: &str) -> String {
@@ -298,28 +298,11 @@ fn home_assistant_rest_command_body_is_what_the_agent_accepts() {
     assert_eq!(r.json()["stdout"], "quoted and single\n");
 }
 
-/// URL-form decoding (`+` is a space, `%XX` a byte).
+/// URL-form decoding into pairs.
 fn form_decode(text: &str) -> Vec<(String, String)> {
-    let decode = |s: &str| {
-        let bytes = s.as_bytes();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'+' => out.push(b' '),
-                b'%' => {
-                    out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-                    i += 2;
-                }
-                b => out.push(b),
-            }
-            i += 1;
-        }
-        String::from_utf8(out).unwrap()
-    };
     text.split('&')
         .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
+        .map(|(k, v)| (url_decode(k), url_decode(v)))
         .collect()
 }
 

@@ -4,15 +4,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::common::Agent;
+use crate::common::{Agent, status_of};
 use serde_json::json;
-
-fn status_of(raw: &str) -> u16 {
-    raw.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
 
 #[test]
 fn malformed_bodies_get_400_and_the_agent_lives_on() {
@@ -108,6 +101,14 @@ fn protocol_abuse_gets_clear_statuses() {
     let r = agent.raw(b"DELETE /run HTTP/1.1\r\nConnection: close\r\n\r\n", t);
     assert_eq!(status_of(&r), 405);
     assert!(r.contains("Allow: POST"), "{r}");
+    // HEAD is GET without the body: here the GET's 405, head only.
+    let r = agent.raw(b"HEAD /run HTTP/1.1\r\nConnection: close\r\n\r\n", t);
+    assert_eq!(status_of(&r), 405);
+    assert!(r.contains("Allow: POST") && r.ends_with("\r\n\r\n"), "{r}");
+    assert_eq!(
+        content_length(&r),
+        content_length(&agent.raw(b"GET /run HTTP/1.1\r\nConnection: close\r\n\r\n", t))
+    );
     assert_eq!(
         status_of(&agent.raw(
             b"GET /job/0123456789abcdef0123456789abcdef HTTP/1.0\r\n\r\n",
@@ -128,6 +129,51 @@ fn protocol_abuse_gets_clear_statuses() {
         started.elapsed()
     );
     assert!(agent.health_ok());
+}
+
+fn content_length(raw: &str) -> usize {
+    raw.lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Content-Length: {raw}"))
+}
+
+#[test]
+fn head_answers_the_gets_head_and_no_body() {
+    let agent = Agent::start("head", json!({}));
+    let t = Duration::from_secs(5);
+    let id = agent
+        .post_json("/run", &json!({"command": "uptime"}))
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let get = agent.raw(
+        format!("GET /job/{id} HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes(),
+        t,
+    );
+    let head = agent.raw(
+        format!("HEAD /job/{id} HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes(),
+        t,
+    );
+    assert_eq!(status_of(&head), 200, "{head}");
+    let (get_head, get_body) = get.split_once("\r\n\r\n").unwrap();
+    assert_eq!(content_length(&head), get_body.len());
+    assert_eq!(
+        head,
+        format!("{get_head}\r\n\r\n"),
+        "the GET's head, nothing after it"
+    );
+    // On a kept-alive connection the next answer starts right after the head: a body
+    // there would be read as the start of the next answer (the old `HEAD /health`).
+    let r = agent.raw(
+        b"HEAD /health HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\nConnection: close\r\n\r\n",
+        t,
+    );
+    let (first, rest) = r.split_once("\r\n\r\n").unwrap();
+    assert_eq!(status_of(first), 200, "{r}");
+    assert!(content_length(first) > 0, "{r}");
+    assert!(rest.starts_with("HTTP/1.1 404"), "{r}");
 }
 
 #[test]

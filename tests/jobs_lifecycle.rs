@@ -74,8 +74,9 @@ fn wait_zero_answers_202_and_parked_long_polls_cost_no_threads() {
     let mut polls: Vec<TcpStream> = (0..100)
         .map(|_| {
             let mut s = TcpStream::connect(agent.addr).unwrap();
-            let req =
-                format!("GET /job/{id}?wait=10 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+            let req = format!(
+                "GET /job/{id}?wait=10 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            );
             s.write_all(req.as_bytes()).unwrap();
             s
         })

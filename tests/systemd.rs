@@ -220,7 +220,7 @@ fn exits_when_idle_with_socket_activation_and_the_next_start_answers() {
     let body = json!({"pin": agent.fresh_code(), "argv": ["sleep", "2"], "wait": 0}).to_string();
     let reply = agent.raw(
         format!(
-            "POST /run HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /run HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .as_bytes(),
@@ -241,7 +241,7 @@ fn exits_when_idle_with_socket_activation_and_the_next_start_answers() {
     let addr = kept.local_addr().unwrap();
     let mut client = TcpStream::connect(addr).unwrap();
     client
-        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
     agent.spawn_activated(kept, &[]);
     client

@@ -5,6 +5,8 @@
 /// Fixtures: an agent in a temp dir, a client, codes, process and memory probes.
 mod common;
 
+/// Web pages and DNS rebinding; the clients that must keep working.
+mod attack_browser;
 /// Brute force, bent codes, codes outside the window.
 mod attack_codes;
 /// Pagers, terminals and the agent's environment as a way in.
@@ -15,8 +17,12 @@ mod attack_files;
 mod attack_http;
 /// Chaining, substitution, option smuggling, path tricks, forged log lines.
 mod attack_injection;
+/// Slow readers of large answers and histories of large jobs: memory stays bounded.
+mod attack_memory;
 /// Output floods, fork bombs, lingering and escaping jobs.
 mod attack_resources;
+/// Long-polls, idle clients and bare sockets filling every connection slot.
+mod attack_slots;
 /// Programs, notify and cwd that another user could swap: refused at load and at exec.
 mod attack_trust;
 /// Codes, replay, throttling and policy.

@@ -21,6 +21,17 @@ pub struct RawConfig {
     pub allow_remote: bool,
     #[serde(default)]
     pub expose_rules: bool,
+    /// Names (with or without `:port`) besides loopback addresses and `localhost` that
+    /// a request's `Host` may carry.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Web origins (`https://ha.example:8123`) whose pages may call the agent.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Bytes of answers held for clients that have not read them yet, all connections
+    /// together.
+    #[serde(default = "default_send_queue_bytes")]
+    pub send_queue_bytes: u64,
     #[serde(default = "default_secret_file")]
     pub secret_file: PathBuf,
     #[serde(default = "default_log_file")]
@@ -59,6 +70,10 @@ impl RawConfig {
             }
         }
     }
+}
+
+fn default_send_queue_bytes() -> u64 {
+    16 << 20
 }
 
 fn default_listen() -> String {

@@ -583,6 +583,61 @@ fn load_checks_file_and_lists_problems() {
 }
 
 #[test]
+fn browser_allowlists_and_send_queue() {
+    let c = validate(&minimal()).unwrap();
+    assert!(c.allowed_hosts.is_empty() && c.allowed_origins.is_empty());
+    assert_eq!(c.send_queue_bytes, 16 << 20);
+    let with = |extra: &str| minimal().replacen('{', &format!("{{{extra}, "), 1);
+    let c = validate(&with(
+        r#""allowed_hosts": ["NAS.lan", "pi.lan:9999", "[fd00::5]"],
+           "allowed_origins": ["HTTPS://HA.example:443/", "http://ha.lan:8123", "http://x.lan:80"],
+           "send_queue_bytes": 65536"#,
+    ))
+    .unwrap();
+    assert_eq!(c.allowed_hosts, ["nas.lan", "pi.lan:9999", "[fd00::5]"]);
+    assert_eq!(
+        c.allowed_origins,
+        ["https://ha.example", "http://ha.lan:8123", "http://x.lan"]
+    );
+    assert_eq!(c.send_queue_bytes, 65536);
+    let all = problems(&with(
+        r#""allowed_hosts": ["*", "a b", "user@nas"],
+           "allowed_origins": ["null", "*", "ha.example", "https://ha.example/path", "ftp://x"],
+           "send_queue_bytes": 1024"#,
+    ));
+    let starts = [
+        "allowed_hosts[0]: \"*\" would let any web page",
+        "allowed_hosts[1]: \"a b\" is not a host name",
+        "allowed_hosts[2]: \"user@nas\" is not a host name",
+        "allowed_origins[0]: \"null\" is the origin of sandboxed frames",
+        "allowed_origins[1]: \"*\" would let every web page",
+        "allowed_origins[2]: \"ha.example\" is not an origin",
+        "allowed_origins[3]: \"https://ha.example/path\" is not an origin",
+        "allowed_origins[4]: \"ftp://x\" is not an origin",
+        "send_queue_bytes: 1024 is out of range",
+    ];
+    assert_eq!(all.len(), starts.len(), "{all:#?}");
+    for (problem, start) in all.iter().zip(starts) {
+        assert!(problem.starts_with(start), "{problem}");
+    }
+    // Reached over the network, the names clients use must be listed.
+    let remote = r#""listen": "0.0.0.0:9999", "allow_remote": true"#;
+    let warnings = validate(&with(remote)).unwrap().warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("allowed_hosts is empty")),
+        "{warnings:?}"
+    );
+    let listed = format!(r#"{remote}, "allowed_hosts": ["nas.lan"]"#);
+    let warnings = validate(&with(&listed)).unwrap().warnings();
+    assert!(
+        !warnings.iter().any(|w| w.contains("allowed_hosts")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
 fn idle_exit_is_optional_and_bounded() {
     assert_eq!(validate(&minimal()).unwrap().idle_exit_s, None);
     let with = |v: &str| minimal().replacen('{', &format!(r#"{{"idle_exit_s": {v}, "#), 1);

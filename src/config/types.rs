@@ -20,6 +20,15 @@ pub struct Config {
     pub allow_remote: bool,
     /// Serve the rules (names and patterns, no secrets) on `GET /rules`, for MCP clients.
     pub expose_rules: bool,
+    /// `Host` values (lowercase `name` or `name:port`) accepted besides loopback
+    /// addresses and `localhost`: anything else may be a web page using DNS rebinding.
+    pub allowed_hosts: Vec<String>,
+    /// Web origins (lowercase `scheme://host[:port]`, as browsers send them) whose
+    /// pages may call the agent; requests from any other page are refused.
+    pub allowed_origins: Vec<String>,
+    /// Most bytes of answers held for clients that have not read them yet, all
+    /// connections together.
+    pub send_queue_bytes: usize,
     pub secret_file: PathBuf,
     pub log_file: PathBuf,
     pub state_dir: PathBuf,
@@ -75,6 +84,13 @@ impl Config {
                  root commands",
                 self.listen
             ));
+            if self.allowed_hosts.is_empty() {
+                warnings.push(format!(
+                    "allowed_hosts is empty: clients that reach {} by a name or a network \
+                     address are refused (403, Host); list what they use",
+                    self.listen
+                ));
+            }
         }
         for rule in &self.rules {
             match &rule.action {

@@ -37,6 +37,8 @@ const MAX_MEMORY: u64 = 1 << 50;
 const MAX_TASKS: u64 = 4_194_304;
 /// Percent of one CPU: 1000 CPUs.
 const MAX_CPU_PERCENT: u64 = 100_000;
+const MIN_SEND_QUEUE_BYTES: u64 = 64 << 10;
+const MAX_SEND_QUEUE_BYTES: u64 = 1 << 30;
 
 /// Variables the agent sets itself to keep children predictable and pagers from running
 /// commands; a rule's `env` may not override them.
@@ -553,6 +555,71 @@ fn validate_examples(rules: &[Rule], examples: &[(usize, RawExamples)], p: &mut 
     }
 }
 
+/// The entries of the list at `key` that `check` accepts, as it returns them.
+fn entries(
+    key: &str,
+    list: &[String],
+    p: &mut Problems,
+    check: fn(&str, &str, &mut Problems) -> Option<String>,
+) -> Vec<String> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, entry)| check(&format!("{key}[{i}]"), entry, p))
+        .collect()
+}
+
+/// An `allowed_hosts` entry, lowercased: `name` or `name:port` (`[v6]` for IPv6).
+fn allowed_host(at: &str, host: &str, p: &mut Problems) -> Option<String> {
+    if host == "*" {
+        p.push(
+            at,
+            "\"*\" would let any web page reach the agent through DNS rebinding; list the \
+             names clients really use",
+        );
+        return None;
+    }
+    if sys::split_authority(host).is_none() {
+        p.push(
+            at,
+            format!("{host:?} is not a host name or host:port; write e.g. \"nas.lan\" or \"nas.lan:9999\""),
+        );
+        return None;
+    }
+    Some(host.to_ascii_lowercase())
+}
+
+/// An `allowed_origins` entry as browsers write the `Origin` header: lowercase
+/// `http(s)://host[:port]`, the scheme's default port left out.
+fn allowed_origin(at: &str, origin: &str, p: &mut Problems) -> Option<String> {
+    let lower = origin.to_ascii_lowercase();
+    let lower = lower.strip_suffix('/').unwrap_or(&lower);
+    let parsed = ["http", "https"].into_iter().find_map(|scheme| {
+        let authority = lower.strip_prefix(scheme)?.strip_prefix("://")?;
+        let (host, port) = sys::split_authority(authority)?;
+        let default = if scheme == "http" { "80" } else { "443" };
+        Some(match port {
+            Some(port) if port != default => format!("{scheme}://{host}:{port}"),
+            _ => format!("{scheme}://{host}"),
+        })
+    });
+    if parsed.is_none() {
+        let why = match lower {
+            "null" => "\"null\" is the origin of sandboxed frames and local files, which any \
+                       page can make; it cannot be allowed"
+                .to_string(),
+            "*" => "\"*\" would let every web page run commands; list the origins of your own \
+                    dashboards"
+                .to_string(),
+            _ => format!(
+                "{origin:?} is not an origin; write scheme, host and port only, e.g. \
+                 \"https://ha.example:8123\""
+            ),
+        };
+        p.push(at, why);
+    }
+    parsed
+}
+
 impl Config {
     /// Stage 2: checks every value, program, user, group and directory, and returns every
     /// problem found, in file order.
@@ -673,6 +740,20 @@ impl Config {
             }
         }
 
+        let allowed_hosts = entries("allowed_hosts", &raw.allowed_hosts, &mut p, allowed_host);
+        let allowed_origins = entries(
+            "allowed_origins",
+            &raw.allowed_origins,
+            &mut p,
+            allowed_origin,
+        );
+        let send_queue_bytes = to_usize(p.range(
+            "send_queue_bytes",
+            raw.send_queue_bytes,
+            MIN_SEND_QUEUE_BYTES,
+            MAX_SEND_QUEUE_BYTES,
+        ));
+
         let idle_exit_s = raw
             .idle_exit_s
             .map(|v| p.range("idle_exit_s", v, 1, MAX_DURATION_S));
@@ -718,6 +799,9 @@ impl Config {
             listen,
             allow_remote: raw.allow_remote,
             expose_rules: raw.expose_rules,
+            allowed_hosts,
+            allowed_origins,
+            send_queue_bytes,
             secret_file,
             log_file,
             state_dir,

@@ -3,8 +3,11 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::Serialize;
+
+use super::browser::Refused;
 
 /// A complete request as the event loop hands it to the routes.
 #[derive(Debug, Clone)]
@@ -33,29 +36,35 @@ impl Request {
 /// A header in `Response::headers` that replaces the default `application/json`.
 const CONTENT_TYPE: &str = "Content-Type";
 
+/// A response body. Shared: every connection sending the same answer (a job's record,
+/// perhaps megabytes) holds the one copy.
+pub type Body = Arc<Vec<u8>>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
     /// Extra headers beyond Content-Length and Connection (and Content-Type, unless set
     /// here).
     pub headers: Vec<(&'static str, String)>,
-    pub body: Vec<u8>,
+    pub body: Body,
 }
 
 impl Response {
     /// A JSON response; serializing plain data structs cannot fail, but if it ever did the
     /// client gets a 500 instead of the process panicking.
     pub fn json<T: Serialize>(status: u16, value: &T) -> Response {
-        match serde_json::to_vec(value) {
-            Ok(mut body) => {
-                body.push(b'\n');
-                Response {
-                    status,
-                    headers: Vec::new(),
-                    body,
-                }
-            }
+        match encode_json(value) {
+            Ok(body) => Response::shared(status, Arc::new(body)),
             Err(_) => ApiError::Internal("response could not be encoded".into()).response(),
+        }
+    }
+
+    /// A JSON response whose body is already encoded (and perhaps being sent elsewhere).
+    pub fn shared(status: u16, body: Body) -> Response {
+        Response {
+            status,
+            headers: Vec::new(),
+            body,
         }
     }
 
@@ -64,12 +73,13 @@ impl Response {
         Response {
             status,
             headers: vec![(CONTENT_TYPE, content_type.to_string())],
-            body: body.into_bytes(),
+            body: Arc::new(body.into_bytes()),
         }
     }
 
-    /// Status line, headers and body, ready for the socket.
-    pub fn to_bytes(&self, keep_alive: bool) -> Vec<u8> {
+    /// Status line and headers, ready for the socket; the body goes after them (or, for
+    /// HEAD, does not, though Content-Length still gives its length).
+    pub fn head(&self, keep_alive: bool) -> Vec<u8> {
         let content_type = self
             .headers
             .iter()
@@ -89,10 +99,18 @@ impl Response {
             head.push_str("\r\n");
         }
         head.push_str("\r\n");
-        let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(&self.body);
-        bytes
+        head.into_bytes()
     }
+}
+
+/// `value` as JSON plus a newline, its buffer cut to size: a shared answer is held as
+/// long as its slowest reader needs it. (A large buffer is mapped memory: growing and
+/// cutting it moves pages, not bytes, and untouched capacity is never resident.)
+pub fn encode_json<T: Serialize>(value: &T) -> serde_json::Result<Vec<u8>> {
+    let mut body = serde_json::to_vec(value)?;
+    body.push(b'\n');
+    body.shrink_to_fit();
+    Ok(body)
 }
 
 fn reason(status: u16) -> &'static str {
@@ -122,14 +140,20 @@ pub enum ApiError {
     InvalidCode,
     NotAllowed,
     Forbidden,
+    /// A web page, or a name that may be DNS rebinding (see `browser`).
+    Browser(Refused),
     NotFound,
     MethodNotAllowed(&'static str),
     Timeout,
     LengthRequired,
     TooLarge,
     HeadTooLarge,
-    LockedOut { retry_after_s: u64 },
+    LockedOut {
+        retry_after_s: u64,
+    },
     Busy,
+    /// Answers not yet read by their clients fill `send_queue_bytes`.
+    Overloaded,
     Unavailable(String),
     Internal(String),
 }
@@ -145,7 +169,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => 400,
             Self::InvalidCode => 401,
-            Self::NotAllowed | Self::Forbidden => 403,
+            Self::NotAllowed | Self::Forbidden | Self::Browser(_) => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed(_) => 405,
             Self::Timeout => 408,
@@ -153,7 +177,7 @@ impl ApiError {
             Self::TooLarge => 413,
             Self::HeadTooLarge => 431,
             Self::LockedOut { .. } => 429,
-            Self::Busy | Self::Unavailable(_) => 503,
+            Self::Busy | Self::Overloaded | Self::Unavailable(_) => 503,
             Self::Internal(_) => 500,
         }
     }
@@ -163,7 +187,7 @@ impl ApiError {
             Self::BadRequest(_) => "bad_request",
             Self::InvalidCode => "invalid_code",
             Self::NotAllowed => "not_allowed",
-            Self::Forbidden => "forbidden",
+            Self::Forbidden | Self::Browser(_) => "forbidden",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Timeout => "request_timeout",
@@ -171,7 +195,7 @@ impl ApiError {
             Self::TooLarge => "too_large",
             Self::HeadTooLarge => "header_too_large",
             Self::LockedOut { .. } => "locked_out",
-            Self::Busy => "busy",
+            Self::Busy | Self::Overloaded => "busy",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -191,6 +215,7 @@ impl ApiError {
                 .headers
                 .push(("Retry-After", retry_after_s.to_string())),
             Self::MethodNotAllowed(allow) => response.headers.push(("Allow", (*allow).to_string())),
+            Self::Overloaded => response.headers.push(("Retry-After", "1".to_string())),
             _ => {}
         }
         response
@@ -207,6 +232,7 @@ impl fmt::Display for ApiError {
             ),
             Self::NotAllowed => write!(f, "no rule in the policy allows this command"),
             Self::Forbidden => write!(f, "only loopback clients may use this agent"),
+            Self::Browser(refused) => write!(f, "{refused}"),
             Self::NotFound => write!(f, "no such resource"),
             Self::MethodNotAllowed(allow) => write!(f, "method not allowed here; use {allow}"),
             Self::Timeout => write!(f, "the request was not received in time"),
@@ -225,6 +251,11 @@ impl fmt::Display for ApiError {
                 )
             }
             Self::Busy => write!(f, "the job queue is full; try again later"),
+            Self::Overloaded => write!(
+                f,
+                "answers not yet read by slow clients fill the send queue (send_queue_bytes); \
+                 try again in a moment"
+            ),
             Self::Unavailable(why) | Self::Internal(why) => write!(f, "{why}"),
         }
     }
@@ -242,9 +273,26 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body["error"], "locked_out");
         assert!(body["message"].as_str().unwrap().contains("30 s"));
-        let bytes = String::from_utf8(ApiError::NotFound.response().to_bytes(false)).unwrap();
-        assert!(bytes.starts_with("HTTP/1.1 404 Not Found\r\n"), "{bytes}");
-        assert!(bytes.contains("Connection: close\r\n"));
+        let not_found = ApiError::NotFound.response();
+        let head = String::from_utf8(not_found.head(false)).unwrap();
+        assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"), "{head}");
+        assert!(head.contains("Connection: close\r\n"));
+        assert!(head.contains(&format!("Content-Length: {}\r\n", not_found.body.len())));
+        assert!(head.ends_with("\r\n\r\n"));
+        let busy = ApiError::Overloaded.response();
+        assert_eq!((busy.status, busy.headers[0].0), (503, "Retry-After"));
+    }
+
+    #[test]
+    fn json_is_encoded_with_no_spare_capacity() {
+        let value = serde_json::json!({"stdout": "\u{0}".repeat(1000)});
+        let body = encode_json(&value).unwrap();
+        assert_eq!(body.len(), body.capacity());
+        assert_eq!(body.len(), 6 * 1000 + r#"{"stdout":""}"#.len() + 1);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            value
+        );
     }
 
     #[test]

@@ -3,14 +3,15 @@
 //! policy, so a caller without a valid code learns nothing about the policy.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::body::{self, BadBody};
-use super::message::{ApiError, Request, Response};
+use super::message::{ApiError, Request, Response, encode_json};
 use super::metrics::{self, CodeOutcome, Gauges, Metrics};
-use super::server::{Handler, Reply, WaitKind};
+use super::server::{Handler, Reply, WaitKind, Woken};
 use crate::audit;
 use crate::auth::{Auth, Denied};
 use crate::config::Config;
@@ -84,7 +85,7 @@ impl Routes {
                 _ => Err(ApiError::MethodNotAllowed("POST")),
             },
             "/health" => match method {
-                "GET" | "HEAD" => Ok(Reply::Now(self.health())),
+                "GET" => Ok(Reply::Now(self.health())),
                 _ => Err(ApiError::MethodNotAllowed("GET")),
             },
             "/metrics" => match method {
@@ -225,7 +226,7 @@ impl Routes {
             return Ok(Reply::Now(self.accepted(&id)));
         }
         Ok(Reply::Wait {
-            job: id,
+            on: id,
             until: now + wait,
             kind: WaitKind::Submit,
         })
@@ -297,6 +298,11 @@ impl Routes {
     /// 202 for a job still queued or running; from now on its end is notified.
     fn accepted(&mut self, id: &str) -> Response {
         self.jobs.detach(id);
+        self.poll_answer(id)
+    }
+
+    /// 202 with the poll URL of a job still queued or running.
+    fn poll_answer(&self, id: &str) -> Response {
         let status = self.jobs.get(id).map_or("running", |r| r.status.as_str());
         Response::json(
             202,
@@ -306,6 +312,25 @@ impl Routes {
                 poll: format!("/job/{id}"),
             },
         )
+    }
+
+    /// The record of job `id` as JSON: encoded once per state of the job and shared by
+    /// every connection sending it (a record can be megabytes once escaped).
+    fn record_answer(&mut self, id: &str) -> Response {
+        let Some((record, cached)) = self.jobs.answer_slot(id) else {
+            return ApiError::NotFound.response();
+        };
+        if let Some(body) = cached.upgrade() {
+            return Response::shared(200, body);
+        }
+        match encode_json(record) {
+            Ok(body) => {
+                let body = Arc::new(body);
+                *cached = Arc::downgrade(&body);
+                Response::shared(200, body)
+            }
+            Err(_) => ApiError::Internal("the job record could not be encoded".into()).response(),
+        }
     }
 
     fn job(&mut self, req: &Request, id: &str, now: Instant) -> Result<Reply, ApiError> {
@@ -321,10 +346,10 @@ impl Routes {
             None => Duration::ZERO,
         };
         if record.status.is_final() || wait.is_zero() {
-            return Ok(Reply::Now(Response::json(200, record)));
+            return Ok(Reply::Now(self.record_answer(id)));
         }
         Ok(Reply::Wait {
-            job: id.to_string(),
+            on: id.to_string(),
             until: now + wait,
             kind: WaitKind::Poll,
         })
@@ -350,15 +375,12 @@ impl Routes {
                 // Answer once the group is gone: TERM, grace, KILL.
                 let until = now + Duration::from_secs(self.cfg.jobs.kill_grace_s + 2);
                 Ok(Reply::Wait {
-                    job: id.to_string(),
+                    on: id.to_string(),
                     until,
                     kind: WaitKind::Poll,
                 })
             }
-            Ok(_) | Err(CancelError::AlreadyFinished(_)) => {
-                let record = self.jobs.get(id).ok_or(ApiError::NotFound)?;
-                Ok(Reply::Now(Response::json(200, record)))
-            }
+            Ok(_) | Err(CancelError::AlreadyFinished(_)) => Ok(Reply::Now(self.record_answer(id))),
             Err(CancelError::NotFound) => Err(ApiError::NotFound),
         }
     }
@@ -384,13 +406,17 @@ impl Handler for Routes {
         ended
     }
 
-    fn answer_wait(&mut self, job: &str, kind: WaitKind) -> Response {
-        let response = match self.jobs.get(job) {
+    fn answer_wait(&mut self, job: &str, kind: WaitKind, why: Woken) -> Response {
+        let response = match self.jobs.get(job).map(|r| r.status) {
             None => ApiError::NotFound.response(),
-            Some(record) if record.status.is_final() || kind == WaitKind::Poll => {
-                Response::json(200, record)
+            Some(status)
+                if status.is_final() || (kind == WaitKind::Poll && why != Woken::Evicted) =>
+            {
+                self.record_answer(job)
             }
-            Some(_) => self.accepted(job),
+            Some(_) if kind == WaitKind::Submit => self.accepted(job),
+            // A poll cut short to make room: come back for the rest.
+            Some(_) => self.poll_answer(job),
         };
         // Parked requests are counted when answered; a cancel that waited for its
         // process group is a Poll wait too, so it counts under "/job".

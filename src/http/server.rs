@@ -1,28 +1,43 @@
 //! The HTTP event loop: one thread, `mio` readiness, `httparse` heads. Everything that
-//! arrives from the network is bounded here: connections, head and body sizes, and the
-//! time a client may take. Jobs never block the loop: a request that waits for a job
-//! is parked, and job threads wake the loop through a `mio::Waker`.
+//! arrives from the network is bounded here: connections, head and body sizes, the time
+//! a client may take to send and to read, the requests parked at once, and the bytes of
+//! answers held for clients. Jobs never block the loop: a request that waits for one is
+//! parked, and job threads wake the loop through a `mio::Waker`.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::message::{ApiError, Request, Response};
+use super::browser::{Gate, Provenance};
+use super::message::{ApiError, Body, Request, Response};
 
-/// Most connections held at once; beyond, the least recently active one is closed.
+/// Most connections held at once; beyond, one is closed for the newcomer (see
+/// `Loop::evict_for_slot` for which).
 pub const MAX_CONNECTIONS: usize = 256;
 /// Request line plus headers.
 pub const MAX_HEAD: usize = 8 * 1024;
 /// Request body (decided from Content-Length before any of it is read).
 pub const MAX_BODY: usize = 64 * 1024;
+/// Requests parked at once, and parked on any one thing (a job); past either, the
+/// oldest of them is answered early (a job still running: 202 with its poll URL).
+const MAX_PARKED: usize = 192;
+const MAX_PARKED_ON_ONE: usize = 128;
+/// Answers up to this size always go out; larger ones must fit `send_queue_bytes`.
+const SMALL_ANSWER: usize = 16 * 1024;
+/// A connection whose answer has not moved while the loop waited this long for events
+/// is a slow reader: closed when the send queue needs room. Counted in the loop's idle
+/// time, so a moment the loop spent busy (encoding a large answer) is nobody's stall.
+const STALLED: Duration = Duration::from_secs(1);
 /// Headers parsed per request; more is answered with 431.
 const MAX_HEADERS: usize = 32;
-/// Time from a request's first byte to its last.
+/// Time from a request's first byte to its last, and the longest an answer may go
+/// without the client reading any of it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// A keep-alive connection with no request in flight is closed after this.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -31,6 +46,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const LINGER: Duration = Duration::from_secs(2);
 /// Input buffers a lingering connection may drain per wake-up (about 1 MiB).
 const LINGER_ROUNDS: usize = 16;
+/// Kernel send buffer per connection (doubled by the kernel): by default it grows to
+/// 4 MiB, so 160 clients that never read would pin 640 MiB of kernel memory, and the
+/// loop would spend seconds copying into it.
+const SEND_BUFFER: usize = 128 * 1024;
 /// Wait before retrying accept() after running out of file descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -39,12 +58,15 @@ const WAKER: Token = Token(1);
 const SIGNALS: Token = Token(2);
 const FIRST_CONN: usize = 3;
 
-/// What the routes answer: now, or once a job ends (or the wait runs out).
+/// What the routes answer: now, or once what the request waits for is ready (or the
+/// wait runs out).
 #[derive(Debug)]
 pub enum Reply {
     Now(Response),
+    /// Park the request until `Handler::on_wake` names `on` (a job id, or anything else
+    /// the handler wakes), or until `until`; `kind` goes back to the handler.
     Wait {
-        job: String,
+        on: String,
         until: Instant,
         kind: WaitKind,
     },
@@ -57,14 +79,26 @@ pub enum WaitKind {
     Poll,
 }
 
+/// Why a parked request is answered now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Woken {
+    /// `Handler::on_wake` named what it waits for.
+    Ready,
+    /// Its wait ran out.
+    Deadline,
+    /// Too many requests are parked, or its slot is needed: answer with what is known.
+    Evicted,
+}
+
 /// The application behind the loop (`api::Agent`).
 pub trait Handler {
     /// Answers one complete request.
     fn handle(&mut self, request: Request, now: Instant) -> Reply;
-    /// The waker fired: collect job events, return the ids of jobs that ended.
+    /// The waker fired: collect events, return what became ready (ids of jobs that
+    /// ended); requests parked on them are answered.
     fn on_wake(&mut self) -> Vec<String>;
-    /// Answers a parked request: its job ended, or its wait ran out.
-    fn answer_wait(&mut self, job: &str, kind: WaitKind) -> Response;
+    /// Answers a request parked on `on`.
+    fn answer_wait(&mut self, on: &str, kind: WaitKind, why: Woken) -> Response;
     /// Called once a loop turn; lets the application ping a watchdog or decide to exit
     /// when idle. Returns true to stop serving.
     fn tick(&mut self, now: Instant, open_connections: usize) -> bool;
@@ -72,15 +106,26 @@ pub trait Handler {
     fn shutdown(&mut self);
 }
 
+/// How the request being answered wants its answer.
+#[derive(Debug, Clone, Default)]
+struct Asked {
+    keep_alive: bool,
+    /// HEAD: the GET's head, Content-Length included, and no body.
+    head_only: bool,
+    /// A page of an allowed origin asked: its answers say so (CORS).
+    origin: Option<String>,
+}
+
 enum Phase {
     /// Reading a request (possibly none started yet).
     Reading,
-    /// A complete request waits for a job.
+    /// A complete request is parked until `on` is ready or `until`.
     Waiting {
-        job: String,
+        on: String,
         until: Instant,
         kind: WaitKind,
-        keep_alive: bool,
+        since: Instant,
+        asked: Asked,
     },
     /// A response is being written; then read the next request or close.
     Writing { close: bool },
@@ -92,12 +137,19 @@ struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
     input: Vec<u8>,
-    output: Vec<u8>,
-    written: usize,
+    /// The answer's head (after a `100 Continue`, if one is still unsent)...
+    out_head: Vec<u8>,
+    /// ...and its body, shared with every connection sending the same answer.
+    out_body: Option<Body>,
+    /// Bytes of `out_head` then `out_body` written so far.
+    sent: usize,
     phase: Phase,
     /// When the first byte of the request being read arrived.
     request_started: Option<Instant>,
+    /// Last byte read or written, or when the answer was queued...
     last_active: Instant,
+    /// ...and `Loop::idle` then.
+    idle_mark: Duration,
     continue_sent: bool,
     peer_closed: bool,
     /// Has sent at least one whole request: a client, not just an open socket.
@@ -114,6 +166,16 @@ pub struct Head {
     pub content_length: usize,
     pub keep_alive: bool,
     pub expect_continue: bool,
+    /// Host, Origin and Sec-Fetch-Site, for the browser gate.
+    pub provenance: Provenance,
+}
+
+/// What the loop needs from the config.
+pub struct Limits {
+    /// The Host and Origin allowlists.
+    pub gate: Gate,
+    /// Most bytes of answers held for clients, all connections together.
+    pub send_queue_bytes: usize,
 }
 
 /// The listening socket, the poller and the waker job threads use to reach the loop.
@@ -121,11 +183,12 @@ pub struct Server {
     poll: Poll,
     listener: TcpListener,
     waker: Arc<Waker>,
+    limits: Limits,
 }
 
 impl Server {
     /// Takes a bound listener (from `bind` or from systemd's socket activation).
-    pub fn new(listener: std::net::TcpListener) -> io::Result<Server> {
+    pub fn new(listener: std::net::TcpListener, limits: Limits) -> io::Result<Server> {
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
         let poll = Poll::new()?;
@@ -136,6 +199,7 @@ impl Server {
             poll,
             listener,
             waker,
+            limits,
         })
     }
 
@@ -161,6 +225,9 @@ impl Server {
             conns: HashMap::new(),
             next_token: FIRST_CONN,
             accept_retry_at: None,
+            limits: self.limits,
+            again: Vec::new(),
+            idle: Duration::ZERO,
         };
         let mut events = Events::with_capacity(256);
         loop {
@@ -174,7 +241,10 @@ impl Server {
                 .map_or(Duration::from_secs(1), |d| {
                     d.saturating_duration_since(now).min(Duration::from_secs(1))
                 });
-            if let Err(err) = self.poll.poll(&mut events, Some(timeout)) {
+            let polled = Instant::now();
+            let result = self.poll.poll(&mut events, Some(timeout));
+            loop_.idle += polled.elapsed();
+            if let Err(err) = result {
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -182,10 +252,10 @@ impl Server {
             }
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => loop_.accept(&self.listener, self.poll.registry()),
+                    LISTENER => loop_.accept(&self.listener, self.poll.registry(), handler),
                     WAKER => {
-                        let ended: HashSet<String> = handler.on_wake().into_iter().collect();
-                        loop_.answer_ended(&ended, handler);
+                        let ready: HashSet<String> = handler.on_wake().into_iter().collect();
+                        loop_.answer_ready(&ready, handler);
                     }
                     SIGNALS => {
                         log::warn!("stop signal received; stopping jobs and exiting");
@@ -194,13 +264,15 @@ impl Server {
                     }
                     Token(t) => loop_.drive(t, handler),
                 }
+                loop_.drive_again(handler);
             }
             let now = Instant::now();
             if loop_.accept_retry_at.is_some_and(|at| at <= now) {
                 loop_.accept_retry_at = None;
-                loop_.accept(&self.listener, self.poll.registry());
+                loop_.accept(&self.listener, self.poll.registry(), handler);
             }
             loop_.expire(now, handler);
+            loop_.drive_again(handler);
         }
     }
 }
@@ -209,16 +281,30 @@ struct Loop {
     conns: HashMap<usize, Conn>,
     next_token: usize,
     accept_retry_at: Option<Instant>,
+    limits: Limits,
+    /// Connections answered from outside their own turn (a parked request evicted for
+    /// another): driven once the current one is done, never from inside it.
+    again: Vec<usize>,
+    /// Time spent waiting for events, all turns together: what a slow reader's stall
+    /// is measured in.
+    idle: Duration,
 }
 
 impl Loop {
-    fn accept(&mut self, listener: &TcpListener, registry: &mio::Registry) {
+    fn accept<H: Handler>(
+        &mut self,
+        listener: &TcpListener,
+        registry: &mio::Registry,
+        handler: &mut H,
+    ) {
         loop {
             match listener.accept() {
                 Ok((mut stream, peer)) => {
-                    if self.conns.len() >= MAX_CONNECTIONS && !self.evict_one() {
-                        // Every slot holds a parked request: refuse the newcomer.
-                        continue;
+                    if let Err(err) = crate::sys::set_send_buffer(stream.as_fd(), SEND_BUFFER) {
+                        log::warn!("cannot size the send buffer of {peer}: {err}");
+                    }
+                    if self.conns.len() >= MAX_CONNECTIONS {
+                        self.evict_for_slot(handler);
                     }
                     let token = self.next_token;
                     self.next_token = self.next_token.wrapping_add(1).max(FIRST_CONN);
@@ -237,11 +323,13 @@ impl Loop {
                             stream,
                             peer,
                             input: Vec::new(),
-                            output: Vec::new(),
-                            written: 0,
+                            out_head: Vec::new(),
+                            out_body: None,
+                            sent: 0,
                             phase: Phase::Reading,
                             request_started: None,
                             last_active: now,
+                            idle_mark: self.idle,
                             continue_sent: false,
                             served: false,
                             peer_closed: false,
@@ -257,7 +345,7 @@ impl Loop {
                 Err(err) => {
                     // EMFILE and friends: the loop must survive; free a slot, retry soon.
                     log::warn!("accept failed: {err}; retrying");
-                    self.evict_one();
+                    self.evict_for_slot(handler);
                     self.accept_retry_at = Some(Instant::now() + ACCEPT_RETRY);
                     return;
                 }
@@ -265,22 +353,139 @@ impl Loop {
         }
     }
 
-    /// Closes the least recently active connection that is not waiting for a job,
-    /// preferring sockets that never sent a whole request: a flood of bare connects
-    /// must not push out a client's idle keep-alive connection.
-    fn evict_one(&mut self) -> bool {
+    /// Closes one connection to make room for a newcomer, so that a new client always
+    /// gets in: first sockets that never sent a whole request (a flood of bare connects
+    /// must not push out clients), then the oldest parked request (answered first: a
+    /// job still running gets 202 and its poll URL), then the least recently active of
+    /// the rest (idle keep-alive, slow readers).
+    fn evict_for_slot<H: Handler>(&mut self, handler: &mut H) {
         let victim = self
             .conns
             .iter()
-            .filter(|(_, c)| !matches!(c.phase, Phase::Waiting { .. }))
-            .min_by_key(|(_, c)| (c.served, c.last_active))
+            .min_by_key(|(_, c)| match &c.phase {
+                _ if !c.served => (0, c.last_active),
+                Phase::Waiting { since, .. } => (1, *since),
+                _ => (2, c.last_active),
+            })
             .map(|(t, _)| *t);
-        match victim {
-            Some(token) => {
-                self.conns.remove(&token);
-                true
+        let Some(mut conn) = victim.and_then(|t| self.conns.remove(&t)) else {
+            return;
+        };
+        if self.answer_parked(&mut conn, Woken::Evicted, false, handler) {
+            // Best effort: the answer is small and the socket's buffer empty.
+            let _ = conn.flush();
+            let _ = conn.fill();
+            let _ = conn.stream.shutdown(Shutdown::Write);
+        }
+    }
+
+    /// A request is about to park on `on`: if as many as allowed are parked on it, or
+    /// in all, the oldest of them is answered now (it stays open) to make room.
+    fn make_parking_room<H: Handler>(&mut self, on: &str, handler: &mut H) {
+        for one_topic in [true, false] {
+            let mut count = 0;
+            let mut oldest: Option<(Instant, usize)> = None;
+            for (token, conn) in &self.conns {
+                if let Phase::Waiting { on: o, since, .. } = &conn.phase
+                    && (!one_topic || o == on)
+                {
+                    count += 1;
+                    if oldest.is_none_or(|(old, _)| *since < old) {
+                        oldest = Some((*since, *token));
+                    }
+                }
             }
-            None => false,
+            let cap = if one_topic {
+                MAX_PARKED_ON_ONE
+            } else {
+                MAX_PARKED
+            };
+            if count >= cap
+                && let Some((_, token)) = oldest
+                && let Some(mut conn) = self.conns.remove(&token)
+            {
+                self.answer_parked(&mut conn, Woken::Evicted, true, handler);
+                self.conns.insert(token, conn);
+                self.again.push(token);
+            }
+        }
+    }
+
+    /// Queues the handler's answer on a parked connection; false if it was not parked.
+    fn answer_parked<H: Handler>(
+        &mut self,
+        conn: &mut Conn,
+        why: Woken,
+        keep_alive: bool,
+        handler: &mut H,
+    ) -> bool {
+        let Phase::Waiting {
+            on, kind, asked, ..
+        } = &conn.phase
+        else {
+            return false;
+        };
+        let response = handler.answer_wait(on, *kind, why);
+        let asked = Asked {
+            keep_alive: asked.keep_alive && keep_alive,
+            ..asked.clone()
+        };
+        self.respond(conn, response, &asked);
+        true
+    }
+
+    /// Queues `response` on `conn` (taken out of `conns`). A large body that would push
+    /// the bytes held for clients past `send_queue_bytes` first closes the slowest
+    /// readers (no progress for `STALLED`); if it still does not fit it becomes 503.
+    fn respond(&mut self, conn: &mut Conn, mut response: Response, asked: &Asked) {
+        if !asked.head_only
+            && response.body.len() > SMALL_ANSWER
+            && !self.make_sending_room(&response.body)
+        {
+            response = ApiError::Overloaded.response();
+        }
+        if let Some(origin) = &asked.origin {
+            response.headers.extend([
+                ("Access-Control-Allow-Origin", origin.clone()),
+                ("Vary", "Origin".into()),
+            ]);
+        }
+        let keep_alive = asked.keep_alive && !conn.peer_closed;
+        conn.out_head.extend_from_slice(&response.head(keep_alive));
+        conn.out_body = (!asked.head_only && !response.body.is_empty()).then_some(response.body);
+        conn.phase = Phase::Writing { close: !keep_alive };
+        conn.last_active = Instant::now();
+        conn.idle_mark = self.idle;
+    }
+
+    fn make_sending_room(&mut self, body: &Body) -> bool {
+        loop {
+            // Bodies are shared: count each one once, however many connections send it.
+            let mut seen = HashSet::new();
+            let mut held = 0usize;
+            for out in self.conns.values().filter_map(|c| c.out_body.as_ref()) {
+                if seen.insert(Arc::as_ptr(out)) {
+                    held += out.len();
+                }
+            }
+            if held == 0
+                || seen.contains(&Arc::as_ptr(body))
+                || held + body.len() <= self.limits.send_queue_bytes
+            {
+                return true;
+            }
+            let slowest = self
+                .conns
+                .iter()
+                .filter(|(_, c)| {
+                    c.out_body.is_some() && self.idle.saturating_sub(c.idle_mark) >= STALLED
+                })
+                .min_by_key(|(_, c)| c.idle_mark)
+                .map(|(t, _)| *t);
+            match slowest {
+                Some(token) => self.conns.remove(&token),
+                None => return false,
+            };
         }
     }
 
@@ -302,66 +507,70 @@ impl Loop {
             .map(|(t, _)| *t)
             .collect();
         for token in due {
-            let Some(conn) = self.conns.get_mut(&token) else {
+            let Some(mut conn) = self.conns.remove(&token) else {
                 continue;
             };
-            match &conn.phase {
-                Phase::Waiting {
-                    job,
-                    kind,
-                    keep_alive,
-                    ..
-                } => {
-                    let response = handler.answer_wait(job, *kind);
-                    let keep_alive = *keep_alive;
-                    conn.respond(&response, keep_alive);
+            match conn.phase {
+                Phase::Waiting { .. } => {
+                    self.answer_parked(&mut conn, Woken::Deadline, true, handler);
                 }
                 Phase::Reading if !conn.input.is_empty() => {
-                    conn.respond(&ApiError::Timeout.response(), false)
+                    self.respond(&mut conn, ApiError::Timeout.response(), &Asked::default());
                 }
-                _ => {
-                    self.conns.remove(&token);
-                    continue;
+                // Idle in write as long as a request may take to arrive, unless the loop
+                // itself was what kept it waiting.
+                Phase::Writing { .. } => {
+                    if !conn.moves() {
+                        continue;
+                    }
+                    conn.idle_mark = self.idle;
                 }
+                _ => continue,
             }
-            self.drive(token, handler);
+            self.step(token, conn, handler);
         }
     }
 
-    fn answer_ended<H: Handler>(&mut self, ended: &HashSet<String>, handler: &mut H) {
-        if ended.is_empty() {
+    fn answer_ready<H: Handler>(&mut self, ready: &HashSet<String>, handler: &mut H) {
+        if ready.is_empty() {
             return;
         }
-        let ready: Vec<usize> = self
+        let tokens: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| matches!(&c.phase, Phase::Waiting { job, .. } if ended.contains(job)))
+            .filter(|(_, c)| matches!(&c.phase, Phase::Waiting { on, .. } if ready.contains(on)))
             .map(|(t, _)| *t)
             .collect();
-        for token in ready {
-            if let Some(conn) = self.conns.get_mut(&token)
-                && let Phase::Waiting {
-                    job,
-                    kind,
-                    keep_alive,
-                    ..
-                } = &conn.phase
-            {
-                let response = handler.answer_wait(job, *kind);
-                let keep_alive = *keep_alive;
-                conn.respond(&response, keep_alive);
+        for token in tokens {
+            if let Some(mut conn) = self.conns.remove(&token) {
+                self.answer_parked(&mut conn, Woken::Ready, true, handler);
+                self.step(token, conn, handler);
             }
-            self.drive(token, handler);
         }
     }
 
     /// Moves one connection as far as it can go without blocking.
     fn drive<H: Handler>(&mut self, token: usize, handler: &mut H) {
-        let Some(conn) = self.conns.get_mut(&token) else {
-            return;
-        };
-        if conn.step(handler).is_err() {
-            self.conns.remove(&token);
+        if let Some(conn) = self.conns.remove(&token) {
+            self.step(token, conn, handler);
+        }
+    }
+
+    fn drive_again<H: Handler>(&mut self, handler: &mut H) {
+        while let Some(token) = self.again.pop() {
+            self.drive(token, handler);
+        }
+    }
+
+    /// Steps `conn`, out of `conns` meanwhile so it can reach the other connections
+    /// (the send queue, parking room), and puts it back unless it is to be closed.
+    fn step<H: Handler>(&mut self, token: usize, mut conn: Conn, handler: &mut H) {
+        let active = conn.last_active;
+        if conn.step(self, handler).is_ok() {
+            if conn.last_active != active {
+                conn.idle_mark = self.idle;
+            }
+            self.conns.insert(token, conn);
         }
     }
 }
@@ -382,14 +591,7 @@ impl Conn {
         }
     }
 
-    fn respond(&mut self, response: &Response, keep_alive: bool) {
-        let keep_alive = keep_alive && !self.peer_closed;
-        self.output
-            .extend_from_slice(&response.to_bytes(keep_alive));
-        self.phase = Phase::Writing { close: !keep_alive };
-    }
-
-    fn step<H: Handler>(&mut self, handler: &mut H) -> Step {
+    fn step<H: Handler>(&mut self, lp: &mut Loop, handler: &mut H) -> Step {
         loop {
             self.flush()?;
             match &self.phase {
@@ -401,25 +603,16 @@ impl Conn {
                     match self.take_request() {
                         Ok(None) if self.peer_closed => return Err(()),
                         Ok(None) => return Ok(()),
-                        Ok(Some((request, keep_alive))) => {
+                        Ok(Some((request, asked, provenance))) => {
                             self.request_started = None;
                             self.served = true;
-                            match handler.handle(request, Instant::now()) {
-                                Reply::Now(response) => self.respond(&response, keep_alive),
-                                Reply::Wait { job, until, kind } => {
-                                    self.phase = Phase::Waiting {
-                                        job,
-                                        until,
-                                        kind,
-                                        keep_alive,
-                                    };
-                                    return Ok(());
-                                }
+                            if self.handle(request, asked, &provenance, lp, handler) {
+                                return Ok(());
                             }
                         }
                         Err(err) => {
                             crate::audit::bad_request(&self.peer.to_string(), &err.to_string());
-                            self.respond(&err.response(), false);
+                            lp.respond(self, err.response(), &Asked::default());
                         }
                     }
                 }
@@ -429,7 +622,7 @@ impl Conn {
                     return if self.peer_closed { Err(()) } else { Ok(()) };
                 }
                 Phase::Writing { close } => {
-                    if self.written < self.output.len() {
+                    if self.sent < self.out_len() {
                         return Ok(());
                     }
                     if *close {
@@ -461,6 +654,51 @@ impl Conn {
         }
     }
 
+    /// Answers or parks one complete request; true when it parked. Browser pages and
+    /// names that may be DNS rebinding are refused before the handler sees anything.
+    fn handle<H: Handler>(
+        &mut self,
+        request: Request,
+        mut asked: Asked,
+        provenance: &Provenance,
+        lp: &mut Loop,
+        handler: &mut H,
+    ) -> bool {
+        let response = match lp.limits.gate.check(provenance) {
+            Err(refused) => {
+                crate::audit::forbidden_browser(
+                    &self.peer.to_string(),
+                    refused.header(),
+                    &provenance.shown(refused),
+                );
+                ApiError::Browser(refused).response()
+            }
+            Ok(Some(origin)) if request.method == "OPTIONS" => {
+                asked.origin = Some(origin);
+                preflight()
+            }
+            Ok(origin) => {
+                asked.origin = origin;
+                match handler.handle(request, Instant::now()) {
+                    Reply::Now(response) => response,
+                    Reply::Wait { on, until, kind } => {
+                        lp.make_parking_room(&on, handler);
+                        self.phase = Phase::Waiting {
+                            on,
+                            until,
+                            kind,
+                            since: Instant::now(),
+                            asked,
+                        };
+                        return true;
+                    }
+                }
+            }
+        };
+        lp.respond(self, response, &asked);
+        false
+    }
+
     /// Reads what the socket has, up to one head plus one body.
     fn fill(&mut self) -> Step {
         let mut chunk = [0u8; 8192];
@@ -480,13 +718,30 @@ impl Conn {
         Ok(())
     }
 
+    /// Tries to write: whether any of the answer went out (all of it, perhaps).
+    fn moves(&mut self) -> bool {
+        let before = (self.sent, self.out_len());
+        self.flush().is_ok() && (self.sent, self.out_len()) != before
+    }
+
+    fn out_len(&self) -> usize {
+        self.out_head.len() + self.out_body.as_ref().map_or(0, |b| b.len())
+    }
+
     /// Writes what is pending; `Ok` when all is written or the socket is full.
     fn flush(&mut self) -> Step {
-        while self.written < self.output.len() {
-            match self.stream.write(&self.output[self.written..]) {
+        while self.sent < self.out_len() {
+            let head = self.out_head.get(self.sent..).unwrap_or_default();
+            let body = self.out_body.as_deref().map_or(&[][..], |b| {
+                &b[self.sent.saturating_sub(self.out_head.len())..]
+            });
+            match self
+                .stream
+                .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+            {
                 Ok(0) => return Err(()),
                 Ok(n) => {
-                    self.written += n;
+                    self.sent += n;
                     self.last_active = Instant::now();
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -494,13 +749,14 @@ impl Conn {
                 Err(_) => return Err(()),
             }
         }
-        self.output.clear();
-        self.written = 0;
+        self.out_head.clear();
+        self.out_body = None;
+        self.sent = 0;
         Ok(())
     }
 
     /// A complete request out of the input buffer, if one is there.
-    fn take_request(&mut self) -> Result<Option<(Request, bool)>, ApiError> {
+    fn take_request(&mut self) -> Result<Option<(Request, Asked, Provenance)>, ApiError> {
         let Some(head) = parse_head(&self.input)? else {
             return Ok(None);
         };
@@ -508,7 +764,7 @@ impl Conn {
         if self.input.len() < total {
             if head.expect_continue && !self.continue_sent {
                 self.continue_sent = true;
-                self.output
+                self.out_head
                     .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
                 let _ = self.flush();
             }
@@ -525,15 +781,33 @@ impl Conn {
             Some((p, q)) => (p.to_string(), q.to_string()),
             None => (head.target, String::new()),
         };
+        // HEAD is answered as GET is, minus the body.
+        let head_only = head.method == "HEAD";
         let request = Request {
-            method: head.method,
+            method: if head_only { "GET".into() } else { head.method },
             path,
             query,
             body,
             peer: self.peer,
         };
-        Ok(Some((request, head.keep_alive)))
+        let asked = Asked {
+            keep_alive: head.keep_alive,
+            head_only,
+            origin: None,
+        };
+        Ok(Some((request, asked, head.provenance)))
     }
+}
+
+/// The CORS preflight a page of an allowed origin sends before a JSON POST.
+fn preflight() -> Response {
+    let mut response = Response::shared(200, Arc::default());
+    response.headers.extend([
+        ("Access-Control-Allow-Methods", "GET, POST".to_string()),
+        ("Access-Control-Allow-Headers", "Content-Type".to_string()),
+        ("Access-Control-Max-Age", "600".to_string()),
+    ]);
+    response
 }
 
 /// Parses a request head; `Ok(None)` while it is incomplete.
@@ -559,9 +833,19 @@ pub fn parse_head(input: &[u8]) -> Result<Option<Head>, ApiError> {
     let mut content_length: Option<usize> = None;
     let mut keep_alive = req.version == Some(1);
     let mut expect_continue = false;
+    let mut provenance = Provenance::default();
     for header in req.headers.iter() {
-        let value = std::str::from_utf8(header.value).unwrap_or("").trim();
-        if header.name.eq_ignore_ascii_case("content-length") {
+        // Not UTF-8 is no allowed value: kept as the replacement character, it is
+        // refused like any other unknown name.
+        let value = String::from_utf8_lossy(header.value);
+        let value = value.trim();
+        if header.name.eq_ignore_ascii_case("host") {
+            provenance.host.add(value);
+        } else if header.name.eq_ignore_ascii_case("origin") {
+            provenance.origin.add(value);
+        } else if header.name.eq_ignore_ascii_case("sec-fetch-site") {
+            provenance.fetch_site.add(value);
+        } else if header.name.eq_ignore_ascii_case("content-length") {
             // Digits only: no sign, no spaces inside, no overflow (a huge value is 413).
             if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(ApiError::BadRequest(
@@ -600,11 +884,13 @@ pub fn parse_head(input: &[u8]) -> Result<Option<Head>, ApiError> {
         content_length,
         keep_alive,
         expect_continue,
+        provenance,
     }))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::browser::Seen;
     use super::*;
 
     fn head(text: &str) -> Result<Option<Head>, ApiError> {
@@ -628,6 +914,16 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!h.keep_alive);
+        assert_eq!(h.provenance, Provenance::default());
+        let h = head(
+            "POST /run HTTP/1.1\r\nhost: a\r\nHOST: b\r\nOrigin: https://x.example \r\n\
+             Sec-Fetch-Site: cross-site\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.provenance.host, Seen::Repeated);
+        assert_eq!(h.provenance.origin, Seen::Once("https://x.example".into()));
+        assert_eq!(h.provenance.fetch_site, Seen::Once("cross-site".into()));
     }
 
     #[test]

@@ -5,19 +5,22 @@
 //! One writer thread owns the file. Lines arrive over a channel and are written in
 //! batches; [`Journal::sync`] returns once everything sent before it is on disk, with one
 //! fdatasync for all the jobs that asked meanwhile (group commit). The file is rewritten
-//! atomically with only what the newest `history` jobs need when it holds about twice
-//! that many lines, and at every start-up, which also drops a torn last line.
+//! atomically with only what the newest `history` jobs need (and no more of them than
+//! [`HISTORY_BYTES`] of lines) when it holds about twice that many lines or bytes, and
+//! at every start-up, which also drops a torn last line. Compaction streams the file
+//! twice (an index of ids, then a copy of the lines kept), so it never holds more of it
+//! in memory than one line.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
 use serde::{Deserialize, Serialize};
 
 use super::contain::left_by;
-use super::record::{JobRecord, Status};
+use super::record::{HISTORY_BYTES, JobRecord, Status};
 use crate::audit;
 use crate::sys::files::{self, FileError, Trust};
 use crate::sys::{self, JobCgroup};
@@ -97,31 +100,36 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Loads the journal from `state_dir` (missing is a fresh start), marks jobs that
-    /// never ended `interrupted` (and journals that), keeps the newest `history`, rewrites
-    /// the file compacted, and starts the writer thread. The file must be a regular
+    /// Loads the journal from `state_dir` (missing is a fresh start), compacted to the
+    /// newest `history` jobs, marks jobs that never ended `interrupted` (and journals
+    /// that), and starts the writer thread. The file must be a regular
     /// file of ours, mode 0600 or stricter, and is never opened through a link.
     pub fn open(state_dir: &Path, history: usize) -> Result<(Journal, Recovered), FileError> {
         files::ensure_private_dir("state dir", state_dir)?;
         let path = state_dir.join(FILE_NAME);
-        let mut jobs = match files::open_trusted(WHAT, &path, Trust::Private) {
-            Ok((file, _)) => read(BufReader::new(file), &path).map_err(|err| FileError::Io {
-                what: WHAT.into(),
-                path: path.clone(),
-                err,
-            })?,
+        let boot = sys::boot_id();
+        // Cut to the newest history first, so what is parsed whole fits the budget.
+        let mut size = Compacted::default();
+        let mut jobs = match compact(&path, history, HISTORY_BYTES, boot.as_deref()) {
+            Ok(compacted) => {
+                size = compacted;
+                let (file, _) = files::open_trusted(WHAT, &path, Trust::Private)?;
+                read(BufReader::new(file), &path).map_err(|err| io_error(&path, err))?
+            }
             Err(FileError::Missing { .. }) => Vec::new(),
             Err(err) => return Err(err),
         };
-        let boot = sys::boot_id();
-        let seen_until = last_seen_running(&jobs, boot.as_deref());
+        let seen_until = size.seen_until;
+        let (mut lines, mut bytes) = (size.lines, size.bytes);
         let mut orphans = Vec::new();
+        let mut ended_now = false;
         for job in &mut jobs {
             if job.record.status.is_final() {
                 continue;
             }
             // When it died is unknown, so `finished_at` stays empty.
             job.record.status = Status::Interrupted;
+            ended_now = true;
             audit::interrupted(&job.record.id, &job.record.command);
             let Some(group) = job.group.take() else {
                 continue;
@@ -143,15 +151,20 @@ impl Journal {
             }
         }
         let jobs = keep(jobs, history);
-        let lines = rewrite(&path, &jobs)?;
+        if ended_now {
+            // Their end is known now: journal it, so the next start-up agrees.
+            (lines, bytes) = rewrite(&path, &jobs)?;
+        }
         let file = files::open_append(WHAT, &path, 0o600)?;
         let (tx, rx) = channel();
         let writer = Writer {
             compact_at: next_compaction(lines, history),
+            compact_bytes: next_compaction(bytes, HISTORY_BYTES),
             path: path.clone(),
             file,
             history,
             lines,
+            bytes,
             torn: false,
         };
         std::thread::Builder::new()
@@ -184,8 +197,8 @@ impl Journal {
     }
 
     /// The job ended with `record`. Not yet durable: see [`Journal::sync`].
-    /// Output beyond [`JOURNAL_OUTPUT_MAX`] per stream is left to the result file, so the
-    /// journal stays near `history` × 128 KiB at most.
+    /// Output beyond [`JOURNAL_OUTPUT_MAX`] per stream is left to the result file, so one
+    /// line stays small beside the journal's byte budget ([`HISTORY_BYTES`]).
     pub fn ended(&self, record: &JobRecord) {
         if record.stdout.len() <= JOURNAL_OUTPUT_MAX && record.stderr.len() <= JOURNAL_OUTPUT_MAX {
             return self.send(&Line::End { job: record });
@@ -221,9 +234,11 @@ struct Writer {
     path: PathBuf,
     file: File,
     history: usize,
-    /// Lines in the file now, and the count that triggers a compaction.
+    /// Lines and bytes in the file now, and the counts that trigger a compaction.
     lines: usize,
     compact_at: usize,
+    bytes: usize,
+    compact_bytes: usize,
     /// A write failed and may have left half a line behind.
     torn: bool,
 }
@@ -247,8 +262,9 @@ impl Writer {
                 }
             }
             self.write(&batch, !waiters.is_empty());
+            self.bytes += batch.len();
             // Compact before answering, so a finished `sync` sees the file settled.
-            if self.lines >= self.compact_at {
+            if self.lines >= self.compact_at || self.bytes >= self.compact_bytes {
                 self.compact();
             }
             for waiter in waiters {
@@ -279,31 +295,188 @@ impl Writer {
     }
 
     fn compact(&mut self) {
-        let compacted = files::open_trusted(WHAT, &self.path, Trust::Private)
-            .and_then(|(file, _)| {
-                read(BufReader::new(file), &self.path).map_err(|err| FileError::Io {
-                    what: WHAT.into(),
-                    path: self.path.clone(),
-                    err,
-                })
-            })
-            .and_then(|jobs| rewrite(&self.path, &keep(jobs, self.history)))
-            .and_then(|lines| Ok((lines, files::open_append(WHAT, &self.path, 0o600)?)));
+        let compacted = compact(&self.path, self.history, HISTORY_BYTES, None)
+            .and_then(|size| Ok((size, files::open_append(WHAT, &self.path, 0o600)?)));
         match compacted {
-            Ok((lines, file)) => {
+            Ok((size, file)) => {
                 self.file = file;
-                self.lines = lines;
+                self.lines = size.lines;
+                self.bytes = size.bytes;
                 self.torn = false;
             }
             Err(err) => log::error!("cannot compact the journal: {err}"),
         }
         self.compact_at = next_compaction(self.lines, self.history);
+        self.compact_bytes = next_compaction(self.bytes, HISTORY_BYTES);
     }
 }
 
-/// At least `history` new lines between compactions, and never before `2 × history`.
-fn next_compaction(lines: usize, history: usize) -> usize {
-    lines.saturating_add(history).max(history.saturating_mul(2))
+/// At least `keep` new lines (or bytes) between compactions, and never before
+/// `2 × keep`: the file stays under about twice what it keeps.
+fn next_compaction(now: usize, keep: usize) -> usize {
+    now.saturating_add(keep).max(keep.saturating_mul(2))
+}
+
+fn io_error(path: &Path, err: io::Error) -> FileError {
+    FileError::Io {
+        what: WHAT.into(),
+        path: path.into(),
+        err,
+    }
+}
+
+/// Where a job's lines are in the file, for [`compact`].
+struct Lines {
+    /// Its newest Submit or End line: number and length.
+    record: (usize, usize),
+    /// Its newest Start line while it is not final.
+    start: Option<(usize, usize)>,
+    is_final: bool,
+}
+
+/// What [`compact`] left.
+#[derive(Debug, Default)]
+struct Compacted {
+    lines: usize,
+    bytes: usize,
+    /// The newest process start any job's start line recorded under the boot given:
+    /// what [`judge`] needs to prove a leaderless group is a job's, and what the start
+    /// lines of ended jobs, not kept, carried.
+    seen_until: Option<u64>,
+}
+
+/// Rewrites the journal with what the newest `history` jobs need, as long as their lines
+/// fit `budget` bytes, plus every job not yet ended. Two passes over the file, each
+/// holding one line at a time: first which job's lines are where, then a copy of the
+/// lines kept, byte for byte.
+fn compact(
+    path: &Path,
+    history: usize,
+    budget: usize,
+    boot: Option<&str>,
+) -> Result<Compacted, FileError> {
+    let (file, _) = files::open_trusted(WHAT, path, Trust::Private)?;
+    let mut seen_until = None;
+    let mut order: Vec<String> = Vec::new();
+    let mut jobs: HashMap<String, Lines> = HashMap::new();
+    each_line(file, |number, line| {
+        let text = line.trim_ascii();
+        if text.is_empty() {
+            return;
+        }
+        // Parsed whole, one line at a time: a second, lighter parser would cost binary
+        // size to save a moment once per compaction.
+        match serde_json::from_slice::<Line<JobRecord>>(text) {
+            Ok(Line::Submit { job } | Line::End { job }) => {
+                let is_final = job.status.is_final();
+                let record = (number, line.len());
+                match jobs.get_mut(&job.id) {
+                    Some(kept) => {
+                        kept.record = record;
+                        kept.is_final = is_final;
+                    }
+                    None => {
+                        order.push(job.id.clone());
+                        let start = None;
+                        jobs.insert(
+                            job.id,
+                            Lines {
+                                record,
+                                start,
+                                is_final,
+                            },
+                        );
+                    }
+                }
+            }
+            Ok(Line::Start {
+                id,
+                boot: started_in,
+                leader_start,
+                ..
+            }) => {
+                if let Some(kept) = jobs.get_mut(&id)
+                    && !kept.is_final
+                {
+                    kept.start = Some((number, line.len()));
+                    if boot.is_some() && started_in.as_deref() == boot {
+                        seen_until = seen_until.max(leader_start);
+                    }
+                }
+            }
+            Err(err) => skipped(path, number + 1, line, &err),
+        }
+    })
+    .map_err(|err| io_error(path, err))?;
+    let (mut ended, mut ended_bytes) = (0usize, 0usize);
+    // Per line of the file: copy it?
+    let mut wanted: Vec<bool> = Vec::new();
+    for id in order.iter().rev() {
+        let Some(lines) = jobs.get(id) else { continue };
+        if lines.is_final {
+            ended_bytes += lines.record.1;
+            ended += 1;
+            if ended > history || ended_bytes > budget {
+                continue;
+            }
+        }
+        let start = lines.start.filter(|_| !lines.is_final);
+        for (number, _) in std::iter::once(lines.record).chain(start) {
+            if wanted.len() <= number {
+                wanted.resize(number + 1, false);
+            }
+            wanted[number] = true;
+        }
+    }
+    drop(jobs);
+    let (source, _) = files::open_trusted(WHAT, path, Trust::Private)?;
+    let (mut lines, mut bytes) = (0, 0);
+    files::write_atomic_with(WHAT, path, 0o600, |file| {
+        let mut out = BufWriter::new(file);
+        let mut copied = Ok(());
+        each_line(source, |number, line| {
+            if copied.is_ok() && wanted.get(number) == Some(&true) {
+                lines += 1;
+                let line = line.strip_suffix(b"\n").unwrap_or(line);
+                bytes += line.len() + 1;
+                copied = out.write_all(line).and_then(|()| out.write_all(b"\n"));
+            }
+        })?;
+        copied?;
+        out.flush()
+    })?;
+    Ok(Compacted {
+        lines,
+        bytes,
+        seen_until,
+    })
+}
+
+/// Warns of a line that does not parse (a torn last line after a power cut).
+fn skipped(path: &Path, number: usize, line: &[u8], err: &serde_json::Error) {
+    let torn = if line.ends_with(b"\n") {
+        ""
+    } else {
+        " (torn: the agent stopped in the middle of writing it)"
+    };
+    log::warn!(
+        "journal {}: line {number} skipped{torn}: {err}",
+        path.display()
+    );
+}
+
+/// Calls `each` with the number (from 0) and bytes (newline included) of every line.
+fn each_line(file: File, mut each: impl FnMut(usize, &[u8])) -> io::Result<()> {
+    let mut reader = BufReader::new(file);
+    let mut buf = Vec::new();
+    for number in 0.. {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        each(number, &buf);
+    }
+    Ok(())
 }
 
 /// Each job's newest state, oldest job first. A line that does not parse (a torn last
@@ -356,17 +529,7 @@ fn read(mut reader: impl BufRead, path: &Path) -> io::Result<Vec<Kept>> {
                     });
                 }
             }
-            Err(err) => {
-                let torn = if buf.ends_with(b"\n") {
-                    ""
-                } else {
-                    " (torn: the agent stopped in the middle of writing it)"
-                };
-                log::warn!(
-                    "journal {}: line {number} skipped{torn}: {err}",
-                    path.display()
-                );
-            }
+            Err(err) => skipped(path, number, &buf, &err),
         }
     }
     Ok(order
@@ -389,8 +552,9 @@ fn keep(jobs: Vec<Kept>, history: usize) -> Vec<Kept> {
         .collect()
 }
 
-/// Replaces the journal with `jobs` (temp file, fsync, rename); returns its line count.
-fn rewrite(path: &Path, jobs: &[Kept]) -> Result<usize, FileError> {
+/// Replaces the journal with `jobs` (temp file, fsync, rename); returns its lines and
+/// bytes.
+fn rewrite(path: &Path, jobs: &[Kept]) -> Result<(usize, usize), FileError> {
     let mut lines: Vec<Line<&JobRecord>> = Vec::with_capacity(jobs.len());
     for kept in jobs {
         if kept.record.status.is_final() {
@@ -408,17 +572,18 @@ fn rewrite(path: &Path, jobs: &[Kept]) -> Result<usize, FileError> {
             });
         }
     }
-    let mut bytes = Vec::new();
-    for line in &lines {
-        serde_json::to_writer(&mut bytes, line).map_err(|err| FileError::Io {
-            what: WHAT.into(),
-            path: path.into(),
-            err: err.into(),
-        })?;
-        bytes.push(b'\n');
-    }
-    files::write_atomic(WHAT, path, &bytes, 0o600)?;
-    Ok(lines.len())
+    let mut bytes = 0;
+    files::write_atomic_with(WHAT, path, 0o600, |file| {
+        let mut out = BufWriter::new(file);
+        for line in &lines {
+            let encoded = serde_json::to_vec(line)?;
+            bytes += encoded.len() + 1;
+            out.write_all(&encoded)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()
+    })?;
+    Ok((lines.len(), bytes))
 }
 
 /// What start-up may do with a process group an interrupted job left behind.
@@ -430,17 +595,6 @@ enum Verdict {
     Gone,
     /// Live processes that cannot be shown to be the job's: never signalled, only named.
     LeftAlone { why: &'static str, pids: Vec<u32> },
-}
-
-/// The newest process start (clock ticks since boot) the journal recorded under this
-/// boot: a moment the previous agent was alive and every job without an end line was
-/// still running, so none of their process group numbers was free for reuse.
-fn last_seen_running(jobs: &[Kept], boot: Option<&str>) -> Option<u64> {
-    jobs.iter()
-        .filter_map(|k| k.group.as_ref())
-        .filter(|g| g.boot.is_some() && g.boot.as_deref() == boot)
-        .filter_map(|g| g.leader_start)
-        .max()
 }
 
 /// Whether a recorded group is still this job's, from what `/proc` says now.
@@ -699,6 +853,67 @@ mod tests {
         let ids: Vec<String> = recovered.records.into_iter().map(|r| r.id).collect();
         let want: Vec<String> = (95..100).map(|n| record(n, Status::Queued).id).collect();
         assert_eq!(ids, want);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn compaction_keeps_the_newest_jobs_that_fit_the_byte_budget() {
+        let dir = tempdir("bytes");
+        let path = dir.join(FILE_NAME);
+        let mut text = Vec::new();
+        let line = |line: &Line<&JobRecord>| serde_json::to_vec(line).unwrap();
+        let mut end_len = 0;
+        for n in 0..20 {
+            let mut big = record(n, Status::Succeeded);
+            big.argv.push("a".repeat(10_000));
+            text.extend(line(&Line::Submit {
+                job: &record(n, Status::Queued),
+            }));
+            text.push(b'\n');
+            // Each started in this boot, the last one newest: what recovery needs.
+            text.extend(line(&Line::<&JobRecord>::Start {
+                id: big.id.clone(),
+                pgid: 4_000_000,
+                started_at: String::new(),
+                boot: Some("this-boot".into()),
+                leader_start: Some(1000 + n as u64),
+            }));
+            text.push(b'\n');
+            let end = line(&Line::End { job: &big });
+            end_len = end.len() + 1;
+            text.extend(end);
+            text.push(b'\n');
+        }
+        // A job still running, and a torn last line.
+        let running = record(99, Status::Queued);
+        text.extend(line(&Line::Submit { job: &running }));
+        text.extend(b"\n{\"ev\":\"end\",\"job\":{\"id\":");
+        files::write_atomic(WHAT, &path, &text, 0o600).unwrap();
+        let size = compact(&path, 10, 5 * end_len + 10, Some("this-boot")).unwrap();
+        let kept = std::fs::read(&path).unwrap();
+        assert_eq!(
+            (size.lines, size.bytes),
+            (6, kept.len()),
+            "no start line kept"
+        );
+        assert_eq!(size.seen_until, Some(1019));
+        let other = dir.join("other.jsonl");
+        files::write_atomic(WHAT, &other, &text, 0o600).unwrap();
+        let size = compact(&other, 10, 1 << 20, Some("other-boot")).unwrap();
+        assert_eq!(
+            size.seen_until, None,
+            "starts of another boot prove nothing"
+        );
+        let (_journal, recovered) = Journal::open(&dir, 10).unwrap();
+        let ids: Vec<String> = recovered.records.iter().map(|r| r.id.clone()).collect();
+        let mut want: Vec<String> = (15..20).map(|n| record(n, Status::Queued).id).collect();
+        want.push(running.id);
+        assert_eq!(ids, want);
+        assert_eq!(
+            recovered.records[0].argv[2].len(),
+            10_000,
+            "lines copied whole"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -61,7 +61,28 @@ pub struct JobRecord {
     pub killed_by: Option<String>,
 }
 
+/// What the history of finished jobs may take, in memory and (twice over, between
+/// compactions) in the journal: commands, argv and output all count.
+pub const HISTORY_BYTES: usize = 8 << 20;
+
+/// A record's cost beyond its strings: the struct, its table entry, id and timestamps.
+const RECORD_OVERHEAD: usize = 512;
+
 impl JobRecord {
+    /// About the bytes this record holds in memory, every string counted.
+    pub fn weight(&self) -> usize {
+        let strings = [&self.command, &self.rule, &self.stdout, &self.stderr]
+            .iter()
+            .map(|s| s.len())
+            .sum::<usize>();
+        let argv = self.argv.iter().map(|a| a.len() + 24).sum::<usize>();
+        let optional = [&self.result_file, &self.result_error]
+            .iter()
+            .filter_map(|s| s.as_ref().map(String::len))
+            .sum::<usize>();
+        RECORD_OVERHEAD + strings + argv + optional
+    }
+
     /// A record as a job starts out: queued, nothing run yet.
     pub fn queued(
         id: String,

@@ -3,15 +3,15 @@
 //! the result file and reports back through a channel plus the loop's `mio::Waker`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::exec::{self, Ending, ExecSpec, Outcome};
 use super::journal::{Journal, Recovered};
 use super::notify::NotifyCommand;
-use super::record::{JobRecord, Status};
+use super::record::{HISTORY_BYTES, JobRecord, Status};
 use super::results::ResultsDir;
 use crate::audit;
 use crate::config::JobsConfig;
@@ -38,6 +38,9 @@ pub enum CancelError {
 
 struct Entry {
     record: JobRecord,
+    /// The record as JSON while a connection is still sending it (see
+    /// [`Jobs::answer_slot`]); reset whenever the record changes.
+    answer: Weak<Vec<u8>>,
     /// Held while queued; moved into the job thread when it starts.
     pending: Option<ExecSpec>,
     cancel: Arc<AtomicBool>,
@@ -61,20 +64,12 @@ pub struct Jobs {
     queue: VecDeque<String>,
     /// Finished ids, oldest first: the history bound evicts from the front.
     finished: VecDeque<String>,
-    /// Bytes of stdout + stderr held by finished records.
-    kept_output: usize,
+    /// What finished records hold ([`JobRecord::weight`]).
+    kept_bytes: usize,
     running: usize,
     rx: Receiver<JobRecord>,
     shared: Arc<Shared>,
     notify: Option<NotifyCommand>,
-}
-
-/// Output held in memory for finished jobs: history × 2 × max_output_bytes would be
-/// 2 GiB at the defaults, more than a 4 GB box can spare.
-const HISTORY_OUTPUT_BUDGET: usize = 16 << 20;
-
-fn output_len(record: &JobRecord) -> usize {
-    record.stdout.len() + record.stderr.len()
 }
 
 impl Jobs {
@@ -94,7 +89,7 @@ impl Jobs {
             entries: HashMap::new(),
             queue: VecDeque::new(),
             finished: VecDeque::new(),
-            kept_output: 0,
+            kept_bytes: 0,
             running: 0,
             rx,
             shared: Arc::new(Shared {
@@ -155,6 +150,12 @@ impl Jobs {
         self.entries.get(id).map(|e| &e.record)
     }
 
+    /// A job's record, and where its JSON is kept while connections are sending it, so
+    /// that it is encoded once per state of the job however many ask.
+    pub fn answer_slot(&mut self, id: &str) -> Option<(&JobRecord, &mut Weak<Vec<u8>>)> {
+        self.entries.get_mut(id).map(|e| (&e.record, &mut e.answer))
+    }
+
     /// The submitter was told 202: notify when the job ends.
     pub fn detach(&mut self, id: &str) {
         if let Some(entry) = self.entries.get_mut(id) {
@@ -178,6 +179,7 @@ impl Jobs {
             id.clone(),
             Entry {
                 record,
+                answer: Weak::new(),
                 pending: Some(job.spec),
                 cancel: Arc::new(AtomicBool::new(false)),
                 detached: false,
@@ -260,12 +262,14 @@ impl Jobs {
         let detached = match self.entries.get_mut(&id) {
             Some(entry) => {
                 entry.record = record;
+                entry.answer = Weak::new();
                 entry.pending = None;
                 entry.detached
             }
             None => {
                 let entry = Entry {
                     record,
+                    answer: Weak::new(),
                     pending: None,
                     cancel: Arc::new(AtomicBool::new(false)),
                     detached: false,
@@ -281,34 +285,47 @@ impl Jobs {
             notify.job_ended(&entry.record);
         }
         if let Some(entry) = self.entries.get(&id) {
-            self.kept_output += output_len(&entry.record);
+            self.kept_bytes += entry.record.weight();
         }
         self.finished.push_back(id);
         while self.finished.len() > self.cfg.history {
-            if let Some(old) = self.finished.pop_front()
-                && let Some(entry) = self.entries.remove(&old)
-            {
-                self.kept_output -= output_len(&entry.record).min(self.kept_output);
-            }
+            self.forget_oldest();
         }
-        self.trim_old_output();
+        self.keep_to_budget();
     }
 
-    /// Keeps the output held for finished jobs under [`HISTORY_OUTPUT_BUDGET`]: the oldest
-    /// records lose theirs first (`truncated: true`; the result file keeps it whole).
-    fn trim_old_output(&mut self) {
+    /// Keeps finished records under [`HISTORY_BYTES`], everything they hold counted: the
+    /// oldest give up their output first (`truncated: true`; the result file keeps it
+    /// whole), then, if commands and argv alone are too much, the oldest are forgotten
+    /// (the journal and the result files still have them).
+    fn keep_to_budget(&mut self) {
         for id in &self.finished {
-            if self.kept_output <= HISTORY_OUTPUT_BUDGET {
+            if self.kept_bytes <= HISTORY_BYTES {
                 return;
             }
             if let Some(entry) = self.entries.get_mut(id)
-                && output_len(&entry.record) > 0
+                && !(entry.record.stdout.is_empty() && entry.record.stderr.is_empty())
             {
-                self.kept_output -= output_len(&entry.record).min(self.kept_output);
+                let before = entry.record.weight();
                 entry.record.stdout = String::new();
                 entry.record.stderr = String::new();
                 entry.record.truncated = true;
+                entry.answer = Weak::new();
+                self.kept_bytes = self
+                    .kept_bytes
+                    .saturating_sub(before - entry.record.weight());
             }
+        }
+        while self.kept_bytes > HISTORY_BYTES && self.finished.len() > 1 {
+            self.forget_oldest();
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some(old) = self.finished.pop_front()
+            && let Some(entry) = self.entries.remove(&old)
+        {
+            self.kept_bytes = self.kept_bytes.saturating_sub(entry.record.weight());
         }
     }
 
@@ -325,6 +342,7 @@ impl Jobs {
             };
             entry.record.status = Status::Running;
             entry.record.started_at = Some(clock::rfc3339(clock::now_unix_ms()));
+            entry.answer = Weak::new();
             let record = entry.record.clone();
             let cancel = Arc::clone(&entry.cancel);
             let shared = Arc::clone(&self.shared);

@@ -286,6 +286,17 @@ pub fn parent_or_dot(path: &Path) -> &Path {
 /// fsync it, rename over the target, fsync the directory. A power cut leaves the old
 /// content or the new, never a mix.
 pub fn write_atomic(what: &str, path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    write_atomic_with(what, path, mode, |file| file.write_all(bytes))
+}
+
+/// [`write_atomic`] with the content written by `fill`, for files too large to build in
+/// memory first.
+pub fn write_atomic_with(
+    what: &str,
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), FileError> {
     let dir = parent_or_dot(path);
     let name = path
         .file_name()
@@ -301,7 +312,7 @@ pub fn write_atomic(what: &str, path: &Path, bytes: &[u8], mode: u32) -> Result<
             .mode(mode)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
-        file.write_all(bytes)?;
+        fill(&mut file)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()

@@ -30,7 +30,7 @@ pub(crate) use self::chain::{ChainError, check_chain};
 pub(crate) use self::child::{ChildSetup, Credentials, probe as probe_sandbox};
 pub(crate) use self::fd::{create_at, lookup_at, poll_readable, set_nonblocking, unlink_at};
 pub(crate) use self::lock::{LockError, lock_state_dir};
-pub(crate) use self::net::is_loopback;
+pub(crate) use self::net::{ip_literal, is_loopback, set_send_buffer, split_authority};
 pub(crate) use self::process::{
     Member, boot_id, group_members, group_running, host_name, kill_group, pidfd_open, start_ticks,
 };

@@ -650,3 +650,107 @@ pub fn python_has(module: &str, install: &str) -> bool {
     }
     ok
 }
+
+/// The status code of a raw HTTP answer (0 when there is none).
+pub fn status_of(raw: &str) -> u16 {
+    raw.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Open file descriptors of a process, from /proc.
+pub fn open_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// One HTTP answer read from `s`: its head, then `Content-Length` bytes of body (none
+/// for an answer to HEAD). `None` when the connection ends or `s`'s read timeout passes
+/// first.
+pub fn read_answer(s: &mut TcpStream, head_only: bool) -> Option<(u16, String, Vec<u8>)> {
+    let mut bytes = Vec::new();
+    let mut byte = [0u8; 1];
+    while !bytes.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => bytes.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&bytes).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; if head_only { 0 } else { length }];
+    s.read_exact(&mut body).ok()?;
+    Some((status_of(&head), head, body))
+}
+
+/// `GET path` on a connection of its own (a pooled one could hide a full table), read
+/// to its end: (status, body, how long it took).
+pub fn fresh_get(addr: SocketAddr, path: &str) -> (u16, String, Duration) {
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let answer = s
+        .write_all(request.as_bytes())
+        .ok()
+        .and_then(|()| read_answer(&mut s, false));
+    let (status, body) = answer.map_or((0, String::new()), |(status, _, body)| {
+        (status, String::from_utf8_lossy(&body).into_owned())
+    });
+    (status, body, started.elapsed())
+}
+
+/// Runs `during` while another thread samples `pid`'s resident size every 10 ms;
+/// returns what `during` returned and the peak in KiB.
+pub fn peak_rss_during<T>(pid: u32, during: impl FnOnce() -> T) -> (T, u64) {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut peak = rss_kib(pid);
+            while !stop.load(Ordering::SeqCst) {
+                peak = peak.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak.max(rss_kib(pid))
+        });
+        // Stop the sampler however `during` ends, a failed assertion included.
+        struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let guard = Stop(&stop);
+        let value = during();
+        drop(guard);
+        (value, sampler.join().unwrap())
+    })
+}
+
+/// URL decoding as forms and `encodeURIComponent` write it: `+` is a space, `%XX` a
+/// byte.
+pub fn url_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
