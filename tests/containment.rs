@@ -295,7 +295,8 @@ fn read_only_is_a_kernel_fact_and_writable_paths_are_the_exceptions() {
              "sandbox": {"writable": [d.join("w")]}},
             {"name": "coded", "argv": ["/usr/bin/touch", "-c", "*"],
              "sandbox": {"read_only": true}},
-            {"name": "mounts", "argv": ["/bin/cat", "/proc/self/mountinfo"], "no_pin": true}
+            {"name": "mounts", "argv": ["/bin/cat", "/proc/self/mountinfo"], "no_pin": true},
+            {"name": "escape", "argv": ["/bin/sh", "-c", LEAVE_CGROUP], "no_pin": true}
         ]}),
     );
     let mounts_before = fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -353,7 +354,19 @@ fn read_only_is_a_kernel_fact_and_writable_paths_are_the_exceptions() {
         fs::read_to_string("/proc/self/mountinfo").unwrap(),
         mounts_before
     );
+
+    // Device nodes still work; the job cannot move itself out of its cgroup.
+    let r = agent.post_json("/run", &json!({"argv": ["sh", "-c", LEAVE_CGROUP]}));
+    let job = r.json();
+    assert_eq!(job["stdout"], "null ok\nstayed\n", "{job}");
+    assert!(job["stderr"].as_str().unwrap().contains("Read-only file system"), "{job}");
 }
+
+/// Writes to /dev/null, then tries to move itself into the root of the cgroup v2 tree.
+const LEAVE_CGROUP: &str = "echo x >/dev/null && echo null ok; \
+    m=$(awk '{for (i = 7; i < NF; i++) if ($i == \"-\") { \
+    if ($(i+1) == \"cgroup2\") print $5; break }}' /proc/self/mountinfo); \
+    echo $$ > \"$m/cgroup.procs\" && echo left || echo stayed";
 
 #[test]
 fn a_private_tmp_is_empty_and_leaves_the_real_one_alone() {
