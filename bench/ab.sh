@@ -82,16 +82,23 @@ stop() {
 NO_CGROUP=(unshare -m --propagation private sh -c 'grep -w cgroup2 /proc/self/mounts |
     while read -r _ m _; do mount -o remount,bind,ro "$m"; done; exec "$@"' sh)
 FULL=', "sandbox": {"network": false, "private_tmp": true, "no_new_privileges": true}'
+variant() {
+    case "$1" in
+        a) one a "$A" ;;
+        b) one b "$B" ;;
+        c) one c "$B" "" "${NO_CGROUP[@]}" ;;
+        d) one d "$B" "$FULL" ;;
+    esac
+}
+ORDER=(a b)
+[ "$CONTAIN" = 0 ] || ORDER=(a c b d)
 for rep in $(seq "$REPS"); do
     echo "== rep $rep/$REPS" >&2
-    one a "$A"
-    if [ "$CONTAIN" = 1 ]; then
-        one c "$B" "" "${NO_CGROUP[@]}"
-        one b "$B"
-        one d "$B" "$FULL"
-    else
-        one b "$B"
-    fi
+    # Each rep starts one further along, so no set-up always follows the same one (the
+    # kernel tears network namespaces down in the background, after their job ended).
+    for i in "${!ORDER[@]}"; do
+        variant "${ORDER[$(( (i + rep) % ${#ORDER[@]} ))]}"
+    done
 done
 floor=$("${SRV[@]}" "$LOADGEN" spawn --setup same --n "$N")
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); medians of $REPS; floor (same setup) p50 $(kv "$floor" p50_us) us"

@@ -70,6 +70,20 @@ fn escaping(dir: &Path, then: &str) -> String {
     )
 }
 
+/// Submits a job that escapes (see [`escaping`]) then sleeps, without waiting for it:
+/// its id and the escapee's pid.
+fn start_escaping(agent: &Agent, code: String) -> (String, u32) {
+    let dir = agent.dir.path();
+    let _ = fs::remove_file(dir.join("escapee"));
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": code, "command": escaping(dir, "sleep 60"), "wait": 0}),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    (id, pid_in(&dir.join("escapee")))
+}
+
 /// `sh -c SCRIPT` as argv times out after 2 s; a command string runs as a shell rule
 /// with the default timeout.
 fn shell_agent(tag: &str) -> Agent {
@@ -110,14 +124,7 @@ fn an_escapee_ends_with_its_job_on_timeout_cancel_and_shutdown() {
     );
 
     // Cancel.
-    fs::remove_file(dir.join("escapee")).unwrap();
-    let r = agent.post_json(
-        "/run",
-        &json!({"pin": agent.fresh_code(), "command": escaping(&dir, "sleep 60"), "wait": 0}),
-    );
-    assert_eq!(r.status, 202, "{}", r.body);
-    let id = r.json()["id"].as_str().unwrap().to_string();
-    let escapee = pid_in(&dir.join("escapee"));
+    let (id, escapee) = start_escaping(&agent, agent.fresh_code());
     let r = agent.post_json(
         &format!("/job/{id}/cancel"),
         &json!({"pin": agent.fresh_code()}),
@@ -130,14 +137,7 @@ fn an_escapee_ends_with_its_job_on_timeout_cancel_and_shutdown() {
     assert!(!alive(escapee), "the escapee outlived its cancelled job");
 
     // Shutdown.
-    fs::remove_file(dir.join("escapee")).unwrap();
-    let r = agent.post_json(
-        "/run",
-        &json!({"pin": agent.fresh_code(), "command": escaping(&dir, "sleep 60"), "wait": 0}),
-    );
-    assert_eq!(r.status, 202, "{}", r.body);
-    let id = r.json()["id"].as_str().unwrap().to_string();
-    let escapee = pid_in(&dir.join("escapee"));
+    let (id, escapee) = start_escaping(&agent, agent.fresh_code());
     assert!(agent.terminate().success());
     assert!(!alive(escapee), "the escapee outlived the agent's shutdown");
     assert!(!base.join(format!("job-{id}")).exists());
@@ -151,14 +151,7 @@ fn recovery_after_a_crash_ends_what_is_in_the_jobs_cgroup() {
     let Some(base) = cgroup_base(&agent, "recovery by cgroup") else {
         return;
     };
-    let dir = agent.dir.path().to_path_buf();
-    let r = agent.post_json(
-        "/run",
-        &json!({"pin": agent.code(), "command": escaping(&dir, "sleep 60"), "wait": 0}),
-    );
-    assert_eq!(r.status, 202, "{}", r.body);
-    let id = r.json()["id"].as_str().unwrap().to_string();
-    let escapee = pid_in(&dir.join("escapee"));
+    let (id, escapee) = start_escaping(&agent, agent.code());
     let cgroup = base.join(format!("job-{id}"));
     assert!(cgroup.exists());
     let leader = agent.job_pgid(&id).unwrap();
