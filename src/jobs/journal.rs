@@ -54,7 +54,7 @@ enum Line<J> {
     End { job: J },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Group {
     pgid: u32,
     boot: Option<String>,
@@ -72,9 +72,20 @@ struct Kept {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Orphan {
     pub id: String,
+    /// 0 when the journal has no start line for it (the agent died right after the
+    /// spawn) and its cgroup is what was found.
     pub pgid: u32,
     /// Proven the job's by its cgroup: end what is in it, not the group number.
     pub cgroup: Option<PathBuf>,
+}
+
+impl std::fmt::Display for Orphan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.cgroup {
+            Some(dir) => write!(f, "cgroup {}", dir.display()),
+            None => write!(f, "process group {}", self.pgid),
+        }
+    }
 }
 
 /// What start-up found in the journal.
@@ -131,11 +142,14 @@ impl Journal {
             job.record.status = Status::Interrupted;
             ended_now = true;
             audit::interrupted(&job.record.id, &job.record.command);
-            let Some(group) = job.group.take() else {
-                continue;
-            };
             let id = &job.record.id;
-            match judge(&group, left_by(id), boot.as_deref(), seen_until) {
+            // The cgroup is there even when the start line is not (not synced yet).
+            let (group, cgroup) = match (job.group.take(), left_by(id)) {
+                (None, None) => continue,
+                (Some(group), cgroup) => (group, cgroup),
+                (None, Some(cgroup)) => (Group::default(), Some(cgroup)),
+            };
+            match judge(&group, cgroup, boot.as_deref(), seen_until) {
                 Verdict::Ours(cgroup) => orphans.push(Orphan {
                     id: id.clone(),
                     pgid: group.pgid,

@@ -112,17 +112,9 @@ impl Jobs {
                 .stack_size(JOB_STACK)
                 .spawn(move || {
                     for orphan in orphans {
-                        log::warn!(
-                            "ending process group {} left by interrupted job {}",
-                            orphan.pgid,
-                            orphan.id
-                        );
+                        log::warn!("ending {orphan} left by interrupted job {}", orphan.id);
                         if !exec::end_group(orphan.pgid, orphan.cgroup.as_deref(), grace) {
-                            log::error!(
-                                "process group {} of job {} survived SIGKILL",
-                                orphan.pgid,
-                                orphan.id
-                            );
+                            log::error!("{orphan} of job {} survived SIGKILL", orphan.id);
                         }
                     }
                 });
