@@ -13,7 +13,7 @@ use crate::http::{
     Gate, Handler, Limits, Reply, Request, Response, Routes, Server, WaitKind, Woken,
 };
 use crate::jobs::{
-    Jobs, Journal, NotifyCommand, ResultsDir, init_containment, own_home, remove_containment,
+    Jobs, Journal, NotifyCommand, RemoveTree, ResultsDir, init_containment, own_home,
 };
 use crate::sys::files::FileError;
 use crate::sys::systemd::{Lifecycle, Systemd};
@@ -121,6 +121,7 @@ pub fn serve(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
         })?;
     // Before any job thread: the cgroup tree (which may move the agent into a leaf).
     let containment = init_containment();
+    let _remove_tree = RemoveTree;
     log::info!("CONTAINMENT: {}", containment.describe());
     for warning in containment.warnings(&cfg.rules, &cfg.jobs) {
         log::warn!("{warning}");
@@ -162,7 +163,6 @@ pub fn serve(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
             what: "event loop",
             err,
         })?;
-    remove_containment();
     log::info!("STOPPED");
     Ok(())
 }

@@ -679,3 +679,39 @@ fn limits_are_written_to_the_jobs_own_cgroup() {
         .json();
     assert_eq!(job["stdout"], "64\n50000 100000\n67108864\n", "{job}");
 }
+
+#[test]
+fn without_a_writable_cgroup_v2_jobs_run_in_process_groups_and_health_says_so() {
+    // The agent in a mount namespace of its own whose cgroup2 mount is read-only, as on
+    // a box (or container) without a writable cgroup v2.
+    let dir = TempDir::new("c-nocg");
+    let cfg = base_config(dir.path(), json!({}));
+    let mut agent = Agent::prepare(dir, &cfg);
+    let inner = agent_command();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "grep -w cgroup2 /proc/self/mounts | while read -r _ m _; do \
+             mount -o remount,bind,ro \"$m\"; done; exec \"$@\"",
+        )
+        .arg("sh")
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    agent.launch(cmd, &[]);
+    let health = containment(&agent);
+    assert_eq!(health["cgroup"], Value::Null, "{health}");
+    let log = agent.log();
+    assert!(
+        log.contains("jobs run in process groups only: cannot create the job's cgroup")
+            && log.contains("Read-only file system"),
+        "{log}"
+    );
+    assert!(
+        agent
+            .get("/metrics")
+            .body
+            .contains("sudo_agent_containment{layer=\"cgroup\"} 0")
+    );
+    let r = agent.post_json("/run", &json!({"command": "uptime"}));
+    assert_eq!(r.json()["status"], "succeeded", "{}", r.body);
+}

@@ -139,10 +139,15 @@ fn name(id: &str) -> String {
     format!("job-{id}")
 }
 
-/// At exit: the agent's own part of the tree, if empty.
-pub fn remove() {
-    if let Some(tree) = AGENT.get().and_then(|c| c.tree.as_ref()) {
-        tree.remove();
+/// Removes the agent's own part of the cgroup tree, if empty, when dropped: `serve`
+/// holds one from [`init`] on, so that every way out of it cleans up.
+pub struct RemoveTree;
+
+impl Drop for RemoveTree {
+    fn drop(&mut self) {
+        if let Some(tree) = AGENT.get().and_then(|c| c.tree.as_ref()) {
+            tree.remove();
+        }
     }
 }
 

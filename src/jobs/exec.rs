@@ -448,8 +448,7 @@ impl Job {
     /// A failure removes `cgroup`; nothing ran then.
     fn spawn(spec: &ExecSpec, cgroup: Option<JobCgroup>, use_pidfd: bool) -> Result<Job, Ending> {
         match Job::start(spec, cgroup.as_ref(), use_pidfd) {
-            Ok((child, pid, pidfd)) => {
-                let mut child = child;
+            Ok((mut child, pid, pidfd)) => {
                 let out = Capture::new(
                     child.stdout.take().map(OwnedFd::from),
                     spec.max_output_bytes,

@@ -14,8 +14,8 @@ mod spec;
 mod table;
 
 pub(crate) use self::contain::{
-    Layers, agent as containment, init as init_containment, preview as preview_containment,
-    remove as remove_containment,
+    Layers, RemoveTree, agent as containment, init as init_containment,
+    preview as preview_containment,
 };
 pub(crate) use self::exec::{ExecSpec, own_home};
 pub(crate) use self::journal::Journal;

@@ -109,26 +109,31 @@ impl CgroupTree {
     pub fn setup() -> Result<CgroupTree, String> {
         let (own, own_dir) = locate()?;
         let me = std::process::id();
-        if own != "/" && pids(&own_dir).is_ok_and(|p| p == [me]) {
+        let tree = if own != "/" && pids(&own_dir).is_ok_and(|p| p == [me]) {
             let leaf = own_dir.join("agent");
             make_dir(&leaf)?;
             write_file(&leaf.join("cgroup.procs"), "0")
                 .map_err(|e| format!("cannot move the agent into {}: {e}", leaf.display()))?;
-            let controllers = enable(&own_dir);
-            return Ok(CgroupTree {
+            CgroupTree {
+                controllers: enable(&own_dir),
                 base: own_dir,
-                controllers,
                 made: false,
-            });
-        }
-        let base = own_dir.join("sudo-agent");
-        make_dir(&base)?;
-        let controllers = enable(&base);
-        Ok(CgroupTree {
-            base,
-            controllers,
-            made: true,
-        })
+            }
+        } else {
+            let base = own_dir.join("sudo-agent");
+            make_dir(&base)?;
+            CgroupTree {
+                controllers: enable(&base),
+                base,
+                made: true,
+            }
+        };
+        // A `sudo-agent` made earlier may be there on a file system that is read-only
+        // now: only a cgroup made and removed shows that jobs can have theirs.
+        tree.job(&format!("probe-{me}"), &Limits::default())?
+            .remove()
+            .map_err(|e| format!("cannot remove a cgroup in {}: {e}", tree.base.display()))?;
+        Ok(tree)
     }
 
     pub fn base(&self) -> &Path {
@@ -182,14 +187,18 @@ impl CgroupTree {
 /// `check`, which does not run where the agent will): the v2 mount and the controllers
 /// its root offers. A controller missing there is missing everywhere.
 pub fn preview() -> Result<(PathBuf, Vec<Controller>), String> {
-    let (_, _) = locate()?;
     let mount = mounts::mounts()
         .into_iter()
         .find(|m| m.fstype == "cgroup2" && m.root == "/")
-        .map(|m| m.point)
-        .ok_or("the cgroup2 file system is not mounted at its root")?;
-    let offered = available(&mount);
-    Ok((mount, offered))
+        .ok_or("no cgroup2 file system is mounted (see /proc/self/mountinfo)")?;
+    if mount.options.split(',').any(|o| o == "ro") {
+        return Err(format!(
+            "the cgroup2 mount at {} is read-only",
+            mount.point.display()
+        ));
+    }
+    let offered = available(&mount.point);
+    Ok((mount.point, offered))
 }
 
 /// The agent's own cgroup path and its directory, from `/proc/self/cgroup` (the `0::`
