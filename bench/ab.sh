@@ -62,6 +62,7 @@ EOF
         "$LOADGEN" http --addr "127.0.0.1:$port" --method GET --path /health --n 1 --warmup 0 >/dev/null 2>&1 && break
         sleep 0.05
     done
+    kill -0 "$PID" 2>/dev/null || { echo "ab.sh: $label did not start:" >&2; cat "$d/stderr" >&2; exit 1; }
     out=$("${CLI[@]}" "$LOADGEN" http --addr "127.0.0.1:$port" --path /run --body '{"command":"/bin/true"}' --n "$N")
     add "$label.p50" "$(kv "$out" p50_us)"
     add "$label.p99" "$(kv "$out" p99_us)"
