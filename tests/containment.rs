@@ -48,6 +48,11 @@ fn has_controller(agent: &Agent, controller: &str, test: &str) -> bool {
     has
 }
 
+fn assert_stderr(job: &Value, text: &str) {
+    let stderr = job["stderr"].as_str().unwrap_or_default();
+    assert!(stderr.contains(text), "no {text:?} in {job}");
+}
+
 /// Reads a pid a job wrote into `file`, waiting for it.
 fn pid_in(file: &Path) -> u32 {
     assert!(
@@ -302,13 +307,7 @@ fn read_only_is_a_kernel_fact_and_writable_paths_are_the_exceptions() {
     let job = r.json();
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["exit_code"], 1);
-    assert!(
-        job["stderr"]
-            .as_str()
-            .unwrap()
-            .contains("Read-only file system"),
-        "{job}"
-    );
+    assert_stderr(&job, "Read-only file system");
     assert!(
         !Path::new(&touch("ro")).exists(),
         "a no_pin rule wrote to disk"
@@ -359,13 +358,7 @@ fn read_only_is_a_kernel_fact_and_writable_paths_are_the_exceptions() {
     let r = agent.post_json("/run", &json!({"argv": ["sh", "-c", LEAVE_CGROUP]}));
     let job = r.json();
     assert_eq!(job["stdout"], "null ok\nstayed\n", "{job}");
-    assert!(
-        job["stderr"]
-            .as_str()
-            .unwrap()
-            .contains("Read-only file system"),
-        "{job}"
-    );
+    assert_stderr(&job, "Read-only file system");
 }
 
 /// Writes to /dev/null, then tries to move itself into the root of the cgroup v2 tree.
@@ -417,13 +410,7 @@ fn without_network_a_job_cannot_reach_the_agents_own_port() {
     );
     let job = r.json();
     assert_eq!(job["status"], "failed", "{job}");
-    assert!(
-        job["stderr"]
-            .as_str()
-            .unwrap()
-            .contains("Network is unreachable"),
-        "{job}"
-    );
+    assert_stderr(&job, "Network is unreachable");
     // The same command outside the sandbox connects: the test can fail.
     let r = agent.post_json(
         "/run",
