@@ -54,9 +54,8 @@ pub struct Containment {
 static AGENT: OnceLock<Containment> = OnceLock::new();
 
 /// The advice for a controller jobs do not have.
-const CONTROLLER_HINT: &str = "run the agent with a cgroup v2 that has it: under systemd with \
-    Delegate=yes (sudo-agent.service has it), and on a host that still mounts cgroup v1 \
-    controllers, boot with systemd.unified_cgroup_hierarchy=1";
+const CONTROLLER_HINT: &str = "give the agent a cgroup v2 with it: Delegate=yes under systemd, \
+    and where cgroup v1 holds it, boot with systemd.unified_cgroup_hierarchy=1";
 
 /// `serve`, before any job (a job before it would fix [`agent`]'s default for good):
 /// sets up the agent's cgroup tree and probes the sandbox.
