@@ -2,8 +2,10 @@
 //! the loop thread), `pool` (the job threads), `exec` (one job's process), `journal`
 //! (history and used codes across restarts), `results` (the `agent-<id>.txt` files),
 //! `notify` (the command run when a detached job ends), `record` (a job as clients see
-//! it) and `spec` (a rule's settings as an `ExecSpec`).
+//! it), `spec` (a rule's settings as an `ExecSpec`) and `contain` (the cgroups and
+//! sandbox jobs get here).
 
+mod contain;
 mod exec;
 mod journal;
 mod journal_file;
@@ -14,6 +16,10 @@ mod results;
 mod spec;
 mod table;
 
+pub(crate) use self::contain::{
+    Layers, RemoveTree, agent as containment, init as init_containment,
+    preview as preview_containment,
+};
 pub(crate) use self::exec::{ExecSpec, own_home};
 pub(crate) use self::journal::{Journal, Ticket};
 pub(crate) use self::notify::NotifyCommand;

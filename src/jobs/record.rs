@@ -56,6 +56,9 @@ pub struct JobRecord {
     pub result_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_error: Option<String>,
+    /// `memory_limit`: the OOM killer ended the job at its rule's `memory_max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub killed_by: Option<String>,
 }
 
 /// What the history of finished jobs may take, in memory and (twice over, between
@@ -105,6 +108,7 @@ impl JobRecord {
             duration_ms: None,
             result_file: None,
             result_error: None,
+            killed_by: None,
         }
     }
 }

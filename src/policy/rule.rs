@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use super::patterns::ArgPattern;
-use crate::sys::UserInfo;
+use crate::sys::{Limits, Sandbox, UserInfo};
 
 /// One allowlist rule; first match wins.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,10 @@ pub struct Rule {
     pub cwd: Option<PathBuf>,
     /// File mode creation mask for the child (`"umask": "027"`); 022 when unset.
     pub umask: Option<u32>,
+    /// The rule's own `limits`; `jobs.limits` fills in the rest (see `ExecSpec::for_rule`).
+    pub limits: Limits,
+    /// With `no_pin`'s default (`read_only`) already applied.
+    pub sandbox: Sandbox,
 }
 
 impl Rule {
@@ -44,6 +48,8 @@ impl Rule {
             env: Vec::new(),
             cwd: None,
             umask: None,
+            limits: Limits::default(),
+            sandbox: Sandbox::default(),
         }
     }
 }
