@@ -7,12 +7,13 @@
 //! One thread per job and no reader threads: a single `poll(2)` watches stdout, stderr
 //! and a pidfd of the child, so output and exit are seen together without blocking.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -135,6 +136,16 @@ pub fn base_env(home: &Path) -> Vec<(String, String)> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect()
+}
+
+/// The child's whole environment: [`base_env`], then the rule's `env`, a key given twice
+/// taking its later value. Built from nothing, never filtered from the agent's own.
+fn environment(spec: &ExecSpec) -> Vec<(String, String)> {
+    let all: BTreeMap<String, String> = base_env(&spec.home)
+        .into_iter()
+        .chain(spec.env.iter().cloned())
+        .collect();
+    all.into_iter().collect()
 }
 
 /// HOME for children that run as the agent's own user.
@@ -462,7 +473,7 @@ impl Capture {
 
 /// A spawned child and everything watched while it runs.
 struct Job {
-    child: Child,
+    /// Our child until reaped; also its process group and session id.
     pid: u32,
     /// None when the kernel has no pidfd; exit is then found by `waitpid` every 10 ms.
     pidfd: Option<OwnedFd>,
@@ -482,18 +493,11 @@ impl Job {
     /// A failure removes `cgroup`; nothing ran then.
     fn spawn(spec: &ExecSpec, cgroup: Option<JobCgroup>, use_pidfd: bool) -> Result<Job, Ending> {
         match Job::start(spec, cgroup.as_ref(), use_pidfd) {
-            Ok((mut child, pid, pidfd)) => {
-                let out = Capture::new(
-                    child.stdout.take().map(OwnedFd::from),
-                    spec.max_output_bytes,
-                );
-                let err = Capture::new(
-                    child.stderr.take().map(OwnedFd::from),
-                    spec.max_output_bytes,
-                );
+            Ok((child, pidfd)) => {
+                let out = Capture::new(Some(child.stdout), spec.max_output_bytes);
+                let err = Capture::new(Some(child.stderr), spec.max_output_bytes);
                 Ok(Job {
-                    child,
-                    pid,
+                    pid: child.pid,
                     pidfd,
                     cgroup,
                     out,
@@ -516,7 +520,7 @@ impl Job {
         spec: &ExecSpec,
         cgroup: Option<&JobCgroup>,
         use_pidfd: bool,
-    ) -> Result<(Child, u32, Option<OwnedFd>), Ending> {
+    ) -> Result<(sys::Spawned, Option<OwnedFd>), Ending> {
         let failed = Ending::SpawnFailed;
         let Some(program) = spec.argv.first() else {
             return Err(failed("empty argv: no program to run".into()));
@@ -526,15 +530,6 @@ impl Job {
                 "{program}: not an absolute path (the agent never searches PATH)"
             )));
         }
-        let mut cmd = Command::new(program);
-        cmd.args(&spec.argv[1..])
-            // Built from nothing, never filtered from the agent's own environment.
-            .env_clear()
-            .envs(base_env(&spec.home))
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
         let drop_to = match (spec.uid, spec.gid) {
             (None, None) => None,
             (Some(uid), Some(gid)) => Some(Credentials { uid, gid }),
@@ -576,10 +571,9 @@ impl Job {
         if let Some(entry) = &entry {
             setup = setup.join(entry.as_fd());
         }
-        setup.install(&mut cmd);
-        let child = cmd.spawn().map_err(&cannot)?;
+        let child = sys::spawn(&spec.argv, &environment(spec), &setup).map_err(&cannot)?;
         drop(entry);
-        let pid = child.id();
+        let pid = child.pid;
         let pidfd = match use_pidfd.then(|| sys::pidfd_open(pid)) {
             None => None,
             Some(Ok(fd)) => Some(fd),
@@ -590,7 +584,7 @@ impl Job {
                 None
             }
         };
-        Ok((child, pid, pidfd))
+        Ok((child, pidfd))
     }
 
     /// Waits up to `wait` for output or exit, reads what is ready, reaps the child if it
@@ -628,7 +622,7 @@ impl Job {
         }
         if !self.exited {
             // Cheap (one waitpid WNOHANG), and also right when there is no pidfd.
-            match self.child.try_wait() {
+            match sys::wait(self.pid, false) {
                 Ok(Some(status)) => {
                     self.status = Some(status);
                     self.exited = true;
@@ -672,7 +666,7 @@ impl Job {
         self.signal_group(libc::SIGKILL);
         if !self.exited {
             // Not reaped yet, so the pid is still ours: no risk of hitting a stranger.
-            let _ = self.child.kill();
+            let _ = sys::signal_child(self.pid, libc::SIGKILL);
         }
     }
 
@@ -898,9 +892,12 @@ mod tests {
     #[test]
     fn background_grandchild_killed_after_normal_exit() {
         let mut pgid = 0;
-        let out = run(&sh("sleep 100 & echo $!"), None, &AtomicBool::new(false), |s| {
-            pgid = s.pid()
-        });
+        let out = run(
+            &sh("sleep 100 & echo $!"),
+            None,
+            &AtomicBool::new(false),
+            |s| pgid = s.pid(),
+        );
         assert_eq!(out.ending, Ending::Exited(0));
         assert!(gone(first_pid(&out)));
         assert!(!sys::group_running(pgid));

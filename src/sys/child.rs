@@ -1,24 +1,21 @@
-//! A job's process between `fork` and `exec`: it enters the job's cgroup, leaves the
-//! agent's session, signals, descriptors, umask and working directory behind, sets up
-//! its sandbox, then drops to the rule's user.
+//! A job's process between `clone` and `exec` (see `spawn`): it enters the job's
+//! cgroup, leaves the agent's session, signals, descriptors, umask and working
+//! directory behind, sets up its sandbox, then drops to the rule's user.
 //!
-//! std applies `Command::uid`/`gid` *before* running `pre_exec` closures, so a child
-//! dropped that way would still carry the agent's SIGTERM handler (and its inherited
-//! descriptors) while any process of the new uid may already signal it. So nothing here
-//! uses std's `uid`, `gid`, `current_dir` or `process_group`: one closure does every step
-//! in a safe order, signals first, privileges last but one, and the directory last (so
-//! it is entered with the rule's user's rights).
+//! Every step in a safe order, signals first, privileges last but one, and the
+//! directory last (so it is entered with the rule's user's rights): a child dropped
+//! before its signals and descriptors were cleaned would still carry the agent's
+//! SIGTERM handler (and its inherited descriptors) while any process of the new uid may
+//! already signal it.
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use super::cerr::cerr;
-use super::sandbox::{Sandbox, SandboxSetup, Step, failed_step};
+use super::sandbox::{SandboxSetup, Step};
 
 /// The account a child drops to. Always both ids: a group without a user would leave
 /// the child root with every capability, so it cannot be expressed here.
@@ -28,8 +25,8 @@ pub struct Credentials {
     pub gid: u32,
 }
 
-/// How one child starts, decided before `fork`: after it nothing may allocate or lock,
-/// since another thread of the agent may have held the allocator's lock at that instant.
+/// How one child starts, decided before `clone`: after it nothing may allocate or lock,
+/// since the child shares the agent's memory with the agent's other threads.
 #[derive(Debug)]
 pub struct ChildSetup {
     /// `cgroup.procs` of the job's cgroup, open for writing; the caller keeps it open
@@ -68,18 +65,10 @@ impl ChildSetup {
         self
     }
 
-    /// Makes `cmd`'s child run [`ChildSetup::apply`] right before its `exec`. An error
-    /// there (its errno) comes back from `spawn`, and nothing runs.
-    pub fn install(self, cmd: &mut Command) {
-        // SAFETY: the closure runs in the forked child and only makes async-signal-safe
-        // system calls on data prepared before the fork (no allocation, no locks); the
-        // only error it builds, `io::Error::last_os_error`, is an errno, not a heap value.
-        unsafe {
-            cmd.pre_exec(move || self.apply());
-        }
-    }
-
-    /// The steps, in this order (a failed containment step is named in the spawn
+    /// In the child, right before its `exec`; an error (its errno) comes back from
+    /// `spawn`, and nothing runs. Only system calls on data prepared before the clone
+    /// (no allocation, no locks); the only error built, `io::Error::last_os_error`, is
+    /// an errno, not a heap value. The steps, in this order (a failed containment step is named in the spawn
     /// error, see `sandbox::failed_step`):
     /// 0. into the job's cgroup (writing `0` moves the writer);
     /// 1. every signal to its default action, then an empty mask: the agent's handler
@@ -87,21 +76,21 @@ impl ChildSetup {
     /// 2. `setsid`: a new session and process group, and no controlling terminal, so a
     ///    job cannot read from or push keystrokes (`TIOCSTI`) into the agent's terminal;
     /// 3. the umask;
-    /// 4. every descriptor above 2 close-on-exec (not closed: std reports a failed exec
+    /// 4. every descriptor above 2 close-on-exec (not closed: a failed exec is reported
     ///    through one of them);
     /// 5. the sandbox (namespaces and mounts need root, so before the drop);
     /// 6. the rule's user: supplementary groups dropped, then group, then user;
     /// 7. the working directory, entered with that user's rights (and in the sandbox's
     ///    mounts).
-    fn apply(&self) -> io::Result<()> {
+    pub(super) fn apply(&self) -> io::Result<()> {
         if let Some(procs) = self.cgroup {
             // SAFETY: writes one byte from a literal to a descriptor the caller keeps open.
             cerr(unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) })
                 .map_err(|e| Step::Cgroup.tag(e))?;
         }
         default_signals()?;
-        // SAFETY: setsid takes no arguments; a freshly forked child is never a process
-        // group leader, so it succeeds.
+        // SAFETY: setsid takes no arguments; a fresh child is never a process group
+        // leader, so it succeeds.
         cerr(unsafe { libc::setsid() })?;
         // SAFETY: umask takes a plain mode and cannot fail.
         unsafe { libc::umask(self.umask) };
@@ -110,34 +99,21 @@ impl ChildSetup {
             sandbox.apply()?;
         }
         if let Some(who) = self.drop_to {
-            // SAFETY: setgroups with a count of 0 reads no memory; setgid/setuid take ids.
-            cerr(unsafe { libc::setgroups(0, std::ptr::null()) })?;
+            // The raw system calls: the C library's make every thread of the process
+            // change ids, and this child would tell the agent's threads to do so.
+            // SAFETY: setgroups with a count of 0 reads no memory; setgid/setuid take ids
+            // (32-bit ones on every 64-bit architecture).
+            cerr(unsafe {
+                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>())
+            })?;
             // SAFETY: as above.
-            cerr(unsafe { libc::setgid(who.gid) })?;
+            cerr(unsafe { libc::syscall(libc::SYS_setgid, who.gid) })?;
             // SAFETY: as above. As root, setuid sets the real, effective and saved ids.
-            cerr(unsafe { libc::setuid(who.uid) })?;
+            cerr(unsafe { libc::syscall(libc::SYS_setuid, who.uid) })?;
         }
         // SAFETY: `cwd` is a NUL-terminated string owned by `self`, alive for the call.
         cerr(unsafe { libc::chdir(self.cwd.as_ptr()) })?;
         Ok(())
-    }
-}
-
-/// Runs `/bin/true` in `sandbox`, set up exactly as a job's: what the kernel refuses
-/// here it refuses a job. For `check`, the start-up log and `/health`.
-pub fn probe(sandbox: &Sandbox) -> Result<(), String> {
-    let mut cmd = Command::new("/bin/true");
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    ChildSetup::new(None, 0o022, Path::new("/"))
-        .and_then(|setup| Ok(setup.sandbox(sandbox.prepare()?)))
-        .map_err(|e| e.to_string())?
-        .install(&mut cmd);
-    match cmd.status() {
-        Ok(status) if status.success() => Ok(()),
-        Ok(status) => Err(format!("/bin/true in the sandbox ended with {status}")),
-        Err(e) => Err(failed_step(&e).unwrap_or_else(|| format!("/bin/true: {e}"))),
     }
 }
 
@@ -206,7 +182,7 @@ fn cloexec_above_stderr() -> io::Result<()> {
     }
 }
 
-/// The fallback of [`cloexec_above_stderr`]: no allocation, so safe after fork. Without
+/// The fallback of [`cloexec_above_stderr`]: no allocation, so safe in the child. Without
 /// `/proc` it fails, and the job is not started: better no job than one holding a
 /// descriptor it must not have.
 fn cloexec_listed() -> io::Result<()> {
@@ -274,7 +250,10 @@ fn listed_fds(buf: &[u8]) -> impl Iterator<Item = libc::c_int> + '_ {
 
 #[cfg(test)]
 mod tests {
+    use super::super::spawn::{spawn, wait};
     use super::*;
+    use std::io::Read;
+    use std::process::Command;
 
     fn record(name: &str) -> Vec<u8> {
         let len = (19 + name.len() + 1).next_multiple_of(8);
@@ -316,14 +295,24 @@ mod tests {
     /// (SigBlk, SigIgn) masks of a `/bin/cat /proc/self/status` child, with or without
     /// the setup.
     fn blocked_and_ignored(setup: bool) -> (u64, u64) {
-        let mut cmd = Command::new("/bin/cat");
-        cmd.arg("/proc/self/status");
-        if setup {
-            ChildSetup::new(None, 0o022, Path::new("/"))
-                .unwrap()
-                .install(&mut cmd);
-        }
-        let out = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
+        let out = if setup {
+            let argv = ["/bin/cat".to_owned(), "/proc/self/status".to_owned()];
+            let child = spawn(
+                &argv,
+                &[],
+                &ChildSetup::new(None, 0o022, Path::new("/")).unwrap(),
+            )
+            .unwrap();
+            let mut out = String::new();
+            std::fs::File::from(child.stdout)
+                .read_to_string(&mut out)
+                .unwrap();
+            assert!(wait(child.pid, true).unwrap().unwrap().success());
+            out
+        } else {
+            let cat = Command::new("/bin/cat").arg("/proc/self/status").output();
+            String::from_utf8(cat.unwrap().stdout).unwrap()
+        };
         let mask = |name: &str| {
             let line = out.lines().find(|l| l.starts_with(name)).unwrap();
             u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()

@@ -19,6 +19,7 @@ mod net;
 mod process;
 mod sandbox;
 mod signals;
+mod spawn;
 pub(crate) mod systemd;
 mod tty;
 mod users;
@@ -27,7 +28,7 @@ pub(crate) use self::cgroup::{
     CgroupTree, Controller, JobCgroup, Limits, preview as cgroup_preview,
 };
 pub(crate) use self::chain::{ChainError, check_chain};
-pub(crate) use self::child::{ChildSetup, Credentials, probe as probe_sandbox};
+pub(crate) use self::child::{ChildSetup, Credentials};
 pub(crate) use self::fd::{
     create_at, lookup_at, open_write_at, poll_readable, rename_at, set_nonblocking, unlink_at,
 };
@@ -38,5 +39,6 @@ pub(crate) use self::process::{
 };
 pub(crate) use self::sandbox::{Sandbox, failed_step};
 pub(crate) use self::signals::stop_signal_pipe;
+pub(crate) use self::spawn::{Spawned, probe as probe_sandbox, signal_child, spawn, wait};
 pub(crate) use self::tty::EchoOff;
 pub(crate) use self::users::{UserInfo, euid, lookup_group, lookup_uid, lookup_user};

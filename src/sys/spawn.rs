@@ -1,0 +1,317 @@
+//! Starting a job's process without copying the agent: `clone(CLONE_VM | CLONE_VFORK)`,
+//! as musl's `posix_spawn` does, then [`ChildSetup`]'s steps and `execve`.
+//!
+//! std's `Command` forks as soon as a `pre_exec` closure is set, and a fork copies the
+//! page tables of the whole agent, tears them down again at exec and makes every
+//! thread of the agent take copy-on-write faults meanwhile: most of a job's start.
+//! Here the child borrows the agent's memory until it execs (the calling thread waits
+//! that long), so it may only read what was prepared before the clone (argument and
+//! environment arrays, descriptors, the setup) and write its own stack: no allocation,
+//! no lock, no panic, and no C-library call that thinks it speaks for the agent's other
+//! threads (`setuid` and friends: see `ChildSetup::apply`).
+//!
+//! A step that fails sends its errno through a close-on-exec pipe, as std's spawn did,
+//! so errors come back alike; the pipe also covers qemu-user, which turns the vfork
+//! into a plain fork whose memory the agent never sees.
+
+use std::ffi::{CString, c_void};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::ExitStatus;
+
+use super::cerr::cerr;
+use super::child::ChildSetup;
+use super::sandbox::{Sandbox, failed_step};
+
+/// The child's own stack, above a guard page. Its steps need a few KiB (a 2 KiB
+/// directory buffer the largest); debug builds need more.
+const STACK_BYTES: usize = 64 * 1024;
+
+/// A started child: its pid (also its process group and session id) and the reading
+/// ends of its stdout and stderr.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: u32,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// Runs `argv[0]` (an absolute path: nothing is searched) with `argv` and exactly
+/// `env`, stdin `/dev/null` and stdout/stderr pipes, after `setup` in the child. An
+/// error of a step in the child, or of `execve`, comes back as its errno, and the
+/// child is reaped: nothing ran.
+///
+/// Relies on std's start-up guarantee that descriptors 0–2 are open, so every
+/// descriptor made here is above them and the `dup2`s cannot overwrite one another.
+pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> io::Result<Spawned> {
+    let args = argv
+        .iter()
+        .map(|a| c_string(a.clone()))
+        .collect::<io::Result<Vec<_>>>()?;
+    let vars = env
+        .iter()
+        .map(|(k, v)| c_string(format!("{k}={v}")))
+        .collect::<io::Result<Vec<_>>>()?;
+    let program = args
+        .first()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let arg_ptrs = pointers(&args);
+    let var_ptrs = pointers(&vars);
+    // SAFETY: a NUL-terminated literal path; open returns a new descriptor or -1.
+    let stdin = owned(cerr(unsafe {
+        libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
+    })?);
+    let (out_read, out_write) = pipe()?;
+    let (err_read, err_write) = pipe()?;
+    let (report_read, report_write) = pipe()?;
+    let stack = Stack::new()?;
+    let child = Child {
+        program: program.as_ptr(),
+        argv: arg_ptrs.as_ptr(),
+        envp: var_ptrs.as_ptr(),
+        stdio: [
+            stdin.as_raw_fd(),
+            out_write.as_raw_fd(),
+            err_write.as_raw_fd(),
+        ],
+        report: report_write.as_raw_fd(),
+        setup,
+    };
+    let all = !0u64;
+    let mut before = 0u64;
+    // SAFETY: rt_sigprocmask reads one signal set from `all` and writes the old one to
+    // `before`, both alive for the call. Every signal is blocked while the child runs
+    // on our memory: a handler of the agent's must never run there. The child sets
+    // every handler to its default before it unblocks them.
+    cerr(unsafe { sigprocmask(&all, &mut before) })?;
+    // SAFETY: the child runs `child_main` on `stack` (mapped, writable, above a guard
+    // page) with a pointer to `child`, which, like everything it points to, stays alive
+    // and unchanged: this thread is suspended until the child has exec'd or exited
+    // (CLONE_VFORK), and no other thread knows these values. The child writes nothing of
+    // ours but its stack (see `child_main`).
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&raw const child).cast_mut().cast::<c_void>(),
+        )
+    };
+    // SAFETY: restores the mask saved above; writes nothing.
+    unsafe { sigprocmask(&before, std::ptr::null_mut()) };
+    let pid = cerr(pid)?;
+    drop((stack, stdin, out_write, err_write, report_write));
+    match read_report(&report_read) {
+        None => Ok(Spawned {
+            pid: pid.unsigned_abs(),
+            stdout: out_read,
+            stderr: err_read,
+        }),
+        Some(errno) => {
+            // The child exits right after its report; reap it so no zombie stays.
+            let _ = wait(pid.unsigned_abs(), true);
+            Err(io::Error::from_raw_os_error(errno))
+        }
+    }
+}
+
+/// Runs `/bin/true` in `sandbox`, set up exactly as a job's: what the kernel refuses
+/// here it refuses a job. For `check`, the start-up log and `/health`.
+pub fn probe(sandbox: &Sandbox) -> Result<(), String> {
+    let setup = ChildSetup::new(None, 0o022, Path::new("/"))
+        .and_then(|setup| Ok(setup.sandbox(sandbox.prepare()?)))
+        .map_err(|e| e.to_string())?;
+    match spawn(&["/bin/true".to_owned()], &[], &setup).and_then(|child| wait(child.pid, true)) {
+        Ok(Some(status)) if status.success() => Ok(()),
+        Ok(Some(status)) => Err(format!("/bin/true in the sandbox ended with {status}")),
+        Ok(None) => Err("/bin/true in the sandbox: no exit status".to_owned()),
+        Err(e) => Err(failed_step(&e).unwrap_or_else(|| format!("/bin/true: {e}"))),
+    }
+}
+
+/// `waitpid` on our child `pid`: its status once it has ended, `None` while it runs
+/// (`block` false). `ECHILD` when someone else reaped it.
+pub fn wait(pid: u32, block: bool) -> io::Result<Option<ExitStatus>> {
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let flags = if block { 0 } else { libc::WNOHANG };
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid writes one int to `status`, alive for the call.
+        match cerr(unsafe { libc::waitpid(pid, &mut status, flags) }) {
+            Ok(0) => return Ok(None),
+            Ok(_) => return Ok(Some(ExitStatus::from_raw(status))),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sends `signal` to process `pid`; the caller knows the pid is still its unreaped
+/// child, so it names no stranger.
+pub fn signal_child(pid: u32, signal: i32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|p| *p > 1)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: kill takes plain integers.
+    cerr(unsafe { libc::kill(pid, signal) })?;
+    Ok(())
+}
+
+/// What `child_main` reads, all prepared by [`spawn`].
+struct Child<'a> {
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    /// Become the child's descriptors 0, 1 and 2.
+    stdio: [RawFd; 3],
+    /// Where a failed step's errno goes (close-on-exec: an exec closes it unwritten).
+    report: RawFd,
+    setup: &'a ChildSetup,
+}
+
+/// The child: stdio, the setup's steps, `execve`; on an error its errno to the parent
+/// and `_exit(127)`. Returns only through `_exit` or exec, so `clone` never runs its own
+/// exit path on our stack.
+extern "C" fn child_main(arg: *mut c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `Child` that `spawn` passed, alive and unchanged while the
+    // parent waits.
+    let child = unsafe { &*arg.cast::<Child<'_>>() };
+    let errno = match child.run() {
+        Ok(()) => libc::EINVAL,
+        Err(e) => e.raw_os_error().unwrap_or(libc::EINVAL),
+    };
+    let bytes = errno.to_ne_bytes();
+    // Four bytes into an empty pipe are written at once or not at all.
+    // SAFETY: writes four bytes from a local array to a descriptor the parent keeps open.
+    while matches!(
+        cerr(unsafe { libc::write(child.report, bytes.as_ptr().cast(), bytes.len()) }),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted
+    ) {}
+    // SAFETY: ends the child at once, running no exit handler of the agent's.
+    unsafe { libc::_exit(127) }
+}
+
+impl Child<'_> {
+    /// Returns only on an error.
+    fn run(&self) -> io::Result<()> {
+        for (target, fd) in (0..).zip(self.stdio) {
+            // SAFETY: dup2 takes two descriptors; the copy is not close-on-exec.
+            cerr(unsafe { libc::dup2(fd, target) })?;
+        }
+        self.setup.apply()?;
+        // SAFETY: program, argv and envp are NUL-terminated strings and null-terminated
+        // arrays of them, built by `spawn` and alive until it returns.
+        cerr(unsafe { libc::execve(self.program, self.argv, self.envp) })?;
+        Ok(())
+    }
+}
+
+/// The errno a failed child sent, or `None` once the pipe closed empty (it exec'd).
+fn read_report(pipe: &OwnedFd) -> Option<i32> {
+    let mut bytes = [0u8; 4];
+    loop {
+        // SAFETY: read writes at most four bytes into `bytes`.
+        let n = unsafe { libc::read(pipe.as_raw_fd(), bytes.as_mut_ptr().cast(), bytes.len()) };
+        match cerr(n) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // As musl: anything but a whole report means the exec happened.
+            Ok(4) => return Some(i32::from_ne_bytes(bytes)),
+            _ => return None,
+        }
+    }
+}
+
+/// std's error for a NUL inside an argument or variable, so messages stay as they were.
+fn c_string(s: String) -> io::Result<CString> {
+    CString::new(s).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "nul byte found in provided data",
+        )
+    })
+}
+
+/// A null-terminated array of pointers to `strings`.
+fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`.
+    cerr(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    Ok((owned(fds[0]), owned(fds[1])))
+}
+
+fn owned(fd: RawFd) -> OwnedFd {
+    // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// The raw `rt_sigprocmask(SIG_SETMASK)`: libc's refuses to block the signals it keeps
+/// for itself, and none may reach a child that runs on our memory.
+///
+/// # Safety
+/// `set` must point to 8 readable bytes; `old` must be null or point to 8 writable ones.
+unsafe fn sigprocmask(set: *const u64, old: *mut u64) -> libc::c_long {
+    // SAFETY: the caller's promise; the kernel reads and writes 8 bytes each.
+    unsafe { libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, set, old, 8) }
+}
+
+/// An anonymous mapping for the child's stack, its lowest page inaccessible so an
+/// overflow faults instead of writing into memory of the agent's.
+struct Stack {
+    base: *mut c_void,
+    len: usize,
+}
+
+impl Stack {
+    fn new() -> io::Result<Stack> {
+        // SAFETY: sysconf takes an integer.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .ok()
+            .filter(|p| *p > 0)
+            .unwrap_or(4096);
+        let len = STACK_BYTES.next_multiple_of(page) + page;
+        // SAFETY: a new private anonymous mapping, at an address of the kernel's choice.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = Stack { base, len };
+        // SAFETY: the first page of the mapping just made, which nothing uses yet.
+        cerr(unsafe { libc::mprotect(base, page, libc::PROT_NONE) })?;
+        Ok(stack)
+    }
+
+    /// The highest address: stacks grow down on every architecture the agent runs on.
+    fn top(&self) -> *mut c_void {
+        // SAFETY: one past the end of the mapping, which clone expects.
+        unsafe { self.base.cast::<u8>().add(self.len).cast() }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the mapping made in `new`, once; the child no longer runs on it
+        // (it exec'd or exited before `clone` returned).
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
