@@ -986,6 +986,41 @@ mod tests {
     }
 
     #[test]
+    fn spawn_errors_read_word_for_word_as_before() {
+        let ending = |s: &ExecSpec| go(s).ending;
+        assert_eq!(
+            ending(&spec(&["/nonexistent/prog", "x"])),
+            Ending::SpawnFailed(
+                "cannot start /nonexistent/prog: No such file or directory (os error 2)".into()
+            )
+        );
+        let mut s = spec(&["/bin/true"]);
+        s.cwd = Some(PathBuf::from("/nonexistent-dir"));
+        assert_eq!(
+            ending(&s),
+            Ending::SpawnFailed(
+                "cannot start /bin/true in /nonexistent-dir: No such file or directory (os error 2)"
+                    .into()
+            )
+        );
+        if sys::euid() != 0 {
+            return;
+        }
+        // A step of the sandbox the kernel refuses (a writable path that is not there)
+        // is named, from inside the child.
+        let mut s = spec(&["/bin/true"]);
+        s.sandbox.read_only = true;
+        s.sandbox.writable = vec![PathBuf::from("/nonexistent-writable")];
+        assert_eq!(
+            ending(&s),
+            Ending::Refused(
+                "refused: making a writable path writable: No such file or directory (os error 2); nothing ran"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
     fn works_without_pidfd() {
         let quiet = AtomicBool::new(false);
         let out = run_with(&sh("echo hi; exit 4"), None, &quiet, |_| {}, false);
@@ -1080,6 +1115,13 @@ mod tests {
         // Primary group of the account, not root's, and no supplementary root groups.
         assert_eq!(lines[1], nobody.gid.to_string());
         assert_eq!(lines[2], nobody.gid.to_string());
+        // The child shared our memory until its exec: its drop reached none of our threads.
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let status = std::fs::read_to_string(task.unwrap().path().join("status"));
+            let Ok(status) = status else { continue };
+            let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+            assert_eq!(uid.split_whitespace().nth(2), Some("0"), "{uid}");
+        }
     }
 
     #[test]

@@ -315,3 +315,112 @@ impl Drop for Stack {
         unsafe { libc::munmap(self.base, self.len) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn argv(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| (*a).to_owned()).collect()
+    }
+
+    fn plain() -> ChildSetup {
+        ChildSetup::new(None, 0o022, Path::new("/")).unwrap()
+    }
+
+    /// Spawns, reads stdout to the end, reaps: (status, stdout).
+    fn output(args: &[&str], env: &[(String, String)], setup: &ChildSetup) -> (ExitStatus, String) {
+        let child = spawn(&argv(args), env, setup).unwrap();
+        let mut out = String::new();
+        std::fs::File::from(child.stdout)
+            .read_to_string(&mut out)
+            .unwrap();
+        (wait(child.pid, true).unwrap().unwrap(), out)
+    }
+
+    #[test]
+    fn runs_with_exactly_the_arguments_and_environment_given() {
+        let env = [("A".to_owned(), "b c".to_owned())];
+        let (status, out) = output(&["/usr/bin/env"], &env, &plain());
+        assert!(status.success());
+        assert_eq!(out, "A=b c\n");
+        let script = "printf '%s|' \"$0\" \"$@\"";
+        let (_, out) = output(&["/bin/sh", "-c", script, "x", "y z", ""], &[], &plain());
+        assert_eq!(out, "x|y z||");
+    }
+
+    #[test]
+    fn a_missing_program_is_enoent_and_a_nul_byte_refused_as_std_did() {
+        let err = spawn(&argv(&["/nonexistent/prog"]), &[], &plain()).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+        assert_eq!(err.to_string(), "No such file or directory (os error 2)");
+        let err = spawn(&argv(&["/bin/true", "a\0b"]), &[], &plain()).unwrap_err();
+        assert_eq!(err.to_string(), "nul byte found in provided data");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(spawn(&[], &[], &plain()).is_err());
+    }
+
+    #[test]
+    fn a_failed_step_comes_back_named_and_nothing_runs() {
+        // A descriptor open for reading only, in place of the cgroup's `cgroup.procs`:
+        // the child's first step, its write, fails with EBADF.
+        let marker = crate::sys::files::test_dir("spawn-failed-step").join("ran");
+        let not_writable = std::fs::File::open("/dev/null").unwrap();
+        let setup = plain().join(std::os::fd::AsFd::as_fd(&not_writable));
+        let touch = format!("touch {}", marker.display());
+        let err = spawn(&argv(&["/bin/sh", "-c", &touch]), &[], &setup).unwrap_err();
+        assert_eq!(
+            failed_step(&err).as_deref(),
+            Some("entering the job's cgroup: Bad file descriptor (os error 9)")
+        );
+        // An unnamed step (here chdir) comes back as its plain errno.
+        let closed = ChildSetup::new(None, 0o022, Path::new("/nonexistent-dir")).unwrap();
+        let err = spawn(&argv(&["/bin/sh", "-c", &touch]), &[], &closed).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+        assert_eq!(failed_step(&err), None);
+        assert!(!marker.exists());
+        let _ = std::fs::remove_dir_all(marker.parent().unwrap());
+    }
+
+    #[test]
+    fn the_callers_signal_mask_is_given_back() {
+        let mask = || {
+            let mut now = 0u64;
+            // SAFETY: with a null set, rt_sigprocmask only writes the current mask.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigprocmask,
+                    libc::SIG_BLOCK,
+                    std::ptr::null::<u64>(),
+                    &mut now as *mut u64,
+                    8,
+                )
+            };
+            now
+        };
+        let before = mask();
+        let (status, _) = output(&["/bin/true"], &[], &plain());
+        assert!(status.success());
+        assert_eq!(mask(), before);
+    }
+
+    #[test]
+    fn stdin_is_dev_null_and_stderr_a_pipe_of_its_own() {
+        let child = spawn(
+            &argv(&["/bin/sh", "-c", "cat; echo err >&2"]),
+            &[],
+            &plain(),
+        )
+        .unwrap();
+        let (mut out, mut err) = (String::new(), String::new());
+        std::fs::File::from(child.stderr)
+            .read_to_string(&mut err)
+            .unwrap();
+        std::fs::File::from(child.stdout)
+            .read_to_string(&mut out)
+            .unwrap();
+        assert!(wait(child.pid, true).unwrap().unwrap().success());
+        assert_eq!((out.as_str(), err.as_str()), ("", "err\n"));
+    }
+}
