@@ -7,7 +7,6 @@
 //! One thread per job and no reader threads: a single `poll(2)` watches stdout, stderr
 //! and a pidfd of the child, so output and exit are seen together without blocking.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -141,11 +140,14 @@ pub fn base_env(home: &Path) -> Vec<(String, String)> {
 /// The child's whole environment: [`base_env`], then the rule's `env`, a key given twice
 /// taking its later value. Built from nothing, never filtered from the agent's own.
 fn environment(spec: &ExecSpec) -> Vec<(String, String)> {
-    let all: BTreeMap<String, String> = base_env(&spec.home)
-        .into_iter()
-        .chain(spec.env.iter().cloned())
-        .collect();
-    all.into_iter().collect()
+    let mut all = base_env(&spec.home);
+    for (key, value) in &spec.env {
+        match all.iter_mut().find(|(k, _)| k == key) {
+            Some(known) => known.1.clone_from(value),
+            None => all.push((key.clone(), value.clone())),
+        }
+    }
+    all
 }
 
 /// HOME for children that run as the agent's own user.
@@ -817,6 +819,16 @@ mod tests {
         want.sort();
         assert_eq!(got, want);
         assert!(!out.stdout.contains("SUDO_AGENT_TEST_MARKER"));
+    }
+
+    #[test]
+    fn a_rule_variable_replaces_the_base_value_once() {
+        let mut s = spec(&["/usr/bin/env"]);
+        s.env = vec![("PATH".into(), "/opt/bin".into()), ("X".into(), "1".into())];
+        let out = go(&s).stdout;
+        let paths: Vec<&str> = out.lines().filter(|l| l.starts_with("PATH=")).collect();
+        assert_eq!(paths, ["PATH=/opt/bin"]);
+        assert_eq!(out.lines().count(), base_env(&s.home).len() + 1, "{out}");
     }
 
     #[test]
