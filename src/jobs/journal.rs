@@ -36,13 +36,13 @@ use mio::Waker;
 
 use super::contain::left_by;
 use super::journal_file::{
-    Compacted, FILE_NAME, Group, Line, Verdict, WHAT, compact, io_error, judge, keep, next_compaction,
-    read, rewrite,
+    Compacted, FILE_NAME, Group, Line, Verdict, WHAT, compact, io_error, judge, keep,
+    next_compaction, read, rewrite,
 };
 use super::record::{HISTORY_BYTES, JobRecord, Status};
 use crate::audit;
+use crate::sys;
 use crate::sys::files::{self, FileError, Trust};
-use crate::sys::{self, JobCgroup};
 use crate::text::utf8_prefix;
 
 /// Output kept per stream in a journaled record; the result file has all of it.
