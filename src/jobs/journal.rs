@@ -41,8 +41,8 @@ use super::journal_file::{
 };
 use super::record::{HISTORY_BYTES, JobRecord, Status};
 use crate::audit;
+use crate::sys;
 use crate::sys::files::{self, FileError, Trust};
-use crate::sys::{self, JobCgroup};
 use crate::text::utf8_prefix;
 
 /// Output kept per stream in a journaled record; the result file has all of it.
