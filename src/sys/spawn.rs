@@ -186,11 +186,12 @@ extern "C" fn child_main(arg: *mut c_void) -> libc::c_int {
     };
     let bytes = errno.to_ne_bytes();
     // Four bytes into an empty pipe are written at once or not at all.
-    // SAFETY: writes four bytes from a local array to a descriptor the parent keeps open.
-    while matches!(
-        cerr(unsafe { libc::write(child.report, bytes.as_ptr().cast(), bytes.len()) }),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted
-    ) {}
+    let report = || {
+        // SAFETY: writes four bytes from a local array to a descriptor the parent keeps
+        // open.
+        cerr(unsafe { libc::write(child.report, bytes.as_ptr().cast(), bytes.len()) })
+    };
+    while matches!(report(), Err(e) if e.kind() == io::ErrorKind::Interrupted) {}
     // SAFETY: ends the child at once, running no exit handler of the agent's.
     unsafe { libc::_exit(127) }
 }
