@@ -10,6 +10,9 @@
 //! no lock, no panic, and no C-library call that thinks it speaks for the agent's other
 //! threads (`setuid` and friends: see `ChildSetup::apply`).
 //!
+//! A shared address space also limits the steps: `unshare(CLONE_NEWUSER)` (and any
+//! other that needs a process alone with its memory) fails with `EINVAL` here.
+//!
 //! A step that fails sends its errno through a close-on-exec pipe, as std's spawn did,
 //! so errors come back alike; the pipe also covers qemu-user, which turns the vfork
 //! into a plain fork whose memory the agent never sees.
@@ -91,17 +94,17 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
     // and unchanged: this thread is suspended until the child has exec'd or exited
     // (CLONE_VFORK), and no other thread knows these values. The child writes nothing of
     // ours but its stack (see `child_main`).
-    let pid = unsafe {
+    let pid = cerr(unsafe {
         libc::clone(
             child_main,
             stack.top(),
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             (&raw const child).cast_mut().cast::<c_void>(),
         )
-    };
+    });
     // SAFETY: restores the mask saved above; writes nothing.
     unsafe { sigprocmask(&before, std::ptr::null_mut()) };
-    let pid = cerr(pid)?;
+    let pid = pid?;
     drop((stack, stdin, out_write, err_write, report_write));
     match read_report(&report_read) {
         None => Ok(Spawned {
