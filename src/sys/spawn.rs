@@ -100,6 +100,10 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
             stack.top(),
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             (&raw const child).cast_mut().cast::<c_void>(),
+            // ptid, tls, ctid: C libraries read all three; unused without their flags.
+            std::ptr::null_mut::<libc::pid_t>(),
+            std::ptr::null_mut::<c_void>(),
+            std::ptr::null_mut::<libc::pid_t>(),
         )
     });
     // SAFETY: restores the mask saved above; writes nothing.
