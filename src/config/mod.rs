@@ -21,7 +21,7 @@ pub(crate) use self::raw::{
     default_log_file, default_secret_file, default_state_dir,
 };
 pub(crate) use self::types::{
-    ApprovalsConfig, DEFAULT_CONFIG_PATH, DEFAULT_LISTEN, JobsConfig, ResultsConfig,
-    ThrottleConfig, UnixSocketConfig,
+    DEFAULT_CONFIG_PATH, DEFAULT_LISTEN, JobsConfig, ResultsConfig, ThrottleConfig,
+    UnixSocketConfig,
 };
 pub(crate) use self::validate::program_problem;

@@ -26,7 +26,19 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The user name, else `uid N`, else `unknown`: for notifications and the audit log.
+    /// `tcp:alice(1000)`, `unix:uid 65534`, `tcp:unknown`: for the audit log.
+    pub fn audit(&self) -> String {
+        let via = match self.via {
+            Via::Tcp => "tcp",
+            Via::Unix => "unix",
+        };
+        match (&self.user, self.uid) {
+            (Some(user), Some(uid)) => format!("{via}:{user}({uid})"),
+            _ => format!("{via}:{}", self.describe()),
+        }
+    }
+
+    /// The user name, else `uid N`, else `unknown`: for notifications.
     pub fn describe(&self) -> String {
         match (&self.user, self.uid) {
             (Some(user), _) => user.clone(),
@@ -95,6 +107,8 @@ mod tests {
         assert_eq!(caller(Some(0), Some("root"), None).describe(), "root");
         assert_eq!(caller(Some(42), None, None).describe(), "uid 42");
         assert_eq!(caller(None, None, None).describe(), "unknown");
+        assert_eq!(caller(Some(0), Some("root"), None).audit(), "tcp:root(0)");
+        assert_eq!(caller(Some(42), None, None).audit(), "tcp:uid 42");
         let json = serde_json::to_value(caller(Some(65534), None, Some(1))).unwrap();
         assert_eq!(json, serde_json::json!({"via":"tcp","uid":65534,"user":null}));
     }
