@@ -204,7 +204,7 @@ fn bind_unix(socket: &UnixSocketConfig) -> Result<UnixListener, StartError> {
     std::os::unix::fs::chown(path, None, socket.group).map_err(failed)?;
     fs::set_permissions(path, fs::Permissions::from_mode(socket.mode)).map_err(failed)?;
     log::info!(
-        "LISTENING on {} (mode {:04o})",
+        "UNIX SOCKET {} (mode {:04o}) serves the same API",
         path.display(),
         socket.mode
     );

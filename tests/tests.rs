@@ -5,6 +5,8 @@
 /// Fixtures: an agent in a temp dir, a client, codes, process and memory probes.
 mod common;
 
+/// Requests held for a human: request, notify, approve, deny, expiry, restart.
+mod approvals;
 /// Web pages and DNS rebinding; the clients that must keep working.
 mod attack_browser;
 /// Brute force, bent codes, codes outside the window.
