@@ -29,6 +29,8 @@ mod attack_slots;
 mod attack_trust;
 /// Codes, replay, throttling and policy.
 mod auth_and_policy;
+/// Who asks, from the kernel: `callers`, `approvers`, TCP and the Unix socket.
+mod callers;
 /// Jobs start clean: own session without a terminal, no inherited fds, cwd, umask, signals.
 mod clean_start;
 /// Start-up refusals, `check`, `init` and `demo`.
