@@ -37,6 +37,8 @@ mod clean_start;
 mod config_cli;
 /// Crashes and slow disks: used codes, acknowledged ids, half records, a free loop.
 mod durability;
+/// A cgroup per job, the sandbox per rule, limits, and what the kernel cannot give.
+mod containment;
 /// Enrolling a fleet: `init --uri-file`, `init --config-only`, `qr`.
 mod enrol;
 /// The Asterisk and Home Assistant examples against a real agent.
