@@ -36,8 +36,8 @@ use mio::Waker;
 
 use super::contain::left_by;
 use super::journal_file::{
-    Compacted, FILE_NAME, Group, Line, Verdict, WHAT, compact, io_error, judge, keep, next_compaction,
-    read, rewrite,
+    Compacted, FILE_NAME, Group, Line, Verdict, WHAT, compact, io_error, judge, keep,
+    next_compaction, read, rewrite,
 };
 use super::record::{HISTORY_BYTES, JobRecord, Status};
 use crate::audit;
