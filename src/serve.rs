@@ -129,9 +129,11 @@ fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
         gate: Gate::new(&cfg.allowed_hosts, &cfg.allowed_origins),
         send_queue_bytes: cfg.send_queue_bytes,
     };
-    let unix = match &cfg.unix_socket {
-        Some(socket) => Some(bind_unix(socket)?),
-        None => None,
+    // systemd's (sudo-agent-unix.socket sets its mode and group), else the config's.
+    let unix = match (systemd.unix_listener, &cfg.unix_socket) {
+        (Some(listener), _) => Some(listener),
+        (None, Some(socket)) => Some(bind_unix(socket)?),
+        (None, None) => None,
     };
     let server = Server::new(listener, unix, limits).map_err(|err| StartError::Io {
         what: "event loop",

@@ -262,6 +262,12 @@ fn no_rule_holds_nothing_and_no_pin_runs_at_once() {
     let long = "x".repeat(257);
     let too_long = agent.post_json("/request", &json!({"command": "echo a", "reason": long}));
     assert_eq!(too_long.status, 400);
+    // A code sent along with a request is refused and spent: it went astray.
+    let pin = agent.fresh_code();
+    let astray = agent.post_json("/request", &json!({"command": "echo a", "pin": pin}));
+    assert_eq!(astray.status, 400, "{}", astray.body);
+    let spent = agent.post_json("/run", &json!({"command": "echo a", "pin": pin}));
+    assert_eq!(spent.status, 401, "{}", spent.body);
     assert_eq!(agent.get("/pending").json()["pending"], json!([]));
 }
 

@@ -120,9 +120,9 @@ impl Routes {
         }
     }
 
-    /// No job running or queued: with socket activation, the agent may exit.
+    /// No job running, queued or held: with socket activation, the agent may exit.
     pub fn idle(&self) -> bool {
-        self.jobs.running() == 0 && self.jobs.queued() == 0
+        self.jobs.running() == 0 && self.jobs.queued() == 0 && self.jobs.held_count() == 0
     }
 
     fn route(&mut self, req: &Request, now: Instant) -> Result<Reply, ApiError> {
