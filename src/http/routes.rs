@@ -395,7 +395,12 @@ impl Routes {
                 status: record.map_or("running", |r| r.status.as_str()),
                 approval: held.and_then(|r| r.approval.as_deref()),
                 expires_at: held.and_then(|r| r.expires_at),
-                poll: format!("/job/{id}"),
+                // A held request's poll URL as the approvals contract spells it; `/job/`
+                // and `/jobs/` serve the same.
+                poll: match held {
+                    Some(_) => format!("/jobs/{id}"),
+                    None => format!("/job/{id}"),
+                },
             },
         )
     }
