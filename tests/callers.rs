@@ -310,3 +310,19 @@ fn both_sockets_from_systemd_are_served_and_the_unix_one_names_its_caller() {
         json!({"via": "unix", "uid": 65534, "user": "nobody"})
     );
 }
+
+#[test]
+fn a_unix_socket_where_others_could_swap_it_is_refused_at_start() {
+    let dir = TempDir::new("callers-tmp-socket");
+    let open = std::path::PathBuf::from(format!("/tmp/sudo-agent-sock-{}", std::process::id()));
+    let cfg = base_config(
+        dir.path(),
+        json!({"unix_socket": {"path": open.join("agent.sock")}}),
+    );
+    let config = crate::common::write_files(dir.path(), &cfg);
+    let (code, err) = crate::common::serve_refused(&config);
+    let _ = fs::remove_dir_all(&open);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot listen on the Unix socket"), "{err}");
+    assert!(err.contains("/tmp"), "names the weak directory: {err}");
+}
