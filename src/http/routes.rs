@@ -283,7 +283,8 @@ impl Routes {
     }
 
     /// `caller` with its user name and primary group from the user database, read once
-    /// per uid (the loop does not wait for a file the page cache does not hold twice).
+    /// per uid and kept (at most [`USERS_CACHED`]): `/etc/passwd` once per caller, not
+    /// once per request.
     pub(super) fn caller(&mut self, mut caller: Caller) -> Caller {
         let Some(uid) = caller.uid else {
             return caller;
