@@ -5,6 +5,8 @@
 /// Fixtures: an agent in a temp dir, a client, codes, process and memory probes.
 mod common;
 
+/// Requests held for a human: request, notify, approve, deny, expiry, restart.
+mod approvals;
 /// Web pages and DNS rebinding; the clients that must keep working.
 mod attack_browser;
 /// Brute force, bent codes, codes outside the window.
@@ -27,6 +29,8 @@ mod attack_slots;
 mod attack_trust;
 /// Codes, replay, throttling and policy.
 mod auth_and_policy;
+/// Who asks, from the kernel: `callers`, `approvers`, TCP and the Unix socket.
+mod callers;
 /// Jobs start clean: own session without a terminal, no inherited fds, cwd, umask, signals.
 mod clean_start;
 /// Start-up refusals, `check`, `init` and `demo`.

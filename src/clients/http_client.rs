@@ -449,6 +449,10 @@ mod tests {
             duration_ms: Some(7),
             result_file: Some("/tmp/r".into()),
             result_error: Some("disk full".into()),
+            caller: Default::default(),
+            approval: None,
+            reason: None,
+            expires_at: None,
             killed_by: Some("memory_limit".into()),
         };
         let json = serde_json::to_value(&record).unwrap();

@@ -67,8 +67,14 @@ pub struct RunArgs {
 pub fn exit_code(job: &JobRecord) -> i32 {
     match job.status {
         Status::Succeeded => 0,
-        Status::TimedOut | Status::Queued | Status::Running => EXIT_TIMED_OUT,
-        Status::Failed | Status::Cancelled | Status::Interrupted => {
+        Status::TimedOut | Status::Queued | Status::Running | Status::AwaitingApproval => {
+            EXIT_TIMED_OUT
+        }
+        Status::Failed
+        | Status::Cancelled
+        | Status::Interrupted
+        | Status::Denied
+        | Status::Expired => {
             match (job.exit_code, job.signal) {
                 (Some(code @ 1..=255), _) => code,
                 (_, Some(signal @ 1..=127)) => 128 + signal,

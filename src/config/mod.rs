@@ -10,6 +10,8 @@ mod types;
 mod validate;
 
 #[cfg(test)]
+mod access_tests;
+#[cfg(test)]
 mod contain_tests;
 #[cfg(test)]
 mod tests;
@@ -24,5 +26,6 @@ pub(crate) use self::raw::{
 };
 pub(crate) use self::types::{
     DEFAULT_CONFIG_PATH, DEFAULT_LISTEN, JobsConfig, ResultsConfig, ThrottleConfig,
+    UnixSocketConfig,
 };
 pub(crate) use self::validate::program_problem;

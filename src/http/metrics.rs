@@ -20,12 +20,14 @@ pub enum CodeOutcome {
 
 const CODE_OUTCOMES: [&str; 5] = ["accepted", "invalid", "reused", "locked_out", "unavailable"];
 
-const FINAL_STATUSES: [Status; 5] = [
+const FINAL_STATUSES: [Status; 7] = [
     Status::Succeeded,
     Status::Failed,
     Status::TimedOut,
     Status::Cancelled,
     Status::Interrupted,
+    Status::Denied,
+    Status::Expired,
 ];
 
 /// Upper bounds of the job duration buckets, in milliseconds (10 ms to 30 min).
@@ -70,8 +72,12 @@ pub fn route_label(path: &str) -> &'static str {
         "/health" => "/health",
         "/metrics" => "/metrics",
         "/rules" => "/rules",
-        p if p.starts_with("/job/") && p.ends_with("/cancel") => "/job/cancel",
-        p if p.starts_with("/job/") => "/job",
+        "/request" => "/request",
+        "/approve" => "/approve",
+        "/deny" => "/deny",
+        "/pending" => "/pending",
+        p if p.starts_with("/job") && p.ends_with("/cancel") => "/job/cancel",
+        p if p.starts_with("/job/") || p.starts_with("/jobs/") => "/job",
         _ => "other",
     }
 }

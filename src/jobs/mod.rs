@@ -5,10 +5,12 @@
 //! it), `spec` (a rule's settings as an `ExecSpec`) and `contain` (the cgroups and
 //! sandbox jobs get here).
 
+mod approval;
 mod contain;
 mod exec;
 mod journal;
 mod journal_file;
+mod mark;
 mod notify;
 mod pool;
 mod record;
@@ -16,6 +18,7 @@ mod results;
 mod spec;
 mod table;
 
+pub(crate) use self::approval::{new_code, normalize as normalize_code};
 pub(crate) use self::contain::{
     Layers, RemoveTree, agent as containment, init as init_containment,
     preview as preview_containment,
@@ -25,4 +28,4 @@ pub(crate) use self::journal::{Journal, Ticket};
 pub(crate) use self::notify::NotifyCommand;
 pub(crate) use self::record::{JobRecord, Status, new_id, valid_id};
 pub(crate) use self::results::ResultsDir;
-pub(crate) use self::table::{CancelError, Jobs, Journaled, NewJob};
+pub(crate) use self::table::{CancelError, HeldBy, Jobs, Journaled, NewJob};

@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::Caller;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -16,11 +18,19 @@ pub enum Status {
     TimedOut,
     Cancelled,
     Interrupted,
+    /// Held until a human approves it (`POST /request`).
+    AwaitingApproval,
+    Denied,
+    /// Held and never approved or denied within `approvals.ttl_s`.
+    Expired,
 }
 
 impl Status {
     pub fn is_final(self) -> bool {
-        !matches!(self, Status::Queued | Status::Running)
+        !matches!(
+            self,
+            Status::Queued | Status::Running | Status::AwaitingApproval
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -32,6 +42,9 @@ impl Status {
             Status::TimedOut => "timed_out",
             Status::Cancelled => "cancelled",
             Status::Interrupted => "interrupted",
+            Status::AwaitingApproval => "awaiting_approval",
+            Status::Denied => "denied",
+            Status::Expired => "expired",
         }
     }
 }
@@ -56,6 +69,17 @@ pub struct JobRecord {
     pub result_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_error: Option<String>,
+    /// Who asked, as the kernel reported it.
+    #[serde(default)]
+    pub caller: Caller,
+    /// For a request held for a human: the code that names it, the caller's reason,
+    /// and when it expires (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
     /// `memory_limit`: the OOM killer ended the job at its rule's `memory_max`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub killed_by: Option<String>,
@@ -76,10 +100,15 @@ impl JobRecord {
             .map(|s| s.len())
             .sum::<usize>();
         let argv = self.argv.iter().map(|a| a.len() + 24).sum::<usize>();
-        let optional = [&self.result_file, &self.result_error]
-            .iter()
-            .filter_map(|s| s.as_ref().map(String::len))
-            .sum::<usize>();
+        let optional = [
+            &self.result_file,
+            &self.result_error,
+            &self.reason,
+            &self.caller.user,
+        ]
+        .iter()
+        .filter_map(|s| s.as_ref().map(String::len))
+        .sum::<usize>();
         RECORD_OVERHEAD + strings + argv + optional
     }
 
@@ -108,8 +137,41 @@ impl JobRecord {
             duration_ms: None,
             result_file: None,
             result_error: None,
+            caller: Caller::default(),
+            approval: None,
+            reason: None,
+            expires_at: None,
             killed_by: None,
         }
+    }
+}
+
+impl JobRecord {
+    /// The result file: a header a person can read, then the output as it was.
+    pub fn render(&self) -> String {
+        let r = self;
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        let num = |v: Option<i32>| v.map_or_else(|| "-".into(), |n| n.to_string());
+        format!(
+            "id: {}\ncommand: {}\nargv: {}\nrule: {}\ncaller: {}\nstatus: {}\nexit_code: {}\n\
+             signal: {}\nsubmitted_at: {}\nstarted_at: {}\nfinished_at: {}\nduration_ms: {}\n\
+             truncated: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n",
+            r.id,
+            r.command,
+            serde_json::to_string(&r.argv).unwrap_or_default(),
+            r.rule,
+            r.caller.audit(),
+            r.status.as_str(),
+            num(r.exit_code),
+            num(r.signal),
+            r.submitted_at,
+            opt(&r.started_at),
+            opt(&r.finished_at),
+            r.duration_ms.map_or_else(|| "-".into(), |d| d.to_string()),
+            r.truncated,
+            r.stdout,
+            r.stderr,
+        )
     }
 }
 
@@ -154,7 +216,12 @@ mod tests {
 
     #[test]
     fn status_names_match_serde() {
-        for s in [Status::Queued, Status::TimedOut, Status::Interrupted] {
+        for s in [
+            Status::Queued,
+            Status::TimedOut,
+            Status::Interrupted,
+            Status::AwaitingApproval,
+        ] {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
     }

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use super::caller::Who;
 use super::patterns::ArgPattern;
 use crate::sys::{Limits, Sandbox, UserInfo};
 
@@ -24,6 +25,8 @@ pub struct Rule {
     pub cwd: Option<PathBuf>,
     /// File mode creation mask for the child (`"umask": "027"`); 022 when unset.
     pub umask: Option<u32>,
+    /// Who may ask for it (`callers`); `None`: anyone who reaches the agent.
+    pub callers: Option<Who>,
     /// The rule's own `limits`; `jobs.limits` fills in the rest (see `ExecSpec::for_rule`).
     pub limits: Limits,
     /// With `no_pin`'s default (`read_only`) already applied.
@@ -48,6 +51,7 @@ impl Rule {
             env: Vec::new(),
             cwd: None,
             umask: None,
+            callers: None,
             limits: Limits::default(),
             sandbox: Sandbox::default(),
         }

@@ -16,6 +16,7 @@ pub(crate) mod files;
 mod lock;
 mod mounts;
 mod net;
+mod peer;
 mod process;
 mod sandbox;
 mod signals;
@@ -34,6 +35,7 @@ pub(crate) use self::fd::{
 };
 pub(crate) use self::lock::{LockError, lock_state_dir};
 pub(crate) use self::net::{ip_literal, is_loopback, set_send_buffer, split_authority};
+pub(crate) use self::peer::{tcp_peer_uid, unix_peer_uid};
 pub(crate) use self::process::{
     Member, boot_id, group_members, group_running, host_name, kill_group, pidfd_open, start_ticks,
 };
@@ -41,4 +43,6 @@ pub(crate) use self::sandbox::{Sandbox, failed_step};
 pub(crate) use self::signals::stop_signal_pipe;
 pub(crate) use self::spawn::{Spawned, probe as probe_sandbox, signal_child, spawn, wait};
 pub(crate) use self::tty::EchoOff;
-pub(crate) use self::users::{UserInfo, euid, lookup_group, lookup_uid, lookup_user};
+pub(crate) use self::users::{
+    UserInfo, euid, group_with_members, lookup_group, lookup_uid, lookup_user,
+};

@@ -163,7 +163,8 @@ pub fn base_config(dir: &Path, overrides: Value) -> Value {
     cfg
 }
 
-fn merge(base: &mut Value, over: Value) {
+/// `over` merged into `base` key by key (objects merge, other values replace).
+pub fn merge(base: &mut Value, over: Value) {
     match (base, over) {
         (Value::Object(b), Value::Object(o)) => {
             for (k, v) in o {
