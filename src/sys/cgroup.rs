@@ -303,7 +303,7 @@ impl JobCgroup {
     }
 
     /// `cgroup.procs` open for writing: the child writes `0` to it to move itself in
-    /// (see `ChildSetup::join`). Opened before the fork, closed after the spawn.
+    /// (see `ChildSetup::join`). Opened before the clone, closed after the spawn.
     pub fn entry(&self) -> io::Result<File> {
         OpenOptions::new()
             .write(true)

@@ -1,9 +1,9 @@
-//! A rule's sandbox, applied by the job's own process between `fork` and `exec` (see
+//! A rule's sandbox, applied by the job's own process between `clone` and `exec` (see
 //! `child`), so nothing outside the job changes: a private mount namespace where every
 //! mount is read-only but the `writable` paths, a fresh `/tmp`, a network namespace with
 //! only a loopback that is down, and `no_new_privs`.
 //!
-//! Everything the child needs is prepared before the fork ([`Sandbox::prepare`]); a step
+//! Everything the child needs is prepared before the clone ([`Sandbox::prepare`]); a step
 //! the kernel refuses fails the spawn with that step named ([`Step`]), and nothing runs.
 
 use std::ffi::{CStr, CString};
@@ -126,7 +126,7 @@ pub enum Step {
     NoNewPrivileges,
 }
 
-/// Marks an errno as carrying a [`Step`] in the bits above it. std sends a `pre_exec`
+/// Marks an errno as carrying a [`Step`] in the bits above it. The child reports an
 /// error to `spawn` as one `i32` errno, whatever its value, so the step needs no other
 /// channel out of the child.
 const TAGGED: i32 = 0x4000_0000;
