@@ -16,11 +16,17 @@ pub enum Status {
     TimedOut,
     Cancelled,
     Interrupted,
+    AwaitingApproval,
+    Denied,
+    Expired,
 }
 
 impl Status {
     pub fn is_final(self) -> bool {
-        !matches!(self, Status::Queued | Status::Running)
+        !matches!(
+            self,
+            Status::Queued | Status::Running | Status::AwaitingApproval
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -32,6 +38,9 @@ impl Status {
             Status::TimedOut => "timed_out",
             Status::Cancelled => "cancelled",
             Status::Interrupted => "interrupted",
+            Status::AwaitingApproval => "awaiting_approval",
+            Status::Denied => "denied",
+            Status::Expired => "expired",
         }
     }
 }
