@@ -42,6 +42,8 @@ const MAX_BATCH: usize = 64;
 /// after about a minute; a longer job is followed with `job_status`.
 const DEFAULT_WAIT_S: u64 = 30;
 const MAX_WAIT_S: u64 = 120;
+/// The longest a request is held (`approvals.ttl_s` at most).
+const MAX_TTL_S: u64 = 86_400;
 /// Codes the human may type into one elicitation before the request is left held.
 const TRIES: usize = 3;
 
@@ -312,8 +314,10 @@ impl<W: Write> Session<W> {
             Ok(Ok(record)) => record,
             _ => return awaiting(&held, ""),
         };
-        let until =
-            Instant::now() + Duration::from_secs(held.expires_at.saturating_sub(clock::now_unix()));
+        // Until the request expires; never longer than the longest `approvals.ttl_s`,
+        // whatever the server claims.
+        let left = held.expires_at.saturating_sub(clock::now_unix());
+        let until = Instant::now() + Duration::from_secs(left.min(MAX_TTL_S));
         let mut note = "";
         for _ in 0..TRIES {
             let message = format!(
