@@ -449,14 +449,55 @@ pub fn result_output(stdout: &str, stderr: &str) -> String {
     one_line(&line, MAX_OUTPUT_CHARS)
 }
 
-/// A request passed auth and policy: `ACCEPTED [id] rule=name: cmd`.
-pub fn accepted(id: &str, rule: &str, command: &str) {
+/// A request passed auth and policy: `ACCEPTED [id] rule=name caller=who: cmd`
+/// (`who`: `tcp:alice(1000)`, the caller as the kernel named it).
+pub fn accepted(id: &str, rule: &str, caller: &str, command: &str) {
     log::info!(
-        "ACCEPTED [{}] rule={}: {}",
+        "ACCEPTED [{}] rule={} caller={}: {}",
         field(id),
         field(rule),
+        field(caller),
         cmd(command)
     );
+}
+
+/// A request held for a human: `REQUESTED [id] approval=K7Q3 rule=name caller=who: cmd`.
+pub fn requested(id: &str, approval: &str, rule: &str, caller: &str, command: &str) {
+    log::info!(
+        "REQUESTED [{}] approval={} rule={} caller={}: {}",
+        field(id),
+        field(approval),
+        field(rule),
+        field(caller),
+        cmd(command)
+    );
+}
+
+/// `APPROVED [id] approval=K7Q3 caller=who: cmd` (`who` approved it, with a good code).
+pub fn approved(id: &str, approval: &str, caller: &str, command: &str) {
+    log::info!(
+        "APPROVED [{}] approval={} caller={}: {}",
+        field(id),
+        field(approval),
+        field(caller),
+        cmd(command)
+    );
+}
+
+/// `DENIED [id] approval=K7Q3 caller=who: cmd`.
+pub fn denied(id: &str, approval: &str, caller: &str, command: &str) {
+    log::info!(
+        "DENIED [{}] approval={} caller={}: {}",
+        field(id),
+        field(approval),
+        field(caller),
+        cmd(command)
+    );
+}
+
+/// A held request nobody decided on in time: `EXPIRED [id] approval=K7Q3`.
+pub fn expired(id: &str, approval: &str) {
+    log::info!("EXPIRED [{}] approval={}", field(id), field(approval));
 }
 
 /// `QUEUED [id]: cmd`.
@@ -742,7 +783,9 @@ mod tests {
         let code = "492039"; // what the client sent as "pin"; must never be logged
         let id = "0123456789abcdef0123456789abcdef";
         let c = "systemctl restart nginx";
-        accepted(id, "service", c);
+        accepted(id, "service", "tcp:root(0)", c);
+        requested(id, "K7Q3", "service", "unix:ai(1000)", c);
+        approved(id, "K7Q3", "tcp:root(0)", c);
         queued(id, c);
         executing(id, c);
         result(id, &rc_text(Some(0), None), "", "warning: x\nmore");
@@ -776,7 +819,9 @@ mod tests {
             })
             .collect();
         for want in [
-            format!("ACCEPTED [{id}] rule=service: {c}"),
+            format!("ACCEPTED [{id}] rule=service caller=tcp:root(0): {c}"),
+            format!("REQUESTED [{id}] approval=K7Q3 rule=service caller=unix:ai(1000): {c}"),
+            format!("APPROVED [{id}] approval=K7Q3 caller=tcp:root(0): {c}"),
             format!("QUEUED [{id}]: {c}"),
             format!("EXECUTING [{id}]: {c}"),
             format!("RESULT [{id}] (rc=0): warning: x"),

@@ -2,13 +2,17 @@
 //! opens, and each failure is one error that says what to fix.
 
 use std::fmt;
+use std::fs;
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::audit::{self, AuditError};
 use crate::auth::{Auth, SecretError, StateError, StateStore, load_secret};
-use crate::config::Config;
+use crate::config::{Config, UnixSocketConfig};
 use crate::http::{Gate, Handler, Limits, Reply, Request, Routes, Server, WaitKind, Woken};
 use crate::jobs::{Jobs, Journal, NotifyCommand, ResultsDir, own_home};
 use crate::sys::files::FileError;
@@ -27,6 +31,11 @@ pub enum StartError {
     Locked(LockError),
     Bind {
         addr: String,
+        err: std::io::Error,
+    },
+    /// The Unix socket could not be made, given its mode or its group.
+    Unix {
+        path: PathBuf,
         err: std::io::Error,
     },
     /// systemd passed a socket on an address the config does not allow.
@@ -48,6 +57,12 @@ impl fmt::Display for StartError {
             Self::Bind { addr, err } => write!(
                 f,
                 "cannot listen on {addr}: {err}; is another agent running? (ss -ltnp | grep {addr}) or set \"listen\""
+            ),
+            Self::Unix { path, err } => write!(
+                f,
+                "cannot listen on the Unix socket {}: {err}; check that its directory exists \
+                 and is root's, or change unix_socket.path",
+                path.display()
             ),
             Self::RemoteSocket(addr) => write!(
                 f,
@@ -112,7 +127,11 @@ fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
         gate: Gate::new(&cfg.allowed_hosts, &cfg.allowed_origins),
         send_queue_bytes: cfg.send_queue_bytes,
     };
-    let server = Server::new(listener, limits).map_err(|err| StartError::Io {
+    let unix = match &cfg.unix_socket {
+        Some(socket) => Some(bind_unix(socket)?),
+        None => None,
+    };
+    let server = Server::new(listener, unix, limits).map_err(|err| StartError::Io {
         what: "event loop",
         err,
     })?;
@@ -160,6 +179,36 @@ fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
         })?;
     log::info!("STOPPED");
     Ok(())
+}
+
+/// Binds the Unix socket: a socket a previous agent left is replaced (anything else at
+/// the path is refused), then its mode and group are set before it is served. The
+/// agent holds the state directory lock, so no other agent is using it.
+fn bind_unix(socket: &UnixSocketConfig) -> Result<UnixListener, StartError> {
+    let path = &socket.path;
+    let failed = |err| StartError::Unix {
+        path: path.clone(),
+        err,
+    };
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => fs::remove_file(path).map_err(failed)?,
+        Ok(_) => {
+            return Err(failed(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "something other than a socket is there",
+            )));
+        }
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(path).map_err(failed)?;
+    std::os::unix::fs::chown(path, None, socket.group).map_err(failed)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(socket.mode)).map_err(failed)?;
+    log::info!(
+        "LISTENING on {} (mode {:04o})",
+        path.display(),
+        socket.mode
+    );
+    Ok(listener)
 }
 
 /// The agent as the loop drives it, plus its life under systemd: watchdog pings and idle

@@ -572,6 +572,10 @@ mod tests {
             duration_ms: Some(7),
             result_file: Some("/tmp/r".into()),
             result_error: Some("disk full".into()),
+            caller: Default::default(),
+            approval: None,
+            reason: None,
+            expires_at: None,
         };
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(job_record(json.clone()), Some(record));

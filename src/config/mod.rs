@@ -22,5 +22,6 @@ pub(crate) use self::raw::{
 };
 pub(crate) use self::types::{
     DEFAULT_CONFIG_PATH, DEFAULT_LISTEN, JobsConfig, ResultsConfig, ThrottleConfig,
+    UnixSocketConfig,
 };
 pub(crate) use self::validate::program_problem;

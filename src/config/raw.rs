@@ -52,7 +52,58 @@ pub struct RawConfig {
     /// Absent and `null` both mean: never exit when idle.
     #[serde(default)]
     pub idle_exit_s: Option<u64>,
+    /// A second listener, on a Unix socket (absent: none).
+    #[serde(default)]
+    pub unix_socket: Option<RawUnixSocket>,
+    #[serde(default)]
+    pub approvals: RawApprovals,
     pub rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUnixSocket {
+    pub path: PathBuf,
+    /// Octal text, as chmod(1) takes it.
+    #[serde(default = "default_socket_mode")]
+    pub mode: String,
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+fn default_socket_mode() -> String {
+    "0660".into()
+}
+
+/// Requests held for a human (`POST /request`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawApprovals {
+    pub max_pending: u64,
+    pub ttl_s: u64,
+    pub approvers: Option<RawWho>,
+    pub notify: Option<Vec<String>>,
+}
+
+impl Default for RawApprovals {
+    fn default() -> Self {
+        RawApprovals {
+            max_pending: 8,
+            ttl_s: 300,
+            approvers: None,
+            notify: None,
+        }
+    }
+}
+
+/// User and group names (a rule's `callers`, `approvals.approvers`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawWho {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 impl RawConfig {
@@ -205,6 +256,9 @@ pub struct RawRule {
     pub umask: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub examples: Option<RawExamples>,
+    /// Who may ask for it; absent: anyone who reaches the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callers: Option<RawWho>,
 }
 
 /// Commands a rule must allow, and commands the policy must refuse: each a command

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
 use crate::auth::totp;
-use crate::policy::{Action, ArgPattern, Rule, escape_for};
+use crate::policy::{Action, ArgPattern, Rule, Who, escape_for};
 use crate::sys::is_loopback;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sudo-agent/config.json";
@@ -41,7 +41,28 @@ pub struct Config {
     /// With socket activation: exit after this many seconds with no job and no
     /// connection (systemd starts the agent again on the next connection).
     pub idle_exit_s: Option<u64>,
+    pub unix_socket: Option<UnixSocketConfig>,
+    pub approvals: ApprovalsConfig,
     pub rules: Vec<Rule>,
+}
+
+/// The Unix socket listener: its path, mode and group (owner root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixSocketConfig {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub group: Option<u32>,
+}
+
+/// Requests held for a human to approve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalsConfig {
+    pub max_pending: usize,
+    pub ttl_s: u64,
+    /// Who may approve or deny; `None`: any caller (with a code, to approve).
+    pub approvers: Option<Who>,
+    /// argv run when a request is held (no shell).
+    pub notify: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

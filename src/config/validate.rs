@@ -9,11 +9,16 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::raw::{Problem, RawArg, RawConfig, RawExamples, RawKind, RawRule};
-use super::types::{Config, DEFAULT_LISTEN, JobsConfig, ResultsConfig, ThrottleConfig};
+use super::raw::{
+    Problem, RawApprovals, RawArg, RawConfig, RawExamples, RawKind, RawRule, RawUnixSocket, RawWho,
+};
+use super::types::{
+    ApprovalsConfig, Config, DEFAULT_LISTEN, JobsConfig, ResultsConfig, ThrottleConfig,
+    UnixSocketConfig,
+};
 use crate::auth::totp;
 use crate::policy::{
-    self, Action, ArgPattern, Invocation, Rule, WordRe, escape_for, path_under_dir,
+    self, Action, ArgPattern, Invocation, Rule, Who, WordRe, escape_for, path_under_dir,
 };
 use crate::sys::{self, check_chain, is_loopback};
 
@@ -30,6 +35,9 @@ const MAX_QUEUE: u64 = 10_000;
 const MAX_OUTPUT_BYTES: u64 = 64 << 20;
 const MAX_HISTORY: u64 = 1_000_000;
 const MAX_WAIT_S: u64 = 3_600;
+/// Requests held for approval at once, and how long one may wait.
+const MAX_PENDING: u64 = 64;
+const MAX_TTL_S: u64 = 86_400;
 const MIN_SEND_QUEUE_BYTES: u64 = 64 << 10;
 const MAX_SEND_QUEUE_BYTES: u64 = 1 << 30;
 
@@ -108,18 +116,70 @@ impl Problems {
 
     /// An octal umask as `umask(1)` prints it (`"022"`, `"0027"`), at most 0777.
     fn umask(&mut self, path: &str, text: &str) -> Option<u32> {
+        self.octal(path, text, "umask; write it as umask(1) prints it, e.g. \"027\"")
+    }
+
+    /// Octal permission bits (`"0660"`), at most 0777; `what` ends the complaint.
+    fn octal(&mut self, path: &str, text: &str, what: &str) -> Option<u32> {
         let value =
             (!text.is_empty() && text.len() <= 4 && text.bytes().all(|b| matches!(b, b'0'..=b'7')))
                 .then(|| u32::from_str_radix(text, 8).ok())
                 .flatten()
                 .filter(|&v| v <= 0o777);
         if value.is_none() {
-            self.push(
-                path,
-                "is not an octal umask; write it as umask(1) prints it, e.g. \"027\"",
-            );
+            self.push(path, format!("is not an octal {what}"));
         }
         value
+    }
+
+    /// A list of users and groups, each name looked up now; `users` and `groups` may
+    /// not both be empty (that would admit nobody, which is surely a mistake).
+    fn who(&mut self, path: &str, raw: RawWho) -> Who {
+        if raw.users.is_empty() && raw.groups.is_empty() {
+            self.push(
+                path,
+                "names no user and no group; list who is meant, e.g. {\"users\": [\"alice\"]}, \
+                 or remove it",
+            );
+        }
+        let mut who = Who::default();
+        for (i, name) in raw.users.iter().enumerate() {
+            let at = format!("{path}.users[{i}]");
+            if let Some(user) = self.account(&at, "user", name, sys::lookup_user) {
+                who.uids.push(user.uid);
+            }
+            who.shown.push(name.clone());
+        }
+        for (i, name) in raw.groups.iter().enumerate() {
+            let at = format!("{path}.groups[{i}]");
+            if let Some((gid, members)) =
+                self.account(&at, "group", name, sys::group_with_members)
+            {
+                who.gids.push(gid);
+                who.members.extend(members);
+            }
+            who.shown.push(format!("@{name}"));
+        }
+        who
+    }
+
+    /// An argv run without a shell (`notify`, `approvals.notify`).
+    fn command(&mut self, path: &str, argv: &[String]) {
+        match argv.first() {
+            None => self.push(
+                path,
+                "is empty; remove it, or give the command as [\"/absolute/program\", \
+                 \"arg\", ...]",
+            ),
+            Some(program) => {
+                if let Some(why) = program_problem(Path::new(program)) {
+                    self.push(format!("{path}[0]"), why);
+                }
+            }
+        }
+        for (i, arg) in argv.iter().enumerate() {
+            self.no_nul(&format!("{path}[{i}]"), arg);
+        }
     }
 
     fn no_nul(&mut self, path: &str, value: &str) {
@@ -434,6 +494,7 @@ fn validate_rule(at: &str, raw: RawRule, p: &mut Problems) -> Rule {
         env,
         cwd,
         umask,
+        callers: raw.callers.map(|who| p.who(&format!("{at}.callers"), who)),
     };
     if rule.no_pin
         && let Some(found) = escape_for(&rule)
@@ -448,6 +509,36 @@ fn validate_rule(at: &str, raw: RawRule, p: &mut Problems) -> Rule {
         );
     }
     rule
+}
+
+fn unix_socket(raw: RawUnixSocket, p: &mut Problems) -> UnixSocketConfig {
+    let path = p.absolute("unix_socket.path", raw.path, "/run/sudo-agent/agent.sock");
+    // sun_path holds 108 bytes with its NUL.
+    if path.as_os_str().len() > 107 {
+        p.push(
+            "unix_socket.path",
+            "is longer than a Unix socket path may be (107 bytes); choose a shorter one",
+        );
+    }
+    let mode = p
+        .octal("unix_socket.mode", &raw.mode, "mode; write it as chmod(1) takes it, e.g. \"0660\"")
+        .unwrap_or(0o600);
+    let group = raw
+        .group
+        .and_then(|name| p.account("unix_socket.group", "group", &name, sys::lookup_group));
+    UnixSocketConfig { path, mode, group }
+}
+
+fn approvals(raw: RawApprovals, p: &mut Problems) -> ApprovalsConfig {
+    if let Some(argv) = &raw.notify {
+        p.command("approvals.notify", argv);
+    }
+    ApprovalsConfig {
+        max_pending: to_usize(p.range("approvals.max_pending", raw.max_pending, 1, MAX_PENDING)),
+        ttl_s: p.range("approvals.ttl_s", raw.ttl_s, 1, MAX_TTL_S),
+        approvers: raw.approvers.map(|who| p.who("approvals.approvers", who)),
+        notify: raw.notify,
+    }
 }
 
 /// Each example through the matcher, against the whole policy (see
@@ -650,22 +741,10 @@ impl Config {
 
         let notify = raw.notify;
         if let Some(argv) = &notify {
-            match argv.first() {
-                None => p.push(
-                    "notify",
-                    "is empty; remove it, or give the command as [\"/absolute/program\", \
-                     \"arg\", ...]",
-                ),
-                Some(program) => {
-                    if let Some(why) = program_problem(Path::new(program)) {
-                        p.push("notify[0]", why);
-                    }
-                }
-            }
-            for (i, arg) in argv.iter().enumerate() {
-                p.no_nul(&format!("notify[{i}]"), arg);
-            }
+            p.command("notify", argv);
         }
+        let unix_socket = raw.unix_socket.map(|u| unix_socket(u, &mut p));
+        let approvals = approvals(raw.approvals, &mut p);
 
         let allowed_hosts = entries("allowed_hosts", &raw.allowed_hosts, &mut p, allowed_host);
         let allowed_origins = entries(
@@ -738,6 +817,8 @@ impl Config {
             jobs,
             notify,
             idle_exit_s,
+            unix_socket,
+            approvals,
             rules,
         })
     }

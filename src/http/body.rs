@@ -25,14 +25,23 @@ const MAX_STRAY: usize = 8;
 /// Characters kept of each; a real code has 6–8 digits.
 const STRAY_CHARS: usize = 16;
 
-/// The fields of `POST /` and `POST /run`.
+/// The fields of `POST /` and `POST /run`, and of `/request`, `/approve` and `/deny`
+/// (each its own set of them).
 #[derive(Debug, Default, PartialEq)]
 pub struct Submit {
     pub pin: Option<String>,
     pub command: Option<String>,
     pub argv: Option<Vec<String>>,
     pub wait: Option<f64>,
+    pub reason: Option<String>,
+    pub approval: Option<String>,
 }
+
+/// The fields each route takes.
+pub const RUN: &[&str] = &["pin", "command", "argv", "wait"];
+pub const REQUEST: &[&str] = &["command", "argv", "reason", "wait"];
+pub const APPROVE: &[&str] = &["approval", "pin", "wait"];
+pub const DENY: &[&str] = &["approval"];
 
 /// The fields of `POST /job/<id>/cancel`.
 #[derive(Debug, Default, PartialEq)]
@@ -52,15 +61,18 @@ pub struct BadBody {
     pub command: Option<String>,
 }
 
-/// Decodes a submit body: `pin`, `command`, `argv`, `wait`, each optional.
-pub fn submit(body: &[u8]) -> Result<Submit, BadBody> {
+/// Decodes a body of the fields `allowed` ([`RUN`], [`REQUEST`], ...), each optional.
+pub fn submit(body: &[u8], allowed: &[&str]) -> Result<Submit, BadBody> {
     let mut out = Submit::default();
-    let mut checked = Checked::parse(body, &["pin", "command", "argv", "wait"])?;
+    let mut checked = Checked::parse(body, allowed)?;
     out.pin = checked.pin.take();
     for (name, value) in std::mem::take(&mut checked.fields) {
         match (name.as_str(), value) {
             (_, Value::Null) => {}
             ("command", Value::String(text)) => out.command = Some(text),
+            ("reason", Value::String(text)) => out.reason = Some(text),
+            ("approval", Value::String(text)) => out.approval = Some(text),
+            ("reason" | "approval", _) => checked.refuse(&format!("{name} must be a string")),
             ("argv", Value::Array(items)) => {
                 let words: Option<Vec<String>> = items
                     .into_iter()
@@ -247,21 +259,29 @@ mod tests {
     use super::*;
 
     fn refused(body: &str) -> BadBody {
-        submit(body.as_bytes()).unwrap_err()
+        submit(body.as_bytes(), RUN).unwrap_err()
     }
 
     #[test]
     fn good_bodies() {
         assert_eq!(
-            submit(br#"{"pin": "123456", "command": "df -h", "wait": 2.5}"#).unwrap(),
+            submit(br#"{"pin": "123456", "command": "df -h", "wait": 2.5}"#, RUN).unwrap(),
             Submit {
                 pin: Some("123456".into()),
                 command: Some("df -h".into()),
                 argv: None,
                 wait: Some(2.5),
+                ..Submit::default()
             }
         );
-        let s = submit(br#"{"argv": ["df", "-h"], "pin": null, "wait": null}"#).unwrap();
+        let held = submit(br#"{"command": "df", "reason": "disk"}"#, REQUEST).unwrap();
+        assert_eq!(held.reason.as_deref(), Some("disk"));
+        let approve = submit(br#"{"approval": "k7q3", "pin": "1"}"#, APPROVE).unwrap();
+        assert_eq!(approve.approval.as_deref(), Some("k7q3"));
+        // Each route its own fields; a code has no business in /request or /deny.
+        assert!(submit(br#"{"command": "df", "pin": "1"}"#, REQUEST).is_err());
+        assert!(submit(br#"{"approval": 7}"#, DENY).is_err());
+        let s = submit(br#"{"argv": ["df", "-h"], "pin": null, "wait": null}"#, RUN).unwrap();
         assert_eq!(s.argv, Some(vec!["df".to_string(), "-h".to_string()]));
         assert_eq!(s.pin, None);
         assert_eq!(cancel(b"{}").unwrap(), Cancel::default());

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::browser::Refused;
+use crate::policy::Caller;
+use crate::sys::is_loopback;
 
 /// A complete request as the event loop hands it to the routes.
 #[derive(Debug, Clone)]
@@ -18,7 +20,36 @@ pub struct Request {
     /// The part after `?`, empty when absent.
     pub query: String,
     pub body: Vec<u8>,
-    pub peer: SocketAddr,
+    pub peer: Peer,
+    /// Who sent it, as far as the kernel said: `via` and `uid` (the routes add the
+    /// user name).
+    pub caller: Caller,
+}
+
+/// Where a request came from: a TCP address, or the Unix socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    Unix,
+}
+
+impl Peer {
+    /// On this machine: a loopback address, or the Unix socket.
+    pub fn is_local(&self) -> bool {
+        match self {
+            Peer::Tcp(addr) => is_loopback(addr.ip()),
+            Peer::Unix => true,
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Tcp(addr) => write!(f, "{addr}"),
+            Peer::Unix => f.write_str("unix socket"),
+        }
+    }
 }
 
 impl Request {
@@ -152,6 +183,10 @@ pub enum ApiError {
         retry_after_s: u64,
     },
     Busy,
+    /// `approvals.max_pending` requests already wait for a human.
+    TooManyHeld(usize),
+    /// Not among `approvals.approvers` (or the kernel could not say who it is).
+    NotApprover,
     /// Answers not yet read by their clients fill `send_queue_bytes`.
     Overloaded,
     Unavailable(String),
@@ -169,7 +204,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => 400,
             Self::InvalidCode => 401,
-            Self::NotAllowed | Self::Forbidden | Self::Browser(_) => 403,
+            Self::NotAllowed | Self::Forbidden | Self::Browser(_) | Self::NotApprover => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed(_) => 405,
             Self::Timeout => 408,
@@ -177,7 +212,7 @@ impl ApiError {
             Self::TooLarge => 413,
             Self::HeadTooLarge => 431,
             Self::LockedOut { .. } => 429,
-            Self::Busy | Self::Overloaded | Self::Unavailable(_) => 503,
+            Self::Busy | Self::TooManyHeld(_) | Self::Overloaded | Self::Unavailable(_) => 503,
             Self::Internal(_) => 500,
         }
     }
@@ -187,7 +222,7 @@ impl ApiError {
             Self::BadRequest(_) => "bad_request",
             Self::InvalidCode => "invalid_code",
             Self::NotAllowed => "not_allowed",
-            Self::Forbidden | Self::Browser(_) => "forbidden",
+            Self::Forbidden | Self::Browser(_) | Self::NotApprover => "forbidden",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Timeout => "request_timeout",
@@ -195,7 +230,7 @@ impl ApiError {
             Self::TooLarge => "too_large",
             Self::HeadTooLarge => "header_too_large",
             Self::LockedOut { .. } => "locked_out",
-            Self::Busy | Self::Overloaded => "busy",
+            Self::Busy | Self::TooManyHeld(_) | Self::Overloaded => "busy",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -251,6 +286,16 @@ impl fmt::Display for ApiError {
                 )
             }
             Self::Busy => write!(f, "the job queue is full; try again later"),
+            Self::TooManyHeld(max) => write!(
+                f,
+                "{max} requests already await approval (approvals.max_pending); approve, deny \
+                 or let them expire, then ask again"
+            ),
+            Self::NotApprover => write!(
+                f,
+                "only the users and groups in approvals.approvers may approve or deny, and \
+                 the kernel did not name this caller as one of them"
+            ),
             Self::Overloaded => write!(
                 f,
                 "answers not yet read by slow clients fill the send queue (send_queue_bytes); \
@@ -302,7 +347,8 @@ mod tests {
             path: "/job/x".into(),
             query: "a=1&wait=5".into(),
             body: Vec::new(),
-            peer: "127.0.0.1:1".parse().unwrap(),
+            peer: Peer::Tcp("127.0.0.1:1".parse().unwrap()),
+            caller: Caller::default(),
         };
         assert_eq!(req.query_param("wait"), Some("5"));
         assert_eq!(req.query_param("b"), None);

@@ -20,12 +20,14 @@ pub enum CodeOutcome {
 
 const CODE_OUTCOMES: [&str; 5] = ["accepted", "invalid", "reused", "locked_out", "unavailable"];
 
-const FINAL_STATUSES: [Status; 5] = [
+const FINAL_STATUSES: [Status; 7] = [
     Status::Succeeded,
     Status::Failed,
     Status::TimedOut,
     Status::Cancelled,
     Status::Interrupted,
+    Status::Denied,
+    Status::Expired,
 ];
 
 /// Upper bounds of the job duration buckets, in milliseconds (10 ms to 30 min).

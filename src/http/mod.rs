@@ -2,12 +2,14 @@
 //! request head parsed, within its bounds), `browser` (web pages and DNS rebinding kept
 //! out), `message` (request, response, and the one
 //! mapping from an error to its status), `body` (JSON bodies decoded without ever
-//! quoting a value), `routes` (decode, authenticate, match, hand over) and `metrics`
+//! quoting a value), `routes` (decode, authenticate, match, hand over), `held` (requests
+//! held for a human: request, approve, deny, pending) and `metrics`
 //! (Prometheus counters).
 
 mod body;
 mod browser;
 mod head;
+mod held;
 mod message;
 mod metrics;
 mod routes;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::body::{self, BadBody};
+use super::body::{self, BadBody, Submit};
 use super::message::{ApiError, Request, Response, encode_json};
 use super::metrics::{self, CodeOutcome, Gauges, Metrics};
 use super::server::{Handler, Reply, WaitKind, Woken};
@@ -17,10 +17,11 @@ use crate::audit;
 use crate::auth::{Auth, Denied};
 use crate::config::Config;
 use crate::jobs::{
-    self, CancelError, ExecSpec, Jobs, Journaled, NewJob, Ticket, own_home, valid_id,
+    self, CancelError, ExecSpec, Jobs, Journaled, NewJob, NotifyCommand, Status, Ticket,
+    own_home, valid_id,
 };
-use crate::policy::{self, Action, ArgPattern, Plan, Rule};
-use crate::sys::{clock, is_loopback};
+use crate::policy::{self, Action, ArgPattern, Caller, Invocation, Plan, Rule};
+use crate::sys::{self, clock};
 
 /// Longest `command` string accepted.
 pub const MAX_COMMAND: usize = 4096;
@@ -29,16 +30,23 @@ pub const MAX_WORDS: usize = 256;
 pub const MAX_WORD: usize = 4096;
 /// Longest code string looked at; real codes have 6–8 digits.
 const MAX_PIN: usize = 16;
+/// Callers' names and groups kept from the user database, so it is read once per uid.
+const USERS_CACHED: usize = 64;
 /// How long a request may wait for its own state to reach the disk (a used code, a
 /// counted failure, a submission) before the agent gives up on the disk: the command
 /// does not run and the client gets 503 `unavailable`. An SD card syncs in well under a
 /// second; a disk that takes this long is failing.
-const DURABLE_LIMIT: Duration = Duration::from_secs(30);
+pub(super) const DURABLE_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Serialize)]
 struct Accepted<'a> {
     id: &'a str,
     status: &'a str,
+    /// A held request's code and when it expires (unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<u64>,
     poll: String,
 }
 
@@ -77,27 +85,35 @@ fn held_key(ticket: Ticket) -> String {
 
 /// The agent as the event loop sees it: configuration, the code gate, the job table.
 pub struct Routes {
-    cfg: Config,
+    pub(super) cfg: Config,
     auth: Auth,
-    jobs: Jobs,
+    pub(super) jobs: Jobs,
     started: Instant,
     /// HOME for children of rules without a `user`.
-    own_home: PathBuf,
+    pub(super) own_home: PathBuf,
     metrics: Metrics,
     /// Requests parked on a journal ticket. Few by construction: only a counted failure
     /// (at most `max_failures` per lockout) or an accepted code (one per time step)
     /// parks one; `tick` drops those whose client stopped waiting.
     held: HashMap<Ticket, Held>,
+    /// uid → user name and primary group, at most [`USERS_CACHED`].
+    users: HashMap<u32, Option<(String, u32)>>,
+    /// `approvals.notify`.
+    pub(super) approval_notify: Option<NotifyCommand>,
 }
 
 impl Routes {
     pub fn new(cfg: Config, auth: Auth, jobs: Jobs) -> Routes {
+        let home = own_home();
         Routes {
+            approval_notify: (cfg.approvals.notify.clone())
+                .map(|argv| NotifyCommand::new(argv, home.clone())),
+            users: HashMap::new(),
             cfg,
             auth,
             jobs,
             started: Instant::now(),
-            own_home: own_home(),
+            own_home: home,
             metrics: Metrics::default(),
             held: HashMap::new(),
         }
@@ -109,7 +125,7 @@ impl Routes {
     }
 
     fn route(&mut self, req: &Request, now: Instant) -> Result<Reply, ApiError> {
-        if !self.cfg.allow_remote && !is_loopback(req.peer.ip()) {
+        if !self.cfg.allow_remote && !req.peer.is_local() {
             audit::forbidden_peer(&req.peer.to_string());
             return Err(ApiError::Forbidden);
         }
@@ -118,6 +134,14 @@ impl Routes {
             "/" | "/run" => match method {
                 "POST" => self.submit(req, now),
                 _ => Err(ApiError::MethodNotAllowed("POST")),
+            },
+            "/request" | "/approve" | "/deny" => match method {
+                "POST" => self.held_route(req, now),
+                _ => Err(ApiError::MethodNotAllowed("POST")),
+            },
+            "/pending" => match method {
+                "GET" => self.pending(req),
+                _ => Err(ApiError::MethodNotAllowed("GET")),
             },
             "/health" => match method {
                 "GET" => Ok(Reply::Now(self.health())),
@@ -137,6 +161,7 @@ impl Routes {
             },
             path => match path
                 .strip_prefix("/job/")
+                .or_else(|| path.strip_prefix("/jobs/"))
                 .map(|rest| rest.split_once('/').unwrap_or((rest, "")))
             {
                 Some((id, "")) if valid_id(id) => match method {
@@ -185,52 +210,19 @@ impl Routes {
     }
 
     fn submit(&mut self, req: &Request, now: Instant) -> Result<Reply, ApiError> {
-        let body = body::submit(&req.body).map_err(|bad| self.refuse_body(req, bad))?;
-        let (request, command) = match (&body.command, &body.argv) {
-            (Some(command), None) => {
-                check_text("command", command, MAX_COMMAND).map_err(|e| bad_err(req, e))?;
-                (policy::Invocation::Command(command), command.clone())
-            }
-            (None, Some(argv)) => {
-                if argv.is_empty() || argv.len() > MAX_WORDS {
-                    return Err(bad(req, format!("argv must hold 1 to {MAX_WORDS} strings")));
-                }
-                for word in argv {
-                    check_text("argv", word, MAX_WORD).map_err(|e| bad_err(req, e))?;
-                }
-                (policy::Invocation::Argv(argv), quote_words(argv))
-            }
-            _ => {
-                return Err(bad(
-                    req,
-                    "send exactly one of \"command\" (a string) or \"argv\" (a list)".into(),
-                ));
-            }
-        };
+        let body = body::submit(&req.body, body::RUN).map_err(|bad| self.refuse_body(req, bad))?;
+        let (request, command) = invocation(req, &body)?;
         let wait = wait_duration(body.wait, self.cfg.jobs.wait_s, self.cfg.jobs.wait_max_s)
             .map_err(|e| bad_err(req, e))?;
-        if !self.jobs.has_room() {
-            log::warn!(
-                "BUSY queue full, refused: {}",
-                audit::one_line(&command, 500)
-            );
-            return Err(ApiError::Busy);
-        }
+        self.room(&command)?;
         let step = match body.pin.as_deref().filter(|p| !p.is_empty()) {
             Some(pin) => Some(self.authenticate(pin, &command)?),
             None => None,
         };
         let authenticated = step.is_some();
-        let plan = match policy::plan(&self.cfg.rules, &request) {
-            Ok(plan) => plan,
-            Err(err) => {
-                return Err(bad(
-                    req,
-                    format!("command cannot be split into words: {err}"),
-                ));
-            }
-        };
-        let plan = match plan {
+        let caller = self.caller(req.caller.clone());
+        let cfg = &self.cfg;
+        let plan = match plan(cfg, req, &request, &caller)? {
             Some(plan) if authenticated || plan.rule.no_pin => plan,
             // Without a code, "no rule" and "rule needs a code" must look the same.
             _ if !authenticated => {
@@ -242,14 +234,39 @@ impl Routes {
                 return Err(ApiError::NotAllowed);
             }
         };
-        let id = jobs::new_id()
-            .map_err(|e| ApiError::Internal(format!("no randomness for a job id: {e}")))?;
-        audit::accepted(&id, &plan.rule.name, &command);
-        let job = NewJob {
+        let job = self.new_job(&plan, command, caller);
+        self.start(job, step, wait, now)
+    }
+
+    /// Refuses with 503 `busy` when the queue is full.
+    pub(super) fn room(&self, command: &str) -> Result<(), ApiError> {
+        if self.jobs.has_room() {
+            return Ok(());
+        }
+        log::warn!("BUSY queue full, refused: {}", audit::one_line(command, 500));
+        Err(ApiError::Busy)
+    }
+
+    pub(super) fn new_job(&self, plan: &Plan<'_>, command: String, caller: Caller) -> NewJob {
+        NewJob {
             command,
             rule: plan.rule.name.clone(),
-            spec: self.exec_spec(&plan),
-        };
+            spec: self.exec_spec(plan),
+            caller,
+        }
+    }
+
+    /// Submits `job` and parks the request until it is journaled and, within `wait`,
+    /// ended.
+    pub(super) fn start(
+        &mut self,
+        job: NewJob,
+        step: Option<u64>,
+        wait: Duration,
+        now: Instant,
+    ) -> Result<Reply, ApiError> {
+        let id = new_id()?;
+        audit::accepted(&id, &job.rule, &job.caller.audit(), &job.command);
         self.jobs.submit(id.clone(), job, step, wait);
         // Even with `wait: 0`: the id is given out only once it is in the journal.
         Ok(Reply::Wait {
@@ -259,10 +276,30 @@ impl Routes {
         })
     }
 
+    /// `caller` with its user name and primary group from the user database, read once
+    /// per uid (the loop does not wait for a file the page cache does not hold twice).
+    pub(super) fn caller(&mut self, mut caller: Caller) -> Caller {
+        let Some(uid) = caller.uid else {
+            return caller;
+        };
+        if self.users.len() >= USERS_CACHED && !self.users.contains_key(&uid) {
+            self.users.clear();
+        }
+        let known = self.users.entry(uid).or_insert_with(|| {
+            let user = sys::lookup_uid(uid).ok().flatten();
+            user.map(|u| (u.name, u.gid))
+        });
+        if let Some((name, gid)) = known {
+            caller.user = Some(name.clone());
+            caller.gid = Some(*gid);
+        }
+        caller
+    }
+
     /// Throttle, code, replay, decided in memory: a good code is used from here on, and
     /// its step comes back for the caller to make durable before acting on it. A refusal
     /// that counted a failure is held by `handle` until the failure is saved.
-    fn authenticate(&mut self, pin: &str, command: &str) -> Result<u64, ApiError> {
+    pub(super) fn authenticate(&mut self, pin: &str, command: &str) -> Result<u64, ApiError> {
         let pin: String = pin.chars().take(MAX_PIN).collect();
         let now = clock::now_unix();
         match self.auth.check(&pin, now) {
@@ -308,7 +345,7 @@ impl Routes {
     /// A 400 for a body that could not be decoded. A code inside it in the wrong shape
     /// (`"pin": 614029`) is spent and counted as a failed attempt: the request may have
     /// been logged on its way here, so that code must already be useless.
-    fn refuse_body(&mut self, req: &Request, bad: BadBody) -> ApiError {
+    pub(super) fn refuse_body(&mut self, req: &Request, bad: BadBody) -> ApiError {
         if !bad.stray_pin.is_empty() {
             let now = clock::now_unix();
             if self.auth.refuse_stray(&bad.stray_pin, now) {
@@ -330,7 +367,7 @@ impl Routes {
         }
     }
 
-    fn exec_spec(&self, plan: &Plan<'_>) -> ExecSpec {
+    pub(super) fn exec_spec(&self, plan: &Plan<'_>) -> ExecSpec {
         ExecSpec::for_rule(plan.rule, plan.argv.clone(), &self.cfg.jobs, &self.own_home)
     }
 
@@ -340,14 +377,18 @@ impl Routes {
         self.poll_answer(id)
     }
 
-    /// 202 with the poll URL of a job still queued or running.
+    /// 202 with the poll URL of a job still queued, running or held (then with its
+    /// approval code and expiry).
     fn poll_answer(&self, id: &str) -> Response {
-        let status = self.jobs.get(id).map_or("running", |r| r.status.as_str());
+        let record = self.jobs.get(id);
+        let held = record.filter(|r| r.status == Status::AwaitingApproval);
         Response::json(
             202,
             &Accepted {
                 id,
-                status,
+                status: record.map_or("running", |r| r.status.as_str()),
+                approval: held.and_then(|r| r.approval.as_deref()),
+                expires_at: held.and_then(|r| r.expires_at),
                 poll: format!("/job/{id}"),
             },
         )
@@ -355,7 +396,7 @@ impl Routes {
 
     /// The record of job `id` as JSON: encoded once per state of the job and shared by
     /// every connection sending it (a record can be megabytes once escaped).
-    fn record_answer(&mut self, id: &str) -> Response {
+    pub(super) fn record_answer(&mut self, id: &str) -> Response {
         let Some((record, cached)) = self.jobs.answer_slot(id) else {
             return ApiError::NotFound.response();
         };
@@ -461,6 +502,8 @@ impl Routes {
             Journaled::Yes => match self.jobs.get(id).map(|r| r.status) {
                 None => Reply::Now(ApiError::NotFound.response()),
                 Some(status) if status.is_final() => Reply::Now(self.record_answer(id)),
+                // Held: answered at once, and its end is not notified unless approved.
+                Some(Status::AwaitingApproval) => Reply::Now(self.poll_answer(id)),
                 Some(_) if now < submitted + wait && why != Woken::Evicted => Reply::Wait {
                     on: id.to_string(),
                     until: submitted + wait,
@@ -596,6 +639,8 @@ impl Handler for Routes {
     }
 
     fn tick(&mut self, now: Instant, _open_connections: usize) -> bool {
+        // The loop turns at least once a second: held requests expire on time.
+        self.jobs.expire(clock::now_unix());
         // Held requests whose client went away: their report came or never will.
         if !self.held.is_empty() {
             self.held
@@ -658,19 +703,62 @@ fn rules_view(rules: &[Rule]) -> RulesView<'_> {
     RulesView { rules }
 }
 
-fn bad(req: &Request, why: String) -> ApiError {
+/// A fresh job id.
+pub(super) fn new_id() -> Result<String, ApiError> {
+    jobs::new_id().map_err(|e| ApiError::Internal(format!("no randomness for a job id: {e}")))
+}
+
+/// The first rule for `caller` that fits `request`; rules whose `callers` leave it out
+/// are skipped as if absent.
+pub(super) fn plan<'c>(
+    cfg: &'c Config,
+    req: &Request,
+    request: &Invocation<'_>,
+    caller: &Caller,
+) -> Result<Option<Plan<'c>>, ApiError> {
+    policy::plan_for(&cfg.rules, request, Some(caller))
+        .map_err(|err| bad(req, format!("command cannot be split into words: {err}")))
+}
+
+/// The command of a body, as the policy reads it and as the record and the log show it.
+pub(super) fn invocation<'b>(
+    req: &Request,
+    body: &'b Submit,
+) -> Result<(Invocation<'b>, String), ApiError> {
+    match (&body.command, &body.argv) {
+        (Some(command), None) => {
+            check_text("command", command, MAX_COMMAND).map_err(|e| bad_err(req, e))?;
+            Ok((Invocation::Command(command), command.clone()))
+        }
+        (None, Some(argv)) => {
+            if argv.is_empty() || argv.len() > MAX_WORDS {
+                return Err(bad(req, format!("argv must hold 1 to {MAX_WORDS} strings")));
+            }
+            for word in argv {
+                check_text("argv", word, MAX_WORD).map_err(|e| bad_err(req, e))?;
+            }
+            Ok((Invocation::Argv(argv), quote_words(argv)))
+        }
+        _ => Err(bad(
+            req,
+            "send exactly one of \"command\" (a string) or \"argv\" (a list)".into(),
+        )),
+    }
+}
+
+pub(super) fn bad(req: &Request, why: String) -> ApiError {
     bad_err(req, ApiError::BadRequest(why))
 }
 
 /// Logs a refused request shape once, where it is refused.
-fn bad_err(req: &Request, err: ApiError) -> ApiError {
+pub(super) fn bad_err(req: &Request, err: ApiError) -> ApiError {
     if let ApiError::BadRequest(why) = &err {
         audit::bad_request(&req.peer.to_string(), why);
     }
     err
 }
 
-fn check_text(field: &str, text: &str, max: usize) -> Result<(), ApiError> {
+pub(super) fn check_text(field: &str, text: &str, max: usize) -> Result<(), ApiError> {
     if text.contains('\0') {
         return Err(ApiError::BadRequest(format!("{field} contains a NUL byte")));
     }
@@ -683,7 +771,7 @@ fn check_text(field: &str, text: &str, max: usize) -> Result<(), ApiError> {
 }
 
 /// `wait` seconds from the request, capped at `max_s`; absent means `default_s`.
-fn wait_duration(wait: Option<f64>, default_s: u64, max_s: u64) -> Result<Duration, ApiError> {
+pub(super) fn wait_duration(wait: Option<f64>, default_s: u64, max_s: u64) -> Result<Duration, ApiError> {
     let secs = wait.unwrap_or(default_s as f64);
     if !secs.is_finite() || secs < 0.0 {
         return Err(ApiError::BadRequest(

@@ -6,17 +6,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream, UnixStream};
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::browser::{Gate, Provenance};
 use super::head::{MAX_BODY, MAX_HEAD, parse_head};
-use super::message::{ApiError, Body, Request, Response};
+use super::message::{ApiError, Body, Peer, Request, Response};
+use crate::policy::{Caller, Via};
 
 /// Most connections held at once; beyond, one is closed for the newcomer (see
 /// `Loop::evict_for_slot` for which).
@@ -51,7 +52,8 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const SIGNALS: Token = Token(2);
-const FIRST_CONN: usize = 3;
+const UNIX_LISTENER: Token = Token(3);
+const FIRST_CONN: usize = 4;
 
 /// What the routes answer: now, or once what the request waits for is ready (or the
 /// wait runs out).
@@ -132,9 +134,78 @@ enum Phase {
     Lingering { until: Instant },
 }
 
+/// A client's connection, over TCP or the Unix socket: the same HTTP on both.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(how),
+            Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+
+    /// Who is at the other end, from the kernel: the uid owning a loopback client's
+    /// socket, or the Unix peer's; `None` when it cannot be read (logged).
+    fn caller(&self, peer: Peer) -> Caller {
+        let (via, uid) = match (self, peer) {
+            (Stream::Tcp(s), Peer::Tcp(addr)) if peer.is_local() => (
+                Via::Tcp,
+                s.local_addr()
+                    .and_then(|local| crate::sys::tcp_peer_uid(local, addr)),
+            ),
+            (Stream::Unix(s), _) => (Via::Unix, crate::sys::unix_peer_uid(s.as_fd()).map(Some)),
+            _ => (Via::Tcp, Ok(None)),
+        };
+        let uid = uid.unwrap_or_else(|err| {
+            log::warn!("cannot read which user {peer} is: {err}");
+            None
+        });
+        Caller {
+            via,
+            uid,
+            ..Caller::default()
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 struct Conn {
-    stream: TcpStream,
-    peer: SocketAddr,
+    stream: Stream,
+    peer: Peer,
+    /// Read from the kernel with the first request, then kept.
+    caller: Option<Caller>,
     input: Vec<u8>,
     /// The answer's head (after a `100 Continue`, if one is still unsent)...
     out_head: Vec<u8>,
@@ -167,22 +238,39 @@ pub struct Limits {
 pub struct Server {
     poll: Poll,
     listener: TcpListener,
+    unix: Option<UnixListener>,
     waker: Arc<Waker>,
     limits: Limits,
 }
 
 impl Server {
-    /// Takes a bound listener (from `bind` or from systemd's socket activation).
-    pub fn new(listener: std::net::TcpListener, limits: Limits) -> io::Result<Server> {
+    /// Takes a bound listener (from `bind` or from systemd's socket activation), and
+    /// the Unix socket's, if there is one.
+    pub fn new(
+        listener: std::net::TcpListener,
+        unix: Option<std::os::unix::net::UnixListener>,
+        limits: Limits,
+    ) -> io::Result<Server> {
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let unix = match unix {
+            Some(unix) => {
+                unix.set_nonblocking(true)?;
+                let mut unix = UnixListener::from_std(unix);
+                poll.registry()
+                    .register(&mut unix, UNIX_LISTENER, Interest::READABLE)?;
+                Some(unix)
+            }
+            None => None,
+        };
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         Ok(Server {
             poll,
             listener,
+            unix,
             waker,
             limits,
         })
@@ -237,7 +325,13 @@ impl Server {
             }
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => loop_.accept(&self.listener, self.poll.registry(), handler),
+                    LISTENER => loop_.accept(&self.listener, None, self.poll.registry(), handler),
+                    UNIX_LISTENER => loop_.accept(
+                        &self.listener,
+                        self.unix.as_ref(),
+                        self.poll.registry(),
+                        handler,
+                    ),
                     WAKER => {
                         let ready: HashSet<String> = handler.on_wake().into_iter().collect();
                         loop_.answer_ready(&ready, handler);
@@ -254,7 +348,13 @@ impl Server {
             let now = Instant::now();
             if loop_.accept_retry_at.is_some_and(|at| at <= now) {
                 loop_.accept_retry_at = None;
-                loop_.accept(&self.listener, self.poll.registry(), handler);
+                loop_.accept(&self.listener, None, self.poll.registry(), handler);
+                loop_.accept(
+                    &self.listener,
+                    self.unix.as_ref(),
+                    self.poll.registry(),
+                    handler,
+                );
             }
             loop_.expire(now, handler);
             loop_.drive_again(handler);
@@ -276,37 +376,47 @@ struct Loop {
 }
 
 impl Loop {
+    /// Accepts what `unix` (if given) or else `listener` has waiting.
     fn accept<H: Handler>(
         &mut self,
         listener: &TcpListener,
+        unix: Option<&UnixListener>,
         registry: &mio::Registry,
         handler: &mut H,
     ) {
+        let interest = Interest::READABLE | Interest::WRITABLE;
         loop {
-            match listener.accept() {
-                Ok((mut stream, peer)) => {
-                    if let Err(err) = crate::sys::set_send_buffer(stream.as_fd(), SEND_BUFFER) {
+            let token = Token(self.next_token);
+            let accepted = match unix {
+                None => listener.accept().and_then(|(mut s, peer)| {
+                    registry.register(&mut s, token, interest)?;
+                    Ok((Stream::Tcp(s), Peer::Tcp(peer)))
+                }),
+                Some(unix) => unix.accept().and_then(|(mut s, _)| {
+                    registry.register(&mut s, token, interest)?;
+                    Ok((Stream::Unix(s), Peer::Unix))
+                }),
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let fd = match &stream {
+                        Stream::Tcp(s) => s.as_fd(),
+                        Stream::Unix(s) => s.as_fd(),
+                    };
+                    if let Err(err) = crate::sys::set_send_buffer(fd, SEND_BUFFER) {
                         log::warn!("cannot size the send buffer of {peer}: {err}");
                     }
                     if self.conns.len() >= MAX_CONNECTIONS {
                         self.evict_for_slot(handler);
                     }
-                    let token = self.next_token;
                     self.next_token = self.next_token.wrapping_add(1).max(FIRST_CONN);
-                    if let Err(err) = registry.register(
-                        &mut stream,
-                        Token(token),
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
-                        log::warn!("cannot watch connection from {peer}: {err}");
-                        continue;
-                    }
                     let now = Instant::now();
                     self.conns.insert(
-                        token,
+                        token.0,
                         Conn {
                             stream,
                             peer,
+                            caller: None,
                             input: Vec::new(),
                             out_head: Vec::new(),
                             out_body: None,
@@ -788,12 +898,15 @@ impl Conn {
         };
         // HEAD is answered as GET is, minus the body.
         let head_only = head.method == "HEAD";
+        let (stream, peer) = (&self.stream, self.peer);
+        let caller = self.caller.get_or_insert_with(|| stream.caller(peer));
         let request = Request {
             method: if head_only { "GET".into() } else { head.method },
             path,
             query,
             body,
             peer: self.peer,
+            caller: caller.clone(),
         };
         let asked = Asked {
             keep_alive: head.keep_alive,

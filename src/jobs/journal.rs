@@ -40,7 +40,7 @@ use super::journal_file::{
 };
 use super::record::{HISTORY_BYTES, JobRecord, Status};
 use crate::audit;
-use crate::sys;
+use crate::sys::{self, clock};
 use crate::sys::files::{self, FileError, Trust};
 use crate::text::utf8_prefix;
 
@@ -66,7 +66,8 @@ pub struct Orphan {
 #[derive(Debug, Default)]
 pub struct Recovered {
     /// The newest `history` jobs, oldest first, all final (`interrupted` for those that
-    /// were queued or running when the agent died).
+    /// were queued or running when the agent died) but requests still held for a human
+    /// (`expired` if their time ran out meanwhile).
     pub records: Vec<JobRecord>,
     /// Groups of interrupted jobs that still exist under this boot: to be ended.
     pub orphans: Vec<Orphan>,
@@ -235,8 +236,22 @@ impl Journal {
         let (mut lines, mut bytes) = (size.lines, size.bytes);
         let mut orphans = Vec::new();
         let mut ended_now = false;
+        let now = clock::now_unix();
         for job in &mut jobs {
             if job.record.status.is_final() {
+                continue;
+            }
+            // A held request waits on (its time still runs), or expired while the agent
+            // was down.
+            if job.record.status == Status::AwaitingApproval {
+                if job.record.expires_at.is_some_and(|at| at > now) {
+                    continue;
+                }
+                job.record.status = Status::Expired;
+                job.record.finished_at = Some(clock::rfc3339(clock::now_unix_ms()));
+                let code = job.record.approval.as_deref().unwrap_or_default();
+                audit::expired(&job.record.id, code);
+                ended_now = true;
                 continue;
             }
             // When it died is unknown, so `finished_at` stays empty.

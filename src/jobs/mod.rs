@@ -4,9 +4,11 @@
 //! `notify` (the command run when a detached job ends), `record` (a job as clients see
 //! it) and `spec` (a rule's settings as an `ExecSpec`).
 
+mod approval;
 mod exec;
 mod journal;
 mod journal_file;
+mod mark;
 mod notify;
 mod pool;
 mod record;
@@ -19,4 +21,5 @@ pub(crate) use self::journal::{Journal, Ticket};
 pub(crate) use self::notify::NotifyCommand;
 pub(crate) use self::record::{JobRecord, Status, new_id, valid_id};
 pub(crate) use self::results::ResultsDir;
-pub(crate) use self::table::{CancelError, Jobs, Journaled, NewJob};
+pub(crate) use self::approval::{new_code, normalize as normalize_code};
+pub(crate) use self::table::{CancelError, HeldBy, Jobs, Journaled, NewJob};

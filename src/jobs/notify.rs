@@ -39,7 +39,27 @@ impl NotifyCommand {
 
     /// Runs the notify command for `record` on its own thread; once, never retried.
     pub fn job_ended(&self, record: &JobRecord) {
-        let id = record.id.clone();
+        self.run(&record.id, job_env(record));
+    }
+
+    /// `approvals.notify` for a request just held: what it is, who asked, and the
+    /// approval code the human types back (never a TOTP code, which is not known here).
+    pub fn held(&self, r: &JobRecord) {
+        let opt = |v: Option<&str>| v.unwrap_or_default().to_owned();
+        let env = [
+            ("APPROVAL", opt(r.approval.as_deref())),
+            ("JOB_ID", r.id.clone()),
+            ("COMMAND", r.command.clone()),
+            ("RULE", r.rule.clone()),
+            ("CALLER", r.caller.describe()),
+            ("REASON", opt(r.reason.as_deref())),
+            ("EXPIRES_AT", r.expires_at.map(|t| t.to_string()).unwrap_or_default()),
+        ];
+        self.run(&r.id, env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+    }
+
+    fn run(&self, id: &str, env: Vec<(String, String)>) {
+        let id = id.to_owned();
         if self.running.fetch_add(1, Ordering::SeqCst) >= MAX_RUNNING {
             self.running.fetch_sub(1, Ordering::SeqCst);
             audit::notified(&id, "skipped", "", "too many notify commands running");
@@ -47,7 +67,7 @@ impl NotifyCommand {
         }
         let spec = ExecSpec {
             argv: self.argv.clone(),
-            env: job_env(record),
+            env,
             home: self.home.clone(),
             uid: None,
             gid: None,
@@ -58,6 +78,7 @@ impl NotifyCommand {
             max_output_bytes: MAX_OUTPUT,
         };
         let running = Arc::clone(&self.running);
+        let job = id.clone();
         let spawned = std::thread::Builder::new()
             .name("notify".into())
             .stack_size(STACK)
@@ -70,17 +91,18 @@ impl NotifyCommand {
                     }
                     _ => audit::rc_text(out.exit_code, out.signal),
                 };
-                audit::notified(&id, &rc, &out.stdout, &out.stderr);
+                audit::notified(&job, &rc, &out.stdout, &out.stderr);
                 running.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(err) = spawned {
             self.running.fetch_sub(1, Ordering::SeqCst);
-            audit::notified(&record.id, "not started", "", &err.to_string());
+            audit::notified(&id, "not started", "", &err.to_string());
         }
     }
 }
 
-/// `JOB_ID`, `STATUS`, `EXIT_CODE`, `RESULT_FILE`, `COMMAND`; empty when not known.
+/// `JOB_ID`, `STATUS`, `EXIT_CODE`, `RESULT_FILE`, `COMMAND`, `CALLER`; empty when not
+/// known.
 fn job_env(r: &JobRecord) -> Vec<(String, String)> {
     [
         ("JOB_ID", r.id.clone()),
@@ -91,6 +113,7 @@ fn job_env(r: &JobRecord) -> Vec<(String, String)> {
         ),
         ("RESULT_FILE", r.result_file.clone().unwrap_or_default()),
         ("COMMAND", r.command.clone()),
+        ("CALLER", r.caller.describe()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::Caller;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -16,8 +18,10 @@ pub enum Status {
     TimedOut,
     Cancelled,
     Interrupted,
+    /// Held until a human approves it (`POST /request`).
     AwaitingApproval,
     Denied,
+    /// Held and never approved or denied within `approvals.ttl_s`.
     Expired,
 }
 
@@ -65,6 +69,17 @@ pub struct JobRecord {
     pub result_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_error: Option<String>,
+    /// Who asked, as the kernel reported it.
+    #[serde(default)]
+    pub caller: Caller,
+    /// For a request held for a human: the code that names it, the caller's reason,
+    /// and when it expires (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 /// What the history of finished jobs may take, in memory and (twice over, between
@@ -82,7 +97,12 @@ impl JobRecord {
             .map(|s| s.len())
             .sum::<usize>();
         let argv = self.argv.iter().map(|a| a.len() + 24).sum::<usize>();
-        let optional = [&self.result_file, &self.result_error]
+        let optional = [
+            &self.result_file,
+            &self.result_error,
+            &self.reason,
+            &self.caller.user,
+        ]
             .iter()
             .filter_map(|s| s.as_ref().map(String::len))
             .sum::<usize>();
@@ -114,6 +134,10 @@ impl JobRecord {
             duration_ms: None,
             result_file: None,
             result_error: None,
+            caller: Caller::default(),
+            approval: None,
+            reason: None,
+            expires_at: None,
         }
     }
 }
@@ -159,7 +183,12 @@ mod tests {
 
     #[test]
     fn status_names_match_serde() {
-        for s in [Status::Queued, Status::TimedOut, Status::Interrupted] {
+        for s in [
+            Status::Queued,
+            Status::TimedOut,
+            Status::Interrupted,
+            Status::AwaitingApproval,
+        ] {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
     }

@@ -11,19 +11,21 @@
 //! lines written (or, for a code, synced).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::exec::{self, Ending, ExecSpec, Outcome, Started};
 use super::journal::{Done, Journal, Need, Recovered, Ticket};
+use super::mark::{Mark, PENDING, WRITTEN};
 use super::notify::NotifyCommand;
 use super::pool::{self, Pool};
 use super::record::{HISTORY_BYTES, JobRecord, Status};
 use super::results::ResultsDir;
 use crate::audit;
 use crate::config::JobsConfig;
+use crate::policy::Caller;
 use crate::sys::clock;
 use mio::Waker;
 
@@ -34,6 +36,15 @@ pub struct NewJob {
     pub command: String,
     pub rule: String,
     pub spec: ExecSpec,
+    pub caller: Caller,
+}
+
+/// What makes a job a request held for a human.
+#[derive(Debug)]
+pub struct HeldBy {
+    pub approval: String,
+    pub reason: Option<String>,
+    pub expires_at: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,62 +61,6 @@ pub enum Journaled {
     NotYet,
     /// It never will be: the code that authorised it could not be recorded.
     Refused(String),
-}
-
-/// A job thread's submission line: written yet, does the loop wait to hear of it, or
-/// did the loop give up on it (then the job must not run). The two threads settle it
-/// with compare-and-swap, so exactly one of "written" and "given up" wins.
-struct Mark(AtomicU8);
-
-const PENDING: u8 = 0;
-const WANTED: u8 = 1;
-const WRITTEN: u8 = 2;
-const ABANDONED: u8 = 3;
-
-impl Mark {
-    fn new(state: u8) -> Arc<Mark> {
-        Arc::new(Mark(AtomicU8::new(state)))
-    }
-
-    /// The line is written (synced, for a code): `Some(true)` if the loop asked to hear
-    /// of it, `None` if the loop gave up first and the job must not run.
-    fn set_written(&self) -> Option<bool> {
-        self.settle(WRITTEN, ABANDONED).map(|was| was == WANTED)
-    }
-
-    /// The loop gives up on it: true unless it was written first.
-    fn abandon(&self) -> bool {
-        self.settle(ABANDONED, WRITTEN).is_some()
-    }
-
-    /// Moves to `to` unless `rival` got there first; the state it left.
-    fn settle(&self, to: u8, rival: u8) -> Option<u8> {
-        let mut state = self.0.load(Ordering::Acquire);
-        loop {
-            if state == rival {
-                return None;
-            }
-            match self
-                .0
-                .compare_exchange(state, to, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(was) => return Some(was),
-                Err(now) => state = now,
-            }
-        }
-    }
-
-    /// True if written; otherwise the job thread will report it (an extra wake-up only
-    /// for the rare answer that has to wait for it).
-    fn written_or_want(&self) -> bool {
-        match self
-            .0
-            .compare_exchange(PENDING, WANTED, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => false,
-            Err(state) => state == WRITTEN,
-        }
-    }
 }
 
 struct Entry {
@@ -130,6 +85,39 @@ struct Entry {
     /// When it was submitted and how long the submitter waits for its end (`None` for
     /// history from the journal).
     submitted: Option<(Instant, Duration)>,
+}
+
+impl Entry {
+    /// `sent`: its submission is (being) written by someone other than its job thread.
+    fn new(record: JobRecord, pending: Option<ExecSpec>, sent: bool) -> Entry {
+        Entry {
+            record,
+            answer: Weak::new(),
+            pending,
+            cancel: Arc::new(AtomicBool::new(false)),
+            detached: false,
+            mark: Mark::new(if sent { WRITTEN } else { PENDING }),
+            ticket: None,
+            step: None,
+            sent,
+            refused: None,
+            submitted: None,
+        }
+    }
+}
+
+/// The record a new job (submitted or held) starts with.
+fn new_record(id: &str, job: &NewJob) -> JobRecord {
+    JobRecord {
+        caller: job.caller.clone(),
+        ..JobRecord::queued(
+            id.to_string(),
+            job.command.clone(),
+            job.spec.argv.clone(),
+            job.rule.clone(),
+            clock::rfc3339(clock::now_unix_ms()),
+        )
+    }
 }
 
 /// What job threads tell the loop.
@@ -193,6 +181,9 @@ pub struct Jobs {
     shared: Arc<Shared>,
     pool: Pool<Finished>,
     notify: Option<NotifyCommand>,
+    /// Held requests by approval code: at most `approvals.max_pending` (the routes
+    /// refuse more), plus whatever a restart brought back.
+    approvals: HashMap<String, String>,
 }
 
 impl Jobs {
@@ -235,9 +226,19 @@ impl Jobs {
             shared,
             pool,
             notify,
+            approvals: HashMap::new(),
         };
         for record in recovered.records {
-            jobs.finish(record);
+            if record.status == Status::AwaitingApproval {
+                // Its spec is the routes' to rebuild from the policy, if approved.
+                if let Some(code) = record.approval.clone() {
+                    jobs.approvals.insert(code, record.id.clone());
+                }
+                let id = record.id.clone();
+                jobs.entries.insert(id, Entry::new(record, None, true));
+            } else {
+                jobs.finish(record);
+            }
         }
         if !recovered.orphans.is_empty() {
             let grace = Duration::from_secs(cfg.kill_grace_s);
@@ -307,43 +308,135 @@ impl Jobs {
     /// the time step of the code that authorised it, synced with its submission before
     /// it runs; `wait`: how long its submitter waits for its end.
     pub fn submit(&mut self, id: String, job: NewJob, step: Option<u64>, wait: Duration) {
-        let record = JobRecord::queued(
-            id.clone(),
-            job.command,
-            job.spec.argv.clone(),
-            job.rule,
-            clock::rfc3339(clock::now_unix_ms()),
-        );
+        let record = new_record(&id, &job);
         audit::queued(&id, &record.command);
+        self.entries
+            .insert(id.clone(), Entry::new(record, Some(job.spec), false));
+        self.enqueue(id, step, wait, true);
+    }
+
+    /// Holds a job for a human (`awaiting_approval`): journaled (written) before its id
+    /// is given out, so it outlives a restart until it expires.
+    pub fn hold(&mut self, id: String, job: NewJob, held: HeldBy) {
+        let mut record = new_record(&id, &job);
+        record.status = Status::AwaitingApproval;
+        record.reason = held.reason;
+        record.expires_at = Some(held.expires_at);
+        record.approval = Some(held.approval.clone());
+        let ticket = self.shared.journal.submit(&record, None, Need::Written);
+        self.tickets.insert(ticket, id.clone());
+        let mut entry = Entry::new(record, Some(job.spec), true);
+        entry.ticket = Some(ticket);
+        entry.submitted = Some((Instant::now(), Duration::ZERO));
+        self.approvals.insert(held.approval, id.clone());
+        self.entries.insert(id, entry);
+    }
+
+    /// The held job an approval code names.
+    pub fn approval(&self, code: &str) -> Option<&JobRecord> {
+        let id = self.approvals.get(code)?;
+        self.get(id)
+            .filter(|r| r.status == Status::AwaitingApproval && !self.ending.contains_key(id))
+    }
+
+    /// Held jobs, oldest first.
+    pub fn pending(&self) -> Vec<&JobRecord> {
+        let mut held: Vec<&JobRecord> = self
+            .approvals
+            .keys()
+            .filter_map(|code| self.approval(code))
+            .collect();
+        held.sort_by(|a, b| a.submitted_at.cmp(&b.submitted_at));
+        held
+    }
+
+    pub fn held_count(&self) -> usize {
+        self.approvals.len()
+    }
+
+    /// Whether a held job lost its spec in a restart (the routes rebuild it).
+    pub fn needs_spec(&self, id: &str) -> bool {
+        self.entries.get(id).is_some_and(|e| e.pending.is_none())
+    }
+
+    /// An approved held job becomes a submission like any other (as `submit`); false if
+    /// it is no longer held.
+    pub fn approve(&mut self, id: &str, step: u64, wait: Duration, spec: Option<ExecSpec>) -> bool {
+        if self.approval_of(id).is_none() {
+            return false;
+        }
+        let Some(entry) = self.entries.get_mut(id) else {
+            return false;
+        };
+        if let Some(code) = &entry.record.approval {
+            self.approvals.remove(code);
+        }
+        // Its hold not yet written: the journal thread writes this after it, in order.
+        let fresh = entry.ticket.take().is_none_or(|t| self.tickets.remove(&t).is_none());
+        entry.record.status = Status::Queued;
+        entry.answer = Weak::new();
+        entry.mark = Mark::new(PENDING);
+        if spec.is_some() {
+            entry.pending = spec;
+        }
+        audit::queued(id, &entry.record.command);
+        self.enqueue(id.to_string(), Some(step), wait, fresh);
+        true
+    }
+
+    /// Ends a held job `denied`; false if it is no longer held.
+    pub fn deny(&mut self, id: &str) -> bool {
+        let held = self.approval_of(id).is_some();
+        if held {
+            self.end_unstarted(id, Status::Denied);
+        }
+        held
+    }
+
+    /// Ends held jobs whose time is up (`expires_at` ≤ `now`, unix seconds).
+    pub fn expire(&mut self, now: u64) {
+        let due: Vec<(String, String)> = self
+            .approvals
+            .iter()
+            .filter(|(_, id)| self.get(id).and_then(|r| r.expires_at).is_some_and(|at| at <= now))
+            .map(|(code, id)| (code.clone(), id.clone()))
+            .collect();
+        for (code, id) in due {
+            audit::expired(&id, &code);
+            self.end_unstarted(&id, Status::Expired);
+        }
+    }
+
+    /// The approval code of `id`, while it is held.
+    fn approval_of(&self, id: &str) -> Option<&str> {
+        let code = self.get(id)?.approval.as_deref()?;
+        self.approval(code).filter(|r| r.id == id).map(|_| code)
+    }
+
+    /// Puts `id` (in `entries`) in the queue and starts it if it may; `may_start`: its
+    /// job thread may write its submission (nothing of it is on the way to the journal).
+    fn enqueue(&mut self, id: String, step: Option<u64>, wait: Duration, may_start: bool) {
         // Jobs held for the journal do not block one that may start.
-        let at_once =
-            self.running < self.cfg.max_concurrent && self.queue.iter().all(|q| self.held(q));
+        let at_once = may_start
+            && self.running < self.cfg.max_concurrent
+            && self.queue.iter().all(|q| self.held(q));
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
         let ticket = (!at_once).then(|| {
             let need = if step.is_some() {
                 Need::Synced
             } else {
                 Need::Written
             };
-            let ticket = self.shared.journal.submit(&record, step, need);
+            let ticket = self.shared.journal.submit(&entry.record, step, need);
             self.tickets.insert(ticket, id.clone());
             ticket
         });
-        self.entries.insert(
-            id.clone(),
-            Entry {
-                record,
-                answer: Weak::new(),
-                pending: Some(job.spec),
-                cancel: Arc::new(AtomicBool::new(false)),
-                detached: false,
-                mark: Mark::new(PENDING),
-                ticket,
-                step,
-                sent: ticket.is_some(),
-                refused: None,
-                submitted: Some((Instant::now(), wait)),
-            },
-        );
+        entry.ticket = ticket;
+        entry.step = step;
+        entry.sent = ticket.is_some();
+        entry.submitted = Some((Instant::now(), wait));
         self.queue.push_back(id);
         self.start_queued();
     }
@@ -461,21 +554,12 @@ impl Jobs {
     pub fn cancel(&mut self, id: &str) -> Result<Status, CancelError> {
         let entry = self.entries.get_mut(id).ok_or(CancelError::NotFound)?;
         match entry.record.status {
-            Status::Queued if self.ending.contains_key(id) => Ok(Status::Queued),
-            Status::Queued => {
-                self.queue.retain(|q| q != id);
-                // Its submission's report no longer matters; its end's does.
-                if let Some(ticket) = entry.ticket.take() {
-                    self.tickets.remove(&ticket);
-                }
-                entry.pending = None;
-                let mut record = entry.record.clone();
-                record.status = Status::Cancelled;
-                record.finished_at = Some(clock::rfc3339(clock::now_unix_ms()));
-                audit::cancelled(id, &record.command);
-                let ticket = self.shared.journal.ended(&record);
-                self.tickets.insert(ticket, id.to_string());
-                self.ending.insert(id.to_string(), record);
+            Status::Queued | Status::AwaitingApproval if self.ending.contains_key(id) => {
+                Ok(Status::Queued)
+            }
+            Status::Queued | Status::AwaitingApproval => {
+                audit::cancelled(id, &entry.record.command);
+                self.end_unstarted(id, Status::Cancelled);
                 Ok(Status::Queued)
             }
             Status::Running => {
@@ -513,6 +597,31 @@ impl Jobs {
         self.shared.journal.sync();
     }
 
+    /// Ends a job that never started (queued or held) with `status`; shown once its end
+    /// is written.
+    fn end_unstarted(&mut self, id: &str, status: Status) {
+        self.queue.retain(|q| q != id);
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        // Its submission's report no longer matters; its end's does.
+        if let Some(ticket) = entry.ticket.take() {
+            self.tickets.remove(&ticket);
+        }
+        if let Some(code) = &entry.record.approval
+            && self.approvals.get(code).is_some_and(|held| held == id)
+        {
+            self.approvals.remove(code);
+        }
+        entry.pending = None;
+        let mut record = entry.record.clone();
+        record.status = status;
+        record.finished_at = Some(clock::rfc3339(clock::now_unix_ms()));
+        let ticket = self.shared.journal.ended(&record);
+        self.tickets.insert(ticket, id.to_string());
+        self.ending.insert(id.to_string(), record);
+    }
+
     /// A job that will never run: `failed`, saying why, journaled (best effort).
     fn refuse(&mut self, id: &str, why: String) {
         self.queue.retain(|q| q != id);
@@ -520,6 +629,9 @@ impl Jobs {
             return;
         };
         entry.refused = Some(why.clone());
+        if let Some(code) = &entry.record.approval {
+            self.approvals.remove(code);
+        }
         let record = not_run(entry.record.clone(), &why);
         self.end_here(record);
     }
@@ -541,20 +653,8 @@ impl Jobs {
                 entry.detached
             }
             None => {
-                let entry = Entry {
-                    record,
-                    answer: Weak::new(),
-                    pending: None,
-                    cancel: Arc::new(AtomicBool::new(false)),
-                    detached: false,
-                    mark: Mark::new(WRITTEN),
-                    ticket: None,
-                    step: None,
-                    sent: true,
-                    refused: None,
-                    submitted: None,
-                };
-                self.entries.insert(id.clone(), entry);
+                self.entries
+                    .insert(id.clone(), Entry::new(record, None, true));
                 false
             }
         };
@@ -801,32 +901,4 @@ fn render(r: &JobRecord) -> String {
         r.stdout,
         r.stderr,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_submission_is_either_written_or_given_up_never_both() {
-        let mark = Mark::new(PENDING);
-        assert!(!mark.written_or_want(), "not written yet: the loop waits");
-        assert_eq!(mark.set_written(), Some(true), "and hears of it");
-        assert!(mark.written_or_want());
-        assert!(!mark.abandon(), "too late to give up");
-
-        let mark = Mark::new(PENDING);
-        assert!(mark.abandon());
-        assert_eq!(mark.set_written(), None, "given up: the job must not run");
-
-        // The two threads racing: exactly one wins, every time.
-        for _ in 0..500 {
-            let mark = Mark::new(WANTED);
-            let other = Arc::clone(&mark);
-            let writer = std::thread::spawn(move || other.set_written());
-            let abandoned = mark.abandon();
-            let written = writer.join().unwrap();
-            assert_ne!(abandoned, written.is_some());
-        }
-    }
 }

@@ -5,6 +5,7 @@
 use std::ffi::OsStr;
 use std::path::Path;
 
+use super::caller::Caller;
 use super::patterns::ArgPattern;
 use super::rule::{Action, Rule};
 use super::words::{SplitError, split_words};
@@ -122,8 +123,22 @@ pub fn plan<'a>(
     rules: &'a [Rule],
     request: &Invocation<'_>,
 ) -> Result<Option<Plan<'a>>, SplitError> {
+    plan_for(rules, request, None)
+}
+
+/// [`plan`] for `caller`: rules whose `callers` do not admit it are skipped, exactly as
+/// if they were not there. `None` looks at every rule (`explain`, tests).
+pub fn plan_for<'a>(
+    rules: &'a [Rule],
+    request: &Invocation<'_>,
+    caller: Option<&Caller>,
+) -> Result<Option<Plan<'a>>, SplitError> {
     let words = words(request)?;
-    for rule in rules {
+    let admitted = |rule: &Rule| match (&rule.callers, caller) {
+        (Some(who), Some(caller)) => who.allows(caller),
+        _ => true,
+    };
+    for rule in rules.iter().filter(|rule| admitted(rule)) {
         if let Ok(argv) = try_rule(rule, request, &words) {
             return Ok(Some(Plan { rule, argv }));
         }

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use super::caller::Who;
 use super::patterns::ArgPattern;
 use crate::sys::UserInfo;
 
@@ -24,6 +25,8 @@ pub struct Rule {
     pub cwd: Option<PathBuf>,
     /// File mode creation mask for the child (`"umask": "027"`); 022 when unset.
     pub umask: Option<u32>,
+    /// Who may ask for it (`callers`); `None`: anyone who reaches the agent.
+    pub callers: Option<Who>,
 }
 
 impl Rule {
@@ -44,6 +47,7 @@ impl Rule {
             env: Vec::new(),
             cwd: None,
             umask: None,
+            callers: None,
         }
     }
 }

@@ -30,6 +30,30 @@ pub fn rfc3339(unix_ms: u64) -> String {
     )
 }
 
+/// Unix seconds of an RFC 3339 UTC time as [`rfc3339`] writes it (fractions ignored);
+/// `None` for anything else or before 1970.
+pub fn parse_rfc3339(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    let num = |from: usize, len: usize| -> Option<u64> {
+        let digits = text.get(from..from + len)?;
+        digits.bytes().all(|c| c.is_ascii_digit()).then(|| digits.parse().ok())?
+    };
+    if b.get(4) != Some(&b'-') || b.get(10) != Some(&b'T') || b.get(13) != Some(&b':') {
+        return None;
+    }
+    let (y, m, d) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    let secs = num(11, 2)? * 3600 + num(14, 2)? * 60 + num(17, 2)?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || y < 1970 {
+        return None;
+    }
+    // Howard Hinnant's `days_from_civil`, the inverse of `civil_from_days`.
+    let y = if m <= 2 { y - 1 } else { y };
+    let yoe = y % 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(((y / 400) * 146_097 + doe).checked_sub(719_468)? * 86_400 + secs)
+}
+
 /// Days since 1970-01-01 to (year, month, day); Howard Hinnant's `civil_from_days`.
 fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
@@ -46,7 +70,7 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::rfc3339;
+    use super::{parse_rfc3339, rfc3339};
 
     #[test]
     fn formats_known_instants() {
@@ -55,5 +79,15 @@ mod tests {
         assert_eq!(rfc3339(1_111_111_111_123), "2005-03-18T01:58:31.123Z");
         // Past 2038: 64-bit all the way.
         assert_eq!(rfc3339(20_000_000_000_000), "2603-10-11T11:33:20.000Z");
+    }
+
+    #[test]
+    fn reads_back_what_it_writes() {
+        for ms in [0, 951_782_400_000, 1_111_111_111_123, 1_767_225_599_999, 20_000_000_000_000] {
+            assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms / 1000));
+        }
+        for bad in ["", "2026-13-01T00:00:00Z", "1969-12-31T23:59:59Z", "2026/01/01T00:00:00"] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 }

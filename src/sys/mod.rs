@@ -13,6 +13,7 @@ mod fd;
 pub(crate) mod files;
 mod lock;
 mod net;
+mod peer;
 mod process;
 mod signals;
 pub(crate) mod systemd;
@@ -26,9 +27,12 @@ pub(crate) use self::fd::{
 };
 pub(crate) use self::lock::{LockError, lock_state_dir};
 pub(crate) use self::net::{ip_literal, is_loopback, set_send_buffer, split_authority};
+pub(crate) use self::peer::{tcp_peer_uid, unix_peer_uid};
 pub(crate) use self::process::{
     Member, boot_id, group_members, group_running, host_name, kill_group, pidfd_open, start_ticks,
 };
 pub(crate) use self::signals::stop_signal_pipe;
 pub(crate) use self::tty::EchoOff;
-pub(crate) use self::users::{UserInfo, euid, lookup_group, lookup_uid, lookup_user};
+pub(crate) use self::users::{
+    UserInfo, euid, group_with_members, lookup_group, lookup_uid, lookup_user,
+};

@@ -78,6 +78,12 @@ fn passwd_entry(call: &PasswdCall) -> io::Result<Option<UserInfo>> {
 
 /// Looks up a group id by name; `Ok(None)` when no such group exists.
 pub fn lookup_group(name: &str) -> io::Result<Option<u32>> {
+    Ok(group_with_members(name)?.map(|(gid, _)| gid))
+}
+
+/// A group's id and the member names `/etc/group` lists for it (not the users whose
+/// primary group it is); `Ok(None)` when no such group exists.
+pub fn group_with_members(name: &str) -> io::Result<Option<(u32, Vec<String>)>> {
     let Ok(cname) = CString::new(name) else {
         return Ok(None);
     };
@@ -103,6 +109,19 @@ pub fn lookup_group(name: &str) -> io::Result<Option<u32>> {
         if rc != 0 {
             return Err(io::Error::from_raw_os_error(rc));
         }
-        return Ok((!out.is_null()).then_some(grp.gr_gid));
+        if out.is_null() {
+            return Ok(None);
+        }
+        let mut members = Vec::new();
+        let mut at = grp.gr_mem;
+        // SAFETY: on success gr_mem is a NULL-terminated array of pointers to
+        // NUL-terminated strings inside `buf`, which outlives this loop.
+        unsafe {
+            while !at.is_null() && !(*at).is_null() {
+                members.push(CStr::from_ptr(*at).to_string_lossy().into_owned());
+                at = at.add(1);
+            }
+        }
+        return Ok(Some((grp.gr_gid, members)));
     }
 }
