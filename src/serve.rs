@@ -203,11 +203,7 @@ fn bind_unix(socket: &UnixSocketConfig) -> Result<UnixListener, StartError> {
     let listener = UnixListener::bind(path).map_err(failed)?;
     std::os::unix::fs::chown(path, None, socket.group).map_err(failed)?;
     fs::set_permissions(path, fs::Permissions::from_mode(socket.mode)).map_err(failed)?;
-    log::info!(
-        "LISTENING on {} (mode {:04o})",
-        path.display(),
-        socket.mode
-    );
+    log::info!("LISTENING on {} (mode {:04o})", path.display(), socket.mode);
     Ok(listener)
 }
 

@@ -140,9 +140,16 @@ fn mcp_session_runs_commands_only_with_the_humans_code() {
         text.contains("invalid_code") && text.contains("Ask the human"),
         "{text}"
     );
-    // Without any code, a command needing one is refused the same way.
-    let (is_error, _) = mcp.call(7, "run_command", json!({"command": "echo x"}));
-    assert!(is_error);
+    // Without any code, a command needing one is held for the human (this client did
+    // not declare elicitation): the assistant gets the approval code to wait on.
+    let (is_error, text) = mcp.call(7, "run_command", json!({"command": "echo x"}));
+    assert!(!is_error, "{text}");
+    let held: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(held["status"], "awaiting_approval", "{text}");
+    assert_eq!(
+        agent.get("/pending").json()["pending"][0]["approval"],
+        held["approval"]
+    );
 
     mcp.send("{this is not json");
     let answer = mcp.receive();
@@ -162,6 +169,38 @@ fn mcp_session_runs_commands_only_with_the_humans_code() {
             .log()
             .contains("INVALID PIN attempt for command: echo x")
     );
+}
+
+#[test]
+fn with_approvers_set_the_mcp_server_never_asks_for_a_code() {
+    // It runs as the assistant's user, which the kernel cannot tell from the assistant:
+    // where the agent names its approvers, the human approves elsewhere.
+    let agent = Agent::start(
+        "mcp-approvers",
+        json!({"approvals": {"approvers": {"users": ["root"]}}}),
+    );
+    let mut mcp = Session::start(&agent);
+    let init = mcp.request(
+        1,
+        "initialize",
+        json!({"protocolVersion": "2025-06-18", "capabilities": {"elicitation": {}},
+               "clientInfo": {"name": "test", "version": "0"}}),
+    );
+    assert_eq!(init["result"]["protocolVersion"], "2025-06-18");
+    // The next line is the tool result itself, not an `elicitation/create`.
+    let (is_error, text) = mcp.call(2, "run_command", json!({"command": "echo x"}));
+    assert!(!is_error, "{text}");
+    let held: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(held["status"], "awaiting_approval", "{text}");
+    assert!(
+        held["next"]
+            .as_str()
+            .unwrap()
+            .contains("names its approvers")
+    );
+    // An unknown (newer) version is answered with our newest, not the oldest.
+    let init = mcp.request(3, "initialize", json!({"protocolVersion": "2099-01-01"}));
+    assert_eq!(init["result"]["protocolVersion"], "2025-11-25");
 }
 
 #[test]

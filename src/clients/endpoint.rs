@@ -55,11 +55,12 @@ pub fn peek_config(path: &Path) -> Option<Value> {
     serde_json::from_slice(&text).ok()
 }
 
-/// Whether the config limits who may approve (`approvals.approvers` not empty).
+/// Whether the config limits who may approve (`approvals.approvers` names anyone).
 pub fn has_approvers(cfg: &Value) -> bool {
-    cfg["approvals"]["approvers"]
-        .as_array()
-        .is_some_and(|list| !list.is_empty())
+    let who = &cfg["approvals"]["approvers"];
+    ["users", "groups"]
+        .iter()
+        .any(|key| who[key].as_array().is_some_and(|names| !names.is_empty()))
 }
 
 #[cfg(test)]
@@ -108,8 +109,9 @@ mod tests {
     #[test]
     fn approvers_are_read_loosely() {
         let has = |text: &str| has_approvers(&serde_json::from_str(text).unwrap());
-        assert!(has(r#"{"approvals": {"approvers": ["owner"]}}"#));
-        assert!(!has(r#"{"approvals": {"approvers": []}}"#));
+        assert!(has(r#"{"approvals": {"approvers": {"users": ["owner"]}}}"#));
+        assert!(has(r#"{"approvals": {"approvers": {"groups": ["hass"]}}}"#));
+        assert!(!has(r#"{"approvals": {"approvers": {"users": []}}}"#));
         assert!(!has(r#"{"approvals": {"ttl_s": 60}}"#));
         assert!(!has(r#"{}"#));
         assert_eq!(peek_config(Path::new("/nonexistent/config.json")), None);

@@ -150,7 +150,9 @@ impl Call {
             Some(Submission::Command(line)) => body.insert("command".into(), line.clone().into()),
             None => None,
         };
-        body.insert("wait".into(), wait_s.into());
+        if !matches!(self, Call::Deny { .. }) {
+            body.insert("wait".into(), wait_s.into()); // `/deny` ends the job: nothing to wait for.
+        }
         Value::Object(body)
     }
 }

@@ -116,7 +116,11 @@ impl Problems {
 
     /// An octal umask as `umask(1)` prints it (`"022"`, `"0027"`), at most 0777.
     fn umask(&mut self, path: &str, text: &str) -> Option<u32> {
-        self.octal(path, text, "umask; write it as umask(1) prints it, e.g. \"027\"")
+        self.octal(
+            path,
+            text,
+            "umask; write it as umask(1) prints it, e.g. \"027\"",
+        )
     }
 
     /// Octal permission bits (`"0660"`), at most 0777; `what` ends the complaint.
@@ -152,8 +156,7 @@ impl Problems {
         }
         for (i, name) in raw.groups.iter().enumerate() {
             let at = format!("{path}.groups[{i}]");
-            if let Some((gid, members)) =
-                self.account(&at, "group", name, sys::group_with_members)
+            if let Some((gid, members)) = self.account(&at, "group", name, sys::group_with_members)
             {
                 who.gids.push(gid);
                 who.members.extend(members);
@@ -521,7 +524,11 @@ fn unix_socket(raw: RawUnixSocket, p: &mut Problems) -> UnixSocketConfig {
         );
     }
     let mode = p
-        .octal("unix_socket.mode", &raw.mode, "mode; write it as chmod(1) takes it, e.g. \"0660\"")
+        .octal(
+            "unix_socket.mode",
+            &raw.mode,
+            "mode; write it as chmod(1) takes it, e.g. \"0660\"",
+        )
         .unwrap_or(0o600);
     let group = raw
         .group

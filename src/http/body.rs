@@ -265,7 +265,11 @@ mod tests {
     #[test]
     fn good_bodies() {
         assert_eq!(
-            submit(br#"{"pin": "123456", "command": "df -h", "wait": 2.5}"#, RUN).unwrap(),
+            submit(
+                br#"{"pin": "123456", "command": "df -h", "wait": 2.5}"#,
+                RUN
+            )
+            .unwrap(),
             Submit {
                 pin: Some("123456".into()),
                 command: Some("df -h".into()),

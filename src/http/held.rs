@@ -216,8 +216,7 @@ impl Routes {
             Action::Argv { .. } => policy::matches(rule, &record.argv),
         };
         let admitted = rule.callers.as_ref().is_none_or(|who| who.allows(&caller));
-        (fits && admitted).then(|| {
-            ExecSpec::for_rule(rule, record.argv.clone(), &self.cfg.jobs, &self.own_home)
-        })
+        (fits && admitted)
+            .then(|| ExecSpec::for_rule(rule, record.argv.clone(), &self.cfg.jobs, &self.own_home))
     }
 }

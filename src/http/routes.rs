@@ -17,8 +17,8 @@ use crate::audit;
 use crate::auth::{Auth, Denied};
 use crate::config::Config;
 use crate::jobs::{
-    self, CancelError, ExecSpec, Jobs, Journaled, NewJob, NotifyCommand, Status, Ticket,
-    own_home, valid_id,
+    self, CancelError, ExecSpec, Jobs, Journaled, NewJob, NotifyCommand, Status, Ticket, own_home,
+    valid_id,
 };
 use crate::policy::{self, Action, ArgPattern, Caller, Invocation, Plan, Rule};
 use crate::sys::{self, clock};
@@ -243,7 +243,10 @@ impl Routes {
         if self.jobs.has_room() {
             return Ok(());
         }
-        log::warn!("BUSY queue full, refused: {}", audit::one_line(command, 500));
+        log::warn!(
+            "BUSY queue full, refused: {}",
+            audit::one_line(command, 500)
+        );
         Err(ApiError::Busy)
     }
 
@@ -771,7 +774,11 @@ pub(super) fn check_text(field: &str, text: &str, max: usize) -> Result<(), ApiE
 }
 
 /// `wait` seconds from the request, capped at `max_s`; absent means `default_s`.
-pub(super) fn wait_duration(wait: Option<f64>, default_s: u64, max_s: u64) -> Result<Duration, ApiError> {
+pub(super) fn wait_duration(
+    wait: Option<f64>,
+    default_s: u64,
+    max_s: u64,
+) -> Result<Duration, ApiError> {
     let secs = wait.unwrap_or(default_s as f64);
     if !secs.is_finite() || secs < 0.0 {
         return Err(ApiError::BadRequest(

@@ -67,7 +67,9 @@ mod tests {
     fn typed_codes() {
         assert_eq!(normalize(" k7q3 ").as_deref(), Some("K7Q3"));
         assert_eq!(normalize("ACDEF9").as_deref(), Some("ACDEF9"));
-        for bad in ["", "K7Q", "K7Q3AAA", "K0Q3", "KOQ3", "K7Q2", "ÄÄÄÄ", "K7 Q3"] {
+        for bad in [
+            "", "K7Q", "K7Q3AAA", "K0Q3", "KOQ3", "K7Q2", "ÄÄÄÄ", "K7 Q3",
+        ] {
             assert_eq!(normalize(bad), None, "{bad:?}");
         }
     }

@@ -40,8 +40,8 @@ use super::journal_file::{
 };
 use super::record::{HISTORY_BYTES, JobRecord, Status};
 use crate::audit;
-use crate::sys::{self, clock};
 use crate::sys::files::{self, FileError, Trust};
+use crate::sys::{self, clock};
 use crate::text::utf8_prefix;
 
 /// Output kept per stream in a journaled record; the result file has all of it.

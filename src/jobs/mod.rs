@@ -16,10 +16,10 @@ mod results;
 mod spec;
 mod table;
 
+pub(crate) use self::approval::{new_code, normalize as normalize_code};
 pub(crate) use self::exec::{ExecSpec, own_home};
 pub(crate) use self::journal::{Journal, Ticket};
 pub(crate) use self::notify::NotifyCommand;
 pub(crate) use self::record::{JobRecord, Status, new_id, valid_id};
 pub(crate) use self::results::ResultsDir;
-pub(crate) use self::approval::{new_code, normalize as normalize_code};
 pub(crate) use self::table::{CancelError, HeldBy, Jobs, Journaled, NewJob};

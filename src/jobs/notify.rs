@@ -53,9 +53,15 @@ impl NotifyCommand {
             ("RULE", r.rule.clone()),
             ("CALLER", r.caller.describe()),
             ("REASON", opt(r.reason.as_deref())),
-            ("EXPIRES_AT", r.expires_at.map(|t| t.to_string()).unwrap_or_default()),
+            (
+                "EXPIRES_AT",
+                r.expires_at.map(|t| t.to_string()).unwrap_or_default(),
+            ),
         ];
-        self.run(&r.id, env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+        self.run(
+            &r.id,
+            env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        );
     }
 
     fn run(&self, id: &str, env: Vec<(String, String)>) {

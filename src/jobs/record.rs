@@ -103,9 +103,9 @@ impl JobRecord {
             &self.reason,
             &self.caller.user,
         ]
-            .iter()
-            .filter_map(|s| s.as_ref().map(String::len))
-            .sum::<usize>();
+        .iter()
+        .filter_map(|s| s.as_ref().map(String::len))
+        .sum::<usize>();
         RECORD_OVERHEAD + strings + argv + optional
     }
 

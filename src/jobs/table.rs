@@ -372,7 +372,10 @@ impl Jobs {
             self.approvals.remove(code);
         }
         // Its hold not yet written: the journal thread writes this after it, in order.
-        let fresh = entry.ticket.take().is_none_or(|t| self.tickets.remove(&t).is_none());
+        let fresh = entry
+            .ticket
+            .take()
+            .is_none_or(|t| self.tickets.remove(&t).is_none());
         entry.record.status = Status::Queued;
         entry.answer = Weak::new();
         entry.mark = Mark::new(PENDING);
@@ -398,7 +401,11 @@ impl Jobs {
         let due: Vec<(String, String)> = self
             .approvals
             .iter()
-            .filter(|(_, id)| self.get(id).and_then(|r| r.expires_at).is_some_and(|at| at <= now))
+            .filter(|(_, id)| {
+                self.get(id)
+                    .and_then(|r| r.expires_at)
+                    .is_some_and(|at| at <= now)
+            })
             .map(|(code, id)| (code.clone(), id.clone()))
             .collect();
         for (code, id) in due {

@@ -110,6 +110,9 @@ mod tests {
         assert_eq!(caller(Some(0), Some("root"), None).audit(), "tcp:root(0)");
         assert_eq!(caller(Some(42), None, None).audit(), "tcp:uid 42");
         let json = serde_json::to_value(caller(Some(65534), None, Some(1))).unwrap();
-        assert_eq!(json, serde_json::json!({"via":"tcp","uid":65534,"user":null}));
+        assert_eq!(
+            json,
+            serde_json::json!({"via":"tcp","uid":65534,"user":null})
+        );
     }
 }

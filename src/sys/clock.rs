@@ -36,7 +36,10 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
     let b = text.as_bytes();
     let num = |from: usize, len: usize| -> Option<u64> {
         let digits = text.get(from..from + len)?;
-        digits.bytes().all(|c| c.is_ascii_digit()).then(|| digits.parse().ok())?
+        digits
+            .bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| digits.parse().ok())?
     };
     if b.get(4) != Some(&b'-') || b.get(10) != Some(&b'T') || b.get(13) != Some(&b':') {
         return None;
@@ -83,10 +86,21 @@ mod tests {
 
     #[test]
     fn reads_back_what_it_writes() {
-        for ms in [0, 951_782_400_000, 1_111_111_111_123, 1_767_225_599_999, 20_000_000_000_000] {
+        for ms in [
+            0,
+            951_782_400_000,
+            1_111_111_111_123,
+            1_767_225_599_999,
+            20_000_000_000_000,
+        ] {
             assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms / 1000));
         }
-        for bad in ["", "2026-13-01T00:00:00Z", "1969-12-31T23:59:59Z", "2026/01/01T00:00:00"] {
+        for bad in [
+            "",
+            "2026-13-01T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2026/01/01T00:00:00",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }
