@@ -5,6 +5,8 @@
 /// Fixtures: an agent in a temp dir, a client, codes, process and memory probes.
 mod common;
 
+/// Held requests from the command line and SIP: run --request, pending, approve, deny.
+mod approve_cli;
 /// Web pages and DNS rebinding; the clients that must keep working.
 mod attack_browser;
 /// Brute force, bent codes, codes outside the window.
