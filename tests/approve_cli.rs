@@ -190,3 +190,29 @@ fn sip_messages_hold_approve_and_deny() {
     let r = sip("Agent: uptime");
     assert!(r.stdout.starts_with("succeeded"), "{r:?}");
 }
+
+#[test]
+fn check_warns_when_an_assistant_could_approve_its_own_requests() {
+    let dir = crate::common::TempDir::new("check-approvers");
+    let check = |overrides: serde_json::Value| {
+        let mut cfg = crate::common::base_config(dir.path(), json!({}));
+        cfg["rules"][2]["callers"] = json!({"users": ["nobody"]});
+        if !overrides.is_null() {
+            cfg["approvals"] = overrides;
+        }
+        let config = crate::common::write_files(dir.path(), &cfg);
+        let r = run_bin(&["check", "--config", config.to_str().unwrap()], "", &[]);
+        assert_eq!(r.code, 0, "{r:?}");
+        r.stderr
+    };
+    let err = check(serde_json::Value::Null);
+    assert!(
+        err.contains("rule `echo` limits its callers but approvals.approvers is not set"),
+        "{err}"
+    );
+    let err = check(json!({"approvers": {"users": ["nobody"]}}));
+    assert!(err.contains("can approve its own requests"), "{err}");
+    // The assistant asks as `nobody`, root approves: nothing to warn about.
+    let err = check(json!({"approvers": {"users": ["root"]}}));
+    assert!(!err.contains("approv"), "{err}");
+}
