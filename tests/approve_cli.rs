@@ -63,7 +63,7 @@ impl Waiting {
 }
 
 fn agent_with_socket(tag: &str) -> (Agent, String) {
-    let mut agent = Agent::prepare_in(tag, json!({"totp": {"step_s": 1}}));
+    let mut agent = Agent::prepare_in(tag, json!({}));
     let socket = agent.dir.path().join("agent.sock");
     let mut cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&agent.config_path).unwrap()).unwrap();
@@ -107,7 +107,7 @@ fn run_request_waits_while_pending_shows_it_and_approve_runs_it_once_over_the_so
     assert!(r.stderr.contains("invalid_code"), "{r:?}");
 
     // The right one: the command's own output and exit code, here and in the waiting run.
-    let code = agent.fresh_code();
+    let code = agent.code();
     let r = run_bin(
         &[&["approve", &a, "--pin-stdin"], &at[..]].concat(),
         &code,
@@ -159,7 +159,8 @@ fn deny_ends_the_wait_with_125_and_nothing_runs() {
 
 #[test]
 fn sip_messages_hold_approve_and_deny() {
-    let agent = Agent::start("sip-approve", json!({"totp": {"step_s": 1}}));
+    // 30 s steps, one code used: a busy machine cannot make it stale.
+    let agent = Agent::start("sip-approve", json!({}));
     let sip = |text: &str| agent.run_client(&["--reply-format", "sip", "--message", text], "");
     // No code: held, and the reply says what to send.
     let r = sip("Agent: echo from the phone");
@@ -175,7 +176,7 @@ fn sip_messages_hold_approve_and_deny() {
             && r.stdout.contains(&format!("Agent: deny {a}")),
         "{r:?}"
     );
-    let r = sip(&format!("Agent: {} approve {a}", agent.fresh_code()));
+    let r = sip(&format!("Agent: {} approve {a}", agent.code()));
     assert!(r.stdout.starts_with("succeeded (rc=0): "), "{r:?}");
     assert!(r.stdout.ends_with("from the phone\n"), "{r:?}");
 
