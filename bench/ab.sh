@@ -3,22 +3,28 @@
 # source change): exec latency of /bin/true through a no_pin rule, rejected requests/s
 # with 16 keep-alive connections, and /health p99 meanwhile. Medians of --reps runs.
 #
-# usage: bash bench/ab.sh [--reps N] [--n SAMPLES] [--secs FLOOD_S] BIN_A BIN_B
+# usage: bash bench/ab.sh [--reps N] [--n SAMPLES] [--secs FLOOD_S] [--contain] BIN_A BIN_B
 # e.g.:  git stash; cargo build --release; cp target/release/sudo-agent /tmp/before
 #        git stash pop; cargo build --release
 #        bash bench/ab.sh /tmp/before target/release/sudo-agent
+# --contain (as root; BIN_A from before job cgroups, BIN_B after): exec latency only, of
+# four set-ups side by side: A (process group, no sandbox); B in a mount namespace where
+# the cgroup2 mount is read-only (process group, the no_pin rule's read_only sandbox);
+# B (own cgroup + read_only); B with the whole sandbox (read_only, network false,
+# private_tmp, no_new_privileges).
 # Uses bench/loadgen (built here if missing). Servers on CPU 0, clients on CPU 1.
 set -euo pipefail
-REPS=5 N=1000 SECS=2
+REPS=5 N=1000 SECS=2 CONTAIN=0
 while [ $# -gt 2 ]; do
     case "$1" in
         --reps) REPS="$2"; shift 2 ;;
         --n) N="$2"; shift 2 ;;
         --secs) SECS="$2"; shift 2 ;;
+        --contain) CONTAIN=1; shift ;;
         *) echo "ab.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
-[ $# -eq 2 ] || { sed -n '2,10p' "$0"; exit 2; }
+[ $# -eq 2 ] || { sed -n '2,15p' "$0"; exit 2; }
 A=$(realpath "$1") B=$(realpath "$2")
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/sudo-agent-ab.XXXXXX)
@@ -38,41 +44,73 @@ declare -A M
 add() { M[$1]="${M[$1]:-} $2"; }
 median() { tr ' ' '\n' <<<"${M[$1]}" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
-one() { # label binary
-    local d="$WORK/$1" port out i
+one() { # label binary [rule keys [wrapper...]]
+    local d="$WORK/$1" bin="$2" extra="${3:-}" label="$1" port out i
+    shift 2; shift $(( $# > 0 ? 1 : 0 ))
     rm -rf "$d"
     mkdir -m 700 "$d"
     port=$("$LOADGEN" freeport)
     cat >"$d/config.json" <<EOF
 {"listen": "127.0.0.1:$port", "secret_file": "$WORK/secret", "log_file": "$d/audit.log",
  "state_dir": "$d/state", "results": {"dir": "$d/results"},
- "rules": [{"name": "true", "argv": ["/bin/true"], "no_pin": true}]}
+ "rules": [{"name": "true", "argv": ["/bin/true"], "no_pin": true $extra}]}
 EOF
     chmod 600 "$d/config.json"
-    "${SRV[@]}" "$2" serve --config "$d/config.json" 2>"$d/stderr" &
+    "${SRV[@]}" "$@" "$bin" serve --config "$d/config.json" 2>"$d/stderr" &
     PID=$!
     for i in $(seq 200); do
         "$LOADGEN" http --addr "127.0.0.1:$port" --method GET --path /health --n 1 --warmup 0 >/dev/null 2>&1 && break
         sleep 0.05
     done
+    kill -0 "$PID" 2>/dev/null || { echo "ab.sh: $label did not start:" >&2; cat "$d/stderr" >&2; exit 1; }
     out=$("${CLI[@]}" "$LOADGEN" http --addr "127.0.0.1:$port" --path /run --body '{"command":"/bin/true"}' --n "$N")
-    add "$1.p50" "$(kv "$out" p50_us)"
-    add "$1.p99" "$(kv "$out" p99_us)"
+    add "$label.p50" "$(kv "$out" p50_us)"
+    add "$label.p99" "$(kv "$out" p99_us)"
+    [ "$CONTAIN" = 0 ] || { stop; return; }
     out=$("${CLI[@]}" "$LOADGEN" reject --addr "127.0.0.1:$port" --secs "$SECS" --body '{"pin":"000000","command":"/bin/true"}')
-    add "$1.rps" "$(kv "$out" rps)"
-    add "$1.hp99" "$(kv "$out" health_p99_us)"
+    add "$label.rps" "$(kv "$out" rps)"
+    add "$label.hp99" "$(kv "$out" health_p99_us)"
+    stop
+}
+stop() {
     kill "$PID"
     wait "$PID" 2>/dev/null || true
     PID=""
 }
 
+# The cgroup2 mount read-only in a namespace of the agent's own: it finds no writable
+# cgroup v2 and runs jobs in process groups, as on a box without one.
+NO_CGROUP=(unshare -m --propagation private sh -c 'grep -w cgroup2 /proc/self/mounts |
+    while read -r _ m _; do mount -o remount,bind,ro "$m"; done; exec "$@"' sh)
+FULL=', "sandbox": {"network": false, "private_tmp": true, "no_new_privileges": true}'
+variant() {
+    case "$1" in
+        a) one a "$A" ;;
+        b) one b "$B" ;;
+        c) one c "$B" "" "${NO_CGROUP[@]}" ;;
+        d) one d "$B" "$FULL" ;;
+    esac
+}
+ORDER=(a b)
+[ "$CONTAIN" = 0 ] || ORDER=(a c b d)
 for rep in $(seq "$REPS"); do
     echo "== rep $rep/$REPS" >&2
-    one a "$A"
-    one b "$B"
+    # Each rep starts one further along, so no set-up always follows the same one (the
+    # kernel tears network namespaces down in the background, after their job ended).
+    for i in "${!ORDER[@]}"; do
+        variant "${ORDER[$(( (i + rep) % ${#ORDER[@]} ))]}"
+    done
 done
 floor=$("${SRV[@]}" "$LOADGEN" spawn --setup same --n "$N")
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); medians of $REPS; floor (same setup) p50 $(kv "$floor" p50_us) us"
+if [ "$CONTAIN" = 1 ]; then
+    printf '| exec /bin/true through a no_pin rule | p50 (us) | p99 (us) |\n|---|---|---|\n'
+    for v in "a:A: process group, no sandbox" "c:B: process group + read_only" \
+        "b:B: own cgroup + read_only" "d:B: own cgroup + whole sandbox"; do
+        printf '| %s | %s | %s |\n' "${v#*:}" "$(median "${v%%:*}.p50")" "$(median "${v%%:*}.p99")"
+    done
+    exit 0
+fi
 printf '| | A: %s | B: %s |\n|---|---|---|\n' "$1" "$2"
 printf '| exec /bin/true p50 (us) | %s | %s |\n' "$(median a.p50)" "$(median b.p50)"
 printf '| exec /bin/true p99 (us) | %s | %s |\n' "$(median a.p99)" "$(median b.p99)"

@@ -14,7 +14,9 @@ use crate::audit::{self, AuditError};
 use crate::auth::{Auth, SecretError, StateError, StateStore, load_secret};
 use crate::config::{Config, UnixSocketConfig};
 use crate::http::{Gate, Handler, Limits, Reply, Request, Routes, Server, WaitKind, Woken};
-use crate::jobs::{Jobs, Journal, NotifyCommand, ResultsDir, own_home};
+use crate::jobs::{
+    Jobs, Journal, NotifyCommand, RemoveTree, ResultsDir, init_containment, own_home,
+};
 use crate::sys::files::FileError;
 use crate::sys::systemd::{Lifecycle, Systemd};
 use crate::sys::{self, LockError, clock, is_loopback};
@@ -141,6 +143,13 @@ fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
             what: "signal handlers",
             err,
         })?;
+    // Before any job thread: the cgroup tree (which may move the agent into a leaf).
+    let containment = init_containment();
+    let _remove_tree = RemoveTree;
+    log::info!("CONTAINMENT: {}", containment.describe());
+    for warning in containment.warnings(&cfg.rules, &cfg.jobs) {
+        log::warn!("{warning}");
+    }
     let journal = Journal::open(&cfg.state_dir, cfg.jobs.history, server.waker())
         .map_err(StartError::Journal)?;
     // A code used just before a crash may be in the journal only (it is synced there,
@@ -203,7 +212,11 @@ fn bind_unix(socket: &UnixSocketConfig) -> Result<UnixListener, StartError> {
     let listener = UnixListener::bind(path).map_err(failed)?;
     std::os::unix::fs::chown(path, None, socket.group).map_err(failed)?;
     fs::set_permissions(path, fs::Permissions::from_mode(socket.mode)).map_err(failed)?;
-    log::info!("LISTENING on {} (mode {:04o})", path.display(), socket.mode);
+    log::info!(
+        "UNIX SOCKET {} (mode {:04o}) serves the same API",
+        path.display(),
+        socket.mode
+    );
     Ok(listener)
 }
 

@@ -1,7 +1,7 @@
 //! Attack: exhaust the box through an allowed job — a flood of output, a fork bomb, a
 //! job that closes its output and lingers, a job that leaves its process group. The job
-//! record must always end, and no process of the job may be left (except the `setsid`
-//! escapee, which is documented and cleaned up here).
+//! record must always end, and no process of the job may be left (the `setsid` escapee
+//! too: its cgroup ends it).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -110,12 +110,13 @@ fn a_job_that_closes_its_output_and_lingers_still_times_out() {
 }
 
 #[test]
-fn a_job_that_escapes_with_setsid_still_ends_honestly() {
+fn a_job_that_escapes_with_setsid_still_ends_with_its_cgroup() {
     // setsid puts the grandchild in a new session and group: the job's group signals no
-    // longer reach it. The record must still end when the main process does, without
-    // waiting for the escapee's copy of stdout; the escapee is the documented gap
-    // (systemd's KillMode=control-group ends it when the service stops).
+    // longer reach it, but it is still in the job's cgroup, so it ends with the job. The
+    // record ends when the main process does; the escapee then gets TERM (KILL after the
+    // grace) with whatever else is left in the cgroup.
     let agent = agent("r-setsid");
+    let in_cgroup = agent.get("/health").json()["containment"]["cgroup"].is_string();
     let started = Instant::now();
     let r = agent.post_json(
         "/run",
@@ -144,8 +145,15 @@ fn a_job_that_escapes_with_setsid_still_ends_honestly() {
     let escaped = alive(escapee);
     unsafe_kill(escapee, 9);
     assert!(wait_until(Duration::from_secs(5), || !alive(escapee)));
-    assert!(escaped, "setsid did not escape here; update SECURITY.md");
-    // A later job is not disturbed by the escapee.
+    if in_cgroup {
+        assert!(!escaped, "the setsid escapee outlived its job's cgroup");
+    } else {
+        // No writable cgroup v2 (the agent logs why): the documented gap of process
+        // groups, see SECURITY.md.
+        eprintln!("SKIPPED: no job cgroups here; the escapee survived as documented");
+        assert!(escaped, "setsid did not escape here; update SECURITY.md");
+    }
+    // A later job is not disturbed.
     let r = agent.post_json("/run", &json!({"command": "head -c 1073741824 /dev/zero"}));
     assert_eq!(r.json()["status"], "succeeded");
 }

@@ -153,8 +153,9 @@ fn programs_in_tmp_are_refused_whatever_their_own_mode() {
     assert!(check.stderr.contains("/usr/local/bin"), "{}", check.stderr);
 }
 
-/// An agent whose no-code rule `tool` runs `bin/tool` (which writes a marker) and whose
-/// rule `in-work` runs `/bin/pwd` in `work/`.
+/// An agent whose no-code rule `tool` runs `bin/tool` (which writes a marker, so its
+/// sandbox lists the test dir as writable) and whose rule `in-work` runs `/bin/pwd` in
+/// `work/`.
 fn agent_with_tool(tag: &str) -> (Agent, PathBuf, PathBuf, PathBuf) {
     let dir = TempDir::new(tag);
     // Open to traversal, so that `nobody` can reach bin/ once it is loosened.
@@ -166,7 +167,8 @@ fn agent_with_tool(tag: &str) -> (Agent, PathBuf, PathBuf, PathBuf) {
     let cfg = base_config(
         dir.path(),
         json!({"rules": [
-            {"name": "tool", "argv": [tool], "no_pin": true},
+            {"name": "tool", "argv": [tool], "no_pin": true,
+             "sandbox": {"writable": [dir.path()]}},
             {"name": "in-work", "argv": ["/bin/pwd"], "cwd": work, "no_pin": true}
         ]}),
     );

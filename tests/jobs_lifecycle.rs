@@ -290,11 +290,21 @@ fn kill_9_then_restart_serves_history_and_ends_the_orphaned_job() {
     let log = agent.log();
     for want in [
         format!("INTERRUPTED [{running}]"),
-        format!("ending process group {pgid} left by interrupted job {running}"),
+        format!("left by interrupted job {running}"),
         "skipped (torn".to_string(),
     ] {
         assert!(log.contains(&want), "no {want:?} in\n{log}");
     }
+    // Through its cgroup where jobs have one (containment), else its process group.
+    let ending = log
+        .lines()
+        .find(|l| l.contains("left by interrupted job"))
+        .unwrap();
+    assert!(
+        ending.contains("ending cgroup /") && ending.contains(&format!("/job-{running} left by"))
+            || ending.contains(&format!("ending process group {pgid} left by")),
+        "{ending}"
+    );
     assert_eq!(std::fs::metadata(&journal).unwrap().mode() & 0o777, 0o600);
 
     // Recorded as ended: a second restart neither reports nor signals it again.

@@ -176,7 +176,8 @@ fn explain_tells_the_story_and_runs_nothing() {
         json!({"jobs": {"kill_grace_s": 5}, "rules": [
             {"name": "disk", "argv": ["/usr/bin/df", "-h", {"path_under": "/"}], "no_pin": true},
             {"name": "usage", "argv": ["/usr/bin/du", "-sh", "--", "*"], "user": "nobody",
-             "timeout_s": 30, "max_output_bytes": 4096, "env": {"LC_ALL": "C"}},
+             "timeout_s": 30, "max_output_bytes": 4096, "env": {"LC_ALL": "C"},
+             "limits": {"tasks_max": 8}, "sandbox": {"network": false, "private_tmp": true}},
             {"name": "mark", "argv": [mark], "no_pin": true}
         ]}),
     );
@@ -194,10 +195,13 @@ fn explain_tells_the_story_and_runs_nothing() {
            argv: \"/usr/bin/du\" \"-sh\" \"--\" \"-odd name\"\n  \
            user: nobody (uid 65534, gid 65534, no supplementary groups)\n  \
            home: /nonexistent\n  \
-           working directory: the agent's own\n  \
+           working directory: /\n  \
            environment: the base environment plus LC_ALL=\"C\"\n  \
            timeout: 30 s, then SIGTERM to its process group and SIGKILL 5 s later\n  \
-           output kept: 4096 bytes of stdout and 4096 of stderr\n\
+           output kept: 4096 bytes of stdout and 4096 of stderr\n  \
+           limits: 8 tasks in its own cgroup (the job is refused where the kernel cannot \
+           enforce one)\n  \
+           sandbox: no network (a loopback that is down); a private /tmp\n\
          nothing was run\n"
     );
 
@@ -230,6 +234,17 @@ fn explain_tells_the_story_and_runs_nothing() {
     assert_eq!(out["run"]["argv"], json!([mark]));
     assert_eq!(out["run"]["uid"], 0);
     assert_eq!(out["run"]["timeout_s"], 600);
+    // A no_pin rule is read-only, and says how to write.
+    assert_eq!(out["run"]["sandbox"]["read_only"], true);
+    assert_eq!(out["run"]["sandbox"]["writable"], json!([]));
+    assert_eq!(out["run"]["limits"]["memory_max"], Value::Null);
+    let text = explain(&config, &["mark"]).stdout;
+    assert!(
+        text.contains(
+            "  sandbox: every mount read-only (to write, list the paths in sandbox.writable)\n"
+        ),
+        "{text}"
+    );
     assert!(!marker.exists(), "explain ran the command");
     let refused = explain(&config, &["--json", "--command", "reboot"]);
     assert_eq!(refused.code, 1);

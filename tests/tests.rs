@@ -5,6 +5,8 @@
 /// Fixtures: an agent in a temp dir, a client, codes, process and memory probes.
 mod common;
 
+/// Requests held for a human: request, notify, approve, deny, expiry, restart.
+mod approvals;
 /// Held requests from the command line and SIP: run --request, pending, approve, deny.
 mod approve_cli;
 /// Web pages and DNS rebinding; the clients that must keep working.
@@ -29,12 +31,16 @@ mod attack_slots;
 mod attack_trust;
 /// Codes, replay, throttling and policy.
 mod auth_and_policy;
+/// Who asks, from the kernel: `callers`, `approvers`, TCP and the Unix socket.
+mod callers;
 /// Jobs start clean: own session without a terminal, no inherited fds, cwd, umask, signals.
 mod clean_start;
 /// Start-up refusals, `check`, `init` and `demo`.
 mod config_cli;
 /// Crashes and slow disks: used codes, acknowledged ids, half records, a free loop.
 mod durability;
+/// A cgroup per job, the sandbox per rule, limits, and what the kernel cannot give.
+mod containment;
 /// Enrolling a fleet: `init --uri-file`, `init --config-only`, `qr`.
 mod enrol;
 /// The Asterisk and Home Assistant examples against a real agent.

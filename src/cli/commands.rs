@@ -171,6 +171,9 @@ fn check(config: &Path) -> i32 {
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
     }
+    if let Some(containment) = &report.containment {
+        println!("containment: {containment}");
+    }
     if report.problems.is_empty() {
         println!("{}: ok", config.display());
         0

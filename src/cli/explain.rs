@@ -11,7 +11,7 @@ use super::parse::Asked;
 use crate::config::Config;
 use crate::jobs::{ExecSpec, own_home};
 use crate::policy::{self, Explanation, Invocation, quote};
-use crate::sys;
+use crate::sys::{self, Limits, Sandbox};
 
 /// Loads the config as `serve` would (trusted-file checks, every rule validated) and
 /// explains `asked`; the exit code is 0 when it would be allowed.
@@ -78,8 +78,8 @@ fn as_text(e: &Explanation<'_>, spec: Option<&ExecSpec>) -> String {
     out
 }
 
-/// How the job would run, one setting a line; a new setting (limits, a sandbox) is one
-/// more line here and one more key in [`run_json`].
+/// How the job would run, one setting a line; a new setting is one more line here and
+/// one more key in [`run_json`].
 fn run_lines(spec: &ExecSpec) -> Vec<(&'static str, String)> {
     let env = if spec.env.is_empty() {
         "the base environment only".to_string()
@@ -99,7 +99,7 @@ fn run_lines(spec: &ExecSpec) -> Vec<(&'static str, String)> {
             "working directory",
             spec.cwd
                 .as_ref()
-                .map_or_else(|| "the agent's own".into(), |d| d.display().to_string()),
+                .map_or_else(|| "/".into(), |d| d.display().to_string()),
         ),
         ("environment", env),
         (
@@ -117,7 +117,55 @@ fn run_lines(spec: &ExecSpec) -> Vec<(&'static str, String)> {
                 spec.max_output_bytes, spec.max_output_bytes
             ),
         ),
+        ("limits", limits_text(&spec.limits)),
+        ("sandbox", sandbox_text(&spec.sandbox)),
     ]
+}
+
+fn limits_text(limits: &Limits) -> String {
+    let mut parts = Vec::new();
+    if let Some(bytes) = limits.memory_max {
+        parts.push(format!("memory {bytes} bytes, swap included"));
+    }
+    if let Some(n) = limits.tasks_max {
+        parts.push(format!("{n} tasks"));
+    }
+    if let Some(p) = limits.cpu_max_percent {
+        parts.push(format!("{p}% of one CPU"));
+    }
+    if parts.is_empty() {
+        return "none (its own cgroup still ends every process it starts)".into();
+    }
+    format!(
+        "{} in its own cgroup (the job is refused where the kernel cannot enforce one)",
+        parts.join(", ")
+    )
+}
+
+fn sandbox_text(sandbox: &Sandbox) -> String {
+    let mut parts = Vec::new();
+    if sandbox.read_only {
+        parts.push(match sandbox.writable.as_slice() {
+            [] => "every mount read-only (to write, list the paths in sandbox.writable)".into(),
+            paths => {
+                let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+                format!("every mount read-only but {}", shown.join(", "))
+            }
+        });
+    }
+    if sandbox.private_network {
+        parts.push("no network (a loopback that is down)".to_string());
+    }
+    if sandbox.private_tmp {
+        parts.push("a private /tmp".to_string());
+    }
+    if sandbox.no_new_privileges {
+        parts.push("no new privileges (setuid programs do not raise them)".to_string());
+    }
+    if parts.is_empty() {
+        return "none".into();
+    }
+    parts.join("; ")
 }
 
 fn user_name(uid: u32) -> String {
@@ -166,6 +214,18 @@ fn run_json(spec: &ExecSpec) -> Value {
         "timeout_s": spec.timeout.as_secs(),
         "kill_grace_s": spec.kill_grace.as_secs(),
         "max_output_bytes": spec.max_output_bytes,
+        "limits": {
+            "memory_max": spec.limits.memory_max,
+            "tasks_max": spec.limits.tasks_max,
+            "cpu_max_percent": spec.limits.cpu_max_percent,
+        },
+        "sandbox": {
+            "read_only": spec.sandbox.read_only,
+            "writable": spec.sandbox.writable,
+            "network": !spec.sandbox.private_network,
+            "private_tmp": spec.sandbox.private_tmp,
+            "no_new_privileges": spec.sandbox.no_new_privileges,
+        },
     })
 }
 

@@ -578,6 +578,7 @@ mod tests {
             approval: None,
             reason: None,
             expires_at: None,
+            killed_by: Some("memory_limit".into()),
         };
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(job_record(json.clone()), Some(record));

@@ -210,6 +210,9 @@ pub struct RawJobs {
     pub history: u64,
     pub wait_s: u64,
     pub wait_max_s: u64,
+    /// Limits for every job; a rule's own `limits` replace them key by key.
+    #[serde(skip_serializing_if = "RawLimits::is_empty")]
+    pub limits: RawLimits,
 }
 
 impl Default for RawJobs {
@@ -223,7 +226,49 @@ impl Default for RawJobs {
             history: 1_000,
             wait_s: 10,
             wait_max_s: 120,
+            limits: RawLimits::default(),
         }
+    }
+}
+
+/// `limits` of a rule or of `jobs`: integers, each optional.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_max: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks_max: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_max_percent: Option<u64>,
+}
+
+impl RawLimits {
+    fn is_empty(&self) -> bool {
+        *self == RawLimits::default()
+    }
+}
+
+/// A rule's `sandbox`. `read_only` is absent unless written, so `validate` can apply
+/// `no_pin`'s default and refuse a `no_pin` rule that turns it off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSandbox {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub writable: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<bool>,
+    #[serde(skip_serializing_if = "is_false")]
+    pub private_tmp: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub no_new_privileges: bool,
+}
+
+impl RawSandbox {
+    fn is_empty(&self) -> bool {
+        *self == RawSandbox::default()
     }
 }
 
@@ -254,6 +299,10 @@ pub struct RawRule {
     /// Octal, as `umask(1)` prints it: `"027"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub umask: Option<String>,
+    #[serde(default, skip_serializing_if = "RawLimits::is_empty")]
+    pub limits: RawLimits,
+    #[serde(default, skip_serializing_if = "RawSandbox::is_empty")]
+    pub sandbox: RawSandbox,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub examples: Option<RawExamples>,
     /// Who may ask for it; absent: anyone who reaches the agent.

@@ -11,12 +11,12 @@ use crate::auth::totp;
 use crate::policy::{Action, ArgPattern};
 use crate::sys::files::{FileError, test_dir};
 
-fn tempdir(tag: &str) -> PathBuf {
+pub(super) fn tempdir(tag: &str) -> PathBuf {
     test_dir(&format!("config-{tag}"))
 }
 
 /// A program path that exists here, so tests do not depend on what is installed.
-fn prog(name: &str) -> String {
+pub(super) fn prog(name: &str) -> String {
     ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
         .iter()
         .map(|dir| format!("{dir}/{name}"))
@@ -24,11 +24,11 @@ fn prog(name: &str) -> String {
         .unwrap_or_else(|| "/bin/sh".into())
 }
 
-fn validate(text: &str) -> Result<Config, Vec<Problem>> {
+pub(super) fn validate(text: &str) -> Result<Config, Vec<Problem>> {
     Config::validate(parse(text).unwrap())
 }
 
-fn problems(text: &str) -> Vec<String> {
+pub(super) fn problems(text: &str) -> Vec<String> {
     validate(text)
         .unwrap_err()
         .iter()
@@ -36,7 +36,7 @@ fn problems(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn parse_err(text: &str) -> Problem {
+pub(super) fn parse_err(text: &str) -> Problem {
     parse(text).unwrap_err()
 }
 
@@ -148,7 +148,8 @@ fn defaults_applied() {
             max_output_bytes: 1_048_576,
             history: 1000,
             wait_s: 10,
-            wait_max_s: 120
+            wait_max_s: 120,
+            limits: crate::sys::Limits::default()
         }
     );
     assert_eq!(c.notify, None);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::auth::totp;
 use crate::policy::{Action, ArgPattern, Rule, Who, escape_for};
-use crate::sys::is_loopback;
+use crate::sys::{Limits, is_loopback};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sudo-agent/config.json";
 
@@ -91,6 +91,8 @@ pub struct JobsConfig {
     pub history: usize,
     pub wait_s: u64,
     pub wait_max_s: u64,
+    /// Every job's limits unless its rule sets its own (none by default).
+    pub limits: Limits,
 }
 
 impl Config {

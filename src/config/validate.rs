@@ -10,7 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::raw::{
-    Problem, RawApprovals, RawArg, RawConfig, RawExamples, RawKind, RawRule, RawUnixSocket, RawWho,
+    Problem, RawApprovals, RawArg, RawConfig, RawExamples, RawKind, RawLimits, RawRule,
+    RawSandbox, RawUnixSocket, RawWho,
 };
 use super::types::{
     ApprovalsConfig, Config, DEFAULT_LISTEN, JobsConfig, ResultsConfig, ThrottleConfig,
@@ -20,7 +21,7 @@ use crate::auth::totp;
 use crate::policy::{
     self, Action, ArgPattern, Invocation, Rule, Who, WordRe, escape_for, path_under_dir,
 };
-use crate::sys::{self, check_chain, is_loopback};
+use crate::sys::{self, Limits, Sandbox, check_chain, is_loopback};
 
 // Bounds. Every duration is capped far below where `Instant + Duration` could overflow,
 // and every count or size so that a typo cannot make the agent hoard memory or disk.
@@ -38,6 +39,11 @@ const MAX_WAIT_S: u64 = 3_600;
 /// Requests held for approval at once, and how long one may wait.
 const MAX_PENDING: u64 = 64;
 const MAX_TTL_S: u64 = 86_400;
+const MIN_MEMORY: u64 = 1 << 20;
+const MAX_MEMORY: u64 = 1 << 50;
+const MAX_TASKS: u64 = 4_194_304;
+/// Percent of one CPU: 1000 CPUs.
+const MAX_CPU_PERCENT: u64 = 100_000;
 const MIN_SEND_QUEUE_BYTES: u64 = 64 << 10;
 const MAX_SEND_QUEUE_BYTES: u64 = 1 << 30;
 
@@ -384,6 +390,67 @@ fn validate_kind(path: &str, kind: RawKind, p: &mut Problems) -> ArgPattern {
     }
 }
 
+/// `limits` of a rule or of `jobs` (`at` is its key path).
+fn validate_limits(at: &str, raw: RawLimits, p: &mut Problems) -> Limits {
+    let mut range = |key: &str, v: Option<u64>, min: u64, max: u64| {
+        v.map(|v| p.range(&format!("{at}.{key}"), v, min, max))
+    };
+    Limits {
+        memory_max: range("memory_max", raw.memory_max, MIN_MEMORY, MAX_MEMORY),
+        tasks_max: range("tasks_max", raw.tasks_max, 1, MAX_TASKS),
+        cpu_max_percent: range("cpu_max_percent", raw.cpu_max_percent, 1, MAX_CPU_PERCENT),
+    }
+}
+
+/// A rule's `sandbox`, with `no_pin`'s default: read-only, so that "needs no code
+/// because it changes nothing" is a fact the kernel keeps, not a name.
+fn validate_sandbox(at: &str, raw: RawSandbox, no_pin: bool, p: &mut Problems) -> Sandbox {
+    let at = format!("{at}.sandbox");
+    if no_pin && raw.read_only == Some(false) {
+        p.push(
+            format!("{at}.read_only"),
+            "a rule that needs no code runs read-only (anyone on the box can run it, so it              must not change anything); list the paths it must write in              \"sandbox\": {\"writable\": [...]}, or remove \"no_pin\" so that it needs a code",
+        );
+    }
+    let read_only = raw.read_only.unwrap_or(no_pin);
+    if !read_only && !raw.writable.is_empty() {
+        p.push(
+            format!("{at}.writable"),
+            "only makes exceptions to \"read_only\": true; set it, or remove \"writable\"",
+        );
+    }
+    let writable: Vec<PathBuf> = raw.writable.into_iter().map(PathBuf::from).collect();
+    for (i, path) in writable.iter().enumerate() {
+        let key = format!("{at}.writable[{i}]");
+        let shown = path.display();
+        if !path.is_absolute() || path.as_os_str().as_encoded_bytes().contains(&0) {
+            p.push(
+                key,
+                format!("{:?} is not an absolute path", shown.to_string()),
+            );
+        } else if path.parent().is_none() {
+            p.push(
+                key,
+                "\"/\" would make everything writable; name the paths the command writes",
+            );
+        } else if !path.exists() {
+            p.push(
+                key,
+                format!(
+                    "{shown} does not exist (only an existing path can be made writable); create it"
+                ),
+            );
+        }
+    }
+    Sandbox {
+        read_only,
+        writable,
+        private_network: raw.network == Some(false),
+        private_tmp: raw.private_tmp,
+        no_new_privileges: raw.no_new_privileges,
+    }
+}
+
 fn validate_rule(at: &str, raw: RawRule, p: &mut Problems) -> Rule {
     if raw.name.trim().is_empty() {
         p.push(
@@ -486,6 +553,8 @@ fn validate_rule(at: &str, raw: RawRule, p: &mut Problems) -> Rule {
             }
         }
     }
+    let limits = validate_limits(&format!("{at}.limits"), raw.limits, p);
+    let sandbox = validate_sandbox(at, raw.sandbox, raw.no_pin, p);
     let rule = Rule {
         name: raw.name,
         action,
@@ -498,6 +567,8 @@ fn validate_rule(at: &str, raw: RawRule, p: &mut Problems) -> Rule {
         cwd,
         umask,
         callers: raw.callers.map(|who| p.who(&format!("{at}.callers"), who)),
+        limits,
+        sandbox,
     };
     if rule.no_pin
         && let Some(found) = escape_for(&rule)
@@ -734,6 +805,7 @@ impl Config {
             history: to_usize(p.range("jobs.history", j.history, 1, MAX_HISTORY)),
             wait_s: p.range("jobs.wait_s", j.wait_s, 0, MAX_WAIT_S),
             wait_max_s: p.range("jobs.wait_max_s", j.wait_max_s, 0, MAX_WAIT_S),
+            limits: validate_limits("jobs.limits", j.limits, &mut p),
         };
         if jobs.wait_s > jobs.wait_max_s {
             p.push(

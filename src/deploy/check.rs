@@ -6,13 +6,15 @@ use std::path::Path;
 
 use crate::auth::{StateStore, load_secret};
 use crate::config::{Config, ConfigError};
-use crate::jobs::ResultsDir;
+use crate::jobs::{ResultsDir, preview_containment};
 
 /// What `check` found: problems stop the agent; warnings are legal but risky.
 #[derive(Debug, Default)]
 pub struct Report {
     pub problems: Vec<String>,
     pub warnings: Vec<String>,
+    /// What contains jobs on this box, as far as `check` can tell from here.
+    pub containment: Option<String>,
 }
 
 /// Checks the config at `config`, the secret, state and results directories and the log
@@ -52,6 +54,13 @@ pub fn check(config: &Path, root: &Path) -> Report {
         ));
     }
     report.warnings = cfg.warnings();
+    // The agent runs elsewhere (under systemd): what the kernel and the v2 hierarchy
+    // offer at most, so a rule that would be refused is named now.
+    let containment = preview_containment();
+    report.containment = Some(containment.describe());
+    report
+        .warnings
+        .extend(containment.warnings(&cfg.rules, &cfg.jobs));
     report.warnings.extend(approval_warnings(&cfg));
     report
 }

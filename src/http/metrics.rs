@@ -46,6 +46,8 @@ pub struct Gauges {
     pub uptime_s: u64,
     /// Audit lines lost since start (a counter kept by `audit`).
     pub audit_dropped: u64,
+    /// Each containment layer and whether it is in force.
+    pub containment: [(&'static str, bool); 6],
 }
 
 /// Plain arrays and a short list rather than maps: the label sets are small and fixed,
@@ -201,6 +203,19 @@ impl Metrics {
         ] {
             header(&mut out, name, "gauge", help);
             let _ = writeln!(out, "{name} {value}");
+        }
+        header(
+            &mut out,
+            "sudo_agent_containment",
+            "gauge",
+            "1 when the layer contains jobs: cgroup, its controllers, the sandbox namespaces.",
+        );
+        for (layer, on) in &gauges.containment {
+            let _ = writeln!(
+                out,
+                "sudo_agent_containment{{layer=\"{layer}\"}} {}",
+                u8::from(*on)
+            );
         }
         header(
             &mut out,

@@ -58,6 +58,7 @@ struct Health {
     running: usize,
     queued: usize,
     locked_for_s: u64,
+    containment: jobs::Layers,
 }
 
 /// A request parked until the journal thread reports on its ticket.
@@ -187,6 +188,7 @@ impl Routes {
                 running: self.jobs.running(),
                 queued: self.jobs.queued(),
                 locked_for_s: self.auth.locked_for(clock::now_unix()),
+                containment: jobs::containment().layers(),
             },
         )
     }
@@ -201,6 +203,7 @@ impl Routes {
             results_bytes,
             uptime_s: self.started.elapsed().as_secs(),
             audit_dropped: audit::dropped(),
+            containment: jobs::containment().layers().gauges(),
         };
         Response::text(
             200,

@@ -1,8 +1,8 @@
 //! One job's process, start to finish, on the job's own thread: build the environment
-//! from nothing, spawn into a session of its own (`sys::child`: no terminal, no inherited
-//! descriptors or signal handlers, umask, cwd, the rule's user), capture capped output,
-//! enforce the timeout and cancellation, and make sure no process of the group outlives
-//! the job.
+//! from nothing, spawn into a cgroup and a session of its own (`sys::child`: no
+//! terminal, no inherited descriptors or signal handlers, umask, the sandbox, cwd, the
+//! rule's user), capture capped output, enforce the timeout and cancellation, and make
+//! sure no process of the job (its cgroup, else its process group) outlives it.
 //!
 //! One thread per job and no reader threads: a single `poll(2)` watches stdout, stderr
 //! and a pidfd of the child, so output and exit are seen together without blocking.
@@ -16,7 +16,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::sys::{self, ChildSetup, Credentials, clock};
+use super::contain;
+use crate::sys::{self, ChildSetup, Credentials, JobCgroup, Limits, Sandbox, clock};
 
 /// Longest single wait, so a cancel request is noticed within this time.
 const POLL_SLICE: Duration = Duration::from_millis(100);
@@ -62,6 +63,10 @@ pub struct ExecSpec {
     pub kill_grace: Duration,
     /// Cap for each of stdout and stderr; the rest is read and dropped.
     pub max_output_bytes: usize,
+    /// Written to the job's cgroup; a limit the kernel cannot enforce refuses the job.
+    pub limits: Limits,
+    /// Set up by the child before it execs; a part the kernel refuses refuses the job.
+    pub sandbox: Sandbox,
 }
 
 /// The umask of a child whose rule sets none: files it creates are not writable by
@@ -94,6 +99,8 @@ pub struct Outcome {
     pub truncated: bool,
     pub started_ms: u64,
     pub finished_ms: u64,
+    /// `memory_limit` when the OOM killer ended the job in its cgroup.
+    pub killed_by: Option<&'static str>,
 }
 
 impl Outcome {
@@ -107,6 +114,7 @@ impl Outcome {
             truncated: false,
             started_ms,
             finished_ms: clock::now_unix_ms(),
+            killed_by: None,
         }
     }
 }
@@ -137,25 +145,30 @@ pub fn own_home() -> PathBuf {
         .map_or_else(|| PathBuf::from("/root"), |u| u.home)
 }
 
-/// Ends a process group that is not our child (a job left behind by an agent that
-/// died): SIGTERM, SIGKILL after `grace`. Returns false if live members remain
-/// [`AFTER_KILL_LIMIT`] after SIGKILL.
-pub fn end_group(pgid: u32, grace: Duration) -> bool {
-    if !sys::group_running(pgid) {
-        return true;
+/// Ends the processes of a job that is not our child (left behind by an agent that
+/// died): SIGTERM, SIGKILL after `grace`. With its `cgroup` (still there), everything in
+/// it and nothing else: the group number may be a stranger's by now. Else process group
+/// `pgid`. Returns false if live processes remain [`AFTER_KILL_LIMIT`] after SIGKILL.
+pub fn end_group(pgid: u32, cgroup: Option<&Path>, grace: Duration) -> bool {
+    let target = match cgroup.and_then(JobCgroup::open) {
+        Some(group) => Target::Cgroup(group),
+        None => Target::Group(pgid),
+    };
+    if !target.running() {
+        return target.done();
     }
-    let _ = sys::kill_group(pgid, libc::SIGTERM);
+    target.signal(libc::SIGTERM);
     let kill_at = later(Instant::now(), grace);
     let mut give_up: Option<Instant> = None;
     loop {
         std::thread::sleep(GROUP_SLICE);
-        if !sys::group_running(pgid) {
-            return true;
+        if !target.running() {
+            return target.done();
         }
         let now = Instant::now();
         match give_up {
             None if now >= kill_at => {
-                let _ = sys::kill_group(pgid, libc::SIGKILL);
+                target.signal(libc::SIGKILL);
                 give_up = Some(later(now, AFTER_KILL_LIMIT));
             }
             Some(limit) if now >= limit => return false,
@@ -184,30 +197,69 @@ impl Started {
     }
 }
 
-/// Runs one job to the end, telling `on_start` when the child was spawned and when it
-/// proved [`Started::Lasting`]. When this returns, no process of that group is alive
-/// (see [`run`]'s notes on `setsid` below for the one thing a group cannot reach).
+/// What [`end_group`] signals.
+enum Target {
+    Group(u32),
+    Cgroup(JobCgroup),
+}
+
+impl Target {
+    fn running(&self) -> bool {
+        match self {
+            Target::Group(pgid) => sys::group_running(*pgid),
+            Target::Cgroup(group) => group.populated(),
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        match self {
+            Target::Group(pgid) => {
+                let _ = sys::kill_group(*pgid, signal);
+            }
+            Target::Cgroup(group) => group.signal(signal),
+        }
+    }
+
+    /// Empty now: an emptied cgroup is removed.
+    fn done(&self) -> bool {
+        if let Target::Cgroup(group) = self {
+            let _ = group.remove();
+        }
+        true
+    }
+}
+
+/// Runs one job to the end; `id` names its cgroup, where the agent has a cgroup tree
+/// (`contain`). `on_start` is told when the child was spawned and when it proved
+/// [`Started::Lasting`]. When this returns, no process of the job's cgroup (without
+/// one: its process group) is alive.
 ///
 /// Ending rules:
-/// - The job ends when the main child exits. Whatever is left of its group (a
-///   `sleep 100 &` the command put in the background) then gets SIGTERM, and SIGKILL
-///   after `kill_grace`: no background process outlives its job, and a pipe held open
-///   by such a grandchild cannot keep the job waiting for EOF.
-/// - At the deadline, or when `cancel` turns true, the group gets SIGTERM, then SIGKILL
+/// - The job ends when the main child exits. Whatever is left of it (a `sleep 100 &`
+///   the command put in the background, and with a cgroup also a process that left the
+///   group with `setsid` or a double fork) then gets SIGTERM, and SIGKILL after
+///   `kill_grace`: no background process outlives its job, and a pipe held open by such
+///   a grandchild cannot keep the job waiting for EOF.
+/// - At the deadline, or when `cancel` turns true, the job gets SIGTERM, then SIGKILL
 ///   after `kill_grace` if the child has not exited; the ending is `TimedOut` or
 ///   `Cancelled` whatever status the child then reports.
-/// - A grandchild that calls `setsid` (or `setpgid`) leaves the group and cannot be
-///   reached by it. That is allowed by the owner's rule (a rule that starts daemons),
-///   not something the agent can see: `run` returns once the main child is reaped, the
+/// - Without a cgroup, a grandchild that calls `setsid` (or `setpgid`) leaves the group
+///   and cannot be reached by it: `run` returns once the main child is reaped, the
 ///   pipes are drained of what is ready and the group is empty, without waiting for the
 ///   escapee to close its copy of the pipes.
-pub fn run(spec: &ExecSpec, cancel: &AtomicBool, on_start: impl FnMut(Started)) -> Outcome {
-    run_with(spec, cancel, on_start, true)
+pub fn run(
+    spec: &ExecSpec,
+    id: Option<&str>,
+    cancel: &AtomicBool,
+    on_start: impl FnMut(Started),
+) -> Outcome {
+    run_with(spec, id, cancel, on_start, true)
 }
 
 /// [`run`], with the pidfd optional so tests can take the pre-5.3-kernel path.
 fn run_with(
     spec: &ExecSpec,
+    id: Option<&str>,
     cancel: &AtomicBool,
     mut on_start: impl FnMut(Started),
     use_pidfd: bool,
@@ -220,11 +272,13 @@ fn run_with(
     if let Some(why) = untrusted(spec) {
         return Outcome::without_process(Ending::Refused(why), started_ms);
     }
-    let mut job = match Job::spawn(spec, use_pidfd) {
+    let cgroup = match contain::job_cgroup(id, &spec.limits) {
+        Ok(cgroup) => cgroup,
+        Err(why) => return Outcome::without_process(Ending::Refused(why), started_ms),
+    };
+    let mut job = match Job::spawn(spec, cgroup, use_pidfd) {
         Ok(job) => job,
-        Err(message) => {
-            return Outcome::without_process(Ending::SpawnFailed(message), started_ms);
-        }
+        Err(ending) => return Outcome::without_process(ending, started_ms),
     };
     on_start(Started::Spawned(job.pid));
     let mut lasting_told = false;
@@ -282,7 +336,7 @@ fn run_with(
     job.drain();
     // The main process is gone but others of its group may be left: those must be
     // findable after a crash while they are ended.
-    if !lasting_told && sys::group_running(job.pid) {
+    if !lasting_told && job.running() {
         on_start(Started::Lasting(job.pid));
     }
     let kill_at = stopping.as_ref().map(|(_, at)| *at);
@@ -293,6 +347,13 @@ fn run_with(
         Some(status) => (status.code(), status.signal()),
         None => (None, None),
     };
+    let oom = job.cgroup.as_ref().is_some_and(|g| g.oom_kills() > 0);
+    let killed_by = (oom && signal == Some(libc::SIGKILL)).then_some("memory_limit");
+    if let Some(group) = &job.cgroup
+        && let Err(e) = group.remove()
+    {
+        log::warn!("cannot remove cgroup {}: {e}", group.dir().display());
+    }
     let ending = match stopping {
         Some((reason, _)) => reason,
         None => match (exit_code, signal) {
@@ -311,6 +372,7 @@ fn run_with(
         stderr: String::from_utf8_lossy(&job.err.kept).into_owned(),
         started_ms,
         finished_ms: clock::now_unix_ms(),
+        killed_by,
     }
 }
 
@@ -404,6 +466,8 @@ struct Job {
     pid: u32,
     /// None when the kernel has no pidfd; exit is then found by `waitpid` every 10 ms.
     pidfd: Option<OwnedFd>,
+    /// The job's cgroup: signals and the end reach everything in it.
+    cgroup: Option<JobCgroup>,
     out: Capture,
     err: Capture,
     /// Set once the child is reaped (or found already reaped).
@@ -415,14 +479,52 @@ struct Job {
 }
 
 impl Job {
-    fn spawn(spec: &ExecSpec, use_pidfd: bool) -> Result<Job, String> {
+    /// A failure removes `cgroup`; nothing ran then.
+    fn spawn(spec: &ExecSpec, cgroup: Option<JobCgroup>, use_pidfd: bool) -> Result<Job, Ending> {
+        match Job::start(spec, cgroup.as_ref(), use_pidfd) {
+            Ok((mut child, pid, pidfd)) => {
+                let out = Capture::new(
+                    child.stdout.take().map(OwnedFd::from),
+                    spec.max_output_bytes,
+                );
+                let err = Capture::new(
+                    child.stderr.take().map(OwnedFd::from),
+                    spec.max_output_bytes,
+                );
+                Ok(Job {
+                    child,
+                    pid,
+                    pidfd,
+                    cgroup,
+                    out,
+                    err,
+                    exited: false,
+                    status: None,
+                    buf: [0; CHUNK],
+                })
+            }
+            Err(ending) => {
+                if let Some(group) = cgroup {
+                    let _ = group.remove();
+                }
+                Err(ending)
+            }
+        }
+    }
+
+    fn start(
+        spec: &ExecSpec,
+        cgroup: Option<&JobCgroup>,
+        use_pidfd: bool,
+    ) -> Result<(Child, u32, Option<OwnedFd>), Ending> {
+        let failed = Ending::SpawnFailed;
         let Some(program) = spec.argv.first() else {
-            return Err("empty argv: no program to run".into());
+            return Err(failed("empty argv: no program to run".into()));
         };
         if !program.starts_with('/') {
-            return Err(format!(
+            return Err(failed(format!(
                 "{program}: not an absolute path (the agent never searches PATH)"
-            ));
+            )));
         }
         let mut cmd = Command::new(program);
         cmd.args(&spec.argv[1..])
@@ -439,28 +541,44 @@ impl Job {
             (Some(uid), None) => match sys::lookup_uid(uid) {
                 Ok(Some(user)) => Some(Credentials { uid, gid: user.gid }),
                 Ok(None) => {
-                    return Err(format!(
+                    return Err(failed(format!(
                         "{program}: uid {uid} has no passwd entry, so no group to run as; name a group in the rule"
-                    ));
+                    )));
                 }
-                Err(e) => return Err(format!("{program}: looking up uid {uid}: {e}")),
+                Err(e) => return Err(failed(format!("{program}: looking up uid {uid}: {e}"))),
             },
             // Config validation refuses this; kept as a refusal here too, never a
             // child that runs as root while its rule looks like it dropped privileges.
             (None, Some(gid)) => {
-                return Err(format!(
+                return Err(failed(format!(
                     "{program}: group {gid} without a user would still run as root; name a user in the rule"
-                ));
+                )));
             }
         };
         let cwd = spec.cwd.as_deref().unwrap_or(Path::new("/"));
-        ChildSetup::new(drop_to, spec.umask.unwrap_or(DEFAULT_UMASK), cwd)
-            .map_err(|e| format!("cannot start {program} in {}: {e}", cwd.display()))?
-            .install(&mut cmd);
-        let mut child = cmd.spawn().map_err(|e| match &spec.cwd {
-            Some(cwd) => format!("cannot start {program} in {}: {e}", cwd.display()),
-            None => format!("cannot start {program}: {e}"),
+        let cannot = |e: io::Error| match sys::failed_step(&e) {
+            Some(step) => Ending::Refused(format!("refused: {step}; nothing ran")),
+            None => match &spec.cwd {
+                Some(cwd) => failed(format!("cannot start {program} in {}: {e}", cwd.display())),
+                None => failed(format!("cannot start {program}: {e}")),
+            },
+        };
+        let mut setup =
+            ChildSetup::new(drop_to, spec.umask.unwrap_or(DEFAULT_UMASK), cwd).map_err(&cannot)?;
+        if !spec.sandbox.is_empty() {
+            setup = setup.sandbox(spec.sandbox.prepare().map_err(&cannot)?);
+        }
+        let entry = cgroup.map(JobCgroup::entry).transpose().map_err(|e| {
+            Ending::Refused(format!(
+                "refused: cannot open the job's cgroup: {e}; nothing ran"
+            ))
         })?;
+        if let Some(entry) = &entry {
+            setup = setup.join(entry.as_fd());
+        }
+        setup.install(&mut cmd);
+        let child = cmd.spawn().map_err(&cannot)?;
+        drop(entry);
         let pid = child.id();
         let pidfd = match use_pidfd.then(|| sys::pidfd_open(pid)) {
             None => None,
@@ -472,24 +590,7 @@ impl Job {
                 None
             }
         };
-        let out = Capture::new(
-            child.stdout.take().map(OwnedFd::from),
-            spec.max_output_bytes,
-        );
-        let err = Capture::new(
-            child.stderr.take().map(OwnedFd::from),
-            spec.max_output_bytes,
-        );
-        Ok(Job {
-            child,
-            pid,
-            pidfd,
-            out,
-            err,
-            exited: false,
-            status: None,
-            buf: [0; CHUNK],
-        })
+        Ok((child, pid, pidfd))
     }
 
     /// Waits up to `wait` for output or exit, reads what is ready, reaps the child if it
@@ -548,15 +649,25 @@ impl Job {
         self.err.pump(&mut self.buf, READS_PER_DRAIN);
     }
 
+    /// `signal` to the job's group, and to everything in its cgroup.
     fn signal_group(&self, signal: i32) {
         if let Err(e) = sys::kill_group(self.pid, signal)
             && e.raw_os_error() != Some(libc::ESRCH)
         {
             log::warn!("signal {signal} to job group {}: {e}", self.pid);
         }
+        if let Some(group) = &self.cgroup {
+            group.signal(signal);
+        }
     }
 
-    /// SIGKILL to the group, and to the child itself in case it moved to another group.
+    /// True while a process of the job's group or cgroup lives.
+    fn running(&self) -> bool {
+        sys::group_running(self.pid) || self.cgroup.as_ref().is_some_and(JobCgroup::populated)
+    }
+
+    /// SIGKILL to the group and the whole cgroup, and to the child itself in case it
+    /// moved to another group.
     fn kill_hard(&mut self) {
         self.signal_group(libc::SIGKILL);
         if !self.exited {
@@ -570,7 +681,7 @@ impl Job {
     /// after the reap only ever reaches this job's processes.
     /// `kill_at` is when SIGKILL is due if SIGTERM was already sent.
     fn clear_group(&mut self, kill_at: Option<Instant>, killed: bool, grace: Duration) {
-        if !sys::group_running(self.pid) {
+        if !self.running() {
             return;
         }
         let kill_at = kill_at.unwrap_or_else(|| {
@@ -581,7 +692,7 @@ impl Job {
         loop {
             // Keep reading meanwhile: a grandchild may flush output as it exits.
             self.step(GROUP_SLICE);
-            if !sys::group_running(self.pid) {
+            if !self.running() {
                 return;
             }
             let now = Instant::now();
@@ -612,16 +723,13 @@ mod tests {
 
     fn spec(argv: &[&str]) -> ExecSpec {
         ExecSpec {
-            argv: argv.iter().map(|s| s.to_string()).collect(),
-            env: Vec::new(),
-            home: PathBuf::from("/root"),
-            uid: None,
-            gid: None,
-            cwd: None,
-            umask: None,
             timeout: Duration::from_secs(10),
             kill_grace: Duration::from_secs(1),
             max_output_bytes: 1 << 20,
+            ..ExecSpec::plain(
+                argv.iter().map(|s| s.to_string()).collect(),
+                PathBuf::from("/root"),
+            )
         }
     }
 
@@ -630,7 +738,7 @@ mod tests {
     }
 
     fn go(spec: &ExecSpec) -> Outcome {
-        run(spec, &AtomicBool::new(false), |_| {})
+        run(spec, None, &AtomicBool::new(false), |_| {})
     }
 
     /// Not running: no /proc entry, or a zombie waiting for an init that may never reap
@@ -666,6 +774,7 @@ mod tests {
         let mut seen = Vec::new();
         let out = run(
             &spec(&["/bin/sleep", "0.3"]),
+            None,
             &AtomicBool::new(false),
             |s| seen.push(s),
         );
@@ -789,7 +898,7 @@ mod tests {
     #[test]
     fn background_grandchild_killed_after_normal_exit() {
         let mut pgid = 0;
-        let out = run(&sh("sleep 100 & echo $!"), &AtomicBool::new(false), |s| {
+        let out = run(&sh("sleep 100 & echo $!"), None, &AtomicBool::new(false), |s| {
             pgid = s.pid()
         });
         assert_eq!(out.ending, Ending::Exited(0));
@@ -806,7 +915,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(300));
             flag.store(true, Ordering::SeqCst);
         });
-        let out = run(&sh("sleep 100"), &cancel, |_| {});
+        let out = run(&sh("sleep 100"), None, &cancel, |_| {});
         setter.join().unwrap();
         assert_eq!(out.ending, Ending::Cancelled);
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
@@ -815,7 +924,7 @@ mod tests {
     #[test]
     fn cancelled_before_start_spawns_nothing() {
         let mut started = false;
-        let out = run(&spec(&["/bin/true"]), &AtomicBool::new(true), |_| {
+        let out = run(&spec(&["/bin/true"]), None, &AtomicBool::new(true), |_| {
             started = true
         });
         assert_eq!(out.ending, Ending::Cancelled);
@@ -882,14 +991,14 @@ mod tests {
     #[test]
     fn works_without_pidfd() {
         let quiet = AtomicBool::new(false);
-        let out = run_with(&sh("echo hi; exit 4"), &quiet, |_| {}, false);
+        let out = run_with(&sh("echo hi; exit 4"), None, &quiet, |_| {}, false);
         assert_eq!(out.ending, Ending::Exited(4));
         assert_eq!(out.stdout, "hi\n");
 
         let mut s = sh("exec >&- 2>&-; sleep 100");
         s.timeout = Duration::from_millis(300);
         let t = Instant::now();
-        let out = run_with(&s, &quiet, |_| {}, false);
+        let out = run_with(&s, None, &quiet, |_| {}, false);
         assert_eq!(out.ending, Ending::TimedOut);
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
@@ -904,7 +1013,7 @@ mod tests {
         let pgid = leader.id();
         std::thread::sleep(Duration::from_millis(200));
         let t = Instant::now();
-        assert!(end_group(pgid, Duration::from_millis(500)));
+        assert!(end_group(pgid, None, Duration::from_millis(500)));
         assert!(
             t.elapsed() >= Duration::from_millis(400),
             "{:?}",
@@ -912,7 +1021,7 @@ mod tests {
         );
         assert!(!sys::group_running(pgid));
         leader.wait().unwrap();
-        assert!(end_group(pgid, Duration::from_millis(500)));
+        assert!(end_group(pgid, None, Duration::from_millis(500)));
     }
 
     #[test]
@@ -931,6 +1040,7 @@ mod tests {
         let mut started = false;
         let out = run(
             &spec(&[prog.to_str().unwrap()]),
+            None,
             &AtomicBool::new(false),
             |_| started = true,
         );
@@ -981,6 +1091,7 @@ mod tests {
         let out = run(
             // The pause keeps it running past the first look, when its group is reported.
             &sh("echo $$; cut -d' ' -f5,6,7 /proc/$$/stat; sleep 0.1"),
+            None,
             &AtomicBool::new(false),
             |s| pid = s.pid(),
         );

@@ -34,8 +34,9 @@ use std::time::{Duration, Instant};
 
 use mio::Waker;
 
+use super::contain::left_by;
 use super::journal_file::{
-    Compacted, FILE_NAME, Line, Verdict, WHAT, compact, io_error, judge, keep, next_compaction,
+    Compacted, FILE_NAME, Group, Line, Verdict, WHAT, compact, io_error, judge, keep, next_compaction,
     read, rewrite,
 };
 use super::record::{HISTORY_BYTES, JobRecord, Status};
@@ -59,7 +60,20 @@ const COMMIT_DELAY: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Orphan {
     pub id: String,
+    /// 0 when the journal has no start line for it (the agent died right after the
+    /// spawn) and its cgroup is what was found.
     pub pgid: u32,
+    /// Proven the job's by its cgroup: end what is in it, not the group number.
+    pub cgroup: Option<PathBuf>,
+}
+
+impl std::fmt::Display for Orphan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.cgroup {
+            Some(dir) => write!(f, "cgroup {}", dir.display()),
+            None => write!(f, "process group {}", self.pgid),
+        }
+    }
 }
 
 /// What start-up found in the journal.
@@ -258,14 +272,18 @@ impl Journal {
             job.record.status = Status::Interrupted;
             ended_now = true;
             audit::interrupted(&job.record.id, &job.record.command);
-            let Some(group) = job.group.take() else {
-                continue;
-            };
             let id = &job.record.id;
-            match judge(&group, boot.as_deref(), seen_until) {
-                Verdict::Ours => orphans.push(Orphan {
+            // The cgroup is there even when the start line is not (not synced yet).
+            let (group, cgroup) = match (job.group.take(), left_by(id)) {
+                (None, None) => continue,
+                (Some(group), cgroup) => (group, cgroup),
+                (None, Some(cgroup)) => (Group::default(), Some(cgroup)),
+            };
+            match judge(&group, cgroup, boot.as_deref(), seen_until) {
+                Verdict::Ours(cgroup) => orphans.push(Orphan {
                     id: id.clone(),
                     pgid: group.pgid,
+                    cgroup,
                 }),
                 Verdict::Gone => {}
                 Verdict::LeftAlone { why, pids } => log::warn!(
@@ -661,7 +679,7 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
-    use super::super::journal_file::{Group, Kept, judge_with};
+    use super::super::journal_file::{Kept, judge_with};
     use super::*;
     use std::os::unix::fs::MetadataExt;
     use std::os::unix::process::CommandExt;
@@ -754,7 +772,8 @@ mod tests {
             recovered.orphans,
             [Orphan {
                 id: record(3, Status::Queued).id,
-                pgid: leader.id()
+                pgid: leader.id(),
+                cgroup: None
             }]
         );
         leader.kill().unwrap();
@@ -1009,16 +1028,22 @@ mod tests {
             boot: boot.clone(),
             leader_start: sys::start_ticks(me),
         };
-        assert_eq!(judge(&mine, boot.as_deref(), None), Verdict::Ours);
+        assert_eq!(
+            judge(&mine, None, boot.as_deref(), None),
+            Verdict::Ours(None)
+        );
         let reused = Group {
             leader_start: mine.leader_start.map(|t| t - 1),
             ..mine.clone()
         };
         assert!(matches!(
-            judge(&reused, boot.as_deref(), None),
+            judge(&reused, None, boot.as_deref(), None),
             Verdict::LeftAlone { .. }
         ));
-        assert_eq!(judge(&mine, Some("another-boot"), None), Verdict::Gone);
+        assert_eq!(
+            judge(&mine, None, Some("another-boot"), None),
+            Verdict::Gone
+        );
     }
 
     #[test]
@@ -1040,7 +1065,7 @@ mod tests {
         // Forked by the job, in its session, before the agent last wrote a start line.
         assert_eq!(
             judged(Some(1200), vec![member(501, 500, 1100)]),
-            Verdict::Ours
+            Verdict::Ours(None)
         );
         // A stranger that got the number later (a daemon's setsid'd first child that
         // exited): its processes started after the last moment the job was seen.

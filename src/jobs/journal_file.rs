@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::record::{JobRecord, Status};
-use crate::sys;
+use crate::sys::{self, JobCgroup};
 use crate::sys::files::{self, FileError, Trust};
 
 /// File name inside `state_dir`.
@@ -40,7 +40,7 @@ pub(super) enum Line<J> {
     End { job: J },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct Group {
     pub(super) pgid: u32,
     pub(super) boot: Option<String>,
@@ -357,8 +357,8 @@ pub(super) fn rewrite(
 /// What start-up may do with a process group an interrupted job left behind.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Verdict {
-    /// Provably the job's: end it.
-    Ours,
+    /// Provably the job's: end it; by its cgroup when that is the proof.
+    Ours(Option<PathBuf>),
     /// Another boot, or no process left: nothing to do.
     Gone,
     /// Live processes that cannot be shown to be the job's: never signalled, only named.
@@ -367,8 +367,13 @@ pub(super) enum Verdict {
 
 /// Whether a recorded group is still this job's, from what `/proc` says now.
 ///
-/// A group number is a pid, and is reused once every process of the group (and of the
-/// session, which the job's leader also made) is gone. So:
+/// A job whose cgroup (`job-<id>`, made for this job alone, in the tree the agent uses
+/// now) is still there is judged by it: processes in it are the job's, wherever their
+/// group or session went; an empty one is removed. (A tree that moved since, say from
+/// the root to a systemd service, is not searched: the group is then judged as below.)
+///
+/// Without one: a group number is a pid, and is reused once every process of the group
+/// (and of the session, which the job's leader also made) is gone. So:
 /// - another boot: gone;
 /// - the leader is alive (or a zombie): ours only if it started when the journal says;
 /// - the leader is gone: ours only if a live member of the group is in the job's
@@ -376,7 +381,19 @@ pub(super) enum Verdict {
 ///   agent still counted the job as running, so the number could not yet be reused: a
 ///   stranger's processes all start after the reuse). A member started later may be
 ///   the job's or a stranger's; nothing proves which, so it is left alone.
-pub(super) fn judge(group: &Group, boot: Option<&str>, seen_until: Option<u64>) -> Verdict {
+pub(super) fn judge(
+    group: &Group,
+    cgroup: Option<JobCgroup>,
+    boot: Option<&str>,
+    seen_until: Option<u64>,
+) -> Verdict {
+    if let Some(cgroup) = cgroup {
+        if cgroup.populated() {
+            return Verdict::Ours(Some(cgroup.dir().to_path_buf()));
+        }
+        let _ = cgroup.remove();
+        return Verdict::Gone;
+    }
     judge_with(
         group,
         boot,
@@ -402,7 +419,7 @@ pub(super) fn judge_with(
     };
     if let Some(now) = leader_start_now {
         return if group.leader_start == Some(now) {
-            Verdict::Ours
+            Verdict::Ours(None)
         } else {
             Verdict::LeftAlone {
                 why: "its number now belongs to a process started after the job",
@@ -427,7 +444,7 @@ pub(super) fn judge_with(
         _ => false,
     };
     if proven {
-        Verdict::Ours
+        Verdict::Ours(None)
     } else {
         Verdict::LeftAlone {
             why: "its leader is gone and none of its processes can be shown to be the job's \

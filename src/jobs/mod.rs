@@ -2,9 +2,11 @@
 //! the loop thread), `pool` (the job threads), `exec` (one job's process), `journal`
 //! (history and used codes across restarts), `results` (the `agent-<id>.txt` files),
 //! `notify` (the command run when a detached job ends), `record` (a job as clients see
-//! it) and `spec` (a rule's settings as an `ExecSpec`).
+//! it), `spec` (a rule's settings as an `ExecSpec`) and `contain` (the cgroups and
+//! sandbox jobs get here).
 
 mod approval;
+mod contain;
 mod exec;
 mod journal;
 mod journal_file;
@@ -17,6 +19,10 @@ mod spec;
 mod table;
 
 pub(crate) use self::approval::{new_code, normalize as normalize_code};
+pub(crate) use self::contain::{
+    Layers, RemoveTree, agent as containment, init as init_containment,
+    preview as preview_containment,
+};
 pub(crate) use self::exec::{ExecSpec, own_home};
 pub(crate) use self::journal::{Journal, Ticket};
 pub(crate) use self::notify::NotifyCommand;

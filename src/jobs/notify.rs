@@ -72,16 +72,11 @@ impl NotifyCommand {
             return;
         }
         let spec = ExecSpec {
-            argv: self.argv.clone(),
             env,
-            home: self.home.clone(),
-            uid: None,
-            gid: None,
-            cwd: None,
-            umask: None,
             timeout: TIMEOUT,
             kill_grace: KILL_GRACE,
             max_output_bytes: MAX_OUTPUT,
+            ..ExecSpec::plain(self.argv.clone(), self.home.clone())
         };
         let running = Arc::clone(&self.running);
         let job = id.clone();
@@ -89,7 +84,7 @@ impl NotifyCommand {
             .name("notify".into())
             .stack_size(STACK)
             .spawn(move || {
-                let out = exec::run(&spec, &AtomicBool::new(false), |_| {});
+                let out = exec::run(&spec, None, &AtomicBool::new(false), |_| {});
                 let rc = match &out.ending {
                     Ending::TimedOut => "timeout".to_string(),
                     Ending::SpawnFailed(why) | Ending::Refused(why) => {

@@ -80,6 +80,9 @@ pub struct JobRecord {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
+    /// `memory_limit`: the OOM killer ended the job at its rule's `memory_max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub killed_by: Option<String>,
 }
 
 /// What the history of finished jobs may take, in memory and (twice over, between
@@ -138,6 +141,7 @@ impl JobRecord {
             approval: None,
             reason: None,
             expires_at: None,
+            killed_by: None,
         }
     }
 }

@@ -1,13 +1,14 @@
 //! The [`ExecSpec`] for a matched rule: who runs it, where, for how long, with which
-//! environment. The agent builds every job's spec here, and `explain` prints the same
+//! environment, limits and sandbox. The agent builds every job's spec here, and `explain` prints the same
 //! one, so what it shows is what would run.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::exec::ExecSpec;
 use crate::config::JobsConfig;
 use crate::policy::Rule;
+use crate::sys::{Limits, Sandbox};
 
 impl ExecSpec {
     /// `argv` as the policy planned it (the rule's own program first); the rule's
@@ -38,6 +39,27 @@ impl ExecSpec {
             timeout: Duration::from_secs(rule.timeout_s.unwrap_or(jobs.timeout_s)),
             kill_grace: Duration::from_secs(jobs.kill_grace_s),
             max_output_bytes: rule.max_output_bytes.unwrap_or(jobs.max_output_bytes),
+            limits: rule.limits.or(jobs.limits),
+            sandbox: rule.sandbox.clone(),
+        }
+    }
+
+    /// `argv` as the agent's own user, in `/`, with nothing added: no rule, no limits,
+    /// no sandbox, 30 s, 4 KiB of output (the notify command and probes start here).
+    pub fn plain(argv: Vec<String>, home: PathBuf) -> ExecSpec {
+        ExecSpec {
+            argv,
+            env: Vec::new(),
+            home,
+            uid: None,
+            gid: None,
+            cwd: None,
+            umask: None,
+            timeout: Duration::from_secs(30),
+            kill_grace: Duration::from_secs(2),
+            max_output_bytes: 4096,
+            limits: Limits::default(),
+            sandbox: Sandbox::default(),
         }
     }
 }

@@ -248,17 +248,9 @@ impl Jobs {
                 .stack_size(pool::STACK)
                 .spawn(move || {
                     for orphan in orphans {
-                        log::warn!(
-                            "ending process group {} left by interrupted job {}",
-                            orphan.pgid,
-                            orphan.id
-                        );
-                        if !exec::end_group(orphan.pgid, grace) {
-                            log::error!(
-                                "process group {} of job {} survived SIGKILL",
-                                orphan.pgid,
-                                orphan.id
-                            );
+                        log::warn!("ending {orphan} left by interrupted job {}", orphan.id);
+                        if !exec::end_group(orphan.pgid, orphan.cgroup.as_deref(), grace) {
+                            log::error!("{orphan} of job {} survived SIGKILL", orphan.id);
                         }
                     }
                 });
@@ -814,7 +806,7 @@ impl JobTask {
             }
         }
         let started_at = record.started_at.clone().unwrap_or_default();
-        let outcome = exec::run(&spec, &cancel, |started| match started {
+        let outcome = exec::run(&spec, Some(&record.id), &cancel, |started| match started {
             // Once a process exists: a job refused before its spawn never reads EXECUTING.
             Started::Spawned(_) => audit::executing(&record.id, &record.command),
             Started::Lasting(pgid) => shared.journal.started(&record.id, pgid, &started_at),
@@ -863,6 +855,7 @@ fn apply_outcome(record: &mut JobRecord, outcome: Outcome, timeout_s: u64, stopp
         record.stderr = why.clone();
     }
     record.truncated = outcome.truncated;
+    record.killed_by = outcome.killed_by.map(str::to_owned);
     record.started_at = Some(clock::rfc3339(outcome.started_ms));
     record.finished_at = Some(clock::rfc3339(outcome.finished_ms));
     record.duration_ms = Some(outcome.finished_ms.saturating_sub(outcome.started_ms));

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::caller::Who;
 use super::patterns::ArgPattern;
-use crate::sys::UserInfo;
+use crate::sys::{Limits, Sandbox, UserInfo};
 
 /// One allowlist rule; first match wins.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +27,10 @@ pub struct Rule {
     pub umask: Option<u32>,
     /// Who may ask for it (`callers`); `None`: anyone who reaches the agent.
     pub callers: Option<Who>,
+    /// The rule's own `limits`; `jobs.limits` fills in the rest (see `ExecSpec::for_rule`).
+    pub limits: Limits,
+    /// With `no_pin`'s default (`read_only`) already applied.
+    pub sandbox: Sandbox,
 }
 
 impl Rule {
@@ -48,6 +52,8 @@ impl Rule {
             cwd: None,
             umask: None,
             callers: None,
+            limits: Limits::default(),
+            sandbox: Sandbox::default(),
         }
     }
 }

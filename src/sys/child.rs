@@ -1,5 +1,6 @@
-//! A job's process between `fork` and `exec`: it leaves the agent's session, signals,
-//! descriptors, umask and working directory behind, then drops to the rule's user.
+//! A job's process between `fork` and `exec`: it enters the job's cgroup, leaves the
+//! agent's session, signals, descriptors, umask and working directory behind, sets up
+//! its sandbox, then drops to the rule's user.
 //!
 //! std applies `Command::uid`/`gid` *before* running `pre_exec` closures, so a child
 //! dropped that way would still carry the agent's SIGTERM handler (and its inherited
@@ -10,12 +11,14 @@
 
 use std::ffi::CString;
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use super::cerr::cerr;
+use super::sandbox::{Sandbox, SandboxSetup, Step, failed_step};
 
 /// The account a child drops to. Always both ids: a group without a user would leave
 /// the child root with every capability, so it cannot be expressed here.
@@ -29,6 +32,10 @@ pub struct Credentials {
 /// since another thread of the agent may have held the allocator's lock at that instant.
 #[derive(Debug)]
 pub struct ChildSetup {
+    /// `cgroup.procs` of the job's cgroup, open for writing; the caller keeps it open
+    /// until the spawn returns.
+    cgroup: Option<RawFd>,
+    sandbox: Option<SandboxSetup>,
     drop_to: Option<Credentials>,
     umask: libc::mode_t,
     cwd: CString,
@@ -40,10 +47,25 @@ impl ChildSetup {
         let cwd = CString::new(cwd.as_os_str().as_bytes())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         Ok(ChildSetup {
+            cgroup: None,
+            sandbox: None,
             drop_to,
             umask: umask & 0o777,
             cwd,
         })
+    }
+
+    /// The child moves itself into the cgroup whose `cgroup.procs` is `procs` before it
+    /// does anything else, so that whatever it becomes, and every process it starts,
+    /// ends with the job. `procs` must stay open until the spawn returns.
+    pub fn join(mut self, procs: BorrowedFd<'_>) -> ChildSetup {
+        self.cgroup = Some(procs.as_raw_fd());
+        self
+    }
+
+    pub fn sandbox(mut self, sandbox: SandboxSetup) -> ChildSetup {
+        self.sandbox = Some(sandbox);
+        self
     }
 
     /// Makes `cmd`'s child run [`ChildSetup::apply`] right before its `exec`. An error
@@ -57,7 +79,9 @@ impl ChildSetup {
         }
     }
 
-    /// The steps, in this order:
+    /// The steps, in this order (a failed containment step is named in the spawn
+    /// error, see `sandbox::failed_step`):
+    /// 0. into the job's cgroup (writing `0` moves the writer);
     /// 1. every signal to its default action, then an empty mask: the agent's handler
     ///    must never run in a child, and exec keeps ignored signals and the mask;
     /// 2. `setsid`: a new session and process group, and no controlling terminal, so a
@@ -65,9 +89,16 @@ impl ChildSetup {
     /// 3. the umask;
     /// 4. every descriptor above 2 close-on-exec (not closed: std reports a failed exec
     ///    through one of them);
-    /// 5. the rule's user: supplementary groups dropped, then group, then user;
-    /// 6. the working directory, entered with that user's rights.
+    /// 5. the sandbox (namespaces and mounts need root, so before the drop);
+    /// 6. the rule's user: supplementary groups dropped, then group, then user;
+    /// 7. the working directory, entered with that user's rights (and in the sandbox's
+    ///    mounts).
     fn apply(&self) -> io::Result<()> {
+        if let Some(procs) = self.cgroup {
+            // SAFETY: writes one byte from a literal to a descriptor the caller keeps open.
+            cerr(unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) })
+                .map_err(|e| Step::Cgroup.tag(e))?;
+        }
         default_signals()?;
         // SAFETY: setsid takes no arguments; a freshly forked child is never a process
         // group leader, so it succeeds.
@@ -75,6 +106,9 @@ impl ChildSetup {
         // SAFETY: umask takes a plain mode and cannot fail.
         unsafe { libc::umask(self.umask) };
         cloexec_above_stderr()?;
+        if let Some(sandbox) = &self.sandbox {
+            sandbox.apply()?;
+        }
         if let Some(who) = self.drop_to {
             // SAFETY: setgroups with a count of 0 reads no memory; setgid/setuid take ids.
             cerr(unsafe { libc::setgroups(0, std::ptr::null()) })?;
@@ -86,6 +120,24 @@ impl ChildSetup {
         // SAFETY: `cwd` is a NUL-terminated string owned by `self`, alive for the call.
         cerr(unsafe { libc::chdir(self.cwd.as_ptr()) })?;
         Ok(())
+    }
+}
+
+/// Runs `/bin/true` in `sandbox`, set up exactly as a job's: what the kernel refuses
+/// here it refuses a job. For `check`, the start-up log and `/health`.
+pub fn probe(sandbox: &Sandbox) -> Result<(), String> {
+    let mut cmd = Command::new("/bin/true");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    ChildSetup::new(None, 0o022, Path::new("/"))
+        .and_then(|setup| Ok(setup.sandbox(sandbox.prepare()?)))
+        .map_err(|e| e.to_string())?
+        .install(&mut cmd);
+    match cmd.status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!("/bin/true in the sandbox ended with {status}")),
+        Err(e) => Err(failed_step(&e).unwrap_or_else(|| format!("/bin/true: {e}"))),
     }
 }
 

@@ -3,25 +3,32 @@
 //! crate to `deny(unsafe_code)`), each block with its `// SAFETY:` reason and each `-1`
 //! turned into an `io::Error` by [`cerr`](cerr::cerr). Also here: the one place that
 //! opens files the agent trusts (`files`), the trust chain of the programs and
-//! directories it runs (`chain`), the clock, and systemd's interfaces.
+//! directories it runs (`chain`), the clock, systemd's interfaces, and what contains a
+//! job: its cgroup (`cgroup`) and its sandbox (`sandbox`, from `mounts`).
 
 mod cerr;
+mod cgroup;
 mod chain;
 mod child;
 pub(crate) mod clock;
 mod fd;
 pub(crate) mod files;
 mod lock;
+mod mounts;
 mod net;
 mod peer;
 mod process;
+mod sandbox;
 mod signals;
 pub(crate) mod systemd;
 mod tty;
 mod users;
 
+pub(crate) use self::cgroup::{
+    CgroupTree, Controller, JobCgroup, Limits, preview as cgroup_preview,
+};
 pub(crate) use self::chain::{ChainError, check_chain};
-pub(crate) use self::child::{ChildSetup, Credentials};
+pub(crate) use self::child::{ChildSetup, Credentials, probe as probe_sandbox};
 pub(crate) use self::fd::{
     create_at, lookup_at, open_write_at, poll_readable, rename_at, set_nonblocking, unlink_at,
 };
@@ -31,6 +38,7 @@ pub(crate) use self::peer::{tcp_peer_uid, unix_peer_uid};
 pub(crate) use self::process::{
     Member, boot_id, group_members, group_running, host_name, kill_group, pidfd_open, start_ticks,
 };
+pub(crate) use self::sandbox::{Sandbox, failed_step};
 pub(crate) use self::signals::stop_signal_pipe;
 pub(crate) use self::tty::EchoOff;
 pub(crate) use self::users::{

@@ -163,7 +163,8 @@ pub fn base_config(dir: &Path, overrides: Value) -> Value {
     cfg
 }
 
-fn merge(base: &mut Value, over: Value) {
+/// `over` merged into `base` key by key (objects merge, other values replace).
+pub fn merge(base: &mut Value, over: Value) {
     match (base, over) {
         (Value::Object(b), Value::Object(o)) => {
             for (k, v) in o {
@@ -476,6 +477,36 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill9();
+        self.end_job_cgroups();
+    }
+}
+
+impl Agent {
+    /// After the agent is gone: ends what is left in the cgroups of its jobs (those in
+    /// the journal; its log names the tree) and removes them, as a restarted agent's
+    /// recovery would.
+    fn end_job_cgroups(&self) {
+        let log = self.log();
+        let bases: Vec<&str> = log
+            .lines()
+            .filter_map(|l| l.split("CONTAINMENT: {\"cgroup\":\"").nth(1))
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        for line in self.journal() {
+            let id = line["id"].as_str().or(line["job"]["id"].as_str());
+            let Some(id) = id else { continue };
+            for base in &bases {
+                let dir = Path::new(base).join(format!("job-{id}"));
+                if fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+                    let empty = || {
+                        fs::read_to_string(dir.join("cgroup.events"))
+                            .map_or(true, |e| e.contains("populated 0"))
+                    };
+                    wait_until(Duration::from_secs(5), empty);
+                    let _ = fs::remove_dir(&dir);
+                }
+            }
+        }
     }
 }
 

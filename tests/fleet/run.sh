@@ -146,6 +146,16 @@ deb_phase() {
     expect "the same code again is refused" '^401 ' \
         "$(http pkg POST http://127.0.0.1:9999/run "{\"pin\":\"$code\",\"argv\":[\"df\",\"-h\",\"/\"]}")"
     expect "audit log" "EXECUTING \\[" "$(cat "$(root_of pkg)/var/log/sudo-agent.log")"
+    # Delegate=yes: the agent takes its service's cgroup over (itself in .../agent, each
+    # job in .../job-<id>), and a no_pin rule runs read-only in a mount namespace.
+    expect "jobs get cgroups below the service (Delegate=yes)" \
+        '"cgroup":"/sys/fs/cgroup/[^"]*system\.slice/sudo-agent\.service"' \
+        "$(http pkg GET http://127.0.0.1:9999/health)"
+    expect "the agent moved into its leaf" '^0::/system\.slice/sudo-agent\.service/agent$' \
+        "$(in_ pkg sh -c 'grep "^0::" /proc/$(systemctl show -P MainPID sudo-agent.service)/cgroup')"
+    expect "a no_pin job runs, read-only, in a cgroup of its own" \
+        '^200 .*"status":"succeeded".*load average' \
+        "$(http pkg POST http://127.0.0.1:9999/run '{"command":"uptime"}')"
 
     step "reinstall (upgrade path): the owner's config and the secret stay, the agent restarts"
     local pid secret sum

@@ -1,0 +1,238 @@
+//! What contains a job beyond its process group, decided once per agent: the cgroup
+//! tree `serve` sets up (`sys::cgroup`) and what the kernel gives a sandbox (probed by
+//! running `/bin/true` in one). Each job asks here for its cgroup; `check`, the start-up
+//! log, `/health` and `/metrics` report what is in force.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use serde::Serialize;
+
+use crate::config::JobsConfig;
+use crate::policy::Rule;
+use crate::sys::{self, CgroupTree, Controller, JobCgroup, Limits, Sandbox};
+
+/// `/health`'s `containment`: the directory job cgroups go in (null: process groups
+/// only) and whether each other layer is in force.
+#[derive(Debug, Clone, Serialize)]
+pub struct Layers {
+    pub cgroup: Option<String>,
+    pub memory: bool,
+    pub pids: bool,
+    pub cpu: bool,
+    pub mount_namespace: bool,
+    pub network_namespace: bool,
+}
+
+impl Layers {
+    /// Each layer, 1 when in force: `/metrics`' `sudo_agent_containment{layer}`.
+    pub fn gauges(&self) -> [(&'static str, bool); 6] {
+        [
+            ("cgroup", self.cgroup.is_some()),
+            ("memory", self.memory),
+            ("pids", self.pids),
+            ("cpu", self.cpu),
+            ("mount_namespace", self.mount_namespace),
+            ("network_namespace", self.network_namespace),
+        ]
+    }
+}
+
+/// The containment jobs get here.
+pub struct Containment {
+    /// Set up by `serve` only.
+    tree: Option<CgroupTree>,
+    /// Where job cgroups go (for `check`: the v2 mount, the most they could get) and
+    /// the controllers they have; else why jobs get no cgroup.
+    cgroups: Result<(PathBuf, Vec<Controller>), String>,
+    /// Whether the kernel gives a mount namespace (`read_only`, `private_tmp`) and a
+    /// network namespace; else why not.
+    mount_ns: Result<(), String>,
+    net_ns: Result<(), String>,
+}
+
+static AGENT: OnceLock<Containment> = OnceLock::new();
+
+/// The advice for a controller jobs do not have.
+const CONTROLLER_HINT: &str = "give the agent a cgroup v2 with it: Delegate=yes under systemd, \
+    and where cgroup v1 holds it, boot with systemd.unified_cgroup_hierarchy=1";
+
+/// `serve`, before any job (a job before it would fix [`agent`]'s default for good):
+/// sets up the agent's cgroup tree and probes the sandbox.
+pub fn init() -> &'static Containment {
+    AGENT.get_or_init(|| {
+        let tree = CgroupTree::setup();
+        let cgroups = match &tree {
+            Ok(t) => Ok((t.base().to_path_buf(), t.controllers().to_vec())),
+            Err(why) => Err(why.clone()),
+        };
+        Containment {
+            tree: tree.ok(),
+            cgroups,
+            ..probed()
+        }
+    })
+}
+
+/// What jobs run in now: [`init`]'s, else (a unit test, a command other than `serve`)
+/// no cgroups, and a sandbox left to the child to set up or refuse.
+pub fn agent() -> &'static Containment {
+    AGENT.get_or_init(|| Containment {
+        tree: None,
+        cgroups: Err("the agent set up no cgroup tree".into()),
+        mount_ns: Ok(()),
+        net_ns: Ok(()),
+    })
+}
+
+/// For `check`, which runs elsewhere than the agent will: what the v2 hierarchy offers
+/// at most, and what this kernel gives a sandbox. Changes nothing.
+pub fn preview() -> Containment {
+    Containment {
+        cgroups: sys::cgroup_preview(),
+        ..probed()
+    }
+}
+
+fn probed() -> Containment {
+    let mounts = Sandbox {
+        read_only: true,
+        private_tmp: true,
+        ..Sandbox::default()
+    };
+    let network = Sandbox {
+        private_network: true,
+        ..Sandbox::default()
+    };
+    Containment {
+        tree: None,
+        cgroups: Err(String::new()),
+        mount_ns: sys::probe_sandbox(&mounts),
+        net_ns: sys::probe_sandbox(&network),
+    }
+}
+
+/// The cgroup for job `id` with its limits, or `Ok(None)` where jobs get none (a
+/// notify command, or no cgroup tree and no limits asked for: the process group only).
+/// A limit no controller here can enforce refuses the job.
+pub fn job_cgroup(id: Option<&str>, limits: &Limits) -> Result<Option<JobCgroup>, String> {
+    let agent = agent();
+    let made = match agent.limits_refusal(limits) {
+        Some(why) => Err(why),
+        None => match (&agent.tree, id) {
+            (Some(tree), Some(id)) => tree.job(&name(id), limits).map(Some),
+            _ => return Ok(None),
+        },
+    };
+    made.map_err(|why| format!("refused: {why}; nothing ran"))
+}
+
+/// The cgroup job `id` had in the tree the agent uses now, if it is still there (a job
+/// the previous agent did not see end; see `journal`'s recovery).
+pub fn left_by(id: &str) -> Option<JobCgroup> {
+    let tree = agent().tree.as_ref()?;
+    JobCgroup::open(&tree.base().join(name(id)))
+}
+
+fn name(id: &str) -> String {
+    format!("job-{id}")
+}
+
+/// Removes the agent's own part of the cgroup tree, if empty, when dropped: `serve`
+/// holds one from [`init`] on, so that every way out of it cleans up.
+pub struct RemoveTree;
+
+impl Drop for RemoveTree {
+    fn drop(&mut self) {
+        if let Some(tree) = AGENT.get().and_then(|c| c.tree.as_ref()) {
+            tree.remove();
+        }
+    }
+}
+
+impl Containment {
+    fn has(&self, controller: Controller) -> bool {
+        self.cgroups
+            .as_ref()
+            .is_ok_and(|(_, have)| have.contains(&controller))
+    }
+
+    /// Why `limits` cannot be enforced here, if so.
+    fn limits_refusal(&self, limits: &Limits) -> Option<String> {
+        let (key, controller) = limits.needs().into_iter().find(|(_, c)| !self.has(*c))?;
+        let place = match &self.cgroups {
+            Ok((dir, _)) => format!("the cgroups under {} do not have it", dir.display()),
+            Err(why) => format!("jobs get no cgroup here ({why})"),
+        };
+        Some(format!(
+            "limits.{key} needs the {} controller, but {place}; {CONTROLLER_HINT}",
+            controller.name()
+        ))
+    }
+
+    /// Why `sandbox` cannot be given here, if so.
+    fn sandbox_refusal(&self, sandbox: &Sandbox) -> Option<String> {
+        let needs = [
+            (sandbox.mounts(), "a mount namespace", &self.mount_ns),
+            (sandbox.private_network, "a network namespace", &self.net_ns),
+        ];
+        needs.into_iter().find_map(|(needed, what, got)| match got {
+            Err(why) if needed => Some(format!(
+                "its sandbox needs {what}, which this kernel refuses ({why})"
+            )),
+            _ => None,
+        })
+    }
+
+    /// Rules (and `jobs.limits`) whose jobs would be refused here, one line each, for
+    /// `check` and the start-up log.
+    pub fn warnings(&self, rules: &[Rule], jobs: &JobsConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(why) = self.limits_refusal(&jobs.limits) {
+            out.push(format!("jobs.limits: every job will be refused: {why}"));
+        }
+        for rule in rules {
+            let why = self
+                .limits_refusal(&rule.limits)
+                .or_else(|| self.sandbox_refusal(&rule.sandbox));
+            if let Some(why) = why {
+                let no_pin = if rule.no_pin && rule.sandbox.read_only {
+                    " (no_pin, so read-only)"
+                } else {
+                    ""
+                };
+                out.push(format!(
+                    "rule `{}`{no_pin}: its jobs will be refused: {why}",
+                    rule.name
+                ));
+            }
+        }
+        out
+    }
+
+    /// What is in force, for `/health` and `/metrics`.
+    pub fn layers(&self) -> Layers {
+        Layers {
+            cgroup: self
+                .cgroups
+                .as_ref()
+                .ok()
+                .map(|(d, _)| d.display().to_string()),
+            memory: self.has(Controller::Memory),
+            pids: self.has(Controller::Pids),
+            cpu: self.has(Controller::Cpu),
+            mount_namespace: self.mount_ns.is_ok(),
+            network_namespace: self.net_ns.is_ok(),
+        }
+    }
+
+    /// One line for the start-up log and `check`: [`Containment::layers`], and why
+    /// jobs get no cgroup if they do not.
+    pub fn describe(&self) -> String {
+        let layers = serde_json::to_string(&self.layers()).unwrap_or_default();
+        match &self.cgroups {
+            Ok(_) => layers,
+            Err(why) => format!("{layers}; jobs run in process groups only: {why}"),
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! A rule's sandbox, applied by the job's own process between `fork` and `exec` (see
+//! `child`), so nothing outside the job changes: a private mount namespace where every
+//! mount is read-only but the `writable` paths, a fresh `/tmp`, a network namespace with
+//! only a loopback that is down, and `no_new_privs`.
+//!
+//! Everything the child needs is prepared before the fork ([`Sandbox::prepare`]); a step
+//! the kernel refuses fails the spawn with that step named ([`Step`]), and nothing runs.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::cerr::cerr;
+use super::mounts;
+
+/// What a rule's `sandbox` asks for (after `no_pin`'s default of `read_only`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sandbox {
+    /// Every mount read-only in the job's own mount namespace, but `writable`.
+    pub read_only: bool,
+    pub writable: Vec<PathBuf>,
+    /// `"network": false`: a network namespace of its own, loopback only and down.
+    pub private_network: bool,
+    pub private_tmp: bool,
+    pub no_new_privileges: bool,
+}
+
+impl Sandbox {
+    pub fn is_empty(&self) -> bool {
+        *self == Sandbox::default()
+    }
+
+    /// Whether it needs a mount namespace.
+    pub fn mounts(&self) -> bool {
+        self.read_only || self.private_tmp
+    }
+
+    /// What the child will do, prepared while allocating is still allowed: C strings of
+    /// the paths, and every mount point with its flags for kernels without
+    /// `mount_setattr` (read now: the child's namespace starts as a copy of this one).
+    pub fn prepare(&self) -> io::Result<SandboxSetup> {
+        let mut unshare = 0;
+        if self.mounts() {
+            unshare |= libc::CLONE_NEWNS;
+        }
+        if self.private_network {
+            unshare |= libc::CLONE_NEWNET;
+        }
+        let all = if self.read_only {
+            mounts::mounts()
+        } else {
+            Vec::new()
+        };
+        let flags_at = |path: &Path| {
+            all.iter()
+                .filter(|m| path.starts_with(&m.point))
+                .max_by_key(|m| m.point.as_os_str().len())
+                .map_or(0, |m| mount_flags(&m.options))
+        };
+        let mounts = all
+            .iter()
+            .map(|m| Ok((c_path(&m.point)?, mount_flags(&m.options))))
+            .collect::<io::Result<_>>()?;
+        let writable = self
+            .writable
+            .iter()
+            .map(|w| Ok((c_path(w)?, flags_at(w))))
+            .collect::<io::Result<_>>()?;
+        Ok(SandboxSetup {
+            unshare,
+            read_only: self.read_only,
+            mounts,
+            writable,
+            private_tmp: self.private_tmp,
+            no_new_privileges: self.no_new_privileges,
+        })
+    }
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// The per-mount flags mountinfo lists, which a bind remount must repeat (or it would
+/// clear `nosuid`, `nodev`, `noexec`).
+fn mount_flags(options: &str) -> libc::c_ulong {
+    options
+        .split(',')
+        .map(|o| match o {
+            "ro" => libc::MS_RDONLY,
+            "nosuid" => libc::MS_NOSUID,
+            "nodev" => libc::MS_NODEV,
+            "noexec" => libc::MS_NOEXEC,
+            "noatime" => libc::MS_NOATIME,
+            "nodiratime" => libc::MS_NODIRATIME,
+            "relatime" => libc::MS_RELATIME,
+            _ => 0,
+        })
+        .fold(0, |all, f| all | f)
+}
+
+/// The sandbox as the child applies it, allocating nothing.
+#[derive(Debug)]
+pub struct SandboxSetup {
+    unshare: libc::c_int,
+    read_only: bool,
+    /// Every mount point with its flags: the fallback of [`set_read_only`].
+    mounts: Vec<(CString, libc::c_ulong)>,
+    /// Each writable path with the flags of the mount it is on.
+    writable: Vec<(CString, libc::c_ulong)>,
+    private_tmp: bool,
+    no_new_privileges: bool,
+}
+
+/// The containment steps a child can fail at; the spawn error names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Cgroup = 1,
+    Namespaces,
+    Private,
+    ReadOnly,
+    Writable,
+    PrivateTmp,
+    NoNewPrivileges,
+}
+
+/// Marks an errno as carrying a [`Step`] in the bits above it. std sends a `pre_exec`
+/// error to `spawn` as one `i32` errno, whatever its value, so the step needs no other
+/// channel out of the child.
+const TAGGED: i32 = 0x4000_0000;
+
+impl Step {
+    /// `err` (an errno) with this step added; allocates nothing.
+    pub fn tag(self, err: io::Error) -> io::Error {
+        let errno = err.raw_os_error().unwrap_or(libc::EINVAL) & 0xffff;
+        io::Error::from_raw_os_error(TAGGED | (self as i32) << 16 | errno)
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Step::Cgroup => "entering the job's cgroup",
+            Step::Namespaces => "creating the sandbox's namespaces (unshare)",
+            Step::Private => "making the sandbox's mounts private",
+            Step::ReadOnly => "making every mount read-only (read_only)",
+            Step::Writable => "making a writable path writable",
+            Step::PrivateTmp => "mounting a private /tmp (private_tmp)",
+            Step::NoNewPrivileges => "setting no_new_privileges",
+        }
+    }
+}
+
+/// For a spawn error: which containment step failed and why, if it was one.
+pub fn failed_step(err: &io::Error) -> Option<String> {
+    let raw = err.raw_os_error().filter(|r| r & TAGGED != 0)?;
+    let step = [
+        Step::Cgroup,
+        Step::Namespaces,
+        Step::Private,
+        Step::ReadOnly,
+        Step::Writable,
+        Step::PrivateTmp,
+        Step::NoNewPrivileges,
+    ]
+    .into_iter()
+    .find(|s| *s as i32 == (raw >> 16) & 0xff)?;
+    let why = io::Error::from_raw_os_error(raw & 0xffff);
+    Some(format!("{}: {why}", step.what()))
+}
+
+impl SandboxSetup {
+    /// In the child, as root, before it drops to the rule's user: namespaces, then the
+    /// mounts (read-only first, then the writable paths bound over themselves and made
+    /// writable, then the private /tmp), then `no_new_privs`.
+    pub(super) fn apply(&self) -> io::Result<()> {
+        if self.unshare != 0 {
+            // SAFETY: unshare takes a flag word; the child is single-threaded.
+            cerr(unsafe { libc::unshare(self.unshare) }).map_err(|e| Step::Namespaces.tag(e))?;
+        }
+        if self.unshare & libc::CLONE_NEWNS != 0 {
+            // No mount made here may reach the agent's namespace, and none made there
+            // may appear here (it would not be read-only).
+            mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+                .map_err(|e| Step::Private.tag(e))?;
+            if self.read_only {
+                let all = self.mounts.iter().map(|(p, f)| (p.as_c_str(), *f));
+                set_read_only(c"/", true, all).map_err(|e| Step::ReadOnly.tag(e))?;
+                for (path, flags) in &self.writable {
+                    let path = path.as_c_str();
+                    let this = std::iter::once((path, *flags));
+                    mount(Some(path), path, None, libc::MS_BIND | libc::MS_REC, None)
+                        .and_then(|()| set_read_only(path, false, this))
+                        .map_err(|e| Step::Writable.tag(e))?;
+                }
+            }
+            if self.private_tmp {
+                for dir in [c"/tmp", c"/var/tmp"] {
+                    let flags = libc::MS_NOSUID | libc::MS_NODEV;
+                    match mount(
+                        Some(c"tmpfs"),
+                        dir,
+                        Some(c"tmpfs"),
+                        flags,
+                        Some(c"mode=1777"),
+                    ) {
+                        Err(e) if dir == c"/var/tmp" && e.raw_os_error() == Some(libc::ENOENT) => {}
+                        other => other.map_err(|e| Step::PrivateTmp.tag(e))?,
+                    }
+                }
+            }
+        }
+        if self.no_new_privileges {
+            // SAFETY: prctl with integer arguments only.
+            cerr(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+                .map_err(|e| Step::NoNewPrivileges.tag(e))?;
+        }
+        Ok(())
+    }
+}
+
+fn mount(
+    source: Option<&CStr>,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: libc::c_ulong,
+    data: Option<&CStr>,
+) -> io::Result<()> {
+    let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
+    // SAFETY: every pointer is null or a NUL-terminated string alive for the call.
+    cerr(unsafe {
+        libc::mount(
+            ptr(source),
+            target.as_ptr(),
+            ptr(fstype),
+            flags,
+            ptr(data).cast(),
+        )
+    })?;
+    Ok(())
+}
+
+/// The kernel's `struct mount_attr` (linux/mount.h).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 1;
+
+/// Makes the mount at `path` and every mount below it read-only (or writable again):
+/// `mount_setattr` (Linux 5.12+). Where that is missing (ENOSYS: older kernels,
+/// qemu-user) or refused by a seccomp filter (EPERM), a bind remount of each mount in
+/// `fallback`, repeating its own flags; a mount point another mount has hidden cannot
+/// be reached, so it is skipped.
+fn set_read_only<'a>(
+    path: &CStr,
+    on: bool,
+    fallback: impl Iterator<Item = (&'a CStr, libc::c_ulong)>,
+) -> io::Result<()> {
+    let bit = |set: bool| if set { MOUNT_ATTR_RDONLY } else { 0 };
+    let attr = MountAttr {
+        attr_set: bit(on),
+        attr_clr: bit(!on),
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is NUL-terminated and `attr` a mount_attr of the size passed, both
+    // alive for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    match cerr(rc) {
+        Ok(_) => return Ok(()),
+        Err(e) if !matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => return Err(e),
+        Err(_) => {}
+    }
+    for (point, flags) in fallback {
+        let flags = if on {
+            flags | libc::MS_RDONLY
+        } else {
+            flags & !libc::MS_RDONLY
+        };
+        let remount = libc::MS_REMOUNT | libc::MS_BIND | flags;
+        match mount(None, point, None, remount, None) {
+            Err(e) if !matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EINVAL)) => {
+                return Err(e);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_follow_the_mount_options() {
+        assert_eq!(
+            mount_flags("rw,nosuid,nodev,relatime"),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_RELATIME
+        );
+        assert_eq!(mount_flags("ro,noexec"), libc::MS_RDONLY | libc::MS_NOEXEC);
+    }
+
+    #[test]
+    fn a_step_rides_on_the_errno_and_comes_back_named() {
+        let err = Step::ReadOnly.tag(io::Error::from_raw_os_error(libc::EPERM));
+        let text = failed_step(&err).unwrap();
+        assert!(text.starts_with("making every mount read-only"), "{text}");
+        assert!(text.contains("Operation not permitted"), "{text}");
+        assert_eq!(
+            failed_step(&io::Error::from_raw_os_error(libc::ENOENT)),
+            None
+        );
+    }
+}

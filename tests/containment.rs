@@ -1,0 +1,704 @@
+//! Containment on this machine's real kernel: every job in a cgroup of its own (an
+//! escapee from its process group still ends with it, on exit, timeout, cancel, shutdown
+//! and after a crash), the per-rule sandbox (read-only mounts with writable exceptions,
+//! no network, no new privileges), limits where the kernel has their controllers, and
+//! refusals where it cannot give what a rule asks for.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::{
+    Agent, TempDir, agent_command, alive, base_config, free_port, run_bin, unsafe_kill, wait_until,
+};
+
+/// `/health`'s `containment`.
+fn containment(agent: &Agent) -> Value {
+    agent.get("/health").json()["containment"].clone()
+}
+
+/// The directory job cgroups go in, or `None` (a loud skip) where jobs get none. This
+/// machine and CI have a writable cgroup v2; a box without one runs jobs as before.
+fn cgroup_base(agent: &Agent, test: &str) -> Option<PathBuf> {
+    let base = containment(agent)["cgroup"].as_str().map(PathBuf::from);
+    if base.is_none() {
+        eprintln!(
+            "SKIPPED: {test}: the agent has no cgroup v2 here ({})",
+            agent.log()
+        );
+    }
+    base
+}
+
+/// Whether the agent's job cgroups have `controller`; a loud skip when not (here:
+/// memory, pids and cpu are all on cgroup v1, none on the v2 mount).
+fn has_controller(agent: &Agent, controller: &str, test: &str) -> bool {
+    let has = containment(agent)[controller] == true;
+    if !has {
+        eprintln!(
+            "SKIPPED: {test}: the {controller} controller is not available to the agent's \
+             cgroups on this machine (containment: {})",
+            containment(agent)
+        );
+    }
+    has
+}
+
+fn assert_stderr(job: &Value, text: &str) {
+    let stderr = job["stderr"].as_str().unwrap_or_default();
+    assert!(stderr.contains(text), "no {text:?} in {job}");
+}
+
+/// Reads a pid a job wrote into `file`, waiting for it.
+fn pid_in(file: &Path) -> u32 {
+    assert!(
+        wait_until(Duration::from_secs(10), || fs::read_to_string(file)
+            .is_ok_and(|t| t.ends_with('\n'))),
+        "{} was not written",
+        file.display()
+    );
+    fs::read_to_string(file).unwrap().trim().parse().unwrap()
+}
+
+/// A shell rule whose job leaves its process group and session with `setsid`, writes
+/// the escapee's pid to `DIR/escapee` once it is in a session of its own, then runs
+/// `then`.
+fn escaping(dir: &Path, then: &str) -> String {
+    format!(
+        "setsid sleep 60 & p=$!; until [ \"$(cut -d' ' -f6 /proc/$p/stat)\" = \"$p\" ]; \
+         do sleep 0.01; done; echo $p > {}/escapee; {then}",
+        dir.display()
+    )
+}
+
+/// Submits a job that escapes (see [`escaping`]) then sleeps, without waiting for it:
+/// its id and the escapee's pid.
+fn start_escaping(agent: &Agent, code: String) -> (String, u32) {
+    let dir = agent.dir.path();
+    let _ = fs::remove_file(dir.join("escapee"));
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": code, "command": escaping(dir, "sleep 60"), "wait": 0}),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    (id, pid_in(&dir.join("escapee")))
+}
+
+/// `sh -c SCRIPT` as argv times out after 2 s; a command string runs as a shell rule
+/// with the default timeout.
+fn shell_agent(tag: &str) -> Agent {
+    Agent::start(
+        tag,
+        json!({
+            "totp": {"step_s": 1},
+            "jobs": {"kill_grace_s": 1},
+            "rules": [
+                {"name": "short", "argv": ["/bin/sh", "-c", "*"], "timeout_s": 2},
+                {"name": "shell", "shell": true}
+            ]
+        }),
+    )
+}
+
+#[test]
+fn an_escapee_ends_with_its_job_on_timeout_cancel_and_shutdown() {
+    let mut agent = shell_agent("c-escape");
+    let Some(base) = cgroup_base(&agent, "escapee on timeout/cancel/shutdown") else {
+        return;
+    };
+    let dir = agent.dir.path().to_path_buf();
+
+    // Timeout: the `short` rule's 2 s.
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": agent.code(), "argv": ["sh", "-c", escaping(&dir, "sleep 60")], "wait": 30}),
+    );
+    let job = r.json();
+    assert_eq!(job["status"], "timed_out", "{job}");
+    let escapee = pid_in(&dir.join("escapee"));
+    assert!(!alive(escapee), "the escapee outlived its timed-out job");
+    assert!(
+        !base
+            .join(format!("job-{}", job["id"].as_str().unwrap()))
+            .exists()
+    );
+
+    // Cancel.
+    let (id, escapee) = start_escaping(&agent, agent.fresh_code());
+    let r = agent.post_json(
+        &format!("/job/{id}/cancel"),
+        &json!({"pin": agent.fresh_code()}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(wait_until(Duration::from_secs(10), || agent
+        .get(&format!("/job/{id}"))
+        .json()["status"]
+        == "cancelled"));
+    assert!(!alive(escapee), "the escapee outlived its cancelled job");
+
+    // Shutdown.
+    let (id, escapee) = start_escaping(&agent, agent.fresh_code());
+    assert!(agent.terminate().success());
+    assert!(!alive(escapee), "the escapee outlived the agent's shutdown");
+    assert!(!base.join(format!("job-{id}")).exists());
+}
+
+#[test]
+fn recovery_after_a_crash_ends_what_is_in_the_jobs_cgroup() {
+    // The job's leader sleeps on after the agent is SIGKILLed, and its escapee is in
+    // another session: only the cgroup proves it is the job's.
+    let mut agent = shell_agent("c-recover");
+    let Some(base) = cgroup_base(&agent, "recovery by cgroup") else {
+        return;
+    };
+    let (id, escapee) = start_escaping(&agent, agent.code());
+    let cgroup = base.join(format!("job-{id}"));
+    assert!(cgroup.exists());
+    // The start line is not synced: wait until the writer thread has written it.
+    assert!(wait_until(Duration::from_secs(10), || agent
+        .job_pgid(&id)
+        .is_some()));
+    let leader = agent.job_pgid(&id).unwrap();
+    agent.kill9();
+    assert!(alive(escapee) && alive(leader));
+    agent.spawn(&[]);
+    let gone = wait_until(Duration::from_secs(10), || {
+        !alive(escapee) && !alive(leader) && !cgroup.exists()
+    });
+    unsafe_kill(escapee, 9);
+    unsafe_kill(leader, 9);
+    assert!(
+        gone,
+        "left behind: escapee {escapee}, leader {leader}, {cgroup:?}"
+    );
+    assert_eq!(
+        agent.get(&format!("/job/{id}")).json()["status"],
+        "interrupted"
+    );
+}
+
+#[test]
+fn jobs_run_in_their_own_cgroup_which_is_removed_and_health_says_so() {
+    let agent = shell_agent("c-own");
+    let Some(base) = cgroup_base(&agent, "a cgroup per job") else {
+        return;
+    };
+    assert!(base.is_dir(), "{base:?}");
+    assert!(
+        agent.log().contains(&format!(
+            "CONTAINMENT: {{\"cgroup\":\"{}\",",
+            base.display()
+        )),
+        "{}",
+        agent.log()
+    );
+    let health = containment(&agent);
+    assert_eq!(health["mount_namespace"], true, "{health}");
+    assert_eq!(health["network_namespace"], true, "{health}");
+    let metrics = agent.get("/metrics").body;
+    assert!(
+        metrics.contains("sudo_agent_containment{layer=\"cgroup\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sudo_agent_containment{layer=\"mount_namespace\"} 1"));
+
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": agent.code(), "command": "grep '^0::' /proc/self/cgroup", "wait": 30}),
+    );
+    let job = r.json();
+    let id = job["id"].as_str().unwrap();
+    let seen = job["stdout"].as_str().unwrap().trim().to_string();
+    assert!(seen.ends_with(&format!("/job-{id}")), "{seen}");
+    assert!(
+        !base.join(format!("job-{id}")).exists(),
+        "empty job cgroup left behind"
+    );
+}
+
+#[test]
+fn an_agent_alone_in_its_cgroup_takes_it_over_as_under_systemd_delegation() {
+    // What `Delegate=yes` gives the service: a cgroup of its own. The agent moves into
+    // the leaf `agent` and makes `job-<id>` beside it.
+    let probe = Agent::start("c-probe", json!({}));
+    let Some(base) = cgroup_base(&probe, "delegated cgroup") else {
+        return;
+    };
+    drop(probe);
+    let mount = base.parent().unwrap();
+    let own = mount.join(format!("sa-test-delegated-{}", std::process::id()));
+    fs::create_dir(&own).unwrap();
+    let dir = TempDir::new("c-deleg");
+    let cfg = base_config(
+        dir.path(),
+        json!({"rules": [{"name": "sh", "shell": true}]}),
+    );
+    let mut agent = Agent::prepare(dir, &cfg);
+    let inner = agent_command();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#)
+        .arg(&own)
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    agent.launch(cmd, &[]);
+    let agent_cgroup = fs::read_to_string(format!("/proc/{}/cgroup", agent.pid())).unwrap();
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": agent.code(), "command": "grep '^0::' /proc/self/cgroup", "wait": 30}),
+    );
+    let job = r.json();
+    let health = containment(&agent);
+    agent.kill9();
+    let _ = fs::remove_dir(own.join("agent"));
+    let removed = fs::remove_dir(&own);
+    let name = own.file_name().unwrap().to_str().unwrap();
+    assert!(
+        agent_cgroup.contains(&format!("0::/{name}/agent")),
+        "{agent_cgroup}"
+    );
+    assert_eq!(health["cgroup"], own.to_str().unwrap(), "{health}");
+    let id = job["id"].as_str().unwrap();
+    assert!(
+        job["stdout"]
+            .as_str()
+            .unwrap()
+            .trim()
+            .ends_with(&format!("/{name}/job-{id}")),
+        "{job}"
+    );
+    removed.unwrap();
+}
+
+/// A root-owned 0755 test dir (so a dropped user can reach programs in it).
+fn open_dir(agent_dir: &Path) -> PathBuf {
+    fs::set_permissions(agent_dir, fs::Permissions::from_mode(0o755)).unwrap();
+    agent_dir.to_path_buf()
+}
+
+#[test]
+fn read_only_is_a_kernel_fact_and_writable_paths_are_the_exceptions() {
+    let dir = TempDir::new("c-ro");
+    let d = &dir.path().to_path_buf();
+    for sub in ["ro", "w"] {
+        fs::create_dir(d.join(sub)).unwrap();
+    }
+    let touch = |sub: &str| d.join(sub).join("marker").display().to_string();
+    let cfg = base_config(
+        d,
+        json!({"rules": [
+            {"name": "ro", "argv": ["/usr/bin/touch", touch("ro")], "no_pin": true},
+            {"name": "w", "argv": ["/usr/bin/touch", touch("w")], "no_pin": true,
+             "sandbox": {"writable": [d.join("w")]}},
+            {"name": "coded", "argv": ["/usr/bin/touch", "-c", "*"],
+             "sandbox": {"read_only": true}},
+            {"name": "mounts", "argv": ["/bin/cat", "/proc/self/mountinfo"], "no_pin": true},
+            {"name": "escape", "argv": ["/bin/sh", "-c", LEAVE_CGROUP], "no_pin": true}
+        ]}),
+    );
+    let mounts_before = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let agent = Agent::start_in(dir, &cfg, &[]);
+    let r = agent.post_json("/run", &json!({"argv": ["touch", touch("ro")]}));
+    let job = r.json();
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["exit_code"], 1);
+    assert_stderr(&job, "Read-only file system");
+    assert!(
+        !Path::new(&touch("ro")).exists(),
+        "a no_pin rule wrote to disk"
+    );
+
+    let r = agent.post_json("/run", &json!({"argv": ["touch", touch("w")]}));
+    assert_eq!(r.json()["status"], "succeeded", "{}", r.body);
+    assert!(Path::new(&touch("w")).exists());
+
+    // Any rule can ask for it; an existing file's times stay as they were.
+    let old = fs::metadata(agent.config_path.clone())
+        .unwrap()
+        .modified()
+        .unwrap();
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": agent.code(), "argv": ["touch", "-c", agent.config_path]}),
+    );
+    assert_eq!(r.json()["status"], "failed", "{}", r.body);
+    assert_eq!(
+        fs::metadata(&agent.config_path)
+            .unwrap()
+            .modified()
+            .unwrap(),
+        old
+    );
+
+    // Every mount the job can reach is read-only; nothing outside the job changed: this
+    // process's mounts are what they were. (A mount with another mounted over the same
+    // point later cannot be reached. Without mount_setattr, under qemu-user, the
+    // fallback remounts by path and leaves such a hidden one as it was.)
+    let r = agent.post_json("/run", &json!({"argv": ["cat", "/proc/self/mountinfo"]}));
+    let seen = r.json()["stdout"].as_str().unwrap().to_string();
+    let lines: Vec<Vec<&str>> = seen.lines().map(|l| l.split(' ').collect()).collect();
+    for (i, fields) in lines.iter().enumerate() {
+        let hidden = lines[i + 1..].iter().any(|later| later[4] == fields[4]);
+        assert!(
+            hidden || fields[5].split(',').any(|o| o == "ro"),
+            "writable in the job: {fields:?}"
+        );
+    }
+    assert_eq!(
+        fs::read_to_string("/proc/self/mountinfo").unwrap(),
+        mounts_before
+    );
+
+    // Device nodes still work; the job cannot move itself out of its cgroup.
+    let r = agent.post_json("/run", &json!({"argv": ["sh", "-c", LEAVE_CGROUP]}));
+    let job = r.json();
+    assert_eq!(job["stdout"], "null ok\nstayed\n", "{job}");
+    assert_stderr(&job, "Read-only file system");
+}
+
+/// Writes to /dev/null, then tries to move itself into the root of the cgroup v2 tree.
+const LEAVE_CGROUP: &str = "echo x >/dev/null && echo null ok; \
+    m=$(awk '{for (i = 7; i < NF; i++) if ($i == \"-\") { \
+    if ($(i+1) == \"cgroup2\") print $5; break }}' /proc/self/mountinfo); \
+    echo $$ > \"$m/cgroup.procs\" && echo left || echo stayed";
+
+#[test]
+fn a_private_tmp_is_empty_and_leaves_the_real_one_alone() {
+    let agent = Agent::start(
+        "c-tmp",
+        json!({"rules": [{"name": "tmp", "argv": ["/bin/sh", "-c",
+            "ls -A /tmp | wc -l; touch /tmp/sa-private-tmp-test && echo wrote"],
+            "sandbox": {"private_tmp": true, "read_only": true}}]}),
+    );
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": agent.code(), "argv": ["sh", "-c",
+            "ls -A /tmp | wc -l; touch /tmp/sa-private-tmp-test && echo wrote"]}),
+    );
+    let job = r.json();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["stdout"], "0\nwrote\n");
+    assert!(!Path::new("/tmp/sa-private-tmp-test").exists());
+}
+
+#[test]
+fn without_network_a_job_cannot_reach_the_agents_own_port() {
+    let port = free_port();
+    let connect = format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected");
+    let agent = Agent::start(
+        "c-net",
+        json!({
+            "listen": format!("127.0.0.1:{port}"),
+            "totp": {"step_s": 1},
+            "rules": [
+                {"name": "offline", "argv": ["/bin/bash", "-c", connect],
+                 "sandbox": {"network": false}},
+                {"name": "links", "argv": ["/bin/cat", "/proc/net/dev"],
+                 "sandbox": {"network": false}},
+                {"name": "online", "argv": ["/bin/bash", "-c", connect, "online"]}
+            ]
+        }),
+    );
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": agent.code(), "argv": ["bash", "-c", connect]}),
+    );
+    let job = r.json();
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_stderr(&job, "Network is unreachable");
+    // The same command outside the sandbox connects: the test can fail.
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": agent.fresh_code(), "argv": ["bash", "-c", connect, "online"]}),
+    );
+    assert_eq!(r.json()["stdout"], "connected\n", "{}", r.body);
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": agent.fresh_code(), "argv": ["cat", "/proc/net/dev"]}),
+    );
+    let links: Vec<String> = r.json()["stdout"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .skip(2)
+        .map(|l| l.split(':').next().unwrap().trim().to_string())
+        .collect();
+    assert_eq!(links, ["lo"], "{}", r.body);
+}
+
+#[test]
+fn no_new_privileges_stops_a_setuid_helper() {
+    let dir = TempDir::new("c-nnp");
+    let d = open_dir(dir.path());
+    // Two setuid-root copies of `id`: one rule each, so the same words reach both.
+    let helpers: Vec<String> = ["id-plain", "id-nnp"]
+        .iter()
+        .map(|name| {
+            let helper = d.join(name);
+            fs::copy("/usr/bin/id", &helper).unwrap();
+            fs::set_permissions(&helper, fs::Permissions::from_mode(0o4755)).unwrap();
+            helper.display().to_string()
+        })
+        .collect();
+    let cfg = base_config(
+        &d,
+        json!({"totp": {"step_s": 1}, "rules": [
+            {"name": "plain", "argv": [helpers[0], "-u"], "user": "nobody"},
+            {"name": "nnp", "argv": [helpers[1], "-u"], "user": "nobody",
+             "sandbox": {"no_new_privileges": true}}
+        ]}),
+    );
+    let agent = Agent::start_in(dir, &cfg, &[]);
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": agent.code(), "argv": [helpers[0], "-u"]}),
+    );
+    assert_eq!(
+        r.json()["stdout"],
+        "0\n",
+        "the setuid bit works here: {}",
+        r.body
+    );
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": agent.fresh_code(), "argv": [helpers[1], "-u"]}),
+    );
+    assert_eq!(r.json()["stdout"], "65534\n", "{}", r.body);
+}
+
+/// `sudo-agent ARGS` as root without CAP_SYS_ADMIN (`setpriv --bounding-set
+/// -sys_admin`), as in a locked-down container: no namespaces, no mounts.
+fn without_sys_admin() -> Command {
+    let agent = agent_command();
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--bounding-set", "-sys_admin"])
+        .arg(agent.get_program())
+        .args(agent.get_args());
+    cmd
+}
+
+#[test]
+fn a_sandbox_the_kernel_refuses_refuses_the_job_and_check_says_so_first() {
+    if Command::new("setpriv").arg("--help").output().is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "setpriv missing under CI=true: apt-get install util-linux"
+        );
+        eprintln!("SKIPPED: setpriv is missing (util-linux)");
+        return;
+    }
+    let dir = TempDir::new("c-nocap");
+    let d = &dir.path().to_path_buf();
+    let (ro, plain) = (d.join("ro-ran"), d.join("plain-ran"));
+    let cfg = base_config(
+        d,
+        json!({"rules": [
+            {"name": "ro", "argv": ["/usr/bin/touch", ro], "no_pin": true},
+            {"name": "plain", "argv": ["/usr/bin/touch", plain]}
+        ]}),
+    );
+    let config = crate::common::write_files(d, &cfg);
+    let check = without_sys_admin()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: rule `ro` (no_pin, so read-only): its jobs will be refused: its sandbox \
+             needs a mount namespace, which this kernel refuses"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Operation not permitted"), "{stderr}");
+
+    let mut agent = Agent::prepare(dir, &cfg);
+    agent.launch(without_sys_admin(), &[]);
+    assert_eq!(containment(&agent)["mount_namespace"], false);
+    let r = agent.post_json("/run", &json!({"argv": ["touch", ro]}));
+    let job = r.json();
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(
+        job["stderr"],
+        "refused: creating the sandbox's namespaces (unshare): Operation not permitted \
+         (os error 1); nothing ran"
+    );
+    assert!(!ro.exists(), "ran unsandboxed");
+    let id = job["id"].as_str().unwrap();
+    let log = agent.log();
+    assert!(log.contains(&format!("REFUSED [{id}]")), "{log}");
+    assert!(!log.contains(&format!("EXECUTING [{id}]")), "{log}");
+    // A rule that asks for no sandbox runs as ever.
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": agent.code(), "argv": ["touch", plain]}),
+    );
+    assert_eq!(r.json()["status"], "succeeded", "{}", r.body);
+    assert!(plain.exists());
+}
+
+#[test]
+fn a_writable_path_gone_at_run_time_refuses_the_job() {
+    let dir = TempDir::new("c-gone");
+    let gone = dir.path().join("gone");
+    fs::create_dir(&gone).unwrap();
+    let cfg = base_config(
+        dir.path(),
+        json!({"rules": [{"name": "up", "argv": ["/usr/bin/uptime"], "no_pin": true,
+                          "sandbox": {"writable": [gone]}}]}),
+    );
+    let agent = Agent::start_in(dir, &cfg, &[]);
+    fs::remove_dir(&gone).unwrap();
+    let job = agent
+        .post_json("/run", &json!({"command": "uptime"}))
+        .json();
+    assert_eq!(job["status"], "failed", "{job}");
+    let stderr = job["stderr"].as_str().unwrap();
+    assert!(
+        stderr.starts_with("refused: making a writable path writable: No such file or directory"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn limits_the_kernel_cannot_enforce_refuse_the_job_and_check_says_so_first() {
+    let dir = TempDir::new("c-nolimit");
+    let marker = dir.path().join("ran");
+    let cfg = base_config(
+        dir.path(),
+        json!({"rules": [{"name": "capped", "argv": ["/usr/bin/touch", marker],
+                          "limits": {"memory_max": 67108864, "tasks_max": 10}}]}),
+    );
+    let config = crate::common::write_files(dir.path(), &cfg);
+    let check = run_bin(&["check", "--config", config.to_str().unwrap()], "", &[]);
+    let agent = Agent::start_in(dir, &cfg, &[]);
+    if containment(&agent)["memory"] == true {
+        eprintln!(
+            "SKIPPED: limits_the_kernel_cannot_enforce…: the memory controller is there \
+             (a_job_over_its_memory_limit_is_killed_and_says_so runs instead)"
+        );
+        return;
+    }
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    assert!(
+        check.stderr.contains(
+            "warning: rule `capped`: its jobs will be refused: limits.memory_max needs the \
+             memory controller"
+        ),
+        "{}",
+        check.stderr
+    );
+    let job = agent
+        .post_json(
+            "/run",
+            &json!({"pin": agent.code(), "argv": ["touch", marker]}),
+        )
+        .json();
+    assert_eq!(job["status"], "failed", "{job}");
+    let stderr = job["stderr"].as_str().unwrap();
+    assert!(
+        stderr.starts_with("refused: limits.memory_max needs the memory controller, but "),
+        "{stderr}"
+    );
+    assert!(stderr.ends_with("; nothing ran"), "{stderr}");
+    assert!(!marker.exists(), "ran without its limits");
+    assert!(
+        agent.log().contains("its jobs will be refused"),
+        "no start-up warning"
+    );
+}
+
+#[test]
+fn a_job_over_its_memory_limit_is_killed_and_says_so() {
+    let agent = Agent::start(
+        "c-oom",
+        json!({"rules": [{"name": "hog", "argv": ["/bin/sh", "-c",
+            "head -c 268435456 /dev/zero | tail -n 1 >/dev/null"],
+            "limits": {"memory_max": 33554432}}]}),
+    );
+    if !has_controller(&agent, "memory", "memory_max") {
+        return;
+    }
+    let job = agent
+        .post_json(
+            "/run",
+            &json!({"pin": agent.code(), "argv": ["sh", "-c",
+                "head -c 268435456 /dev/zero | tail -n 1 >/dev/null"], "wait": 60}),
+        )
+        .json();
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["signal"], 9, "{job}");
+    assert_eq!(job["killed_by"], "memory_limit", "{job}");
+}
+
+#[test]
+fn limits_are_written_to_the_jobs_own_cgroup() {
+    // The job reads its own cgroup's files: what the kernel enforces, not what we meant.
+    let script = "m=$(awk '{for (i = 7; i < NF; i++) if ($i == \"-\") { \
+        if ($(i+1) == \"cgroup2\") print $5; break }}' /proc/self/mountinfo); \
+        d=$(grep '^0::' /proc/self/cgroup | cut -d: -f3); \
+        cd \"$m$d\" && cat pids.max cpu.max memory.max";
+    let agent = Agent::start(
+        "c-limits",
+        json!({"jobs": {"limits": {"tasks_max": 64}},
+               "rules": [{"name": "read", "argv": ["/bin/sh", "-c", script],
+                          "limits": {"memory_max": 67108864, "cpu_max_percent": 50}}]}),
+    );
+    let test = "limits in the job's cgroup";
+    if !["memory", "pids", "cpu"]
+        .iter()
+        .all(|c| has_controller(&agent, c, test))
+    {
+        return;
+    }
+    let job = agent
+        .post_json(
+            "/run",
+            &json!({"pin": agent.code(), "argv": ["sh", "-c", script], "wait": 30}),
+        )
+        .json();
+    assert_eq!(job["stdout"], "64\n50000 100000\n67108864\n", "{job}");
+}
+
+#[test]
+fn without_a_writable_cgroup_v2_jobs_run_in_process_groups_and_health_says_so() {
+    // The agent in a mount namespace of its own whose cgroup2 mount is read-only, as on
+    // a box (or container) without a writable cgroup v2.
+    let dir = TempDir::new("c-nocg");
+    let cfg = base_config(dir.path(), json!({}));
+    let mut agent = Agent::prepare(dir, &cfg);
+    let inner = agent_command();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "grep -w cgroup2 /proc/self/mounts | while read -r _ m _; do \
+             mount -o remount,bind,ro \"$m\"; done; exec \"$@\"",
+        )
+        .arg("sh")
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    agent.launch(cmd, &[]);
+    let health = containment(&agent);
+    assert_eq!(health["cgroup"], Value::Null, "{health}");
+    let log = agent.log();
+    assert!(
+        log.contains("jobs run in process groups only: cannot create the job's cgroup")
+            && log.contains("Read-only file system"),
+        "{log}"
+    );
+    assert!(
+        agent
+            .get("/metrics")
+            .body
+            .contains("sudo_agent_containment{layer=\"cgroup\"} 0")
+    );
+    let r = agent.post_json("/run", &json!({"command": "uptime"}));
+    assert_eq!(r.json()["status"], "succeeded", "{}", r.body);
+}
