@@ -89,7 +89,8 @@ fn run_request_waits_while_pending_shows_it_and_approve_runs_it_once_over_the_so
         row.starts_with(&a) && row.contains("root") && row.contains("sh"),
         "{pending:?}"
     );
-    assert!(row.ends_with(&script), "the exact command: {pending:?}");
+    let argv = format!("/bin/sh -c '{script}'");
+    assert!(row.ends_with(&argv), "the exact argv: {pending:?}");
     assert!(pending.stdout.contains("reason: disk check"), "{pending:?}");
 
     // A wrong code: refused (125), still held.

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::endpoint::{Endpoint, has_approvers, peek_config};
 use super::http_client::{Answer, Call, Client, ClientError, Held, Refusal, Submission};
-use super::pending::caller_name;
+use super::pending::{argv_text, caller_name};
 use crate::jobs::Status;
 use crate::sys::clock;
 use crate::text::printable;
@@ -489,28 +489,6 @@ fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> io::Res
     }
 }
 
-/// The argv as one line a human can check word by word: each word quoted when it
-/// holds anything but plain characters, control characters escaped.
-fn argv_text(argv: &Value) -> String {
-    let words = argv.as_array().map(Vec::as_slice).unwrap_or_default();
-    let plain = |w: &str| {
-        !w.is_empty()
-            && w.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
-    };
-    let quoted: Vec<String> = words
-        .iter()
-        .map(|w| {
-            let w = w.as_str().unwrap_or("?");
-            match plain(w) {
-                true => w.to_string(),
-                false => format!("'{}'", printable(&w.replace('\'', "'\\''"))),
-            }
-        })
-        .collect();
-    quoted.join(" ")
-}
-
 /// A held request the human approves elsewhere: what the assistant needs to wait.
 fn awaiting(held: &Held, why: &str) -> Value {
     #[derive(serde::Serialize)]
@@ -784,17 +762,6 @@ mod tests {
         tx.send(Line::Eof).unwrap();
         assert!(matches!(s.elicit("?", until), Elicited::NoAnswer(_)));
         assert!(s.ended && !s.asking);
-    }
-
-    #[test]
-    fn commands_are_shown_word_by_word() {
-        let argv = json!(["/bin/systemctl", "restart", "nginx.service"]);
-        assert_eq!(argv_text(&argv), "/bin/systemctl restart nginx.service");
-        let argv = json!(["/bin/echo", "a b", "it's", "", "\u{1b}[2K"]);
-        assert_eq!(
-            argv_text(&argv),
-            r"/bin/echo 'a b' 'it'\''s' '' '\u{1b}[2K'"
-        );
     }
 
     #[test]

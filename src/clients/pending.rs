@@ -1,5 +1,6 @@
 //! `sudo-agent pending`: the requests held for approval, one table row each, with the
-//! exact command a code would run (control characters escaped: see `text::printable`).
+//! exact argv a code would run, each word quoted when it needs it and control characters
+//! escaped (see `text::printable`).
 
 use serde_json::Value;
 
@@ -44,6 +45,28 @@ pub fn caller_name(caller: &Value) -> String {
     }
 }
 
+/// The argv as one line a human can check word by word: each word quoted when it
+/// holds anything but plain characters, control characters escaped.
+pub fn argv_text(argv: &Value) -> String {
+    let words = argv.as_array().map(Vec::as_slice).unwrap_or_default();
+    let plain = |w: &str| {
+        !w.is_empty()
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+    };
+    let quoted: Vec<String> = words
+        .iter()
+        .map(|w| {
+            let w = w.as_str().unwrap_or("?");
+            match plain(w) {
+                true => w.to_string(),
+                false => format!("'{}'", printable(&w.replace('\'', "'\\''"))),
+            }
+        })
+        .collect();
+    quoted.join(" ")
+}
+
 fn table(body: &Value, now: u64) -> String {
     let empty = Vec::new();
     let rows = body["pending"].as_array().unwrap_or(&empty);
@@ -63,7 +86,7 @@ fn table(body: &Value, now: u64) -> String {
             left,
             caller_name(&row["caller"]),
             text(row, "rule"),
-            text(row, "command"),
+            argv_text(&row["argv"]),
         ));
         if let Some(reason) = row["reason"].as_str() {
             out.push_str(&format!("{:<8} reason: {}\n", "", printable(reason)));
@@ -78,12 +101,23 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn commands_are_shown_word_by_word() {
+        let argv = json!(["/bin/systemctl", "restart", "nginx.service"]);
+        assert_eq!(argv_text(&argv), "/bin/systemctl restart nginx.service");
+        let argv = json!(["/bin/echo", "a b", "it's", "", "\u{1b}[2K"]);
+        assert_eq!(
+            argv_text(&argv),
+            r"/bin/echo 'a b' 'it'\''s' '' '\u{1b}[2K'"
+        );
+    }
+
+    #[test]
     fn rows_show_the_exact_command_and_who_asked() {
         let body = json!({"pending": [
-            {"id": "a", "approval": "K7Q2", "command": "systemctl restart nginx\u{1b}[2K",
-             "argv": [], "rule": "restart", "caller": {"via": "unix", "uid": 1001, "user": "claude"},
+            {"id": "a", "approval": "K7Q2", "command": "systemctl restart nginx",
+             "argv": ["/bin/systemctl", "restart", "nginx\u{1b}[2K"], "rule": "restart", "caller": {"via": "unix", "uid": 1001, "user": "claude"},
              "reason": "site down", "submitted_at": 90, "expires_at": 400},
-            {"id": "b", "approval": "XY34", "command": "df -h", "argv": [], "rule": "df",
+            {"id": "b", "approval": "XY34", "command": "df -h", "argv": ["/bin/df", "-h"], "rule": "df",
              "caller": {"via": "tcp", "uid": 7, "user": null}, "reason": null,
              "submitted_at": 90, "expires_at": 50},
         ]});
@@ -93,7 +127,7 @@ mod tests {
         assert!(lines[0].starts_with("APPROVAL"), "{out}");
         assert!(
             lines[1].starts_with("K7Q2        300s  claude       restart")
-                && lines[1].ends_with("systemctl restart nginx\\u{1b}[2K"),
+                && lines[1].ends_with("/bin/systemctl restart 'nginx\\u{1b}[2K'"),
             "{out}"
         );
         assert!(

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::endpoint::Endpoint;
 use super::http_client::{Answer, Call, Client, ClientError, Held, Refusal, Submission};
+use super::pending::argv_text;
 use super::sip::{self, Message};
 use crate::jobs::{JobRecord, Status};
 use crate::sys::EchoOff;
@@ -232,7 +233,7 @@ fn what_to_send(args: &RunArgs, client: &Client) -> Result<Call, String> {
     })
 }
 
-/// The command a held request would run, from `GET /pending`, so the human reads it
+/// The argv a held request would run, from `GET /pending`, so the human reads it
 /// before typing a code; `None` when the agent does not say.
 fn held_command(client: &Client, approval: &str) -> Option<String> {
     let pending = client.get_json("/pending").ok()?.ok()?;
@@ -244,7 +245,7 @@ fn held_command(client: &Client, approval: &str) -> Option<String> {
                 .as_str()
                 .is_some_and(|a| a.eq_ignore_ascii_case(approval))
         })
-        .and_then(|p| p["command"].as_str().map(printable))
+        .map(|p| argv_text(&p["argv"]))
 }
 
 fn read_line_from_stdin() -> Result<Option<String>, String> {
