@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::endpoint::{Endpoint, has_approvers, peek_config};
 use super::http_client::{Answer, Call, Client, ClientError, Held, Refusal, Submission};
-use super::pending::{argv_text, caller_name};
+use super::shown::{argv_text, caller_name};
 use crate::jobs::Status;
 use crate::sys::clock;
 use crate::text::printable;

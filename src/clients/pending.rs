@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::endpoint::Endpoint;
 use super::run::{EXIT_UNREACHABLE, print_json, refusal_exit};
+use super::shown::{argv_text, caller_name};
 use crate::sys::clock;
 use crate::text::printable;
 
@@ -34,37 +35,6 @@ pub fn main(endpoint: &Endpoint, json: bool) -> i32 {
         print!("{}", table(&body, clock::now_unix()));
     }
     0
-}
-
-/// Who asked, as `approvals.notify` names it: the user, else `uid N`, else `unknown`.
-pub fn caller_name(caller: &Value) -> String {
-    match (caller["user"].as_str(), caller["uid"].as_u64()) {
-        (Some(user), _) => printable(user),
-        (None, Some(uid)) => format!("uid {uid}"),
-        (None, None) => "unknown".into(),
-    }
-}
-
-/// The argv as one line a human can check word by word: each word quoted when it
-/// holds anything but plain characters, control characters escaped.
-pub fn argv_text(argv: &Value) -> String {
-    let words = argv.as_array().map(Vec::as_slice).unwrap_or_default();
-    let plain = |w: &str| {
-        !w.is_empty()
-            && w.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
-    };
-    let quoted: Vec<String> = words
-        .iter()
-        .map(|w| {
-            let w = w.as_str().unwrap_or("?");
-            match plain(w) {
-                true => w.to_string(),
-                false => format!("'{}'", printable(&w.replace('\'', "'\\''"))),
-            }
-        })
-        .collect();
-    quoted.join(" ")
 }
 
 fn table(body: &Value, now: u64) -> String {
@@ -101,17 +71,6 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn commands_are_shown_word_by_word() {
-        let argv = json!(["/bin/systemctl", "restart", "nginx.service"]);
-        assert_eq!(argv_text(&argv), "/bin/systemctl restart nginx.service");
-        let argv = json!(["/bin/echo", "a b", "it's", "", "\u{1b}[2K"]);
-        assert_eq!(
-            argv_text(&argv),
-            r"/bin/echo 'a b' 'it'\''s' '' '\u{1b}[2K'"
-        );
-    }
-
-    #[test]
     fn rows_show_the_exact_command_and_who_asked() {
         let body = json!({"pending": [
             {"id": "a", "approval": "K7Q2", "command": "systemctl restart nginx",
@@ -138,10 +97,6 @@ mod tests {
         assert_eq!(
             table(&json!({"pending": []}), 0),
             "nothing awaits approval\n"
-        );
-        assert_eq!(
-            caller_name(&json!({"via": "tcp", "uid": null, "user": null})),
-            "unknown"
         );
     }
 }

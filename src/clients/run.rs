@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::endpoint::Endpoint;
 use super::http_client::{Answer, Call, Client, ClientError, Held, Refusal, Submission};
-use super::pending::argv_text;
+use super::shown::argv_text;
 use super::sip::{self, Message};
 use crate::jobs::{JobRecord, Status};
 use crate::sys::EchoOff;
