@@ -299,9 +299,14 @@ fn home_assistant_rest_command_body_is_what_the_agent_accepts() {
     assert_eq!(r.json()["stdout"], "quoted and single\n");
 }
 
-/// One form POST taken on `listener` and answered 200: its head and its fields.
+/// The value of form field `key`.
+fn field<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// One form POST to the webhook `id` taken on `listener` and answered 200: its fields.
 /// Fails after a minute rather than hang when nothing posts.
-fn receive_form(listener: &TcpListener) -> (String, Vec<(String, String)>) {
+fn receive_form(listener: &TcpListener, id: &str) -> Vec<(String, String)> {
     listener.set_nonblocking(true).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut conn = loop {
@@ -334,7 +339,11 @@ fn receive_form(listener: &TcpListener) -> (String, Vec<(String, String)>) {
     reader.read_exact(&mut body).unwrap();
     conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         .unwrap();
-    (head, form_decode(std::str::from_utf8(&body).unwrap()))
+    assert!(
+        head.starts_with(&format!("POST /api/webhook/{id} HTTP/1.1")),
+        "{head}"
+    );
+    form_decode(std::str::from_utf8(&body).unwrap())
 }
 
 /// URL-form decoding into pairs.
@@ -383,17 +392,9 @@ fn notify_command_posts_the_form_the_automation_reads() {
         .env("RESULT_FILE", "/tmp/sudo-agent/agent-0123.txt")
         .spawn()
         .unwrap();
-    let (head, form) = receive_form(&listener);
+    let form = receive_form(&listener, WEBHOOK);
     assert!(child.wait().unwrap().success());
-    assert!(
-        head.starts_with(&format!("POST /api/webhook/{WEBHOOK} HTTP/1.1")),
-        "{head}"
-    );
-    let get = |k: &str| {
-        form.iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |k: &str| field(&form, k);
     assert_eq!(get("command"), Some(command), "{form:?}");
     assert_eq!(get("status"), Some("succeeded"));
     assert_eq!(get("exit_code"), Some("0"));
@@ -441,16 +442,8 @@ fn approvals_notify_posts_what_the_phone_notification_shows() {
         &json!({"command": "echo \"$(id)\" & x", "reason": "why"}),
     );
     assert_eq!(held.status, 202, "{}", held.body);
-    let (head, form) = receive_form(&listener);
-    assert!(
-        head.starts_with(&format!("POST /api/webhook/{APPROVAL_WEBHOOK} ")),
-        "{head}"
-    );
-    let get = |k: &str| {
-        form.iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let form = receive_form(&listener, APPROVAL_WEBHOOK);
+    let get = |k: &str| field(&form, k);
     assert_eq!(
         get("approval"),
         held.json()["approval"].as_str(),

@@ -179,45 +179,8 @@ enum Target {
 }
 
 /// A connection of either kind; both carry the same HTTP.
-enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Stream {
-    fn set_timeouts(&self, read: Duration, write: Duration) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s
-                .set_read_timeout(Some(read))
-                .and_then(|()| s.set_write_timeout(Some(write))),
-            Stream::Unix(s) => s
-                .set_read_timeout(Some(read))
-                .and_then(|()| s.set_write_timeout(Some(write))),
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(()) // Neither kind buffers.
-    }
-}
+trait Conn: Read + Write {}
+impl<T: Read + Write> Conn for T {}
 
 impl Client {
     /// `http://HOST[:PORT][/]`, HOST an IP address or `localhost`. The agent serves
@@ -370,11 +333,8 @@ impl Client {
         body: Option<&[u8]>,
         wait_s: u64,
     ) -> Result<HttpResponse, ClientError> {
-        let mut stream = self.connect()?;
         let read_timeout = Duration::from_secs(wait_s).saturating_add(READ_MARGIN);
-        stream
-            .set_timeouts(read_timeout, READ_MARGIN)
-            .map_err(|e| self.io(e))?;
+        let mut stream = self.connect(read_timeout)?;
         let body = body.unwrap_or_default();
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: sudo-agent/{}\r\n\
@@ -397,12 +357,22 @@ impl Client {
         })
     }
 
-    fn connect(&self) -> Result<Stream, ClientError> {
-        match &self.target {
-            Target::Tcp(addr) => TcpStream::connect_timeout(addr, CONNECT_TIMEOUT).map(Stream::Tcp),
-            Target::Unix(path) => UnixStream::connect(path).map(Stream::Unix),
-        }
-        .map_err(|err| ClientError::Connect {
+    /// A connection with its read timeout (and `READ_MARGIN` to write).
+    fn connect(&self, read: Duration) -> Result<Box<dyn Conn>, ClientError> {
+        let (read, write) = (Some(read), Some(READ_MARGIN));
+        let stream: io::Result<Box<dyn Conn>> = match &self.target {
+            Target::Tcp(addr) => TcpStream::connect_timeout(addr, CONNECT_TIMEOUT).and_then(|s| {
+                s.set_read_timeout(read)?;
+                s.set_write_timeout(write)?;
+                Ok(Box::new(s) as Box<dyn Conn>)
+            }),
+            Target::Unix(path) => UnixStream::connect(path).and_then(|s| {
+                s.set_read_timeout(read)?;
+                s.set_write_timeout(write)?;
+                Ok(Box::new(s) as Box<dyn Conn>)
+            }),
+        };
+        stream.map_err(|err| ClientError::Connect {
             url: self.url.clone(),
             err,
         })
