@@ -205,7 +205,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         "approve" | "deny" => {
             let [approval] = positional.as_slice() else {
                 return Err(format!(
-                    "{sub} takes exactly one approval code, e.g. {sub} K7Q2"
+                    "{sub} takes exactly one approval code, e.g. {sub} K7QX"
                 ));
             };
             let approval = approval.to_ascii_uppercase();
