@@ -570,7 +570,7 @@ fn refused(refusal: &Refusal) -> Value {
             " Ask the human for the current code from their authenticator app; each code works once."
         }
         "not_allowed" => " No rule allows this command; see list_allowed_commands.",
-        "locked_out" => " Too many wrong codes: wait, then ask the human for a new code.",
+        "locked_out" => " Too many wrong codes: wait before trying again.",
         _ => "",
     };
     tool_text(
