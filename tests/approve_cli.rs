@@ -218,3 +218,59 @@ fn check_warns_when_an_assistant_could_approve_its_own_requests() {
     let err = check(json!({"approvers": {"users": ["root"]}}));
     assert!(!err.contains("approv"), "{err}");
 }
+
+#[test]
+fn approve_on_a_terminal_shows_the_argv_and_reads_the_code_without_echo() {
+    if !crate::common::python_has("pty", "python3 is needed to give approve a terminal") {
+        return;
+    }
+    let agent = Agent::start("cli-approve-tty", json!({}));
+    let held = agent.post_json("/request", &json!({"argv": ["echo", "approved", "a b"]}));
+    let approval = held.json()["approval"].as_str().unwrap().to_string();
+    let code = agent.code();
+    // The parent answers the prompt as a person would and prints the whole transcript.
+    let script = r#"
+import os, pty, sys
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:-1])
+seen = b""
+def read():
+    global seen
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        return False
+    seen += chunk
+    return bool(chunk)
+while b"): " not in seen and read():
+    pass
+os.write(fd, sys.argv[-1].encode() + b"\n")
+while read():
+    pass
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(seen.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let url = agent.url("");
+    let mut args: Vec<String> = crate::common::agent_shell_command()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    args.extend(["approve", &approval, "--url", &url].map(String::from));
+    args.push(code.clone());
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(&args)
+        .output()
+        .unwrap();
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{seen}");
+    assert!(
+        seen.contains("code for `/bin/echo approved 'a b'`"),
+        "the prompt shows the argv: {seen}"
+    );
+    assert!(!seen.contains(&code), "the code was echoed: {seen}");
+    assert!(seen.contains("approved a b"), "{seen}");
+}
