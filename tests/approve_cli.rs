@@ -228,9 +228,11 @@ fn approve_on_a_terminal_shows_the_argv_and_reads_the_code_without_echo() {
     let held = agent.post_json("/request", &json!({"argv": ["echo", "approved", "a b"]}));
     let approval = held.json()["approval"].as_str().unwrap().to_string();
     let code = agent.code();
-    // The parent answers the prompt as a person would and prints the whole transcript.
+    // The parent answers the prompt at once (as a paste would) and prints the whole
+    // transcript. Echo went off after the prompt before: that flushed the answer away.
     let script = r#"
-import os, pty, sys
+import os, pty, signal, sys
+signal.alarm(60)  # a prompt that never reads fails the test rather than hang it
 pid, fd = pty.fork()
 if pid == 0:
     os.execvp(sys.argv[1], sys.argv[1:-1])

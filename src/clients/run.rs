@@ -261,12 +261,14 @@ fn read_line_from_stdin() -> Result<Option<String>, String> {
 }
 
 /// Asks on the terminal with echo off; an empty answer sends no code (`no_pin` rules).
+/// Echo goes off before the prompt shows: turning it off flushes pending input
+/// (`TCSAFLUSH`), which would drop a code typed or pasted right after the prompt.
 fn prompt_for_code(shown: &str) -> Result<Option<String>, String> {
-    eprint!("code for {shown} (Enter for none): ");
-    let _ = io::stderr().flush();
     let echo = EchoOff::stdin().map_err(|e| {
         format!("cannot turn off terminal echo to read the code: {e}; use --pin-stdin")
     })?;
+    eprint!("code for {shown} (Enter for none): ");
+    let _ = io::stderr().flush();
     let line = read_line_from_stdin();
     drop(echo);
     line
