@@ -560,6 +560,46 @@ mod tests {
     }
 
     #[test]
+    fn each_call_sends_its_own_fields() {
+        let what = || Submission::Argv(vec!["df".into()]);
+        let body = |call: Call| (call.path(), call.body(5));
+        assert_eq!(
+            body(Call::Run {
+                pin: None,
+                what: what()
+            }),
+            ("/run", serde_json::json!({"argv": ["df"], "wait": 5}))
+        );
+        assert_eq!(
+            body(Call::Request {
+                what: Submission::Command("df -h".into()),
+                reason: Some("full".into())
+            }),
+            (
+                "/request",
+                serde_json::json!({"command": "df -h", "reason": "full", "wait": 5})
+            )
+        );
+        assert_eq!(
+            body(Call::Approve {
+                approval: "K7QX".into(),
+                pin: "123456".into()
+            }),
+            (
+                "/approve",
+                serde_json::json!({"approval": "K7QX", "pin": "123456", "wait": 5})
+            )
+        );
+        // `/deny` takes the approval alone.
+        assert_eq!(
+            body(Call::Deny {
+                approval: "K7QX".into()
+            }),
+            ("/deny", serde_json::json!({"approval": "K7QX"}))
+        );
+    }
+
+    #[test]
     fn body_without_length_is_capped() {
         // A server that streams forever without Content-Length: stop at the cap.
         let head = &b"HTTP/1.1 200 OK\r\n\r\n"[..];
