@@ -4,7 +4,7 @@
 use std::fmt;
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -129,9 +129,11 @@ fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
         gate: Gate::new(&cfg.allowed_hosts, &cfg.allowed_origins),
         send_queue_bytes: cfg.send_queue_bytes,
     };
-    let unix = match &cfg.unix_socket {
-        Some(socket) => Some(bind_unix(socket)?),
-        None => None,
+    // systemd's (sudo-agent-unix.socket sets its mode and group), else the config's.
+    let unix = match (systemd.unix_listener, &cfg.unix_socket) {
+        (Some(listener), _) => Some(listener),
+        (None, Some(socket)) => Some(bind_unix(socket)?),
+        (None, None) => None,
     };
     let server = Server::new(listener, unix, limits).map_err(|err| StartError::Io {
         what: "event loop",
@@ -199,6 +201,16 @@ fn bind_unix(socket: &UnixSocketConfig) -> Result<UnixListener, StartError> {
         path: path.clone(),
         err,
     };
+    // Its directory must be one no other user can change: whoever could would swap the
+    // socket for their own under the clients' feet. Made (root's, 0755) when missing.
+    if let Some(dir) = path.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(failed)?;
+        sys::check_chain(dir).map_err(|err| failed(std::io::Error::other(err.to_string())))?;
+    }
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => fs::remove_file(path).map_err(failed)?,
         Ok(_) => {

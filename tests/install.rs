@@ -27,10 +27,11 @@ fn mode_owner(root: &Path, path: &str) -> (u32, u32) {
     (meta.mode() & 0o7777, meta.uid())
 }
 
-const INSTALLED: [(&str, u32); 8] = [
+const INSTALLED: [(&str, u32); 9] = [
     ("usr/local/bin/sudo-agent", 0o755),
     ("etc/systemd/system/sudo-agent.service", 0o644),
     ("etc/systemd/system/sudo-agent.socket", 0o644),
+    ("etc/systemd/system/sudo-agent-unix.socket", 0o644),
     ("etc/sudo-agent", 0o700),
     ("etc/sudo-agent/config.json", 0o600),
     ("etc/sudo-agent/secret", 0o600),
@@ -55,7 +56,9 @@ fn install_into_a_root_writes_every_file_with_its_owner_and_mode_and_reruns_clea
     );
     assert!(out.contains("check ") && out.contains(": ok"), "{out}");
     assert!(
-        out.contains("skip (--root): systemctl enable --now sudo-agent.socket"),
+        out.contains(
+            "skip (--root): systemctl enable --now sudo-agent.socket sudo-agent-unix.socket"
+        ),
         "{out}"
     );
     let unit = fs::read_to_string(root.join("etc/systemd/system/sudo-agent.service")).unwrap();
@@ -153,6 +156,7 @@ fn uninstall_keeps_config_and_secret_unless_purge() {
         "usr/local/bin/sudo-agent",
         "etc/systemd/system/sudo-agent.service",
         "etc/systemd/system/sudo-agent.socket",
+        "etc/systemd/system/sudo-agent-unix.socket",
     ] {
         assert!(!root.join(path).exists(), "{path} left behind");
     }

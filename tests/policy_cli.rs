@@ -191,6 +191,7 @@ fn explain_tells_the_story_and_runs_nothing() {
          rule \"disk\": no, word 0 \"du\" is neither /usr/bin/df nor its file name df\n\
          rule \"usage\": matches\n\
          allowed by rule \"usage\"; needs a code: yes\n\
+         may ask: anyone who reaches the agent\n\
          would run:\n  \
            argv: \"/usr/bin/du\" \"-sh\" \"--\" \"-odd name\"\n  \
            user: nobody (uid 65534, gid 65534, no supplementary groups)\n  \

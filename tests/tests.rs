@@ -37,10 +37,10 @@ mod callers;
 mod clean_start;
 /// Start-up refusals, `check`, `init` and `demo`.
 mod config_cli;
-/// Crashes and slow disks: used codes, acknowledged ids, half records, a free loop.
-mod durability;
 /// A cgroup per job, the sandbox per rule, limits, and what the kernel cannot give.
 mod containment;
+/// Crashes and slow disks: used codes, acknowledged ids, half records, a free loop.
+mod durability;
 /// Enrolling a fleet: `init --uri-file`, `init --config-only`, `qr`.
 mod enrol;
 /// The Asterisk and Home Assistant examples against a real agent.

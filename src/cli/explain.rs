@@ -61,8 +61,17 @@ fn as_text(e: &Explanation<'_>, spec: Option<&ExecSpec>) -> String {
             } else {
                 "yes"
             };
+            let callers = plan.rule.callers.as_ref().map_or_else(
+                || "anyone who reaches the agent".into(),
+                |who| {
+                    format!(
+                        "{} only (to others, as if it were not there)",
+                        who.shown.join(", ")
+                    )
+                },
+            );
             out.push_str(&format!(
-                "allowed by rule {}; needs a code: {code}\nwould run:\n",
+                "allowed by rule {}; needs a code: {code}\nmay ask: {callers}\nwould run:\n",
                 quote(&plan.rule.name)
             ));
             for (key, value) in run_lines(spec) {

@@ -10,6 +10,8 @@ mod types;
 mod validate;
 
 #[cfg(test)]
+mod access_tests;
+#[cfg(test)]
 mod contain_tests;
 #[cfg(test)]
 mod tests;

@@ -10,8 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::raw::{
-    Problem, RawApprovals, RawArg, RawConfig, RawExamples, RawKind, RawLimits, RawRule,
-    RawSandbox, RawUnixSocket, RawWho,
+    Problem, RawApprovals, RawArg, RawConfig, RawExamples, RawKind, RawLimits, RawRule, RawSandbox,
+    RawUnixSocket, RawWho,
 };
 use super::types::{
     ApprovalsConfig, Config, DEFAULT_LISTEN, JobsConfig, ResultsConfig, ThrottleConfig,
@@ -22,6 +22,9 @@ use crate::policy::{
     self, Action, ArgPattern, Invocation, Rule, Who, WordRe, escape_for, path_under_dir,
 };
 use crate::sys::{self, Limits, Sandbox, check_chain, is_loopback};
+
+const UMASK: &str = "umask; write it as umask(1) prints it, e.g. \"027\"";
+const MODE: &str = "mode; write it as chmod(1) takes it, e.g. \"0660\"";
 
 // Bounds. Every duration is capped far below where `Instant + Duration` could overflow,
 // and every count or size so that a typo cannot make the agent hoard memory or disk.
@@ -120,16 +123,8 @@ impl Problems {
         None
     }
 
-    /// An octal umask as `umask(1)` prints it (`"022"`, `"0027"`), at most 0777.
-    fn umask(&mut self, path: &str, text: &str) -> Option<u32> {
-        self.octal(
-            path,
-            text,
-            "umask; write it as umask(1) prints it, e.g. \"027\"",
-        )
-    }
-
-    /// Octal permission bits (`"0660"`), at most 0777; `what` ends the complaint.
+    /// Octal permission bits (a umask `"027"`, a mode `"0660"`), at most 0777; `what`
+    /// ends the complaint.
     fn octal(&mut self, path: &str, text: &str, what: &str) -> Option<u32> {
         let value =
             (!text.is_empty() && text.len() <= 4 && text.bytes().all(|b| matches!(b, b'0'..=b'7')))
@@ -154,10 +149,13 @@ impl Problems {
         }
         let mut who = Who::default();
         for (i, name) in raw.users.iter().enumerate() {
-            let at = format!("{path}.users[{i}]");
-            if let Some(user) = self.account(&at, "user", name, sys::lookup_user) {
-                who.uids.push(user.uid);
-            }
+            let user = self.account(
+                &format!("{path}.users[{i}]"),
+                "user",
+                name,
+                sys::lookup_user,
+            );
+            who.uids.extend(user.map(|u| u.uid));
             who.shown.push(name.clone());
         }
         for (i, name) in raw.groups.iter().enumerate() {
@@ -517,7 +515,7 @@ fn validate_rule(at: &str, raw: RawRule, p: &mut Problems) -> Rule {
         .and_then(|name| p.account(&format!("{at}.group"), "group", &name, sys::lookup_group));
     let umask = raw
         .umask
-        .and_then(|text| p.umask(&format!("{at}.umask"), &text));
+        .and_then(|text| p.octal(&format!("{at}.umask"), &text, UMASK));
     let mut env = raw.env.0;
     for (name, value) in &env {
         let key = format!("{at}.env.{name}");
@@ -595,11 +593,7 @@ fn unix_socket(raw: RawUnixSocket, p: &mut Problems) -> UnixSocketConfig {
         );
     }
     let mode = p
-        .octal(
-            "unix_socket.mode",
-            &raw.mode,
-            "mode; write it as chmod(1) takes it, e.g. \"0660\"",
-        )
+        .octal("unix_socket.mode", &raw.mode, MODE)
         .unwrap_or(0o600);
     let group = raw
         .group

@@ -27,14 +27,19 @@ const BINARY: &str = "/usr/local/bin/sudo-agent";
 const UNIT_DIR: &str = "/etc/systemd/system";
 const CONFIG: &str = DEFAULT_CONFIG_PATH;
 const SOCKET_UNIT: &str = "sudo-agent.socket";
+const UNIX_UNIT: &str = "sudo-agent-unix.socket";
 const SERVICE_UNIT: &str = "sudo-agent.service";
 /// The units, built into the binary so that one file is all a box needs.
-const UNITS: [(&str, &str); 2] = [
+const UNITS: [(&str, &str); 3] = [
     (
         SERVICE_UNIT,
         include_str!("../../systemd/sudo-agent.service"),
     ),
     (SOCKET_UNIT, include_str!("../../systemd/sudo-agent.socket")),
+    (
+        UNIX_UNIT,
+        include_str!("../../systemd/sudo-agent-unix.socket"),
+    ),
 ];
 
 /// What `install` and `uninstall` were asked to do.
@@ -168,7 +173,7 @@ pub fn install(opts: &Options, label: &Label) -> Result<usize, String> {
 
     // 5. systemd: the socket is enabled; the agent starts on the first connection.
     opts.systemctl(&["daemon-reload"])?;
-    opts.systemctl(&["enable", "--now", SOCKET_UNIT])?;
+    opts.systemctl(&["enable", "--now", SOCKET_UNIT, UNIX_UNIT])?;
     if changed {
         // A running agent picks up the new binary or units; a stopped one is left alone.
         opts.systemctl(&["try-restart", SERVICE_UNIT])?;
@@ -227,7 +232,7 @@ pub fn uninstall(opts: &Options, purge: bool) -> Result<(), String> {
         .map(|(name, _)| opts.under(&format!("{UNIT_DIR}/{name}")))
         .collect();
     if units.iter().any(|u| u.exists()) {
-        opts.systemctl(&["disable", "--now", SOCKET_UNIT, SERVICE_UNIT])?;
+        opts.systemctl(&["disable", "--now", SOCKET_UNIT, UNIX_UNIT, SERVICE_UNIT])?;
     }
     for path in units.iter().chain([&opts.under(BINARY)]) {
         remove(opts, path)?;

@@ -39,7 +39,7 @@ pub struct Submit {
 
 /// The fields each route takes.
 pub const RUN: &[&str] = &["pin", "command", "argv", "wait"];
-pub const REQUEST: &[&str] = &["command", "argv", "reason", "wait"];
+pub const REQUEST: &[&str] = &["command", "argv", "reason", "wait", "pin"];
 pub const APPROVE: &[&str] = &["approval", "pin", "wait"];
 pub const DENY: &[&str] = &["approval"];
 
@@ -282,8 +282,8 @@ mod tests {
         assert_eq!(held.reason.as_deref(), Some("disk"));
         let approve = submit(br#"{"approval": "k7q3", "pin": "1"}"#, APPROVE).unwrap();
         assert_eq!(approve.approval.as_deref(), Some("k7q3"));
-        // Each route its own fields; a code has no business in /request or /deny.
-        assert!(submit(br#"{"command": "df", "pin": "1"}"#, REQUEST).is_err());
+        // Each route its own fields (a code sent to /request is taken, to be spent).
+        assert!(submit(br#"{"approval": "K7Q3", "pin": "1"}"#, DENY).is_err());
         assert!(submit(br#"{"approval": 7}"#, DENY).is_err());
         let s = submit(br#"{"argv": ["df", "-h"], "pin": null, "wait": null}"#, RUN).unwrap();
         assert_eq!(s.argv, Some(vec!["df".to_string(), "-h".to_string()]));

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::body;
+use super::body::{self, BadBody};
 use super::message::{ApiError, Request, Response};
 use super::routes::{
     DURABLE_LIMIT, Routes, bad_err, check_text, invocation, new_id, plan, wait_duration,
@@ -53,9 +53,20 @@ impl Routes {
 
     /// Matches the policy, then holds the job (a `no_pin` rule runs at once).
     fn request(&mut self, req: &Request, now: Instant) -> Result<Reply, ApiError> {
-        let body = body::submit(&req.body, body::REQUEST)
-            .map_err(|bad| bad_err(req, ApiError::BadRequest(bad.message)))?;
+        let body =
+            body::submit(&req.body, body::REQUEST).map_err(|bad| self.refuse_body(req, bad))?;
         let (request, command) = invocation(req, &body)?;
+        if let Some(pin) = body.pin.clone().filter(|p| !p.is_empty()) {
+            // A code has no place here: it travelled where it should not, so it is spent.
+            let bad = BadBody {
+                message: "a held request takes no code; send it to /approve once the request \
+                          is held"
+                    .into(),
+                stray_pin: vec![pin],
+                command: Some(command),
+            };
+            return Err(self.refuse_body(req, bad));
+        }
         if let Some(reason) = &body.reason {
             check_text("reason", reason, MAX_REASON).map_err(|e| bad_err(req, e))?;
         }

@@ -72,8 +72,12 @@ pub fn route_label(path: &str) -> &'static str {
         "/health" => "/health",
         "/metrics" => "/metrics",
         "/rules" => "/rules",
-        p if p.starts_with("/job/") && p.ends_with("/cancel") => "/job/cancel",
-        p if p.starts_with("/job/") => "/job",
+        "/request" => "/request",
+        "/approve" => "/approve",
+        "/deny" => "/deny",
+        "/pending" => "/pending",
+        p if p.starts_with("/job") && p.ends_with("/cancel") => "/job/cancel",
+        p if p.starts_with("/job/") || p.starts_with("/jobs/") => "/job",
         _ => "other",
     }
 }

@@ -3,7 +3,8 @@
 //! out), `message` (request, response, and the one
 //! mapping from an error to its status), `body` (JSON bodies decoded without ever
 //! quoting a value), `routes` (decode, authenticate, match, hand over), `held` (requests
-//! held for a human: request, approve, deny, pending) and `metrics`
+//! held for a human: request, approve, deny, pending), `stream` (a connection, TCP or
+//! Unix, and its caller) and `metrics`
 //! (Prometheus counters).
 
 mod body;
@@ -14,6 +15,7 @@ mod message;
 mod metrics;
 mod routes;
 mod server;
+mod stream;
 
 pub use self::head::{MAX_BODY, MAX_HEAD, parse_head};
 

@@ -120,9 +120,9 @@ impl Routes {
         }
     }
 
-    /// No job running or queued: with socket activation, the agent may exit.
+    /// No job running, queued or held: with socket activation, the agent may exit.
     pub fn idle(&self) -> bool {
-        self.jobs.running() == 0 && self.jobs.queued() == 0
+        self.jobs.running() == 0 && self.jobs.queued() == 0 && self.jobs.held_count() == 0
     }
 
     fn route(&mut self, req: &Request, now: Instant) -> Result<Reply, ApiError> {
@@ -283,7 +283,8 @@ impl Routes {
     }
 
     /// `caller` with its user name and primary group from the user database, read once
-    /// per uid (the loop does not wait for a file the page cache does not hold twice).
+    /// per uid and kept (at most [`USERS_CACHED`]): `/etc/passwd` once per caller, not
+    /// once per request.
     pub(super) fn caller(&mut self, mut caller: Caller) -> Caller {
         let Some(uid) = caller.uid else {
             return caller;
@@ -395,7 +396,12 @@ impl Routes {
                 status: record.map_or("running", |r| r.status.as_str()),
                 approval: held.and_then(|r| r.approval.as_deref()),
                 expires_at: held.and_then(|r| r.expires_at),
-                poll: format!("/job/{id}"),
+                // A held request's poll URL as the approvals contract spells it; `/job/`
+                // and `/jobs/` serve the same.
+                poll: match held {
+                    Some(_) => format!("/jobs/{id}"),
+                    None => format!("/job/{id}"),
+                },
             },
         )
     }

@@ -898,9 +898,12 @@ mod tests {
     #[test]
     fn background_grandchild_killed_after_normal_exit() {
         let mut pgid = 0;
-        let out = run(&sh("sleep 100 & echo $!"), None, &AtomicBool::new(false), |s| {
-            pgid = s.pid()
-        });
+        let out = run(
+            &sh("sleep 100 & echo $!"),
+            None,
+            &AtomicBool::new(false),
+            |s| pgid = s.pid(),
+        );
         assert_eq!(out.ending, Ending::Exited(0));
         assert!(gone(first_pid(&out)));
         assert!(!sys::group_running(pgid));

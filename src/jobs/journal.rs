@@ -36,8 +36,8 @@ use mio::Waker;
 
 use super::contain::left_by;
 use super::journal_file::{
-    Compacted, FILE_NAME, Group, Line, Verdict, WHAT, compact, io_error, judge, keep, next_compaction,
-    read, rewrite,
+    Compacted, FILE_NAME, Group, Line, Verdict, WHAT, compact, io_error, judge, keep,
+    next_compaction, read, rewrite,
 };
 use super::record::{HISTORY_BYTES, JobRecord, Status};
 use crate::audit;
@@ -223,8 +223,9 @@ pub struct Journal {
 
 impl Journal {
     /// Loads the journal from `state_dir` (missing is a fresh start), compacted to the
-    /// newest `history` jobs, marks jobs that never ended `interrupted` (and journals
-    /// that), and starts the journal thread, whose reports arrive on the returned
+    /// newest `history` jobs, marks jobs that never ended `interrupted` (held requests
+    /// whose time ran out `expired`; those still in time stay held) and journals that,
+    /// and starts the journal thread, whose reports arrive on the returned
     /// receiver with a `wake()` of `waker`. The file must be a regular file of ours, mode
     /// 0600 or stricter, and is never opened through a link.
     pub fn open(

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::record::{JobRecord, Status};
-use crate::sys::{self, JobCgroup};
 use crate::sys::files::{self, FileError, Trust};
+use crate::sys::{self, JobCgroup};
 
 /// File name inside `state_dir`.
 pub(super) const FILE_NAME: &str = "jobs.jsonl";

@@ -146,6 +146,35 @@ impl JobRecord {
     }
 }
 
+impl JobRecord {
+    /// The result file: a header a person can read, then the output as it was.
+    pub fn render(&self) -> String {
+        let r = self;
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        let num = |v: Option<i32>| v.map_or_else(|| "-".into(), |n| n.to_string());
+        format!(
+            "id: {}\ncommand: {}\nargv: {}\nrule: {}\ncaller: {}\nstatus: {}\nexit_code: {}\n\
+             signal: {}\nsubmitted_at: {}\nstarted_at: {}\nfinished_at: {}\nduration_ms: {}\n\
+             truncated: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n",
+            r.id,
+            r.command,
+            serde_json::to_string(&r.argv).unwrap_or_default(),
+            r.rule,
+            r.caller.audit(),
+            r.status.as_str(),
+            num(r.exit_code),
+            num(r.signal),
+            r.submitted_at,
+            opt(&r.started_at),
+            opt(&r.finished_at),
+            r.duration_ms.map_or_else(|| "-".into(), |d| d.to_string()),
+            r.truncated,
+            r.stdout,
+            r.stderr,
+        )
+    }
+}
+
 /// A fresh 128-bit job id, 32 lowercase hex characters.
 pub fn new_id() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 16];

@@ -814,7 +814,7 @@ impl JobTask {
         let stopping = shared.stopping.load(Ordering::SeqCst);
         apply_outcome(&mut record, outcome, spec.timeout.as_secs(), stopping);
         let results = &shared.results;
-        let (written, cleanup) = results.store(&record.id, &render(&record), clock::now_unix());
+        let (written, cleanup) = results.store(&record.id, &record.render(), clock::now_unix());
         for error in &cleanup.errors {
             log::warn!("results cleanup: {error}");
         }
@@ -876,29 +876,4 @@ fn apply_outcome(record: &mut JobRecord, outcome: Outcome, timeout_s: u64, stopp
         _ => audit::rc_text(record.exit_code, record.signal),
     };
     audit::result(&record.id, &rc, &record.stdout, &record.stderr);
-}
-
-/// The result file: a header a person can read, then the output as it was.
-fn render(r: &JobRecord) -> String {
-    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    let num = |v: Option<i32>| v.map_or_else(|| "-".into(), |n| n.to_string());
-    format!(
-        "id: {}\ncommand: {}\nargv: {}\nrule: {}\nstatus: {}\nexit_code: {}\nsignal: {}\n\
-         submitted_at: {}\nstarted_at: {}\nfinished_at: {}\nduration_ms: {}\ntruncated: {}\n\
-         --- stdout ---\n{}\n--- stderr ---\n{}\n",
-        r.id,
-        r.command,
-        serde_json::to_string(&r.argv).unwrap_or_default(),
-        r.rule,
-        r.status.as_str(),
-        num(r.exit_code),
-        num(r.signal),
-        r.submitted_at,
-        opt(&r.started_at),
-        opt(&r.finished_at),
-        r.duration_ms.map_or_else(|| "-".into(), |d| d.to_string()),
-        r.truncated,
-        r.stdout,
-        r.stderr,
-    )
 }

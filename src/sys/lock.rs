@@ -8,11 +8,18 @@ use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::cerr::cerr;
 use super::files::{FileError, Trust, checked_regular, ensure_private_dir};
 
 const FILE_NAME: &str = "lock";
+/// How long a start waits for a held lock. A job's process forked by an agent that was
+/// just killed holds a copy of the lock's descriptor until it execs (after its sandbox
+/// is set up, which can take a while on a busy box): a restart right then must not fail
+/// for that. A second agent that really runs is still refused, this much later.
+const PATIENCE: Duration = Duration::from_secs(3);
+const RETRY: Duration = Duration::from_millis(50);
 
 /// The held lock; released when dropped (or when the process ends, however it ends).
 #[derive(Debug)]
@@ -51,9 +58,14 @@ impl fmt::Display for LockError {
 
 impl std::error::Error for LockError {}
 
-/// Takes the lock on `dir` (made 0700 if missing, else checked to be private) without
-/// waiting, and writes this process's pid into the lock file for the next one that tries.
+/// Takes the lock on `dir` (made 0700 if missing, else checked to be private), waiting
+/// at most [`PATIENCE`] for a holder to let go, and writes this process's pid into the
+/// lock file for the next one that tries.
 pub fn lock_state_dir(dir: &Path) -> Result<StateLock, LockError> {
+    lock_within(dir, PATIENCE)
+}
+
+fn lock_within(dir: &Path, patience: Duration) -> Result<StateLock, LockError> {
     const WHAT: &str = "state lock file";
     ensure_private_dir("state dir", dir).map_err(LockError::File)?;
     let path = dir.join(FILE_NAME);
@@ -74,8 +86,21 @@ pub fn lock_state_dir(dir: &Path) -> Result<StateLock, LockError> {
             err,
         })
     };
-    // SAFETY: flock takes a descriptor that `file` keeps open, and a flag word.
-    match cerr(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }) {
+    let give_up = Instant::now() + patience;
+    let locked = loop {
+        // SAFETY: flock takes a descriptor that `file` keeps open, and a flag word.
+        let tried = cerr(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) });
+        match tried {
+            Err(ref err) if err.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+                if Instant::now() >= give_up {
+                    break tried;
+                }
+                std::thread::sleep(RETRY);
+            }
+            _ => break tried,
+        }
+    };
+    match locked {
         Ok(_) => {}
         Err(err) if err.raw_os_error() == Some(libc::EWOULDBLOCK) => {
             let mut text = String::new();
@@ -104,17 +129,33 @@ mod tests {
         let first = lock_state_dir(&dir).unwrap();
         // flock locks belong to the open file, so a second open in this process conflicts
         // just as another process would.
-        match lock_state_dir(&dir) {
+        match lock_within(&dir, Duration::ZERO) {
             Err(LockError::Held { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
             other => panic!("{other:?}"),
         }
-        let text = lock_state_dir(&dir).unwrap_err().to_string();
+        let text = lock_within(&dir, Duration::ZERO).unwrap_err().to_string();
         assert!(
             text.contains(&format!("pid {}", std::process::id())) && text.contains("state_dir"),
             "{text}"
         );
         drop(first);
         lock_state_dir(&dir).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_start_waits_for_a_holder_that_lets_go_soon() {
+        let dir = super::super::files::test_dir("lock-wait");
+        // As a killed agent's job process does until it execs: a copy of the descriptor.
+        let held = lock_state_dir(&dir).unwrap();
+        let letting_go = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        let took = Instant::now();
+        lock_state_dir(&dir).unwrap();
+        assert!(took.elapsed() >= Duration::from_millis(250));
+        letting_go.join().unwrap();
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -209,7 +209,15 @@ mod tests {
             let (_server, peer) = listener.accept().unwrap();
             let local = listener.local_addr().unwrap();
             assert_eq!(peer, client.local_addr().unwrap());
-            let uid = tcp_peer_uid(local, peer).unwrap();
+            let uid = match tcp_peer_uid(local, peer) {
+                // qemu-user passes no netlink family but route, uevent and audit; the
+                // native suite checks this on the kernel itself.
+                Err(err) if err.raw_os_error() == Some(libc::EPROTONOSUPPORT) => {
+                    eprintln!("SKIPPED: NETLINK_SOCK_DIAG not supported here (qemu-user?)");
+                    return;
+                }
+                other => other.unwrap(),
+            };
             assert_eq!(uid, Some(super::super::euid()), "{host}");
             drop(client);
         }

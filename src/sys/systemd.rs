@@ -7,7 +7,7 @@ use std::fmt;
 use std::io;
 use std::net::TcpListener;
 use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram, UnixListener};
 use std::time::{Duration, Instant};
 
 use super::cerr::cerr;
@@ -28,8 +28,10 @@ pub const VARS: [&str; 6] = [
 /// systemd's variables, decoded; no I/O.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Vars {
-    /// `LISTEN_PID` names this process and `LISTEN_FDS` is 1: fd 3 is our socket.
+    /// `LISTEN_PID` names this process and `LISTEN_FDS` is 1 or 2: fd 3 (and 4) are
+    /// our sockets, the TCP one and perhaps the Unix one (`sudo-agent-unix.socket`).
     pub socket: bool,
+    pub sockets: u8,
     /// Where to send notifications: a path, or `@name` for an abstract socket.
     pub notify_socket: Option<String>,
     /// How often to ping: half of `WATCHDOG_USEC`, when the watchdog is meant for us.
@@ -87,12 +89,16 @@ pub fn parse_vars(get: impl Fn(&str) -> Option<String>, pid: u32) -> Result<Vars
         let fds = get("LISTEN_FDS").unwrap_or_default();
         match number("LISTEN_FDS", &fds)? {
             0 => {}
-            1 => vars.socket = true,
+            n @ (1 | 2) => {
+                vars.socket = true;
+                vars.sockets = n as u8;
+            }
             _ => {
                 return Err(SystemdError::BadVar {
                     name: "LISTEN_FDS",
                     value: fds,
-                    why: "passes several sockets; give sudo-agent.socket exactly one ListenStream=",
+                    why: "passes more than two sockets; give sudo-agent.socket exactly one \
+                          ListenStream= (and sudo-agent-unix.socket at most one)",
                 });
             }
         }
@@ -156,6 +162,8 @@ impl SdNotify {
 #[derive(Debug, Default)]
 pub struct Systemd {
     pub listener: Option<TcpListener>,
+    /// `sudo-agent-unix.socket`'s, when it is enabled.
+    pub unix_listener: Option<UnixListener>,
     pub notifier: Option<SdNotify>,
     pub watchdog_ping: Option<Duration>,
 }
@@ -170,11 +178,12 @@ impl Systemd {
         );
         remove_env_at_startup(&VARS);
         let vars = vars?;
-        let listener = match vars.socket {
-            true => Some(TcpListener::from(
-                take_listen_fd().map_err(SystemdError::Socket)?,
-            )),
-            false => None,
+        let (listener, unix_listener) = match vars.socket {
+            true => {
+                let (tcp, unix) = take_listen_fds(vars.sockets).map_err(SystemdError::Socket)?;
+                (Some(TcpListener::from(tcp)), unix.map(UnixListener::from))
+            }
+            false => (None, None),
         };
         let notifier = match vars.notify_socket {
             Some(target) => Some(
@@ -186,6 +195,7 @@ impl Systemd {
         let watchdog_ping = vars.watchdog_ping.filter(|_| notifier.is_some());
         Ok(Systemd {
             listener,
+            unix_listener,
             notifier,
             watchdog_ping,
         })
@@ -271,7 +281,7 @@ impl Lifecycle {
 /// The first descriptor systemd passes with socket activation (`SD_LISTEN_FDS_START`).
 pub const LISTEN_FDS_START: RawFd = 3;
 
-/// Set once fd 3 has been taken, so two owners of it can never exist.
+/// Set once the fds have been taken, so two owners of one can never exist.
 static LISTEN_FD_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn socket_option(fd: RawFd, option: libc::c_int) -> io::Result<libc::c_int> {
@@ -292,37 +302,48 @@ fn socket_option(fd: RawFd, option: libc::c_int) -> io::Result<libc::c_int> {
     Ok(value)
 }
 
-/// Takes the socket systemd passed as fd 3, once it is known to be a listening TCP
-/// socket, and marks it close-on-exec: systemd hands it over inheritable, and no job
-/// may inherit the agent's listening socket.
-pub fn take_listen_fd() -> io::Result<OwnedFd> {
-    let fd = LISTEN_FDS_START;
+/// Takes the `count` (1 or 2) sockets systemd passed from fd 3 on: exactly one
+/// listening TCP socket, and with two, one listening Unix stream socket, in either
+/// order (systemd does not promise one). Each is marked close-on-exec: systemd hands
+/// them over inheritable, and no job may inherit the agent's listening sockets.
+pub fn take_listen_fds(count: u8) -> io::Result<(OwnedFd, Option<OwnedFd>)> {
     if LISTEN_FD_TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
-            "fd 3 was already taken",
+            "the sockets from systemd were already taken",
         ));
     }
-    let not_tcp = || {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "fd 3 is not a listening TCP socket; the socket unit needs ListenStream=127.0.0.1:9999",
-        )
-    };
-    // SOCK_STREAM + listening + an IP family is exactly "a TCP listener"; a closed fd 3
-    // fails the first call with EBADF.
-    if socket_option(fd, libc::SO_TYPE)? != libc::SOCK_STREAM
-        || socket_option(fd, libc::SO_ACCEPTCONN)? != 1
-        || ![libc::AF_INET, libc::AF_INET6].contains(&socket_option(fd, libc::SO_DOMAIN)?)
-    {
-        return Err(not_tcp());
+    let (mut tcp, mut unix) = (None, None);
+    for fd in LISTEN_FDS_START..LISTEN_FDS_START + RawFd::from(count) {
+        // SOCK_STREAM + listening + its family is exactly "a TCP (or Unix) listener"; a
+        // closed fd fails the first call with EBADF.
+        let listening = socket_option(fd, libc::SO_TYPE)? == libc::SOCK_STREAM
+            && socket_option(fd, libc::SO_ACCEPTCONN)? == 1;
+        let slot = match socket_option(fd, libc::SO_DOMAIN)? {
+            libc::AF_INET | libc::AF_INET6 if listening && tcp.is_none() => &mut tcp,
+            libc::AF_UNIX if listening && count == 2 && unix.is_none() => &mut unix,
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "fd {fd} from systemd is not a listening socket expected; \
+                         sudo-agent.socket needs ListenStream=127.0.0.1:9999, \
+                         sudo-agent-unix.socket ListenStream=/run/sudo-agent/agent.sock"
+                    ),
+                ));
+            }
+        };
+        // SAFETY: fcntl(F_SETFD) takes an integer flag; `fd` is open (getsockopt
+        // succeeded).
+        cerr(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+        // SAFETY: `fd` is open, was passed to this process by systemd (the caller checked
+        // LISTEN_PID and LISTEN_FDS), nothing else in the process refers to it, and the
+        // flag above makes this the only time it is wrapped.
+        *slot = Some(unsafe { OwnedFd::from_raw_fd(fd) });
     }
-    // SAFETY: fcntl(F_SETFD) takes an integer flag; fd 3 is open (getsockopt succeeded).
-    cerr(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
-    // SAFETY: fd 3 is open, was passed to this process by systemd (the caller checked
-    // LISTEN_PID and LISTEN_FDS), nothing else in the process refers to it, and the flag
-    // above makes this the only time it is wrapped.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    // Each fd filled a slot of its own: one TCP listener, and with two fds, the other.
+    tcp.map(|tcp| (tcp, unix))
+        .ok_or_else(|| io::Error::other("systemd passed no listening TCP socket"))
 }
 
 /// Removes `names` from this process's environment, as `sd_notify(3)` and
@@ -367,7 +388,9 @@ mod tests {
                 .unwrap()
                 .socket
         );
-        assert!(vars(&[("LISTEN_PID", "7"), ("LISTEN_FDS", "2")], 7).is_err());
+        let two = vars(&[("LISTEN_PID", "7"), ("LISTEN_FDS", "2")], 7).unwrap();
+        assert!(two.socket && two.sockets == 2, "TCP and the Unix socket");
+        assert!(vars(&[("LISTEN_PID", "7"), ("LISTEN_FDS", "3")], 7).is_err());
         assert!(vars(&[("LISTEN_PID", "x"), ("LISTEN_FDS", "1")], 7).is_err());
         assert!(vars(&[("LISTEN_PID", "7"), ("LISTEN_FDS", "one")], 7).is_err());
     }
