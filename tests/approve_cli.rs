@@ -152,6 +152,20 @@ fn deny_ends_the_wait_with_125_and_nothing_runs() {
     assert_eq!(run.code, 125, "{run:?}");
     assert!(run.stderr.contains("denied"), "{run:?}");
     assert!(!marker.exists());
+    // --detach returns at once: the id on stdout (the approval code on stderr), or with
+    // --json the agent's answer; the request stays held.
+    let r = agent.run_client(&["--request", "--detach", "--", "echo", "x"], "");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.trim().len() == 32 && r.stderr.contains("held for approval as"),
+        "{r:?}"
+    );
+    let r = agent.run_client(&["--request", "--detach", "--json", "--", "echo", "y"], "");
+    let held: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        agent.get("/pending").json()["pending"][1]["approval"],
+        held["approval"]
+    );
     // Approving needs a code: without a terminal or --pin-stdin nothing is sent.
     let r = run_bin(&["approve", "XXXX", "--url", &url], "", &[]);
     assert_eq!(r.code, 125, "{r:?}");

@@ -132,6 +132,9 @@ pub fn main(args: RunArgs) -> i32 {
         Answer::Refused(refusal) => return out.refused(&refusal),
         Answer::Held(held) => {
             out.held(&held, &call);
+            if args.detach && !out.json && out.reply == ReplyFormat::Text {
+                println!("{}", held.id); // As `--detach` prints any job's id.
+            }
             if args.detach || out.reply == ReplyFormat::Sip {
                 return 0; // The reply says what to send; a SIP exchange cannot wait.
             }
