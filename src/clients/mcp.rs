@@ -73,14 +73,15 @@ pub fn serve(endpoint: &Endpoint) -> Result<(), String> {
     // refuses its approvals anyway, so it does not ask the human for a useless code.
     let approvers = peek_config(&endpoint.config).is_some_and(|cfg| has_approvers(&cfg));
     let (tx, inbox) = sync_channel(QUEUE);
-    std::thread::spawn(move || {
+    let reader = std::thread::Builder::new().name("mcp-stdin".into());
+    let spawned = reader.spawn(move || {
         let mut input = io::stdin().lock();
         let mut buf = Vec::new();
         loop {
             let line = match read_line(&mut input, &mut buf, MAX_LINE) {
-                Ok(Read::Complete) => Line::Complete(std::mem::take(&mut buf)),
-                Ok(Read::TooLong) => Line::TooLong,
-                Ok(Read::Eof) | Err(_) => Line::Eof,
+                Ok(Scan::Complete) => Line::Complete(std::mem::take(&mut buf)),
+                Ok(Scan::TooLong) => Line::TooLong,
+                Ok(Scan::Eof) | Err(_) => Line::Eof,
             };
             let eof = matches!(line, Line::Eof);
             if tx.send(line).is_err() || eof {
@@ -88,6 +89,7 @@ pub fn serve(endpoint: &Endpoint) -> Result<(), String> {
             }
         }
     });
+    spawned.map_err(|e| format!("mcp: cannot start the stdin reader thread: {e}"))?;
     let mut session = Session::new(client, io::stdout().lock(), inbox, approvers);
     session.run().map_err(|e| format!("mcp: stdio failed: {e}"))
 }
@@ -443,7 +445,8 @@ impl<W: Write> Session<W> {
     }
 }
 
-enum Read {
+/// How [`read_line`] ended.
+enum Scan {
     Eof,
     Complete,
     TooLong,
@@ -451,7 +454,7 @@ enum Read {
 
 /// Reads one line into `buf` (without its newline), holding at most `max` bytes; the
 /// rest of a longer line is read and dropped.
-fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<Read> {
+fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<Scan> {
     buf.clear();
     let mut too_long = false;
     let mut any = false;
@@ -463,9 +466,9 @@ fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> io::Res
         };
         if chunk.is_empty() {
             return Ok(match (any, too_long) {
-                (false, _) => Read::Eof,
-                (true, true) => Read::TooLong,
-                (true, false) => Read::Complete,
+                (false, _) => Scan::Eof,
+                (true, true) => Scan::TooLong,
+                (true, false) => Scan::Complete,
             });
         }
         any = true;
@@ -481,9 +484,9 @@ fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> io::Res
         input.consume(used);
         if done {
             return Ok(if too_long {
-                Read::TooLong
+                Scan::TooLong
             } else {
-                Read::Complete
+                Scan::Complete
             });
         }
     }
@@ -855,26 +858,26 @@ mod tests {
         let mut buf = Vec::new();
         assert!(matches!(
             read_line(&mut input, &mut buf, 4).unwrap(),
-            Read::TooLong
+            Scan::TooLong
         ));
         assert!(matches!(
             read_line(&mut input, &mut buf, 4).unwrap(),
-            Read::Complete
+            Scan::Complete
         ));
         assert_eq!(buf, b"bb");
         assert!(matches!(
             read_line(&mut input, &mut buf, 4).unwrap(),
-            Read::Complete
+            Scan::Complete
         ));
         assert!(buf.is_empty());
         assert!(matches!(
             read_line(&mut input, &mut buf, 4).unwrap(),
-            Read::Complete
+            Scan::Complete
         ));
         assert_eq!(buf, b"last");
         assert!(matches!(
             read_line(&mut input, &mut buf, 4).unwrap(),
-            Read::Eof
+            Scan::Eof
         ));
     }
 }
