@@ -278,9 +278,10 @@ impl<W: Write> Session<W> {
                                 self.client.post(&Call::Run { pin: code, what }, wait),
                             ));
                         }
-                        self.serving = Some(id.clone());
+                        // A call served while another awaits its form keeps the outer id.
+                        let outer = self.serving.replace(id.clone());
                         let result = self.hold(what, reason, wait);
-                        self.serving = None;
+                        self.serving = outer;
                         Ok(result)
                     }
                     "job_status" => {
