@@ -751,13 +751,18 @@ mod tests {
         ))
         .unwrap();
         assert!(matches!(s.elicit("?", until), Elicited::NoAnswer(_)));
-        // The tool call being served is cancelled by the client.
+        // The tool call being served is cancelled by the client, after another tool
+        // call was served meanwhile (answered; the outer call still noticed).
         s.serving = Some(json!(3));
+        sent(&mut s);
+        tx.send(line(r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"run_command","arguments":{"command":"uptime"}}}"#)).unwrap();
         tx.send(line(
             r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":3}}"#,
         ))
         .unwrap();
         assert!(matches!(s.elicit("?", until), Elicited::NoAnswer(_)));
+        assert_eq!(sent(&mut s)[1]["id"], 9);
+        assert_eq!(s.serving, Some(json!(3)));
         // Unanswered in time, then stdin ends: left held, and the session ends.
         assert!(matches!(
             s.elicit("?", Instant::now()),
