@@ -6,9 +6,9 @@
 //! the remote exit code (1–123 as the command gave it, 128+N when it died of signal N),
 //! 124 it timed out on the agent, `--wait` ran out first or its approval expired, 125
 //! the agent refused it (wrong code, locked out, busy, bad request, denied by a human)
-//! or it could not start, 126 no rule allows
-//! it, 127 the agent could not be reached. A command that itself exits 124–127 is
-//! reported as such; `--json` tells the cases apart.
+//! or it could not start, 126 no rule allows it, 127 the agent could not be reached. A
+//! command that itself exits 124–127 is reported as such; `--json` tells the cases
+//! apart.
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::time::{Duration, Instant};
