@@ -216,16 +216,20 @@ fn exits_when_idle_with_socket_activation_and_the_next_start_answers() {
     let pid = agent.pid();
 
     // A running job keeps it alive past idle_exit_s. (Connection: close, because an
-    // open keep-alive connection also counts as not idle.)
+    // open keep-alive connection also counts as not idle.) Connected before waiting for
+    // a fresh code, which takes up to a step: an agent left idle that long would exit.
+    let mut stream = TcpStream::connect(agent.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let body = json!({"pin": agent.fresh_code(), "argv": ["sleep", "2"], "wait": 0}).to_string();
-    let reply = agent.raw(
-        format!(
-            "POST /run HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-        Duration::from_secs(10),
+    let request = format!(
+        "POST /run HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
     assert!(reply.starts_with("HTTP/1.1 202"), "{reply}");
     std::thread::sleep(Duration::from_millis(1500));
     assert!(alive(pid), "exited while a job was running");
