@@ -1,4 +1,5 @@
-//! Text cut to a size without splitting a character (journal output, SIP replies).
+//! Text cut to a size without splitting a character (journal output, SIP replies), and
+//! text made safe to show a human (commands awaiting approval).
 
 /// The longest prefix of `text` of at most `max` bytes that ends on a char boundary.
 pub fn utf8_prefix(text: &str, max: usize) -> &str {
@@ -9,9 +10,36 @@ pub fn utf8_prefix(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// `text` with control characters and bidirectional overrides escaped (`\u{1b}`), so
+/// a command shown for approval reads on a terminal or phone exactly as it would run:
+/// no escape sequence can erase, recolour or reorder part of it.
+pub fn printable(text: &str) -> String {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    text.chars()
+        .fold(String::with_capacity(text.len()), |mut out, c| {
+            match hidden(c) {
+                true => out.extend(c.escape_unicode()),
+                false => out.push(c),
+            }
+            out
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_escapes_what_a_terminal_would_act_on() {
+        assert_eq!(printable("df -h /é"), "df -h /é");
+        assert_eq!(
+            printable("rm -rf /\u{1b}[2K\rls\u{202e}x\n"),
+            "rm -rf /\\u{1b}[2K\\u{d}ls\\u{202e}x\\u{a}"
+        );
+    }
 
     #[test]
     fn never_splits_a_character() {

@@ -1,7 +1,8 @@
 //! The example configs in `examples/` are checked, not just shown: the Asterisk dialplan
 //! parses and its SHELL() line runs a message safely, the Home Assistant YAML parses,
-//! its rest_command body is what the agent accepts, and the notify command posts what
-//! the HA automation reads.
+//! its rest_command body is what the agent accepts, the notify commands post what the
+//! HA automations read, and a phone's reply, rendered as HA would, approves a held
+//! request.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -298,6 +299,53 @@ fn home_assistant_rest_command_body_is_what_the_agent_accepts() {
     assert_eq!(r.json()["stdout"], "quoted and single\n");
 }
 
+/// The value of form field `key`.
+fn field<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// One form POST to the webhook `id` taken on `listener` and answered 200: its fields.
+/// Fails after a minute rather than hang when nothing posts.
+fn receive_form(listener: &TcpListener, id: &str) -> Vec<(String, String)> {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut conn = loop {
+        match listener.accept() {
+            Ok((conn, _)) => break conn,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => panic!("nothing posted to the webhook: {e}"),
+        }
+    };
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut head = String::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert!(
+        head.starts_with(&format!("POST /api/webhook/{id} HTTP/1.1")),
+        "{head}"
+    );
+    form_decode(std::str::from_utf8(&body).unwrap())
+}
+
 /// URL-form decoding into pairs.
 fn form_decode(text: &str) -> Vec<(String, String)> {
     text.split('&')
@@ -344,38 +392,147 @@ fn notify_command_posts_the_form_the_automation_reads() {
         .env("RESULT_FILE", "/tmp/sudo-agent/agent-0123.txt")
         .spawn()
         .unwrap();
-    let (mut conn, _) = listener.accept().unwrap();
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut head = String::new();
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap();
-        }
-        head.push_str(&line);
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).unwrap();
-    conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    let form = receive_form(&listener, WEBHOOK);
     assert!(child.wait().unwrap().success());
-    assert!(
-        head.starts_with(&format!("POST /api/webhook/{WEBHOOK} HTTP/1.1")),
-        "{head}"
-    );
-    let form = form_decode(std::str::from_utf8(&body).unwrap());
-    let get = |k: &str| {
-        form.iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |k: &str| field(&form, k);
     assert_eq!(get("command"), Some(command), "{form:?}");
     assert_eq!(get("status"), Some("succeeded"));
     assert_eq!(get("exit_code"), Some("0"));
     assert_eq!(get("job_id"), Some("0123456789abcdef0123456789abcdef"));
+}
+
+const APPROVAL_WEBHOOK: &str = "sudo-agent-approval-CHANGE-ME";
+
+/// The `approvals.notify` argv of agent-notify.json, posting to `url` instead of HA.
+fn approvals_notify(url: &str) -> Value {
+    let notify: Value = serde_json::from_str(&example("homeassistant/agent-notify.json")).unwrap();
+    let argv = notify["approvals"]["notify"].as_array().unwrap().iter();
+    let target = format!("http://127.0.0.1:8123/api/webhook/{APPROVAL_WEBHOOK}");
+    argv.map(|a| json!(a.as_str().unwrap().replace(&target, url)))
+        .collect()
+}
+
+#[test]
+fn approvals_notify_posts_what_the_phone_notification_shows() {
+    let Some(ha) = yaml("homeassistant/configuration.yaml") else {
+        return;
+    };
+    if !Path::new("/usr/bin/curl").exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "curl missing under CI=true"
+        );
+        eprintln!("SKIPPED: /usr/bin/curl is missing; apt-get install curl");
+        return;
+    }
+    let automation = &ha["automation"][1];
+    assert_eq!(automation["triggers"][0]["webhook_id"], APPROVAL_WEBHOOK);
+    let shown = automation["actions"][0]["data"].to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/api/webhook/{APPROVAL_WEBHOOK}",
+        listener.local_addr().unwrap()
+    );
+    let agent = Agent::start(
+        "ha-approval",
+        json!({"approvals": {"notify": approvals_notify(&url)}}),
+    );
+    let held = agent.post_json(
+        "/request",
+        &json!({"command": "echo \"$(id)\" & x", "reason": "why"}),
+    );
+    assert_eq!(held.status, 202, "{}", held.body);
+    let form = receive_form(&listener, APPROVAL_WEBHOOK);
+    let get = |k: &str| field(&form, k);
+    assert_eq!(
+        get("approval"),
+        held.json()["approval"].as_str(),
+        "{form:?}"
+    );
+    assert_eq!(get("command"), Some("echo \"$(id)\" & x"));
+    // The test runs as root; under qemu-user the agent cannot read the peer uid from
+    // the kernel (observed: `unknown`), and says so rather than guess.
+    let caller = if crate::common::emulated() {
+        "unknown"
+    } else {
+        "root"
+    };
+    assert_eq!(
+        (get("caller"), get("reason"), get("rule")),
+        (Some(caller), Some("why"), Some("echo"))
+    );
+    // The notification shows each field it is sent, and its actions carry the approval.
+    for field in ["approval", "caller", "command", "rule", "reason"] {
+        assert!(
+            shown.contains(&format!("trigger.data.{field}")),
+            "{field}: {shown}"
+        );
+    }
+    let actions = &automation["actions"][0]["data"]["data"]["actions"];
+    assert_eq!(actions[0]["behavior"], "textInput");
+}
+
+/// What HA would post for a notification action `event` (tests/ha_render.py).
+fn phone_reply(event: &Value) -> Option<Value> {
+    if yaml("homeassistant/configuration.yaml").is_none()
+        || !crate::common::python_has("jinja2", "pip install jinja2")
+    {
+        return None;
+    }
+    let out = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ha_render.py"))
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/homeassistant/configuration.yaml"),
+        )
+        .args(["mobile_app_notification_action", &event.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+#[test]
+fn a_reply_typed_into_the_phone_notification_approves_the_held_request() {
+    // 30 s steps: Python and Jinja2 start slowly on a busy machine; one code is used.
+    let agent = Agent::start("ha-reply", json!({}));
+    let held = agent.post_json("/request", &json!({"command": "echo from the phone"}));
+    assert_eq!(held.status, 202, "{}", held.body);
+    let approval = held.json()["approval"].as_str().unwrap().to_string();
+    // The Companion app's textInput reply: the action id and the typed text.
+    let event = json!({"action": format!("SUDO_AGENT_APPROVE_{approval}"), "reply_text": format!(" {} ", agent.code())});
+    let Some(post) = phone_reply(&event) else {
+        return;
+    };
+    let path = post["url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://127.0.0.1:9999");
+    assert_eq!((path, post["method"].as_str()), ("/approve", Some("post")));
+    let r = agent.post(path, post["body"].as_str().unwrap());
+    assert_eq!(r.status, 200, "{post} -> {}", r.body);
+    assert_eq!(r.json()["stdout"], "from the phone\n");
+
+    let held = agent.post_json("/request", &json!({"command": "echo never"}));
+    let approval = held.json()["approval"].as_str().unwrap().to_string();
+    let post = phone_reply(&json!({"action": format!("SUDO_AGENT_DENY_{approval}")})).unwrap();
+    let path = post["url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://127.0.0.1:9999");
+    let r = agent.post(path, post["body"].as_str().unwrap());
+    assert_eq!(
+        (r.status, r.json()["status"].as_str()),
+        (200, Some("denied")),
+        "{}",
+        r.body
+    );
+    // Other notification actions are not this automation's business.
+    assert_eq!(
+        phone_reply(&json!({"action": "SOMETHING_ELSE"})).unwrap(),
+        json!({})
+    );
 }

@@ -1,10 +1,11 @@
 //! `sudo-agent mcp` spoken to over pipes, as an MCP client (Claude Desktop and others)
-//! does: initialize, list tools, call them with a good and a bad code.
+//! does: initialize, list tools, call them with a good and a bad code; and the official
+//! MCP Python SDK approving a held request through elicitation (tests/mcp_sdk.py).
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-use crate::common::{Agent, agent_command};
+use crate::common::{Agent, SECRET_B32, agent_command, agent_shell_command, python_has};
 use serde_json::{Value, json};
 
 /// A running `sudo-agent mcp` with its stdio.
@@ -18,6 +19,7 @@ impl Session {
     fn start(agent: &Agent) -> Session {
         let mut child = agent_command()
             .args(["mcp", "--url", &agent.url("")])
+            .args(["--config", agent.config_path.to_str().unwrap()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -138,9 +140,16 @@ fn mcp_session_runs_commands_only_with_the_humans_code() {
         text.contains("invalid_code") && text.contains("Ask the human"),
         "{text}"
     );
-    // Without any code, a command needing one is refused the same way.
-    let (is_error, _) = mcp.call(7, "run_command", json!({"command": "echo x"}));
-    assert!(is_error);
+    // Without any code, a command needing one is held for the human (this client did
+    // not declare elicitation): the assistant gets the approval code to wait on.
+    let (is_error, text) = mcp.call(7, "run_command", json!({"command": "echo x"}));
+    assert!(!is_error, "{text}");
+    let held: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(held["status"], "awaiting_approval", "{text}");
+    assert_eq!(
+        agent.get("/pending").json()["pending"][0]["approval"],
+        held["approval"]
+    );
 
     mcp.send("{this is not json");
     let answer = mcp.receive();
@@ -163,6 +172,38 @@ fn mcp_session_runs_commands_only_with_the_humans_code() {
 }
 
 #[test]
+fn with_approvers_set_the_mcp_server_never_asks_for_a_code() {
+    // It runs as the assistant's user, which the kernel cannot tell from the assistant:
+    // where the agent names its approvers, the human approves elsewhere.
+    let agent = Agent::start(
+        "mcp-approvers",
+        json!({"approvals": {"approvers": {"users": ["root"]}}}),
+    );
+    let mut mcp = Session::start(&agent);
+    let init = mcp.request(
+        1,
+        "initialize",
+        json!({"protocolVersion": "2025-06-18", "capabilities": {"elicitation": {}},
+               "clientInfo": {"name": "test", "version": "0"}}),
+    );
+    assert_eq!(init["result"]["protocolVersion"], "2025-06-18");
+    // The next line is the tool result itself, not an `elicitation/create`.
+    let (is_error, text) = mcp.call(2, "run_command", json!({"command": "echo x"}));
+    assert!(!is_error, "{text}");
+    let held: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(held["status"], "awaiting_approval", "{text}");
+    assert!(
+        held["next"]
+            .as_str()
+            .unwrap()
+            .contains("names its approvers")
+    );
+    // An unknown (newer) version is answered with our newest, not the oldest.
+    let init = mcp.request(3, "initialize", json!({"protocolVersion": "2099-01-01"}));
+    assert_eq!(init["result"]["protocolVersion"], "2025-11-25");
+}
+
+#[test]
 fn rules_stay_private_unless_exposed() {
     let agent = Agent::start("mcp-private", json!({}));
     assert_eq!(agent.get("/rules").status, 404);
@@ -173,4 +214,116 @@ fn rules_stay_private_unless_exposed() {
     // no_pin rules still work without a code.
     let (is_error, text) = mcp.call(2, "run_command", json!({"command": "uptime"}));
     assert!(!is_error, "{text}");
+}
+
+/// Runs tests/mcp_sdk.py: the SDK starts `sudo-agent mcp` itself, asks for `command`,
+/// and its elicitation callback takes `action`. Its JSON report.
+fn sdk(agent: &Agent, action: &str, command: &str) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp_sdk.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(agent_shell_command().split_whitespace())
+        .args([
+            &agent.url(""),
+            SECRET_B32,
+            &agent.params.step_s.to_string(),
+            action,
+            command,
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "mcp_sdk.py failed: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The SDK and pyotp, or a loud skip (a failure under CI=true).
+fn sdk_present() -> bool {
+    python_has("mcp", "pip install mcp") && python_has("pyotp", "pip install pyotp")
+}
+
+#[test]
+fn the_official_sdk_approves_through_elicitation_and_the_code_stays_out_of_the_model() {
+    if !sdk_present() {
+        return;
+    }
+    let agent = Agent::start("mcp-sdk", json!({}));
+    let marker = agent.dir.path().join("ran");
+    let command = format!("sh -c 'echo ran >> {}; echo approved'", marker.display());
+    let out = sdk(&agent, "accept", &command);
+    // The SDK asks for the newest version it knows, which this server speaks.
+    assert_eq!(out["protocolVersion"], "2025-11-25", "{out}");
+    assert!(
+        out["description"]
+            .as_str()
+            .unwrap()
+            .contains("Give no code"),
+        "{out}"
+    );
+    // The human saw the exact argv, the rule, the reason and the approval code.
+    let asked = out["asked"][0]["message"].as_str().unwrap();
+    let argv = format!(
+        "/bin/sh -c 'echo ran >> {}; echo approved'",
+        marker.display()
+    );
+    for part in [
+        argv.as_str(),
+        "rule: sh",
+        "reason: the test asks",
+        "approval code: ",
+    ] {
+        assert!(asked.contains(part), "{part:?} not in {asked}");
+    }
+    assert_eq!(out["asked"][0]["schema"]["required"], json!(["code"]));
+    let code = out["codes"][0].as_str().unwrap();
+    let result = &out["results"][0];
+    assert_eq!(result["isError"], false, "{out}");
+    let job: Value = serde_json::from_str(result["text"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (job["status"].as_str(), job["stdout"].as_str()),
+        (Some("succeeded"), Some("approved\n"))
+    );
+    // Ran once; the code went human -> server and is nowhere the model can read.
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "ran\n");
+    assert!(!out["results"].to_string().contains(code), "{out}");
+    assert!(!agent.log().contains(code));
+    assert_eq!(agent.get("/pending").json()["pending"], json!([]));
+}
+
+#[test]
+fn the_official_sdk_declining_denies_and_dismissing_leaves_it_held() {
+    if !sdk_present() {
+        return;
+    }
+    let agent = Agent::start("mcp-sdk-no", json!({}));
+    let marker = agent.dir.path().join("ran");
+    let command = format!("sh -c 'echo ran >> {}'", marker.display());
+    let out = sdk(&agent, "decline", &command);
+    let result = &out["results"][0];
+    assert_eq!(result["isError"], true, "{out}");
+    assert!(result["text"].as_str().unwrap().contains("denied"), "{out}");
+    assert_eq!(agent.get("/pending").json()["pending"], json!([]));
+
+    let out = sdk(&agent, "cancel", &command);
+    let held: Value = serde_json::from_str(out["results"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(held["status"], "awaiting_approval", "{out}");
+    let approval = held["approval"].as_str().unwrap();
+    assert!(
+        held["next"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("approve {approval}"))
+    );
+    let status: Value = serde_json::from_str(out["results"][1]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(status["status"], "awaiting_approval", "{out}");
+    let pending = agent.get("/pending").json();
+    assert_eq!(pending["pending"][0]["approval"], approval);
+    assert_eq!(
+        agent
+            .post_json("/deny", &json!({"approval": approval}))
+            .status,
+        200
+    );
+    assert!(!marker.exists(), "nothing ran");
 }

@@ -7,6 +7,8 @@ mod common;
 
 /// Requests held for a human: request, notify, approve, deny, expiry, restart.
 mod approvals;
+/// Held requests from the command line and SIP: run --request, pending, approve, deny.
+mod approve_cli;
 /// Web pages and DNS rebinding; the clients that must keep working.
 mod attack_browser;
 /// Brute force, bent codes, codes outside the window.

@@ -9,7 +9,7 @@ use std::path::Path;
 use super::explain::explain;
 use super::parse::{Command, parse};
 use crate::auth::{SecretKey, load_secret, new_secret, totp};
-use crate::clients::{mcp, run};
+use crate::clients::{mcp, pending, run};
 use crate::config::Config;
 use crate::deploy::{self, Enrolment, Label, StarterPaths};
 use crate::jobs::new_id;
@@ -45,12 +45,22 @@ usage:
   sudo-agent uninstall [--dry-run] [--root DIR] [--purge]
                                         remove binary and units (--purge: config, secret,
                                         state and log too)
-  sudo-agent run    [--url U] [--pin P | --pin-stdin] [--wait S] [--json] [--detach]
-                    [--message 'Agent: CODE CMD'] [--reply-format text|sip] -- CMD ARGS...
+  sudo-agent run    [AGENT] [--pin P | --pin-stdin | --request [--reason TEXT]] [--wait S]
+                    [--json] [--detach] [--message 'Agent: CODE CMD']
+                    [--reply-format text|sip] -- CMD ARGS...
                                         client: submit, wait, print the output, exit with the
-                                        command's exit code (124 timed out, 125 refused,
-                                        126 not allowed, 127 agent unreachable)
-  sudo-agent mcp    [--url U]           MCP tool server on stdio for AI assistants
+                                        command's exit code (124 timed out or approval
+                                        expired, 125 refused or denied, 126 not allowed,
+                                        127 agent unreachable). --request: no code; the agent
+                                        holds it, prints its approval code, waits for a human
+  sudo-agent pending [AGENT] [--json]  the requests awaiting approval
+  sudo-agent approve APPROVAL [AGENT] [--pin-stdin] [--wait S] [--json]
+                                        show the held command, ask for the code (echo off),
+                                        run it; exit codes as run
+  sudo-agent deny   APPROVAL [AGENT]    refuse a held request
+  sudo-agent mcp    [AGENT]             MCP tool server on stdio for AI assistants
+    AGENT: --url http://127.0.0.1:9999 | --socket PATH | --config PATH (its
+    unix_socket.path when that socket exists; default /etc/sudo-agent/config.json)
   sudo-agent --help | --version";
 
 /// Runs the program; returns the exit code.
@@ -133,7 +143,8 @@ fn execute(command: Command) -> Result<i32, String> {
         }
         Command::Uninstall { options, purge } => deploy::uninstall(&options, purge)?,
         Command::Run(args) => return Ok(run::main(args)),
-        Command::Mcp { url } => return mcp::serve(&url).map(|()| 0),
+        Command::Pending { endpoint, json } => return Ok(pending::main(&endpoint, json)),
+        Command::Mcp { endpoint } => return mcp::serve(&endpoint).map(|()| 0),
         Command::Qr { files } => {
             for file in files {
                 deploy::show_uri_file(&file)?;

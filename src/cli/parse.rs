@@ -2,11 +2,11 @@
 //! [`parse_run`] (its command words pass through as they are).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::flags::Flags;
 use crate::clients::run::{Pin, ReplyFormat, RunArgs, What};
-use crate::clients::{Client, default_url};
+use crate::clients::{Client, Endpoint};
 use crate::config::{DEFAULT_CONFIG_PATH, DEFAULT_LISTEN};
 use crate::deploy::{Enrolment, InstallOptions};
 
@@ -48,9 +48,14 @@ pub enum Command {
         options: InstallOptions,
         purge: bool,
     },
+    /// `run`, `approve` and `deny`.
     Run(RunArgs),
+    Pending {
+        endpoint: Endpoint,
+        json: bool,
+    },
     Mcp {
-        url: String,
+        endpoint: Endpoint,
     },
     Qr {
         files: Vec<PathBuf>,
@@ -84,7 +89,11 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         return Ok(parse_explain(rest)?.unwrap_or(Command::Help));
     }
     let mut config = PathBuf::from(DEFAULT_CONFIG_PATH);
-    let mut url = default_url();
+    let mut url = None;
+    let mut socket = None;
+    let mut json = false;
+    let mut pin = Pin::Auto;
+    let mut wait_s = None;
     let mut listen = DEFAULT_LISTEN;
     let mut account = None;
     let mut issuer = String::from("sudo-agent");
@@ -128,13 +137,31 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "--purge" => purge = true,
             "--uri-file" => uri_file = Some(PathBuf::from(value("--uri-file")?)),
             "--config-only" => config_only = true,
-            "--url" => url = value("--url")?,
+            "--url" => url = Some(value("--url")?),
+            "--socket" => socket = Some(PathBuf::from(value("--socket")?)),
+            "--json" => json = true,
+            "--pin-stdin" => pin = Pin::Stdin,
+            "--wait" => wait_s = Some(seconds("--wait", &value("--wait")?)?),
             other if other.starts_with('-') && other.len() > 1 => {
                 return Err(format!("unknown option {other}"));
             }
             other => positional.push(other.to_string()),
         }
     }
+    let endpoint = endpoint(url, socket, &config)?;
+    let answer = |what| {
+        Command::Run(RunArgs {
+            endpoint: endpoint.clone(),
+            pin: pin.clone(),
+            hold: false,
+            reason: None,
+            wait_s,
+            json,
+            detach: false,
+            reply: ReplyFormat::Text,
+            what,
+        })
+    };
     let command = match sub.as_str() {
         "-h" | "--help" | "help" => Command::Help,
         "-V" | "--version" => Command::Version,
@@ -168,7 +195,26 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             purge,
         },
         "check" => Command::Check { config },
-        "mcp" => Command::Mcp { url },
+        "mcp" => Command::Mcp {
+            endpoint: endpoint.clone(),
+        },
+        "pending" => Command::Pending {
+            endpoint: endpoint.clone(),
+            json,
+        },
+        "approve" | "deny" => {
+            let [approval] = positional.as_slice() else {
+                return Err(format!(
+                    "{sub} takes exactly one approval code, e.g. {sub} K7QX"
+                ));
+            };
+            let approval = approval.to_ascii_uppercase();
+            positional.clear();
+            answer(match sub.as_str() {
+                "approve" => What::Approve(approval),
+                _ => What::Deny(approval),
+            })
+        }
         "qr" if positional.is_empty() => {
             return Err("qr takes the URI file(s) to show: sudo-agent qr FILE...".into());
         }
@@ -202,13 +248,50 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         Command::Qr { .. } => &[],
         Command::Install { .. } => &["--root", "--dry-run", "--account", "--issuer"],
         Command::Uninstall { .. } => &["--root", "--dry-run", "--purge"],
-        Command::Mcp { .. } => &["--url"],
+        Command::Mcp { .. } => &["--url", "--socket", "--config"],
+        Command::Pending { .. } => &["--url", "--socket", "--config", "--json"],
+        Command::Run(RunArgs {
+            what: What::Approve(_),
+            ..
+        }) => &[
+            "--url",
+            "--socket",
+            "--config",
+            "--json",
+            "--pin-stdin",
+            "--wait",
+        ],
+        Command::Run(_) => &["--url", "--socket", "--config", "--json"],
         _ => &["--config"],
     };
     if let Some(flag) = given.iter().find(|f| !allowed.contains(f)) {
         return Err(format!("{flag} is not an option of `{sub}`"));
     }
     Ok(command)
+}
+
+/// Where the agent is: `--url` checked now, `--socket` and the config's socket at use.
+fn endpoint(
+    url: Option<String>,
+    socket: Option<PathBuf>,
+    config: &Path,
+) -> Result<Endpoint, String> {
+    if url.is_some() && socket.is_some() {
+        return Err("--url and --socket name two agents; pick one".into());
+    }
+    if let Some(url) = &url {
+        Client::new(url).map_err(|e| e.to_string())?;
+    }
+    Ok(Endpoint {
+        url,
+        socket,
+        config: config.to_path_buf(),
+    })
+}
+
+fn seconds(flag: &str, text: &str) -> Result<u64, String> {
+    text.parse()
+        .map_err(|_| format!("{flag} {text} is not a whole number of seconds"))
 }
 
 /// Parses the words after `explain`; `Ok(None)` for `--help`. As with `run`, the first
@@ -257,10 +340,12 @@ pub fn parse_explain(words: &[String]) -> Result<Option<Command>, String> {
 /// Parses the words after `run`; `Ok(None)` for `--help`. The first word that is not an
 /// option (or everything after `--`) starts the command, so its own options pass through.
 pub fn parse_run(words: &[String]) -> Result<Option<RunArgs>, String> {
-    let mut url = default_url();
+    let (mut url, mut socket) = (None, None);
+    let mut config = PathBuf::from(DEFAULT_CONFIG_PATH);
     let mut pin = Pin::Auto;
     let mut wait_s = None;
-    let (mut json, mut detach) = (false, false);
+    let (mut json, mut detach, mut hold) = (false, false, false);
+    let mut reason = None;
     let mut reply = ReplyFormat::Text;
     let mut message = None;
     let mut flags = Flags::new(words);
@@ -269,16 +354,14 @@ pub fn parse_run(words: &[String]) -> Result<Option<RunArgs>, String> {
         let mut value = |name: &str| flags.value(name);
         match flag {
             "-h" | "--help" => return Ok(None),
-            "--url" => url = value("--url")?,
+            "--url" => url = Some(value("--url")?),
+            "--socket" => socket = Some(PathBuf::from(value("--socket")?)),
+            "--config" => config = PathBuf::from(value("--config")?),
             "--pin" => pin = Pin::Given(value("--pin")?),
             "--pin-stdin" => pin = Pin::Stdin,
-            "--wait" => {
-                let text = value("--wait")?;
-                wait_s = Some(
-                    text.parse::<u64>()
-                        .map_err(|_| format!("--wait {text} is not a whole number of seconds"))?,
-                );
-            }
+            "--request" => hold = true,
+            "--reason" => reason = Some(value("--reason")?),
+            "--wait" => wait_s = Some(seconds("--wait", &value("--wait")?)?),
             "--json" => json = true,
             "--detach" => detach = true,
             "--message" => message = Some(value("--message")?),
@@ -299,7 +382,13 @@ pub fn parse_run(words: &[String]) -> Result<Option<RunArgs>, String> {
             }
         }
     }
-    Client::new(&url).map_err(|e| e.to_string())?;
+    let endpoint = endpoint(url, socket, &config)?;
+    if hold && (pin != Pin::Auto || message.is_some()) {
+        return Err("--request sends no code (a human approves it); leave out --pin, --pin-stdin and --message".into());
+    }
+    if reason.is_some() && !hold {
+        return Err("--reason goes with --request".into());
+    }
     let what = match (message, command.is_empty()) {
         (Some(text), true) => {
             if pin != Pin::Auto {
@@ -317,8 +406,10 @@ pub fn parse_run(words: &[String]) -> Result<Option<RunArgs>, String> {
         return Err("--json and --reply-format sip are two output formats; pick one".into());
     }
     Ok(Some(RunArgs {
-        url,
+        endpoint,
         pin,
+        hold,
+        reason,
         wait_s,
         json,
         detach,
@@ -426,11 +517,11 @@ mod tests {
             a.what,
             What::Words(vec!["df".into(), "-h".into(), "/".into()])
         );
-        assert_eq!(a.url, default_url());
+        assert_eq!(a.endpoint.url, None);
         // Without `--`, the first plain word starts the command and its options are its own.
         let a = args("--url=http://127.0.0.1:1 ls --help").unwrap().unwrap();
         assert_eq!(a.what, What::Words(vec!["ls".into(), "--help".into()]));
-        assert_eq!(a.url, "http://127.0.0.1:1");
+        assert_eq!(a.endpoint.url.as_deref(), Some("http://127.0.0.1:1"));
         let a = args("--message x --reply-format sip --detach")
             .unwrap()
             .unwrap();
@@ -439,6 +530,38 @@ mod tests {
             (What::Message("x".into()), ReplyFormat::Sip, true)
         );
         assert_eq!(args("--help").unwrap(), None);
+    }
+
+    #[test]
+    fn parses_approvals() {
+        let Command::Run(a) = parse(&words("approve k7q2 --pin-stdin --socket /s")).unwrap() else {
+            panic!("approve is a run");
+        };
+        assert_eq!(
+            (a.what, a.pin, a.endpoint.socket),
+            (What::Approve("K7Q2".into()), Pin::Stdin, Some("/s".into()))
+        );
+        let Command::Run(a) = parse(&words("deny K7Q2 --json")).unwrap() else {
+            panic!("deny is a run");
+        };
+        assert_eq!((a.what, a.json), (What::Deny("K7Q2".into()), true));
+        assert!(matches!(
+            parse(&words("pending --json")).unwrap(),
+            Command::Pending { json: true, .. }
+        ));
+        let a = args("--request --reason disk -- df -h").unwrap().unwrap();
+        assert_eq!((a.hold, a.reason.as_deref()), (true, Some("disk")));
+        for bad in [
+            "approve",
+            "approve A B",
+            "deny K7Q2 --pin-stdin",
+            "pending X",
+            "pending --pin-stdin",
+            "approve K7Q2 --url http://127.0.0.1:1 --socket /s",
+            "serve --socket /s",
+        ] {
+            assert!(parse(&words(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -493,6 +616,9 @@ mod tests {
             "--reply-format xml -- true",
             "--json --reply-format sip -- true",
             "--url https://127.0.0.1:9999 -- true",
+            "--url http://127.0.0.1:1 --socket /s -- true",
+            "--request --pin 1 -- true",
+            "--reason why -- true",
         ] {
             assert!(args(bad).is_err(), "{bad:?}");
         }

@@ -1,12 +1,14 @@
 //! A small blocking HTTP/1.1 client for the agent's API, used by `sudo-agent run` and
-//! `sudo-agent mcp`. No HTTP stack: `std::net::TcpStream`, a request written by hand,
-//! the response head parsed with `httparse`. One connection per request
+//! `sudo-agent mcp`. No HTTP stack: a `TcpStream` (or a `UnixStream` for the agent's
+//! Unix socket), a request written by hand, the response head parsed with `httparse`. One connection per request
 //! (`Connection: close`), connect and read timeouts, and a cap on everything read, so a
 //! wrong or hostile server on the port cannot make the client hang or hoard memory.
 
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -47,7 +49,7 @@ impl fmt::Display for ClientError {
             Self::Url(why) => write!(f, "{why}"),
             Self::Connect { url, err } => write!(
                 f,
-                "cannot reach the agent at {url}: {err}; is it running? (systemctl status sudo-agent) or pass --url"
+                "cannot reach the agent at {url}: {err}; is it running? (systemctl status sudo-agent) or pass --url or --socket"
             ),
             Self::Io { url, err } => write!(f, "talking to the agent at {url} failed: {err}"),
             Self::Protocol { url, why } => write!(
@@ -82,8 +84,77 @@ pub enum Answer {
     Job(Box<JobRecord>),
     /// 202 to a submit: the job runs on; poll it by id.
     Pending { id: String },
+    /// 202 to `POST /request`: held until a human approves it with `approval`.
+    Held(Held),
     /// Any non-2xx status.
     Refused(Refusal),
+}
+
+/// A held request as the agent announced it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Held {
+    pub id: String,
+    pub approval: String,
+    /// Unix seconds.
+    pub expires_at: u64,
+}
+
+/// A `POST` the agent answers like `/run`: a job record, a 202, or a refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// `/run`, with a code (or none, for `no_pin` rules).
+    Run {
+        pin: Option<String>,
+        what: Submission,
+    },
+    /// `/request`: hold it for a human to approve (`no_pin` rules run at once).
+    Request {
+        what: Submission,
+        reason: Option<String>,
+    },
+    /// `/approve`: run the held request `approval` with the human's code.
+    Approve { approval: String, pin: String },
+    /// `/deny`: end the held request `approval` unrun.
+    Deny { approval: String },
+}
+
+impl Call {
+    fn path(&self) -> &'static str {
+        match self {
+            Call::Run { .. } => "/run",
+            Call::Request { .. } => "/request",
+            Call::Approve { .. } => "/approve",
+            Call::Deny { .. } => "/deny",
+        }
+    }
+
+    fn body(&self, wait_s: u64) -> Value {
+        let (what, fields) = match self {
+            Call::Run { pin, what } => (Some(what), [("pin", pin.as_ref()), ("", None)]),
+            Call::Request { what, reason } => {
+                (Some(what), [("reason", reason.as_ref()), ("", None)])
+            }
+            Call::Approve { approval, pin } => {
+                (None, [("approval", Some(approval)), ("pin", Some(pin))])
+            }
+            Call::Deny { approval } => (None, [("approval", Some(approval)), ("", None)]),
+        };
+        let mut body = serde_json::Map::new();
+        for (key, value) in fields {
+            if let Some(value) = value {
+                body.insert(key.into(), value.as_str().into());
+            }
+        }
+        match what {
+            Some(Submission::Argv(argv)) => body.insert("argv".into(), argv.clone().into()),
+            Some(Submission::Command(line)) => body.insert("command".into(), line.clone().into()),
+            None => None,
+        };
+        if !matches!(self, Call::Deny { .. }) {
+            body.insert("wait".into(), wait_s.into()); // `/deny` ends the job: nothing to wait for.
+        }
+        Value::Object(body)
+    }
 }
 
 /// What to run: words as given (no splitting anywhere) or a line the agent splits.
@@ -93,12 +164,23 @@ pub enum Submission {
     Command(String),
 }
 
-/// The agent at one base URL.
+/// The agent at one base URL or Unix socket.
 #[derive(Debug, Clone)]
 pub struct Client {
+    /// For messages: `http://HOST:PORT` or `unix:PATH`.
     url: String,
-    addr: SocketAddr,
+    target: Target,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// A connection of either kind; both carry the same HTTP.
+trait Conn: Read + Write {}
+impl<T: Read + Write> Conn for T {}
 
 impl Client {
     /// `http://HOST[:PORT][/]`, HOST an IP address or `localhost`. The agent serves
@@ -132,32 +214,26 @@ impl Client {
         };
         Ok(Client {
             url: format!("http://{authority}"),
-            addr: SocketAddr::new(ip, port),
+            target: Target::Tcp(SocketAddr::new(ip, port)),
         })
+    }
+
+    /// The agent's Unix socket (config `unix_socket.path`).
+    pub fn unix(path: &Path) -> Client {
+        Client {
+            url: format!("unix:{}", path.display()),
+            target: Target::Unix(path.to_path_buf()),
+        }
     }
 
     pub fn url(&self) -> &str {
         &self.url
     }
 
-    /// `POST /run`; `wait_s` is how long the agent should hold the answer for the job.
-    pub fn submit(
-        &self,
-        pin: Option<&str>,
-        what: &Submission,
-        wait_s: u64,
-    ) -> Result<Answer, ClientError> {
-        let mut body = serde_json::Map::new();
-        if let Some(pin) = pin {
-            body.insert("pin".into(), pin.into());
-        }
-        match what {
-            Submission::Argv(argv) => body.insert("argv".into(), argv.clone().into()),
-            Submission::Command(line) => body.insert("command".into(), line.clone().into()),
-        };
-        body.insert("wait".into(), wait_s.into());
-        let body = Value::Object(body).to_string();
-        let response = self.request("POST", "/run", Some(body.as_bytes()), wait_s)?;
+    /// One `POST`; `wait_s` is how long the agent should hold the answer for the job.
+    pub fn post(&self, call: &Call, wait_s: u64) -> Result<Answer, ClientError> {
+        let body = call.body(wait_s).to_string();
+        let response = self.request("POST", call.path(), Some(body.as_bytes()), wait_s)?;
         self.answer(response)
     }
 
@@ -193,8 +269,16 @@ impl Client {
         let body: Value = serde_json::from_slice(&response.body)
             .map_err(|e| self.protocol(format!("body is not JSON: {e}")))?;
         let id = body.get("id").and_then(Value::as_str);
+        let approval = body.get("approval").and_then(Value::as_str);
         match (response.status, id) {
-            (202, Some(id)) => Ok(Answer::Pending { id: id.to_string() }),
+            (202, Some(id)) => Ok(match approval {
+                Some(approval) => Answer::Held(Held {
+                    id: id.to_string(),
+                    approval: approval.to_string(),
+                    expires_at: body["expires_at"].as_u64().unwrap_or(0),
+                }),
+                None => Answer::Pending { id: id.to_string() },
+            }),
             (_, Some(_)) => job_record(body)
                 .map(|r| Answer::Job(Box::new(r)))
                 .ok_or_else(|| self.protocol("a 200 without a job record".into())),
@@ -249,18 +333,17 @@ impl Client {
         body: Option<&[u8]>,
         wait_s: u64,
     ) -> Result<HttpResponse, ClientError> {
-        let mut stream = self.connect()?;
         let read_timeout = Duration::from_secs(wait_s).saturating_add(READ_MARGIN);
-        stream
-            .set_read_timeout(Some(read_timeout))
-            .and_then(|()| stream.set_write_timeout(Some(READ_MARGIN)))
-            .map_err(|e| self.io(e))?;
+        let mut stream = self.connect(read_timeout)?;
         let body = body.unwrap_or_default();
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: sudo-agent/{}\r\n\
              Accept: application/json\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n",
-            self.addr,
+            match &self.target {
+                Target::Tcp(addr) => addr.to_string(),
+                Target::Unix(_) => "localhost".into(),
+            },
             env!("CARGO_PKG_VERSION"),
             body.len()
         );
@@ -274,12 +357,24 @@ impl Client {
         })
     }
 
-    fn connect(&self) -> Result<TcpStream, ClientError> {
-        TcpStream::connect_timeout(&self.addr, CONNECT_TIMEOUT).map_err(|err| {
-            ClientError::Connect {
-                url: self.url.clone(),
-                err,
-            }
+    /// A connection with its read timeout (and `READ_MARGIN` to write).
+    fn connect(&self, read: Duration) -> Result<Box<dyn Conn>, ClientError> {
+        let (read, write) = (Some(read), Some(READ_MARGIN));
+        let stream: io::Result<Box<dyn Conn>> = match &self.target {
+            Target::Tcp(addr) => TcpStream::connect_timeout(addr, CONNECT_TIMEOUT).and_then(|s| {
+                s.set_read_timeout(read)?;
+                s.set_write_timeout(write)?;
+                Ok(Box::new(s) as Box<dyn Conn>)
+            }),
+            Target::Unix(path) => UnixStream::connect(path).and_then(|s| {
+                s.set_read_timeout(read)?;
+                s.set_write_timeout(write)?;
+                Ok(Box::new(s) as Box<dyn Conn>)
+            }),
+        };
+        stream.map_err(|err| ClientError::Connect {
+            url: self.url.clone(),
+            err,
         })
     }
 }
@@ -387,12 +482,12 @@ mod tests {
     #[test]
     fn urls() {
         let c = Client::new("http://127.0.0.1:9999").unwrap();
-        assert_eq!(c.addr, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(c.target, Target::Tcp("127.0.0.1:9999".parse().unwrap()));
         let c = Client::new("http://[::1]:8080/").unwrap();
-        assert_eq!(c.addr, "[::1]:8080".parse().unwrap());
+        assert_eq!(c.target, Target::Tcp("[::1]:8080".parse().unwrap()));
         assert_eq!(c.url(), "http://[::1]:8080");
         let c = Client::new("http://localhost").unwrap();
-        assert_eq!(c.addr, "127.0.0.1:80".parse().unwrap());
+        assert_eq!(c.target, Target::Tcp("127.0.0.1:80".parse().unwrap()));
         for bad in [
             "https://127.0.0.1:9999",
             "127.0.0.1:9999",
@@ -462,6 +557,46 @@ mod tests {
             broken[field] = Value::from(12);
             assert_eq!(job_record(broken), None, "{field}");
         }
+    }
+
+    #[test]
+    fn each_call_sends_its_own_fields() {
+        let what = || Submission::Argv(vec!["df".into()]);
+        let body = |call: Call| (call.path(), call.body(5));
+        assert_eq!(
+            body(Call::Run {
+                pin: None,
+                what: what()
+            }),
+            ("/run", serde_json::json!({"argv": ["df"], "wait": 5}))
+        );
+        assert_eq!(
+            body(Call::Request {
+                what: Submission::Command("df -h".into()),
+                reason: Some("full".into())
+            }),
+            (
+                "/request",
+                serde_json::json!({"command": "df -h", "reason": "full", "wait": 5})
+            )
+        );
+        assert_eq!(
+            body(Call::Approve {
+                approval: "K7QX".into(),
+                pin: "123456".into()
+            }),
+            (
+                "/approve",
+                serde_json::json!({"approval": "K7QX", "pin": "123456", "wait": 5})
+            )
+        );
+        // `/deny` takes the approval alone.
+        assert_eq!(
+            body(Call::Deny {
+                approval: "K7QX".into()
+            }),
+            ("/deny", serde_json::json!({"approval": "K7QX"}))
+        );
     }
 
     #[test]

@@ -1,20 +1,25 @@
 //! `sudo-agent run`: submit a command to the agent, wait for it, print its output as it
-//! was, and exit with its exit code (replaces the shell script that polled).
+//! was, and exit with its exit code (replaces the shell script that polled). The same
+//! flow carries `run --request` (held until a human approves), `approve` and `deny`.
 //!
 //! Exit codes, chosen as `timeout(1)` and `env(1)` use them, and never overlapping:
 //! the remote exit code (1–123 as the command gave it, 128+N when it died of signal N),
-//! 124 it timed out on the agent or `--wait` ran out first, 125 the agent refused it
-//! (wrong code, locked out, busy, bad request) or it could not start, 126 no rule allows
-//! it, 127 the agent could not be reached. A command that itself exits 124–127 is
-//! reported as such; `--json` tells the cases apart.
+//! 124 it timed out on the agent, `--wait` ran out first or its approval expired, 125
+//! the agent refused it (wrong code, locked out, busy, bad request, denied by a human)
+//! or it could not start, 126 no rule allows it, 127 the agent could not be reached. A
+//! command that itself exits 124–127 is reported as such; `--json` tells the cases
+//! apart.
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::time::{Duration, Instant};
 
-use super::http_client::{Answer, Client, ClientError, Refusal, Submission};
-use super::sip;
+use super::endpoint::Endpoint;
+use super::http_client::{Answer, Call, Client, ClientError, Held, Refusal, Submission};
+use super::shown::argv_text;
+use super::sip::{self, Message};
 use crate::jobs::{JobRecord, Status};
 use crate::sys::EchoOff;
+use crate::text::printable;
 
 pub const EXIT_TIMED_OUT: i32 = 124;
 pub const EXIT_REFUSED: i32 = 125;
@@ -41,6 +46,10 @@ pub enum What {
     Words(Vec<String>),
     /// `--message 'Agent: CODE COMMAND'` (the SIP flow).
     Message(String),
+    /// `approve APPROVAL`: the code comes from `pin`.
+    Approve(String),
+    /// `deny APPROVAL`.
+    Deny(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,8 +62,12 @@ pub enum ReplyFormat {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunArgs {
-    pub url: String,
+    pub endpoint: Endpoint,
     pub pin: Pin,
+    /// `--request`: hold it for a human to approve instead of sending a code.
+    pub hold: bool,
+    /// `--reason`, shown to whoever approves.
+    pub reason: Option<String>,
     /// Seconds to wait for the job in all; `None` waits until it ends.
     pub wait_s: Option<u64>,
     pub json: bool,
@@ -67,14 +80,13 @@ pub struct RunArgs {
 pub fn exit_code(job: &JobRecord) -> i32 {
     match job.status {
         Status::Succeeded => 0,
-        Status::TimedOut | Status::Queued | Status::Running | Status::AwaitingApproval => {
-            EXIT_TIMED_OUT
-        }
-        Status::Failed
-        | Status::Cancelled
-        | Status::Interrupted
-        | Status::Denied
-        | Status::Expired => {
+        Status::TimedOut
+        | Status::Queued
+        | Status::Running
+        | Status::AwaitingApproval
+        | Status::Expired => EXIT_TIMED_OUT,
+        Status::Denied => EXIT_REFUSED,
+        Status::Failed | Status::Cancelled | Status::Interrupted => {
             match (job.exit_code, job.signal) {
                 (Some(code @ 1..=255), _) => code,
                 (_, Some(signal @ 1..=127)) => 128 + signal,
@@ -100,23 +112,34 @@ pub fn main(args: RunArgs) -> i32 {
         json: args.json,
         reply: args.reply,
     };
-    let client = match Client::new(&args.url) {
+    let client = match args.endpoint.client() {
         Ok(client) => client,
         Err(err) => return out.unreachable(&err),
     };
-    let (pin, submission) = match what_to_send(&args) {
-        Ok(pair) => pair,
+    let call = match what_to_send(&args, &client) {
+        Ok(call) => call,
         Err(why) => return out.local_failure(&why),
     };
     let deadline = args.wait_s.map(|s| Instant::now() + Duration::from_secs(s));
     let first_wait = if args.detach { 0 } else { wait_for(deadline) };
-    let answer = match client.submit(pin.as_deref(), &submission, first_wait) {
+    let answer = match client.post(&call, first_wait) {
         Ok(answer) => answer,
         Err(err) => return out.unreachable(&err),
     };
     let id = match answer {
+        Answer::Job(job) if matches!(call, Call::Deny { .. }) => return out.denied(&job),
         Answer::Job(job) if job.status.is_final() => return out.finished(&job),
         Answer::Refused(refusal) => return out.refused(&refusal),
+        Answer::Held(held) => {
+            out.held(&held, &call);
+            if args.detach && !out.json && out.reply == ReplyFormat::Text {
+                println!("{}", held.id); // As `--detach` prints any job's id.
+            }
+            if args.detach || out.reply == ReplyFormat::Sip {
+                return 0; // The reply says what to send; a SIP exchange cannot wait.
+            }
+            held.id
+        }
         Answer::Job(job) => job.id,
         Answer::Pending { id } => id,
     };
@@ -130,7 +153,7 @@ pub fn main(args: RunArgs) -> i32 {
         let asked = Instant::now();
         match client.job(&id, wait_for(deadline)) {
             Ok(Answer::Job(job)) if job.status.is_final() => return out.finished(&job),
-            Ok(Answer::Job(_) | Answer::Pending { .. }) => {
+            Ok(Answer::Job(_) | Answer::Pending { .. } | Answer::Held(_)) => {
                 // An agent with a tiny wait_max_s answers at once: do not spin on it.
                 if asked.elapsed() < Duration::from_millis(500) {
                     std::thread::sleep(Duration::from_millis(500));
@@ -156,27 +179,76 @@ fn wait_for(deadline: Option<Instant>) -> u64 {
     })
 }
 
-/// The code and the request body's command, from the arguments (and stdin or a prompt).
-fn what_to_send(args: &RunArgs) -> Result<(Option<String>, Submission), String> {
-    match &args.what {
-        What::Message(text) => {
-            let message = sip::parse_message(text).map_err(|e| e.to_string())?;
-            Ok((message.pin, Submission::Command(message.command)))
-        }
+/// The request to send, from the arguments (and stdin or a prompt).
+fn what_to_send(args: &RunArgs, client: &Client) -> Result<Call, String> {
+    let pin = |shown: &str| match &args.pin {
+        Pin::Given(pin) => Ok(Some(pin.clone())),
+        Pin::Stdin => read_line_from_stdin(),
+        Pin::Auto if io::stdin().is_terminal() => prompt_for_code(shown),
+        Pin::Auto => Ok(None),
+    };
+    Ok(match &args.what {
+        What::Message(text) => match sip::parse_message(text).map_err(|e| e.to_string())? {
+            Message::Run {
+                pin: Some(pin),
+                command,
+            } => Call::Run {
+                pin: Some(pin),
+                what: Submission::Command(command),
+            },
+            Message::Run { pin: None, command } => Call::Request {
+                what: Submission::Command(command),
+                reason: None,
+            },
+            Message::Approve { pin, approval } => Call::Approve { approval, pin },
+            Message::Deny { approval } => Call::Deny { approval },
+        },
         What::Words(words) => {
-            let submission = match words.as_slice() {
+            let what = match words.as_slice() {
                 [line] if line.contains(char::is_whitespace) => Submission::Command(line.clone()),
                 _ => Submission::Argv(words.clone()),
             };
-            let pin = match &args.pin {
-                Pin::Given(pin) => Some(pin.clone()),
-                Pin::Stdin => read_line_from_stdin()?,
-                Pin::Auto if io::stdin().is_terminal() => prompt_for_code(&words.join(" "))?,
-                Pin::Auto => None,
-            };
-            Ok((pin, submission))
+            match args.hold {
+                true => Call::Request {
+                    what,
+                    reason: args.reason.clone(),
+                },
+                false => Call::Run {
+                    pin: pin(&format!("`{}`", words.join(" ")))?,
+                    what,
+                },
+            }
         }
-    }
+        What::Approve(approval) => {
+            let shown = held_command(client, approval)
+                .map_or_else(|| format!("request {approval}"), |c| format!("`{c}`"));
+            match pin(&shown)? {
+                Some(pin) => Call::Approve {
+                    approval: approval.clone(),
+                    pin,
+                },
+                None => return Err("approving needs the code from your authenticator app: run it on a terminal or pass --pin-stdin".into()),
+            }
+        }
+        What::Deny(approval) => Call::Deny {
+            approval: approval.clone(),
+        },
+    })
+}
+
+/// The argv a held request would run, from `GET /pending`, so the human reads it
+/// before typing a code; `None` when the agent does not say.
+fn held_command(client: &Client, approval: &str) -> Option<String> {
+    let pending = client.get_json("/pending").ok()?.ok()?;
+    pending["pending"]
+        .as_array()?
+        .iter()
+        .find(|p| {
+            p["approval"]
+                .as_str()
+                .is_some_and(|a| a.eq_ignore_ascii_case(approval))
+        })
+        .map(|p| argv_text(&p["argv"]))
 }
 
 fn read_line_from_stdin() -> Result<Option<String>, String> {
@@ -192,12 +264,14 @@ fn read_line_from_stdin() -> Result<Option<String>, String> {
 }
 
 /// Asks on the terminal with echo off; an empty answer sends no code (`no_pin` rules).
-fn prompt_for_code(command: &str) -> Result<Option<String>, String> {
-    eprint!("code for `{command}` (Enter for none): ");
-    let _ = io::stderr().flush();
+/// Echo goes off before the prompt shows: turning it off flushes pending input
+/// (`TCSAFLUSH`), which would drop a code typed or pasted right after the prompt.
+fn prompt_for_code(shown: &str) -> Result<Option<String>, String> {
     let echo = EchoOff::stdin().map_err(|e| {
         format!("cannot turn off terminal echo to read the code: {e}; use --pin-stdin")
     })?;
+    eprint!("code for {shown} (Enter for none): ");
+    let _ = io::stderr().flush();
     let line = read_line_from_stdin();
     drop(echo);
     line
@@ -243,6 +317,64 @@ impl Output {
             }
         }
         code
+    }
+
+    /// A held request: what it is and how to answer it (on stderr, or as the SIP reply).
+    fn held(&self, held: &Held, call: &Call) {
+        if self.json {
+            print_json(held);
+            return;
+        }
+        let what = match call {
+            Call::Request {
+                what: Submission::Command(line),
+                ..
+            } => line.clone(),
+            Call::Request {
+                what: Submission::Argv(argv),
+                ..
+            } => argv.join(" "),
+            _ => String::new(),
+        };
+        let what = printable(&what);
+        let a = &held.approval;
+        let expires = held
+            .expires_at
+            .saturating_sub(crate::sys::clock::now_unix());
+        match self.reply {
+            ReplyFormat::Sip => println!(
+                "{}",
+                sip::reply(
+                    &format!("held as {a}: {what}"),
+                    &format!(
+                        "to run it send: Agent: CODE approve {a}\nto refuse: Agent: deny {a}\nexpires in {expires} s"
+                    ),
+                    None
+                )
+            ),
+            ReplyFormat::Text => eprintln!(
+                "sudo-agent: held for approval as {a} (expires in {expires} s): {what}\n  \
+                 approve: sudo-agent approve {a}   (asks for the code)\n  \
+                 deny:    sudo-agent deny {a}\nwaiting for a decision..."
+            ),
+        }
+    }
+
+    /// `deny` done: the record says `denied`; anything else is what the agent said.
+    fn denied(&self, job: &JobRecord) -> i32 {
+        if job.status != Status::Denied {
+            return self.finished(job);
+        }
+        if self.json {
+            print_json(job);
+        } else {
+            let text = format!("denied: {}", printable(&job.command));
+            match self.reply {
+                ReplyFormat::Sip => println!("{}", sip::reply(&text, "", None)),
+                ReplyFormat::Text => println!("{text}"),
+            }
+        }
+        0
     }
 
     fn refused(&self, refusal: &Refusal) -> i32 {
@@ -313,7 +445,7 @@ fn pending<'a>(id: &'a str, client: &Client) -> Pending<'a> {
     }
 }
 
-fn print_json<T: serde::Serialize>(value: &T) {
+pub(super) fn print_json<T: serde::Serialize>(value: &T) {
     match serde_json::to_string(value) {
         Ok(text) => println!("{text}"),
         Err(err) => eprintln!("sudo-agent: cannot encode the answer as JSON: {err}"),

@@ -1,6 +1,8 @@
 //! The text format of the old agent's SIP flow: a phone sends `Agent: 123456 df -h /`
 //! as a SIP MESSAGE, Asterisk hands the body to `sudo-agent run --message`, and the
-//! reply goes back as one MESSAGE, short enough for any SIP path to carry.
+//! reply goes back as one MESSAGE, short enough for any SIP path to carry. A held
+//! request is approved with `Agent: 123456 approve K7Q2` and refused with
+//! `Agent: deny K7Q2`.
 
 use std::fmt;
 
@@ -12,11 +14,25 @@ pub const MAX_REPLY: usize = 1000;
 /// Longest code looked at; real codes have 6–8 digits.
 const MAX_PIN: usize = 16;
 
-/// A message split into its code (absent for `no_pin` rules) and command line.
+/// What a message asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub pin: Option<String>,
-    pub command: String,
+pub enum Message {
+    /// `Agent: [CODE] COMMAND`: without a code the request is held for approval (or
+    /// runs at once under a `no_pin` rule).
+    Run {
+        pin: Option<String>,
+        command: String,
+    },
+    /// `Agent: CODE approve APPROVAL`.
+    Approve { pin: String, approval: String },
+    /// `Agent: deny APPROVAL`.
+    Deny { approval: String },
+}
+
+/// Whether `word` has the shape of an approval code: 4–6 letters and digits, either
+/// case (the agent tells a mistyped one: `not_found`).
+pub fn is_approval(word: &str) -> bool {
+    (4..=6).contains(&word.len()) && word.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,8 +55,9 @@ impl std::error::Error for MessageError {}
 
 /// Parses `Agent: CODE COMMAND`. The prefix is matched case-insensitively, spaces are
 /// tolerated around it and between the parts, and the code may be left out (a first
-/// word that is not all digits starts the command), for `no_pin` rules. The command
-/// stays one line for the agent to split with its quoting rules.
+/// word that is not all digits starts the command). The command stays one line for the
+/// agent to split with its quoting rules. `approve X` after a code and `deny X` alone,
+/// X an approval code, are the two answers to a held request.
 pub fn parse_message(text: &str) -> Result<Message, MessageError> {
     let text = text.trim();
     let rest = text
@@ -61,9 +78,25 @@ pub fn parse_message(text: &str) -> Result<Message, MessageError> {
     if command.is_empty() {
         return Err(MessageError::NoCommand);
     }
-    Ok(Message {
-        pin,
-        command: command.to_string(),
+    let words: Vec<&str> = command.split_whitespace().collect();
+    Ok(match (pin, words.as_slice()) {
+        (Some(pin), [verb, approval])
+            if verb.eq_ignore_ascii_case("approve") && is_approval(approval) =>
+        {
+            Message::Approve {
+                pin,
+                approval: approval.to_ascii_uppercase(),
+            }
+        }
+        (None, [verb, approval]) if verb.eq_ignore_ascii_case("deny") && is_approval(approval) => {
+            Message::Deny {
+                approval: approval.to_ascii_uppercase(),
+            }
+        }
+        (pin, _) => Message::Run {
+            pin,
+            command: command.to_string(),
+        },
     })
 }
 
@@ -110,10 +143,43 @@ mod tests {
     use super::*;
 
     fn msg(pin: Option<&str>, command: &str) -> Message {
-        Message {
+        Message::Run {
             pin: pin.map(String::from),
             command: command.into(),
         }
+    }
+
+    #[test]
+    fn parses_answers_to_held_requests() {
+        assert_eq!(
+            parse_message("Agent: 123456 approve k7q2"),
+            Ok(Message::Approve {
+                pin: "123456".into(),
+                approval: "K7Q2".into()
+            })
+        );
+        assert_eq!(
+            parse_message("agent:  DENY  K7Q2 "),
+            Ok(Message::Deny {
+                approval: "K7Q2".into()
+            })
+        );
+        // Not an approval code (too short, too long, not alphanumeric), a deny with a
+        // code, an approve without: commands, which the policy judges.
+        for text in [
+            "Agent: 123456 approve K-Q2",
+            "Agent: 123456 approve K7Q",
+            "Agent: 123456 approve K7Q2K7Q",
+            "Agent: 123456 approve K7Q2 now",
+            "Agent: 123456 deny K7Q2",
+            "Agent: approve K7Q2",
+        ] {
+            assert!(
+                matches!(parse_message(text), Ok(Message::Run { .. })),
+                "{text}"
+            );
+        }
+        assert!(is_approval("ACDE") && is_approval("y3479x") && !is_approval("AB_D"));
     }
 
     #[test]

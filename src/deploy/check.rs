@@ -61,5 +61,37 @@ pub fn check(config: &Path, root: &Path) -> Report {
     report
         .warnings
         .extend(containment.warnings(&cfg.rules, &cfg.jobs));
+    report.warnings.extend(approval_warnings(&cfg));
     report
+}
+
+/// The setup for an assistant on this box: it asks as its own user (a rule's `callers`)
+/// and someone else approves (`approvals.approvers`). Warns where a caller could
+/// approve its own requests.
+fn approval_warnings(cfg: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for rule in &cfg.rules {
+        let Some(callers) = &rule.callers else {
+            continue;
+        };
+        let Some(approvers) = &cfg.approvals.approvers else {
+            warnings.push(format!(
+                "rule `{}` limits its callers but approvals.approvers is not set: a caller \
+                 who learns a code can approve its own held requests; put Home Assistant's \
+                 (or your) user in approvals.approvers, never the assistant's",
+                rule.name
+            ));
+            break;
+        };
+        let shared = |a: &[u32], b: &[u32]| a.iter().any(|id| b.contains(id));
+        if shared(&callers.uids, &approvers.uids) || shared(&callers.gids, &approvers.gids) {
+            warnings.push(format!(
+                "rule `{}`: a user or group in its callers is also in approvals.approvers, \
+                 so it can approve its own requests; keep the assistant's user out of \
+                 approvers",
+                rule.name
+            ));
+        }
+    }
+    warnings
 }
