@@ -78,9 +78,9 @@ fn held_then_notified_then_approved_runs_once() {
         held["approval"].as_str().unwrap(),
     );
     assert_eq!(held["status"], "awaiting_approval");
-    assert_eq!(held["poll"], format!("/jobs/{id}"));
+    assert_eq!(held["poll"], format!("/job/{id}"));
     assert_eq!(
-        agent.get(&format!("/jobs/{id}")).json()["status"],
+        agent.get(&format!("/job/{id}")).json()["status"],
         "awaiting_approval"
     );
     assert_eq!(code.len(), 4);

@@ -76,8 +76,8 @@ pub fn route_label(path: &str) -> &'static str {
         "/approve" => "/approve",
         "/deny" => "/deny",
         "/pending" => "/pending",
-        p if p.starts_with("/job") && p.ends_with("/cancel") => "/job/cancel",
-        p if p.starts_with("/job/") || p.starts_with("/jobs/") => "/job",
+        p if p.starts_with("/job/") && p.ends_with("/cancel") => "/job/cancel",
+        p if p.starts_with("/job/") => "/job",
         _ => "other",
     }
 }

@@ -162,7 +162,6 @@ impl Routes {
             },
             path => match path
                 .strip_prefix("/job/")
-                .or_else(|| path.strip_prefix("/jobs/"))
                 .map(|rest| rest.split_once('/').unwrap_or((rest, "")))
             {
                 Some((id, "")) if valid_id(id) => match method {
@@ -396,12 +395,7 @@ impl Routes {
                 status: record.map_or("running", |r| r.status.as_str()),
                 approval: held.and_then(|r| r.approval.as_deref()),
                 expires_at: held.and_then(|r| r.expires_at),
-                // A held request's poll URL as the approvals contract spells it; `/job/`
-                // and `/jobs/` serve the same.
-                poll: match held {
-                    Some(_) => format!("/jobs/{id}"),
-                    None => format!("/job/{id}"),
-                },
+                poll: format!("/job/{id}"),
             },
         )
     }
