@@ -82,14 +82,14 @@ fn wait_zero_answers_202_and_parked_long_polls_cost_no_threads() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
+    // A loop that walked the parked polls per request would take seconds; qemu-user
+    // translating the agent (first run of a path) takes a bound of its own.
+    let bound = Duration::from_millis(if crate::common::emulated() { 500 } else { 100 });
     for _ in 0..5 {
         let t = Instant::now();
         assert!(agent.health_ok());
         let took = t.elapsed();
-        assert!(
-            took < Duration::from_millis(100),
-            "/health took {took:?} with 100 parked polls"
-        );
+        assert!(took < bound, "/health took {took:?} with 100 parked polls");
     }
     let health = agent.get("/health").json();
     assert_eq!(health["running"], 1);
