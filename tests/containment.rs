@@ -361,6 +361,53 @@ fn read_only_is_a_kernel_fact_and_writable_paths_are_the_exceptions() {
     assert_stderr(&job, "Read-only file system");
 }
 
+#[test]
+fn a_mount_made_after_a_job_reaches_the_next_job_read_only_and_an_unmount_too() {
+    // Jobs enter a read-only namespace their thread made earlier: it must follow the
+    // agent's mount table, and anything mounted since must be read-only there too.
+    let dir = TempDir::new("c-remount");
+    let point = dir.path().join("point");
+    fs::create_dir(&point).unwrap();
+    let probe = format!(
+        "grep -q ' {} ' /proc/self/mountinfo && echo mounted || echo absent; \
+         touch {}/f 2>/dev/null && echo wrote || echo refused",
+        point.display(),
+        point.display()
+    );
+    let cfg = base_config(
+        dir.path(),
+        json!({"rules": [{"name": "probe", "argv": ["/bin/sh", "-c", &probe], "no_pin": true}]}),
+    );
+    let agent = Agent::start_in(dir, &cfg, &[]);
+    let run = || {
+        let job = agent
+            .post_json("/run", &json!({"argv": ["/bin/sh", "-c", &probe]}))
+            .json();
+        job["stdout"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(run(), "absent\nrefused\n");
+    /// Unmounts on the way out, whatever the asserts said.
+    struct Mounted(PathBuf);
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "sa-test"])
+        .arg(&point)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mounted = Mounted(point.clone());
+    // Whichever job thread takes them, jobs see the new mount, and only read-only.
+    let seen: Vec<String> = (0..3).map(|_| run()).collect();
+    assert!(seen.iter().all(|s| s == "mounted\nrefused\n"), "{seen:?}");
+    assert!(!point.join("f").exists());
+    drop(mounted);
+    assert_eq!(run(), "absent\nrefused\n");
+}
+
 /// Writes to /dev/null, then tries to move itself into the root of the cgroup v2 tree.
 const LEAVE_CGROUP: &str = "echo x >/dev/null && echo null ok; \
     m=$(awk '{for (i = 7; i < NF; i++) if ($i == \"-\") { \
@@ -555,6 +602,12 @@ fn a_writable_path_gone_at_run_time_refuses_the_job() {
                           "sandbox": {"writable": [gone]}}]}),
     );
     let agent = Agent::start_in(dir, &cfg, &[]);
+    // Once with the path there: the job thread keeps the namespace it made for the rule,
+    // which must not outlive the path it binds.
+    let job = agent
+        .post_json("/run", &json!({"command": "uptime"}))
+        .json();
+    assert_eq!(job["status"], "succeeded", "{job}");
     fs::remove_dir(&gone).unwrap();
     let job = agent
         .post_json("/run", &json!({"command": "uptime"}))

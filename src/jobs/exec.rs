@@ -349,19 +349,21 @@ fn run_with(
     job.drain();
     // The main process is gone but others of its group may be left: those must be
     // findable after a crash while they are ended.
-    if !lasting_told && job.running() {
-        on_start(Started::Lasting(job.pid));
+    if job.running() {
+        if !lasting_told {
+            on_start(Started::Lasting(job.pid));
+        }
+        let kill_at = stopping.as_ref().map(|(_, at)| *at);
+        job.clear_group(kill_at, killed_at.is_some(), spec.kill_grace);
+        job.drain();
     }
-    let kill_at = stopping.as_ref().map(|(_, at)| *at);
-    job.clear_group(kill_at, killed_at.is_some(), spec.kill_grace);
-    job.drain();
 
     let (exit_code, signal) = match job.status {
         Some(status) => (status.code(), status.signal()),
         None => (None, None),
     };
-    let oom = job.cgroup.as_ref().is_some_and(|g| g.oom_kills() > 0);
-    let killed_by = (oom && signal == Some(libc::SIGKILL)).then_some("memory_limit");
+    let oom = || job.cgroup.as_ref().is_some_and(|g| g.oom_kills() > 0);
+    let killed_by = (signal == Some(libc::SIGKILL) && oom()).then_some("memory_limit");
     if let Some(group) = &job.cgroup
         && let Err(e) = group.remove()
     {
@@ -675,11 +677,9 @@ impl Job {
     /// After the main child is reaped: ends every process left in its group. The group
     /// id cannot be reused while any member (even a zombie) exists, so signalling it
     /// after the reap only ever reaches this job's processes.
-    /// `kill_at` is when SIGKILL is due if SIGTERM was already sent.
+    /// `kill_at` is when SIGKILL is due if SIGTERM was already sent. Called once
+    /// [`Job::running`] said something is left.
     fn clear_group(&mut self, kill_at: Option<Instant>, killed: bool, grace: Duration) {
-        if !self.running() {
-            return;
-        }
         let kill_at = kill_at.unwrap_or_else(|| {
             self.signal_group(libc::SIGTERM);
             later(Instant::now(), grace)

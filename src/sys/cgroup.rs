@@ -13,6 +13,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -302,12 +303,13 @@ impl JobCgroup {
         &self.dir
     }
 
-    /// `cgroup.procs` open for writing: the child writes `0` to it to move itself in
-    /// (see `ChildSetup::join`). Opened before the clone, closed after the spawn.
+    /// The directory, open: the child is started in it, or moves itself in (see
+    /// `ChildSetup::join`). Opened before the clone, closed after the spawn.
     pub fn entry(&self) -> io::Result<File> {
         OpenOptions::new()
-            .write(true)
-            .open(self.dir.join("cgroup.procs"))
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(&self.dir)
     }
 
     /// True while a process is in it (zombies are not: they left at exit). A cgroup that
@@ -464,8 +466,11 @@ mod tests {
     fn sleeper_in(group: &JobCgroup) -> std::process::Child {
         use std::os::fd::AsRawFd;
         use std::os::unix::process::CommandExt;
-        let entry = group.entry().unwrap();
-        let fd = entry.as_raw_fd();
+        let procs = OpenOptions::new()
+            .write(true)
+            .open(group.dir.join("cgroup.procs"))
+            .unwrap();
+        let fd = procs.as_raw_fd();
         let mut cmd = std::process::Command::new("/bin/sh");
         // The shell's own child escapes the process group; both stay in the cgroup.
         cmd.args(["-c", "setsid sleep 60 & exec sleep 60"]);

@@ -29,8 +29,7 @@ pub struct Credentials {
 /// since the child shares the agent's memory with the agent's other threads.
 #[derive(Debug)]
 pub struct ChildSetup {
-    /// `cgroup.procs` of the job's cgroup, open for writing; the caller keeps it open
-    /// until the spawn returns.
+    /// The job's cgroup directory; the caller keeps it open until the spawn returns.
     cgroup: Option<RawFd>,
     sandbox: Option<SandboxSetup>,
     drop_to: Option<Credentials>,
@@ -52,12 +51,16 @@ impl ChildSetup {
         })
     }
 
-    /// The child moves itself into the cgroup whose `cgroup.procs` is `procs` before it
-    /// does anything else, so that whatever it becomes, and every process it starts,
-    /// ends with the job. `procs` must stay open until the spawn returns.
-    pub fn join(mut self, procs: BorrowedFd<'_>) -> ChildSetup {
-        self.cgroup = Some(procs.as_raw_fd());
+    /// The child starts in the cgroup whose directory is `dir` (or moves itself there
+    /// before it does anything else), so that whatever it becomes, and every process it
+    /// starts, ends with the job. `dir` must stay open until the spawn returns.
+    pub fn join(mut self, dir: BorrowedFd<'_>) -> ChildSetup {
+        self.cgroup = Some(dir.as_raw_fd());
         self
+    }
+
+    pub(super) fn cgroup_dir(&self) -> Option<RawFd> {
+        self.cgroup
     }
 
     pub fn sandbox(mut self, sandbox: SandboxSetup) -> ChildSetup {
@@ -70,7 +73,8 @@ impl ChildSetup {
     /// (no allocation, no locks); the only error built, `io::Error::last_os_error`, is
     /// an errno, not a heap value. The steps, in this order (a failed containment step is named in the spawn
     /// error, see `sandbox::failed_step`):
-    /// 0. into the job's cgroup (writing `0` moves the writer);
+    /// 0. into the job's cgroup, unless `spawn` started it there (`in_cgroup`): writing
+    ///    `0` to its `cgroup.procs` moves the writer;
     /// 1. every signal to its default action, then an empty mask: the agent's handler
     ///    must never run in a child, and exec keeps ignored signals and the mask;
     /// 2. `setsid`: a new session and process group, and no controlling terminal, so a
@@ -82,11 +86,11 @@ impl ChildSetup {
     /// 6. the rule's user: supplementary groups dropped, then group, then user;
     /// 7. the working directory, entered with that user's rights (and in the sandbox's
     ///    mounts).
-    pub(super) fn apply(&self) -> io::Result<()> {
-        if let Some(procs) = self.cgroup {
-            // SAFETY: writes one byte from a literal to a descriptor the caller keeps open.
-            cerr(unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) })
-                .map_err(|e| Step::Cgroup.tag(e))?;
+    pub(super) fn apply(&self, in_cgroup: bool) -> io::Result<()> {
+        if let Some(dir) = self.cgroup
+            && !in_cgroup
+        {
+            enter_cgroup(dir).map_err(|e| Step::Cgroup.tag(e))?;
         }
         default_signals()?;
         // SAFETY: setsid takes no arguments; a fresh child is never a process group
@@ -115,6 +119,23 @@ impl ChildSetup {
         cerr(unsafe { libc::chdir(self.cwd.as_ptr()) })?;
         Ok(())
     }
+}
+
+/// Moves the calling process into the cgroup whose directory is `dir`.
+fn enter_cgroup(dir: RawFd) -> io::Result<()> {
+    // SAFETY: a NUL-terminated literal name under a directory the caller keeps open.
+    let procs = cerr(unsafe {
+        libc::openat(
+            dir,
+            c"cgroup.procs".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: writes one byte from a literal to the descriptor just opened.
+    let written = cerr(unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) });
+    // SAFETY: `procs` was opened above and is closed once.
+    unsafe { libc::close(procs) };
+    written.map(drop)
 }
 
 /// Highest signal number on Linux (`_NSIG - 1`).

@@ -8,11 +8,12 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::cerr::cerr;
-use super::mounts;
+use super::{mntns, mounts};
 
 /// What a rule's `sandbox` asks for (after `no_pin`'s default of `read_only`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,10 +37,38 @@ impl Sandbox {
         self.read_only || self.private_tmp
     }
 
-    /// What the child will do, prepared while allocating is still allowed: C strings of
-    /// the paths, and every mount point with its flags for kernels without
-    /// `mount_setattr` (read now: the child's namespace starts as a copy of this one).
+    /// What the child will do, prepared while allocating is still allowed. A sandbox
+    /// whose mounts are only `read_only` and `writable` is a namespace made beforehand
+    /// and entered (`mntns`); the others are made by the child ([`Sandbox::fresh`]).
     pub fn prepare(&self) -> io::Result<SandboxSetup> {
+        if !self.read_only || self.private_tmp {
+            return self.fresh();
+        }
+        let mounts = Sandbox {
+            read_only: true,
+            writable: self.writable.clone(),
+            ..Sandbox::default()
+        };
+        let ns = mntns::read_only(&self.writable, || mounts.fresh())?;
+        Ok(SandboxSetup {
+            enter: Some(ns),
+            unshare: if self.private_network {
+                libc::CLONE_NEWNET
+            } else {
+                0
+            },
+            read_only: false,
+            mounts: Vec::new(),
+            writable: Vec::new(),
+            private_tmp: false,
+            no_new_privileges: self.no_new_privileges,
+        })
+    }
+
+    /// The sandbox as the child makes it itself: C strings of the paths, and every mount
+    /// point with its flags for kernels without `mount_setattr` (read now: the child's
+    /// namespace starts as a copy of this one).
+    fn fresh(&self) -> io::Result<SandboxSetup> {
         let mut unshare = 0;
         if self.mounts() {
             unshare |= libc::CLONE_NEWNS;
@@ -68,6 +97,7 @@ impl Sandbox {
             .map(|w| Ok((c_path(w)?, flags_at(w))))
             .collect::<io::Result<_>>()?;
         Ok(SandboxSetup {
+            enter: None,
             unshare,
             read_only: self.read_only,
             mounts,
@@ -104,6 +134,8 @@ fn mount_flags(options: &str) -> libc::c_ulong {
 /// The sandbox as the child applies it, allocating nothing.
 #[derive(Debug)]
 pub struct SandboxSetup {
+    /// A namespace to enter (made by `mntns`) instead of mounts of the child's own.
+    enter: Option<OwnedFd>,
     unshare: libc::c_int,
     read_only: bool,
     /// Every mount point with its flags: the fallback of [`set_read_only`].
@@ -124,6 +156,7 @@ pub enum Step {
     Writable,
     PrivateTmp,
     NoNewPrivileges,
+    Enter,
 }
 
 /// Marks an errno as carrying a [`Step`] in the bits above it. The child reports an
@@ -147,6 +180,7 @@ impl Step {
             Step::Writable => "making a writable path writable",
             Step::PrivateTmp => "mounting a private /tmp (private_tmp)",
             Step::NoNewPrivileges => "setting no_new_privileges",
+            Step::Enter => "entering the sandbox's read-only mount namespace (setns)",
         }
     }
 }
@@ -162,6 +196,7 @@ pub fn failed_step(err: &io::Error) -> Option<String> {
         Step::Writable,
         Step::PrivateTmp,
         Step::NoNewPrivileges,
+        Step::Enter,
     ]
     .into_iter()
     .find(|s| *s as i32 == (raw >> 16) & 0xff)?;
@@ -170,12 +205,20 @@ pub fn failed_step(err: &io::Error) -> Option<String> {
 }
 
 impl SandboxSetup {
-    /// In the child, as root, before it drops to the rule's user: namespaces, then the
-    /// mounts (read-only first, then the writable paths bound over themselves and made
-    /// writable, then the private /tmp), then `no_new_privs`.
+    /// In the child, as root, before it drops to the rule's user: the namespace made
+    /// beforehand, or namespaces of its own and then the mounts (read-only first, then
+    /// the writable paths bound over themselves and made writable, then the private
+    /// /tmp); then `no_new_privs`. (`mntns` runs the mount steps in a thread too.)
     pub(super) fn apply(&self) -> io::Result<()> {
+        if let Some(ns) = &self.enter {
+            // SAFETY: setns takes a descriptor (a mount namespace, kept open by `self`)
+            // and a flag; the child shares no file system context with anyone.
+            cerr(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) })
+                .map_err(|e| Step::Enter.tag(e))?;
+        }
         if self.unshare != 0 {
-            // SAFETY: unshare takes a flag word; the child is single-threaded.
+            // SAFETY: unshare takes a flag word; the child is single-threaded (a thread
+            // of `mntns` leaves only its own view of the mounts).
             cerr(unsafe { libc::unshare(self.unshare) }).map_err(|e| Step::Namespaces.tag(e))?;
         }
         if self.unshare & libc::CLONE_NEWNS != 0 {

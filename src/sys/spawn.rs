@@ -23,6 +23,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::cerr::cerr;
 use super::child::ChildSetup;
@@ -69,8 +70,11 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
     let (out_read, out_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
     let (report_read, report_write) = pipe()?;
-    let stack = Stack::new()?;
-    let child = Child {
+    let stack = match KEPT_STACK.take() {
+        Some(stack) => stack,
+        None => Stack::new()?,
+    };
+    let mut child = Child {
         program: program.as_ptr(),
         argv: arg_ptrs.as_ptr(),
         envp: var_ptrs.as_ptr(),
@@ -81,6 +85,7 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
         ],
         report: report_write.as_raw_fd(),
         setup,
+        in_cgroup: setup.cgroup_dir().is_some(),
     };
     let all = !0u64;
     let mut before = 0u64;
@@ -89,27 +94,39 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
     // on our memory: a handler of the agent's must never run there. The child sets
     // every handler to its default before it unblocks them.
     cerr(unsafe { sigprocmask(&all, &mut before) })?;
-    // SAFETY: the child runs `child_main` on `stack` (mapped, writable, above a guard
-    // page) with a pointer to `child`, which, like everything it points to, stays alive
-    // and unchanged: this thread is suspended until the child has exec'd or exited
-    // (CLONE_VFORK), and no other thread knows these values. The child writes nothing of
-    // ours but its stack (see `child_main`).
-    let pid = cerr(unsafe {
-        libc::clone(
-            child_main,
-            stack.top(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&raw const child).cast_mut().cast::<c_void>(),
-            // ptid, tls, ctid: C libraries read all three; unused without their flags.
-            std::ptr::null_mut::<libc::pid_t>(),
-            std::ptr::null_mut::<c_void>(),
-            std::ptr::null_mut::<libc::pid_t>(),
-        )
-    });
+    let mut pid = match setup.cgroup_dir() {
+        Some(dir) => clone_into(dir, &stack, &child),
+        None => Err(io::Error::from_raw_os_error(libc::ENOSYS)),
+    };
+    if pid.is_err() {
+        // No child: the kernel (or qemu-user) cannot start one in the cgroup, so the
+        // child moves itself there first thing.
+        child.in_cgroup = false;
+        // SAFETY: the child runs `child_main` on `stack` (mapped, writable, above a
+        // guard page) with a pointer to `child`, which, like everything it points to,
+        // stays alive and unchanged: this thread is suspended until the child has
+        // exec'd or exited (CLONE_VFORK), and no other thread knows these values. The
+        // child writes nothing of ours but its stack (see `child_main`).
+        pid = cerr(unsafe {
+            libc::clone(
+                child_main,
+                stack.top(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                (&raw const child).cast_mut().cast::<c_void>(),
+                // ptid, tls, ctid: C libraries read all three; unused without their flags.
+                std::ptr::null_mut::<libc::pid_t>(),
+                std::ptr::null_mut::<c_void>(),
+                std::ptr::null_mut::<libc::pid_t>(),
+            )
+        });
+    }
     // SAFETY: restores the mask saved above; writes nothing.
     unsafe { sigprocmask(&before, std::ptr::null_mut()) };
     let pid = pid?;
-    drop((stack, stdin, out_write, err_write, report_write));
+    // The child is done with its stack (it exec'd or exited): the next spawn of this
+    // thread takes it, sparing a mapping and its guard page per job.
+    KEPT_STACK.set(Some(stack));
+    drop((stdin, out_write, err_write, report_write));
     match read_report(&report_read) {
         None => Ok(Spawned {
             pid: pid.unsigned_abs(),
@@ -127,14 +144,18 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
 /// Runs `/bin/true` in `sandbox`, set up exactly as a job's: what the kernel refuses
 /// here it refuses a job. For `check`, the start-up log and `/health`.
 pub fn probe(sandbox: &Sandbox) -> Result<(), String> {
+    let named = |e: io::Error| failed_step(&e).unwrap_or_else(|| format!("/bin/true: {e}"));
     let setup = ChildSetup::new(None, 0o022, Path::new("/"))
         .and_then(|setup| Ok(setup.sandbox(sandbox.prepare()?)))
-        .map_err(|e| e.to_string())?;
-    match spawn(&["/bin/true".to_owned()], &[], &setup).and_then(|child| wait(child.pid, true)) {
+        .map_err(named)?;
+    let ran = spawn(&["/bin/true".to_owned()], &[], &setup).and_then(|child| wait(child.pid, true));
+    drop(setup);
+    super::mntns::forget();
+    match ran {
         Ok(Some(status)) if status.success() => Ok(()),
         Ok(Some(status)) => Err(format!("/bin/true in the sandbox ended with {status}")),
         Ok(None) => Err("/bin/true in the sandbox: no exit status".to_owned()),
-        Err(e) => Err(failed_step(&e).unwrap_or_else(|| format!("/bin/true: {e}"))),
+        Err(e) => Err(named(e)),
     }
 }
 
@@ -178,6 +199,8 @@ struct Child<'a> {
     /// Where a failed step's errno goes (close-on-exec: an exec closes it unwritten).
     report: RawFd,
     setup: &'a ChildSetup,
+    /// Started in the job's cgroup (`clone_into`): nothing to move.
+    in_cgroup: bool,
 }
 
 /// The child: stdio, the setup's steps, `execve`; on an error its errno to the parent
@@ -210,12 +233,166 @@ impl Child<'_> {
             // SAFETY: dup2 takes two descriptors; the copy is not close-on-exec.
             cerr(unsafe { libc::dup2(fd, target) })?;
         }
-        self.setup.apply()?;
+        self.setup.apply(self.in_cgroup)?;
         // SAFETY: program, argv and envp are NUL-terminated strings and null-terminated
         // arrays of them, built by `spawn` and alive until it returns.
         cerr(unsafe { libc::execve(self.program, self.argv, self.envp) })?;
         Ok(())
     }
+}
+
+/// The kernel's `struct clone_args` (linux/sched.h), up to `cgroup` (Linux 5.7).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Whether `clone3` was found missing (ENOSYS: before Linux 5.3, qemu-user, a seccomp
+/// filter), so it is not asked again.
+static NO_CLONE3: AtomicBool = AtomicBool::new(false);
+
+/// `clone3(CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP)`: the child starts in the job's
+/// cgroup `dir` (Linux 5.7+), so it need not move itself there. A move takes the
+/// kernel's cgroup migration lock for writing, which after a quiet spell waits for an
+/// RCU grace period: 10–14 ms per job on a test box (BENCHMARKS.md); a fork into the
+/// cgroup takes it for reading only. An error means no child was made.
+fn clone_into(dir: RawFd, stack: &Stack, child: &Child<'_>) -> io::Result<libc::pid_t> {
+    if NO_CLONE3.load(Ordering::Relaxed) {
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
+    let flags = (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP;
+    let mut args = CloneArgs {
+        flags,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: stack.base as u64,
+        stack_size: stack.len as u64,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: u64::try_from(dir).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?,
+    };
+    let arg = (&raw const *child).cast_mut().cast::<c_void>();
+    // SAFETY: as for `clone` in `spawn`: the child runs `child_main` with `arg` on
+    // `stack` (the kernel starts it at `stack + stack_size`, the top), and this thread
+    // is suspended until it has exec'd or exited. `args` is alive for the call.
+    let rc = unsafe { clone3(&mut args, child_main, arg) };
+    // A raw system call returns the error negated, not through errno.
+    let result = match libc::pid_t::try_from(rc) {
+        Ok(pid) if pid > 0 => Ok(pid),
+        _ => Err(io::Error::from_raw_os_error(
+            i32::try_from(-rc).unwrap_or(libc::EINVAL),
+        )),
+    };
+    if matches!(&result, Err(e) if e.raw_os_error() == Some(libc::ENOSYS)) {
+        NO_CLONE3.store(true, Ordering::Relaxed);
+    }
+    result
+}
+
+/// The raw `clone3` system call; in the child, on its new stack, `func(arg)`, whose
+/// result (never reached: `child_main` ends in `_exit` or exec) would be its exit code.
+/// C libraries have no `clone3` wrapper: only assembly can switch the child to its
+/// stack before any compiled code touches the one the parent is still using.
+///
+/// # Safety
+/// `args` must be a valid `clone_args` naming a mapped stack; `func(arg)` must be safe to
+/// run there, sharing this process's memory, and must not return.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3(
+    args: *mut CloneArgs,
+    func: extern "C" fn(*mut c_void) -> libc::c_int,
+    arg: *mut c_void,
+) -> libc::c_long {
+    let rc: libc::c_long;
+    // SAFETY: the caller's promise. r12 and r13 keep `func` and `arg` across the system
+    // call, and the child inherits them; the stack top is 16-byte aligned, as a call
+    // expects. The child never comes back to this code.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov rdi, r13",
+            "call r12",
+            "mov edi, eax",
+            "mov eax, 60", // exit
+            "syscall",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => rc,
+            in("rdi") args,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") func,
+            in("r13") arg,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    rc
+}
+
+/// See the x86-64 `clone3`.
+///
+/// # Safety
+/// As there.
+#[cfg(target_arch = "aarch64")]
+unsafe fn clone3(
+    args: *mut CloneArgs,
+    func: extern "C" fn(*mut c_void) -> libc::c_int,
+    arg: *mut c_void,
+) -> libc::c_long {
+    let rc: libc::c_long;
+    // SAFETY: the caller's promise. x20 and x21 keep `func` and `arg` across the system
+    // call, and the child inherits them; the stack top is 16-byte aligned. The child
+    // never comes back to this code.
+    unsafe {
+        std::arch::asm!(
+            "svc 0",
+            "cbnz x0, 2f",
+            "mov x0, x21",
+            "blr x20",
+            "mov x8, #93", // exit
+            "svc 0",
+            "brk #0",
+            "2:",
+            inlateout("x0") args => rc,
+            in("x1") std::mem::size_of::<CloneArgs>(),
+            in("x8") libc::SYS_clone3,
+            in("x20") func,
+            in("x21") arg,
+            options(nostack),
+        );
+    }
+    rc
+}
+
+/// Elsewhere: no `clone3`, so the child moves itself into its cgroup.
+///
+/// # Safety
+/// Always safe: it does nothing.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+unsafe fn clone3(
+    _: *mut CloneArgs,
+    _: extern "C" fn(*mut c_void) -> libc::c_int,
+    _: *mut c_void,
+) -> libc::c_long {
+    -libc::ENOSYS as libc::c_long
 }
 
 /// The errno a failed child sent, or `None` once the pipe closed empty (it exec'd).
@@ -272,6 +449,11 @@ fn owned(fd: RawFd) -> OwnedFd {
 unsafe fn sigprocmask(set: *const u64, old: *mut u64) -> libc::c_long {
     // SAFETY: the caller's promise; the kernel reads and writes 8 bytes each.
     unsafe { libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, set, old, 8) }
+}
+
+thread_local! {
+    /// This thread's child stack, between its spawns.
+    static KEPT_STACK: std::cell::Cell<Option<Stack>> = const { std::cell::Cell::new(None) };
 }
 
 /// An anonymous mapping for the child's stack, its lowest page inaccessible so an
@@ -371,16 +553,16 @@ mod tests {
 
     #[test]
     fn a_failed_step_comes_back_named_and_nothing_runs() {
-        // A descriptor open for reading only, in place of the cgroup's `cgroup.procs`:
-        // the child's first step, its write, fails with EBADF.
+        // A file in place of the cgroup's directory: no child starts in it, and the
+        // child's first step, opening `cgroup.procs` under it, fails with ENOTDIR.
         let marker = crate::sys::files::test_dir("spawn-failed-step").join("ran");
-        let not_writable = std::fs::File::open("/dev/null").unwrap();
-        let setup = plain().join(std::os::fd::AsFd::as_fd(&not_writable));
+        let not_a_cgroup = std::fs::File::open("/dev/null").unwrap();
+        let setup = plain().join(std::os::fd::AsFd::as_fd(&not_a_cgroup));
         let touch = format!("touch {}", marker.display());
         let err = spawn(&argv(&["/bin/sh", "-c", &touch]), &[], &setup).unwrap_err();
         assert_eq!(
             failed_step(&err).as_deref(),
-            Some("entering the job's cgroup: Bad file descriptor (os error 9)")
+            Some("entering the job's cgroup: Not a directory (os error 20)")
         );
         // An unnamed step (here chdir) comes back as its plain errno.
         let closed = ChildSetup::new(None, 0o022, Path::new("/nonexistent-dir")).unwrap();
