@@ -211,8 +211,13 @@ impl SandboxSetup {
     /// /tmp); then `no_new_privs`. (`mntns` runs the mount steps in a thread too.)
     pub(super) fn apply(&self) -> io::Result<()> {
         if let Some(ns) = &self.enter {
+            // A file system context shared with another thread cannot enter a mount
+            // namespace (EINVAL): the child's own is not shared, but under qemu-user the
+            // child is a fork with an emulator thread of its own. A no-op otherwise.
+            // SAFETY: unshare takes a flag word.
+            cerr(unsafe { libc::unshare(libc::CLONE_FS) }).map_err(|e| Step::Enter.tag(e))?;
             // SAFETY: setns takes a descriptor (a mount namespace, kept open by `self`)
-            // and a flag; the child shares no file system context with anyone.
+            // and a flag.
             cerr(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) })
                 .map_err(|e| Step::Enter.tag(e))?;
         }
