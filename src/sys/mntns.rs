@@ -20,11 +20,9 @@
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use super::cerr::cerr;
-use super::sandbox::{SandboxSetup, Step};
 
 /// Namespaces one thread keeps (one per distinct `writable` list it has served); the
 /// oldest goes when a further one is made.
@@ -34,69 +32,48 @@ thread_local! {
     static MADE: RefCell<Vec<Made>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Device and inode of each writable path, as `sandbox` found them.
+pub type Identities = Vec<(u64, u64)>;
+
 struct Made {
     writable: Vec<PathBuf>,
-    /// Device and inode of each writable path when it was bound.
-    bound: Vec<(u64, u64)>,
+    /// The writable paths when the namespace was made.
+    bound: Identities,
     ns: OwnedFd,
     /// The agent's mountinfo, open since just before `ns` was made.
     watch: OwnedFd,
 }
 
-impl Made {
-    fn current(&self) -> bool {
-        !mounts_changed(&self.watch) && identities(&self.writable).is_ok_and(|b| b == self.bound)
-    }
-}
-
 /// A descriptor of a mount namespace in which every mount is read-only but the
-/// `writable` paths, as the agent's mount table is now. Made on this thread by
-/// `setup` (its mount steps, applied by a short-lived thread of its own) when there is
-/// none yet or the one kept is out of date; a step the kernel refuses comes back as
-/// `setup.apply` returns it, so the job is refused as a per-job sandbox would be.
+/// `writable` paths (now `bound`), as the agent's mount table is now: the one this
+/// thread keeps, or, when there is none or it is out of date, a new one from `make`
+/// (whose error comes back as it is, so the job is refused as a per-job sandbox
+/// would be).
 pub fn read_only(
     writable: &[PathBuf],
-    setup: impl FnOnce() -> io::Result<SandboxSetup>,
+    bound: &Identities,
+    make: impl FnOnce() -> io::Result<OwnedFd>,
 ) -> io::Result<OwnedFd> {
     MADE.with_borrow_mut(|made| {
         if let Some(at) = made.iter().position(|m| m.writable == writable) {
-            if made[at].current() {
+            if made[at].bound == *bound && !mounts_changed(&made[at].watch) {
                 return made[at].ns.try_clone();
             }
             made.remove(at);
         }
         let watch = open_cloexec(c"/proc/self/mountinfo")?;
-        // Gone now: refused as the bind mount in a fresh namespace would be.
-        let bound = identities(writable).map_err(|e| Step::Writable.tag(e))?;
-        let ns = make(&setup()?)?;
+        let ns = make()?;
         let copy = ns.try_clone()?;
         if made.len() >= KEPT {
             made.remove(0);
         }
         made.push(Made {
             writable: writable.to_vec(),
-            bound,
+            bound: bound.clone(),
             ns,
             watch,
         });
         Ok(copy)
-    })
-}
-
-/// `setup`'s mount steps in a thread of their own, which then names its namespace: a
-/// thread may leave the agent's mount namespace (`unshare` gives it its own file system
-/// context too), and the namespace outlives it through the descriptor.
-fn make(setup: &SandboxSetup) -> io::Result<OwnedFd> {
-    std::thread::scope(|scope| {
-        let thread = std::thread::Builder::new()
-            .name("sandbox".into())
-            .spawn_scoped(scope, || {
-                setup.apply()?;
-                open_cloexec(c"/proc/thread-self/ns/mnt")
-            })?;
-        thread
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the thread making the sandbox panicked")))
     })
 }
 
@@ -115,14 +92,7 @@ fn mounts_changed(watch: &OwnedFd) -> bool {
     }
 }
 
-fn identities(paths: &[PathBuf]) -> io::Result<Vec<(u64, u64)>> {
-    paths
-        .iter()
-        .map(|p| std::fs::metadata(p).map(|m| (m.dev(), m.ino())))
-        .collect()
-}
-
-fn open_cloexec(path: &std::ffi::CStr) -> io::Result<OwnedFd> {
+pub(super) fn open_cloexec(path: &std::ffi::CStr) -> io::Result<OwnedFd> {
     // SAFETY: a NUL-terminated path; open returns a new descriptor or -1.
     let fd = cerr(unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
     // SAFETY: `fd` was just returned by the kernel and nothing else owns it.

@@ -10,6 +10,7 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::cerr::cerr;
@@ -49,7 +50,9 @@ impl Sandbox {
             writable: self.writable.clone(),
             ..Sandbox::default()
         };
-        let ns = mntns::read_only(&self.writable, || mounts.fresh())?;
+        // Gone now: refused as the bind mount in a fresh namespace would be.
+        let bound = identities(&self.writable).map_err(|e| Step::Writable.tag(e))?;
+        let ns = mntns::read_only(&self.writable, &bound, || make(&mounts.fresh()?))?;
         Ok(SandboxSetup {
             enter: Some(ns),
             unshare: if self.private_network {
@@ -106,6 +109,30 @@ impl Sandbox {
             no_new_privileges: self.no_new_privileges,
         })
     }
+}
+
+/// `setup`'s mount steps in a thread of their own, which then names its namespace: a
+/// thread may leave the agent's mount namespace (`unshare` gives it its own file system
+/// context too), and the namespace outlives it through the descriptor.
+fn make(setup: &SandboxSetup) -> io::Result<OwnedFd> {
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("sandbox".into())
+            .spawn_scoped(scope, || {
+                setup.apply()?;
+                mntns::open_cloexec(c"/proc/thread-self/ns/mnt")
+            })?;
+        thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the thread making the sandbox panicked")))
+    })
+}
+
+fn identities(paths: &[PathBuf]) -> io::Result<mntns::Identities> {
+    paths
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| (m.dev(), m.ino())))
+        .collect()
 }
 
 fn c_path(path: &Path) -> io::Result<CString> {
