@@ -104,3 +104,36 @@ pub(super) fn open_cloexec(path: &std::ffi::CStr) -> io::Result<OwnedFd> {
 pub fn forget() {
     MADE.with_borrow_mut(Vec::clear);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn kept_while_current_made_again_when_a_writable_path_changed() {
+        let made = Cell::new(0);
+        let make = || {
+            made.set(made.get() + 1);
+            open_cloexec(c"/dev/null")
+        };
+        let paths = vec![PathBuf::from("/w")];
+        let (first, second) = (vec![(1, 2)], vec![(1, 3)]);
+        read_only(&paths, &first, make).unwrap();
+        read_only(&paths, &first, make).unwrap();
+        assert_eq!(made.get(), 1, "a current namespace is kept");
+        read_only(&paths, &second, make).unwrap();
+        assert_eq!(made.get(), 2, "a writable path replaced since");
+        read_only(&[], &Vec::new(), make).unwrap();
+        assert_eq!(made.get(), 3, "one per writable list");
+        read_only(&paths, &second, make).unwrap();
+        assert_eq!(made.get(), 3);
+        // A failure keeps nothing, and the next use tries again.
+        let refused = || Err(io::Error::from_raw_os_error(libc::EPERM));
+        forget();
+        assert!(read_only(&paths, &second, refused).is_err());
+        read_only(&paths, &second, make).unwrap();
+        assert_eq!(made.get(), 4);
+        forget();
+    }
+}
