@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::audit::{self, AuditError};
 use crate::auth::{Auth, SecretError, StateError, StateStore, load_secret};
 use crate::config::{Config, UnixSocketConfig};
-use crate::http::{Gate, Handler, Limits, Reply, Request, Routes, Server, WaitKind, Woken};
+use crate::http::{Gate, Handler, Limits, Reply, Request, Routes, Server, Users, WaitKind, Woken};
 use crate::jobs::{
     Jobs, Journal, NotifyCommand, RemoveTree, ResultsDir, init_containment, own_home,
 };
@@ -166,6 +166,8 @@ fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
         .map(|argv| NotifyCommand::new(argv, own_home()));
     let jobs = Jobs::new(cfg.jobs, Arc::new(results), server.waker(), journal, notify);
     let auth = Auth::new(key, cfg.totp, cfg.throttle, store, state);
+    // Callers' names: the user database read now, and again off the loop when it changes.
+    let users = Users::watch();
     log::info!(
         "LISTENING on {addr} (sudo-agent {}, {} rules, results in {}{})",
         env!("CARGO_PKG_VERSION"),
@@ -179,7 +181,7 @@ fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
     );
     life.notify(&format!("READY=1\nSTATUS=listening on {addr}"));
     let mut agent = Supervised {
-        routes: Routes::new(cfg, auth, jobs),
+        routes: Routes::new(cfg, auth, jobs, users),
         life,
     };
     server

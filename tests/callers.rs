@@ -6,11 +6,15 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{Agent, TempDir, base_config, emulated, fixture_base, status_of};
+use crate::common::{
+    Agent, TempDir, base_config, emulated, fixture_base, status_of, tool_runs, unsafe_kill,
+    wait_until,
+};
 
 /// Where root's own requests go: TCP, unless under qemu-user, which passes no
 /// `NETLINK_SOCK_DIAG` (there a TCP caller is unknown, so root goes by the Unix socket).
@@ -31,14 +35,15 @@ fn nobody_via(via: &str) -> Value {
 }
 
 /// Sends one HTTP request over TCP (`host:port`) or a Unix socket (a path), as `nobody`
-/// (setgroups, setgid, setuid 65534 before the socket is made) or as root; prints the
-/// raw answer.
+/// (setgroups, setgid, setuid 65534 before the socket is made), as a numeric uid (in
+/// group 65534) or as root; prints the raw answer.
 const CLIENT: &str = r#"
 import os, socket, sys, encodings.idna
 target, method, path, body, who = sys.argv[1:6]
 # Everything it needs is loaded before it drops: nobody cannot read root's Python.
-if who == "nobody":
-    os.setgroups([]); os.setgid(65534); os.setuid(65534)
+# A number is a uid of its own, in the group nogroup.
+if who != "root":
+    os.setgroups([]); os.setgid(65534); os.setuid(65534 if who == "nobody" else int(who))
 if target.startswith("/"):
     s = socket.socket(socket.AF_UNIX); s.connect(target)
 else:
@@ -274,8 +279,7 @@ fn callers_limit_who_may_ask_on_run_and_request() {
 #[test]
 fn both_sockets_from_systemd_are_served_and_the_unix_one_names_its_caller() {
     use std::os::unix::net::UnixListener;
-    use std::process::Stdio;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
     let open = OpenDir::new("activated");
     let sock = open.0.join("agent.sock");
     let dir = TempDir::new("callers-activated");
@@ -309,19 +313,8 @@ fn both_sockets_from_systemd_are_served_and_the_unix_one_names_its_caller() {
     }
     assert!(agent.health_ok());
     let unix = sock.to_str().unwrap();
-    let (status, body) = ask(
-        unix,
-        "POST",
-        "/request",
-        &json!({"command": "echo hi"}),
-        "nobody",
-    );
-    assert_eq!(status, 202, "{body}");
-    let job = agent
-        .get(&format!("/job/{}", body["id"].as_str().unwrap()))
-        .json();
     assert_eq!(
-        job["caller"],
+        held_caller(&agent, unix, "nobody"),
         json!({"via": "unix", "uid": 65534, "user": "nobody"})
     );
 }
@@ -340,4 +333,220 @@ fn a_unix_socket_where_others_could_swap_it_is_refused_at_start() {
     assert_ne!(code, 0);
     assert!(err.contains("cannot listen on the Unix socket"), "{err}");
     assert!(err.contains("/tmp"), "names the weak directory: {err}");
+}
+
+/// Holds `echo hi` as `who` over `target`; the caller its record shows.
+fn held_caller(agent: &Agent, target: &str, who: &str) -> Value {
+    let body = json!({"command": "echo hi"});
+    let (status, answer) = ask(target, "POST", "/request", &body, who);
+    assert_eq!(status, 202, "{answer}");
+    let job = agent.get(&format!("/job/{}", answer["id"].as_str().unwrap()));
+    job.json()["caller"].clone()
+}
+
+/// A uid no account in /etc/passwd has.
+fn unused_uid() -> u32 {
+    let passwd = fs::read_to_string("/etc/passwd").unwrap();
+    let taken = |uid: u32| {
+        passwd
+            .lines()
+            .any(|l| l.split(':').nth(2) == Some(uid.to_string().as_str()))
+    };
+    (54321..).find(|&uid| !taken(uid)).unwrap()
+}
+
+/// `strace` attached to one thread only (no `-f`), writing the file system calls and
+/// `accept4` it sees to a file; detached and reaped when dropped.
+struct Traced {
+    /// Taken when reaped: its pid is free from then on, and may be another process's.
+    strace: Option<Child>,
+    out: PathBuf,
+}
+
+impl Traced {
+    fn attach(pid: u32, tid: u32, out: PathBuf) -> Traced {
+        let strace = Command::new("strace")
+            .args([
+                "-qq",
+                "-p",
+                &tid.to_string(),
+                "-e",
+                "trace=%file,accept4",
+                "-o",
+            ])
+            .arg(&out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let tracer = format!("TracerPid:\t{}\n", strace.id());
+        let status = format!("/proc/{pid}/task/{tid}/status");
+        let attached = wait_until(Duration::from_secs(10), || {
+            fs::read_to_string(&status).is_ok_and(|s| s.contains(&tracer))
+        });
+        let traced = Traced {
+            strace: Some(strace),
+            out,
+        };
+        assert!(attached, "strace did not attach to thread {tid}");
+        traced
+    }
+
+    /// Detaches (strace ends on SIGTERM, leaving the thread running) and returns the trace.
+    fn finish(mut self) -> String {
+        self.stop();
+        fs::read_to_string(&self.out).unwrap()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut strace) = self.strace.take() {
+            unsafe_kill(strace.id(), 15);
+            let _ = strace.wait();
+        }
+    }
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn the_loop_never_opens_the_user_database_for_a_new_caller() {
+    if skip_without_root() || !tool_runs(&["strace", "-V"], "apt-get install strace") {
+        return;
+    }
+    let open = OpenDir::new("loop-users");
+    let sock = open.0.join("agent.sock");
+    let rules = json!([
+        {"name": "echo", "argv": ["/bin/echo", "**"]},
+        {"name": "true", "argv": ["/bin/true"], "callers": {"groups": ["nogroup"]}}
+    ]);
+    let agent = agent("callers-loop-users", &sock, json!({"rules": rules}));
+    let tcp = agent.addr.to_string();
+    let unix = sock.to_str().unwrap().to_string();
+    // The event loop is the agent's main thread, whose tid is its pid (qemu-user runs
+    // the guest's main thread there too); every other thread is left untraced.
+    let pid = agent.pid();
+    let trace = Traced::attach(pid, pid, agent.dir.path().join("loop.strace"));
+
+    for (target, via) in [(&unix, "unix"), (&tcp, "tcp")] {
+        assert_eq!(
+            held_caller(&agent, target, "nobody"),
+            nobody_via(via),
+            "{via}"
+        );
+        // Its primary group (nogroup) still admits it, where the kernel names it.
+        let body = json!({"command": "true"});
+        let (status, answer) = ask(target, "POST", "/request", &body, "nobody");
+        let admitted = if via == "tcp" && emulated() { 403 } else { 202 };
+        assert_eq!(status, admitted, "{via}: {answer}");
+    }
+    // A uid without an account: shown by number, and in no group, though the process
+    // runs with gid nogroup (groups admit by the account's primary group).
+    let stranger = unused_uid().to_string();
+    assert_eq!(
+        held_caller(&agent, &unix, &stranger),
+        json!({"via": "unix", "uid": stranger.parse::<u32>().unwrap(), "user": null})
+    );
+    let body = json!({"command": "true"});
+    let (status, answer) = ask(&unix, "POST", "/request", &body, &stranger);
+    assert_eq!(status, 403, "{answer}");
+
+    let trace = trace.finish();
+    // The trace saw the loop take each of the eight connections...
+    assert!(
+        trace.matches("accept4(").count() >= 8,
+        "not the loop's trace: {trace}"
+    );
+    // ... and never open the user or group database while serving them.
+    for file in ["/etc/passwd", "/etc/group"] {
+        assert!(!trace.contains(file), "the loop touched {file}: {trace}");
+    }
+    let log = agent.log();
+    assert!(log.contains("caller=unix:nobody(65534)"), "{log}");
+    assert!(
+        emulated() || log.contains("caller=tcp:nobody(65534)"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("caller=unix:uid {stranger}:")),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_user_added_while_the_agent_runs_is_named_within_seconds_and_unknown_until_then() {
+    if skip_without_root() || !tool_runs(&["unshare", "--version"], "apt-get install util-linux") {
+        return;
+    }
+    let open = OpenDir::new("new-user");
+    let sock = open.0.join("agent.sock");
+    let dir = TempDir::new("callers-new-user");
+    // The agent's /etc/passwd is a copy of this machine's, bound over it in a mount
+    // namespace of the agent's own: the test adds an account and the machine keeps its.
+    let passwd = dir.path().join("passwd");
+    fs::copy("/etc/passwd", &passwd).unwrap();
+    let rules = json!([
+        {"name": "echo", "argv": ["/bin/echo", "**"]},
+        {"name": "true", "argv": ["/bin/true"], "callers": {"groups": ["nogroup"]}}
+    ]);
+    let over = json!({"unix_socket": {"path": sock, "mode": "0666"}, "rules": rules});
+    let cfg = base_config(dir.path(), over);
+    let mut agent = Agent::prepare(dir, &cfg);
+    let wrapper = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "/bin/sh",
+        "-c",
+        r#"mount --bind "$0" /etc/passwd && exec "$@""#,
+        passwd.to_str().unwrap(),
+    ];
+    agent.spawn_wrapped(&wrapper.map(String::from), &[]);
+    let unix = sock.to_str().unwrap().to_string();
+    let stranger = unused_uid();
+    let who = stranger.to_string();
+    let may_run_true = || {
+        let body = json!({"command": "true"});
+        ask(&unix, "POST", "/request", &body, &who).0 == 202
+    };
+
+    // No account yet: known by uid only, and the group its account will have admits
+    // nothing.
+    assert_eq!(
+        held_caller(&agent, &unix, &who),
+        json!({"via": "unix", "uid": stranger, "user": null})
+    );
+    assert!(!may_run_true());
+
+    // useradd appends a line: the file changes in place.
+    let name = format!("sa-new-{stranger}");
+    let mut file = fs::OpenOptions::new().append(true).open(&passwd).unwrap();
+    std::io::Write::write_all(
+        &mut file,
+        format!("{name}:x:{stranger}:65534::/nonexistent:/usr/sbin/nologin\n").as_bytes(),
+    )
+    .unwrap();
+    drop(file);
+    // Checked every 5 s; a generous bound for a busy machine.
+    let noticed = wait_until(Duration::from_secs(60), || {
+        agent.log().contains("USERS: /etc/passwd changed")
+    });
+    assert!(noticed, "{}", agent.log());
+    assert_eq!(
+        held_caller(&agent, &unix, &who),
+        json!({"via": "unix", "uid": stranger, "user": name})
+    );
+    assert!(may_run_true(), "its primary group admits it now");
+    assert!(
+        agent
+            .log()
+            .contains(&format!("caller=unix:{name}({stranger}):")),
+        "{}",
+        agent.log()
+    );
 }

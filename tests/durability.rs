@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -242,12 +241,7 @@ fn sleepers(duration: &str) -> Vec<u32> {
 /// runs: a slow SD card for fsync, a stalled disk for write. `None` (a loud skip, a
 /// failure under CI) when strace is missing.
 fn strace(calls: &[&str], ms: u64) -> Option<Vec<String>> {
-    if Command::new("strace").arg("-V").output().is_err() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "strace missing under CI=true; apt-get install strace"
-        );
-        eprintln!("SKIPPED: strace is missing; apt-get install strace");
+    if !crate::common::tool_runs(&["strace", "-V"], "apt-get install strace") {
         return None;
     }
     let calls = calls.join(",");

@@ -4,8 +4,8 @@
 //! mapping from an error to its status), `body` (JSON bodies decoded without ever
 //! quoting a value), `routes` (decode, authenticate, match, hand over), `held` (requests
 //! held for a human: request, approve, deny, pending), `stream` (a connection, TCP or
-//! Unix, and its caller) and `metrics`
-//! (Prometheus counters).
+//! Unix, and its caller), `users` (callers' names, from a snapshot of the user database
+//! read off the loop) and `metrics` (Prometheus counters).
 
 mod body;
 mod browser;
@@ -16,6 +16,7 @@ mod metrics;
 mod routes;
 mod server;
 mod stream;
+mod users;
 
 pub use self::head::{MAX_BODY, MAX_HEAD, parse_head};
 
@@ -23,3 +24,4 @@ pub(crate) use self::browser::Gate;
 pub(crate) use self::message::Request;
 pub(crate) use self::routes::Routes;
 pub(crate) use self::server::{Handler, Limits, Reply, Server, WaitKind, Woken};
+pub(crate) use self::users::Users;

@@ -13,6 +13,7 @@ use super::body::{self, BadBody, Submit};
 use super::message::{ApiError, Request, Response, encode_json};
 use super::metrics::{self, CodeOutcome, Gauges, Metrics};
 use super::server::{Handler, Reply, WaitKind, Woken};
+use super::users::Users;
 use crate::audit;
 use crate::auth::{Auth, Denied};
 use crate::config::Config;
@@ -21,7 +22,7 @@ use crate::jobs::{
     valid_id,
 };
 use crate::policy::{self, Action, ArgPattern, Caller, Invocation, Plan, Rule};
-use crate::sys::{self, clock};
+use crate::sys::clock;
 
 /// Longest `command` string accepted.
 pub const MAX_COMMAND: usize = 4096;
@@ -30,8 +31,6 @@ pub const MAX_WORDS: usize = 256;
 pub const MAX_WORD: usize = 4096;
 /// Longest code string looked at; real codes have 6–8 digits.
 const MAX_PIN: usize = 16;
-/// Callers' names and groups kept from the user database, so it is read once per uid.
-const USERS_CACHED: usize = 64;
 /// How long a request may wait for its own state to reach the disk (a used code, a
 /// counted failure, a submission) before the agent gives up on the disk: the command
 /// does not run and the client gets 503 `unavailable`. An SD card syncs in well under a
@@ -97,19 +96,19 @@ pub struct Routes {
     /// (at most `max_failures` per lockout) or an accepted code (one per time step)
     /// parks one; `tick` drops those whose client stopped waiting.
     held: HashMap<Ticket, Held>,
-    /// uid → user name and primary group, at most [`USERS_CACHED`].
-    users: HashMap<u32, Option<(String, u32)>>,
+    /// Callers' names and primary groups, from a snapshot read off the loop.
+    users: Users,
     /// `approvals.notify`.
     pub(super) approval_notify: Option<NotifyCommand>,
 }
 
 impl Routes {
-    pub fn new(cfg: Config, auth: Auth, jobs: Jobs) -> Routes {
+    pub fn new(cfg: Config, auth: Auth, jobs: Jobs, users: Users) -> Routes {
         let home = own_home();
         Routes {
             approval_notify: (cfg.approvals.notify.clone())
                 .map(|argv| NotifyCommand::new(argv, home.clone())),
-            users: HashMap::new(),
+            users,
             cfg,
             auth,
             jobs,
@@ -281,25 +280,10 @@ impl Routes {
         })
     }
 
-    /// `caller` with its user name and primary group from the user database, read once
-    /// per uid and kept (at most [`USERS_CACHED`]): `/etc/passwd` once per caller, not
-    /// once per request.
-    pub(super) fn caller(&mut self, mut caller: Caller) -> Caller {
-        let Some(uid) = caller.uid else {
-            return caller;
-        };
-        if self.users.len() >= USERS_CACHED && !self.users.contains_key(&uid) {
-            self.users.clear();
-        }
-        let known = self.users.entry(uid).or_insert_with(|| {
-            let user = sys::lookup_uid(uid).ok().flatten();
-            user.map(|u| (u.name, u.gid))
-        });
-        if let Some((name, gid)) = known {
-            caller.user = Some(name.clone());
-            caller.gid = Some(*gid);
-        }
-        caller
+    /// `caller` with its user name and primary group, from the snapshot of the user
+    /// database (the loop never reads `/etc/passwd` itself).
+    pub(super) fn caller(&self, caller: Caller) -> Caller {
+        self.users.name(caller)
     }
 
     /// Throttle, code, replay, decided in memory: a good code is used from here on, and

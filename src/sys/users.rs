@@ -1,8 +1,10 @@
-//! Local accounts and groups from the user database (getpwnam_r, getgrnam_r).
+//! Local accounts and groups from the user database (getpwnam_r, getgrnam_r, and
+//! getpwent for the whole list).
 
 use std::ffi::{CStr, CString};
 use std::io;
 use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 
 /// A local account, as `getpwnam(3)` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,21 +61,67 @@ fn passwd_entry(call: &PasswdCall) -> io::Result<Option<UserInfo>> {
         if out.is_null() {
             return Ok(None);
         }
-        // SAFETY: on success pw_name and pw_dir point to NUL-terminated strings inside `buf`,
-        // which outlives this block.
-        let (name, home) = unsafe {
-            (
-                CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned(),
-                CStr::from_ptr(pwd.pw_dir).to_string_lossy().into_owned(),
-            )
-        };
-        return Ok(Some(UserInfo {
-            name,
-            uid: pwd.pw_uid,
-            gid: pwd.pw_gid,
-            home: PathBuf::from(home),
-        }));
+        // SAFETY: on success the strings of `pwd` live inside `buf`, which outlives this
+        // call.
+        return Ok(Some(unsafe { user_info(&pwd) }));
     }
+}
+
+/// The account a `passwd` entry describes.
+///
+/// # Safety
+/// `pw_name` and `pw_dir` must point to NUL-terminated strings.
+unsafe fn user_info(pwd: &libc::passwd) -> UserInfo {
+    // SAFETY: the caller promises both strings are NUL-terminated and alive.
+    let (name, home) = unsafe {
+        (
+            CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned(),
+            CStr::from_ptr(pwd.pw_dir).to_string_lossy().into_owned(),
+        )
+    };
+    UserInfo {
+        name,
+        uid: pwd.pw_uid,
+        gid: pwd.pw_gid,
+        home: PathBuf::from(home),
+    }
+}
+
+/// getpwent's place in the database is one per process: one enumeration at a time.
+static ENUMERATING: Mutex<()> = Mutex::new(());
+
+/// The first `max` accounts of the user database, in its order (what `getent passwd`
+/// lists). An error partway (an unreadable file, a failing disk) is an error, never a
+/// shorter list.
+pub fn all_users(max: usize) -> io::Result<Vec<UserInfo>> {
+    let _alone = ENUMERATING.lock().unwrap_or_else(PoisonError::into_inner);
+    // SAFETY: no preconditions; it rewinds this process's enumeration, which no other
+    // thread uses while `ENUMERATING` is held.
+    unsafe { libc::setpwent() };
+    let mut users = Vec::new();
+    let read = loop {
+        if users.len() >= max {
+            break Ok(());
+        }
+        // getpwent says "no more" and "failed" with the same NULL; errno tells them apart.
+        // SAFETY: errno is this thread's own int.
+        unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: as for setpwent; the entry stays valid until the next getpwent call.
+        let pwd = unsafe { libc::getpwent() };
+        if pwd.is_null() {
+            let err = io::Error::last_os_error();
+            // glibc ends with ENOENT, musl with errno untouched.
+            break match err.raw_os_error() {
+                Some(0 | libc::ENOENT) => Ok(()),
+                _ => Err(err),
+            };
+        }
+        // SAFETY: a non-NULL entry has NUL-terminated strings, alive until the next call.
+        users.push(unsafe { user_info(&*pwd) });
+    };
+    // SAFETY: as for setpwent; closes the database file.
+    unsafe { libc::endpwent() };
+    read.map(|()| users)
 }
 
 /// Looks up a group id by name; `Ok(None)` when no such group exists.

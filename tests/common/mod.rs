@@ -726,6 +726,26 @@ pub fn python_has(module: &str, install: &str) -> bool {
     ok
 }
 
+/// An external tool (`probe`: the program and an argument that makes it print its
+/// version): present, a loud skip, or (with `CI=true`) a failure.
+pub fn tool_runs(probe: &[&str], install: &str) -> bool {
+    let ok = Command::new(probe[0])
+        .args(&probe[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{} missing under CI=true; {install}",
+            probe[0]
+        );
+        eprintln!("SKIPPED: {} is missing; {install}", probe[0]);
+    }
+    ok
+}
+
 /// The status code of a raw HTTP answer (0 when there is none).
 pub fn status_of(raw: &str) -> u16 {
     raw.split_whitespace()
