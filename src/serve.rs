@@ -168,11 +168,13 @@ fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
     let auth = Auth::new(key, cfg.totp, cfg.throttle, store, state);
     // Callers' names: the user database read now, and again off the loop when it changes.
     let users = Users::watch();
+    let (rules, results_dir) = (cfg.rules.len(), cfg.results.dir.clone());
+    // Before READY: it reads the user database (the agent's home), which the loop never does.
+    let routes = Routes::new(cfg, auth, jobs, users);
     log::info!(
-        "LISTENING on {addr} (sudo-agent {}, {} rules, results in {}{})",
+        "LISTENING on {addr} (sudo-agent {}, {rules} rules, results in {}{})",
         env!("CARGO_PKG_VERSION"),
-        cfg.rules.len(),
-        cfg.results.dir.display(),
+        results_dir.display(),
         if activated {
             ", socket from systemd"
         } else {
@@ -180,10 +182,7 @@ fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
         }
     );
     life.notify(&format!("READY=1\nSTATUS=listening on {addr}"));
-    let mut agent = Supervised {
-        routes: Routes::new(cfg, auth, jobs, users),
-        life,
-    };
+    let mut agent = Supervised { routes, life };
     server
         .run(&mut agent, Some(signals))
         .map_err(|err| StartError::Io {
