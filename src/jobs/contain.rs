@@ -100,6 +100,11 @@ fn probed() -> Containment {
         private_tmp: true,
         ..Sandbox::default()
     };
+    // The namespace a job thread makes ahead and jobs enter (`setns`), as `no_pin` jobs do.
+    let entered = Sandbox {
+        read_only: true,
+        ..Sandbox::default()
+    };
     let network = Sandbox {
         private_network: true,
         ..Sandbox::default()
@@ -107,7 +112,7 @@ fn probed() -> Containment {
     Containment {
         tree: None,
         cgroups: Err(String::new()),
-        mount_ns: sys::probe_sandbox(&mounts),
+        mount_ns: sys::probe_sandbox(&mounts).and_then(|()| sys::probe_sandbox(&entered)),
         net_ns: sys::probe_sandbox(&network),
     }
 }

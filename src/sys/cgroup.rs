@@ -13,6 +13,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -130,8 +131,14 @@ impl CgroupTree {
             }
         };
         // A `sudo-agent` made earlier may be there on a file system that is read-only
-        // now: only a cgroup made and removed shows that jobs can have theirs.
-        tree.job(&format!("probe-{me}"), &Limits::default())?
+        // now: only a cgroup made and removed shows that jobs can have theirs. A child
+        // started in it shows how jobs can be started in theirs.
+        let probe = tree.job(&format!("probe-{me}"), &Limits::default())?;
+        let started = probe.entry().map_err(|e| e.to_string());
+        if let Err(why) = started.and_then(|dir| super::spawn::check_clone3(dir.as_fd())) {
+            log::warn!("jobs will move themselves into their cgroups: {why}");
+        }
+        probe
             .remove()
             .map_err(|e| format!("cannot remove a cgroup in {}: {e}", tree.base.display()))?;
         Ok(tree)
@@ -488,6 +495,36 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         child
+    }
+
+    #[test]
+    fn a_child_starts_in_its_cgroup_and_the_start_up_check_passes() {
+        use std::io::Read;
+        let Some(group) = test_cgroup("start") else {
+            return;
+        };
+        let dir = group.entry().unwrap();
+        super::super::spawn::check_clone3(dir.as_fd()).unwrap();
+        let setup = crate::sys::ChildSetup::new(None, 0o022, Path::new("/"))
+            .unwrap()
+            .join(dir.as_fd());
+        let argv = ["/bin/cat".to_owned(), "/proc/self/cgroup".to_owned()];
+        let child = crate::sys::spawn(&argv, &[], &setup).unwrap();
+        let mut seen = String::new();
+        File::from(child.stdout).read_to_string(&mut seen).unwrap();
+        assert!(
+            crate::sys::wait(child.pid, true)
+                .unwrap()
+                .unwrap()
+                .success()
+        );
+        let name = group.dir.file_name().unwrap().to_str().unwrap();
+        assert!(
+            seen.lines()
+                .any(|l| l.starts_with("0::") && l.ends_with(name)),
+            "{seen}"
+        );
+        group.remove().unwrap();
     }
 
     #[test]

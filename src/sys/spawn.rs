@@ -19,7 +19,7 @@
 
 use std::ffi::{CString, c_void};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
@@ -156,6 +156,23 @@ pub fn probe(sandbox: &Sandbox) -> Result<(), String> {
         Ok(Some(status)) => Err(format!("/bin/true in the sandbox ended with {status}")),
         Ok(None) => Err("/bin/true in the sandbox: no exit status".to_owned()),
         Err(e) => Err(named(e)),
+    }
+}
+
+/// Runs `/bin/true` started in the cgroup whose directory is `dir`, as a job would be.
+/// If that fails, `clone3` is not used again by this agent: the child moves itself into
+/// its cgroup instead. At start-up, since the `clone3` trampoline is the one piece of
+/// assembly the agent runs, and this is where a kernel or CPU it was never run on shows.
+pub(super) fn check_clone3(dir: BorrowedFd<'_>) -> Result<(), String> {
+    let ran = ChildSetup::new(None, 0o022, Path::new("/"))
+        .and_then(|setup| spawn(&["/bin/true".to_owned()], &[], &setup.join(dir)))
+        .and_then(|child| wait(child.pid, true));
+    match ran {
+        Ok(Some(status)) if status.success() => Ok(()),
+        other => {
+            NO_CLONE3.store(true, Ordering::Relaxed);
+            Err(format!("/bin/true started in a cgroup: {other:?}"))
+        }
     }
 }
 
