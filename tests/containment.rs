@@ -408,6 +408,38 @@ fn a_mount_made_after_a_job_reaches_the_next_job_read_only_and_an_unmount_too() 
     assert_eq!(run(), "absent\nrefused\n");
 }
 
+#[test]
+fn a_job_that_remounts_read_write_leaves_the_next_job_read_only() {
+    // Jobs of a thread share the namespace it made: a job that remounts a mount
+    // read-write in it (as some programs do while they work) must not hand that on.
+    let dir = TempDir::new("c-rw");
+    let target = dir.path().join("f");
+    let remount = format!(
+        "mount -o remount,bind,rw \"$(stat -c %m {})\" && echo remounted",
+        dir.path().display()
+    );
+    let cfg = base_config(
+        dir.path(),
+        json!({"rules": [
+            {"name": "remount", "argv": ["/bin/sh", "-c", &remount], "no_pin": true},
+            {"name": "touch", "argv": ["/usr/bin/touch", &target], "no_pin": true}
+        ]}),
+    );
+    let agent = Agent::start_in(dir, &cfg, &[]);
+    for _ in 0..3 {
+        let job = agent
+            .post_json("/run", &json!({"argv": ["/bin/sh", "-c", &remount]}))
+            .json();
+        assert_eq!(job["stdout"], "remounted\n", "{job}");
+        let job = agent
+            .post_json("/run", &json!({"argv": ["/usr/bin/touch", &target]}))
+            .json();
+        assert_eq!(job["status"], "failed", "{job}");
+        assert_stderr(&job, "Read-only file system");
+        assert!(!target.exists());
+    }
+}
+
 /// Writes to /dev/null, then tries to move itself into the root of the cgroup v2 tree.
 const LEAVE_CGROUP: &str = "echo x >/dev/null && echo null ok; \
     m=$(awk '{for (i = 7; i < NF; i++) if ($i == \"-\") { \

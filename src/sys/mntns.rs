@@ -42,27 +42,33 @@ struct Made {
     ns: OwnedFd,
     /// The agent's mountinfo, open since just before `ns` was made.
     watch: OwnedFd,
+    /// The namespace's own mountinfo, open since it was made: a job that mounted or
+    /// remounted something in it (a program that remounts read-write as it works) must
+    /// not leave that to the jobs after it.
+    inside: OwnedFd,
 }
 
 /// A descriptor of a mount namespace in which every mount is read-only but the
 /// `writable` paths (now `bound`), as the agent's mount table is now: the one this
 /// thread keeps, or, when there is none or it is out of date, a new one from `make`
 /// (whose error comes back as it is, so the job is refused as a per-job sandbox
-/// would be).
+/// would be). `make` gives the namespace and its own mountinfo, opened when it was
+/// ready.
 pub fn read_only(
     writable: &[PathBuf],
     bound: &Identities,
-    make: impl FnOnce() -> io::Result<OwnedFd>,
+    make: impl FnOnce() -> io::Result<(OwnedFd, OwnedFd)>,
 ) -> io::Result<OwnedFd> {
     MADE.with_borrow_mut(|made| {
         if let Some(at) = made.iter().position(|m| m.writable == writable) {
-            if made[at].bound == *bound && !mounts_changed(&made[at].watch) {
-                return made[at].ns.try_clone();
+            let m = &made[at];
+            if m.bound == *bound && !mounts_changed(&m.watch) && !mounts_changed(&m.inside) {
+                return m.ns.try_clone();
             }
             made.remove(at);
         }
         let watch = open_cloexec(c"/proc/self/mountinfo")?;
-        let ns = make()?;
+        let (ns, inside) = make()?;
         let copy = ns.try_clone()?;
         if made.len() >= KEPT {
             made.remove(0);
@@ -72,6 +78,7 @@ pub fn read_only(
             bound: bound.clone(),
             ns,
             watch,
+            inside,
         });
         Ok(copy)
     })
@@ -115,7 +122,10 @@ mod tests {
         let made = Cell::new(0);
         let make = || {
             made.set(made.get() + 1);
-            open_cloexec(c"/dev/null")
+            Ok((
+                open_cloexec(c"/dev/null")?,
+                open_cloexec(c"/proc/self/mountinfo")?,
+            ))
         };
         let paths = vec![PathBuf::from("/w")];
         let (first, second) = (vec![(1, 2)], vec![(1, 3)]);

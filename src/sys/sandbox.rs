@@ -45,14 +45,16 @@ impl Sandbox {
         if !self.read_only || self.private_tmp {
             return self.fresh();
         }
-        let mounts = Sandbox {
-            read_only: true,
-            writable: self.writable.clone(),
-            ..Sandbox::default()
-        };
         // Gone now: refused as the bind mount in a fresh namespace would be.
         let bound = identities(&self.writable).map_err(|e| Step::Writable.tag(e))?;
-        let ns = mntns::read_only(&self.writable, &bound, || make(&mounts.fresh()?))?;
+        let ns = mntns::read_only(&self.writable, &bound, || {
+            let mounts = Sandbox {
+                read_only: true,
+                writable: self.writable.clone(),
+                ..Sandbox::default()
+            };
+            make(&mounts.fresh()?)
+        })?;
         Ok(SandboxSetup {
             enter: Some(ns),
             unshare: if self.private_network {
@@ -111,16 +113,20 @@ impl Sandbox {
     }
 }
 
-/// `setup`'s mount steps in a thread of their own, which then names its namespace: a
-/// thread may leave the agent's mount namespace (`unshare` gives it its own file system
-/// context too), and the namespace outlives it through the descriptor.
-fn make(setup: &SandboxSetup) -> io::Result<OwnedFd> {
+/// `setup`'s mount steps in a thread of their own, which then names its namespace and
+/// opens its mount table (for `mntns` to see what jobs change there): a thread may
+/// leave the agent's mount namespace (`unshare` gives it its own file system context
+/// too), and the namespace outlives it through the descriptors.
+fn make(setup: &SandboxSetup) -> io::Result<(OwnedFd, OwnedFd)> {
     std::thread::scope(|scope| {
         let thread = std::thread::Builder::new()
             .name("sandbox".into())
             .spawn_scoped(scope, || {
                 setup.apply()?;
-                mntns::open_cloexec(c"/proc/thread-self/ns/mnt")
+                Ok((
+                    mntns::open_cloexec(c"/proc/thread-self/ns/mnt")?,
+                    mntns::open_cloexec(c"/proc/thread-self/mountinfo")?,
+                ))
             })?;
         thread
             .join()
