@@ -711,37 +711,25 @@ pub fn free_port() -> u16 {
 /// A Python module for an interop check: present, a loud skip, or (with `CI=true`) a
 /// failure, since CI must not pass without having checked anything.
 pub fn python_has(module: &str, install: &str) -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "python3 module {module} missing under CI=true; {install}"
-        );
-        eprintln!("SKIPPED: python3 module {module} is missing; {install}");
-    }
-    ok
+    tool_runs(&["python3", "-c", &format!("import {module}")], install)
 }
 
-/// An external tool (`probe`: the program and an argument that makes it print its
-/// version): present, a loud skip, or (with `CI=true`) a failure.
+/// An external tool (`probe`: a command line that succeeds where it is, such as the
+/// program and its version flag): present, a loud skip, or (with `CI=true`) a failure.
 pub fn tool_runs(probe: &[&str], install: &str) -> bool {
     let ok = Command::new(probe[0])
         .args(&probe[1..])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok();
+        .is_ok_and(|s| s.success());
     if !ok {
+        let what = probe.join(" ");
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
-            "{} missing under CI=true; {install}",
-            probe[0]
+            "`{what}` failed under CI=true; {install}"
         );
-        eprintln!("SKIPPED: {} is missing; {install}", probe[0]);
+        eprintln!("SKIPPED: `{what}` failed; {install}");
     }
     ok
 }
