@@ -14,7 +14,7 @@
 //! loadgen idle    --addr A --pid P [--n 256] [--settle-ms 1000]
 //!     opens n connections, sends half a request head on each (no blank line), waits,
 //!     reads RSS and threads of P from /proc, checks how many are still open
-//! loadgen spawn   [--n 2000] [--warmup 50] [--setup plain|same]
+//! loadgen spawn   [--n 2000] [--warmup 50] [--setup plain|same] [--gap-ms 0]
 //!     fork+exec+wait of /bin/true from a loop: `plain` is Command::status(); `same` is
 //!     what a job gets: cleared env, stdin null, stdout/stderr piped and read to EOF,
 //!     own process group
@@ -552,6 +552,9 @@ fn idle(opts: &Opts) -> io::Result<()> {
 fn spawn(opts: &Opts) -> io::Result<()> {
     let n: usize = opt(opts, "n", 2000)?;
     let warmup: usize = opt(opts, "warmup", 50)?;
+    // A pause before each spawn: the floor in a code-bearing request's rhythm (one a
+    // second), as cold as that request, not back to back.
+    let gap = Duration::from_millis(opt(opts, "gap-ms", 0)?);
     let same = match opt_str(opts, "setup", "plain") {
         "plain" => false,
         "same" => true,
@@ -559,6 +562,7 @@ fn spawn(opts: &Opts) -> io::Result<()> {
     };
     let mut times = Vec::with_capacity(n);
     for i in 0..warmup + n {
+        std::thread::sleep(gap);
         let t0 = Instant::now();
         let ok = if same {
             Command::new("/bin/true")
