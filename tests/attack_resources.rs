@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{Agent, alive, group_members, rss_kib, unsafe_kill, wait_until};
+use crate::common::{Agent, Seen, group_members, rss_kib, wait_until};
 use serde_json::json;
 
 fn agent(tag: &str) -> Agent {
@@ -124,7 +124,7 @@ fn a_job_that_escapes_with_setsid_still_ends_with_its_cgroup() {
         // the session id), so the test does not race the group clean-up on a busy box.
         &json!({"pin": agent.code(), "command": "setsid sleep 60 & p=$!; \
             until [ \"$(cut -d' ' -f6 /proc/$p/stat)\" = \"$p\" ]; do sleep 0.01; done; \
-            echo $p; echo $$", "wait": 30}),
+            echo $p $(cut -d' ' -f22 /proc/$p/stat); echo $$", "wait": 30}),
     );
     assert_eq!(r.status, 200, "{}", r.body);
     let job = r.json();
@@ -134,17 +134,23 @@ fn a_job_that_escapes_with_setsid_still_ends_with_its_cgroup() {
         "{:?}",
         started.elapsed()
     );
-    let pids: Vec<u32> = job["stdout"]
+    // The escapee's pid and start time: once it is gone its pid may name a stranger (pids
+    // wrap), so it is looked at and killed only while the start time still matches.
+    let numbers: Vec<u64> = job["stdout"]
         .as_str()
         .unwrap()
-        .lines()
-        .map(|l| l.trim().parse().unwrap())
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
         .collect();
-    let (escapee, leader) = (pids[0], pids[1]);
+    let escapee = Seen {
+        pid: numbers[0] as u32,
+        start: numbers[1],
+    };
+    let leader = numbers[2] as u32;
     assert!(group_members(leader).is_empty());
-    let escaped = alive(escapee);
-    unsafe_kill(escapee, 9);
-    assert!(wait_until(Duration::from_secs(5), || !alive(escapee)));
+    let escaped = escapee.alive();
+    escapee.kill(9);
+    assert!(wait_until(Duration::from_secs(5), || !escapee.alive()));
     if in_cgroup {
         assert!(!escaped, "the setsid escapee outlived its job's cgroup");
     } else {

@@ -7,8 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Agent, TempDir, agent_command, alive, base_config, python_has, serve_refused, unsafe_kill,
-    wait_until,
+    Agent, Seen, TempDir, agent_command, alive, base_config, python_has, serve_refused, wait_until,
 };
 use serde_json::{Value, json};
 
@@ -24,11 +23,12 @@ echo "cwd=$(pwd) umask=$(umask) uid=$(id -u)"
 cat <&7 >/dev/null 2>&1 && echo "fd7=read" || echo "fd7=closed""#;
 
 /// Kills a process when dropped, so a failing test leaves nothing running.
-struct KillOnDrop(u32);
+/// SIGKILL when dropped, to the process seen, never to a later one given its pid.
+struct KillOnDrop(Seen);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        unsafe_kill(self.0, 9);
+        self.0.kill(9);
     }
 }
 
@@ -133,7 +133,7 @@ os.waitpid(pid, 0)
     }));
     let agent_pid: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     // The agent is python's child: killing python would only hang its terminal up.
-    let _agent_guard = KillOnDrop(agent_pid);
+    let _agent_guard = KillOnDrop(Seen::now(agent_pid));
     // The test means something only if the agent really has a terminal.
     assert_ne!(
         stat_field(agent_pid, 7),
@@ -233,7 +233,7 @@ fn a_process_of_the_rules_user_signalling_jobs_in_a_loop_never_stops_the_agent()
         ]}),
     );
     let mut killer = signaller("games");
-    let _killer_guard = KillOnDrop(killer.id());
+    let _killer_guard = KillOnDrop(Seen::now(killer.id()));
     let started = Instant::now();
     let mut statuses = Vec::new();
     // Before the fix the agent stopped within a few jobs: the child had called setuid

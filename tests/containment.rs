@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::{
-    Agent, TempDir, agent_command, alive, base_config, free_port, run_bin, unsafe_kill, wait_until,
+    Agent, Seen, TempDir, agent_command, base_config, free_port, run_bin, wait_until,
 };
 
 /// `/health`'s `containment`.
@@ -53,31 +53,37 @@ fn assert_stderr(job: &Value, text: &str) {
     assert!(stderr.contains(text), "no {text:?} in {job}");
 }
 
-/// Reads a pid a job wrote into `file`, waiting for it.
-fn pid_in(file: &Path) -> u32 {
+/// Reads the pid and start time a job wrote into `file`, waiting for them: the process
+/// may be gone by then and its pid another's (pids wrap).
+fn seen_in(file: &Path) -> Seen {
     assert!(
         wait_until(Duration::from_secs(10), || fs::read_to_string(file)
             .is_ok_and(|t| t.ends_with('\n'))),
         "{} was not written",
         file.display()
     );
-    fs::read_to_string(file).unwrap().trim().parse().unwrap()
+    let text = fs::read_to_string(file).unwrap();
+    let (pid, start) = text.trim().split_once(' ').unwrap();
+    Seen {
+        pid: pid.parse().unwrap(),
+        start: start.parse().unwrap(),
+    }
 }
 
 /// A shell rule whose job leaves its process group and session with `setsid`, writes
-/// the escapee's pid to `DIR/escapee` once it is in a session of its own, then runs
-/// `then`.
+/// the escapee's pid and start time to `DIR/escapee` once it is in a session of its own,
+/// then runs `then`.
 fn escaping(dir: &Path, then: &str) -> String {
     format!(
         "setsid sleep 60 & p=$!; until [ \"$(cut -d' ' -f6 /proc/$p/stat)\" = \"$p\" ]; \
-         do sleep 0.01; done; echo $p > {}/escapee; {then}",
+         do sleep 0.01; done; echo $p $(cut -d' ' -f22 /proc/$p/stat) > {}/escapee; {then}",
         dir.display()
     )
 }
 
 /// Submits a job that escapes (see [`escaping`]) then sleeps, without waiting for it:
 /// its id and the escapee's pid.
-fn start_escaping(agent: &Agent, code: String) -> (String, u32) {
+fn start_escaping(agent: &Agent, code: String) -> (String, Seen) {
     let dir = agent.dir.path();
     let _ = fs::remove_file(dir.join("escapee"));
     let r = agent.post_json(
@@ -86,7 +92,7 @@ fn start_escaping(agent: &Agent, code: String) -> (String, u32) {
     );
     assert_eq!(r.status, 202, "{}", r.body);
     let id = r.json()["id"].as_str().unwrap().to_string();
-    (id, pid_in(&dir.join("escapee")))
+    (id, seen_in(&dir.join("escapee")))
 }
 
 /// `sh -c SCRIPT` as argv times out after 2 s; a command string runs as a shell rule
@@ -120,8 +126,8 @@ fn an_escapee_ends_with_its_job_on_timeout_cancel_and_shutdown() {
     );
     let job = r.json();
     assert_eq!(job["status"], "timed_out", "{job}");
-    let escapee = pid_in(&dir.join("escapee"));
-    assert!(!alive(escapee), "the escapee outlived its timed-out job");
+    let escapee = seen_in(&dir.join("escapee"));
+    assert!(!escapee.alive(), "the escapee outlived its timed-out job");
     assert!(
         !base
             .join(format!("job-{}", job["id"].as_str().unwrap()))
@@ -139,12 +145,15 @@ fn an_escapee_ends_with_its_job_on_timeout_cancel_and_shutdown() {
         .get(&format!("/job/{id}"))
         .json()["status"]
         == "cancelled"));
-    assert!(!alive(escapee), "the escapee outlived its cancelled job");
+    assert!(!escapee.alive(), "the escapee outlived its cancelled job");
 
     // Shutdown.
     let (id, escapee) = start_escaping(&agent, agent.fresh_code());
     assert!(agent.terminate().success());
-    assert!(!alive(escapee), "the escapee outlived the agent's shutdown");
+    assert!(
+        !escapee.alive(),
+        "the escapee outlived the agent's shutdown"
+    );
     assert!(!base.join(format!("job-{id}")).exists());
 }
 
@@ -163,18 +172,19 @@ fn recovery_after_a_crash_ends_what_is_in_the_jobs_cgroup() {
     assert!(wait_until(Duration::from_secs(10), || agent
         .job_pgid(&id)
         .is_some()));
-    let leader = agent.job_pgid(&id).unwrap();
+    let leader = Seen::now(agent.job_pgid(&id).unwrap());
     agent.kill9();
-    assert!(alive(escapee) && alive(leader));
+    assert!(escapee.alive() && leader.alive());
     agent.spawn(&[]);
     let gone = wait_until(Duration::from_secs(10), || {
-        !alive(escapee) && !alive(leader) && !cgroup.exists()
+        !escapee.alive() && !leader.alive() && !cgroup.exists()
     });
-    unsafe_kill(escapee, 9);
-    unsafe_kill(leader, 9);
+    escapee.kill(9);
+    leader.kill(9);
     assert!(
         gone,
-        "left behind: escapee {escapee}, leader {leader}, {cgroup:?}"
+        "left behind: escapee {}, leader {}, {cgroup:?}",
+        escapee.pid, leader.pid
     );
     assert_eq!(
         agent.get(&format!("/job/{id}")).json()["status"],

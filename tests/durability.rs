@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{Agent, alive, group_members, unsafe_kill, wait_until};
+use crate::common::{Agent, Seen, group_members, unsafe_kill, wait_until};
 use serde_json::{Value, json};
 use sudo_agent::totp;
 
@@ -266,9 +266,14 @@ fn kill_traced(agent: &mut Agent) {
     let strace = agent.pid();
     let children = std::fs::read_to_string(format!("/proc/{strace}/task/{strace}/children"))
         .unwrap_or_default();
+    let children: Vec<Seen> = children
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .map(Seen::now)
+        .collect();
     agent.kill9();
-    for pid in children.split_whitespace().filter_map(|p| p.parse().ok()) {
-        assert!(wait_until(Duration::from_secs(10), || !alive(pid)));
+    for child in children {
+        assert!(wait_until(Duration::from_secs(10), || !child.alive()));
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{Agent, alive};
+use crate::common::{Agent, Seen};
 use serde_json::json;
 
 #[test]
@@ -14,7 +14,7 @@ fn timeout_leaves_no_process_of_the_job() {
     let started = Instant::now();
     let r = agent.post_json(
         "/run",
-        &json!({"pin": agent.fresh_code(), "argv": ["sh", "-c", "sleep 300 & echo $!; sleep 300"], "wait": 20}),
+        &json!({"pin": agent.fresh_code(), "argv": ["sh", "-c", "sleep 300 & echo $! $(cut -d' ' -f22 /proc/$!/stat); sleep 300"], "wait": 20}),
     );
     assert_eq!(r.status, 200, "{}", r.body);
     let job = r.json();
@@ -24,10 +24,21 @@ fn timeout_leaves_no_process_of_the_job() {
         "{:?}",
         started.elapsed()
     );
-    let grandchild: u32 = job["stdout"].as_str().unwrap().trim().parse().unwrap();
+    // Pid and start time: the pid alone may name another process by now (pids wrap).
+    let (pid, start) = job["stdout"]
+        .as_str()
+        .unwrap()
+        .trim()
+        .split_once(' ')
+        .unwrap();
+    let grandchild = Seen {
+        pid: pid.parse().unwrap(),
+        start: start.parse().unwrap(),
+    };
     assert!(
-        !alive(grandchild),
-        "grandchild {grandchild} survived the timeout"
+        !grandchild.alive(),
+        "grandchild {} survived the timeout",
+        grandchild.pid
     );
     assert!(
         agent

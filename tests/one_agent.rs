@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{Agent, TempDir, alive, base_config, serve_refused, wait_until};
+use crate::common::{Agent, Seen, TempDir, alive, base_config, serve_refused, wait_until};
 use serde_json::{Value, json};
 
 #[test]
@@ -57,17 +57,6 @@ fn boot_id() -> String {
         .unwrap()
         .trim()
         .to_string()
-}
-
-/// Start time of `pid` in clock ticks since boot (`/proc/<pid>/stat` field 22).
-fn start_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 1..];
-    rest.split_whitespace()
-        .nth(22 - 3)
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 /// A process group whose leader is gone and whose one member, a `sleep 60`, lives on in
@@ -124,11 +113,11 @@ fn agent_after_crash(tag: &str, lines: &[Value]) -> Agent {
 
 /// Kills a `leaderless_group` (group id, member) when dropped, so a failing test leaves
 /// nothing running; only while its member lives, since then the number is still ours.
-struct KillGroupOnDrop(u32, u32);
+struct KillGroupOnDrop(u32, Seen);
 
 impl Drop for KillGroupOnDrop {
     fn drop(&mut self) {
-        if alive(self.1) {
+        if self.1.alive() {
             let _ = Command::new("kill")
                 .args(["-KILL", "--", &format!("-{}", self.0)])
                 .status();
@@ -143,8 +132,8 @@ fn recovery_leaves_a_stranger_in_a_reused_group_number_alive() {
     // gone). Before the fix, a gone leader meant "still the job's" and the stranger got
     // SIGTERM, then SIGKILL.
     let (pgid, stranger) = leaderless_group();
-    let _guard = KillGroupOnDrop(pgid, stranger);
-    let job_start = start_ticks(stranger).saturating_sub(50);
+    let _guard = KillGroupOnDrop(pgid, Seen::now(stranger));
+    let job_start = Seen::now(stranger).start.saturating_sub(50);
     let agent = agent_after_crash("one-stranger", &running_job(1, pgid, job_start));
     let id = format!("{:032x}", 1);
     assert!(
@@ -173,8 +162,8 @@ fn recovery_ends_a_leaderless_group_seen_while_the_job_ran() {
     // job's start line shows the agent was alive, and the job running, after that
     // process started. Proven the job's, so it is ended.
     let (pgid, member) = leaderless_group();
-    let _guard = KillGroupOnDrop(pgid, member);
-    let member_start = start_ticks(member);
+    let _guard = KillGroupOnDrop(pgid, Seen::now(member));
+    let member_start = Seen::now(member).start;
     let mut lines = running_job(2, pgid, member_start.saturating_sub(1));
     let later = running_job(3, 4_194_303, member_start + 10);
     lines.extend(later);

@@ -543,6 +543,48 @@ pub fn unsafe_kill(pid: u32, sig: i32) {
         .status();
 }
 
+/// A process seen alive: its pid and start time, so that a later look or signal never
+/// takes another process for it. Pids wrap (at 32 768 on some test machines) and the
+/// suite starts tens of thousands of processes, so a pid that exited may soon name a
+/// stranger, another test's agent among them.
+#[derive(Clone, Copy, Debug)]
+pub struct Seen {
+    pub pid: u32,
+    /// Clock ticks after boot, field 22 of `/proc/PID/stat`.
+    pub start: u64,
+}
+
+impl Seen {
+    /// `pid` as it is now; panics if no such process runs (the caller knows it does).
+    pub fn now(pid: u32) -> Seen {
+        let start = start_time(pid).unwrap_or_else(|| panic!("process {pid} is not running"));
+        Seen { pid, start }
+    }
+
+    /// Still the same process, and not a zombie.
+    pub fn alive(&self) -> bool {
+        start_time(self.pid) == Some(self.start) && alive(self.pid)
+    }
+
+    /// `sig` to it if it is still the same process (else to nobody).
+    pub fn kill(&self, sig: i32) {
+        if start_time(self.pid) == Some(self.start) {
+            unsafe_kill(self.pid, sig);
+        }
+    }
+}
+
+/// A process's start time (clock ticks after boot), field 22 of `/proc/PID/stat`.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
 /// Whether a process with this pid exists (and is not a zombie).
 pub fn alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
