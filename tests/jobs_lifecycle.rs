@@ -477,11 +477,15 @@ fn dir_usage(dir: &Path) -> (usize, u64) {
     let Ok(listing) = std::fs::read_dir(dir) else {
         return (0, 0);
     };
-    listing
+    // By inode: a listing taken while the agent recycles a file (renames the oldest to
+    // the new job's name) may see it under both names.
+    let files: std::collections::BTreeMap<u64, u64> = listing
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("agent-"))
         .filter_map(|e| e.metadata().ok())
-        .fold((0, 0), |(n, b), m| (n + 1, b + m.len()))
+        .map(|m| (m.ino(), m.len()))
+        .collect();
+    (files.len(), files.values().sum())
 }
 
 /// Makes the results dir unwritable even for root (immutable, or replaced by a file

@@ -30,7 +30,7 @@
 //!     half a step later the plain body (no code) on the same connection, timed as
 //!     `plain_*`: the same request as cold, for comparison; meanwhile GET /health every
 //!     probe-ms on another connection (0: none)
-//! loadgen syncfloor --dir D [--n 50]
+//! loadgen syncfloor --dir D [--n 50] [--gap-ms 0]
 //!     write 200 bytes and fdatasync them in D, n times: what one sync costs there
 //! loadgen notify  --path P --secs S
 //!     binds a datagram socket at P (a NOTIFY_SOCKET) for S seconds: how many
@@ -917,11 +917,14 @@ fn codes(opts: &Opts) -> io::Result<()> {
 fn syncfloor(opts: &Opts) -> io::Result<()> {
     let dir = std::path::PathBuf::from(opts.get("dir").ok_or_else(|| invalid("--dir is required"))?);
     let n: usize = opt(opts, "n", 50)?;
+    // As for `spawn`: a pause before each, for a sync as cold as a code-bearing request's.
+    let gap = Duration::from_millis(opt(opts, "gap-ms", 0)?);
     let path = dir.join(format!(".syncfloor.{}", std::process::id()));
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
     let line = [b'x'; 200];
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {
+        std::thread::sleep(gap);
         let t0 = Instant::now();
         file.write_all(&line)?;
         file.sync_data()?;
