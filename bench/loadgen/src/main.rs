@@ -539,10 +539,10 @@ fn idle(opts: &Opts) -> io::Result<()> {
     for s in &held {
         s.set_nonblocking(true)?;
         let mut b = [0u8; 1];
-        if let Err(e) = s.peek(&mut b) {
-            if e.kind() == io::ErrorKind::WouldBlock {
-                open += 1;
-            }
+        if let Err(e) = s.peek(&mut b)
+            && e.kind() == io::ErrorKind::WouldBlock
+        {
+            open += 1;
         }
     }
     println!("rss_kib={rss} threads={threads} open={open} n={n}");
