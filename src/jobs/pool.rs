@@ -69,7 +69,11 @@ impl<T: Send + 'static> Pool<T> {
         state.tasks.push_back(task);
         let free = state.threads - state.busy;
         if free >= state.tasks.len() || state.threads >= self.max {
-            if state.asleep > 0 {
+            let wake = state.asleep > 0;
+            // Woken after the lock is let go: a thread woken while it is held would only
+            // block on it again (two more context switches on a one-CPU box).
+            drop(state);
+            if wake {
                 self.shared.wake.notify_one();
             }
             return Ok(());
