@@ -192,8 +192,11 @@ impl Shared {
         }
         q.buf.extend_from_slice(line);
         q.queued += 1;
-        if q.idle {
-            q.idle = false;
+        let wake = std::mem::replace(&mut q.idle, false);
+        // After the lock is let go, as the job pool does: woken under it, the writer
+        // would only block on it again.
+        drop(q);
+        if wake {
             self.wake.notify_one();
         }
     }
