@@ -144,19 +144,13 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
 /// Runs `/bin/true` in `sandbox`, set up exactly as a job's: what the kernel refuses
 /// here it refuses a job. For `check`, the start-up log and `/health`.
 pub fn probe(sandbox: &Sandbox) -> Result<(), String> {
-    let named = |e: io::Error| failed_step(&e).unwrap_or_else(|| format!("/bin/true: {e}"));
     let setup = ChildSetup::new(None, 0o022, Path::new("/"))
         .and_then(|setup| Ok(setup.sandbox(sandbox.prepare()?)))
         .map_err(named)?;
-    let ran = spawn(&["/bin/true".to_owned()], &[], &setup).and_then(|child| wait(child.pid, true));
+    let ran = run_true(&setup, "in the sandbox");
     drop(setup);
     super::mntns::forget();
-    match ran {
-        Ok(Some(status)) if status.success() => Ok(()),
-        Ok(Some(status)) => Err(format!("/bin/true in the sandbox ended with {status}")),
-        Ok(None) => Err("/bin/true in the sandbox: no exit status".to_owned()),
-        Err(e) => Err(named(e)),
-    }
+    ran
 }
 
 /// Runs `/bin/true` started in the cgroup whose directory is `dir`, as a job would be.
@@ -165,15 +159,27 @@ pub fn probe(sandbox: &Sandbox) -> Result<(), String> {
 /// assembly the agent runs, and this is where a kernel or CPU it was never run on shows.
 pub(super) fn check_clone3(dir: BorrowedFd<'_>) -> Result<(), String> {
     let ran = ChildSetup::new(None, 0o022, Path::new("/"))
-        .and_then(|setup| spawn(&["/bin/true".to_owned()], &[], &setup.join(dir)))
-        .and_then(|child| wait(child.pid, true));
-    match ran {
-        Ok(Some(status)) if status.success() => Ok(()),
-        other => {
-            NO_CLONE3.store(true, Ordering::Relaxed);
-            Err(format!("/bin/true started in a cgroup: {other:?}"))
-        }
+        .map_err(named)
+        .and_then(|setup| run_true(&setup.join(dir), "started in a cgroup"));
+    if ran.is_err() {
+        NO_CLONE3.store(true, Ordering::Relaxed);
     }
+    ran
+}
+
+/// `/bin/true` spawned with `setup` and waited for: the probes' one way to run a child.
+fn run_true(setup: &ChildSetup, how: &str) -> Result<(), String> {
+    match spawn(&["/bin/true".to_owned()], &[], setup).and_then(|child| wait(child.pid, true)) {
+        Ok(Some(status)) if status.success() => Ok(()),
+        Ok(Some(status)) => Err(format!("/bin/true {how} ended with {status}")),
+        Ok(None) => Err(format!("/bin/true {how}: no exit status")),
+        Err(e) => Err(named(e)),
+    }
+}
+
+/// A probe's error: the child step that failed by name, else the error itself.
+fn named(e: io::Error) -> String {
+    failed_step(&e).unwrap_or_else(|| format!("/bin/true: {e}"))
 }
 
 /// `waitpid` on our child `pid`: its status once it has ended, `None` while it runs
