@@ -22,8 +22,8 @@ printf 'fds='; n=0; while [ $n -lt 1024 ]; do [ -e /proc/$$/fd/$n ] && printf '%
 echo "cwd=$(pwd) umask=$(umask) uid=$(id -u)"
 cat <&7 >/dev/null 2>&1 && echo "fd7=read" || echo "fd7=closed""#;
 
-/// Kills a process when dropped, so a failing test leaves nothing running.
-/// SIGKILL when dropped, to the process seen, never to a later one given its pid.
+/// SIGKILL when dropped, so a failing test leaves nothing running: to the process
+/// seen, never to a later one given its pid.
 struct KillOnDrop(Seen);
 
 impl Drop for KillOnDrop {

@@ -557,45 +557,36 @@ pub struct Seen {
 impl Seen {
     /// `pid` as it is now; panics if no such process runs (the caller knows it does).
     pub fn now(pid: u32) -> Seen {
-        let start = start_time(pid).unwrap_or_else(|| panic!("process {pid} is not running"));
+        let (_, start) = stat_of(pid).unwrap_or_else(|| panic!("process {pid} is not running"));
         Seen { pid, start }
     }
 
     /// Still the same process, and not a zombie.
     pub fn alive(&self) -> bool {
-        start_time(self.pid) == Some(self.start) && alive(self.pid)
+        stat_of(self.pid).is_some_and(|(state, start)| start == self.start && state != 'Z')
     }
 
     /// `sig` to it if it is still the same process (else to nobody).
     pub fn kill(&self, sig: i32) {
-        if start_time(self.pid) == Some(self.start) {
+        if stat_of(self.pid).is_some_and(|(_, start)| start == self.start) {
             unsafe_kill(self.pid, sig);
         }
     }
 }
 
-/// A process's start time (clock ticks after boot), field 22 of `/proc/PID/stat`.
-fn start_time(pid: u32) -> Option<u64> {
+/// A process's state letter and start time (clock ticks after boot): fields 3 and 22
+/// of `/proc/PID/stat`, read once.
+fn stat_of(pid: u32) -> Option<(char, u64)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')')
-        .next()?
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
+    let mut fields = stat.rsplit(')').next()?.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
 }
 
 /// Whether a process with this pid exists (and is not a zombie).
 pub fn alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
+    stat_of(pid).is_some_and(|(state, _)| state != 'Z')
 }
 
 /// Threads of a process, from /proc.
