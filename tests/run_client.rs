@@ -167,3 +167,45 @@ fn sip_message_gets_one_short_reply_naming_the_result_file() {
     assert_eq!(r.code, 125);
     assert!(r.stdout.contains("Agent: CODE COMMAND"), "{r:?}");
 }
+
+/// The agent answers a `wait: 0` submission with 200 and the whole record when the job
+/// had ended by the time its submission was on disk (a busy box). `--detach` still
+/// prints only the id: scripts capture it with `$(...)`. The answer is the real agent's,
+/// served again by a one-shot stand-in, since the race cannot be won on demand.
+#[test]
+fn detach_prints_the_id_when_the_job_had_already_ended() {
+    use std::io::{Read, Write};
+    let agent = fast("run-detach-ended");
+    let r = agent.post_json("/run", &json!({"argv": ["uptime"]}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let body = r.body.clone();
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut request = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // The request head, then its body: the client sends both before reading.
+        while !String::from_utf8_lossy(&request).contains("\"argv\"") {
+            let n = conn.read(&mut chunk).unwrap();
+            assert!(n > 0, "the client closed before its request was whole");
+            request.extend_from_slice(&chunk[..n]);
+        }
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).unwrap();
+        conn.write_all(body.as_bytes()).unwrap();
+        String::from_utf8_lossy(&request).into_owned()
+    });
+    let r = crate::common::run_bin(&["run", "--url", &url, "--detach", "--", "uptime"], "", &[]);
+    let request = server.join().unwrap();
+    assert!(request.contains("\"wait\":0"), "{request}");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stdout.trim(), id, "{r:?}");
+}

@@ -128,7 +128,8 @@ pub fn main(args: RunArgs) -> i32 {
     };
     let id = match answer {
         Answer::Job(job) if matches!(call, Call::Deny { .. }) => return out.denied(&job),
-        Answer::Job(job) if job.status.is_final() => return out.finished(&job),
+        // `--detach` gives the id even for a job that ended before the answer left.
+        Answer::Job(job) if job.status.is_final() && !args.detach => return out.finished(&job),
         Answer::Refused(refusal) => return out.refused(&refusal),
         Answer::Held(held) => {
             out.held(&held, &call);
