@@ -545,8 +545,8 @@ Command: \`bash bench/run.sh${ARGS:+ $ARGS}\` (reps=$REPS, jobs=$JOBS, latency s
 | watchdog pings (due every 2 s), longest gap | | $(ms "$S_WDGAP") ($S_PINGS pings) | | < 4 s (WatchdogSec) | $(verdict "$S_WDGAP < 4000000" "$S_WDGAP") |
 
 On the slow disk the job threads are traced too (a code's sync is theirs), and \`strace\` then
-stops each of their system calls, which costs every job about 2 ms here whether or not it
-syncs: the code-bearing figure is compared with the no-code request timed half a step later
+stops each of their system calls, which added 1–2 ms to every job here whether or not it
+synced: the code-bearing figure is compared with the no-code request timed half a step later
 under the same tracing, so only the code's own cost is left.
 
 Syncs by thread (census under \`strace -f\`: 200 jobs, 2 codes, 2 bad codes, start-up): $CENSUS.
