@@ -187,13 +187,29 @@ fn detach_prints_the_id_when_the_job_had_already_ended() {
         let (mut conn, _) = listener.accept().unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        let mut request = Vec::new();
+        let mut request = String::new();
         let mut chunk = [0u8; 4096];
-        // The request head, then its body: the client sends both before reading.
-        while !String::from_utf8_lossy(&request).contains("\"argv\"") {
+        // The head, then as many bytes of body as it announces.
+        let whole = |r: &str| {
+            r.split_once("\r\n\r\n").is_some_and(|(head, body)| {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_string())
+                    })
+                    .and_then(|v| v.parse::<usize>().ok());
+                length.is_some_and(|n| body.len() >= n)
+            })
+        };
+        while !whole(&request) {
             let n = conn.read(&mut chunk).unwrap();
-            assert!(n > 0, "the client closed before its request was whole");
-            request.extend_from_slice(&chunk[..n]);
+            assert!(
+                n > 0,
+                "the client closed before its request was whole: {request}"
+            );
+            request.push_str(&String::from_utf8_lossy(&chunk[..n]));
         }
         let head = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -201,7 +217,7 @@ fn detach_prints_the_id_when_the_job_had_already_ended() {
         );
         conn.write_all(head.as_bytes()).unwrap();
         conn.write_all(body.as_bytes()).unwrap();
-        String::from_utf8_lossy(&request).into_owned()
+        request
     });
     let r = crate::common::run_bin(&["run", "--url", &url, "--detach", "--", "uptime"], "", &[]);
     let request = server.join().unwrap();
