@@ -4,12 +4,12 @@
 //! HA automations read, and a phone's reply, rendered as HA would, approves a held
 //! request.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{Agent, agent_shell_command, url_decode};
+use crate::common::{Agent, agent_shell_command, read_message, url_decode};
 use serde_json::{Value, json};
 
 fn example(path: &str) -> String {
@@ -321,22 +321,7 @@ fn receive_form(listener: &TcpListener, id: &str) -> Vec<(String, String)> {
     conn.set_nonblocking(false).unwrap();
     conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))
         .unwrap();
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut head = String::new();
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap();
-        }
-        head.push_str(&line);
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).unwrap();
+    let (head, body) = read_message(&mut conn, false).expect("no whole request came");
     conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         .unwrap();
     assert!(

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{Agent, free_port};
+use crate::common::{Agent, free_port, read_message};
 use serde_json::{Value, json};
 
 fn fast(tag: &str) -> Agent {
@@ -174,7 +174,7 @@ fn sip_message_gets_one_short_reply_naming_the_result_file() {
 /// served again by a one-shot stand-in, since the race cannot be won on demand.
 #[test]
 fn detach_prints_the_id_when_the_job_had_already_ended() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let agent = fast("run-detach-ended");
     let r = agent.post_json("/run", &json!({"argv": ["uptime"]}));
     assert_eq!(r.status, 200, "{}", r.body);
@@ -187,37 +187,14 @@ fn detach_prints_the_id_when_the_job_had_already_ended() {
         let (mut conn, _) = listener.accept().unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        let mut request = String::new();
-        let mut chunk = [0u8; 4096];
-        // The head, then as many bytes of body as it announces.
-        let whole = |r: &str| {
-            r.split_once("\r\n\r\n").is_some_and(|(head, body)| {
-                let length = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().to_string())
-                    })
-                    .and_then(|v| v.parse::<usize>().ok());
-                length.is_some_and(|n| body.len() >= n)
-            })
-        };
-        while !whole(&request) {
-            let n = conn.read(&mut chunk).unwrap();
-            assert!(
-                n > 0,
-                "the client closed before its request was whole: {request}"
-            );
-            request.push_str(&String::from_utf8_lossy(&chunk[..n]));
-        }
-        let head = format!(
+        let (head, sent) = read_message(&mut conn, false).expect("no whole request came");
+        let answer = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         );
-        conn.write_all(head.as_bytes()).unwrap();
+        conn.write_all(answer.as_bytes()).unwrap();
         conn.write_all(body.as_bytes()).unwrap();
-        request
+        format!("{head}{}", String::from_utf8_lossy(&sent))
     });
     let r = crate::common::run_bin(&["run", "--url", &url, "--detach", "--", "uptime"], "", &[]);
     let request = server.join().unwrap();

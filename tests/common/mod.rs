@@ -784,6 +784,14 @@ pub fn open_fds(pid: u32) -> usize {
 /// for an answer to HEAD). `None` when the connection ends or `s`'s read timeout passes
 /// first.
 pub fn read_answer(s: &mut TcpStream, head_only: bool) -> Option<(u16, String, Vec<u8>)> {
+    let (head, body) = read_message(s, head_only)?;
+    Some((status_of(&head), head, body))
+}
+
+/// One HTTP message (a request, or an answer) read from `s`: its head, then
+/// `Content-Length` bytes of body unless `head_only`. `None` when the connection ends
+/// or `s`'s read timeout passes first.
+pub fn read_message(s: &mut impl Read, head_only: bool) -> Option<(String, Vec<u8>)> {
     let mut bytes = Vec::new();
     let mut byte = [0u8; 1];
     while !bytes.ends_with(b"\r\n\r\n") {
@@ -804,7 +812,7 @@ pub fn read_answer(s: &mut TcpStream, head_only: bool) -> Option<(u16, String, V
         .unwrap_or(0);
     let mut body = vec![0u8; if head_only { 0 } else { length }];
     s.read_exact(&mut body).ok()?;
-    Some((status_of(&head), head, body))
+    Some((head, body))
 }
 
 /// `GET path` on a connection of its own (a pooled one could hide a full table), read
