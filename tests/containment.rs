@@ -128,11 +128,8 @@ fn an_escapee_ends_with_its_job_on_timeout_cancel_and_shutdown() {
     assert_eq!(job["status"], "timed_out", "{job}");
     let escapee = seen_in(&dir.join("escapee"));
     assert!(!escapee.alive(), "the escapee outlived its timed-out job");
-    assert!(
-        !base
-            .join(format!("job-{}", job["id"].as_str().unwrap()))
-            .exists()
-    );
+    let cgroup = base.join(format!("job-{}", job["id"].as_str().unwrap()));
+    assert!(wait_until(Duration::from_secs(5), || !cgroup.exists()));
 
     // Cancel.
     let (id, escapee) = start_escaping(&agent, agent.fresh_code());
@@ -225,8 +222,10 @@ fn jobs_run_in_their_own_cgroup_which_is_removed_and_health_says_so() {
     let id = job["id"].as_str().unwrap();
     let seen = job["stdout"].as_str().unwrap().trim().to_string();
     assert!(seen.ends_with(&format!("/job-{id}")), "{seen}");
+    // Removed by the job thread once the loop has the result: just after the answer.
+    let cgroup = base.join(format!("job-{id}"));
     assert!(
-        !base.join(format!("job-{id}")).exists(),
+        wait_until(Duration::from_secs(5), || !cgroup.exists()),
         "empty job cgroup left behind"
     );
 }

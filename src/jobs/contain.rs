@@ -3,8 +3,9 @@
 //! running `/bin/true` in one). Each job asks here for its cgroup; `check`, the start-up
 //! log, `/health` and `/metrics` report what is in force.
 
+use std::io;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 use serde::Serialize;
 
@@ -143,12 +144,57 @@ fn name(id: &str) -> String {
     format!("job-{id}")
 }
 
+/// A job's cgroup once nothing is left in it, removed when dropped. A job thread drops
+/// it after handing the result over, so the `rmdir` (and the kernel's release work it
+/// starts) is not between the job's end and its answer. Until then it is listed, so
+/// that an agent exiting first still removes it ([`RemoveTree`]).
+#[derive(Debug)]
+pub struct Emptied(JobCgroup);
+
+/// Directories of the [`Emptied`] cgroups not yet removed (one per job thread at most).
+static EMPTIED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn emptied() -> MutexGuard<'static, Vec<PathBuf>> {
+    EMPTIED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Emptied {
+    pub fn new(group: JobCgroup) -> Emptied {
+        emptied().push(group.dir().to_path_buf());
+        Emptied(group)
+    }
+}
+
+impl Drop for Emptied {
+    fn drop(&mut self) {
+        remove_cgroup(&self.0);
+        emptied().retain(|dir| dir != self.0.dir());
+    }
+}
+
+/// Removes an empty job cgroup; one that cannot be is logged (processes that survived
+/// SIGKILL keep it, see `exec::run`).
+pub fn remove_cgroup(group: &JobCgroup) {
+    match group.remove() {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            log::warn!("cannot remove cgroup {}: {e}", group.dir().display());
+        }
+        _ => {}
+    }
+}
+
 /// Removes the agent's own part of the cgroup tree, if empty, when dropped: `serve`
-/// holds one from [`init`] on, so that every way out of it cleans up.
+/// holds one from [`init`] on, so that every way out of it cleans up. Job cgroups a
+/// job thread has not removed yet go first.
 pub struct RemoveTree;
 
 impl Drop for RemoveTree {
     fn drop(&mut self) {
+        for dir in std::mem::take(&mut *emptied()) {
+            if let Some(group) = JobCgroup::open(&dir) {
+                remove_cgroup(&group);
+            }
+        }
         if let Some(tree) = AGENT.get().and_then(|c| c.tree.as_ref()) {
             tree.remove();
         }
@@ -239,5 +285,61 @@ impl Containment {
             Ok(_) => layers,
             Err(why) => format!("{layers}; jobs run in process groups only: {why}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// An empty cgroup directly under the v2 mount, or `None` (a loud skip) where there
+    /// is no writable one.
+    fn test_cgroup(tag: &str) -> Option<PathBuf> {
+        let made = sys::cgroup_preview().ok().and_then(|(mount, _)| {
+            let dir = mount.join(format!("sudo-agent-unit-{tag}-{}", std::process::id()));
+            std::fs::create_dir(&dir).ok().map(|()| dir)
+        });
+        if made.is_none() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "no writable cgroup v2 under CI=true"
+            );
+            eprintln!("SKIPPED: {tag}: no writable cgroup v2 here");
+        }
+        made
+    }
+
+    /// [`RemoveTree`] takes every listed cgroup: one test at a time.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    fn listed(dir: &Path) -> bool {
+        emptied().iter().any(|d| d == dir)
+    }
+
+    #[test]
+    fn an_emptied_cgroup_goes_when_dropped_and_leaves_the_list() {
+        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(dir) = test_cgroup("emptied") else {
+            return;
+        };
+        let emptied = Emptied::new(JobCgroup::open(&dir).unwrap());
+        assert!(dir.exists() && listed(&dir));
+        drop(emptied);
+        assert!(!dir.exists(), "the job's cgroup was left behind");
+        assert!(!listed(&dir));
+    }
+
+    #[test]
+    fn an_agent_exiting_before_a_job_thread_removed_its_cgroup_removes_it() {
+        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(dir) = test_cgroup("exiting") else {
+            return;
+        };
+        // The job thread never got to drop it: the process was on its way out.
+        std::mem::forget(Emptied::new(JobCgroup::open(&dir).unwrap()));
+        drop(RemoveTree);
+        assert!(!dir.exists(), "the job's cgroup outlived the agent");
+        assert!(!listed(&dir));
     }
 }

@@ -16,7 +16,7 @@ use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::contain;
+use super::contain::{self, Emptied};
 use crate::sys::{self, ChildSetup, Credentials, JobCgroup, Limits, Sandbox, clock};
 
 /// Longest single wait, so a cancel request is noticed within this time.
@@ -87,7 +87,7 @@ pub enum Ending {
 }
 
 /// Everything a job record needs from the process.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Outcome {
     pub ending: Ending,
     pub exit_code: Option<i32>,
@@ -101,6 +101,9 @@ pub struct Outcome {
     pub finished_ms: u64,
     /// `memory_limit` when the OOM killer ended the job in its cgroup.
     pub killed_by: Option<&'static str>,
+    /// The job's cgroup, empty, removed when this is dropped: the caller holds on to it
+    /// until the result is handed over.
+    pub cgroup: Option<Emptied>,
 }
 
 impl Outcome {
@@ -115,6 +118,7 @@ impl Outcome {
             started_ms,
             finished_ms: clock::now_unix_ms(),
             killed_by: None,
+            cgroup: None,
         }
     }
 }
@@ -245,7 +249,8 @@ impl Target {
 /// Runs one job to the end; `id` names its cgroup, where the agent has a cgroup tree
 /// (`contain`). `on_start` is told when the child was spawned and when it proved
 /// [`Started::Lasting`]. When this returns, no process of the job's cgroup (without
-/// one: its process group) is alive.
+/// one: its process group) is alive; the empty cgroup goes when the outcome's `cgroup`
+/// is dropped.
 ///
 /// Ending rules:
 /// - The job ends when the main child exits. Whatever is left of it (a `sleep 100 &`
@@ -364,11 +369,6 @@ fn run_with(
     };
     let oom = || job.cgroup.as_ref().is_some_and(|g| g.oom_kills() > 0);
     let killed_by = (signal == Some(libc::SIGKILL) && oom()).then_some("memory_limit");
-    if let Some(group) = &job.cgroup
-        && let Err(e) = group.remove()
-    {
-        log::warn!("cannot remove cgroup {}: {e}", group.dir().display());
-    }
     let ending = match stopping {
         Some((reason, _)) => reason,
         None => match (exit_code, signal) {
@@ -388,6 +388,7 @@ fn run_with(
         started_ms,
         finished_ms: clock::now_unix_ms(),
         killed_by,
+        cgroup: job.cgroup.take().map(Emptied::new),
     }
 }
 
@@ -512,8 +513,8 @@ impl Job {
                 })
             }
             Err(ending) => {
-                if let Some(group) = cgroup {
-                    let _ = group.remove();
+                if let Some(group) = &cgroup {
+                    contain::remove_cgroup(group);
                 }
                 Err(ending)
             }

@@ -16,6 +16,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use super::contain::Emptied;
 use super::exec::{self, Ending, ExecSpec, Outcome, Started};
 use super::journal::{Done, Journal, Need, Recovered, Ticket};
 use super::mark::{Mark, PENDING, WRITTEN};
@@ -131,7 +132,8 @@ enum Event {
 
 /// What a job thread hands back.
 enum Finished {
-    Ran(JobRecord),
+    /// With the job's empty cgroup, to remove after the result is handed over.
+    Ran(JobRecord, Option<Emptied>),
     Refused(JobRecord, String),
 }
 
@@ -206,11 +208,13 @@ impl Jobs {
             stopping: AtomicBool::new(false),
         });
         let finished = Arc::clone(&shared);
-        let pool = Pool::new(cfg.max_concurrent, move |done| {
-            finished.tell(match done {
-                Finished::Ran(record) => Event::Ended(Box::new(record)),
-                Finished::Refused(record, why) => Event::Refused(Box::new(record), why),
-            });
+        let pool = Pool::new(cfg.max_concurrent, move |done| match done {
+            Finished::Ran(record, cgroup) => {
+                finished.tell(Event::Ended(Box::new(record)));
+                // Removed once the loop has the result (on this job thread).
+                drop(cgroup);
+            }
+            Finished::Refused(record, why) => finished.tell(Event::Refused(Box::new(record), why)),
         });
         let mut jobs = Jobs {
             cfg,
@@ -806,12 +810,13 @@ impl JobTask {
             }
         }
         let started_at = record.started_at.clone().unwrap_or_default();
-        let outcome = exec::run(&spec, Some(&record.id), &cancel, |started| match started {
+        let mut outcome = exec::run(&spec, Some(&record.id), &cancel, |started| match started {
             // Once a process exists: a job refused before its spawn never reads EXECUTING.
             Started::Spawned(_) => audit::executing(&record.id, &record.command),
             Started::Lasting(pgid) => shared.journal.started(&record.id, pgid, &started_at),
         });
         let stopping = shared.stopping.load(Ordering::SeqCst);
+        let cgroup = outcome.cgroup.take();
         apply_outcome(&mut record, outcome, spec.timeout.as_secs(), stopping);
         let results = &shared.results;
         let (written, cleanup) = results.store(&record.id, &record.render(), clock::now_unix());
@@ -832,7 +837,7 @@ impl JobTask {
         // Written before anyone hears of the result, so a crash of the agent can never
         // turn a job a client saw finish into `interrupted`.
         shared.journal.ended_now(&record);
-        Finished::Ran(record)
+        Finished::Ran(record, cgroup)
     }
 }
 
