@@ -190,6 +190,38 @@ fn recovery_after_a_crash_ends_what_is_in_the_jobs_cgroup() {
 }
 
 #[test]
+fn an_ended_jobs_cgroup_left_by_a_crash_is_removed_at_start_and_no_one_elses() {
+    // A job's thread removes its empty cgroup just after the answer; an agent killed in
+    // between leaves it. The restarted agent removes it, as its journal saw the job end,
+    // and leaves alone a cgroup its journal does not know (another agent's job).
+    let mut agent = shell_agent("c-left");
+    let Some(base) = cgroup_base(&agent, "an ended job's cgroup after a crash") else {
+        return;
+    };
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": agent.code(), "command": "true", "wait": 30}),
+    );
+    assert_eq!(r.json()["status"], "succeeded", "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    agent.kill9();
+    let left = base.join(format!("job-{id}"));
+    let foreign = base.join(format!("job-{}", "f".repeat(32)));
+    fs::create_dir_all(&left).unwrap();
+    fs::create_dir_all(&foreign).unwrap();
+    agent.spawn(&[]);
+    let left_gone = !left.exists();
+    let foreign_kept = foreign.exists();
+    let _ = fs::remove_dir(&left);
+    let _ = fs::remove_dir(&foreign);
+    assert!(left_gone, "the ended job's cgroup {left:?} was left");
+    assert!(
+        foreign_kept,
+        "a cgroup the journal does not know was removed"
+    );
+}
+
+#[test]
 fn jobs_run_in_their_own_cgroup_which_is_removed_and_health_says_so() {
     let agent = shell_agent("c-own");
     let Some(base) = cgroup_base(&agent, "a cgroup per job") else {

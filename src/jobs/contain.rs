@@ -140,6 +140,29 @@ pub fn left_by(id: &str) -> Option<JobCgroup> {
     JobCgroup::open(&tree.base().join(name(id)))
 }
 
+/// At start-up: removes the empty cgroups of jobs the journal saw end (`ended`), which an
+/// agent killed between a job's answer and its thread's `rmdir` ([`Emptied`]) leaves
+/// behind. Only those: a tree shared with other agents holds their jobs' cgroups too.
+pub fn remove_ended(ended: impl Fn(&str) -> bool) {
+    let Some(tree) = agent().tree.as_ref() else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(tree.base()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name.to_str().and_then(|n| n.strip_prefix("job-")) else {
+            continue;
+        };
+        if ended(id)
+            && let Some(group) = JobCgroup::open(&entry.path())
+        {
+            remove_cgroup(&group);
+        }
+    }
+}
+
 fn name(id: &str) -> String {
     format!("job-{id}")
 }
