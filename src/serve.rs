@@ -146,7 +146,7 @@ fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
             err,
         })?;
     // Before any job thread: the cgroup tree (which may move the agent into a leaf).
-    let containment = init_containment();
+    let containment = init_containment(&cfg.rules, &cfg.jobs);
     let _remove_tree = RemoveTree;
     log::info!("CONTAINMENT: {}", containment.describe());
     for warning in containment.warnings(&cfg.rules, &cfg.jobs) {

@@ -794,6 +794,43 @@ fn limits_are_written_to_the_jobs_own_cgroup() {
 }
 
 #[test]
+fn job_cgroups_get_only_the_controllers_the_limits_use() {
+    // The job reads its own cgroup's controllers. Where pids is on cgroup v2 (Raspberry
+    // Pi OS, Jetson), a config without limits gives jobs none and one with tasks_max
+    // gives them pids and nothing else it does not use.
+    let script = "m=$(awk '{for (i = 7; i < NF; i++) if ($i == \"-\") { \
+        if ($(i+1) == \"cgroup2\") print $5; break }}' /proc/self/mountinfo); \
+        d=$(grep '^0::' /proc/self/cgroup | cut -d: -f3); cat \"$m$d/cgroup.controllers\"";
+    let rule = json!({"name": "read", "argv": ["/bin/sh", "-c", script]});
+    let capped = Agent::start(
+        "c-ctl-pids",
+        json!({"jobs": {"limits": {"tasks_max": 64}}, "rules": [rule]}),
+    );
+    if !has_controller(&capped, "pids", "controllers only where limits use them") {
+        return;
+    }
+    let plain = Agent::start("c-ctl-none", json!({"rules": [rule]}));
+    let health = containment(&plain);
+    for controller in ["memory", "pids", "cpu"] {
+        assert_eq!(health[controller], false, "{health}");
+        assert_eq!(containment(&capped)[controller], controller == "pids");
+    }
+    let read = |agent: &Agent| {
+        let body = json!({"pin": agent.code(), "argv": ["sh", "-c", script], "wait": 30});
+        let job = agent.post_json("/run", &body).json();
+        assert_eq!(job["status"], "succeeded", "{job}");
+        job["stdout"].as_str().unwrap().to_string()
+    };
+    let words = |text: String| -> Vec<String> {
+        let mut w: Vec<String> = text.split_whitespace().map(str::to_string).collect();
+        w.retain(|c| ["memory", "pids", "cpu"].contains(&c.as_str()));
+        w
+    };
+    assert_eq!(words(read(&plain)), Vec::<String>::new());
+    assert_eq!(words(read(&capped)), ["pids"]);
+}
+
+#[test]
 fn without_a_writable_cgroup_v2_jobs_run_in_process_groups_and_health_says_so() {
     // The agent in a mount namespace of its own whose cgroup2 mount is read-only, as on
     // a box (or container) without a writable cgroup v2.

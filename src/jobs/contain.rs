@@ -59,10 +59,15 @@ const CONTROLLER_HINT: &str = "give the agent a cgroup v2 with it: Delegate=yes 
     and where cgroup v1 holds it, boot with systemd.unified_cgroup_hierarchy=1";
 
 /// `serve`, before any job (a job before it would fix [`agent`]'s default for good):
-/// sets up the agent's cgroup tree and probes the sandbox.
-pub fn init() -> &'static Containment {
+/// sets up the agent's cgroup tree and probes the sandbox. Job cgroups get only the
+/// controllers the limits of `rules` and `jobs` use: a memory cgroup made and torn down
+/// for every job that sets no limit would cost each job its set-up for nothing.
+pub fn init(rules: &[Rule], jobs: &JobsConfig) -> &'static Containment {
     AGENT.get_or_init(|| {
-        let tree = CgroupTree::setup();
+        let mut wanted = jobs.limits.needs();
+        wanted.extend(rules.iter().flat_map(|r| r.limits.needs()));
+        let wanted: Vec<Controller> = wanted.into_iter().map(|(_, c)| c).collect();
+        let tree = CgroupTree::setup(&wanted);
         let cgroups = match &tree {
             Ok(t) => Ok((t.base().to_path_buf(), t.controllers().to_vec())),
             Err(why) => Err(why.clone()),

@@ -106,9 +106,10 @@ pub struct CgroupTree {
 }
 
 impl CgroupTree {
-    /// Finds or makes the agent's subtree (see the module notes). An error says why jobs
-    /// get no cgroups here; they then run in process groups only.
-    pub fn setup() -> Result<CgroupTree, String> {
+    /// Finds or makes the agent's subtree (see the module notes), handing its children
+    /// those of `wanted` the kernel has. An error says why jobs get no cgroups here;
+    /// they then run in process groups only.
+    pub fn setup(wanted: &[Controller]) -> Result<CgroupTree, String> {
         let (own, own_dir) = locate()?;
         let me = std::process::id();
         let tree = if own != "/" && pids(&own_dir).is_ok_and(|p| p == [me]) {
@@ -117,7 +118,7 @@ impl CgroupTree {
             write_file(&leaf.join("cgroup.procs"), "0")
                 .map_err(|e| format!("cannot move the agent into {}: {e}", leaf.display()))?;
             CgroupTree {
-                controllers: enable(&own_dir),
+                controllers: enable(&own_dir, wanted),
                 base: own_dir,
                 made: false,
             }
@@ -125,7 +126,7 @@ impl CgroupTree {
             let base = own_dir.join("sudo-agent");
             make_dir(&base)?;
             CgroupTree {
-                controllers: enable(&base),
+                controllers: enable(&base, wanted),
                 base,
                 made: true,
             }
@@ -165,7 +166,7 @@ impl CgroupTree {
             // Another agent that shared `sudo-agent` (tests start many) removed it when
             // it exited, empty: make it again.
             make_dir(&self.base)?;
-            enable(&self.base);
+            enable(&self.base, &self.controllers);
             made = fs::create_dir(&dir);
         }
         made.map_err(|e| format!("cannot create the job's cgroup {}: {e}", dir.display()))?;
@@ -258,12 +259,12 @@ fn listed(dir: &Path, file: &str) -> Vec<Controller> {
         .collect()
 }
 
-/// Hands every controller limits use that `dir` has to its children, one at a time
-/// (one refused, say `cpu` beside a realtime task, must not stop the others); returns
-/// those enabled.
-fn enable(dir: &Path) -> Vec<Controller> {
+/// Hands each of `wanted` that `dir` has to its children, one at a time (one refused,
+/// say `cpu` beside a realtime task, must not stop the others); returns those enabled
+/// (of `wanted`: others may be on already, for other children).
+fn enable(dir: &Path, wanted: &[Controller]) -> Vec<Controller> {
     let control = dir.join("cgroup.subtree_control");
-    for c in available(dir) {
+    for c in available(dir).into_iter().filter(|c| wanted.contains(c)) {
         if let Err(e) = write_file(&control, &format!("+{}", c.name())) {
             log::warn!(
                 "cannot enable the {} controller in {}: {e}",
@@ -273,6 +274,9 @@ fn enable(dir: &Path) -> Vec<Controller> {
         }
     }
     listed(dir, "cgroup.subtree_control")
+        .into_iter()
+        .filter(|c| wanted.contains(c))
+        .collect()
 }
 
 /// One write to a cgroup file (they take a whole value per write).
