@@ -51,8 +51,11 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 [ -d "$WORK_PARENT" ] || { echo "run.sh: --work-dir $WORK_PARENT is not a directory" >&2; exit 2; }
 WORK=$(mktemp -d "$WORK_PARENT/sudo-agent-bench.XXXXXX")
 chmod 700 "$WORK"
+# What this machine lacks, said on stderr and in the report's header: a fresh machine
+# otherwise yields a glibc build's figures and n/a columns without a word.
+MISSING=()
 if [ "$SLOW" = 1 ] && ! command -v strace >/dev/null; then
-    echo "run.sh: strace is missing (apt-get install strace); slow-disk figures skipped" >&2
+    MISSING+=("strace: no slow-disk figures (apt-get install strace)")
     SLOW=0
 fi
 PIDS=()
@@ -129,6 +132,11 @@ WEBHOOK_SIZE="n/a"
 [ -n "$WEBHOOK" ] && WEBHOOK_SIZE=$(stat -c %s "$WEBHOOK")
 HAVE_PYOTP=0
 python3 -c 'import pyotp' 2>/dev/null && HAVE_PYOTP=1
+
+[ "${#TARGET_ARGS[@]}" -gt 0 ] || MISSING+=("the $HOST_MUSL target: the agent measured is a glibc build, not the static one users run (rustup target add $HOST_MUSL)")
+[ -n "$WEBHOOK" ] || MISSING+=("webhook: its column reads n/a (apt-get install webhook)")
+[ "$HAVE_PYOTP" = 1 ] || MISSING+=("pyotp: the Python stand-in reads n/a (pip install pyotp)")
+for m in "${MISSING[@]}"; do echo "run.sh: WARNING: missing $m" >&2; done
 
 # Servers (and the spawn floor) on CPU 0, load clients on CPU 1, so a client with 17
 # threads cannot starve a single-threaded server of CPU time.
@@ -508,6 +516,7 @@ cat <<EOF
 Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r),
 load average $LOAD_BEFORE before and $LOAD_AFTER after (1/5/15 min), work dir $WORK_PARENT on $WORK_FS.
 Binary: $BUILD_KIND. Medians of $REPS runs; CPU pinning: $PINNING. Run took ${ELAPSED} s.
+$(for m in "${MISSING[@]}"; do echo "**Missing here**: $m."; done)
 Command: \`bash bench/run.sh${ARGS:+ $ARGS}\` (reps=$REPS, jobs=$JOBS, latency samples=$LAT_N after $WARMUP warm-up, floods of ${REJ_SECS} s).
 
 | figure | sudo-agent | webhook | Python stand-in | ratio | target | verdict |
