@@ -321,23 +321,6 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    /// An empty cgroup directly under the v2 mount, or `None` (a loud skip) where there
-    /// is no writable one.
-    fn test_cgroup(tag: &str) -> Option<PathBuf> {
-        let made = sys::cgroup_preview().ok().and_then(|(mount, _)| {
-            let dir = mount.join(format!("sudo-agent-unit-{tag}-{}", std::process::id()));
-            std::fs::create_dir(&dir).ok().map(|()| dir)
-        });
-        if made.is_none() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "no writable cgroup v2 under CI=true"
-            );
-            eprintln!("SKIPPED: {tag}: no writable cgroup v2 here");
-        }
-        made
-    }
-
     /// [`RemoveTree`] takes every listed cgroup: one test at a time.
     static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -345,14 +328,22 @@ mod tests {
         emptied().iter().any(|d| d == dir)
     }
 
+    /// A test cgroup as a job thread holds it once its job ended (with the lock that
+    /// keeps the other test out meanwhile), or `None` (a loud skip).
+    fn emptied_cgroup(tag: &str) -> Option<(MutexGuard<'static, ()>, PathBuf, Emptied)> {
+        let serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        let group = sys::test_cgroup(tag)?;
+        let dir = group.dir().to_path_buf();
+        let emptied = Emptied::new(group);
+        assert!(dir.exists() && listed(&dir));
+        Some((serial, dir, emptied))
+    }
+
     #[test]
     fn an_emptied_cgroup_goes_when_dropped_and_leaves_the_list() {
-        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(dir) = test_cgroup("emptied") else {
+        let Some((_serial, dir, emptied)) = emptied_cgroup("emptied") else {
             return;
         };
-        let emptied = Emptied::new(JobCgroup::open(&dir).unwrap());
-        assert!(dir.exists() && listed(&dir));
         drop(emptied);
         assert!(!dir.exists(), "the job's cgroup was left behind");
         assert!(!listed(&dir));
@@ -360,12 +351,11 @@ mod tests {
 
     #[test]
     fn an_agent_exiting_before_a_job_thread_removed_its_cgroup_removes_it() {
-        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(dir) = test_cgroup("exiting") else {
+        let Some((_serial, dir, emptied)) = emptied_cgroup("exiting") else {
             return;
         };
         // The job thread never got to drop it: the process was on its way out.
-        std::mem::forget(Emptied::new(JobCgroup::open(&dir).unwrap()));
+        std::mem::forget(emptied);
         drop(RemoveTree);
         assert!(!dir.exists(), "the job's cgroup outlived the agent");
         assert!(!listed(&dir));

@@ -405,6 +405,24 @@ fn kill_pid(pid: u32, signal: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// For unit tests: an empty cgroup directly under the v2 mount, or `None` (a loud skip)
+/// where there is no writable one.
+#[cfg(test)]
+pub fn test_cgroup(tag: &str) -> Option<JobCgroup> {
+    let made = preview().ok().and_then(|(mount, _)| {
+        let dir = mount.join(format!("sudo-agent-unit-{tag}-{}", std::process::id()));
+        fs::create_dir(&dir).ok().map(|()| JobCgroup { dir })
+    });
+    if made.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "no writable cgroup v2 under CI=true"
+        );
+        eprintln!("SKIPPED: {tag}: no writable cgroup v2 here");
+    }
+    made
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,23 +473,6 @@ mod tests {
             [("tasks_max", Controller::Pids)],
             "only what is set"
         );
-    }
-
-    /// A test cgroup directly under the v2 mount, or `None` (a loud skip) where there
-    /// is no writable one.
-    fn test_cgroup(tag: &str) -> Option<JobCgroup> {
-        let made = preview().ok().and_then(|(mount, _)| {
-            let dir = mount.join(format!("sudo-agent-unit-{tag}-{}", std::process::id()));
-            fs::create_dir(&dir).ok().map(|()| JobCgroup { dir })
-        });
-        if made.is_none() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "no writable cgroup v2 under CI=true"
-            );
-            eprintln!("SKIPPED: {tag}: no writable cgroup v2 here");
-        }
-        made
     }
 
     fn sleeper_in(group: &JobCgroup) -> std::process::Child {

@@ -26,6 +26,8 @@ pub(crate) mod systemd;
 mod tty;
 mod users;
 
+#[cfg(test)]
+pub(crate) use self::cgroup::test_cgroup;
 pub(crate) use self::cgroup::{
     CgroupTree, Controller, JobCgroup, Limits, preview as cgroup_preview,
 };
