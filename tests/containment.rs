@@ -262,23 +262,21 @@ fn jobs_run_in_their_own_cgroup_which_is_removed_and_health_says_so() {
     );
 }
 
-#[test]
-fn an_agent_alone_in_its_cgroup_takes_it_over_as_under_systemd_delegation() {
-    // What `Delegate=yes` gives the service: a cgroup of its own. The agent moves into
-    // the leaf `agent` and makes `job-<id>` beside it.
-    let probe = Agent::start("c-probe", json!({}));
-    let Some(base) = cgroup_base(&probe, "delegated cgroup") else {
-        return;
-    };
+/// An agent alone in a cgroup of its own made under the v2 mount (what `Delegate=yes`
+/// gives the service), with `config` over the base config, and that cgroup; `None` (a
+/// loud skip) where jobs get no cgroup. Its cgroup's controllers are its own to hand
+/// out, unlike those of a `sudo-agent` shared with the other tests' agents.
+fn start_alone(tag: &str, config: Value) -> Option<(Agent, PathBuf)> {
+    let probe = Agent::start(&format!("{tag}-probe"), json!({}));
+    let base = cgroup_base(&probe, tag)?;
     drop(probe);
-    let mount = base.parent().unwrap();
-    let own = mount.join(format!("sa-test-delegated-{}", std::process::id()));
+    let own = base
+        .parent()
+        .unwrap()
+        .join(format!("sa-test-{tag}-{}", std::process::id()));
     fs::create_dir(&own).unwrap();
-    let dir = TempDir::new("c-deleg");
-    let cfg = base_config(
-        dir.path(),
-        json!({"rules": [{"name": "sh", "shell": true}]}),
-    );
+    let dir = TempDir::new(tag);
+    let cfg = base_config(dir.path(), config);
     let mut agent = Agent::prepare(dir, &cfg);
     let inner = agent_command();
     let mut cmd = Command::new("/bin/sh");
@@ -288,6 +286,24 @@ fn an_agent_alone_in_its_cgroup_takes_it_over_as_under_systemd_delegation() {
         .arg(inner.get_program())
         .args(inner.get_args());
     agent.launch(cmd, &[]);
+    Some((agent, own))
+}
+
+/// Kills an agent of [`start_alone`] and removes its cgroup, `agent` leaf first: an
+/// error when anything of it was left there.
+fn stop_alone(mut agent: Agent, own: &Path) -> std::io::Result<()> {
+    agent.kill9();
+    let _ = fs::remove_dir(own.join("agent"));
+    fs::remove_dir(own)
+}
+
+#[test]
+fn an_agent_alone_in_its_cgroup_takes_it_over_as_under_systemd_delegation() {
+    // The agent moves into the leaf `agent` and makes `job-<id>` beside it.
+    let rules = json!({"rules": [{"name": "sh", "shell": true}]});
+    let Some((agent, own)) = start_alone("c-deleg", rules) else {
+        return;
+    };
     let agent_cgroup = fs::read_to_string(format!("/proc/{}/cgroup", agent.pid())).unwrap();
     let r = agent.post_json(
         "/run",
@@ -295,16 +311,18 @@ fn an_agent_alone_in_its_cgroup_takes_it_over_as_under_systemd_delegation() {
     );
     let job = r.json();
     let health = containment(&agent);
-    agent.kill9();
-    let _ = fs::remove_dir(own.join("agent"));
-    let removed = fs::remove_dir(&own);
+    let id = job["id"].as_str().unwrap();
+    // Removed by the job thread just after the answer.
+    let gone = wait_until(Duration::from_secs(5), || {
+        !own.join(format!("job-{id}")).exists()
+    });
+    let removed = stop_alone(agent, &own);
     let name = own.file_name().unwrap().to_str().unwrap();
     assert!(
         agent_cgroup.contains(&format!("0::/{name}/agent")),
         "{agent_cgroup}"
     );
     assert_eq!(health["cgroup"], own.to_str().unwrap(), "{health}");
-    let id = job["id"].as_str().unwrap();
     assert!(
         job["stdout"]
             .as_str()
@@ -313,6 +331,7 @@ fn an_agent_alone_in_its_cgroup_takes_it_over_as_under_systemd_delegation() {
             .ends_with(&format!("/{name}/job-{id}")),
         "{job}"
     );
+    assert!(gone, "the job's cgroup was left");
     removed.unwrap();
 }
 
@@ -797,37 +816,56 @@ fn limits_are_written_to_the_jobs_own_cgroup() {
 fn job_cgroups_get_only_the_controllers_the_limits_use() {
     // The job reads its own cgroup's controllers. Where pids is on cgroup v2 (Raspberry
     // Pi OS, Jetson), a config without limits gives jobs none and one with tasks_max
-    // gives them pids and nothing else it does not use.
+    // gives them pids and nothing else. Each agent alone in its cgroup: a `sudo-agent`
+    // shared with other agents holds what any of them turned on.
     let script = "m=$(awk '{for (i = 7; i < NF; i++) if ($i == \"-\") { \
         if ($(i+1) == \"cgroup2\") print $5; break }}' /proc/self/mountinfo); \
         d=$(grep '^0::' /proc/self/cgroup | cut -d: -f3); cat \"$m$d/cgroup.controllers\"";
     let rule = json!({"name": "read", "argv": ["/bin/sh", "-c", script]});
-    let capped = Agent::start(
-        "c-ctl-pids",
-        json!({"jobs": {"limits": {"tasks_max": 64}}, "rules": [rule]}),
-    );
-    if !has_controller(&capped, "pids", "controllers only where limits use them") {
+    let test = "controllers only where limits use them";
+    let capped = json!({"jobs": {"limits": {"tasks_max": 64}}, "rules": [rule]});
+    let Some((capped, capped_own)) = start_alone("c-ctl-pids", capped) else {
+        return;
+    };
+    if !has_controller(&capped, "pids", test) {
+        stop_alone(capped, &capped_own).unwrap();
         return;
     }
-    let plain = Agent::start("c-ctl-none", json!({"rules": [rule]}));
-    let health = containment(&plain);
-    for controller in ["memory", "pids", "cpu"] {
-        assert_eq!(health[controller], false, "{health}");
-        assert_eq!(containment(&capped)[controller], controller == "pids");
-    }
+    let (plain, plain_own) = start_alone("c-ctl-none", json!({"rules": [rule]})).unwrap();
     let read = |agent: &Agent| {
         let body = json!({"pin": agent.code(), "argv": ["sh", "-c", script], "wait": 30});
         let job = agent.post_json("/run", &body).json();
         assert_eq!(job["status"], "succeeded", "{job}");
-        job["stdout"].as_str().unwrap().to_string()
+        let own = containment(agent)["cgroup"].as_str().unwrap().to_string();
+        let id = job["id"].as_str().unwrap();
+        let cgroup = Path::new(&own).join(format!("job-{id}"));
+        assert!(wait_until(Duration::from_secs(5), || !cgroup.exists()));
+        let words = job["stdout"].as_str().unwrap().split_whitespace();
+        let ours = ["memory", "pids", "cpu"];
+        words
+            .filter(|c| ours.contains(c))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
     };
-    let words = |text: String| -> Vec<String> {
-        let mut w: Vec<String> = text.split_whitespace().map(str::to_string).collect();
-        w.retain(|c| ["memory", "pids", "cpu"].contains(&c.as_str()));
-        w
-    };
-    assert_eq!(words(read(&plain)), Vec::<String>::new());
-    assert_eq!(words(read(&capped)), ["pids"]);
+    let (plain_got, capped_got) = (read(&plain), read(&capped));
+    let (plain_health, capped_health) = (containment(&plain), containment(&capped));
+    let stopped = [
+        stop_alone(plain, &plain_own),
+        stop_alone(capped, &capped_own),
+    ];
+    assert_eq!(plain_got, Vec::<String>::new());
+    assert_eq!(capped_got, ["pids"]);
+    for controller in ["memory", "pids", "cpu"] {
+        assert_eq!(plain_health[controller], false, "{plain_health}");
+        assert_eq!(
+            capped_health[controller],
+            controller == "pids",
+            "{capped_health}"
+        );
+    }
+    for stop in stopped {
+        stop.unwrap();
+    }
 }
 
 #[test]

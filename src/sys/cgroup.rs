@@ -260,8 +260,8 @@ fn listed(dir: &Path, file: &str) -> Vec<Controller> {
 }
 
 /// Hands each of `wanted` that `dir` has to its children, one at a time (one refused,
-/// say `cpu` beside a realtime task, must not stop the others); returns those enabled
-/// (of `wanted`: others may be on already, for other children).
+/// say `cpu` beside a realtime task, must not stop the others); returns those the
+/// children have now, which in a `sudo-agent` shared with other agents may be more.
 fn enable(dir: &Path, wanted: &[Controller]) -> Vec<Controller> {
     let control = dir.join("cgroup.subtree_control");
     for c in available(dir).into_iter().filter(|c| wanted.contains(c)) {
@@ -274,9 +274,6 @@ fn enable(dir: &Path, wanted: &[Controller]) -> Vec<Controller> {
         }
     }
     listed(dir, "cgroup.subtree_control")
-        .into_iter()
-        .filter(|c| wanted.contains(c))
-        .collect()
 }
 
 /// One write to a cgroup file (they take a whole value per write).
