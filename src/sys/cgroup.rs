@@ -99,8 +99,11 @@ impl Limits {
 #[derive(Debug)]
 pub struct CgroupTree {
     base: PathBuf,
-    /// Controllers the job cgroups get (`base/cgroup.subtree_control`).
+    /// Controllers the job cgroups have (`base/cgroup.subtree_control` at start-up; in
+    /// a `sudo-agent` shared with other agents, theirs too).
     controllers: Vec<Controller>,
+    /// Those the config's limits use: all a `sudo-agent` made again is given.
+    wanted: Vec<Controller>,
     /// `base` is the `sudo-agent` child the agent made, so it removes it at exit.
     made: bool,
 }
@@ -112,24 +115,22 @@ impl CgroupTree {
     pub fn setup(wanted: &[Controller]) -> Result<CgroupTree, String> {
         let (own, own_dir) = locate()?;
         let me = std::process::id();
-        let tree = if own != "/" && pids(&own_dir).is_ok_and(|p| p == [me]) {
+        let (base, made) = if own != "/" && pids(&own_dir).is_ok_and(|p| p == [me]) {
             let leaf = own_dir.join("agent");
             make_dir(&leaf)?;
             write_file(&leaf.join("cgroup.procs"), "0")
                 .map_err(|e| format!("cannot move the agent into {}: {e}", leaf.display()))?;
-            CgroupTree {
-                controllers: enable(&own_dir, wanted),
-                base: own_dir,
-                made: false,
-            }
+            (own_dir, false)
         } else {
             let base = own_dir.join("sudo-agent");
             make_dir(&base)?;
-            CgroupTree {
-                controllers: enable(&base, wanted),
-                base,
-                made: true,
-            }
+            (base, true)
+        };
+        let tree = CgroupTree {
+            controllers: enable(&base, wanted),
+            wanted: wanted.to_vec(),
+            base,
+            made,
         };
         // A `sudo-agent` made earlier may be there on a file system that is read-only
         // now: only a cgroup made and removed shows that jobs can have theirs. A child
@@ -166,7 +167,7 @@ impl CgroupTree {
             // Another agent that shared `sudo-agent` (tests start many) removed it when
             // it exited, empty: make it again.
             make_dir(&self.base)?;
-            enable(&self.base, &self.controllers);
+            enable(&self.base, &self.wanted);
             made = fs::create_dir(&dir);
         }
         made.map_err(|e| format!("cannot create the job's cgroup {}: {e}", dir.display()))?;
