@@ -134,6 +134,8 @@ HAVE_PYOTP=0
 python3 -c 'import pyotp' 2>/dev/null && HAVE_PYOTP=1
 
 [ "${#TARGET_ARGS[@]}" -gt 0 ] || MISSING+=("the $HOST_MUSL target: the agent measured is a glibc build, not the static one users run (rustup target add $HOST_MUSL)")
+[ "$ARCH" = aarch64 ] || grep -qx aarch64-unknown-linux-musl <<<"$INSTALLED_TARGETS" ||
+    MISSING+=("the aarch64-unknown-linux-musl target: its size reads n/a (rustup target add aarch64-unknown-linux-musl)")
 [ -n "$WEBHOOK" ] || MISSING+=("webhook: its column reads n/a (apt-get install webhook)")
 [ "$HAVE_PYOTP" = 1 ] || MISSING+=("pyotp: the Python stand-in reads n/a (pip install pyotp)")
 for m in "${MISSING[@]}"; do echo "run.sh: WARNING: missing $m" >&2; done
