@@ -192,7 +192,8 @@ fn a_thousand_jobs_with_large_arguments_stay_within_the_history_budget() {
     if !emulated() {
         assert!(peak < RSS_LIMIT_KIB, "RSS reached {peak} KiB");
     }
-    // Twice the 8 MiB budget between compactions, plus a batch and running jobs' lines.
+    // Twice the 8 MiB budget between compactions, a quarter more when the journal thread
+    // lags in a slow sync, plus running jobs' lines.
     assert!(
         biggest_journal < 20 << 20,
         "journal reached {biggest_journal} bytes"

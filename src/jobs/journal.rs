@@ -20,7 +20,9 @@
 //! commit: one `fdatasync` for all lines since the last). The file is rewritten
 //! atomically with only what the newest `history` jobs need (and no more of them than
 //! [`HISTORY_BYTES`] of lines) plus the highest used time step when it holds about twice
-//! that many lines or bytes, and at every start-up, which also drops a torn last line.
+//! that many lines or bytes (by the journal thread, or by a job thread's append when the
+//! journal thread lags a quarter past that), and at every start-up, which also drops a
+//! torn last line.
 //! Compaction streams the file twice (an index of ids, then a copy of the lines kept),
 //! so it never holds more of it in memory than one line.
 
@@ -181,9 +183,40 @@ impl Shared {
         open.lines += lines;
         open.bytes += bytes.len();
         let sync = !std::mem::replace(&mut open.told, true);
+        // The journal thread compacts, but while it sits in a slow sync job threads go
+        // on appending: well past the trigger, the appender compacts, so the file's
+        // size has a bound however slow the disk.
+        if open.lines >= open.compact_at.saturating_add(self.history / 4)
+            || open.bytes >= open.compact_bytes.saturating_add(HISTORY_BYTES / 4)
+        {
+            self.compact(&mut open);
+            return Ok(sync);
+        }
         let due = open.lines >= open.compact_at || open.bytes >= open.compact_bytes;
         let compact = due && !std::mem::replace(&mut open.told_compact, true);
         Ok(sync || compact)
+    }
+
+    /// Rewrites the file with what the newest `history` jobs need. Appenders wait
+    /// meanwhile (`open` is the lock's), so no line lands in the file being replaced.
+    fn compact(&self, open: &mut Open) {
+        let path = &self.path;
+        let compacted = compact(path, self.history, HISTORY_BYTES, None)
+            .and_then(|size| Ok((size, files::open_append(WHAT, path, 0o600)?)));
+        match compacted {
+            Ok((size, file)) => {
+                open.file = Arc::new(file);
+                open.lines = size.lines;
+                open.bytes = size.bytes;
+                open.torn = false;
+                // The rewrite was synced: everything appended before it is on disk.
+                open.synced = open.appended;
+            }
+            Err(err) => log::error!("cannot compact the journal: {err}"),
+        }
+        open.compact_at = next_compaction(open.lines, self.history);
+        open.compact_bytes = next_compaction(open.bytes, HISTORY_BYTES);
+        open.told_compact = false;
     }
 
     /// One `fdatasync` for everything appended so far, by anyone; the lock is not held
@@ -614,7 +647,7 @@ impl Writer {
                 open.lines >= open.compact_at || open.bytes >= open.compact_bytes
             };
             if due {
-                self.compact();
+                self.shared.compact(&mut self.shared.lock());
             }
             for waiter in syncs.drain(..) {
                 let _ = waiter.send(());
@@ -657,29 +690,6 @@ impl Writer {
                 }),
             }
         }
-    }
-
-    /// Rewrites the file with what the newest `history` jobs need. Appenders wait
-    /// meanwhile (the lock is held), so no line lands in the file being replaced.
-    fn compact(&mut self) {
-        let mut open = self.shared.lock();
-        let path = &self.shared.path;
-        let compacted = compact(path, self.shared.history, HISTORY_BYTES, None)
-            .and_then(|size| Ok((size, files::open_append(WHAT, path, 0o600)?)));
-        match compacted {
-            Ok((size, file)) => {
-                open.file = Arc::new(file);
-                open.lines = size.lines;
-                open.bytes = size.bytes;
-                open.torn = false;
-                // The rewrite was synced: everything appended before it is on disk.
-                open.synced = open.appended;
-            }
-            Err(err) => log::error!("cannot compact the journal: {err}"),
-        }
-        open.compact_at = next_compaction(open.lines, self.shared.history);
-        open.compact_bytes = next_compaction(open.bytes, HISTORY_BYTES);
-        open.told_compact = false;
     }
 }
 
@@ -947,6 +957,37 @@ mod tests {
         let (_journal, recovered, _done) = open(&dir, 5);
         let ids: Vec<String> = recovered.records.into_iter().map(|r| r.id).collect();
         let want: Vec<String> = (95..100).map(|n| record(n, Status::Queued).id).collect();
+        assert_eq!(ids, want);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn job_threads_compact_themselves_while_the_journal_thread_is_stuck() {
+        let dir = tempdir("stuck");
+        let (journal, _, _done) = open(&dir, 10);
+        // The journal thread sits in a slow piece of work, as in a slow sync.
+        let (release, stuck) = std::sync::mpsc::channel::<()>();
+        journal.run(Box::new(move || {
+            let _ = stuck.recv();
+            Ok(())
+        }));
+        let mut biggest = 0;
+        for n in 0..200 {
+            run_jobs(&journal, n..n + 1);
+            let text = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
+            biggest = biggest.max(text.lines().count());
+        }
+        // Compaction is due at 20 lines; appenders take over at a quarter of the
+        // history past that, plus the line that crossed it.
+        assert!(
+            biggest <= 23,
+            "the file reached {biggest} lines for history 10"
+        );
+        release.send(()).unwrap();
+        drop(journal);
+        let (_journal, recovered, _done) = open(&dir, 10);
+        let ids: Vec<String> = recovered.records.into_iter().map(|r| r.id).collect();
+        let want: Vec<String> = (190..200).map(|n| record(n, Status::Queued).id).collect();
         assert_eq!(ids, want);
         std::fs::remove_dir_all(dir).unwrap();
     }
