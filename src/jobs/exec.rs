@@ -199,8 +199,8 @@ pub fn end_group(pgid: u32, cgroup: Option<&Path>, grace: Duration) -> bool {
 pub enum Started {
     /// The process exists (right after the spawn).
     Spawned(u32),
-    /// It has run for [`FIRST_LOOK`] (or sooner, when it has output) and is still there,
-    /// or has left processes in its group: a group worth recording for after a crash.
+    /// It has run for [`FIRST_LOOK`] and is still there, or has left processes in its
+    /// group: a group worth recording for after a crash.
     /// A job over before that has none, and skips the cost of recording it.
     Lasting(u32),
 }
@@ -300,6 +300,9 @@ fn run_with(
     };
     on_start(Started::Spawned(job.pid));
     let mut lasting_told = false;
+    // Not the first wake-up: a short job's pipes close before it is reaped, and that
+    // wake must not cost it a `/proc` read and a journal line.
+    let lasting_at = later(Instant::now(), FIRST_LOOK);
 
     let deadline = Instant::now().checked_add(spec.timeout);
     // Set once we sent SIGTERM for a timeout or cancel: why, and when SIGKILL is due.
@@ -344,9 +347,14 @@ fn run_with(
             next = Some(give_up);
         }
         let wait = next.map_or(POLL_SLICE, |t| t.saturating_duration_since(now));
-        let slice = if lasting_told { POLL_SLICE } else { FIRST_LOOK };
+        let slice = if lasting_told {
+            POLL_SLICE
+        } else {
+            lasting_at.saturating_duration_since(now)
+        };
         job.step(wait.min(slice));
-        if !job.exited && !std::mem::replace(&mut lasting_told, true) {
+        if !job.exited && !lasting_told && Instant::now() >= lasting_at {
+            lasting_told = true;
             on_start(Started::Lasting(job.pid));
         }
     }
@@ -764,6 +772,25 @@ mod tests {
         assert_eq!(out.stderr, "");
         assert!(!out.truncated);
         assert!(out.finished_ms >= out.started_ms);
+    }
+
+    #[test]
+    fn a_job_that_closes_its_output_early_is_not_lasting_before_the_first_look() {
+        let mut seen = Vec::new();
+        let out = run(
+            &spec(&["/bin/sh", "-c", "exec >&- 2>&-; sleep 0.02"]),
+            None,
+            &AtomicBool::new(false),
+            |s| seen.push((s, Instant::now())),
+        );
+        assert_eq!(out.ending, Ending::Exited(0));
+        let (Started::Spawned(_), spawned) = seen[0] else {
+            panic!("first report: {:?}", seen[0]);
+        };
+        // The pipes' end woke the job thread at once; the group is told only later.
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        let lasting = seen[1].1.duration_since(spawned);
+        assert!(lasting >= FIRST_LOOK, "lasting after {lasting:?}");
     }
 
     #[test]
