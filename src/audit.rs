@@ -16,13 +16,14 @@
 //! written as a line of its own once there is room (and served as
 //! `sudo_agent_audit_lines_dropped_total`), so none is lost silently.
 
+use std::cell::Cell;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::sys::clock;
 use crate::sys::files::{self, FileError};
@@ -156,6 +157,15 @@ pub fn dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
+/// The writer's queue, for [`wake_deferred`].
+static SHARED: OnceLock<&'static Shared> = OnceLock::new();
+
+thread_local! {
+    /// Set on the threads a request's answer waits for ([`defer_wakes`]): their lines
+    /// leave the writer asleep until [`wake_deferred`].
+    static DEFERS: Cell<bool> = const { Cell::new(false) };
+}
+
 /// Lines waiting for the writer thread.
 #[derive(Default)]
 struct Queue {
@@ -164,6 +174,8 @@ struct Queue {
     dropped: u64,
     /// The writer sleeps until told: the first line of a batch wakes it.
     idle: bool,
+    /// Since when lines wait that the writer was not woken for ([`defer_wakes`]).
+    deferred_at: Option<Instant>,
     /// Lines ever queued and lines ever written (or given up on): `flush` waits for
     /// the second to reach the first.
     queued: u64,
@@ -176,6 +188,9 @@ struct Shared {
     wake: Condvar,
     /// Wakes `flush` callers.
     done: Condvar,
+    /// Lines wait that the writer was not woken for (the queue says since when): one
+    /// atomic read for [`wake_deferred`] when there are none.
+    deferred: AtomicBool,
 }
 
 impl Shared {
@@ -192,9 +207,32 @@ impl Shared {
         }
         q.buf.extend_from_slice(line);
         q.queued += 1;
-        let wake = std::mem::replace(&mut q.idle, false);
-        // After the lock is let go, as the job pool does: woken under it, the writer
-        // would only block on it again.
+        let wake = q.idle && !DEFERS.get();
+        if q.idle && !wake && q.deferred_at.is_none() {
+            q.deferred_at = Some(Instant::now());
+            self.deferred.store(true, Ordering::Relaxed);
+        }
+        self.woken(q, wake);
+    }
+
+    /// Wakes the writer for lines deferred at least `older_than` ago.
+    fn wake_deferred(&self, older_than: Duration) {
+        if !self.deferred.load(Ordering::Relaxed) {
+            return;
+        }
+        let q = self.lock();
+        let wake = q.idle && q.deferred_at.is_some_and(|at| at.elapsed() >= older_than);
+        self.woken(q, wake);
+    }
+
+    /// Lets the lock go and, with `wake`, wakes the writer: after the lock, as the job
+    /// pool does (woken under it, the writer would only block on it again).
+    fn woken(&self, mut q: MutexGuard<'_, Queue>, wake: bool) {
+        if wake {
+            q.idle = false;
+            q.deferred_at = None;
+            self.deferred.store(false, Ordering::Relaxed);
+        }
         drop(q);
         if wake {
             self.wake.notify_one();
@@ -219,6 +257,9 @@ impl Shared {
                 .0;
         }
         std::mem::swap(batch, &mut q.buf);
+        // Whoever woke the writer, deferred lines are in this batch.
+        q.deferred_at = None;
+        self.deferred.store(false, Ordering::Relaxed);
         let dropped = std::mem::take(&mut q.dropped);
         let upto = q.queued;
         drop(q);
@@ -337,6 +378,7 @@ pub fn init(log_file: &Path, stderr: bool) -> Result<(), AuditError> {
         queue: Mutex::new(Queue::default()),
         wake: Condvar::new(),
         done: Condvar::new(),
+        deferred: AtomicBool::new(false),
     }));
     let writer = Writer {
         shared,
@@ -356,10 +398,26 @@ pub fn init(log_file: &Path, stderr: bool) -> Result<(), AuditError> {
                 err,
             })
         })?;
+    let _ = SHARED.set(shared);
     let logger: &'static AuditLogger = Box::leak(Box::new(AuditLogger { shared }));
     log::set_logger(logger).map_err(|_| AuditError::AlreadyInitialized)?;
     log::set_max_level(log::LevelFilter::Info);
     Ok(())
+}
+
+/// On the event loop and the job threads: lines this thread logs leave the writer
+/// thread asleep until [`wake_deferred`], which they call once answers are out, so the
+/// writer's wake-up is not between a request and its answer.
+pub fn defer_wakes() {
+    DEFERS.set(true);
+}
+
+/// Wakes the writer for lines deferred at least `older_than` ago (any thread's); one
+/// atomic read when there are none.
+pub fn wake_deferred(older_than: Duration) {
+    if let Some(shared) = SHARED.get() {
+        shared.wake_deferred(older_than);
+    }
 }
 
 /// Waits until every line logged so far is written: before the process exits.
@@ -641,6 +699,7 @@ mod tests {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             done: Condvar::new(),
+            deferred: AtomicBool::new(false),
         };
         let line = format!("{}\n", "x".repeat(99));
         let before = dropped();
@@ -664,6 +723,39 @@ mod tests {
         shared.push(line.as_bytes());
         assert_eq!(shared.lock().dropped, 0);
         assert_eq!(shared.lock().buf.len(), line.len());
+    }
+
+    #[test]
+    fn a_deferring_thread_wakes_the_writer_only_when_it_says_so() {
+        let shared = Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            done: Condvar::new(),
+            deferred: AtomicBool::new(false),
+        };
+        defer_wakes();
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let writer = &shared;
+            s.spawn(move || {
+                let mut batch = Vec::new();
+                writer.next_batch(&mut batch);
+                tx.send(batch).unwrap();
+            });
+            // The writer is asleep before the line comes, as between requests.
+            while !shared.lock().idle {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            shared.push(b"line\n");
+            let waited = rx.recv_timeout(BATCH_DELAY * 20);
+            assert!(waited.is_err(), "the writer woke for a deferred line");
+            shared.wake_deferred(Duration::from_secs(60));
+            let waited = rx.recv_timeout(BATCH_DELAY * 4);
+            assert!(waited.is_err(), "woken for lines younger than asked");
+            shared.wake_deferred(BATCH_DELAY);
+            let batch = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert_eq!(batch, b"line\n");
+        });
     }
 
     #[test]

@@ -21,6 +21,10 @@ use crate::sys::files::FileError;
 use crate::sys::systemd::{Lifecycle, Systemd};
 use crate::sys::{self, LockError, clock, is_loopback};
 
+/// How long the loop's audit lines may wait for the writer while jobs run: a job's
+/// thread wakes it once the job is answered, and this bounds the wait when none does.
+const AUDIT_WAIT: Duration = Duration::from_millis(5);
+
 /// Why the agent (or a command that needs its secret) could not start.
 #[derive(Debug)]
 pub enum StartError {
@@ -183,6 +187,8 @@ fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
     );
     life.notify(&format!("READY=1\nSTATUS=listening on {addr}"));
     let mut agent = Supervised { routes, life };
+    // This thread is the event loop from here on (see `Supervised::tick`).
+    audit::defer_wakes();
     server
         .run(&mut agent, Some(signals))
         .map_err(|err| StartError::Io {
@@ -254,7 +260,15 @@ impl Handler for Supervised {
     }
 
     fn tick(&mut self, now: Instant, open_connections: usize) -> bool {
+        // Right before the loop waits for events: this turn's answers are out, but a
+        // running job's client still waits for its own (its thread wakes the writer
+        // once it is answered), so lines wait for it a batch's time at most.
         let idle = open_connections == 0 && self.routes.idle();
+        audit::wake_deferred(if self.routes.running() == 0 {
+            Duration::ZERO
+        } else {
+            AUDIT_WAIT
+        });
         self.routes.tick(now, open_connections) || self.life.tick(now, idle)
     }
 

@@ -119,6 +119,11 @@ impl Routes {
         }
     }
 
+    /// Jobs running now.
+    pub fn running(&self) -> usize {
+        self.jobs.running()
+    }
+
     /// No job running, queued or held: with socket activation, the agent may exit.
     pub fn idle(&self) -> bool {
         self.jobs.running() == 0 && self.jobs.queued() == 0 && self.jobs.held_count() == 0

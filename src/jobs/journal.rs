@@ -29,7 +29,7 @@
 use std::fs::File;
 use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -154,6 +154,10 @@ struct Shared {
     history: usize,
     boot: Option<String>,
     tickets: AtomicU64,
+    /// A job thread's append must be told to the journal thread; it is, by
+    /// [`Journal::poke`], once the job is answered or lasting, so that thread's wake-up
+    /// is not between a request and its answer.
+    poke: AtomicBool,
 }
 
 impl Shared {
@@ -358,6 +362,7 @@ impl Journal {
             history,
             boot,
             tickets: AtomicU64::new(0),
+            poke: AtomicBool::new(false),
         });
         let writer = Writer {
             shared: Arc::clone(&shared),
@@ -396,10 +401,7 @@ impl Journal {
         };
         let failed = |err: &io::Error| format!("{}: {err}", self.shared.path.display());
         match self.shared.append(&bytes, lines.len()) {
-            Ok(tell) if tell => {
-                let _ = self.tx.send(Op::Dirty);
-            }
-            Ok(_) => {}
+            Ok(tell) => self.poke_later(tell),
             Err(err) => {
                 self.shared.complain(&err);
                 return Err(failed(&err));
@@ -487,11 +489,23 @@ impl Journal {
             return;
         };
         match self.shared.append(&bytes, 1) {
-            Ok(true) => {
-                let _ = self.tx.send(Op::Dirty);
-            }
-            Ok(false) => {}
+            Ok(tell) => self.poke_later(tell),
             Err(err) => self.shared.complain(&err),
+        }
+    }
+
+    fn poke_later(&self, tell: bool) {
+        if tell {
+            self.shared.poke.store(true, Ordering::Release);
+        }
+    }
+
+    /// From a job thread, once its job is answered (or has proved lasting): tells the
+    /// journal thread what this thread's appends left to sync or compact. Group commit
+    /// starts its delay a moment later than the append, and no request waits for it.
+    pub fn poke(&self) {
+        if self.shared.poke.swap(false, Ordering::Acquire) {
+            let _ = self.tx.send(Op::Dirty);
         }
     }
 
@@ -989,6 +1003,26 @@ mod tests {
         let ids: Vec<String> = recovered.records.into_iter().map(|r| r.id).collect();
         let want: Vec<String> = (190..200).map(|n| record(n, Status::Queued).id).collect();
         assert_eq!(ids, want);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_job_threads_lines_are_synced_after_its_poke_not_before() {
+        let dir = tempdir("poke");
+        let (journal, _, _done) = open(&dir, 10);
+        let settled = || {
+            let open = journal.shared.lock();
+            open.appended > 0 && open.synced == open.appended
+        };
+        run_jobs(&journal, 0..1);
+        std::thread::sleep(COMMIT_DELAY * 2);
+        assert!(!settled(), "the journal thread was woken before the poke");
+        journal.poke();
+        let deadline = Instant::now() + COMMIT_DELAY * 10;
+        while !settled() {
+            assert!(Instant::now() < deadline, "not synced after the poke");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 

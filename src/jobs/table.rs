@@ -152,6 +152,13 @@ impl Shared {
         let _ = self.tx.send(event);
         let _ = self.waker.wake();
     }
+
+    /// From a job thread once its job is answered (or has proved lasting): the journal
+    /// and audit threads are woken for what it left them, not while a client waits.
+    fn wake_writers(&self) {
+        self.journal.poke();
+        audit::wake_deferred(Duration::ZERO);
+    }
 }
 
 /// What one wake-up of the loop brought.
@@ -213,8 +220,12 @@ impl Jobs {
                 finished.tell(Event::Ended(Box::new(record)));
                 // Removed once the loop has the result (on this job thread).
                 drop(cgroup);
+                finished.wake_writers();
             }
-            Finished::Refused(record, why) => finished.tell(Event::Refused(Box::new(record), why)),
+            Finished::Refused(record, why) => {
+                finished.tell(Event::Refused(Box::new(record), why));
+                finished.wake_writers();
+            }
         });
         let mut jobs = Jobs {
             cfg,
@@ -786,6 +797,8 @@ impl JobTask {
             mark,
             shared,
         } = self;
+        // Its lines wait for `wake_writers`, as the journal's do.
+        audit::defer_wakes();
         if let Some((mark, step)) = mark {
             let refused = match shared.journal.submitted_now(&record, step) {
                 // Never marked written: the loop must not give its id out.
@@ -813,7 +826,10 @@ impl JobTask {
         let mut outcome = exec::run(&spec, Some(&record.id), &cancel, |started| match started {
             // Once a process exists: a job refused before its spawn never reads EXECUTING.
             Started::Spawned(_) => audit::executing(&record.id, &record.command),
-            Started::Lasting(pgid) => shared.journal.started(&record.id, pgid, &started_at),
+            Started::Lasting(pgid) => {
+                shared.journal.started(&record.id, pgid, &started_at);
+                shared.wake_writers();
+            }
         });
         let stopping = shared.stopping.load(Ordering::SeqCst);
         let cgroup = outcome.cgroup.take();
