@@ -194,6 +194,15 @@ struct Shared {
 }
 
 impl Shared {
+    fn new() -> Shared {
+        Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            done: Condvar::new(),
+            deferred: AtomicBool::new(false),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -374,12 +383,7 @@ impl Writer {
 pub fn init(log_file: &Path, stderr: bool) -> Result<(), AuditError> {
     let file = files::open_append("log file", log_file, LOG_MODE).map_err(AuditError::Open)?;
     // Leaked once: the logger and its thread live as long as the process.
-    let shared: &'static Shared = Box::leak(Box::new(Shared {
-        queue: Mutex::new(Queue::default()),
-        wake: Condvar::new(),
-        done: Condvar::new(),
-        deferred: AtomicBool::new(false),
-    }));
+    let shared: &'static Shared = Box::leak(Box::new(Shared::new()));
     let writer = Writer {
         shared,
         file,
@@ -695,12 +699,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_counts_what_it_drops_and_says_so_in_the_next_batch() {
-        let shared = Shared {
-            queue: Mutex::new(Queue::default()),
-            wake: Condvar::new(),
-            done: Condvar::new(),
-            deferred: AtomicBool::new(false),
-        };
+        let shared = Shared::new();
         let line = format!("{}\n", "x".repeat(99));
         let before = dropped();
         let fit = QUEUE_BYTES / line.len();
@@ -727,12 +726,7 @@ mod tests {
 
     #[test]
     fn a_deferring_thread_wakes_the_writer_only_when_it_says_so() {
-        let shared = Shared {
-            queue: Mutex::new(Queue::default()),
-            wake: Condvar::new(),
-            done: Condvar::new(),
-            deferred: AtomicBool::new(false),
-        };
+        let shared = Shared::new();
         defer_wakes();
         std::thread::scope(|s| {
             let (tx, rx) = std::sync::mpsc::channel();
