@@ -731,6 +731,14 @@ mod tests {
         Journal::open(dir, history, waker()).unwrap()
     }
 
+    /// A restart with `history` serves exactly jobs `ns`, oldest first.
+    fn assert_recovers(dir: &Path, history: usize, ns: std::ops::Range<usize>) {
+        let (_journal, recovered, _done) = open(dir, history);
+        let ids: Vec<String> = recovered.records.into_iter().map(|r| r.id).collect();
+        let want: Vec<String> = ns.map(|n| record(n, Status::Queued).id).collect();
+        assert_eq!(ids, want);
+    }
+
     /// Jobs `ns`, submitted and succeeded, as job threads write them.
     fn run_jobs(journal: &Journal, ns: std::ops::Range<usize>) {
         for n in ns {
@@ -968,10 +976,7 @@ mod tests {
             .lines()
             .count();
         assert!(lines <= 10, "{lines} lines for history 5");
-        let (_journal, recovered, _done) = open(&dir, 5);
-        let ids: Vec<String> = recovered.records.into_iter().map(|r| r.id).collect();
-        let want: Vec<String> = (95..100).map(|n| record(n, Status::Queued).id).collect();
-        assert_eq!(ids, want);
+        assert_recovers(&dir, 5, 95..100);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -999,10 +1004,7 @@ mod tests {
         );
         release.send(()).unwrap();
         drop(journal);
-        let (_journal, recovered, _done) = open(&dir, 10);
-        let ids: Vec<String> = recovered.records.into_iter().map(|r| r.id).collect();
-        let want: Vec<String> = (190..200).map(|n| record(n, Status::Queued).id).collect();
-        assert_eq!(ids, want);
+        assert_recovers(&dir, 10, 190..200);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
