@@ -266,7 +266,7 @@ fn jobs_run_in_their_own_cgroup_which_is_removed_and_health_says_so() {
 /// gives the service), with `config` over the base config, and that cgroup; `None` (a
 /// loud skip) where jobs get no cgroup. Its cgroup's controllers are its own to hand
 /// out, unlike those of a `sudo-agent` shared with the other tests' agents.
-fn start_alone(tag: &str, config: Value) -> Option<(Agent, PathBuf)> {
+fn start_alone(tag: &str, config: Value) -> Option<(OwnCgroup, Agent)> {
     let probe = Agent::start(&format!("{tag}-probe"), json!({}));
     let base = cgroup_base(&probe, tag)?;
     drop(probe);
@@ -278,30 +278,131 @@ fn start_alone(tag: &str, config: Value) -> Option<(Agent, PathBuf)> {
     let dir = TempDir::new(tag);
     let cfg = base_config(dir.path(), config);
     let mut agent = Agent::prepare(dir, &cfg);
+    launch_alone(&mut agent, &own);
+    Some((OwnCgroup(own), agent))
+}
+
+/// The cgroup of an agent of [`start_alone`], removed with whatever is left in it when
+/// dropped, after the agent (declared first), so a failed test leaves nothing either.
+struct OwnCgroup(PathBuf);
+
+impl std::ops::Deref for OwnCgroup {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for OwnCgroup {
+    fn drop(&mut self) {
+        for child in fs::read_dir(&self.0).into_iter().flatten().flatten() {
+            if child.path().is_dir() {
+                let _ = fs::remove_dir(child.path());
+            }
+        }
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
+/// (Re)starts `agent` in the cgroup `own`.
+fn launch_alone(agent: &mut Agent, own: &Path) {
     let inner = agent_command();
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
         .arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#)
-        .arg(&own)
+        .arg(own)
         .arg(inner.get_program())
         .args(inner.get_args());
     agent.launch(cmd, &[]);
-    Some((agent, own))
 }
 
-/// Kills an agent of [`start_alone`] and removes its cgroup, `agent` leaf first: an
-/// error when anything of it was left there.
+/// Stops an agent of [`start_alone`] (SIGTERM: it removes what it made, job cgroups
+/// made ahead too) and removes its cgroup, `agent` leaf first: an error when anything
+/// of it was left there.
 fn stop_alone(mut agent: Agent, own: &Path) -> std::io::Result<()> {
-    agent.kill9();
+    agent.terminate();
     let _ = fs::remove_dir(own.join("agent"));
     fs::remove_dir(own)
+}
+
+/// The `job-<id>` cgroups in `dir`, by id.
+fn job_cgroups(dir: &Path) -> Vec<String> {
+    let names = fs::read_dir(dir).unwrap().flatten();
+    let ids = names.filter_map(|e| Some(e.file_name().to_str()?.strip_prefix("job-")?.to_owned()));
+    ids.collect()
+}
+
+#[test]
+fn a_jobs_cgroup_is_made_ahead_under_its_id_and_one_a_crash_leaves_goes_at_a_later_start() {
+    // After a job is answered its thread makes the next job's cgroup, named by the id
+    // the next job gets; that job runs in it. An agent killed meanwhile leaves it empty:
+    // the next start removes it once it is old (a young one no journal names may be
+    // another agent's about to be used; that one stays).
+    let argv = ["/bin/cat", "/proc/self/cgroup"];
+    let rule = json!({"name": "where", "argv": argv, "no_pin": true});
+    let Some((own, mut agent)) = start_alone("c-ahead", json!({"rules": [rule]})) else {
+        return;
+    };
+    let run = |agent: &Agent| {
+        let body = json!({"command": "/bin/cat /proc/self/cgroup", "wait": 30});
+        let job = agent.post_json("/run", &body).json();
+        assert_eq!(job["status"], "succeeded", "{job}");
+        let stdout = job["stdout"].as_str().unwrap();
+        let v2 = stdout
+            .lines()
+            .find(|l| l.starts_with("0::"))
+            .unwrap_or(stdout);
+        (job["id"].as_str().unwrap().to_owned(), v2.to_owned())
+    };
+    let (first, _) = run(&agent);
+    let made = |after: &str| {
+        let mut ahead = Vec::new();
+        let found = wait_until(Duration::from_secs(5), || {
+            ahead = job_cgroups(&own);
+            ahead.len() == 1 && ahead[0] != after
+        });
+        assert!(found, "no cgroup made ahead after job {after}: {ahead:?}");
+        ahead.remove(0)
+    };
+    let ahead = made(&first);
+    let (second, seen) = run(&agent);
+    assert_eq!(second, ahead, "the next job did not take the id made ahead");
+    assert!(seen.ends_with(&format!("/job-{ahead}")), "{seen}");
+    let left = own.join(format!("job-{}", made(&second)));
+
+    agent.kill9();
+    let foreign = own.join(format!("job-{}", "f".repeat(32)));
+    fs::create_dir(&foreign).unwrap();
+    let _ = fs::remove_dir(own.join("agent"));
+    let left_after_crash = left.exists();
+    let aged = Command::new("touch")
+        .args(["-d", "1 minute ago"])
+        .arg(&left)
+        .status();
+    launch_alone(&mut agent, &own);
+    let left_gone = !left.exists();
+    let foreign_kept = foreign.exists();
+    let _ = fs::remove_dir(&foreign);
+    let _ = fs::remove_dir(&left);
+    let stopped = stop_alone(agent, &own);
+    assert!(
+        left_after_crash,
+        "a killed agent's cgroup made ahead was gone at once"
+    );
+    assert!(aged.unwrap().success());
+    assert!(
+        left_gone,
+        "the old cgroup made ahead {left:?} was left at start-up"
+    );
+    assert!(foreign_kept, "a young cgroup no journal names was removed");
+    stopped.unwrap();
 }
 
 #[test]
 fn an_agent_alone_in_its_cgroup_takes_it_over_as_under_systemd_delegation() {
     // The agent moves into the leaf `agent` and makes `job-<id>` beside it.
     let rules = json!({"rules": [{"name": "sh", "shell": true}]});
-    let Some((agent, own)) = start_alone("c-deleg", rules) else {
+    let Some((own, agent)) = start_alone("c-deleg", rules) else {
         return;
     };
     let agent_cgroup = fs::read_to_string(format!("/proc/{}/cgroup", agent.pid())).unwrap();
@@ -824,14 +925,14 @@ fn job_cgroups_get_only_the_controllers_the_limits_use() {
     let rule = json!({"name": "read", "argv": ["/bin/sh", "-c", script]});
     let test = "controllers only where limits use them";
     let capped = json!({"jobs": {"limits": {"tasks_max": 64}}, "rules": [rule]});
-    let Some((capped, capped_own)) = start_alone("c-ctl-pids", capped) else {
+    let Some((capped_own, capped)) = start_alone("c-ctl-pids", capped) else {
         return;
     };
     if !has_controller(&capped, "pids", test) {
         stop_alone(capped, &capped_own).unwrap();
         return;
     }
-    let (plain, plain_own) = start_alone("c-ctl-none", json!({"rules": [rule]})).unwrap();
+    let (plain_own, plain) = start_alone("c-ctl-none", json!({"rules": [rule]})).unwrap();
     let read = |agent: &Agent| {
         let body = json!({"pin": agent.code(), "argv": ["sh", "-c", script], "wait": 30});
         let job = agent.post_json("/run", &body).json();

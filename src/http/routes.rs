@@ -274,9 +274,14 @@ impl Routes {
         wait: Duration,
         now: Instant,
     ) -> Result<Reply, ApiError> {
-        let id = new_id()?;
+        // Its id is that of a cgroup a job thread made ahead, when one did.
+        let ahead = jobs::Spare::take_one();
+        let id = match &ahead {
+            Some(made) => made.id().to_owned(),
+            None => new_id()?,
+        };
         audit::accepted(&id, &job.rule, &job.caller.audit(), &job.command);
-        self.jobs.submit(id.clone(), job, step, wait);
+        self.jobs.submit(id.clone(), ahead, job, step, wait);
         // Even with `wait: 0`: the id is given out only once it is in the journal.
         Ok(Reply::Wait {
             on: id,

@@ -6,6 +6,7 @@
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -125,17 +126,98 @@ fn probed() -> Containment {
 
 /// The cgroup for job `id` with its limits, or `Ok(None)` where jobs get none (a
 /// notify command, or no cgroup tree and no limits asked for: the process group only).
-/// A limit no controller here can enforce refuses the job.
-pub fn job_cgroup(id: Option<&str>, limits: &Limits) -> Result<Option<JobCgroup>, String> {
+/// `ahead` is the one made for it ahead under its id, if any; it is made now if that
+/// one is gone. A limit no controller here can enforce refuses the job.
+pub fn job_cgroup(
+    id: Option<&str>,
+    ahead: Option<Spare>,
+    limits: &Limits,
+) -> Result<Option<JobCgroup>, String> {
     let agent = agent();
     let made = match agent.limits_refusal(limits) {
         Some(why) => Err(why),
         None => match (&agent.tree, id) {
-            (Some(tree), Some(id)) => tree.job(&name(id), limits).map(Some),
+            (Some(tree), Some(id)) => match ahead.filter(|s| s.id == id).and_then(Spare::take) {
+                Some(group) => tree.limit(&group, limits).map(|()| Some(group)),
+                None => tree.job(&name(id), limits).map(Some),
+            },
             _ => return Ok(None),
         },
     };
     made.map_err(|why| format!("refused: {why}; nothing ran"))
+}
+
+/// How many job cgroups are kept made ahead: one serves jobs that come one after
+/// another, the second two callers at once.
+const SPARES: usize = 2;
+
+/// A job cgroup made ahead of its job (by a job thread, after its own job was
+/// answered), named by the id the job that takes it gets: the `mkdir` and the opening
+/// of its directory and `cgroup.events` are then off that job's path. Removed when
+/// dropped unused.
+#[derive(Debug)]
+pub struct Spare {
+    id: String,
+    group: Option<JobCgroup>,
+}
+
+static MADE_AHEAD: Mutex<Vec<Spare>> = Mutex::new(Vec::new());
+
+fn made_ahead() -> MutexGuard<'static, Vec<Spare>> {
+    MADE_AHEAD.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Spare {
+    /// A job cgroup made ahead, if one is: the caller gives its job [`Spare::id`].
+    pub fn take_one() -> Option<Spare> {
+        made_ahead().pop()
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Its cgroup, unless someone removed it meanwhile (an agent sharing the tree at its
+    /// start-up, see [`remove_unused`]).
+    fn take(mut self) -> Option<JobCgroup> {
+        self.group.take().filter(JobCgroup::exists)
+    }
+
+    /// On a job thread once its job was answered: makes the next job's cgroup if fewer
+    /// than [`SPARES`] are made. Quiet on failure: that job makes its own and reports.
+    pub fn make_one() {
+        let Some(tree) = agent().tree.as_ref() else {
+            return;
+        };
+        if made_ahead().len() >= SPARES {
+            return;
+        }
+        let Ok(id) = super::new_id() else {
+            return;
+        };
+        if let Ok(group) = tree.make(&name(&id)) {
+            let spare = Spare {
+                id,
+                group: Some(group),
+            };
+            let mut kept = made_ahead();
+            if kept.len() < SPARES {
+                kept.push(spare);
+            } else {
+                // Another thread made one meanwhile: this one goes, after the lock.
+                drop(kept);
+                drop(spare);
+            }
+        }
+    }
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        if let Some(group) = self.group.take() {
+            remove_cgroup(&group);
+        }
+    }
 }
 
 /// The cgroup job `id` had in the tree the agent uses now, if it is still there (a job
@@ -145,25 +227,39 @@ pub fn left_by(id: &str) -> Option<JobCgroup> {
     JobCgroup::open(&tree.base().join(name(id)))
 }
 
-/// At start-up: removes the empty cgroups of jobs the journal saw end (`ended`), which an
-/// agent killed between a job's answer and its thread's `rmdir` ([`Emptied`]) leaves
-/// behind. Only those: a tree shared with other agents holds their jobs' cgroups too.
-pub fn remove_ended(ended: impl Fn(&str) -> bool) {
+/// An empty job cgroup no journal names is removed at start-up only this long after it
+/// was made: a younger one may be another agent's (sharing the tree), about to be used.
+const UNNAMED_AGE: Duration = Duration::from_secs(10);
+
+/// At start-up: removes the empty job cgroups a killed agent left behind: those of jobs
+/// the journal saw end (killed between a job's answer and its thread's `rmdir`, see
+/// [`Emptied`]), and those it does not name once [`UNNAMED_AGE`] old (made ahead, see
+/// [`Spare`], or a `no_pin` job's whose submission was not yet written). `ended` says,
+/// of a job id, whether the journal saw it end (`None`: it does not name it). A cgroup
+/// with a process in it cannot be removed and stays.
+pub fn remove_unused(ended: impl Fn(&str) -> Option<bool>) {
     let Some(tree) = agent().tree.as_ref() else {
         return;
     };
     let Ok(entries) = std::fs::read_dir(tree.base()) else {
         return;
     };
+    let old = |entry: &std::fs::DirEntry| {
+        let made = entry.metadata().and_then(|m| m.modified());
+        made.is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= UNNAMED_AGE))
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(id) = name.to_str().and_then(|n| n.strip_prefix("job-")) else {
             continue;
         };
-        if ended(id)
-            && let Some(group) = JobCgroup::open(&entry.path())
-        {
-            remove_cgroup(&group);
+        let unused = match ended(id) {
+            Some(ended) => ended,
+            None => old(&entry),
+        };
+        if unused && let Some(group) = JobCgroup::open(&entry.path()) {
+            // Busy (a process in it) is not a failure here.
+            let _ = group.remove();
         }
     }
 }
@@ -212,12 +308,13 @@ pub fn remove_cgroup(group: &JobCgroup) {
 }
 
 /// Removes the agent's own part of the cgroup tree, if empty, when dropped: `serve`
-/// holds one from [`init`] on, so that every way out of it cleans up. Job cgroups a
-/// job thread has not removed yet go first.
+/// holds one from [`init`] on, so that every way out of it cleans up. Job cgroups made
+/// ahead or that a job thread has not removed yet go first.
 pub struct RemoveTree;
 
 impl Drop for RemoveTree {
     fn drop(&mut self) {
+        drop(std::mem::take(&mut *made_ahead()));
         for dir in std::mem::take(&mut *emptied()) {
             if let Some(group) = JobCgroup::open(&dir) {
                 remove_cgroup(&group);

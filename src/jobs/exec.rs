@@ -16,7 +16,7 @@ use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::contain::{self, Emptied};
+use super::contain::{self, Emptied, Spare};
 use crate::sys::{self, ChildSetup, Credentials, JobCgroup, Limits, Sandbox, clock};
 
 /// Longest single wait, so a cancel request is noticed within this time.
@@ -246,8 +246,8 @@ impl Target {
     }
 }
 
-/// Runs one job to the end; `id` names its cgroup, where the agent has a cgroup tree
-/// (`contain`). `on_start` is told when the child was spawned and when it proved
+/// Runs one job to the end; `job` is its id, which names its cgroup where the agent
+/// has a cgroup tree (`contain`), and that cgroup if it was made ahead. `on_start` is told when the child was spawned and when it proved
 /// [`Started::Lasting`]. When this returns, no process of the job's cgroup (without
 /// one: its process group) is alive; the empty cgroup goes when the outcome's `cgroup`
 /// is dropped.
@@ -267,17 +267,17 @@ impl Target {
 ///   escapee to close its copy of the pipes.
 pub fn run(
     spec: &ExecSpec,
-    id: Option<&str>,
+    job: Option<(&str, Option<Spare>)>,
     cancel: &AtomicBool,
     on_start: impl FnMut(Started),
 ) -> Outcome {
-    run_with(spec, id, cancel, on_start, true)
+    run_with(spec, job, cancel, on_start, true)
 }
 
 /// [`run`], with the pidfd optional so tests can take the pre-5.3-kernel path.
 fn run_with(
     spec: &ExecSpec,
-    id: Option<&str>,
+    job: Option<(&str, Option<Spare>)>,
     cancel: &AtomicBool,
     mut on_start: impl FnMut(Started),
     use_pidfd: bool,
@@ -290,7 +290,8 @@ fn run_with(
     if let Some(why) = untrusted(spec) {
         return Outcome::without_process(Ending::Refused(why), started_ms);
     }
-    let cgroup = match contain::job_cgroup(id, &spec.limits) {
+    let (id, ahead) = job.unzip();
+    let cgroup = match contain::job_cgroup(id, ahead.flatten(), &spec.limits) {
         Ok(cgroup) => cgroup,
         Err(why) => return Outcome::without_process(Ending::Refused(why), started_ms),
     };
@@ -504,8 +505,12 @@ struct Job {
 
 impl Job {
     /// A failure removes `cgroup`; nothing ran then.
-    fn spawn(spec: &ExecSpec, cgroup: Option<JobCgroup>, use_pidfd: bool) -> Result<Job, Ending> {
-        match Job::start(spec, cgroup.as_ref(), use_pidfd) {
+    fn spawn(
+        spec: &ExecSpec,
+        mut cgroup: Option<JobCgroup>,
+        use_pidfd: bool,
+    ) -> Result<Job, Ending> {
+        match Job::start(spec, cgroup.as_mut(), use_pidfd) {
             Ok((child, pidfd)) => {
                 let out = Capture::new(Some(child.stdout), spec.max_output_bytes);
                 let err = Capture::new(Some(child.stderr), spec.max_output_bytes);
@@ -531,7 +536,7 @@ impl Job {
 
     fn start(
         spec: &ExecSpec,
-        cgroup: Option<&JobCgroup>,
+        cgroup: Option<&mut JobCgroup>,
         use_pidfd: bool,
     ) -> Result<(sys::Spawned, Option<OwnedFd>), Ending> {
         let failed = Ending::SpawnFailed;

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use mio::Waker;
 
-use super::contain::{left_by, remove_ended};
+use super::contain::{left_by, remove_unused};
 use super::journal_file::{
     Compacted, FILE_NAME, Group, Line, Verdict, WHAT, compact, io_error, judge, keep,
     next_compaction, read, rewrite,
@@ -290,9 +290,9 @@ impl Journal {
         let mut ended_now = false;
         let now = clock::now_unix();
         // Before the loop below ends any: the jobs that had ended before the agent went.
-        remove_ended(|id| {
-            jobs.iter()
-                .any(|job| job.record.id == id && job.record.status.is_final())
+        remove_unused(|id| {
+            let job = jobs.iter().find(|job| job.record.id == id);
+            job.map(|job| job.record.status.is_final())
         });
         for job in &mut jobs {
             if job.record.status.is_final() {

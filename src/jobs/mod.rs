@@ -20,7 +20,7 @@ mod table;
 
 pub(crate) use self::approval::{new_code, normalize as normalize_code};
 pub(crate) use self::contain::{
-    Layers, RemoveTree, agent as containment, init as init_containment,
+    Layers, RemoveTree, Spare, agent as containment, init as init_containment,
     preview as preview_containment,
 };
 pub(crate) use self::exec::{ExecSpec, own_home};

@@ -16,7 +16,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use super::contain::Emptied;
+use super::contain::{Emptied, Spare};
 use super::exec::{self, Ending, ExecSpec, Outcome, Started};
 use super::journal::{Done, Journal, Need, Recovered, Ticket};
 use super::mark::{Mark, PENDING, WRITTEN};
@@ -69,8 +69,9 @@ struct Entry {
     /// The record as JSON while a connection is still sending it (see
     /// [`Jobs::answer_slot`]); reset whenever the record changes.
     answer: Weak<Vec<u8>>,
-    /// Held while queued; moved into the job thread when it starts.
-    pending: Option<ExecSpec>,
+    /// Held while queued, with its cgroup if one was made ahead under its id (removed if
+    /// it never runs); moved into the job thread when it starts.
+    pending: Option<(ExecSpec, Option<Spare>)>,
     cancel: Arc<AtomicBool>,
     /// The submitter was answered 202: the notify command runs when the job ends.
     detached: bool,
@@ -90,7 +91,7 @@ struct Entry {
 
 impl Entry {
     /// `sent`: its submission is (being) written by someone other than its job thread.
-    fn new(record: JobRecord, pending: Option<ExecSpec>, sent: bool) -> Entry {
+    fn new(record: JobRecord, pending: Option<(ExecSpec, Option<Spare>)>, sent: bool) -> Entry {
         Entry {
             record,
             answer: Weak::new(),
@@ -221,6 +222,7 @@ impl Jobs {
                 // Removed once the loop has the result (on this job thread).
                 drop(cgroup);
                 finished.wake_writers();
+                Spare::make_one();
             }
             Finished::Refused(record, why) => {
                 finished.tell(Event::Refused(Box::new(record), why));
@@ -314,11 +316,21 @@ impl Jobs {
     /// Queues a job (the caller checked `has_room`) and starts it if it may. `step`:
     /// the time step of the code that authorised it, synced with its submission before
     /// it runs; `wait`: how long its submitter waits for its end.
-    pub fn submit(&mut self, id: String, job: NewJob, step: Option<u64>, wait: Duration) {
+    /// `ahead`: the cgroup made ahead under `id` ([`Spare::take_one`]), if it was.
+    pub fn submit(
+        &mut self,
+        id: String,
+        ahead: Option<Spare>,
+        job: NewJob,
+        step: Option<u64>,
+        wait: Duration,
+    ) {
         let record = new_record(&id, &job);
         audit::queued(&id, &record.command);
-        self.entries
-            .insert(id.clone(), Entry::new(record, Some(job.spec), false));
+        self.entries.insert(
+            id.clone(),
+            Entry::new(record, Some((job.spec, ahead)), false),
+        );
         self.enqueue(id, step, wait, true);
     }
 
@@ -332,7 +344,7 @@ impl Jobs {
         record.approval = Some(held.approval.clone());
         let ticket = self.shared.journal.submit(&record, None, Need::Written);
         self.tickets.insert(ticket, id.clone());
-        let mut entry = Entry::new(record, Some(job.spec), true);
+        let mut entry = Entry::new(record, Some((job.spec, None)), true);
         entry.ticket = Some(ticket);
         entry.submitted = Some((Instant::now(), Duration::ZERO));
         self.approvals.insert(held.approval, id.clone());
@@ -386,8 +398,8 @@ impl Jobs {
         entry.record.status = Status::Queued;
         entry.answer = Weak::new();
         entry.mark = Mark::new(PENDING);
-        if spec.is_some() {
-            entry.pending = spec;
+        if let Some(spec) = spec {
+            entry.pending = Some((spec, None));
         }
         audit::queued(id, &entry.record.command);
         self.enqueue(id.to_string(), Some(step), wait, fresh);
@@ -738,7 +750,7 @@ impl Jobs {
             let Some(entry) = self.entries.get_mut(&id) else {
                 continue;
             };
-            let Some(spec) = entry.pending.take() else {
+            let Some((spec, ahead)) = entry.pending.take() else {
                 continue;
             };
             entry.record.status = Status::Running;
@@ -747,6 +759,7 @@ impl Jobs {
             let task = JobTask {
                 record: entry.record.clone(),
                 spec,
+                ahead,
                 cancel: Arc::clone(&entry.cancel),
                 mark: (!entry.sent).then(|| (Arc::clone(&entry.mark), entry.step)),
                 shared: Arc::clone(&self.shared),
@@ -779,6 +792,8 @@ fn not_run(mut record: JobRecord, why: &str) -> JobRecord {
 struct JobTask {
     record: JobRecord,
     spec: ExecSpec,
+    /// Its cgroup, made ahead under its id (`None`: made when it starts).
+    ahead: Option<Spare>,
     cancel: Arc<AtomicBool>,
     /// When this thread writes the submission (nobody else did): set once it has, and
     /// the step of the code that authorised it, synced with it.
@@ -793,6 +808,7 @@ impl JobTask {
         let JobTask {
             mut record,
             spec,
+            ahead,
             cancel,
             mark,
             shared,
@@ -823,7 +839,8 @@ impl JobTask {
             }
         }
         let started_at = record.started_at.clone().unwrap_or_default();
-        let mut outcome = exec::run(&spec, Some(&record.id), &cancel, |started| match started {
+        let job = Some((record.id.as_str(), ahead));
+        let mut outcome = exec::run(&spec, job, &cancel, |started| match started {
             // Once a process exists: a job refused before its spawn never reads EXECUTING.
             Started::Spawned(_) => audit::executing(&record.id, &record.command),
             Started::Lasting(pgid) => {

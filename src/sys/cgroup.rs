@@ -14,7 +14,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -135,7 +135,7 @@ impl CgroupTree {
         // A `sudo-agent` made earlier may be there on a file system that is read-only
         // now: only a cgroup made and removed shows that jobs can have theirs. A child
         // started in it shows how jobs can be started in theirs.
-        let probe = tree.job(&format!("probe-{me}"), &Limits::default())?;
+        let mut probe = tree.make(&format!("probe-{me}"))?;
         let started = probe.entry().map_err(|e| e.to_string());
         if let Err(why) = started.and_then(|dir| super::spawn::check_clone3(dir.as_fd())) {
             log::warn!("jobs will move themselves into their cgroups: {why}");
@@ -157,6 +157,15 @@ impl CgroupTree {
     /// Makes `base/name` with `limits` written. The caller has checked that their
     /// controllers are here; a failure removes the half-made cgroup.
     pub fn job(&self, name: &str, limits: &Limits) -> Result<JobCgroup, String> {
+        let group = self.make(name)?;
+        self.limit(&group, limits)?;
+        Ok(group)
+    }
+
+    /// Makes `base/name`, without limits, its directory and `cgroup.events` open: a job
+    /// thread makes the next job's this way ahead of it, and [`CgroupTree::limit`]s it
+    /// once that job's rule is known.
+    pub fn make(&self, name: &str) -> Result<JobCgroup, String> {
         let dir = self.base.join(name);
         let mut made = fs::create_dir(&dir);
         if self.made
@@ -171,7 +180,32 @@ impl CgroupTree {
             made = fs::create_dir(&dir);
         }
         made.map_err(|e| format!("cannot create the job's cgroup {}: {e}", dir.display()))?;
-        let group = JobCgroup { dir };
+        let mut group = JobCgroup {
+            dir,
+            events: None,
+            entry: None,
+        };
+        let opened = open_dir(&group.dir).and_then(|entry| {
+            group.entry = Some(entry);
+            File::open(group.dir.join("cgroup.events"))
+        });
+        match opened {
+            Ok(events) => {
+                group.events = Some(events);
+                Ok(group)
+            }
+            Err(e) => {
+                let _ = group.remove();
+                Err(format!(
+                    "cannot open the job's cgroup {}: {e}",
+                    group.dir.display()
+                ))
+            }
+        }
+    }
+
+    /// Writes `limits` into `group`; a failure removes it.
+    pub fn limit(&self, group: &JobCgroup, limits: &Limits) -> Result<(), String> {
         for (_, _, file, value) in limits.files() {
             if let Err(e) = write_file(&group.dir.join(file), &value) {
                 let _ = group.remove();
@@ -181,7 +215,7 @@ impl CgroupTree {
                 ));
             }
         }
-        Ok(group)
+        Ok(())
     }
 
     /// At exit: the `sudo-agent` child goes if it is empty (another agent's jobs may
@@ -285,6 +319,14 @@ fn write_file(path: &Path, value: &str) -> io::Result<()> {
         .write_all(value.as_bytes())
 }
 
+/// `dir`, open, for `CLONE_INTO_CGROUP` (or the child's own move into it).
+fn open_dir(dir: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)
+}
+
 /// Processes in the cgroup at `dir`.
 fn pids(dir: &Path) -> io::Result<Vec<u32>> {
     let text = fs::read_to_string(dir.join("cgroup.procs"))?;
@@ -295,6 +337,11 @@ fn pids(dir: &Path) -> io::Result<Vec<u32>> {
 #[derive(Debug)]
 pub struct JobCgroup {
     dir: PathBuf,
+    /// Its `cgroup.events`, open since it was made (not for one a journal named): read
+    /// again with one `pread`, not an open, a read and a close each time.
+    events: Option<File>,
+    /// The directory, open since it was made, until [`JobCgroup::entry`] takes it.
+    entry: Option<File>,
 }
 
 /// How long the freezer may take to stop every process before signals go out anyway.
@@ -305,6 +352,8 @@ impl JobCgroup {
     pub fn open(dir: &Path) -> Option<JobCgroup> {
         dir.join("cgroup.procs").exists().then(|| JobCgroup {
             dir: dir.to_path_buf(),
+            events: None,
+            entry: None,
         })
     }
 
@@ -313,19 +362,23 @@ impl JobCgroup {
     }
 
     /// The directory, open: the child is started in it, or moves itself in (see
-    /// `ChildSetup::join`). Opened before the clone, closed after the spawn.
-    pub fn entry(&self) -> io::Result<File> {
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY)
-            .open(&self.dir)
+    /// `ChildSetup::join`). Taken before the clone, closed after the spawn.
+    pub fn entry(&mut self) -> io::Result<File> {
+        match self.entry.take() {
+            Some(entry) => Ok(entry),
+            None => open_dir(&self.dir),
+        }
     }
 
     /// True while a process is in it (zombies are not: they left at exit). A cgroup that
     /// cannot be read (removed) holds nothing.
     pub fn populated(&self) -> bool {
-        fs::read_to_string(self.dir.join("cgroup.events"))
-            .is_ok_and(|t| t.lines().any(|l| l == "populated 1"))
+        self.event("populated 1")
+    }
+
+    /// False once it was removed (by anyone): its files answer `ENODEV` then.
+    pub fn exists(&self) -> bool {
+        self.events().is_ok()
     }
 
     /// Sends `signal` to every process in it, frozen meanwhile so that none can exit
@@ -387,8 +440,18 @@ impl JobCgroup {
     }
 
     fn event(&self, line: &str) -> bool {
-        fs::read_to_string(self.dir.join("cgroup.events"))
-            .is_ok_and(|t| t.lines().any(|l| l == line))
+        self.events().is_ok_and(|t| t.lines().any(|l| l == line))
+    }
+
+    /// `cgroup.events` now: read again from the start, the kernel writes it anew.
+    fn events(&self) -> io::Result<String> {
+        let Some(file) = &self.events else {
+            return fs::read_to_string(self.dir.join("cgroup.events"));
+        };
+        // "populated 0\nfrozen 0\n": far below this.
+        let mut buf = [0u8; 256];
+        let n = file.read_at(&mut buf, 0)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
 }
 
@@ -409,7 +472,11 @@ fn kill_pid(pid: u32, signal: i32) -> io::Result<()> {
 pub fn test_cgroup(tag: &str) -> Option<JobCgroup> {
     let made = preview().ok().and_then(|(mount, _)| {
         let dir = mount.join(format!("sudo-agent-unit-{tag}-{}", std::process::id()));
-        fs::create_dir(&dir).ok().map(|()| JobCgroup { dir })
+        fs::create_dir(&dir).ok().map(|()| JobCgroup {
+            dir,
+            events: None,
+            entry: None,
+        })
     });
     if made.is_none() {
         assert!(
@@ -503,7 +570,7 @@ mod tests {
     #[test]
     fn a_child_starts_in_its_cgroup_and_the_start_up_check_passes() {
         use std::io::Read;
-        let Some(group) = test_cgroup("start") else {
+        let Some(mut group) = test_cgroup("start") else {
             return;
         };
         let dir = group.entry().unwrap();
