@@ -3,7 +3,8 @@
 # source change): exec latency of /bin/true through a no_pin rule, rejected requests/s
 # with 16 keep-alive connections, and /health p99 meanwhile. Medians of --reps runs.
 #
-# usage: bash bench/ab.sh [--reps N] [--n SAMPLES] [--secs FLOOD_S] [--contain] BIN_A BIN_B
+# usage: bash bench/ab.sh [--reps N] [--n SAMPLES] [--secs FLOOD_S] [--cold N] [--contain]
+#                         BIN_A BIN_B
 # e.g.:  git stash; cargo build --release; cp target/release/sudo-agent /tmp/before
 #        git stash pop; cargo build --release
 #        bash bench/ab.sh /tmp/before target/release/sudo-agent
@@ -12,19 +13,25 @@
 # the cgroup2 mount is read-only (process group, the no_pin rule's read_only sandbox);
 # B (own cgroup + read_only); B with the whole sandbox (read_only, network false,
 # private_tmp, no_new_privileges).
+# --cold N: also N requests one per second (a 1 s TOTP step), the way a home lab sends
+# them, each after a pause: code-bearing (`{"pin",...}`, its code synced before it runs)
+# and, half a second later, the same without a code; p50 of each. Work done after an
+# answer (cleanup, what is made ahead for the next job) is off these, not off the
+# back-to-back figures, where it shares CPU 0 with the next request.
 # Uses bench/loadgen (built here if missing). Servers on CPU 0, clients on CPU 1.
 set -euo pipefail
-REPS=5 N=1000 SECS=2 CONTAIN=0
+REPS=5 N=1000 SECS=2 CONTAIN=0 COLD=0
 while [ $# -gt 2 ]; do
     case "$1" in
         --reps) REPS="$2"; shift 2 ;;
         --n) N="$2"; shift 2 ;;
         --secs) SECS="$2"; shift 2 ;;
         --contain) CONTAIN=1; shift ;;
+        --cold) COLD="$2"; shift 2 ;;
         *) echo "ab.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
-[ $# -eq 2 ] || { sed -n '2,15p' "$0"; exit 2; }
+[ $# -eq 2 ] || { sed -n '2,21p' "$0"; exit 2; }
 A=$(realpath "$1") B=$(realpath "$2")
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/sudo-agent-ab.XXXXXX)
@@ -37,7 +44,8 @@ trap 'exit 130' INT TERM
 LOADGEN="$ROOT/bench/loadgen/target/release/loadgen"
 SRV=() CLI=()
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then SRV=(taskset -c 0) CLI=(taskset -c 1); fi
-echo GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ >"$WORK/secret"
+SECRET=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ
+echo "$SECRET" >"$WORK/secret"
 chmod 600 "$WORK/secret"
 kv() { grep -o "\(^\| \)$2=[^ ]*" <<<"$1" | head -1 | cut -d= -f2; }
 declare -A M
@@ -52,7 +60,7 @@ one() { # label binary [rule keys [wrapper...]]
     port=$("$LOADGEN" freeport)
     cat >"$d/config.json" <<EOF
 {"listen": "127.0.0.1:$port", "secret_file": "$WORK/secret", "log_file": "$d/audit.log",
- "state_dir": "$d/state", "results": {"dir": "$d/results"},
+ "state_dir": "$d/state", "results": {"dir": "$d/results"}, "totp": {"step_s": 1},
  "rules": [{"name": "true", "argv": ["/bin/true"], "no_pin": true $extra}]}
 EOF
     chmod 600 "$d/config.json"
@@ -67,6 +75,12 @@ EOF
     add "$label.p50" "$(kv "$out" p50_us)"
     add "$label.p99" "$(kv "$out" p99_us)"
     [ "$CONTAIN" = 0 ] || { stop; return; }
+    # Before the flood of bad codes, which locks codes out.
+    if [ "$COLD" -gt 0 ]; then
+        out=$("${CLI[@]}" "$LOADGEN" codes --addr "127.0.0.1:$port" --secret "$SECRET" --step 1 --n "$COLD" --probe-ms 0)
+        add "$label.code" "$(kv "$out" p50_us)"
+        add "$label.plain" "$(kv "$out" plain_p50_us)"
+    fi
     out=$("${CLI[@]}" "$LOADGEN" reject --addr "127.0.0.1:$port" --secs "$SECS" --body '{"pin":"000000","command":"/bin/true"}')
     add "$label.rps" "$(kv "$out" rps)"
     add "$label.hp99" "$(kv "$out" health_p99_us)"
@@ -116,3 +130,7 @@ printf '| exec /bin/true p50 (us) | %s | %s |\n' "$(median a.p50)" "$(median b.p
 printf '| exec /bin/true p99 (us) | %s | %s |\n' "$(median a.p99)" "$(median b.p99)"
 printf '| rejected req/s | %s | %s |\n' "$(median a.rps)" "$(median b.rps)"
 printf '| /health p99 during flood (us) | %s | %s |\n' "$(median a.hp99)" "$(median b.hp99)"
+if [ "$COLD" -gt 0 ]; then
+    printf '| one a second: code-bearing p50 (us) | %s | %s |\n' "$(median a.code)" "$(median b.code)"
+    printf '| one a second: no code p50 (us) | %s | %s |\n' "$(median a.plain)" "$(median b.plain)"
+fi

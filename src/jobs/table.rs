@@ -222,7 +222,10 @@ impl Jobs {
                 // Removed once the loop has the result (on this job thread).
                 drop(cgroup);
                 finished.wake_writers();
-                Spare::make_one();
+                // Not while stopping: the agent removes those made ahead on its way out.
+                if !finished.stopping.load(Ordering::SeqCst) {
+                    Spare::make_one();
+                }
             }
             Finished::Refused(record, why) => {
                 finished.tell(Event::Refused(Box::new(record), why));
