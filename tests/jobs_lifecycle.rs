@@ -673,3 +673,72 @@ fn sigterm_interrupts_running_jobs_and_exits_within_the_grace() {
         1
     );
 }
+
+/// Bytes the agent's threads had the disk read for them (`/proc/PID/io`).
+fn read_bytes(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    let line = io.lines().find(|l| l.starts_with("read_bytes:")).unwrap();
+    line["read_bytes:".len()..].trim().parse().unwrap()
+}
+
+#[test]
+fn a_recycled_result_file_is_written_without_reading_the_old_one_back_from_disk() {
+    // At `max_files` the oldest result file becomes the new job's and is written over.
+    // Written in part, a page no longer cached (an old file's seldom is) is first read
+    // back from the disk: an SD card's random read before every answer. Whole pages,
+    // then cut to length, need no read.
+    let results = json!({"max_files": 2});
+    let agent = Agent::start(
+        "recycle-cold",
+        json!({"rules": rules(), "results": results}),
+    );
+    let run = |n: usize| {
+        let r = agent.post_json("/run", &json!({"command": format!("echo {n}")}));
+        assert_eq!(r.json()["status"], "succeeded", "{}", r.body);
+        r.json()
+    };
+    for n in 0..3 {
+        run(n);
+    }
+    let dir = agent.dir.path().join("results");
+    let fs_type = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(&dir)
+        .output();
+    if fs_type.is_ok_and(|o| o.stdout.starts_with(b"tmpfs")) {
+        // Nothing there is ever read back from a disk.
+        eprintln!("SKIPPED: results on tmpfs: a cold page cannot be shown");
+        return;
+    }
+    let files = || {
+        let entries = std::fs::read_dir(&dir).unwrap().flatten();
+        entries.map(|e| e.path()).collect::<Vec<_>>()
+    };
+    // On the disk, then out of the page cache (dd's nocache is posix_fadvise DONTNEED).
+    for file in files() {
+        assert!(Command::new("sync").arg(&file).status().unwrap().success());
+        let dropped = Command::new("dd")
+            .arg(format!("if={}", file.display()))
+            .args(["iflag=nocache", "count=0", "status=none"])
+            .status();
+        assert!(dropped.unwrap().success());
+    }
+    let before = read_bytes(agent.pid());
+    let jobs: Vec<Value> = (3..5).map(run).collect();
+    let after = read_bytes(agent.pid());
+    assert_eq!(
+        after,
+        before,
+        "the agent read {} bytes from the disk",
+        after - before
+    );
+    // Each file holds its record exactly: no padding left, nothing of the old one.
+    for job in jobs {
+        let path = job["result_file"].as_str().unwrap();
+        let text = std::fs::read_to_string(path).unwrap();
+        let id = job["id"].as_str().unwrap();
+        assert!(text.starts_with(&format!("id: {id}\n")), "{text:?}");
+        // The last section, stderr, is empty: its heading, then the blank line.
+        assert!(text.ends_with("\n--- stderr ---\n\n"), "{text:?}");
+    }
+}

@@ -44,7 +44,9 @@ pub(crate) use self::process::{
 };
 pub(crate) use self::sandbox::{Sandbox, failed_step};
 pub(crate) use self::signals::stop_signal_pipe;
-pub(crate) use self::spawn::{Spawned, probe as probe_sandbox, signal_child, spawn, wait};
+pub(crate) use self::spawn::{
+    Spawned, page_size, probe as probe_sandbox, signal_child, spawn, wait,
+};
 pub(crate) use self::tty::EchoOff;
 pub(crate) use self::users::{
     UserInfo, all_users, euid, group_with_members, lookup_group, lookup_uid, lookup_user,

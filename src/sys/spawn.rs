@@ -486,13 +486,18 @@ struct Stack {
     len: usize,
 }
 
+/// The memory page size (4 KiB on x86-64; 4, 16 or 64 KiB on arm64 kernels).
+pub fn page_size() -> usize {
+    // SAFETY: sysconf takes an integer.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+        .ok()
+        .filter(|p| *p > 0)
+        .unwrap_or(4096)
+}
+
 impl Stack {
     fn new() -> io::Result<Stack> {
-        // SAFETY: sysconf takes an integer.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
-            .ok()
-            .filter(|p| *p > 0)
-            .unwrap_or(4096);
+        let page = page_size();
         let len = STACK_BYTES.next_multiple_of(page) + page;
         // SAFETY: a new private anonymous mapping, at an address of the kernel's choice.
         let base = unsafe {
