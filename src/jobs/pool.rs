@@ -13,11 +13,10 @@ const IDLE_EXIT: Duration = Duration::from_secs(5);
 /// Stack for a job thread: it only polls pipes; output buffers live on the heap.
 pub const STACK: usize = 256 * 1024;
 
-/// One unit of work; what it returns goes to the pool's `finish`.
-pub type Task<T> = Box<dyn FnOnce() -> T + Send>;
-
-struct State<T> {
-    tasks: VecDeque<Task<T>>,
+struct State<W> {
+    /// Held by value: no allocation per task (a boxed closure was a `mmap` and `munmap`
+    /// a job with musl's allocator, whose size class had no other use).
+    tasks: VecDeque<W>,
     threads: usize,
     /// Threads running a task; the others are waiting for one or about to.
     busy: usize,
@@ -25,28 +24,34 @@ struct State<T> {
     asleep: usize,
 }
 
-struct Shared<T> {
-    state: Mutex<State<T>>,
+struct Shared<W, T> {
+    state: Mutex<State<W>>,
     wake: Condvar,
+    /// What a thread does with a task; its result goes to `finish`.
+    work: fn(W) -> T,
     /// Called with a task's result once its thread counts as free again, so whoever
     /// hears of the result and hands over the next task finds a thread for it.
     finish: Box<dyn Fn(T) + Send + Sync>,
 }
 
-impl<T> Shared<T> {
-    fn lock(&self) -> MutexGuard<'_, State<T>> {
+impl<W, T> Shared<W, T> {
+    fn lock(&self) -> MutexGuard<'_, State<W>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-pub struct Pool<T> {
-    shared: Arc<Shared<T>>,
+pub struct Pool<W, T> {
+    shared: Arc<Shared<W, T>>,
     max: usize,
 }
 
-impl<T: Send + 'static> Pool<T> {
-    /// At most `max` threads (at least one).
-    pub fn new(max: usize, finish: impl Fn(T) + Send + Sync + 'static) -> Pool<T> {
+impl<W: Send + 'static, T: Send + 'static> Pool<W, T> {
+    /// At most `max` threads (at least one), each running `work` on a task at a time.
+    pub fn new(
+        max: usize,
+        work: fn(W) -> T,
+        finish: impl Fn(T) + Send + Sync + 'static,
+    ) -> Pool<W, T> {
         Pool {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
@@ -56,6 +61,7 @@ impl<T: Send + 'static> Pool<T> {
                     asleep: 0,
                 }),
                 wake: Condvar::new(),
+                work,
                 finish: Box::new(finish),
             }),
             max: max.max(1),
@@ -64,7 +70,7 @@ impl<T: Send + 'static> Pool<T> {
 
     /// Runs `task` on a pool thread: a free one, a new one while under the bound, else
     /// the first to finish. Fails only when no thread exists and none can be started.
-    pub fn run(&self, task: Task<T>) -> io::Result<()> {
+    pub fn run(&self, task: W) -> io::Result<()> {
         let mut state = self.shared.lock();
         state.tasks.push_back(task);
         let free = state.threads - state.busy;
@@ -107,7 +113,7 @@ impl<T: Send + 'static> Pool<T> {
 }
 
 /// A pool thread: queued tasks, one after another, until idle too long.
-fn work<T>(shared: &Shared<T>) {
+fn work<W, T>(shared: &Shared<W, T>) {
     loop {
         let task = {
             let mut state = shared.lock();
@@ -129,7 +135,7 @@ fn work<T>(shared: &Shared<T>) {
                 }
             }
         };
-        let out = task();
+        let out = (shared.work)(task);
         shared.lock().busy -= 1;
         (shared.finish)(out);
     }
@@ -144,9 +150,9 @@ mod tests {
     #[test]
     fn runs_tasks_on_few_reused_threads() {
         let (tx, rx) = channel();
-        let pool = Pool::new(2, move |n: u32| tx.send(n).unwrap());
+        let pool = Pool::new(2, |n: u32| n, move |n| tx.send(n).unwrap());
         for n in 0..100 {
-            pool.run(Box::new(move || n)).unwrap();
+            pool.run(n).unwrap();
             // One at a time: the thread that finished takes the next task.
             assert_eq!(rx.recv().unwrap(), n);
         }
@@ -156,13 +162,13 @@ mod tests {
     #[test]
     fn never_more_threads_than_the_bound_and_queued_tasks_still_run() {
         let (tx, rx) = channel();
-        let pool = Pool::new(3, move |n: u32| tx.send(n).unwrap());
+        let slow = |n: u32| {
+            std::thread::sleep(Duration::from_millis(20));
+            n
+        };
+        let pool = Pool::new(3, slow, move |n| tx.send(n).unwrap());
         for n in 0..20 {
-            pool.run(Box::new(move || {
-                std::thread::sleep(Duration::from_millis(20));
-                n
-            }))
-            .unwrap();
+            pool.run(n).unwrap();
             assert!(pool.threads() <= 3);
         }
         let mut got: Vec<u32> = (0..20).map(|_| rx.recv().unwrap()).collect();
@@ -174,8 +180,8 @@ mod tests {
     #[test]
     fn idle_threads_exit() {
         let (tx, rx) = channel();
-        let pool = Pool::new(2, move |n: u32| tx.send(n).unwrap());
-        pool.run(Box::new(|| 1)).unwrap();
+        let pool = Pool::new(2, |n: u32| n, move |n| tx.send(n).unwrap());
+        pool.run(1).unwrap();
         rx.recv().unwrap();
         let deadline = Instant::now() + IDLE_EXIT + Duration::from_secs(10);
         while pool.threads() > 0 {
@@ -183,7 +189,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
         }
         // And the pool starts one again when work comes.
-        pool.run(Box::new(|| 2)).unwrap();
+        pool.run(2).unwrap();
         assert_eq!(rx.recv().unwrap(), 2);
     }
 }

@@ -19,7 +19,7 @@
 
 use std::collections::VecDeque;
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -367,16 +367,38 @@ fn recycle(dir: &fs::File, old: &str, name: &str, text: &str) -> io::Result<()> 
     // Whole pages in one write (the text, then newlines the cut removes): a page written
     // in part is read from the disk first when it is no longer cached, as an old file's
     // seldom is (130–200 µs here, an SD card's random read on a Pi).
-    let whole = text.len().next_multiple_of(sys::page_size());
-    let mut pages = Vec::with_capacity(whole);
-    pages.extend_from_slice(text.as_bytes());
-    pages.resize(whole, b'\n');
-    let written = file
-        .write_all(&pages)
+    let written = write_whole_pages(&mut file, text.as_bytes())
         .and_then(|()| file.set_len(text.len() as u64));
     if let Err(e) = written {
         let _ = sys::unlink_at(dir.as_fd(), name);
         return Err(e);
+    }
+    Ok(())
+}
+
+/// Newlines to fill a page with: one slice of them, given as often as needed, rather
+/// than a page-sized buffer per job (4–64 KiB, a `mmap` and `munmap` each with musl).
+const PADDING: [u8; 512] = [b'\n'; 512];
+
+/// `text` and then newlines up to the next page boundary, in `writev`s whose first
+/// covers every page it touches whole.
+fn write_whole_pages(file: &mut fs::File, text: &[u8]) -> io::Result<()> {
+    let pad = text.len().next_multiple_of(sys::page_size()) - text.len();
+    let mut slices = vec![IoSlice::new(text)];
+    let mut left = pad;
+    while left > 0 {
+        let n = left.min(PADDING.len());
+        slices.push(IoSlice::new(&PADDING[..n]));
+        left -= n;
+    }
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

@@ -189,7 +189,7 @@ pub struct Jobs {
     /// Records of jobs ended on the loop, shown once their end line is written.
     ending: HashMap<String, JobRecord>,
     shared: Arc<Shared>,
-    pool: Pool<Finished>,
+    pool: Pool<JobTask, Finished>,
     notify: Option<NotifyCommand>,
     /// Held requests by approval code: at most `approvals.max_pending` (the routes
     /// refuse more), plus whatever a restart brought back.
@@ -216,7 +216,7 @@ impl Jobs {
             stopping: AtomicBool::new(false),
         });
         let finished = Arc::clone(&shared);
-        let pool = Pool::new(cfg.max_concurrent, move |done| match done {
+        let pool = Pool::new(cfg.max_concurrent, JobTask::run, move |done| match done {
             Finished::Ran(record, cgroup) => {
                 finished.tell(Event::Ended(Box::new(record)));
                 // Removed once the loop has the result (on this job thread).
@@ -767,7 +767,7 @@ impl Jobs {
                 mark: (!entry.sent).then(|| (Arc::clone(&entry.mark), entry.step)),
                 shared: Arc::clone(&self.shared),
             };
-            match self.pool.run(Box::new(move || task.run())) {
+            match self.pool.run(task) {
                 Ok(()) => self.running += 1,
                 Err(err) => {
                     let mut record = entry.record.clone();
