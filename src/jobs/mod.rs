@@ -1,5 +1,6 @@
 //! Jobs from acceptance to history: `table` (queue, running set, bounded history, on
-//! the loop thread), `pool` (the job threads), `exec` (one job's process), `journal`
+//! the loop thread), `pool` (the job threads), `task` (a job on its thread, from its
+//! submission line to its end line), `exec` (one job's process), `journal`
 //! (history and used codes across restarts), `results` (the `agent-<id>.txt` files),
 //! `notify` (the command run when a detached job ends), `record` (a job as clients see
 //! it), `spec` (a rule's settings as an `ExecSpec`) and `contain` (the cgroups and
@@ -17,6 +18,7 @@ mod record;
 mod results;
 mod spec;
 mod table;
+mod task;
 
 pub(crate) use self::approval::{new_code, normalize as normalize_code};
 pub(crate) use self::contain::{
