@@ -178,9 +178,16 @@ impl Spare {
     }
 
     /// Its cgroup, unless someone removed it meanwhile (an agent sharing the tree at its
-    /// start-up, see [`remove_unused`]).
+    /// start-up, see [`remove_unused`]) or moved a process into it (a root job can):
+    /// the job then gets a new one, and this one goes (if it can) when dropped.
     fn take(mut self) -> Option<JobCgroup> {
-        self.group.take().filter(JobCgroup::exists)
+        match self.group.take() {
+            Some(group) if group.unused() => Some(group),
+            stale => {
+                self.group = stale;
+                None
+            }
+        }
     }
 
     /// On a job thread once its job was answered: makes the next job's cgroup if fewer
@@ -456,5 +463,49 @@ mod tests {
         drop(RemoveTree);
         assert!(!dir.exists(), "the job's cgroup outlived the agent");
         assert!(!listed(&dir));
+    }
+
+    #[test]
+    fn a_cgroup_made_ahead_is_not_used_once_removed_or_once_something_moved_in() {
+        let spare = |group| Spare {
+            id: "0".repeat(32),
+            group: Some(group),
+        };
+        let Some(fresh) = sys::test_cgroup("ahead-fresh") else {
+            return;
+        };
+        let dir = fresh.dir().to_path_buf();
+        let taken = spare(fresh)
+            .take()
+            .expect("an empty cgroup made ahead is used");
+        remove_cgroup(&taken);
+        assert!(!dir.exists());
+
+        let gone = sys::test_cgroup("ahead-gone").unwrap();
+        std::fs::remove_dir(gone.dir()).unwrap();
+        assert!(spare(gone).take().is_none(), "a removed cgroup was used");
+
+        // A process moved in meanwhile (a root job can): not this job's to run beside.
+        let busy = sys::test_cgroup("ahead-busy").unwrap();
+        let dir = busy.dir().to_path_buf();
+        let mut sleeper = std::process::Command::new("/bin/sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        std::fs::write(dir.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+        let used = spare(busy).take().is_some();
+        let kept = dir.exists();
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::remove_dir(&dir).is_err() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!used, "a cgroup with a stranger in it was used");
+        assert!(
+            kept,
+            "a cgroup with a process in it cannot have been removed"
+        );
+        assert!(!dir.exists());
     }
 }

@@ -376,9 +376,10 @@ impl JobCgroup {
         self.event("populated 1")
     }
 
-    /// False once it was removed (by anyone): its files answer `ENODEV` then.
-    pub fn exists(&self) -> bool {
-        self.events().is_ok()
+    /// Still there and without a process: false once removed (by anyone; its files
+    /// answer `ENODEV` then) or once something was moved into it.
+    pub fn unused(&self) -> bool {
+        self.event("populated 0")
     }
 
     /// Sends `signal` to every process in it, frozen meanwhile so that none can exit
