@@ -163,7 +163,10 @@ impl ResultsDir {
             && let Some(old) = index.files.pop_front()
         {
             index.bytes -= old.bytes.min(index.bytes);
-            recycled = recycle(&dir, &old.name, &name, text).is_ok();
+            // Padded for a moment (see `recycle`) only where that too fits `max_bytes`.
+            let padded = room.next_multiple_of(sys::page_size() as u64);
+            let whole = index.bytes.saturating_add(padded) <= self.max_bytes;
+            recycled = recycle(&dir, &old.name, &name, text, whole).is_ok();
             if recycled {
                 report.removed += 1;
             } else {
@@ -349,7 +352,7 @@ fn create_in(dir: &fs::File, name: &str, text: &str) -> io::Result<fs::File> {
 /// bound every job would otherwise remove one file and create another, and on ext4 a
 /// file created right after removals costs more than the job (the inode allocator
 /// looks past every recently freed inode).
-fn recycle(dir: &fs::File, old: &str, name: &str, text: &str) -> io::Result<()> {
+fn recycle(dir: &fs::File, old: &str, name: &str, text: &str, whole: bool) -> io::Result<()> {
     let mut file = sys::open_write_at(dir.as_fd(), old)?;
     let meta = file.metadata()?;
     if !meta.file_type().is_file()
@@ -364,10 +367,15 @@ fn recycle(dir: &fs::File, old: &str, name: &str, text: &str) -> io::Result<()> 
     sys::rename_at(dir.as_fd(), old, name)?;
     // Over the old bytes, then cut to length: truncating to zero first would free the
     // blocks (a discard, on SSDs and SD cards) and make ext4 flush the file on close.
-    // Whole pages in one write (the text, then newlines the cut removes): a page written
-    // in part is read from the disk first when it is no longer cached, as an old file's
-    // seldom is (130–200 µs here, an SD card's random read on a Pi).
-    let written = write_whole_pages(&mut file, text.as_bytes())
+    // `whole`: whole pages in one write (the text, then newlines the cut removes): a
+    // page written in part is read from the disk first when it is no longer cached, as
+    // an old file's seldom is (130–200 µs here, an SD card's random read on a Pi).
+    let pad = if whole {
+        text.len().next_multiple_of(sys::page_size()) - text.len()
+    } else {
+        0
+    };
+    let written = write_padded(&mut file, text.as_bytes(), pad)
         .and_then(|()| file.set_len(text.len() as u64));
     if let Err(e) = written {
         let _ = sys::unlink_at(dir.as_fd(), name);
@@ -380,10 +388,9 @@ fn recycle(dir: &fs::File, old: &str, name: &str, text: &str) -> io::Result<()> 
 /// than a page-sized buffer per job (4–64 KiB, a `mmap` and `munmap` each with musl).
 const PADDING: [u8; 512] = [b'\n'; 512];
 
-/// `text` and then newlines up to the next page boundary, in `writev`s whose first
-/// covers every page it touches whole.
-fn write_whole_pages(file: &mut fs::File, text: &[u8]) -> io::Result<()> {
-    let pad = text.len().next_multiple_of(sys::page_size()) - text.len();
+/// `text` and then `pad` newlines, in `writev`s (the first writes all unless
+/// interrupted: every page it touches is then written whole).
+fn write_padded(file: &mut fs::File, text: &[u8], pad: usize) -> io::Result<()> {
     let mut slices = vec![IoSlice::new(text)];
     let mut left = pad;
     while left > 0 {
