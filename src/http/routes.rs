@@ -274,12 +274,7 @@ impl Routes {
         wait: Duration,
         now: Instant,
     ) -> Result<Reply, ApiError> {
-        // Its id is that of a cgroup a job thread made ahead, when one did.
-        let ahead = jobs::Spare::take_one();
-        let id = match &ahead {
-            Some(made) => made.id().to_owned(),
-            None => new_id()?,
-        };
+        let (id, ahead) = jobs::next_job_id().map_err(no_randomness)?;
         audit::accepted(&id, &job.rule, &job.caller.audit(), &job.command);
         self.jobs.submit(id.clone(), ahead, job, step, wait);
         // Even with `wait: 0`: the id is given out only once it is in the journal.
@@ -705,7 +700,11 @@ fn rules_view(rules: &[Rule]) -> RulesView<'_> {
 
 /// A fresh job id.
 pub(super) fn new_id() -> Result<String, ApiError> {
-    jobs::new_id().map_err(|e| ApiError::Internal(format!("no randomness for a job id: {e}")))
+    jobs::new_id().map_err(no_randomness)
+}
+
+fn no_randomness(e: getrandom::Error) -> ApiError {
+    ApiError::Internal(format!("no randomness for a job id: {e}"))
 }
 
 /// The first rule for `caller` that fits `request`; rules whose `callers` leave it out

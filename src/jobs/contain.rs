@@ -153,8 +153,8 @@ const SPARES: usize = 2;
 
 /// A job cgroup made ahead of its job (by a job thread, after its own job was
 /// answered), named by the id the job that takes it gets: the `mkdir` and the opening
-/// of its directory and `cgroup.events` are then off that job's path. Removed when
-/// dropped unused.
+/// of its directory and `cgroup.events` are then off that job's path. Removed, off the
+/// loop thread, when dropped unused.
 #[derive(Debug)]
 pub struct Spare {
     id: String,
@@ -167,19 +167,27 @@ fn made_ahead() -> MutexGuard<'static, Vec<Spare>> {
     MADE_AHEAD.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Cgroups made ahead whose job never took them (cancelled while queued, refused):
+/// dropped on the loop thread, they wait here for a job thread's [`Spare::tend`], so
+/// the loop never makes a cgroup call. At most one per job submitted since.
+static DROPPED: Mutex<Vec<JobCgroup>> = Mutex::new(Vec::new());
+
+fn dropped() -> MutexGuard<'static, Vec<JobCgroup>> {
+    DROPPED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The id for a new job, with the cgroup made ahead under it when there is one.
+pub fn next_id() -> Result<(String, Option<Spare>), getrandom::Error> {
+    match made_ahead().pop() {
+        Some(spare) => Ok((spare.id.clone(), Some(spare))),
+        None => Ok((super::new_id()?, None)),
+    }
+}
+
 impl Spare {
-    /// A job cgroup made ahead, if one is: the caller gives its job [`Spare::id`].
-    pub fn take_one() -> Option<Spare> {
-        made_ahead().pop()
-    }
-
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     /// Its cgroup, unless someone removed it meanwhile (an agent sharing the tree at its
     /// start-up, see [`remove_unused`]) or moved a process into it (a root job can):
-    /// the job then gets a new one, and this one goes (if it can) when dropped.
+    /// the job then gets a new one, and this one goes (if it can) at the next `tend`.
     fn take(mut self) -> Option<JobCgroup> {
         match self.group.take() {
             Some(group) if group.unused() => Some(group),
@@ -190,9 +198,13 @@ impl Spare {
         }
     }
 
-    /// On a job thread once its job was answered: makes the next job's cgroup if fewer
-    /// than [`SPARES`] are made. Quiet on failure: that job makes its own and reports.
-    pub fn make_one() {
+    /// On a job thread once its job was answered: removes those dropped unused, then
+    /// makes the next job's cgroup if fewer than [`SPARES`] are made. Quiet on failure:
+    /// that job makes its own and reports.
+    pub fn tend() {
+        for group in std::mem::take(&mut *dropped()) {
+            remove_cgroup(&group);
+        }
         let Some(tree) = agent().tree.as_ref() else {
             return;
         };
@@ -222,7 +234,7 @@ impl Spare {
 impl Drop for Spare {
     fn drop(&mut self) {
         if let Some(group) = self.group.take() {
-            remove_cgroup(&group);
+            dropped().push(group);
         }
     }
 }
@@ -322,6 +334,9 @@ pub struct RemoveTree;
 impl Drop for RemoveTree {
     fn drop(&mut self) {
         drop(std::mem::take(&mut *made_ahead()));
+        for group in std::mem::take(&mut *dropped()) {
+            remove_cgroup(&group);
+        }
         for dir in std::mem::take(&mut *emptied()) {
             if let Some(group) = JobCgroup::open(&dir) {
                 remove_cgroup(&group);
@@ -466,7 +481,27 @@ mod tests {
     }
 
     #[test]
+    fn a_cgroup_made_ahead_and_dropped_unused_goes_at_the_next_tend_not_on_the_dropping_thread() {
+        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(group) = sys::test_cgroup("ahead-dropped") else {
+            return;
+        };
+        let dir = group.dir().to_path_buf();
+        // The loop thread drops it with a job cancelled while queued: no cgroup call.
+        drop(Spare {
+            id: "0".repeat(32),
+            group: Some(group),
+        });
+        let kept = dir.exists();
+        Spare::tend();
+        assert!(kept, "removed on the thread that dropped it");
+        assert!(!dir.exists(), "left by the job thread's tend");
+        assert!(dropped().is_empty());
+    }
+
+    #[test]
     fn a_cgroup_made_ahead_is_not_used_once_removed_or_once_something_moved_in() {
+        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
         let spare = |group| Spare {
             id: "0".repeat(32),
             group: Some(group),
@@ -501,6 +536,7 @@ mod tests {
         while std::fs::remove_dir(&dir).is_err() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        Spare::tend();
         assert!(!used, "a cgroup with a stranger in it was used");
         assert!(
             kept,

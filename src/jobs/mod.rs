@@ -22,7 +22,7 @@ mod task;
 
 pub(crate) use self::approval::{new_code, normalize as normalize_code};
 pub(crate) use self::contain::{
-    Layers, RemoveTree, Spare, agent as containment, init as init_containment,
+    Layers, RemoveTree, agent as containment, init as init_containment, next_id as next_job_id,
     preview as preview_containment,
 };
 pub(crate) use self::exec::{ExecSpec, own_home};

@@ -163,10 +163,11 @@ impl ResultsDir {
             && let Some(old) = index.files.pop_front()
         {
             index.bytes -= old.bytes.min(index.bytes);
-            // Padded for a moment (see `recycle`) only where that too fits `max_bytes`.
-            let padded = room.next_multiple_of(sys::page_size() as u64);
-            let whole = index.bytes.saturating_add(padded) <= self.max_bytes;
-            recycled = recycle(&dir, &old.name, &name, text, whole).is_ok();
+            // Padded to whole pages (see `recycle`) where that moment's size fits too.
+            let pages = text.len().next_multiple_of(sys::page_size());
+            let fits = index.bytes.saturating_add(pages as u64) <= self.max_bytes;
+            let pad = if fits { pages - text.len() } else { 0 };
+            recycled = recycle(&dir, &old.name, &name, text, pad).is_ok();
             if recycled {
                 report.removed += 1;
             } else {
@@ -352,7 +353,7 @@ fn create_in(dir: &fs::File, name: &str, text: &str) -> io::Result<fs::File> {
 /// bound every job would otherwise remove one file and create another, and on ext4 a
 /// file created right after removals costs more than the job (the inode allocator
 /// looks past every recently freed inode).
-fn recycle(dir: &fs::File, old: &str, name: &str, text: &str, whole: bool) -> io::Result<()> {
+fn recycle(dir: &fs::File, old: &str, name: &str, text: &str, pad: usize) -> io::Result<()> {
     let mut file = sys::open_write_at(dir.as_fd(), old)?;
     let meta = file.metadata()?;
     if !meta.file_type().is_file()
@@ -367,14 +368,9 @@ fn recycle(dir: &fs::File, old: &str, name: &str, text: &str, whole: bool) -> io
     sys::rename_at(dir.as_fd(), old, name)?;
     // Over the old bytes, then cut to length: truncating to zero first would free the
     // blocks (a discard, on SSDs and SD cards) and make ext4 flush the file on close.
-    // `whole`: whole pages in one write (the text, then newlines the cut removes): a
+    // Then `pad` newlines the cut removes, in the same write, to the page boundary: a
     // page written in part is read from the disk first when it is no longer cached, as
     // an old file's seldom is (130–200 µs here, an SD card's random read on a Pi).
-    let pad = if whole {
-        text.len().next_multiple_of(sys::page_size()) - text.len()
-    } else {
-        0
-    };
     let written = write_padded(&mut file, text.as_bytes(), pad)
         .and_then(|()| file.set_len(text.len() as u64));
     if let Err(e) = written {

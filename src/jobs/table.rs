@@ -185,7 +185,7 @@ impl Jobs {
                 finished.wake_writers();
                 // Not while stopping: the agent removes those made ahead on its way out.
                 if !finished.stopping.load(Ordering::SeqCst) {
-                    Spare::make_one();
+                    Spare::tend();
                 }
             }
             Finished::Refused(record, why) => {
@@ -280,7 +280,7 @@ impl Jobs {
     /// Queues a job (the caller checked `has_room`) and starts it if it may. `step`:
     /// the time step of the code that authorised it, synced with its submission before
     /// it runs; `wait`: how long its submitter waits for its end.
-    /// `ahead`: the cgroup made ahead under `id` ([`Spare::take_one`]), if it was.
+    /// `ahead`: the cgroup made ahead under `id` (`contain::next_id`), if it was.
     pub fn submit(
         &mut self,
         id: String,
