@@ -202,7 +202,9 @@ impl Spare {
     /// makes the next job's cgroup if fewer than [`SPARES`] are made. Quiet on failure:
     /// that job makes its own and reports.
     pub fn tend() {
-        for group in std::mem::take(&mut *dropped()) {
+        // Taken out first: the lock is not held through the `rmdir`s.
+        let unused = std::mem::take(&mut *dropped());
+        for group in unused {
             remove_cgroup(&group);
         }
         let Some(tree) = agent().tree.as_ref() else {
@@ -333,8 +335,10 @@ pub struct RemoveTree;
 
 impl Drop for RemoveTree {
     fn drop(&mut self) {
-        drop(std::mem::take(&mut *made_ahead()));
-        for group in std::mem::take(&mut *dropped()) {
+        let made = std::mem::take(&mut *made_ahead());
+        drop(made);
+        let unused = std::mem::take(&mut *dropped());
+        for group in unused {
             remove_cgroup(&group);
         }
         for dir in std::mem::take(&mut *emptied()) {
