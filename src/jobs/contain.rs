@@ -178,7 +178,8 @@ fn dropped() -> MutexGuard<'static, Vec<JobCgroup>> {
 
 /// The id for a new job, with the cgroup made ahead under it when there is one.
 pub fn next_id() -> Result<(String, Option<Spare>), getrandom::Error> {
-    match made_ahead().pop() {
+    let spare = made_ahead().pop();
+    match spare {
         Some(spare) => Ok((spare.id.clone(), Some(spare))),
         None => Ok((super::new_id()?, None)),
     }
