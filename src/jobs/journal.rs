@@ -27,23 +27,23 @@
 //! so it never holds more of it in memory than one line.
 
 use std::fs::File;
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, channel, sync_channel};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use mio::Waker;
 
 use super::contain::{left_by, remove_unused};
 use super::journal_file::{
-    Compacted, FILE_NAME, Group, Line, Verdict, WHAT, compact, io_error, judge, keep,
+    Compacted, FILE_NAME, Group, Line, Verdict, WHAT, compact, compact_into, io_error, judge, keep,
     next_compaction, read, rewrite,
 };
 use super::record::{HISTORY_BYTES, JobRecord, Status};
 use crate::audit;
-use crate::sys::files::{self, FileError, Trust};
+use crate::sys::files::{self, FileError, Replacement, Trust};
 use crate::sys::{self, clock};
 use crate::text::utf8_prefix;
 
@@ -57,6 +57,9 @@ const BATCH_BYTES: usize = 1 << 20;
 /// about this much (plus one sync) of such lines, and a stream of jobs costs the disk
 /// a few syncs a second instead of one per job.
 const COMMIT_DELAY: Duration = Duration::from_millis(200);
+/// Syncs tried before giving up when every one found the file compacted meanwhile
+/// (compactions are at least `history` appends apart, so one retry is the most seen).
+const SYNC_TRIES: usize = 4;
 
 /// A process group left behind by a job the previous agent did not see end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,10 +149,19 @@ struct Open {
     /// The journal thread was told there is something to sync, or to compact.
     told: bool,
     told_compact: bool,
+    /// A compaction is under way (one at a time).
+    compacting: bool,
+    /// How many compactions put a new file in place: a sync of the file before one
+    /// proves nothing about the file after it.
+    generation: u64,
+    /// A compaction renamed a file in place that the directory has not been synced for.
+    dir_unsynced: bool,
 }
 
 struct Shared {
     open: Mutex<Open>,
+    /// Signalled when a compaction ends, for appenders held by [`Shared::well_past`].
+    compacted: Condvar,
     path: PathBuf,
     history: usize,
     boot: Option<String>,
@@ -158,6 +170,12 @@ struct Shared {
     /// [`Journal::poke`], once the job is answered or lasting, so that thread's wake-up
     /// is not between a request and its answer.
     poke: AtomicBool,
+}
+
+/// Where a compaction began: the file's length and the appends then.
+struct Snapshot {
+    len: u64,
+    appended: u64,
 }
 
 impl Shared {
@@ -170,6 +188,14 @@ impl Shared {
     /// due for a compaction).
     fn append(&self, bytes: &[u8], lines: usize) -> io::Result<bool> {
         let mut open = self.lock();
+        // A compaction does not stop appenders, but it does once the file it is to
+        // replace is a quarter past the trigger, so a flood cannot outgrow the bound.
+        while open.compacting && self.well_past(&open) {
+            open = self
+                .compacted
+                .wait(open)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
         // After a failed write, end the fragment so the next line stands alone.
         let fix: &[u8] = if open.torn { b"\n" } else { b"" };
         let file = &*open.file;
@@ -190,10 +216,9 @@ impl Shared {
         // The journal thread compacts, but while it sits in a slow sync job threads go
         // on appending: well past the trigger, the appender compacts, so the file's
         // size has a bound however slow the disk.
-        if open.lines >= open.compact_at.saturating_add(self.history / 4)
-            || open.bytes >= open.compact_bytes.saturating_add(HISTORY_BYTES / 4)
-        {
-            self.compact(&mut open);
+        if self.well_past(&open) {
+            drop(open);
+            self.compact();
             return Ok(sync);
         }
         let due = open.lines >= open.compact_at || open.bytes >= open.compact_bytes;
@@ -201,45 +226,140 @@ impl Shared {
         Ok(sync || compact)
     }
 
-    /// Rewrites the file with what the newest `history` jobs need. Appenders wait
-    /// meanwhile (`open` is the lock's), so no line lands in the file being replaced.
-    fn compact(&self, open: &mut Open) {
-        let path = &self.path;
-        let compacted = compact(path, self.history, HISTORY_BYTES, None)
-            .and_then(|size| Ok((size, files::open_append(WHAT, path, 0o600)?)));
-        match compacted {
-            Ok((size, file)) => {
-                open.file = Arc::new(file);
-                open.lines = size.lines;
-                open.bytes = size.bytes;
-                open.torn = false;
-                // The rewrite was synced: everything appended before it is on disk.
-                open.synced = open.appended;
+    /// A quarter of the history past the compaction trigger, in lines or bytes.
+    fn well_past(&self, open: &Open) -> bool {
+        open.lines >= open.compact_at.saturating_add(self.history / 4)
+            || open.bytes >= open.compact_bytes.saturating_add(HISTORY_BYTES / 4)
+    }
+
+    /// Rewrites the file with what the newest `history` jobs need, holding the lock
+    /// only at the start and for the switch, so appenders never wait for the rewrite
+    /// or its sync (an SD card's 100 ms): the lines up to the start are compacted
+    /// into a new file beside it and synced; then, locked, the lines appended since
+    /// are copied after them and the new file is renamed in place. Its directory is
+    /// synced by the next [`Shared::sync`], before that sync counts anything as on
+    /// disk. A line appended meanwhile and already reported synced is synced again in
+    /// the new file before the rename, so nothing reported synced is ever lost.
+    fn compact(&self) {
+        self.compact_with(|| {});
+    }
+
+    /// [`Shared::compact`], running `meanwhile` once the new file is written and synced,
+    /// before the switch (where tests append, as job threads would).
+    fn compact_with(&self, meanwhile: impl FnOnce()) {
+        let snapshot = {
+            let mut open = self.lock();
+            if open.compacting {
+                return;
             }
-            Err(err) => log::error!("cannot compact the journal: {err}"),
-        }
-        open.compact_at = next_compaction(open.lines, self.history);
-        open.compact_bytes = next_compaction(open.bytes, HISTORY_BYTES);
+            let len = match open.file.metadata() {
+                Ok(meta) => meta.len(),
+                Err(err) => {
+                    log::error!("cannot compact the journal: {err}");
+                    return;
+                }
+            };
+            open.compacting = true;
+            Snapshot {
+                len,
+                appended: open.appended,
+            }
+        };
+        let head = compact_into(&self.path, self.history, HISTORY_BYTES, None, snapshot.len)
+            .and_then(|(mut new, size)| {
+                new.file().sync_data().map_err(|err| new.failed(err))?;
+                Ok((new, size))
+            });
+        meanwhile();
+        let mut open = self.lock();
+        // The next one is due `history` after what was kept, the lines appended
+        // meanwhile included, so the file's bound is as if they came after.
+        let kept = head.and_then(|(new, size)| {
+            let kept = (size.lines, size.bytes);
+            self.switch(&mut open, new, size, &snapshot).map(|()| kept)
+        });
+        let (lines, bytes) = kept.unwrap_or_else(|err| {
+            log::error!("cannot compact the journal: {err}");
+            (open.lines, open.bytes)
+        });
+        open.compact_at = next_compaction(lines, self.history);
+        open.compact_bytes = next_compaction(bytes, HISTORY_BYTES);
         open.told_compact = false;
+        open.compacting = false;
+        self.compacted.notify_all();
+    }
+
+    /// With the lock held: the lines appended since `snapshot` copied into `new`, which
+    /// then replaces the file.
+    fn switch(
+        &self,
+        open: &mut Open,
+        mut new: Replacement,
+        size: Compacted,
+        snapshot: &Snapshot,
+    ) -> Result<(), FileError> {
+        let path = &self.path;
+        let (mut tail, _) = files::open_trusted(WHAT, path, Trust::Private)?;
+        tail.seek(SeekFrom::Start(snapshot.len))
+            .map_err(|err| new.failed(err))?;
+        let (mut lines, mut bytes, mut ends_whole) = (0usize, 0usize, true);
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = tail.read(&mut buf).map_err(|err| new.failed(err))?;
+            let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+                break;
+            };
+            new.file().write_all(chunk).map_err(|err| new.failed(err))?;
+            lines += chunk.iter().filter(|&&b| b == b'\n').count();
+            bytes += n;
+            ends_whole = chunk.ends_with(b"\n");
+        }
+        if open.synced > snapshot.appended {
+            new.file().sync_data().map_err(|err| new.failed(err))?;
+        }
+        new.rename()?;
+        open.file = Arc::new(files::open_append(WHAT, path, 0o600)?);
+        open.generation += 1;
+        open.dir_unsynced = true;
+        open.lines = size.lines + lines;
+        open.bytes = size.bytes + bytes;
+        open.torn = !ends_whole;
+        Ok(())
     }
 
     /// One `fdatasync` for everything appended so far, by anyone; the lock is not held
-    /// meanwhile, so appenders never wait for the disk.
+    /// meanwhile, so appenders never wait for the disk. After a compaction, the
+    /// directory is synced too, first time; a compaction that replaced the file
+    /// meanwhile makes it sync the new one (a few times at most).
     fn sync(&self) -> io::Result<()> {
-        let (file, upto) = {
-            let mut open = self.lock();
-            open.told = false;
-            (Arc::clone(&open.file), open.appended)
-        };
-        file.sync_data().inspect_err(|err| {
+        let failed = |err: io::Error| {
             log::error!(
                 "journal {}: cannot sync to disk: {err}; what depends on it is refused",
                 self.path.display()
             );
-        })?;
-        let mut open = self.lock();
-        open.synced = open.synced.max(upto);
-        Ok(())
+            err
+        };
+        for _ in 0..SYNC_TRIES {
+            let (file, upto, generation, dir) = {
+                let mut open = self.lock();
+                open.told = false;
+                let file = Arc::clone(&open.file);
+                (file, open.appended, open.generation, open.dir_unsynced)
+            };
+            file.sync_data().map_err(failed)?;
+            if dir {
+                files::sync_dir(&self.path).map_err(failed)?;
+            }
+            let mut open = self.lock();
+            if open.generation == generation {
+                open.synced = open.synced.max(upto);
+                open.dir_unsynced &= !dir;
+                return Ok(());
+            }
+        }
+        Err(failed(io::Error::other(
+            "the file was compacted during every try",
+        )))
     }
 
     fn complain(&self, err: &io::Error) {
@@ -357,7 +477,11 @@ impl Journal {
                 torn: false,
                 told: false,
                 told_compact: false,
+                compacting: false,
+                generation: 0,
+                dir_unsynced: false,
             }),
+            compacted: Condvar::new(),
             path: path.clone(),
             history,
             boot,
@@ -611,9 +735,9 @@ impl Writer {
             self.write(batch, &mut to_sync, &mut reports);
             let unsynced = {
                 let mut open = self.shared.lock();
-                // Nothing left to sync (a compaction synced it all): the next append
-                // must tell this thread again.
-                let unsynced = open.appended > open.synced;
+                // Nothing left to sync: the next append must tell this thread again. A
+                // compaction's rename is synced like a line.
+                let unsynced = open.appended > open.synced || open.dir_unsynced;
                 open.told &= unsynced;
                 unsynced
             };
@@ -661,7 +785,7 @@ impl Writer {
                 open.lines >= open.compact_at || open.bytes >= open.compact_bytes
             };
             if due {
-                self.shared.compact(&mut self.shared.lock());
+                self.shared.compact();
             }
             for waiter in syncs.drain(..) {
                 let _ = waiter.send(());
@@ -977,6 +1101,52 @@ mod tests {
             .count();
         assert!(lines <= 10, "{lines} lines for history 5");
         assert_recovers(&dir, 5, 95..100);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn appenders_never_wait_for_a_compaction_and_what_they_append_meanwhile_is_kept() {
+        let dir = tempdir("meanwhile");
+        let (journal, _, _done) = open(&dir, 20);
+        // 40 lines: a compaction is due, but nobody poked the journal thread.
+        run_jobs(&journal, 0..20);
+        let shared = &journal.shared;
+        let old_appends = shared.lock().appended;
+        shared.compact_with(|| {
+            // The new file is written and synced; the lock is free all the while.
+            assert!(shared.open.try_lock().is_ok(), "appenders wait");
+            // Appenders go on, and one code is reported on disk. Its append takes the
+            // file past the point where an appender compacts: it does not start a
+            // second compaction (the next append would wait for this one).
+            run_jobs(&journal, 20..22);
+            let code = journal.submitted_now(&record(22, Status::Queued), Some(99));
+            assert_eq!(code, Ok(()));
+        });
+        let text = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
+        // The 20 jobs before, one line each now; then everything appended meanwhile,
+        // as written.
+        assert_eq!(text.lines().count(), 20 + 4 + 2, "{text}");
+        for n in 20..23 {
+            let id = record(n, Status::Queued).id;
+            assert!(text.contains(&id), "{n} lost: {text}");
+        }
+        {
+            let open = shared.lock();
+            assert!(!open.compacting && open.generation == 1);
+            // The code was reported on disk while the old file was the journal: its
+            // line is counted synced, and the rename is left to the next sync.
+            assert!(open.synced > old_appends && open.synced == open.appended);
+            assert!(open.dir_unsynced);
+        }
+        journal.sync();
+        assert!(!shared.lock().dir_unsynced);
+        drop(journal);
+        let (_journal, recovered, _done) = open(&dir, 20);
+        assert_eq!(recovered.last_step, 99);
+        let ids: Vec<String> = recovered.records.into_iter().map(|r| r.id).collect();
+        // 22 is interrupted now, so ended too: the newest 20.
+        let want: Vec<String> = (3..23).map(|n| record(n, Status::Queued).id).collect();
+        assert_eq!(ids, want);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -3,14 +3,13 @@
 //! it finds cut off (`judge`). The threads that write it are in `journal`.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::record::{JobRecord, Status};
-use crate::sys::files::{self, FileError, Trust};
+use crate::sys::files::{self, FileError, Replacement, Trust};
 use crate::sys::{self, JobCgroup};
 
 /// File name inside `state_dir`.
@@ -91,21 +90,35 @@ pub(super) struct Compacted {
 }
 
 /// Rewrites the journal with what the newest `history` jobs need, as long as their lines
-/// fit `budget` bytes, plus every job not yet ended. Two passes over the file, each
-/// holding one line at a time: first which job's lines are where, then a copy of the
-/// lines kept, byte for byte.
+/// fit `budget` bytes, plus every job not yet ended ([`compact_into`], then put in place).
 pub(super) fn compact(
     path: &Path,
     history: usize,
     budget: usize,
     boot: Option<&str>,
 ) -> Result<Compacted, FileError> {
+    let (new, compacted) = compact_into(path, history, budget, boot, u64::MAX)?;
+    new.commit()?;
+    Ok(compacted)
+}
+
+/// The compacted journal, from the file's first `len` bytes, written beside it and not
+/// yet synced nor in place. Two passes over those bytes, each holding one line at a
+/// time: first which job's lines are where, then a copy of the lines kept, byte for
+/// byte.
+pub(super) fn compact_into(
+    path: &Path,
+    history: usize,
+    budget: usize,
+    boot: Option<&str>,
+    len: u64,
+) -> Result<(Replacement, Compacted), FileError> {
     let (file, _) = files::open_trusted(WHAT, path, Trust::Private)?;
     let mut seen_until = None;
     let mut last_step = 0;
     let mut order: Vec<String> = Vec::new();
     let mut jobs: HashMap<String, Lines> = HashMap::new();
-    each_line(file, |number, line| {
+    each_line(file.take(len), |number, line| {
         let text = line.trim_ascii();
         if text.is_empty() {
             return;
@@ -180,8 +193,9 @@ pub(super) fn compact(
     drop(jobs);
     let (source, _) = files::open_trusted(WHAT, path, Trust::Private)?;
     let (mut lines, mut bytes) = (0, 0);
-    files::write_atomic_with(WHAT, path, 0o600, |file| {
-        let mut out = BufWriter::new(file);
+    let mut new = Replacement::begin(WHAT, path, 0o600)?;
+    let written = (|| {
+        let mut out = BufWriter::new(new.file());
         if last_step > 0 {
             let used = serde_json::to_vec(&Line::<&JobRecord>::Used { step: last_step })?;
             lines += 1;
@@ -190,7 +204,7 @@ pub(super) fn compact(
             out.write_all(b"\n")?;
         }
         let mut copied = Ok(());
-        each_line(source, |number, line| {
+        each_line(source.take(len), |number, line| {
             if copied.is_ok() && wanted.get(number) == Some(&true) {
                 lines += 1;
                 let line = line.strip_suffix(b"\n").unwrap_or(line);
@@ -200,13 +214,15 @@ pub(super) fn compact(
         })?;
         copied?;
         out.flush()
-    })?;
-    Ok(Compacted {
+    })();
+    written.map_err(|err| new.failed(err))?;
+    let compacted = Compacted {
         lines,
         bytes,
         seen_until,
         last_step,
-    })
+    };
+    Ok((new, compacted))
 }
 
 /// Warns of a line that does not parse (a torn last line after a power cut).
@@ -223,7 +239,7 @@ fn skipped(path: &Path, number: usize, line: &[u8], err: &serde_json::Error) {
 }
 
 /// Calls `each` with the number (from 0) and bytes (newline included) of every line.
-fn each_line(file: File, mut each: impl FnMut(usize, &[u8])) -> io::Result<()> {
+fn each_line(file: impl Read, mut each: impl FnMut(usize, &[u8])) -> io::Result<()> {
     let mut reader = BufReader::new(file);
     let mut buf = Vec::new();
     for number in 0.. {

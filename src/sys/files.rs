@@ -297,30 +297,87 @@ pub fn write_atomic_with(
     mode: u32,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> Result<(), FileError> {
-    let dir = parent_or_dot(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    // A stale temp file from a crash under the same pid would block O_EXCL.
-    let _ = fs::remove_file(&tmp);
-    let result = (|| -> io::Result<()> {
-        let mut file = OpenOptions::new()
+    let mut new = Replacement::begin(what, path, mode)?;
+    fill(new.file()).map_err(|err| new.failed(err))?;
+    new.commit()
+}
+
+/// A file written beside `path` to replace it, in steps ([`write_atomic_with`] in one):
+/// filled through [`Replacement::file`], then put in place by [`Replacement::commit`]
+/// (synced, renamed, directory synced) or by [`Replacement::rename`] for a caller that
+/// syncs as it needs; dropped before that, it is removed.
+pub struct Replacement {
+    file: File,
+    tmp: PathBuf,
+    path: PathBuf,
+    what: String,
+    placed: bool,
+}
+
+impl Replacement {
+    /// Creates the temp file (`O_EXCL`, no links, `mode`) in `path`'s directory.
+    pub fn begin(what: &str, path: &Path, mode: u32) -> Result<Replacement, FileError> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = parent_or_dot(path).join(format!(".{name}.tmp.{}", std::process::id()));
+        // A stale temp file from a crash under the same pid would block O_EXCL.
+        let _ = fs::remove_file(&tmp);
+        let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(mode)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)?;
-        fill(&mut file)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    result.map_err(|err| {
-        let _ = fs::remove_file(&tmp);
-        io_err(what, path, err)
-    })
+            .open(&tmp)
+            .map_err(|err| io_err(what, path, err))?;
+        Ok(Replacement {
+            file,
+            tmp,
+            path: path.into(),
+            what: what.into(),
+            placed: false,
+        })
+    }
+
+    pub fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// `err` named for the file being replaced.
+    pub fn failed(&self, err: io::Error) -> FileError {
+        io_err(&self.what, &self.path, err)
+    }
+
+    /// Synced, renamed over the target, the directory synced: a power cut leaves the old
+    /// content or the new, never a mix.
+    pub fn commit(self) -> Result<(), FileError> {
+        self.file.sync_all().map_err(|err| self.failed(err))?;
+        let path = self.path.clone();
+        self.rename()?;
+        sync_dir(&path).map_err(|err| io_err("directory of", &path, err))
+    }
+
+    /// Renamed over the target, nothing synced: until the caller syncs the file and
+    /// then [`sync_dir`], a power cut may leave either file under the name.
+    pub fn rename(mut self) -> Result<(), FileError> {
+        fs::rename(&self.tmp, &self.path).map_err(|err| self.failed(err))?;
+        self.placed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Replacement {
+    fn drop(&mut self) {
+        if !self.placed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Syncs the directory `path` is in, which makes a rename to `path` durable.
+pub fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(parent_or_dot(path))?.sync_all()
 }
 
 /// Makes sure `path` is a private directory of ours: created 0700 if missing (parents

@@ -4,9 +4,10 @@
 //!
 //! ```text
 //! loadgen http    --addr A [--method POST] [--path /run] [--body JSON] [--n 2000] [--warmup 50]
-//!                 [--expect 200] [--max-secs 300]
+//!                 [--expect 200] [--max-secs 300] [--gap-ms 0]
 //!     sequential requests on ONE keep-alive connection (reconnects only if the server
-//!     closes it); latency of each, request written to response fully read
+//!     closes it), each after a pause of gap-ms; latency of each, request written to
+//!     response fully read
 //! loadgen reject  --addr A [--conns 16] [--secs 3] [--path /run] [--body JSON]
 //!                 [--health-path /health] [--health-interval-ms 2]
 //!     `conns` keep-alive connections sending the body back to back, plus one more
@@ -374,6 +375,8 @@ fn http(opts: &Opts) -> io::Result<()> {
     let warmup: usize = opt(opts, "warmup", 50)?;
     let expect: u16 = opt(opts, "expect", 200)?;
     let deadline = Instant::now() + Duration::from_secs(opt(opts, "max-secs", 300)?);
+    // A pause before each request: one after a quiet spell, as a home lab sends them.
+    let gap = Duration::from_millis(opt(opts, "gap-ms", 0)?);
     let mut client = Client::new(addr);
     let mut times = Vec::with_capacity(n);
     let (mut bad, mut errors, mut last_bad) = (0u64, 0u64, 0u16);
@@ -382,6 +385,7 @@ fn http(opts: &Opts) -> io::Result<()> {
         if Instant::now() >= deadline {
             break;
         }
+        std::thread::sleep(gap);
         let t0 = Instant::now();
         let r = client.request(&req);
         let dt = t0.elapsed();
