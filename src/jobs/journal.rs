@@ -160,7 +160,7 @@ struct Open {
 
 struct Shared {
     open: Mutex<Open>,
-    /// Signalled when a compaction ends, for appenders held by [`Shared::well_past`].
+    /// Signalled when a compaction ends, to the appenders it held (see [`Shared::append`]).
     compacted: Condvar,
     path: PathBuf,
     history: usize,
@@ -189,8 +189,9 @@ impl Shared {
     fn append(&self, bytes: &[u8], lines: usize) -> io::Result<bool> {
         let mut open = self.lock();
         // A compaction does not stop appenders, but it does once the file it is to
-        // replace is a quarter past the trigger, so a flood cannot outgrow the bound.
-        while open.compacting && self.well_past(&open) {
+        // replace is half a history (or a quarter of the bytes) past the trigger, so a
+        // flood cannot outgrow the bound: at 1 000 jobs a second, 250 ms of slack.
+        while open.compacting && self.past(&open, self.history / 2) {
             open = self
                 .compacted
                 .wait(open)
@@ -216,7 +217,7 @@ impl Shared {
         // The journal thread compacts, but while it sits in a slow sync job threads go
         // on appending: well past the trigger, the appender compacts, so the file's
         // size has a bound however slow the disk.
-        if self.well_past(&open) {
+        if self.past(&open, self.history / 4) {
             drop(open);
             self.compact();
             return Ok(sync);
@@ -226,9 +227,9 @@ impl Shared {
         Ok(sync || compact)
     }
 
-    /// A quarter of the history past the compaction trigger, in lines or bytes.
-    fn well_past(&self, open: &Open) -> bool {
-        open.lines >= open.compact_at.saturating_add(self.history / 4)
+    /// `lines` past the compaction trigger, or a quarter of the history's bytes.
+    fn past(&self, open: &Open, lines: usize) -> bool {
+        open.lines >= open.compact_at.saturating_add(lines)
             || open.bytes >= open.compact_bytes.saturating_add(HISTORY_BYTES / 4)
     }
 
@@ -1117,7 +1118,7 @@ mod tests {
             assert!(shared.open.try_lock().is_ok(), "appenders wait");
             // Appenders go on, and one code is reported on disk. Its append takes the
             // file past the point where an appender compacts: it does not start a
-            // second compaction (the next append would wait for this one).
+            // second compaction.
             run_jobs(&journal, 20..22);
             let code = journal.submitted_now(&record(22, Status::Queued), Some(99));
             assert_eq!(code, Ok(()));
