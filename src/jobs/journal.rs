@@ -57,6 +57,10 @@ const BATCH_BYTES: usize = 1 << 20;
 /// about this much (plus one sync) of such lines, and a stream of jobs costs the disk
 /// a few syncs a second instead of one per job.
 const COMMIT_DELAY: Duration = Duration::from_millis(200);
+/// Lines appended past the compaction trigger while a compaction runs (or half the
+/// history, if more) before appenders wait for it: a flood of 1 000 jobs a second
+/// has half a second, past one sync of an SD card and the rewrite.
+const HELD_PAST: usize = 1000;
 /// Syncs tried before giving up when every one found the file compacted meanwhile
 /// (compactions are at least `history` appends apart, so one retry is the most seen).
 const SYNC_TRIES: usize = 4;
@@ -189,9 +193,9 @@ impl Shared {
     fn append(&self, bytes: &[u8], lines: usize) -> io::Result<bool> {
         let mut open = self.lock();
         // A compaction does not stop appenders, but it does once the file it is to
-        // replace is half a history (or a quarter of the bytes) past the trigger, so a
-        // flood cannot outgrow the bound: at 1 000 jobs a second, 250 ms of slack.
-        while open.compacting && self.past(&open, self.history / 2) {
+        // replace is [`HELD_PAST`] lines (or a quarter of the bytes) past the trigger,
+        // so a flood cannot outgrow the bound.
+        while open.compacting && self.past(&open, HELD_PAST.max(self.history / 2)) {
             open = self
                 .compacted
                 .wait(open)
