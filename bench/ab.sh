@@ -4,7 +4,7 @@
 # with 16 keep-alive connections, and /health p99 meanwhile. Medians of --reps runs.
 #
 # usage: bash bench/ab.sh [--reps N] [--n SAMPLES] [--secs FLOOD_S] [--cold N] [--contain]
-#                         BIN_A BIN_B
+#                         [--history H] [--slow-sync MS] BIN_A BIN_B
 # e.g.:  git stash; cargo build --release; cp target/release/sudo-agent /tmp/before
 #        git stash pop; cargo build --release
 #        bash bench/ab.sh /tmp/before target/release/sudo-agent
@@ -18,9 +18,13 @@
 # and, half a second later, the same without a code; p50 of each. Work done after an
 # answer (cleanup, what is made ahead for the next job) is off these, not off the
 # back-to-back figures, where it shares CPU 0 with the next request.
+# --history H: the agents keep H jobs (jobs.history, default 1000; the journal is
+# compacted every H/2 jobs). --slow-sync MS (needs strace): every fsync/fdatasync of the
+# journal thread takes MS longer, as on an SD card; the exec figures then also give the
+# longest request (a compaction's rewrite is synced there).
 # Uses bench/loadgen (built here if missing). Servers on CPU 0, clients on CPU 1.
 set -euo pipefail
-REPS=5 N=1000 SECS=2 CONTAIN=0 COLD=0
+REPS=5 N=1000 SECS=2 CONTAIN=0 COLD=0 HISTORY=1000 SLOW_SYNC=0 TRACER=""
 while [ $# -gt 2 ]; do
     case "$1" in
         --reps) REPS="$2"; shift 2 ;;
@@ -28,16 +32,18 @@ while [ $# -gt 2 ]; do
         --secs) SECS="$2"; shift 2 ;;
         --contain) CONTAIN=1; shift ;;
         --cold) COLD="$2"; shift 2 ;;
+        --history) HISTORY="$2"; shift 2 ;;
+        --slow-sync) SLOW_SYNC="$2"; shift 2 ;;
         *) echo "ab.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
-[ $# -eq 2 ] || { sed -n '2,21p' "$0"; exit 2; }
+[ $# -eq 2 ] || { sed -n '2,25p' "$0"; exit 2; }
 A=$(realpath "$1") B=$(realpath "$2")
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/sudo-agent-ab.XXXXXX)
 chmod 700 "$WORK"
 PID=""
-trap '[ -n "$PID" ] && kill -9 $PID 2>/dev/null; rm -rf "$WORK"' EXIT
+trap '[ -n "$PID" ] && kill -9 $PID 2>/dev/null; [ -n "$TRACER" ] && kill $TRACER 2>/dev/null; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM
 
 (cd "$ROOT/bench/loadgen" && cargo build --release --quiet) || exit 1
@@ -61,6 +67,7 @@ one() { # label binary [rule keys [wrapper...]]
     cat >"$d/config.json" <<EOF
 {"listen": "127.0.0.1:$port", "secret_file": "$WORK/secret", "log_file": "$d/audit.log",
  "state_dir": "$d/state", "results": {"dir": "$d/results"}, "totp": {"step_s": 1},
+ "jobs": {"history": $HISTORY},
  "rules": [{"name": "true", "argv": ["/bin/true"], "no_pin": true $extra}]}
 EOF
     chmod 600 "$d/config.json"
@@ -71,9 +78,20 @@ EOF
         sleep 0.05
     done
     kill -0 "$PID" 2>/dev/null || { echo "ab.sh: $label did not start:" >&2; cat "$d/stderr" >&2; exit 1; }
+    if [ "$SLOW_SYNC" -gt 0 ]; then
+        local t tid=""
+        for t in /proc/"$PID"/task/*; do
+            [ "$(cat "$t/comm" 2>/dev/null)" = journal ] && tid=${t##*/}
+        done
+        strace -qq -p "$tid" -o /dev/null -e trace=fsync,fdatasync \
+            -e inject=fsync,fdatasync:delay_enter=$((SLOW_SYNC * 1000)) &
+        TRACER=$!
+        sleep 0.5
+    fi
     out=$("${CLI[@]}" "$LOADGEN" http --addr "127.0.0.1:$port" --path /run --body '{"command":"/bin/true"}' --n "$N")
     add "$label.p50" "$(kv "$out" p50_us)"
     add "$label.p99" "$(kv "$out" p99_us)"
+    add "$label.max" "$(kv "$out" max_us)"
     [ "$CONTAIN" = 0 ] || { stop; return; }
     # Before the flood of bad codes, which locks codes out.
     if [ "$COLD" -gt 0 ]; then
@@ -87,6 +105,11 @@ EOF
     stop
 }
 stop() {
+    if [ -n "$TRACER" ]; then
+        kill "$TRACER" 2>/dev/null || true
+        wait "$TRACER" 2>/dev/null || true
+        TRACER=""
+    fi
     kill "$PID"
     wait "$PID" 2>/dev/null || true
     PID=""
@@ -116,7 +139,7 @@ for rep in $(seq "$REPS"); do
     done
 done
 floor=$("${SRV[@]}" "$LOADGEN" spawn --setup same --n "$N")
-echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); medians of $REPS; floor (same setup) p50 $(kv "$floor" p50_us) us"
+echo "load average: $(cut -d" " -f1-3 /proc/loadavg); medians of $REPS; history $HISTORY; journal syncs +$SLOW_SYNC ms; floor (same setup) p50 $(kv "$floor" p50_us) us"
 if [ "$CONTAIN" = 1 ]; then
     printf '| exec /bin/true through a no_pin rule | p50 (us) | p99 (us) |\n|---|---|---|\n'
     for v in "a:A: process group, no sandbox" "c:B: process group + read_only" \
@@ -128,6 +151,7 @@ fi
 printf '| | A: %s | B: %s |\n|---|---|---|\n' "$1" "$2"
 printf '| exec /bin/true p50 (us) | %s | %s |\n' "$(median a.p50)" "$(median b.p50)"
 printf '| exec /bin/true p99 (us) | %s | %s |\n' "$(median a.p99)" "$(median b.p99)"
+printf '| exec /bin/true max (us) | %s | %s |\n' "$(median a.max)" "$(median b.max)"
 printf '| rejected req/s | %s | %s |\n' "$(median a.rps)" "$(median b.rps)"
 printf '| /health p99 during flood (us) | %s | %s |\n' "$(median a.hp99)" "$(median b.hp99)"
 if [ "$COLD" -gt 0 ]; then
