@@ -322,8 +322,15 @@ impl Shared {
         if open.synced > snapshot.appended {
             new.file().sync_data().map_err(|err| new.failed(err))?;
         }
-        new.rename()?;
-        open.file = Arc::new(files::open_append(WHAT, path, 0o600)?);
+        let placed = new.rename()?;
+        // Appends must go to the file now in place, whatever happens: reopened for
+        // appending as at start-up, or else through the handle that wrote it (every
+        // write is under the lock, so its position is the end).
+        let file = files::open_append(WHAT, path, 0o600).unwrap_or_else(|err| {
+            log::warn!("{err}; appending through the compaction's own handle");
+            placed
+        });
+        open.file = Arc::new(file);
         open.generation += 1;
         open.dir_unsynced = true;
         open.lines = size.lines + lines;

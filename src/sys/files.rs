@@ -308,10 +308,23 @@ pub fn write_atomic_with(
 /// syncs as it needs; dropped before that, it is removed.
 pub struct Replacement {
     file: File,
-    tmp: PathBuf,
     path: PathBuf,
     what: String,
+    temp: Temp,
+}
+
+/// The temp file's name: removed when dropped, unless it was put in place.
+struct Temp {
+    path: PathBuf,
     placed: bool,
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        if !self.placed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl Replacement {
@@ -333,10 +346,12 @@ impl Replacement {
             .map_err(|err| io_err(what, path, err))?;
         Ok(Replacement {
             file,
-            tmp,
             path: path.into(),
             what: what.into(),
-            placed: false,
+            temp: Temp {
+                path: tmp,
+                placed: false,
+            },
         })
     }
 
@@ -359,19 +374,18 @@ impl Replacement {
     }
 
     /// Renamed over the target, nothing synced: until the caller syncs the file and
-    /// then [`sync_dir`], a power cut may leave either file under the name.
-    pub fn rename(mut self) -> Result<(), FileError> {
-        fs::rename(&self.tmp, &self.path).map_err(|err| self.failed(err))?;
-        self.placed = true;
-        Ok(())
-    }
-}
-
-impl Drop for Replacement {
-    fn drop(&mut self) {
-        if !self.placed {
-            let _ = fs::remove_file(&self.tmp);
-        }
+    /// then [`sync_dir`], a power cut may leave either file under the name. Gives back
+    /// the file, open for writing at its end.
+    pub fn rename(self) -> Result<File, FileError> {
+        let Replacement {
+            file,
+            path,
+            what,
+            mut temp,
+        } = self;
+        fs::rename(&temp.path, &path).map_err(|err| io_err(&what, &path, err))?;
+        temp.placed = true;
+        Ok(file)
     }
 }
 
