@@ -169,11 +169,21 @@ fn made_ahead() -> MutexGuard<'static, Vec<Spare>> {
 
 /// Cgroups made ahead whose job never took them (cancelled while queued, refused):
 /// dropped on the loop thread, they wait here for a job thread's [`Spare::tend`], so
-/// the loop never makes a cgroup call. At most one per job submitted since.
+/// the loop never makes a cgroup call. At most [`SPARES`]: only `tend` makes spares,
+/// and it empties this list first.
 static DROPPED: Mutex<Vec<JobCgroup>> = Mutex::new(Vec::new());
 
 fn dropped() -> MutexGuard<'static, Vec<JobCgroup>> {
     DROPPED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Removes the cgroups dropped unused; taken out of the list first, so its lock is not
+/// held through the `rmdir`s.
+fn remove_dropped() {
+    let unused = std::mem::take(&mut *dropped());
+    for group in unused {
+        remove_cgroup(&group);
+    }
 }
 
 /// The id for a new job, with the cgroup made ahead under it when there is one.
@@ -203,11 +213,7 @@ impl Spare {
     /// makes the next job's cgroup if fewer than [`SPARES`] are made. Quiet on failure:
     /// that job makes its own and reports.
     pub fn tend() {
-        // Taken out first: the lock is not held through the `rmdir`s.
-        let unused = std::mem::take(&mut *dropped());
-        for group in unused {
-            remove_cgroup(&group);
-        }
+        remove_dropped();
         let Some(tree) = agent().tree.as_ref() else {
             return;
         };
@@ -336,12 +342,10 @@ pub struct RemoveTree;
 
 impl Drop for RemoveTree {
     fn drop(&mut self) {
+        // Dropped, they join the list that `remove_dropped` empties.
         let made = std::mem::take(&mut *made_ahead());
         drop(made);
-        let unused = std::mem::take(&mut *dropped());
-        for group in unused {
-            remove_cgroup(&group);
-        }
+        remove_dropped();
         for dir in std::mem::take(&mut *emptied()) {
             if let Some(group) = JobCgroup::open(&dir) {
                 remove_cgroup(&group);

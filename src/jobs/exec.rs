@@ -248,9 +248,9 @@ impl Target {
 
 /// Runs one job to the end; `job` is its id, which names its cgroup where the agent
 /// has a cgroup tree (`contain`), and that cgroup if it was made ahead. `on_start` is
-/// told when the child was spawned and when it proved [`Started::Lasting`]. When this returns, no process of the job's cgroup (without
-/// one: its process group) is alive; the empty cgroup goes when the outcome's `cgroup`
-/// is dropped.
+/// told when the child was spawned and when it proved [`Started::Lasting`]. When this
+/// returns, no process of the job's cgroup (without one: its process group) is alive;
+/// the empty cgroup goes when the outcome's `cgroup` is dropped.
 ///
 /// Ending rules:
 /// - The job ends when the main child exits. Whatever is left of it (a `sleep 100 &`
