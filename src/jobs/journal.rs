@@ -24,7 +24,8 @@
 //! journal thread lags a quarter past that), and at every start-up, which also drops a
 //! torn last line.
 //! Compaction streams the file twice (an index of ids, then a copy of the lines kept),
-//! so it never holds more of it in memory than one line.
+//! so it never holds more of it in memory than one line, and appenders do not wait for
+//! it: only its start and its switch to the new file take their lock.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -250,18 +251,20 @@ impl Shared {
     }
 
     /// [`Shared::compact`], running `meanwhile` once the new file is written and synced,
-    /// before the switch (where tests append, as job threads would).
-    fn compact_with(&self, meanwhile: impl FnOnce()) {
+    /// before the switch (where tests append, as job threads would). Returns whether
+    /// the switch synced the lines appended meanwhile again (one of them had been
+    /// reported synced).
+    fn compact_with(&self, meanwhile: impl FnOnce()) -> bool {
         let snapshot = {
             let mut open = self.lock();
             if open.compacting {
-                return;
+                return false;
             }
             let len = match open.file.metadata() {
                 Ok(meta) => meta.len(),
                 Err(err) => {
                     log::error!("cannot compact the journal: {err}");
-                    return;
+                    return false;
                 }
             };
             open.compacting = true;
@@ -281,28 +284,30 @@ impl Shared {
         // meanwhile included, so the file's bound is as if they came after.
         let kept = head.and_then(|(new, size)| {
             let kept = (size.lines, size.bytes);
-            self.switch(&mut open, new, size, &snapshot).map(|()| kept)
+            let resynced = self.switch(&mut open, new, size, &snapshot)?;
+            Ok((kept, resynced))
         });
-        let (lines, bytes) = kept.unwrap_or_else(|err| {
+        let ((lines, bytes), resynced) = kept.unwrap_or_else(|err| {
             log::error!("cannot compact the journal: {err}");
-            (open.lines, open.bytes)
+            ((open.lines, open.bytes), false)
         });
         open.compact_at = next_compaction(lines, self.history);
         open.compact_bytes = next_compaction(bytes, HISTORY_BYTES);
         open.told_compact = false;
         open.compacting = false;
         self.compacted.notify_all();
+        resynced
     }
 
     /// With the lock held: the lines appended since `snapshot` copied into `new`, which
-    /// then replaces the file.
+    /// then replaces the file; whether they had to be synced first.
     fn switch(
         &self,
         open: &mut Open,
         mut new: Replacement,
         size: Compacted,
         snapshot: &Snapshot,
-    ) -> Result<(), FileError> {
+    ) -> Result<bool, FileError> {
         let path = &self.path;
         let (mut tail, _) = files::open_trusted(WHAT, path, Trust::Private)?;
         tail.seek(SeekFrom::Start(snapshot.len))
@@ -319,7 +324,8 @@ impl Shared {
             bytes += n;
             ends_whole = chunk.ends_with(b"\n");
         }
-        if open.synced > snapshot.appended {
+        let resync = open.synced > snapshot.appended;
+        if resync {
             new.file().sync_data().map_err(|err| new.failed(err))?;
         }
         let placed = new.rename()?;
@@ -336,7 +342,7 @@ impl Shared {
         open.lines = size.lines + lines;
         open.bytes = size.bytes + bytes;
         open.torn = !ends_whole;
-        Ok(())
+        Ok(resync)
     }
 
     /// One `fdatasync` for everything appended so far, by anyone; the lock is not held
@@ -1124,7 +1130,7 @@ mod tests {
         run_jobs(&journal, 0..20);
         let shared = &journal.shared;
         let old_appends = shared.lock().appended;
-        shared.compact_with(|| {
+        let resynced = shared.compact_with(|| {
             // The new file is written and synced; the lock is free all the while.
             assert!(shared.open.try_lock().is_ok(), "appenders wait");
             // Appenders go on, and one code is reported on disk. Its append takes the
@@ -1134,6 +1140,12 @@ mod tests {
             let code = journal.submitted_now(&record(22, Status::Queued), Some(99));
             assert_eq!(code, Ok(()));
         });
+        // The code was reported on disk while the old file was the journal: the lines
+        // appended meanwhile were synced again in the new one before it took its place.
+        assert!(
+            resynced,
+            "a line reported synced was not synced in the new file"
+        );
         let text = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
         // The 20 jobs before, one line each now; then everything appended meanwhile,
         // as written.
@@ -1145,19 +1157,26 @@ mod tests {
         {
             let open = shared.lock();
             assert!(!open.compacting && open.generation == 1);
-            // The code was reported on disk while the old file was the journal: its
-            // line is counted synced, and the rename is left to the next sync.
+            // The code's line stays counted synced; the rename is left to the next sync.
             assert!(open.synced > old_appends && open.synced == open.appended);
             assert!(open.dir_unsynced);
         }
         journal.sync();
         assert!(!shared.lock().dir_unsynced);
+        // Nothing reported synced meanwhile: no second sync under the lock.
+        let resynced = shared.compact_with(|| run_jobs(&journal, 23..24));
+        assert!(
+            !resynced,
+            "synced again under the lock with nothing reported synced"
+        );
+        let text = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
+        assert!(text.contains(&record(23, Status::Queued).id), "{text}");
         drop(journal);
         let (_journal, recovered, _done) = open(&dir, 20);
         assert_eq!(recovered.last_step, 99);
         let ids: Vec<String> = recovered.records.into_iter().map(|r| r.id).collect();
         // 22 is interrupted now, so ended too: the newest 20.
-        let want: Vec<String> = (3..23).map(|n| record(n, Status::Queued).id).collect();
+        let want: Vec<String> = (4..24).map(|n| record(n, Status::Queued).id).collect();
         assert_eq!(ids, want);
         std::fs::remove_dir_all(dir).unwrap();
     }
