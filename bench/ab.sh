@@ -38,6 +38,8 @@ while [ $# -gt 2 ]; do
     esac
 done
 [ $# -eq 2 ] || { sed -n '2,25p' "$0"; exit 2; }
+[ "$SLOW_SYNC" = 0 ] || command -v strace >/dev/null ||
+    { echo "ab.sh: --slow-sync needs strace (apt-get install strace)" >&2; exit 2; }
 A=$(realpath "$1") B=$(realpath "$2")
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/sudo-agent-ab.XXXXXX)
@@ -83,6 +85,7 @@ EOF
         for t in /proc/"$PID"/task/*; do
             [ "$(cat "$t/comm" 2>/dev/null)" = journal ] && tid=${t##*/}
         done
+        [ -n "$tid" ] || { echo "ab.sh: no journal thread in $label" >&2; exit 1; }
         strace -qq -p "$tid" -o /dev/null -e trace=fsync,fdatasync \
             -e inject=fsync,fdatasync:delay_enter=$((SLOW_SYNC * 1000)) &
         TRACER=$!
