@@ -601,6 +601,196 @@ fn a_job_that_remounts_read_write_leaves_the_next_job_read_only() {
     }
 }
 
+#[test]
+fn two_jobs_at_once_never_share_a_read_only_namespace() {
+    // Namespaces are kept between jobs and lent to one at a time: a job that remounts
+    // read-write in its own must not open the mounts of another job running meanwhile
+    // (the next job is safe anyway: a namespace a job remounted in is made again).
+    let dir = TempDir::new("c-rw-at-once");
+    let target = dir.path().join("f");
+    let marker = dir.path().join("remounted");
+    let remount = format!(
+        "mount -o remount,bind,rw \"$(stat -c %m {dir})\" && touch {marker}",
+        dir = dir.path().display(),
+        marker = marker.display()
+    );
+    let write_later = format!(
+        "i=0; while [ ! -e {marker} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; \
+         touch {target}",
+        marker = marker.display(),
+        target = target.display()
+    );
+    let cfg = base_config(
+        dir.path(),
+        json!({"rules": [
+            {"name": "true", "argv": ["/bin/true"], "no_pin": true},
+            {"name": "remount", "argv": ["/bin/sh", "-c", &remount], "no_pin": true},
+            {"name": "write", "argv": ["/bin/sh", "-c", &write_later], "no_pin": true}
+        ]}),
+    );
+    let agent = Agent::start_in(dir, &cfg, &[]);
+    // One job lent a namespace and done, so the next two could be lent the same one.
+    let job = agent
+        .post_json("/run", &json!({"argv": ["/bin/true"]}))
+        .json();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let r = agent.post_json(
+        "/run",
+        &json!({"argv": ["/bin/sh", "-c", &write_later], "wait": 0}),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(300));
+    let job = agent
+        .post_json("/run", &json!({"argv": ["/bin/sh", "-c", &remount]}))
+        .json();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert!(marker.exists());
+    let job = agent.get(&format!("/job/{id}?wait=30")).json();
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_stderr(&job, "Read-only file system");
+    assert!(!target.exists());
+}
+
+/// A loop device with an ext4 file system on it, mounted and unmounted at `point` in the
+/// mount namespace of the agent (the box's, as far as the agent can tell): other tests'
+/// agents and jobs, running meanwhile, never see it. Detached when dropped.
+struct LoopDisk {
+    device: String,
+    point: PathBuf,
+}
+
+impl LoopDisk {
+    /// `None` (a loud skip; a failure under CI=true) without mkfs.ext4 or a loop device.
+    fn new(dir: &Path) -> Option<LoopDisk> {
+        let image = dir.join("disk.img");
+        fs::File::create(&image).unwrap().set_len(16 << 20).unwrap();
+        let made = Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&image)
+            .status();
+        let device = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&image)
+            .output();
+        let device = match (made, device) {
+            (Ok(made), Ok(out)) if made.success() && out.status.success() => {
+                String::from_utf8(out.stdout).unwrap().trim().to_string()
+            }
+            other => {
+                let why = format!(
+                    "no ext4 on a loop device here ({other:?}); apt-get install e2fsprogs mount"
+                );
+                assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+                eprintln!("SKIPPED: {why}");
+                return None;
+            }
+        };
+        let point = dir.join("point");
+        fs::create_dir(&point).unwrap();
+        Some(LoopDisk { device, point })
+    }
+
+    /// `mount` or `umount` run in `agent`'s mount namespace.
+    fn in_namespace_of(&self, agent: &Agent, command: &[&str]) {
+        let status = Command::new("nsenter")
+            .args(["-t", &agent.pid().to_string(), "-m"])
+            .args(command)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{command:?}");
+    }
+
+    fn mount(&self, agent: &Agent) {
+        let point = self.point.to_str().unwrap();
+        self.in_namespace_of(agent, &["mount", &self.device, point]);
+    }
+
+    /// From the agent's mount table; it may live on in other namespaces.
+    fn unmount(&self, agent: &Agent) {
+        self.in_namespace_of(agent, &["umount", self.point.to_str().unwrap()]);
+    }
+
+    /// Whether the file system is gone for good: no namespace holds it any more, so the
+    /// device can be opened exclusively (as mkfs, fsck or a disk's eject need).
+    fn released(&self) -> bool {
+        use std::os::unix::fs::OpenOptionsExt;
+        const O_EXCL: i32 = 0o200;
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(O_EXCL)
+            .open(&self.device)
+            .is_ok()
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        // Once the agent is gone, so is its namespace and whatever was mounted in it.
+        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
+    }
+}
+
+#[test]
+fn a_file_system_the_owner_unmounts_is_let_go_at_once_after_and_between_jobs() {
+    // The read-only namespace kept between jobs holds every file system mounted when it
+    // was made; one unmounted on the box must not stay busy in it (a disk that cannot
+    // be checked or ejected), however long the agent stays idle.
+    let dir = TempDir::new("c-let-go");
+    let Some(disk) = LoopDisk::new(dir.path()) else {
+        return;
+    };
+    let long = "sleep 2; echo done";
+    let cfg = base_config(
+        dir.path(),
+        json!({"rules": [
+            {"name": "true", "argv": ["/bin/true"], "no_pin": true},
+            {"name": "long", "argv": ["/bin/sh", "-c", long], "no_pin": true}
+        ]}),
+    );
+    let mut agent = Agent::prepare(dir, &cfg);
+    let private = ["unshare", "-m", "--propagation", "private"].map(String::from);
+    agent.spawn_wrapped(&private, &[]);
+    disk.mount(&agent);
+    assert!(!disk.released(), "mounted, the device is busy");
+
+    // Kept after a job: let go as soon as it is unmounted, not when the agent next
+    // runs a job or its job thread leaves.
+    let job = agent
+        .post_json("/run", &json!({"argv": ["/bin/true"]}))
+        .json();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    disk.unmount(&agent);
+    assert!(
+        wait_until(Duration::from_secs(2), || disk.released()),
+        "the unmounted file system is still held by the agent"
+    );
+
+    // Lent to a running job: held while it runs (the job is in it), let go when it ends.
+    disk.mount(&agent);
+    std::thread::scope(|scope| {
+        let job = scope.spawn(|| {
+            agent
+                .post_json("/run", &json!({"argv": ["/bin/sh", "-c", long]}))
+                .json()
+        });
+        std::thread::sleep(Duration::from_millis(700));
+        disk.unmount(&agent);
+        assert!(!disk.released(), "the running job's namespace holds it");
+        let job = job.join().unwrap();
+        assert_eq!(job["stdout"], "done\n", "{job}");
+    });
+    assert!(
+        wait_until(Duration::from_secs(2), || disk.released()),
+        "still held after the job that was lent the namespace ended"
+    );
+    // And the next job gets a namespace without it.
+    let job = agent
+        .post_json("/run", &json!({"argv": ["/bin/true"]}))
+        .json();
+    assert_eq!(job["status"], "succeeded", "{job}");
+}
+
 /// Writes to /dev/null, then tries to move itself into the root of the cgroup v2 tree.
 const LEAVE_CGROUP: &str = "echo x >/dev/null && echo null ok; \
     m=$(awk '{for (i = 7; i < NF; i++) if ($i == \"-\") { \

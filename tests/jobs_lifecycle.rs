@@ -93,11 +93,11 @@ fn wait_zero_answers_202_and_parked_long_polls_cost_no_threads() {
     }
     let health = agent.get("/health").json();
     assert_eq!(health["running"], 1);
-    // The loop thread, the journal, audit and users threads, and one thread per running
-    // job (qemu-user adds one of its own).
+    // The loop thread, the journal, audit, users and mounts threads, and one thread per
+    // running job (qemu-user adds one of its own).
     let n = threads(agent.pid());
     assert!(
-        n <= 4 + 1 + usize::from(crate::common::emulated()),
+        n <= 5 + 1 + usize::from(crate::common::emulated()),
         "{n} threads with 1 running job and 100 parked long-polls"
     );
 

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::contain::{self, Emptied, Spare};
-use crate::sys::{self, ChildSetup, Credentials, JobCgroup, Limits, Sandbox, clock};
+use crate::sys::{self, ChildSetup, Credentials, JobCgroup, LentNamespace, Limits, Sandbox, clock};
 
 /// Longest single wait, so a cancel request is noticed within this time.
 const POLL_SLICE: Duration = Duration::from_millis(100);
@@ -493,6 +493,9 @@ struct Job {
     pidfd: Option<OwnedFd>,
     /// The job's cgroup: signals and the end reach everything in it.
     cgroup: Option<JobCgroup>,
+    /// The read-only namespace the job entered: lent to no other job until this one
+    /// has ended.
+    _namespace: Option<LentNamespace>,
     out: Capture,
     err: Capture,
     /// Set once the child is reaped (or found already reaped).
@@ -511,13 +514,14 @@ impl Job {
         use_pidfd: bool,
     ) -> Result<Job, Ending> {
         match Job::start(spec, cgroup.as_mut(), use_pidfd) {
-            Ok((child, pidfd)) => {
+            Ok((child, pidfd, namespace)) => {
                 let out = Capture::new(Some(child.stdout), spec.max_output_bytes);
                 let err = Capture::new(Some(child.stderr), spec.max_output_bytes);
                 Ok(Job {
                     pid: child.pid,
                     pidfd,
                     cgroup,
+                    _namespace: namespace,
                     out,
                     err,
                     exited: false,
@@ -538,7 +542,7 @@ impl Job {
         spec: &ExecSpec,
         cgroup: Option<&mut JobCgroup>,
         use_pidfd: bool,
-    ) -> Result<(sys::Spawned, Option<OwnedFd>), Ending> {
+    ) -> Result<(sys::Spawned, Option<OwnedFd>, Option<LentNamespace>), Ending> {
         let failed = Ending::SpawnFailed;
         let Some(program) = spec.argv.first() else {
             return Err(failed("empty argv: no program to run".into()));
@@ -602,7 +606,7 @@ impl Job {
                 None
             }
         };
-        Ok((child, pidfd))
+        Ok((child, pidfd, setup.into_lent()))
     }
 
     /// Waits up to `wait` for output or exit, reads what is ready, reaps the child if it

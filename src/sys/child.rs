@@ -15,6 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::cerr::cerr;
+use super::mntns::LentNamespace;
 use super::sandbox::{SandboxSetup, Step};
 
 /// The account a child drops to. Always both ids: a group without a user would leave
@@ -66,6 +67,12 @@ impl ChildSetup {
     pub fn sandbox(mut self, sandbox: SandboxSetup) -> ChildSetup {
         self.sandbox = Some(sandbox);
         self
+    }
+
+    /// After the spawn: the read-only namespace the child entered, if it was lent one.
+    /// Kept until the job has ended, so that no other job is lent it meanwhile.
+    pub fn into_lent(self) -> Option<LentNamespace> {
+        self.sandbox.and_then(SandboxSetup::into_lent)
     }
 
     /// In the child, right before its `exec`; an error (its errno) comes back from

@@ -37,6 +37,7 @@ pub(crate) use self::fd::{
     create_at, lookup_at, open_write_at, poll_readable, rename_at, set_nonblocking, unlink_at,
 };
 pub(crate) use self::lock::{LockError, lock_state_dir};
+pub(crate) use self::mntns::LentNamespace;
 pub(crate) use self::net::{ip_literal, is_loopback, set_send_buffer, split_authority};
 pub(crate) use self::peer::{tcp_peer_uid, unix_peer_uid};
 pub(crate) use self::process::{

@@ -8,7 +8,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -167,8 +167,8 @@ fn mount_flags(options: &str) -> libc::c_ulong {
 /// The sandbox as the child applies it, allocating nothing.
 #[derive(Debug)]
 pub struct SandboxSetup {
-    /// A namespace to enter (made by `mntns`) instead of mounts of the child's own.
-    enter: Option<OwnedFd>,
+    /// A namespace to enter (lent by `mntns`) instead of mounts of the child's own.
+    enter: Option<mntns::LentNamespace>,
     unshare: libc::c_int,
     read_only: bool,
     /// Every mount point with its flags: the fallback of [`set_read_only`].
@@ -238,6 +238,10 @@ pub fn failed_step(err: &io::Error) -> Option<String> {
 }
 
 impl SandboxSetup {
+    pub(super) fn into_lent(self) -> Option<mntns::LentNamespace> {
+        self.enter
+    }
+
     /// In the child, as root, before it drops to the rule's user: the namespace made
     /// beforehand, or namespaces of its own and then the mounts (read-only first, then
     /// the writable paths bound over themselves and made writable, then the private
@@ -251,7 +255,7 @@ impl SandboxSetup {
             cerr(unsafe { libc::unshare(libc::CLONE_FS) }).map_err(|e| Step::Enter.tag(e))?;
             // SAFETY: setns takes a descriptor (a mount namespace, kept open by `self`)
             // and a flag.
-            cerr(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) })
+            cerr(unsafe { libc::setns(ns.fd(), libc::CLONE_NEWNS) })
                 .map_err(|e| Step::Enter.tag(e))?;
         }
         if self.unshare != 0 {
