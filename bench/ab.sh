@@ -4,7 +4,7 @@
 # with 16 keep-alive connections, and /health p99 meanwhile. Medians of --reps runs.
 #
 # usage: bash bench/ab.sh [--reps N] [--n SAMPLES] [--secs FLOOD_S] [--cold N] [--contain]
-#                         [--history H] [--slow-sync MS] BIN_A BIN_B
+#                         [--history H] [--slow-sync MS] [--quiet N] BIN_A BIN_B
 # e.g.:  git stash; cargo build --release; cp target/release/sudo-agent /tmp/before
 #        git stash pop; cargo build --release
 #        bash bench/ab.sh /tmp/before target/release/sudo-agent
@@ -18,13 +18,16 @@
 # and, half a second later, the same without a code; p50 of each. Work done after an
 # answer (cleanup, what is made ahead for the next job) is off these, not off the
 # back-to-back figures, where it shares CPU 0 with the next request.
+# --quiet N: also N no_pin /bin/true requests 6 s apart (p50), and the same spawn floor:
+# after 5 s without work the job thread is gone, so these take the path a home lab's
+# occasional request takes (a new thread, cold caches). Adds N × 6 s per binary and rep.
 # --history H: the agents keep H jobs (jobs.history, default 1000; the journal is
 # compacted every H/2 jobs). --slow-sync MS (needs strace): every fsync/fdatasync of the
 # journal thread takes MS longer, as on an SD card; the exec figures then also give the
 # longest request (a compaction's rewrite is synced there).
 # Uses bench/loadgen (built here if missing). Servers on CPU 0, clients on CPU 1.
 set -euo pipefail
-REPS=5 N=1000 SECS=2 CONTAIN=0 COLD=0 HISTORY=1000 SLOW_SYNC=0 TRACER=""
+REPS=5 N=1000 SECS=2 CONTAIN=0 COLD=0 QUIET=0 HISTORY=1000 SLOW_SYNC=0 TRACER=""
 while [ $# -gt 2 ]; do
     case "$1" in
         --reps) REPS="$2"; shift 2 ;;
@@ -32,12 +35,13 @@ while [ $# -gt 2 ]; do
         --secs) SECS="$2"; shift 2 ;;
         --contain) CONTAIN=1; shift ;;
         --cold) COLD="$2"; shift 2 ;;
+        --quiet) QUIET="$2"; shift 2 ;;
         --history) HISTORY="$2"; shift 2 ;;
         --slow-sync) SLOW_SYNC="$2"; shift 2 ;;
         *) echo "ab.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
-[ $# -eq 2 ] || { sed -n '2,25p' "$0"; exit 2; }
+[ $# -eq 2 ] || { sed -n '2,28p' "$0"; exit 2; }
 [ "$SLOW_SYNC" = 0 ] || command -v strace >/dev/null ||
     { echo "ab.sh: --slow-sync needs strace (apt-get install strace)" >&2; exit 2; }
 A=$(realpath "$1") B=$(realpath "$2")
@@ -96,6 +100,10 @@ EOF
     add "$label.p99" "$(kv "$out" p99_us)"
     add "$label.max" "$(kv "$out" max_us)"
     [ "$CONTAIN" = 0 ] || { stop; return; }
+    if [ "$QUIET" -gt 0 ]; then
+        out=$("${CLI[@]}" "$LOADGEN" http --addr "127.0.0.1:$port" --path /run --body '{"command":"/bin/true"}' --n "$QUIET" --warmup 0 --gap-ms 6000)
+        add "$label.quiet" "$(kv "$out" p50_us)"
+    fi
     # Before the flood of bad codes, which locks codes out.
     if [ "$COLD" -gt 0 ]; then
         out=$("${CLI[@]}" "$LOADGEN" codes --addr "127.0.0.1:$port" --secret "$SECRET" --step 1 --n "$COLD" --probe-ms 0)
@@ -143,6 +151,10 @@ for rep in $(seq "$REPS"); do
 done
 floor=$("${SRV[@]}" "$LOADGEN" spawn --setup same --n "$N")
 echo "load average: $(cut -d" " -f1-3 /proc/loadavg); medians of $REPS; history $HISTORY; journal syncs +$SLOW_SYNC ms; floor (same setup) p50 $(kv "$floor" p50_us) us"
+if [ "$QUIET" -gt 0 ]; then
+    floor=$("${SRV[@]}" "$LOADGEN" spawn --setup same --n "$QUIET" --warmup 0 --gap-ms 6000)
+    echo "floor (same setup), 6 s apart: p50 $(kv "$floor" p50_us) us"
+fi
 if [ "$CONTAIN" = 1 ]; then
     printf '| exec /bin/true through a no_pin rule | p50 (us) | p99 (us) |\n|---|---|---|\n'
     for v in "a:A: process group, no sandbox" "c:B: process group + read_only" \
@@ -157,6 +169,9 @@ printf '| exec /bin/true p99 (us) | %s | %s |\n' "$(median a.p99)" "$(median b.p
 printf '| exec /bin/true max (us) | %s | %s |\n' "$(median a.max)" "$(median b.max)"
 printf '| rejected req/s | %s | %s |\n' "$(median a.rps)" "$(median b.rps)"
 printf '| /health p99 during flood (us) | %s | %s |\n' "$(median a.hp99)" "$(median b.hp99)"
+if [ "$QUIET" -gt 0 ]; then
+    printf '| 6 s apart: exec /bin/true p50 (us) | %s | %s |\n' "$(median a.quiet)" "$(median b.quiet)"
+fi
 if [ "$COLD" -gt 0 ]; then
     printf '| one a second: code-bearing p50 (us) | %s | %s |\n' "$(median a.code)" "$(median b.code)"
     printf '| one a second: no code p50 (us) | %s | %s |\n' "$(median a.plain)" "$(median b.plain)"
