@@ -107,7 +107,8 @@ fn probed() -> Containment {
         private_tmp: true,
         ..Sandbox::default()
     };
-    // The namespace a job thread makes ahead and jobs enter (`setns`), as `no_pin` jobs do.
+    // The namespace made ahead and lent to jobs (`setns`), as `no_pin` jobs get it; kept,
+    // so the first such job enters it.
     let entered = Sandbox {
         read_only: true,
         ..Sandbox::default()
