@@ -92,8 +92,12 @@ struct Entry {
 
 impl Entry {
     /// `sent`: its submission is (being) written by someone other than its job thread.
-    fn new(record: JobRecord, pending: Option<(ExecSpec, Option<Spare>)>, sent: bool) -> Entry {
-        Entry {
+    fn new(
+        record: JobRecord,
+        pending: Option<(ExecSpec, Option<Spare>)>,
+        sent: bool,
+    ) -> Box<Entry> {
+        Box::new(Entry {
             record,
             answer: Weak::new(),
             pending,
@@ -105,7 +109,7 @@ impl Entry {
             sent,
             refused: None,
             submitted: None,
-        }
+        })
     }
 }
 
@@ -136,7 +140,10 @@ pub struct Collected {
 
 pub struct Jobs {
     cfg: JobsConfig,
-    entries: HashMap<String, Entry>,
+    /// Boxed: a map of entries held in place (about 850 bytes each) keeps that much in
+    /// every empty slot too, and once it has grown for the default history, three in four
+    /// of its 4 096 slots are empty (3.4 MiB in all, where boxed entries take 1 MiB).
+    entries: HashMap<String, Box<Entry>>,
     queue: VecDeque<String>,
     /// Finished ids, oldest first: the history bound evicts from the front.
     finished: VecDeque<String>,
