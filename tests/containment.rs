@@ -640,7 +640,12 @@ fn two_jobs_at_once_never_share_a_read_only_namespace() {
     );
     assert_eq!(r.status, 202, "{}", r.body);
     let id = r.json()["id"].as_str().unwrap().to_string();
-    std::thread::sleep(Duration::from_millis(300));
+    // In its namespace (it runs) before the second job is lent one.
+    assert!(
+        wait_until(Duration::from_secs(10), || running(&write_later)),
+        "the first job never started: {}",
+        agent.log()
+    );
     let job = agent
         .post_json("/run", &json!({"argv": ["/bin/sh", "-c", &remount]}))
         .json();
@@ -731,6 +736,17 @@ impl Drop for LoopDisk {
     }
 }
 
+/// Whether a process whose command line contains `text` runs on the box.
+fn running(text: &str) -> bool {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|entry| {
+        fs::read(entry.path().join("cmdline"))
+            .is_ok_and(|line| line.windows(text.len()).any(|w| w == text.as_bytes()))
+    })
+}
+
 #[test]
 fn a_file_system_the_owner_unmounts_is_let_go_at_once_after_and_between_jobs() {
     // The read-only namespace kept between jobs holds every file system mounted when it
@@ -740,7 +756,8 @@ fn a_file_system_the_owner_unmounts_is_let_go_at_once_after_and_between_jobs() {
     let Some(disk) = LoopDisk::new(dir.path()) else {
         return;
     };
-    let long = "sleep 2; echo done";
+    // Unique on the box: the test finds the running job by its command line.
+    let long = "sleep 2; echo let-go-done";
     let cfg = base_config(
         dir.path(),
         json!({"rules": [
@@ -774,11 +791,15 @@ fn a_file_system_the_owner_unmounts_is_let_go_at_once_after_and_between_jobs() {
                 .post_json("/run", &json!({"argv": ["/bin/sh", "-c", long]}))
                 .json()
         });
-        std::thread::sleep(Duration::from_millis(700));
+        assert!(
+            wait_until(Duration::from_secs(10), || running(long)),
+            "the job never started: {}",
+            agent.log()
+        );
         disk.unmount(&agent);
         assert!(!disk.released(), "the running job's namespace holds it");
         let job = job.join().unwrap();
-        assert_eq!(job["stdout"], "done\n", "{job}");
+        assert_eq!(job["stdout"], "let-go-done\n", "{job}");
     });
     assert!(
         wait_until(Duration::from_secs(2), || disk.released()),
