@@ -80,22 +80,20 @@ impl Made {
 pub struct LentNamespace {
     /// Taken only by `drop`.
     made: Option<Made>,
-    /// `made`'s namespace, open as long as this lives.
-    fd: RawFd,
     generation: u64,
 }
 
 impl LentNamespace {
     fn new(made: Made, generation: u64) -> LentNamespace {
         LentNamespace {
-            fd: made.ns.as_raw_fd(),
             made: Some(made),
             generation,
         }
     }
 
+    /// The namespace, open as long as this lives.
     pub fn fd(&self) -> RawFd {
-        self.fd
+        self.made.as_ref().map_or(-1, |m| m.ns.as_raw_fd())
     }
 }
 
@@ -196,37 +194,34 @@ fn let_go(still_watched: bool) -> Vec<Made> {
 /// Waits until the mount table `table` (a mountinfo) belongs to changes.
 fn wait_for_change(table: &OwnedFd) -> io::Result<()> {
     loop {
-        let mut poll = libc::pollfd {
-            fd: table.as_raw_fd(),
-            events: libc::POLLPRI,
-            revents: 0,
-        };
-        // SAFETY: one initialised pollfd, alive for the call; -1 waits without limit.
-        match cerr(unsafe { libc::poll(&mut poll, 1, -1) }) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+        match changed(table, -1) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
-            Ok(_) if poll.revents & libc::POLLNVAL != 0 => {
-                return Err(io::Error::from_raw_os_error(libc::EBADF));
-            }
-            Ok(_) if poll.revents & (libc::POLLPRI | libc::POLLERR) != 0 => return Ok(()),
-            Ok(_) => {}
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
         }
     }
 }
 
-/// Whether the mount table `watch` (a mountinfo) belongs to has changed since it was
-/// opened; an error counts as a change.
-fn mounts_changed(watch: &OwnedFd) -> bool {
+/// Whether the mount table `table` (a mountinfo) belongs to has changed since it was
+/// opened or last polled, waiting up to `timeout_ms` (-1: without limit) for a change.
+fn changed(table: &OwnedFd, timeout_ms: libc::c_int) -> io::Result<bool> {
     let mut poll = libc::pollfd {
-        fd: watch.as_raw_fd(),
+        fd: table.as_raw_fd(),
         events: libc::POLLPRI,
         revents: 0,
     };
-    // SAFETY: one initialised pollfd, alive for the call; a zero timeout never waits.
-    match cerr(unsafe { libc::poll(&mut poll, 1, 0) }) {
-        Ok(_) => poll.revents & (libc::POLLPRI | libc::POLLERR | libc::POLLNVAL) != 0,
-        Err(_) => true,
+    // SAFETY: one initialised pollfd, alive for the call.
+    cerr(unsafe { libc::poll(&mut poll, 1, timeout_ms) })?;
+    if poll.revents & libc::POLLNVAL != 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
     }
+    Ok(poll.revents & (libc::POLLPRI | libc::POLLERR) != 0)
+}
+
+/// [`changed`] without waiting; an error counts as a change.
+fn mounts_changed(watch: &OwnedFd) -> bool {
+    changed(watch, 0).unwrap_or(true)
 }
 
 pub(super) fn open_cloexec(path: &std::ffi::CStr) -> io::Result<OwnedFd> {
