@@ -237,3 +237,51 @@ fn code_and_verify_commands_agree_with_the_agent() {
     assert_eq!(verify(&printed), Some(0), "verify consumes nothing");
     assert_eq!(verify("12345"), Some(1));
 }
+
+/// A good code is synced once, with its job, in the journal: `auth.json` is not
+/// rewritten for it (two more syncs an SD card would make the code wait for), unless the
+/// code reset a failure count; a wrong code's failure is saved before its 401.
+#[test]
+fn a_good_code_leaves_auth_json_alone_unless_it_resets_failures() {
+    use std::os::unix::fs::MetadataExt;
+    let agent = Agent::start("auth-saves", fast());
+    let path = agent.dir.path().join("state/auth.json");
+    // (inode, mtime in ns): a save is a new file renamed into place.
+    let seen = || {
+        std::fs::metadata(&path)
+            .ok()
+            .map(|m| (m.ino(), m.mtime() * 1_000_000_000 + m.mtime_nsec()))
+    };
+    let before = seen();
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": agent.fresh_code(), "command": "echo a"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Past the group commit (0.2 s) a save would have joined.
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(seen(), before, "auth.json was rewritten for a good code");
+
+    let r = agent.post_json("/run", &json!({"pin": "000000", "command": "echo b"}));
+    assert_eq!(r.status, 401, "{}", r.body);
+    let failed = seen();
+    assert!(
+        failed.is_some() && failed != before,
+        "a failure is saved before its 401"
+    );
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": agent.fresh_code(), "command": "echo c"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let reset = || {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&text)
+            .is_ok_and(|s| s["failures"].as_array().is_some_and(Vec::is_empty))
+    };
+    assert!(
+        crate::common::wait_until(std::time::Duration::from_secs(5), reset),
+        "the reset failure count was not saved: {}",
+        std::fs::read_to_string(&path).unwrap_or_default()
+    );
+}

@@ -214,14 +214,22 @@ impl Auth {
         &self.state
     }
 
+    /// A success resets the throttle. The step alone is no reason to save: the caller
+    /// syncs it in the journal with what it authorised, and start-up takes the larger
+    /// of the two. Saving it here too would put two more syncs (the file, its rename)
+    /// beside the code's own on a disk that does one at a time (an SD card), where
+    /// the code would wait for them, and wear it for nothing.
     fn accept(&mut self, step: u64) -> Result<u64, Denied> {
+        let throttled = !self.state.failures.is_empty()
+            || self.state.locked_until != 0
+            || self.state.lockouts != 0;
+        self.changed |= throttled;
         self.state = AuthState {
             last_step: step,
             failures: Vec::new(),
             locked_until: 0,
             lockouts: 0,
         };
-        self.changed = true;
         Ok(step)
     }
 
@@ -491,6 +499,28 @@ mod tests {
     }
 
     #[test]
+    fn a_success_is_saved_only_when_it_resets_the_throttle() {
+        let dir = tempdir("success-save");
+        let mut auth = open(&dir);
+        auth.check(&code(T0), T0).unwrap();
+        assert!(
+            auth.save_work().is_none(),
+            "the step alone is synced in the journal by the caller"
+        );
+        fail_n(&mut auth, 1, T0 + 1);
+        saved(&mut auth);
+        auth.check(&code(T0 + 30), T0 + 31).unwrap();
+        let save = auth.save_work().expect("the failure count was reset");
+        assert!(!save.urgent, "a success waits for no save");
+        (save.work)().unwrap();
+        let text = fs::read_to_string(dir.join("auth.json")).unwrap();
+        let on_disk: AuthState = serde_json::from_str(&text).unwrap();
+        assert_eq!(&on_disk, auth.state());
+        assert!(on_disk.failures.is_empty());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn checks_decide_in_memory_and_the_save_writes_the_newest_state() {
         let dir = tempdir("persisted");
         let mut auth = open(&dir);
@@ -524,18 +554,18 @@ mod tests {
         let mut auth = open(&dir);
         // A directory where the file should be: rename over it fails, even for root.
         fs::create_dir(dir.join("auth.json")).unwrap();
-        auth.check(&code(T0), T0).unwrap();
-        let save = auth.save_work().unwrap();
-        assert!(!save.urgent, "a success's save may wait");
-        let err = (save.work)().unwrap_err();
-        assert!(err.contains("auth.json"), "{err}");
-        // The code is spent all the same, and failures still count.
-        assert!(matches!(auth.check(&code(T0), T0), Err(Denied::Reused)));
         assert!(matches!(
             auth.check(&wrong_code(T0), T0),
             Err(Denied::Invalid)
         ));
-        assert_eq!(auth.state().failures.len(), 2);
+        let save = auth.save_work().unwrap();
+        assert!(save.urgent, "a failure's refusal waits for its save");
+        let err = (save.work)().unwrap_err();
+        assert!(err.contains("auth.json"), "{err}");
+        // Codes are decided all the same: a good one resets, a reused one counts.
+        auth.check(&code(T0), T0).unwrap();
+        assert!(matches!(auth.check(&code(T0), T0), Err(Denied::Reused)));
+        assert_eq!(auth.state().failures.len(), 1);
         fs::remove_dir(dir.join("auth.json")).unwrap();
         let retry = auth.save_work().unwrap();
         (retry.work)().unwrap();

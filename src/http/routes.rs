@@ -566,9 +566,9 @@ impl Handler for Routes {
             .unwrap_or_else(|err| Reply::Now(err.response()));
         let route = metrics::route_label(&request.path);
         // The code gate's state changed. A refusal that counted a failure leaves once
-        // the failure is saved, so a restart cannot forget it; anything else (a success,
-        // whose step is made durable with what it authorised) is saved at the journal's
-        // next group commit, its syncs apart from the code's.
+        // the failure is saved, so a restart cannot forget it; a success that reset the
+        // throttle (its step is made durable with what it authorised) is saved at the
+        // journal's next group commit.
         if let Some(save) = self.auth.save_work() {
             match reply {
                 Reply::Now(response) if save.urgent => {
