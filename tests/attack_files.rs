@@ -182,27 +182,17 @@ fn state_file_swapped_for_a_link_is_refused_or_replaced_never_followed() {
     fs::write(&victim, "precious\n").unwrap();
 
     // While running: the next save replaces the link itself (rename), the target stays.
-    assert_eq!(
-        agent
-            .post_json(
-                "/run",
-                &json!({"pin": agent.fresh_code(), "command": "true"})
-            )
-            .status,
-        200
-    );
-    // The state is saved by the journal thread at its next group commit (the code's
-    // step is already in the journal).
+    // A wrong code's failure is saved before its 401 (a good code's step goes to the
+    // journal only).
+    let wrong = || agent.post_json("/run", &json!({"pin": "000000", "command": "true"}));
+    assert_eq!(wrong().status, 401);
     let saved = || fs::symlink_metadata(&state).is_ok_and(|m| m.is_file());
-    assert!(wait_until(Duration::from_secs(5), saved));
+    assert!(saved());
     fs::remove_file(&state).unwrap();
     symlink(&victim, &state).unwrap();
-    let r = agent.post_json(
-        "/run",
-        &json!({"pin": agent.fresh_code(), "command": "true"}),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert!(wait_until(Duration::from_secs(5), saved));
+    let r = wrong();
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(saved());
     assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
 
     // At start: a link there stops the agent with the path and the fix.
@@ -247,7 +237,7 @@ fn links_planted_in_the_results_dir_are_never_followed_by_cleanup() {
     let first = agent.post_json("/run", &json!({"command": "uptime"}));
     assert_eq!(first.status, 200, "{}", first.body);
     let own = first.json()["result_file"].as_str().unwrap().to_string();
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::thread::sleep(Duration::from_millis(20));
     assert_eq!(
         agent
             .post_json("/run", &json!({"command": "uptime"}))
@@ -255,7 +245,7 @@ fn links_planted_in_the_results_dir_are_never_followed_by_cleanup() {
         200
     );
     // The first job's file is cleaned (max_files 1); every planted link and target stays.
-    assert!(wait_until(std::time::Duration::from_secs(5), || {
+    assert!(wait_until(Duration::from_secs(5), || {
         !Path::new(&own).exists()
     }));
     assert!(
