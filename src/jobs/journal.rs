@@ -175,12 +175,36 @@ struct Shared {
     /// [`Journal::poke`], once the job is answered or lasting, so that thread's wake-up
     /// is not between a request and its answer.
     poke: AtomicBool,
+    /// Tests: the next compaction started aside waits for this before its switch.
+    #[cfg(test)]
+    hold: Mutex<Option<Receiver<()>>>,
 }
 
 /// Where a compaction began: the file's length and the appends then.
+#[derive(Clone, Copy)]
 struct Snapshot {
     len: u64,
     appended: u64,
+}
+
+/// With the lock held: claims the one compaction at a time, from the file as it is now
+/// (`None`: one is under way, or the file cannot be looked at).
+fn claim(open: &mut Open) -> Option<Snapshot> {
+    if open.compacting {
+        return None;
+    }
+    let len = match open.file.metadata() {
+        Ok(meta) => meta.len(),
+        Err(err) => {
+            log::error!("cannot compact the journal: {err}");
+            return None;
+        }
+    };
+    open.compacting = true;
+    Some(Snapshot {
+        len,
+        appended: open.appended,
+    })
 }
 
 impl Shared {
@@ -191,7 +215,7 @@ impl Shared {
     /// Appends `bytes` (`lines` whole lines) in one write; returns whether the journal
     /// thread must be told (first unsynced append since its last sync, or the file is
     /// due for a compaction).
-    fn append(&self, bytes: &[u8], lines: usize) -> io::Result<bool> {
+    fn append(self: &Arc<Self>, bytes: &[u8], lines: usize) -> io::Result<bool> {
         let mut open = self.lock();
         // A compaction does not stop appenders, but it does once the file it is to
         // replace is [`HELD_PAST`] lines (or a quarter of the bytes) past the trigger,
@@ -220,11 +244,14 @@ impl Shared {
         open.bytes += bytes.len();
         let sync = !std::mem::replace(&mut open.told, true);
         // The journal thread compacts, but while it sits in a slow sync job threads go
-        // on appending: well past the trigger, the appender compacts, so the file's
-        // size has a bound however slow the disk.
-        if self.past(&open, self.history / 4) {
+        // on appending: well past the trigger, a thread of its own compacts, so the
+        // file's size has a bound however slow the disk, and the appender (a job's
+        // thread, between a request and its answer) never waits for that sync.
+        if self.past(&open, self.history / 4)
+            && let Some(snapshot) = claim(&mut open)
+        {
             drop(open);
-            self.compact();
+            self.compact_aside(snapshot);
             return Ok(sync);
         }
         let due = open.lines >= open.compact_at || open.bytes >= open.compact_bytes;
@@ -255,24 +282,37 @@ impl Shared {
     /// the switch synced the lines appended meanwhile again (one of them had been
     /// reported synced).
     fn compact_with(&self, meanwhile: impl FnOnce()) -> bool {
-        let snapshot = {
-            let mut open = self.lock();
-            if open.compacting {
-                return false;
-            }
-            let len = match open.file.metadata() {
-                Ok(meta) => meta.len(),
-                Err(err) => {
-                    log::error!("cannot compact the journal: {err}");
-                    return false;
-                }
-            };
-            open.compacting = true;
-            Snapshot {
-                len,
-                appended: open.appended,
-            }
+        let Some(snapshot) = claim(&mut self.lock()) else {
+            return false;
         };
+        self.compact_from(snapshot, meanwhile)
+    }
+
+    /// A compaction claimed by an appender, on a thread of its own (on the appender's
+    /// if none can be started).
+    fn compact_aside(self: &Arc<Self>, snapshot: Snapshot) {
+        let shared = Arc::clone(self);
+        #[cfg(test)]
+        let hold = self.hold.lock().ok().and_then(|mut hold| hold.take());
+        let started = std::thread::Builder::new()
+            .name("compact".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                shared.compact_from(snapshot, || {
+                    #[cfg(test)]
+                    if let Some(hold) = hold {
+                        let _ = hold.recv();
+                    }
+                });
+            });
+        if let Err(err) = started {
+            log::warn!("cannot start a thread to compact the journal ({err}); compacting here");
+            self.compact_from(snapshot, || {});
+        }
+    }
+
+    /// The compaction `snapshot` claimed: see [`Shared::compact_with`].
+    fn compact_from(&self, snapshot: Snapshot, meanwhile: impl FnOnce()) -> bool {
         let head = compact_into(&self.path, self.history, HISTORY_BYTES, None, snapshot.len)
             .and_then(|(mut new, size)| {
                 new.file().sync_data().map_err(|err| new.failed(err))?;
@@ -505,6 +545,8 @@ impl Journal {
             boot,
             tickets: AtomicU64::new(0),
             poke: AtomicBool::new(false),
+            #[cfg(test)]
+            hold: Mutex::new(None),
         });
         let writer = Writer {
             shared: Arc::clone(&shared),
@@ -881,6 +923,15 @@ mod tests {
         assert_eq!(ids, want);
     }
 
+    /// Waits until no compaction is under way (one an appender started aside).
+    fn settle(journal: &Journal) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while journal.shared.lock().compacting {
+            assert!(Instant::now() < deadline, "a compaction never ended");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Jobs `ns`, submitted and succeeded, as job threads write them.
     fn run_jobs(journal: &Journal, ns: std::ops::Range<usize>) {
         for n in ns {
@@ -1007,7 +1058,10 @@ mod tests {
             );
         }
         run_jobs(&journal, 0..30);
-        journal.sync();
+        // Appenders start compactions aside and go on: one more, with nothing appended
+        // meanwhile, leaves only what compaction keeps.
+        settle(&journal);
+        journal.shared.compact();
         let text = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
         assert!(text.lines().count() < 20, "not compacted:\n{text}");
         assert!(text.starts_with(r#"{"ev":"used","step":43}"#), "{text}");
@@ -1182,30 +1236,52 @@ mod tests {
     }
 
     #[test]
-    fn job_threads_compact_themselves_while_the_journal_thread_is_stuck() {
+    fn a_thread_aside_compacts_while_the_journal_thread_is_stuck_and_no_appender_waits() {
         let dir = tempdir("stuck");
         let (journal, _, _done) = open(&dir, 10);
         // The journal thread sits in a slow piece of work, as in a slow sync.
-        let (release, stuck) = std::sync::mpsc::channel::<()>();
+        let (release, stuck) = channel::<()>();
         journal.run(Box::new(move || {
             let _ = stuck.recv();
             Ok(())
         }));
-        let mut biggest = 0;
-        for n in 0..200 {
-            run_jobs(&journal, n..n + 1);
+        // The compaction started aside waits before its switch, as in a slow sync.
+        let (let_go, hold) = channel::<()>();
+        *journal.shared.hold.lock().unwrap() = Some(hold);
+        let lines = || {
             let text = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
-            biggest = biggest.max(text.lines().count());
+            text.lines().count()
+        };
+        let mut n = 0;
+        // Had the appender compacted itself, it would be done (and not compacting)
+        // by the time it returned.
+        while !journal.shared.lock().compacting {
+            assert!(n < 100, "no compaction started aside ({} lines)", lines());
+            run_jobs(&journal, n..n + 1);
+            n += 1;
         }
-        // Compaction is due at 20 lines; appenders take over at a quarter of the
-        // history past that, plus the line that crossed it.
-        assert!(
-            biggest <= 23,
-            "the file reached {biggest} lines for history 10"
-        );
+        // Compaction is due at 20 lines; it starts at a quarter of the history past
+        // that, plus the line that crossed it.
+        let at = lines();
+        assert!(at <= 23, "compaction started at {at} lines for history 10");
+        std::thread::scope(|scope| {
+            let (appended, done) = channel();
+            let journal = &journal;
+            scope.spawn(move || {
+                run_jobs(journal, n..n + 10);
+                let _ = appended.send(());
+            });
+            let waited = done.recv_timeout(Duration::from_secs(10));
+            let_go.send(()).unwrap();
+            assert!(waited.is_ok(), "appenders waited for the compaction aside");
+        });
+        settle(&journal);
+        // The newest 10 jobs when it began, and the 10 jobs (and the rest of the job
+        // that crossed the trigger) appended meanwhile.
+        assert!(lines() <= 41, "{} lines after the compaction", lines());
         release.send(()).unwrap();
         drop(journal);
-        assert_recovers(&dir, 10, 190..200);
+        assert_recovers(&dir, 10, n..n + 10);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
