@@ -285,3 +285,35 @@ fn a_good_code_leaves_auth_json_alone_unless_it_resets_failures() {
         std::fs::read_to_string(&path).unwrap_or_default()
     );
 }
+
+/// A good code spent on a command the policy refuses is in no journal line: the state
+/// file keeps it, so a SIGKILL and restart do not make it valid again.
+#[test]
+fn a_code_spent_on_a_refused_command_stays_spent_after_sigkill() {
+    let mut agent = Agent::start("spent-refused", json!({"totp": {"step_s": 2}}));
+    let code = agent.fresh_code();
+    let step = now() / 2;
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": code, "command": "/bin/rm -rf /nothing"}),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    let path = agent.dir.path().join("state/auth.json");
+    let saved = || {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&text)
+            .is_ok_and(|s| s["last_step"].as_u64().is_some_and(|s| s >= step))
+    };
+    assert!(
+        crate::common::wait_until(std::time::Duration::from_secs(5), saved),
+        "the spent code's step was not saved"
+    );
+    agent.kill9();
+    agent.spawn(&[]);
+    let r = agent.post_json("/run", &json!({"pin": code, "command": "echo again"}));
+    assert_eq!(
+        r.status, 401,
+        "a spent code ran after a restart: {}",
+        r.body
+    );
+}

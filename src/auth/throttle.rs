@@ -67,6 +67,9 @@ pub struct Auth {
     /// The state changed since the last `save_work`, and whether by a counted failure.
     changed: bool,
     urgent: bool,
+    /// A code was accepted and its step not yet handed to the job journal (see
+    /// [`Auth::journaled`]): if the request ends without that, the state file is saved.
+    unjournaled: bool,
     saver: Arc<Saver>,
 }
 
@@ -122,6 +125,7 @@ impl Auth {
             state,
             changed: false,
             urgent: false,
+            unjournaled: false,
             saver: Arc::new(Saver {
                 store,
                 newest: Mutex::new(None),
@@ -162,7 +166,8 @@ impl Auth {
     /// When the state changed since the last call: the work that saves it, to run on a
     /// writer thread. Only the newest state is written, however many works are queued.
     pub fn save_work(&mut self) -> Option<Save> {
-        if !std::mem::take(&mut self.changed) {
+        let unjournaled = std::mem::take(&mut self.unjournaled);
+        if !std::mem::take(&mut self.changed) && !unjournaled {
             return None;
         }
         let urgent = std::mem::take(&mut self.urgent);
@@ -214,16 +219,25 @@ impl Auth {
         &self.state
     }
 
-    /// A success resets the throttle. The step alone is no reason to save: the caller
-    /// syncs it in the journal with what it authorised, and start-up takes the larger
-    /// of the two. Saving it here too would put two more syncs (the file, its rename)
-    /// beside the code's own on a disk that does one at a time (an SD card), where
-    /// the code would wait for them, and wear it for nothing.
+    /// The step of the code just accepted was handed to the job journal, which syncs it
+    /// with what it authorised before acting on it; start-up takes the larger of the
+    /// journal's step and the state file's. Saving the file for it too would put two
+    /// more syncs (the file, its rename) beside the code's own on a disk that does one
+    /// at a time (an SD card), where the code would wait for them, and wear it for
+    /// nothing. A code accepted and then refused (by the policy, say) is not journaled:
+    /// the file is saved for it at the next [`Auth::save_work`].
+    pub fn journaled(&mut self) {
+        self.unjournaled = false;
+    }
+
+    /// A success resets the throttle (saved if there was anything to reset); its step
+    /// waits for [`Auth::journaled`].
     fn accept(&mut self, step: u64) -> Result<u64, Denied> {
         let throttled = !self.state.failures.is_empty()
             || self.state.locked_until != 0
             || self.state.lockouts != 0;
         self.changed |= throttled;
+        self.unjournaled = true;
         self.state = AuthState {
             last_step: step,
             failures: Vec::new(),
@@ -499,17 +513,25 @@ mod tests {
     }
 
     #[test]
-    fn a_success_is_saved_only_when_it_resets_the_throttle() {
+    fn a_success_is_saved_only_when_it_resets_the_throttle_or_is_not_journaled() {
         let dir = tempdir("success-save");
         let mut auth = open(&dir);
         auth.check(&code(T0), T0).unwrap();
+        auth.journaled();
         assert!(
             auth.save_work().is_none(),
             "the step alone is synced in the journal by the caller"
         );
-        fail_n(&mut auth, 1, T0 + 1);
+        // Accepted, then refused before the journal had it: the file keeps the step.
+        auth.check(&code(T0 + 30), T0 + 30).unwrap();
+        let save = auth.save_work().expect("a step nothing journaled");
+        (save.work)().unwrap();
+        let (_, on_disk) = StateStore::open(&dir).unwrap();
+        assert_eq!(on_disk.last_step, (T0 + 30) / 30);
+        fail_n(&mut auth, 1, T0 + 31);
         saved(&mut auth);
-        auth.check(&code(T0 + 30), T0 + 31).unwrap();
+        auth.check(&code(T0 + 60), T0 + 61).unwrap();
+        auth.journaled();
         let save = auth.save_work().expect("the failure count was reset");
         assert!(!save.urgent, "a success waits for no save");
         (save.work)().unwrap();

@@ -150,7 +150,9 @@ impl Routes {
             None
         };
         audit::approved(&id, &code, &caller.audit(), &command);
-        self.jobs.approve(&id, step, wait, spec);
+        if self.jobs.approve(&id, step, wait, spec) {
+            self.code_journaled();
+        }
         Ok(Reply::Wait {
             on: id,
             until: now + wait,

@@ -277,6 +277,9 @@ impl Routes {
         let (id, ahead) = jobs::next_job_id().map_err(no_randomness)?;
         audit::accepted(&id, &job.rule, &job.caller.audit(), &job.command);
         self.jobs.submit(id.clone(), ahead, job, step, wait);
+        if step.is_some() {
+            self.code_journaled();
+        }
         // Even with `wait: 0`: the id is given out only once it is in the journal.
         Ok(Reply::Wait {
             on: id,
@@ -318,6 +321,12 @@ impl Routes {
                 Err(ApiError::LockedOut { retry_after_s })
             }
         }
+    }
+
+    /// The step of the code `authenticate` accepted went to the journal with what it
+    /// authorised, which syncs it before acting (see `Auth::journaled`).
+    pub(super) fn code_journaled(&mut self) {
+        self.auth.journaled();
     }
 
     fn hold(&mut self, ticket: Ticket, what: Hold, route: &'static str, now: Instant) -> Reply {
@@ -440,6 +449,7 @@ impl Routes {
         // The cancel acts once its code is synced: a code is never acted on twice.
         let step = self.authenticate(&pin, &format!("cancel {id} ({command})"))?;
         let ticket = self.jobs.journal().used(step);
+        self.code_journaled();
         Ok(self.hold(ticket, Hold::Cancel(id.to_string()), "/job/cancel", now))
     }
 
