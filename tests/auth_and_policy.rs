@@ -188,14 +188,7 @@ fn replay_is_refused_after_restart() {
     let step = now() / 2;
     let r = agent.post_json("/run", &json!({"pin": code, "command": "echo once"}));
     assert_eq!(r.status, 200, "{}", r.body);
-    agent.kill9();
-    agent.spawn(&[]);
-    let r = agent.post_json("/run", &json!({"pin": code, "command": "echo twice"}));
-    assert_eq!(
-        r.status, 401,
-        "a used code must stay used across restarts: {}",
-        r.body
-    );
+    stays_spent_after_sigkill(&mut agent, &code);
     let state: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(agent.dir.path().join("state/auth.json")).unwrap(),
     )
@@ -308,12 +301,17 @@ fn a_code_spent_on_a_refused_command_stays_spent_after_sigkill() {
         crate::common::wait_until(std::time::Duration::from_secs(5), saved),
         "the spent code's step was not saved"
     );
+    stays_spent_after_sigkill(&mut agent, &code);
+}
+
+/// SIGKILL, restart, and `code` again for an allowed command: refused as reused.
+fn stays_spent_after_sigkill(agent: &mut Agent, code: &str) {
     agent.kill9();
     agent.spawn(&[]);
     let r = agent.post_json("/run", &json!({"pin": code, "command": "echo again"}));
     assert_eq!(
         r.status, 401,
-        "a spent code ran after a restart: {}",
+        "a used code must stay used across restarts: {}",
         r.body
     );
 }
