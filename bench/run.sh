@@ -15,7 +15,8 @@
 #           half of that (an fdatasync on ext4 is two flushes): a device with slow
 #           flushes, one at a time, as dm-delay would give (this kernel has no
 #           device-mapper). Nothing is traced; "one sync" is measured on that disk.
-#           The default when /dev/fuse, python3's fusepy (libfuse2) and mkfs.ext4 are there.
+#           The default as root when /dev/fuse, python3's fusepy (libfuse2) and
+#           mkfs.ext4 are there.
 #   strace  strace's delay injection, attached to the agent's threads that sync after
 #           start-up (the journal thread, and the job thread while code-bearing requests
 #           come; a census in the same run counts syncs per thread to show there are no
@@ -67,8 +68,9 @@ chmod 700 "$WORK"
 # otherwise yields a glibc build's figures and n/a columns without a word.
 MISSING=()
 HAVE_FUSE=0
-[ -c /dev/fuse ] && python3 -c 'import fuse' 2>/dev/null && command -v mkfs.ext4 >/dev/null &&
-    HAVE_FUSE=1
+# The loop mount needs root.
+[ "$(id -u)" = 0 ] && [ -c /dev/fuse ] && python3 -c 'import fuse' 2>/dev/null &&
+    command -v mkfs.ext4 >/dev/null && HAVE_FUSE=1
 case "$SLOW_MODE" in
     "") if [ "$HAVE_FUSE" = 1 ]; then SLOW_MODE=fuse; else SLOW_MODE=strace; fi ;;
     fuse) [ "$HAVE_FUSE" = 1 ] || { echo "run.sh: --slow-disk fuse needs /dev/fuse and fusepy (apt-get install libfuse2; pip install fusepy)" >&2; exit 2; } ;;
@@ -80,7 +82,7 @@ if [ "$SLOW" = 1 ] && [ "$SLOW_MODE" = strace ] && ! command -v strace >/dev/nul
     SLOW=0
 fi
 [ "$HAVE_FUSE" = 1 ] || [ "$SLOW" = 0 ] ||
-    MISSING+=("FUSE: the slow disk is strace's, which stops the job threads (apt-get install libfuse2; pip install fusepy)")
+    MISSING+=("FUSE (as root): the slow disk is strace's, which stops the job threads (apt-get install libfuse2; pip install fusepy)")
 PIDS=() MOUNTS=()
 
 cleanup() {
