@@ -277,6 +277,55 @@ fn kill_traced(agent: &mut Agent) {
     }
 }
 
+/// On a disk whose every sync takes 2 s, back-to-back `no_pin` jobs (which need no
+/// sync) never wait for one, not even when the journal thread lags behind in its group
+/// commits and the file is far past its compaction: that rewrite's sync is done aside.
+#[test]
+fn no_pin_jobs_never_wait_for_a_sync_on_a_slow_disk() {
+    let Some(wrapper) = strace(&["fsync", "fdatasync"], 2000) else {
+        return;
+    };
+    let rules = json!([{"name": "true", "argv": ["/bin/true"], "no_pin": true}]);
+    // A history of 10: compaction is due every few jobs, and the job threads find the
+    // file well past it while the journal thread sits in a 2 s sync.
+    let mut agent = Agent::prepare_in(
+        "d-nopin-slow",
+        json!({"rules": rules, "jobs": {"history": 10}}),
+    );
+    agent.spawn_wrapped(&wrapper, &[]);
+    let mut longest = Duration::ZERO;
+    let mut run = |n: usize| {
+        for _ in 0..n {
+            let started = Instant::now();
+            let r = agent.post_json("/run", &json!({"command": "/bin/true"}));
+            longest = longest.max(started.elapsed());
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert_eq!(r.json()["status"], "succeeded", "{}", r.body);
+        }
+    };
+    // One job, whose end the journal thread syncs 0.2 s later, for 2 s; meanwhile the
+    // file passes the compaction trigger by far (2 lines a job).
+    run(1);
+    std::thread::sleep(Duration::from_millis(600));
+    run(60);
+    // Compacted all the same, within a few syncs: 61 jobs are 122 lines.
+    let lines = || {
+        std::fs::read_to_string(agent.journal_path())
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let compacted = wait_until(Duration::from_secs(20), || lines() < 60);
+    let left = lines();
+    kill_traced(&mut agent);
+    println!("no_pin on a 2 s-sync disk: longest of 61 {longest:?}; journal {left} lines");
+    assert!(
+        longest < Duration::from_millis(1800),
+        "a no_pin job took {longest:?}: it waited for a 2 s sync"
+    );
+    assert!(compacted, "{left} journal lines for a history of 10");
+}
+
 #[test]
 fn a_second_request_with_the_same_code_while_the_first_is_synced_is_refused() {
     // Every fsync takes 2 s: the first code is being made durable for at least that.
