@@ -2,11 +2,12 @@
 //!
 //! `check` decides in memory, at once: a good code's step is used from that moment, so
 //! a second request with the same code is refused even while the first is still being
-//! made durable. Every decision that matters across restarts (last accepted step,
-//! recent failures, lockout) is then saved to the state file by [`Auth::save_work`],
-//! run on a writer thread, never the event loop's. The caller holds a success until its
-//! step is on disk (in the job journal, with what it authorised: see `http::routes`),
-//! so a command never runs on a code that a crash could make valid again.
+//! made durable. Recent failures and lockouts are saved to the state file by
+//! [`Auth::save_work`], run on a writer thread, never the event loop's. A good code's
+//! step goes to the job journal with what it authorised, and the caller holds the
+//! success until it is on disk there (see `http::routes`), so a command never runs on a
+//! code that a crash could make valid again; the state file gets that step only when no
+//! journal line will hold it (see [`Auth::journaled`]).
 //! `now` is always a parameter: the caller reads the clock, tests fake it.
 
 use std::fmt;

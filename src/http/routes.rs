@@ -576,9 +576,10 @@ impl Handler for Routes {
             .unwrap_or_else(|err| Reply::Now(err.response()));
         let route = metrics::route_label(&request.path);
         // The code gate's state changed. A refusal that counted a failure leaves once
-        // the failure is saved, so a restart cannot forget it; a success that reset the
-        // throttle (its step is made durable with what it authorised) is saved at the
-        // journal's next group commit.
+        // the failure is saved, so a restart cannot forget it. A success is saved at the
+        // journal's next group commit when it reset the throttle or when its step went
+        // to no journal line (the request was refused after the code); otherwise its
+        // step is made durable with what it authorised, and nothing is saved.
         if let Some(save) = self.auth.save_work() {
             match reply {
                 Reply::Now(response) if save.urgent => {
