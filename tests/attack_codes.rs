@@ -63,10 +63,7 @@ fn brute_force_from_four_clients_for_a_minute_gets_five_tries_per_lockout() {
     );
     assert_eq!(log.matches("INVALID PIN attempt").count(), wrong);
     assert!(!log.contains("EXECUTING"));
-    let state: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(agent.dir.path().join("state/auth.json")).unwrap(),
-    )
-    .unwrap();
+    let state = agent.auth_state();
     assert_eq!(
         state["lockouts"].as_u64(),
         Some((wrong as u64).div_ceil(5)),

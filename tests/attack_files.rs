@@ -177,7 +177,7 @@ fn a_mistyped_secret_is_refused_without_quoting_any_of_it() {
 #[test]
 fn state_file_swapped_for_a_link_is_refused_or_replaced_never_followed() {
     let mut agent = Agent::start("f-state", json!({"totp": {"step_s": 1}}));
-    let state = agent.dir.path().join("state/auth.json");
+    let state = agent.auth_state_path();
     let victim = agent.dir.path().join("victim");
     fs::write(&victim, "precious\n").unwrap();
 

@@ -189,10 +189,7 @@ fn replay_is_refused_after_restart() {
     let r = agent.post_json("/run", &json!({"pin": code, "command": "echo once"}));
     assert_eq!(r.status, 200, "{}", r.body);
     stays_spent_after_sigkill(&mut agent, &code);
-    let state: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(agent.dir.path().join("state/auth.json")).unwrap(),
-    )
-    .unwrap();
+    let state = agent.auth_state();
     // The step of the code used (or a later one), not one measured now: a slow restart
     // must not fail this.
     assert!(state["last_step"].as_u64().unwrap() >= step, "{state}");
@@ -238,7 +235,7 @@ fn code_and_verify_commands_agree_with_the_agent() {
 fn a_good_code_leaves_auth_json_alone_unless_it_resets_failures() {
     use std::os::unix::fs::MetadataExt;
     let agent = Agent::start("auth-saves", fast());
-    let path = agent.dir.path().join("state/auth.json");
+    let path = agent.auth_state_path();
     // (inode, mtime in ns): a save is a new file renamed into place.
     let seen = || {
         std::fs::metadata(&path)
@@ -268,14 +265,14 @@ fn a_good_code_leaves_auth_json_alone_unless_it_resets_failures() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     let reset = || {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        serde_json::from_str::<serde_json::Value>(&text)
-            .is_ok_and(|s| s["failures"].as_array().is_some_and(Vec::is_empty))
+        agent.auth_state()["failures"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
     };
     assert!(
         crate::common::wait_until(std::time::Duration::from_secs(5), reset),
         "the reset failure count was not saved: {}",
-        std::fs::read_to_string(&path).unwrap_or_default()
+        agent.auth_state()
     );
 }
 
@@ -291,12 +288,7 @@ fn a_code_spent_on_a_refused_command_stays_spent_after_sigkill() {
         &json!({"pin": code, "command": "/bin/rm -rf /nothing"}),
     );
     assert_eq!(r.status, 403, "{}", r.body);
-    let path = agent.dir.path().join("state/auth.json");
-    let saved = || {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        serde_json::from_str::<serde_json::Value>(&text)
-            .is_ok_and(|s| s["last_step"].as_u64().is_some_and(|s| s >= step))
-    };
+    let saved = || agent.auth_state()["last_step"].as_u64() >= Some(step);
     assert!(
         crate::common::wait_until(std::time::Duration::from_secs(5), saved),
         "the spent code's step was not saved"

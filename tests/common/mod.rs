@@ -459,6 +459,18 @@ impl Agent {
         self.dir.path().join("state/jobs.jsonl")
     }
 
+    pub fn auth_state_path(&self) -> PathBuf {
+        self.dir.path().join("state/auth.json")
+    }
+
+    /// The code gate's saved state, parsed (`Null` while there is no whole file).
+    pub fn auth_state(&self) -> Value {
+        fs::read_to_string(self.auth_state_path())
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or(Value::Null)
+    }
+
     /// The process group the journal recorded for job `id`, once its start line is there.
     pub fn job_pgid(&self, id: &str) -> Option<u32> {
         self.journal()
