@@ -71,18 +71,22 @@ HAVE_FUSE=0
 # The loop mount needs root.
 [ "$(id -u)" = 0 ] && [ -c /dev/fuse ] && python3 -c 'import fuse' 2>/dev/null &&
     command -v mkfs.ext4 >/dev/null && HAVE_FUSE=1
+NO_FUSE="FUSE (root, /dev/fuse, libfuse2 with pip's fusepy, mkfs.ext4)"
 case "$SLOW_MODE" in
-    "") if [ "$HAVE_FUSE" = 1 ]; then SLOW_MODE=fuse; else SLOW_MODE=strace; fi ;;
-    fuse) [ "$HAVE_FUSE" = 1 ] || { echo "run.sh: --slow-disk fuse needs /dev/fuse and fusepy (apt-get install libfuse2; pip install fusepy)" >&2; exit 2; } ;;
+    "") if [ "$HAVE_FUSE" = 1 ]; then
+            SLOW_MODE=fuse
+        else
+            SLOW_MODE=strace
+            [ "$SLOW" = 0 ] || MISSING+=("$NO_FUSE: the slow disk is strace's, which stops the job threads")
+        fi ;;
+    fuse) [ "$HAVE_FUSE" = 1 ] || { echo "run.sh: --slow-disk fuse needs $NO_FUSE" >&2; exit 2; } ;;
     strace) ;;
     *) echo "run.sh: --slow-disk $SLOW_MODE: fuse or strace" >&2; exit 2 ;;
 esac
 if [ "$SLOW" = 1 ] && [ "$SLOW_MODE" = strace ] && ! command -v strace >/dev/null; then
-    MISSING+=("strace or FUSE: no slow-disk figures (apt-get install strace, or libfuse2 and pip install fusepy)")
+    MISSING+=("strace: no slow-disk figures (apt-get install strace)")
     SLOW=0
 fi
-[ "$HAVE_FUSE" = 1 ] || [ "$SLOW" = 0 ] ||
-    MISSING+=("FUSE (as root): the slow disk is strace's, which stops the job threads (apt-get install libfuse2; pip install fusepy)")
 PIDS=() MOUNTS=()
 
 cleanup() {
