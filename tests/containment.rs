@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::{
-    Agent, Seen, TempDir, agent_command, base_config, free_port, run_bin, wait_until,
+    Agent, Seen, TempDir, agent_command, base_config, free_port, job_cgroup, run_bin, wait_until,
 };
 
 /// `/health`'s `containment`.
@@ -128,7 +128,8 @@ fn an_escapee_ends_with_its_job_on_timeout_cancel_and_shutdown() {
     assert_eq!(job["status"], "timed_out", "{job}");
     let escapee = seen_in(&dir.join("escapee"));
     assert!(!escapee.alive(), "the escapee outlived its timed-out job");
-    let cgroup = base.join(format!("job-{}", job["id"].as_str().unwrap()));
+    // A cgroup its job had to signal is not kept for the next job: it goes.
+    let cgroup = base.join(job_cgroup(job["id"].as_str().unwrap()));
     assert!(wait_until(Duration::from_secs(5), || !cgroup.exists()));
 
     // Cancel.
@@ -151,19 +152,31 @@ fn an_escapee_ends_with_its_job_on_timeout_cancel_and_shutdown() {
         !escapee.alive(),
         "the escapee outlived the agent's shutdown"
     );
-    assert!(!base.join(format!("job-{id}")).exists());
+    assert!(!base.join(job_cgroup(&id)).exists());
 }
 
 #[test]
 fn recovery_after_a_crash_ends_what_is_in_the_jobs_cgroup() {
     // The job's leader sleeps on after the agent is SIGKILLed, and its escapee is in
     // another session: only the cgroup proves it is the job's.
+    // It runs in a cgroup an earlier job ran in and left empty (the second job's, kept
+    // for the next; the first's thread made one ahead, which the second took).
     let mut agent = shell_agent("c-recover");
     let Some(base) = cgroup_base(&agent, "recovery by cgroup") else {
         return;
     };
-    let (id, escapee) = start_escaping(&agent, agent.code());
-    let cgroup = base.join(format!("job-{id}"));
+    let mut earlier = Vec::new();
+    for code in [agent.code(), agent.fresh_code()] {
+        let body = json!({"pin": code, "command": "true", "wait": 30});
+        let job = agent.post_json("/run", &body).json();
+        assert_eq!(job["status"], "succeeded", "{job}");
+        earlier.push(job["id"].as_str().unwrap().to_owned());
+        // Its thread keeps its cgroup and makes the next one ahead after the answer.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (id, escapee) = start_escaping(&agent, agent.fresh_code());
+    assert_eq!(job_cgroup(&id), job_cgroup(&earlier[1]), "{earlier:?} {id}");
+    let cgroup = base.join(job_cgroup(&id));
     assert!(cgroup.exists());
     // The start line is not synced: wait until the writer thread has written it.
     assert!(wait_until(Duration::from_secs(10), || agent
@@ -191,9 +204,10 @@ fn recovery_after_a_crash_ends_what_is_in_the_jobs_cgroup() {
 
 #[test]
 fn an_ended_jobs_cgroup_left_by_a_crash_is_removed_at_start_and_no_one_elses() {
-    // A job's thread removes its empty cgroup just after the answer; an agent killed in
-    // between leaves it. The restarted agent removes it, as its journal saw the job end,
-    // and leaves alone a cgroup its journal does not know (another agent's job).
+    // A job's thread keeps its empty cgroup for the next job (or removes it) just after
+    // the answer; an agent killed then leaves it. The restarted agent removes it, as its
+    // journal saw the job end (and one an older agent named by the whole id), and leaves
+    // alone a cgroup its journal does not know (another agent's job).
     let mut agent = shell_agent("c-left");
     let Some(base) = cgroup_base(&agent, "an ended job's cgroup after a crash") else {
         return;
@@ -205,15 +219,17 @@ fn an_ended_jobs_cgroup_left_by_a_crash_is_removed_at_start_and_no_one_elses() {
     assert_eq!(r.json()["status"], "succeeded", "{}", r.body);
     let id = r.json()["id"].as_str().unwrap().to_string();
     agent.kill9();
-    let left = base.join(format!("job-{id}"));
-    let foreign = base.join(format!("job-{}", "f".repeat(32)));
-    fs::create_dir_all(&left).unwrap();
-    fs::create_dir_all(&foreign).unwrap();
+    let left = [base.join(job_cgroup(&id)), base.join(format!("job-{id}"))];
+    let foreign = base.join(format!("job-{}", "f".repeat(16)));
+    for dir in left.iter().chain([&foreign]) {
+        fs::create_dir_all(dir).unwrap();
+    }
     agent.spawn(&[]);
-    let left_gone = !left.exists();
+    let left_gone = left.iter().all(|dir| !dir.exists());
     let foreign_kept = foreign.exists();
-    let _ = fs::remove_dir(&left);
-    let _ = fs::remove_dir(&foreign);
+    for dir in left.iter().chain([&foreign]) {
+        let _ = fs::remove_dir(dir);
+    }
     assert!(left_gone, "the ended job's cgroup {left:?} was left");
     assert!(
         foreign_kept,
@@ -253,13 +269,14 @@ fn jobs_run_in_their_own_cgroup_which_is_removed_and_health_says_so() {
     let job = r.json();
     let id = job["id"].as_str().unwrap();
     let seen = job["stdout"].as_str().unwrap().trim().to_string();
-    assert!(seen.ends_with(&format!("/job-{id}")), "{seen}");
-    // Removed by the job thread once the loop has the result: just after the answer.
-    let cgroup = base.join(format!("job-{id}"));
-    assert!(
-        wait_until(Duration::from_secs(5), || !cgroup.exists()),
-        "empty job cgroup left behind"
-    );
+    assert!(seen.ends_with(&format!("/{}", job_cgroup(id))), "{seen}");
+    // Empty once answered (kept for a next job), and gone once the agent stops.
+    let cgroup = base.join(job_cgroup(id));
+    let events = fs::read_to_string(cgroup.join("cgroup.events")).unwrap_or_default();
+    let mut agent = agent;
+    assert!(agent.terminate().success());
+    assert!(!events.contains("populated 1"), "{events}");
+    assert!(!cgroup.exists(), "empty job cgroup left behind");
 }
 
 /// An agent alone in a cgroup of its own made under the v2 mount (what `Delegate=yes`
@@ -325,19 +342,23 @@ fn stop_alone(mut agent: Agent, own: &Path) -> std::io::Result<()> {
     fs::remove_dir(own)
 }
 
-/// The `job-<id>` cgroups in `dir`, by id.
+/// The `job-<key>` cgroups in `dir`, by key, sorted.
 fn job_cgroups(dir: &Path) -> Vec<String> {
     let names = fs::read_dir(dir).unwrap().flatten();
-    let ids = names.filter_map(|e| Some(e.file_name().to_str()?.strip_prefix("job-")?.to_owned()));
-    ids.collect()
+    let keys = names.filter_map(|e| Some(e.file_name().to_str()?.strip_prefix("job-")?.to_owned()));
+    let mut keys: Vec<String> = keys.collect();
+    keys.sort();
+    keys
 }
 
 #[test]
-fn a_jobs_cgroup_is_made_ahead_under_its_id_and_one_a_crash_leaves_goes_at_a_later_start() {
-    // After a job is answered its thread makes the next job's cgroup, named by the id
-    // the next job gets; that job runs in it. An agent killed meanwhile leaves it empty:
-    // the next start removes it once it is old (a young one no journal names may be
-    // another agent's about to be used; that one stays).
+fn a_jobs_cgroup_is_kept_for_the_next_jobs_and_one_a_crash_leaves_goes_at_a_later_start() {
+    // After a job is answered its thread keeps its empty cgroup and makes one ahead;
+    // the jobs after it run in those, each with an id starting with the cgroup's key,
+    // and no further cgroup is made. An agent killed meanwhile leaves them empty: the
+    // next start removes those its journal names as ended at once, one it does not
+    // name once it is old (a young one no journal names may be another agent's about
+    // to be used; that one stays).
     let argv = ["/bin/cat", "/proc/self/cgroup"];
     let rule = json!({"name": "where", "argv": argv, "no_pin": true});
     let Some((own, mut agent)) = start_alone("c-ahead", json!({"rules": [rule]})) else {
@@ -354,53 +375,76 @@ fn a_jobs_cgroup_is_made_ahead_under_its_id_and_one_a_crash_leaves_goes_at_a_lat
             .unwrap_or(stdout);
         (job["id"].as_str().unwrap().to_owned(), v2.to_owned())
     };
-    let (first, _) = run(&agent);
-    let made = |after: &str| {
-        let mut ahead = Vec::new();
+    // Two once the job thread is done: the first job's, kept, and one made ahead.
+    let two = |after: &str| {
+        let mut kept = Vec::new();
         let found = wait_until(Duration::from_secs(5), || {
-            ahead = job_cgroups(&own);
-            ahead.len() == 1 && ahead[0] != after
+            kept = job_cgroups(&own);
+            kept.len() == 2
         });
-        assert!(found, "no cgroup made ahead after job {after}: {ahead:?}");
-        ahead.remove(0)
+        assert!(found, "not two cgroups kept after job {after}: {kept:?}");
+        kept
     };
-    let ahead = made(&first);
-    let (second, seen) = run(&agent);
-    assert_eq!(second, ahead, "the next job did not take the id made ahead");
-    assert!(seen.ends_with(&format!("/job-{ahead}")), "{seen}");
-    let left = own.join(format!("job-{}", made(&second)));
+    let (first, seen) = run(&agent);
+    assert!(
+        seen.ends_with(&format!("/{}", job_cgroup(&first))),
+        "{seen}"
+    );
+    let kept = two(&first);
+    assert!(kept.contains(&first[..16].to_owned()), "{kept:?}");
+    let ahead = kept.iter().find(|k| **k != first[..16]).unwrap().clone();
 
     agent.kill9();
-    let foreign = own.join(format!("job-{}", "f".repeat(32)));
+    let foreign = own.join(format!("job-{}", "f".repeat(16)));
     fs::create_dir(&foreign).unwrap();
     let _ = fs::remove_dir(own.join("agent"));
-    let left_after_crash = left.exists();
+    let unnamed = own.join(format!("job-{ahead}"));
+    let left_after_crash = job_cgroups(&own).len() == 3;
     let aged = Command::new("touch")
         .args(["-d", "1 minute ago"])
-        .arg(&left)
+        .arg(&unnamed)
         .status();
     launch_alone(&mut agent, &own);
-    let left_gone = !left.exists();
+    let after_start = job_cgroups(&own);
     let foreign_kept = foreign.exists();
     let _ = fs::remove_dir(&foreign);
-    let _ = fs::remove_dir(&left);
+
+    // Jobs one after another: each runs in a cgroup an earlier one left, no new one.
+    let mut keys = Vec::new();
+    for _ in 0..4 {
+        let (id, seen) = run(&agent);
+        assert!(seen.ends_with(&format!("/{}", job_cgroup(&id))), "{seen}");
+        keys.push(id[..16].to_owned());
+        two(&id);
+    }
+    let made = job_cgroups(&own);
     let stopped = stop_alone(agent, &own);
     assert!(
         left_after_crash,
-        "a killed agent's cgroup made ahead was gone at once"
+        "a killed agent's kept cgroups were gone at once"
     );
     assert!(aged.unwrap().success());
-    assert!(
-        left_gone,
-        "the old cgroup made ahead {left:?} was left at start-up"
+    assert_eq!(
+        after_start,
+        ["f".repeat(16)],
+        "at start-up: the ended job's and the old unnamed cgroup go, the young one stays"
     );
-    assert!(foreign_kept, "a young cgroup no journal names was removed");
+    assert!(foreign_kept);
+    assert_eq!(
+        keys[2], keys[1],
+        "the third job did not reuse the second's cgroup"
+    );
+    assert_eq!(keys[3], keys[1], "{keys:?}");
+    assert!(
+        made.contains(&keys[1]) && made.len() == 2,
+        "{made:?} {keys:?}"
+    );
     stopped.unwrap();
 }
 
 #[test]
 fn an_agent_alone_in_its_cgroup_takes_it_over_as_under_systemd_delegation() {
-    // The agent moves into the leaf `agent` and makes `job-<id>` beside it.
+    // The agent moves into the leaf `agent` and makes the job's cgroup beside it.
     let rules = json!({"rules": [{"name": "sh", "shell": true}]});
     let Some((own, agent)) = start_alone("c-deleg", rules) else {
         return;
@@ -413,10 +457,7 @@ fn an_agent_alone_in_its_cgroup_takes_it_over_as_under_systemd_delegation() {
     let job = r.json();
     let health = containment(&agent);
     let id = job["id"].as_str().unwrap();
-    // Removed by the job thread just after the answer.
-    let gone = wait_until(Duration::from_secs(5), || {
-        !own.join(format!("job-{id}")).exists()
-    });
+    // Kept for a next job, and removed when the agent stops (before its own cgroup).
     let removed = stop_alone(agent, &own);
     let name = own.file_name().unwrap().to_str().unwrap();
     assert!(
@@ -429,10 +470,9 @@ fn an_agent_alone_in_its_cgroup_takes_it_over_as_under_systemd_delegation() {
             .as_str()
             .unwrap()
             .trim()
-            .ends_with(&format!("/{name}/job-{id}")),
+            .ends_with(&format!("/{name}/{}", job_cgroup(id))),
         "{job}"
     );
-    assert!(gone, "the job's cgroup was left");
     removed.unwrap();
 }
 
@@ -1148,10 +1188,6 @@ fn job_cgroups_get_only_the_controllers_the_limits_use() {
         let body = json!({"pin": agent.code(), "argv": ["sh", "-c", script], "wait": 30});
         let job = agent.post_json("/run", &body).json();
         assert_eq!(job["status"], "succeeded", "{job}");
-        let own = containment(agent)["cgroup"].as_str().unwrap().to_string();
-        let id = job["id"].as_str().unwrap();
-        let cgroup = Path::new(&own).join(format!("job-{id}"));
-        assert!(wait_until(Duration::from_secs(5), || !cgroup.exists()));
         let words = job["stdout"].as_str().unwrap().split_whitespace();
         let ours = ["memory", "pids", "cpu"];
         words

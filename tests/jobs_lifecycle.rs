@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::common::{Agent, group_members, rss_kib, threads, wait_until};
+use crate::common::{Agent, group_members, job_cgroup, rss_kib, threads, wait_until};
 use serde_json::{Value, json};
 
 /// Tests that measure latency or push thousands of jobs run one at a time, so they do
@@ -301,7 +301,8 @@ fn kill_9_then_restart_serves_history_and_ends_the_orphaned_job() {
         .find(|l| l.contains("left by interrupted job"))
         .unwrap();
     assert!(
-        ending.contains("ending cgroup /") && ending.contains(&format!("/job-{running} left by"))
+        ending.contains("ending cgroup /")
+            && ending.contains(&format!("/{} left by", job_cgroup(&running)))
             || ending.contains(&format!("ending process group {pgid} left by")),
         "{ending}"
     );

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::record::new_key;
 use crate::config::JobsConfig;
 use crate::policy::Rule;
 use crate::sys::{self, CgroupTree, Controller, JobCgroup, Limits, Sandbox};
@@ -127,8 +128,8 @@ fn probed() -> Containment {
 
 /// The cgroup for job `id` with its limits, or `Ok(None)` where jobs get none (a
 /// notify command, or no cgroup tree and no limits asked for: the process group only).
-/// `ahead` is the one made for it ahead under its id, if any; it is made now if that
-/// one is gone. A limit no controller here can enforce refuses the job.
+/// `ahead` is the one kept for it (made ahead, or left empty by an earlier job) under
+/// its id's first half, if any; one is made now if that one is gone. A limit no controller here can enforce refuses the job.
 pub fn job_cgroup(
     id: Option<&str>,
     ahead: Option<Spare>,
@@ -138,27 +139,32 @@ pub fn job_cgroup(
     let made = match agent.limits_refusal(limits) {
         Some(why) => Err(why),
         None => match (&agent.tree, id) {
-            (Some(tree), Some(id)) => match ahead.filter(|s| s.id == id).and_then(Spare::take) {
-                Some(group) => tree.limit(&group, limits).map(|()| Some(group)),
-                None => tree.job(&name(id), limits).map(Some),
-            },
+            (Some(tree), Some(id)) => {
+                match ahead.filter(|s| s.key == key(id)).and_then(Spare::take) {
+                    Some(group) => tree.limit(&group, limits).map(|()| Some(group)),
+                    None => tree.job(&name(id), limits).map(Some),
+                }
+            }
             _ => return Ok(None),
         },
     };
     made.map_err(|why| format!("refused: {why}; nothing ran"))
 }
 
-/// How many job cgroups are kept made ahead: one serves jobs that come one after
-/// another, the second two callers at once.
+/// How many empty job cgroups are kept for the next jobs: one serves jobs that come
+/// one after another, the second two callers at once.
 const SPARES: usize = 2;
 
-/// A job cgroup made ahead of its job (by a job thread, after its own job was
-/// answered), named by the id the job that takes it gets: the `mkdir` and the opening
-/// of its directory and `cgroup.events` are then off that job's path. Removed, off the
-/// loop thread, when dropped unused.
+/// An empty job cgroup kept for the next job: made ahead by a job thread after its own
+/// job was answered, or the one a job just left, kept rather than removed (see
+/// [`Emptied`]). It is named `job-<key>`, and the id of every job that runs in it
+/// starts with that key ([`next_id`]): the `mkdir`, the `rmdir` and the opening of its
+/// directory and `cgroup.events` are then off the jobs' path, and the journal's ids
+/// still name the cgroup each job ran in. Removed, off the loop thread, when dropped
+/// unused.
 #[derive(Debug)]
 pub struct Spare {
-    id: String,
+    key: String,
     group: Option<JobCgroup>,
 }
 
@@ -187,11 +193,12 @@ fn remove_dropped() {
     }
 }
 
-/// The id for a new job, with the cgroup made ahead under it when there is one.
+/// The id for a new job, with the cgroup kept for it when there is one: the id is
+/// that cgroup's key followed by 16 random hex characters of its own.
 pub fn next_id() -> Result<(String, Option<Spare>), getrandom::Error> {
     let spare = made_ahead().pop();
     match spare {
-        Some(spare) => Ok((spare.id.clone(), Some(spare))),
+        Some(spare) => Ok((format!("{}{}", spare.key, new_key()?), Some(spare))),
         None => Ok((super::new_id()?, None)),
     }
 }
@@ -221,12 +228,12 @@ impl Spare {
         if made_ahead().len() >= SPARES {
             return;
         }
-        let Ok(id) = super::new_id() else {
+        let Ok(key) = new_key() else {
             return;
         };
-        if let Ok(group) = tree.make(&name(&id)) {
+        if let Ok(group) = tree.make(&name(&key)) {
             let spare = Spare {
-                id,
+                key,
                 group: Some(group),
             };
             let mut kept = made_ahead();
@@ -250,10 +257,13 @@ impl Drop for Spare {
 }
 
 /// The cgroup job `id` had in the tree the agent uses now, if it is still there (a job
-/// the previous agent did not see end; see `journal`'s recovery).
+/// the previous agent did not see end; see `journal`'s recovery). An agent from before
+/// cgroups were kept for the next job named it by the whole id.
 pub fn left_by(id: &str) -> Option<JobCgroup> {
     let tree = agent().tree.as_ref()?;
-    JobCgroup::open(&tree.base().join(name(id)))
+    [name(id), format!("job-{id}")]
+        .iter()
+        .find_map(|name| JobCgroup::open(&tree.base().join(name)))
 }
 
 /// An empty job cgroup no journal names is removed at start-up only this long after it
@@ -264,8 +274,9 @@ const UNNAMED_AGE: Duration = Duration::from_secs(10);
 /// the journal saw end (killed between a job's answer and its thread's `rmdir`, see
 /// [`Emptied`]), and those it does not name once [`UNNAMED_AGE`] old (made ahead, see
 /// [`Spare`], or a `no_pin` job's whose submission was not yet written). `ended` says,
-/// of a job id, whether the journal saw it end (`None`: it does not name it). A cgroup
-/// with a process in it cannot be removed and stays.
+/// of a cgroup's key (the first half of the ids of the jobs that ran in it; a whole id
+/// for an older agent's), whether the journal saw every job it names end (`None`: it
+/// names none). A cgroup with a process in it cannot be removed and stays.
 pub fn remove_unused(ended: impl Fn(&str) -> Option<bool>) {
     let Some(tree) = agent().tree.as_ref() else {
         return;
@@ -279,10 +290,10 @@ pub fn remove_unused(ended: impl Fn(&str) -> Option<bool>) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(id) = name.to_str().and_then(|n| n.strip_prefix("job-")) else {
+        let Some(key) = name.to_str().and_then(|n| n.strip_prefix("job-")) else {
             continue;
         };
-        let unused = match ended(id) {
+        let unused = match ended(key) {
             Some(ended) => ended,
             None => old(&entry),
         };
@@ -293,14 +304,30 @@ pub fn remove_unused(ended: impl Fn(&str) -> Option<bool>) {
     }
 }
 
-fn name(id: &str) -> String {
-    format!("job-{id}")
+/// How many characters of a job id name its cgroup: the key of [`Spare`].
+const KEY_LEN: usize = 16;
+
+/// The first half of a job id: its cgroup's key.
+fn key(id: &str) -> &str {
+    id.get(..KEY_LEN).unwrap_or(id)
 }
 
-/// A job's cgroup once nothing is left in it, removed when dropped. A job thread drops
-/// it after handing the result over, so the `rmdir` (and the kernel's release work it
-/// starts) is not between the job's end and its answer. Until then it is listed, so
-/// that an agent exiting first still removes it ([`RemoveTree`]).
+/// The cgroup of job `id`, or of the jobs of a key.
+fn name(id: &str) -> String {
+    format!("job-{}", key(id))
+}
+
+/// A job's cgroup once nothing is left in it, kept for the next job or removed when
+/// dropped. A job thread drops it after handing the result over, so the `rmdir` (and
+/// the kernel's release work it starts) is not between the job's end and its answer.
+/// Until then it is listed, so that an agent exiting first still removes it
+/// ([`RemoveTree`]).
+///
+/// It is kept (as a [`Spare`], if fewer are kept) only where job cgroups get no
+/// controller: with none, nothing is charged to it or counted in it that could outlive
+/// its job (memory, an OOM kill). And only if its job never signalled it (a freeze it
+/// thawed, `cgroup.kill`) and it is not frozen (a root job could freeze its own): such
+/// a one is made anew.
 #[derive(Debug)]
 pub struct Emptied(JobCgroup);
 
@@ -318,9 +345,35 @@ impl Emptied {
     }
 }
 
+impl Emptied {
+    /// It again, for the next job, if it may be kept and fewer than [`SPARES`] are.
+    fn keep(&mut self) -> Option<()> {
+        let tree = agent().tree.as_ref()?;
+        if !tree.controllers().is_empty() || made_ahead().len() >= SPARES {
+            return None;
+        }
+        let key = self.0.dir().file_name()?.to_str()?.strip_prefix("job-")?;
+        let spare = Spare {
+            key: key.to_owned(),
+            group: Some(self.0.again()?),
+        };
+        let mut kept = made_ahead();
+        if kept.len() < SPARES {
+            kept.push(spare);
+            return Some(());
+        }
+        // Another thread kept one meanwhile: this one goes, after the lock.
+        drop(kept);
+        drop(spare);
+        Some(())
+    }
+}
+
 impl Drop for Emptied {
     fn drop(&mut self) {
-        remove_cgroup(&self.0);
+        if self.keep().is_none() {
+            remove_cgroup(&self.0);
+        }
         emptied().retain(|dir| dir != self.0.dir());
     }
 }
@@ -499,7 +552,7 @@ mod tests {
         let dir = group.dir().to_path_buf();
         // The loop thread drops it with a job cancelled while queued: no cgroup call.
         drop(Spare {
-            id: "0".repeat(32),
+            key: "0".repeat(16),
             group: Some(group),
         });
         let kept = dir.exists();
@@ -513,7 +566,7 @@ mod tests {
     fn a_cgroup_made_ahead_is_not_used_once_removed_or_once_something_moved_in() {
         let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
         let spare = |group| Spare {
-            id: "0".repeat(32),
+            key: "0".repeat(16),
             group: Some(group),
         };
         let Some(fresh) = sys::test_cgroup("ahead-fresh") else {

@@ -472,9 +472,10 @@ impl Journal {
         let mut ended_now = false;
         let now = clock::now_unix();
         // Before the loop below ends any: the jobs that had ended before the agent went.
-        remove_unused(|id| {
-            let job = jobs.iter().find(|job| job.record.id == id);
-            job.map(|job| job.record.status.is_final())
+        remove_unused(|key| {
+            let mut named = jobs.iter().filter(|job| job.record.id.starts_with(key));
+            let first = named.next()?;
+            Some(first.record.status.is_final() && named.all(|job| job.record.status.is_final()))
         });
         for job in &mut jobs {
             if job.record.status.is_final() {

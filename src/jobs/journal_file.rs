@@ -383,9 +383,10 @@ pub(super) enum Verdict {
 
 /// Whether a recorded group is still this job's, from what `/proc` says now.
 ///
-/// A job whose cgroup (`job-<id>`, made for this job alone, in the tree the agent uses
+/// A job whose cgroup (`job-<key>`, the first half of its id, in the tree the agent uses
 /// now) is still there is judged by it: processes in it are the job's, wherever their
-/// group or session went; an empty one is removed. (A tree that moved since, say from
+/// group or session went (an earlier job handed it on only once empty, and no later one
+/// got it while this one had not ended); an empty one is removed. (A tree that moved since, say from
 /// the root to a systemd service, is not searched: the group is then judged as below.)
 ///
 /// Without one: a group number is a pid, and is reused once every process of the group

@@ -177,9 +177,19 @@ impl JobRecord {
 
 /// A fresh 128-bit job id, 32 lowercase hex characters.
 pub fn new_id() -> Result<String, getrandom::Error> {
-    let mut bytes = [0u8; 16];
+    random_hex::<16>()
+}
+
+/// 16 random hex characters: the first half of the ids of the jobs that run in one
+/// cgroup, one after another (`contain::Spare`); each job's second half is its own.
+pub fn new_key() -> Result<String, getrandom::Error> {
+    random_hex::<8>()
+}
+
+fn random_hex<const N: usize>() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes)?;
-    Ok(bytes.iter().fold(String::with_capacity(32), |mut s, b| {
+    Ok(bytes.iter().fold(String::with_capacity(2 * N), |mut s, b| {
         let _ = write!(s, "{b:02x}");
         s
     }))

@@ -70,8 +70,8 @@ struct Entry {
     /// The record as JSON while a connection is still sending it (see
     /// [`Jobs::answer_slot`]); reset whenever the record changes.
     answer: Weak<Vec<u8>>,
-    /// Held while queued, with its cgroup if one was made ahead under its id (removed if
-    /// it never runs); moved into the job thread when it starts.
+    /// Held while queued, with the cgroup kept for it under its id's key if one was
+    /// (removed if it never runs); moved into the job thread when it starts.
     pending: Option<(ExecSpec, Option<Spare>)>,
     cancel: Arc<AtomicBool>,
     /// The submitter was answered 202: the notify command runs when the job ends.
@@ -287,7 +287,7 @@ impl Jobs {
     /// Queues a job (the caller checked `has_room`) and starts it if it may. `step`:
     /// the time step of the code that authorised it, synced with its submission before
     /// it runs; `wait`: how long its submitter waits for its end.
-    /// `ahead`: the cgroup made ahead under `id` (`contain::next_id`), if it was.
+    /// `ahead`: the cgroup kept for `id` (`contain::next_id`), if one was.
     pub fn submit(
         &mut self,
         id: String,

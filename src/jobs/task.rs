@@ -72,7 +72,7 @@ pub(super) fn not_run(mut record: JobRecord, why: &str) -> JobRecord {
 pub(super) struct JobTask {
     pub(super) record: JobRecord,
     pub(super) spec: ExecSpec,
-    /// Its cgroup, made ahead under its id (`None`: made when it starts).
+    /// The cgroup kept for it under its id's key (`None`: made when it starts).
     pub(super) ahead: Option<Spare>,
     pub(super) cancel: Arc<AtomicBool>,
     /// When this thread writes the submission (nobody else did): set once it has, and

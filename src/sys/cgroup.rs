@@ -7,10 +7,12 @@
 //! hosts) and the agent's own cgroup in `/proc/self/cgroup`. When the agent is alone in
 //! a cgroup of its own (a systemd service with `Delegate=yes`), it takes that cgroup
 //! over: it moves itself into the leaf `agent` (v2 lets only a cgroup without
-//! processes hand controllers to its children) and makes `job-<id>` beside it. Anywhere
-//! else (the root, a login session) it makes a `sudo-agent` child of its cgroup for the
-//! jobs, stays where it is, and removes that child when it exits.
+//! processes hand controllers to its children) and makes the `job-<key>` cgroups beside
+//! it (see `jobs::contain`). Anywhere else (the root, a login session) it makes a
+//! `sudo-agent` child of its cgroup for the jobs, stays where it is, and removes that
+//! child when it exits.
 
+use std::cell::Cell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsFd;
@@ -180,11 +182,7 @@ impl CgroupTree {
             made = fs::create_dir(&dir);
         }
         made.map_err(|e| format!("cannot create the job's cgroup {}: {e}", dir.display()))?;
-        let mut group = JobCgroup {
-            dir,
-            events: None,
-            entry: None,
-        };
+        let mut group = JobCgroup::at(dir);
         let opened = open_dir(&group.dir).and_then(|entry| {
             group.entry = Some(entry);
             File::open(group.dir.join("cgroup.events"))
@@ -342,23 +340,53 @@ pub struct JobCgroup {
     events: Option<File>,
     /// The directory, open since it was made, until [`JobCgroup::entry`] takes it.
     entry: Option<File>,
+    /// Set once anything in it was signalled (a freeze and thaw, `cgroup.kill`): it is
+    /// not handed to another job then ([`JobCgroup::again`]).
+    signalled: Cell<bool>,
 }
 
 /// How long the freezer may take to stop every process before signals go out anyway.
 const FREEZE_LIMIT: Duration = Duration::from_secs(1);
 
 impl JobCgroup {
-    /// An existing cgroup (one a journal recorded), if it is still there.
-    pub fn open(dir: &Path) -> Option<JobCgroup> {
-        dir.join("cgroup.procs").exists().then(|| JobCgroup {
-            dir: dir.to_path_buf(),
+    /// The cgroup at `dir`, nothing of it open yet.
+    fn at(dir: PathBuf) -> JobCgroup {
+        JobCgroup {
+            dir,
             events: None,
             entry: None,
-        })
+            signalled: Cell::new(false),
+        }
+    }
+
+    /// An existing cgroup (one a journal recorded), if it is still there.
+    pub fn open(dir: &Path) -> Option<JobCgroup> {
+        dir.join("cgroup.procs")
+            .exists()
+            .then(|| JobCgroup::at(dir.to_path_buf()))
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The same cgroup for another job, its directory open again: only one this agent
+    /// made (its `cgroup.events` open), empty, not frozen, and never signalled.
+    pub fn again(&mut self) -> Option<JobCgroup> {
+        let idle = self.events().is_ok_and(|text| {
+            let has = |line| text.lines().any(|l| l == line);
+            has("populated 0") && has("frozen 0")
+        });
+        if !idle || self.signalled.get() {
+            return None;
+        }
+        let entry = open_dir(&self.dir).ok()?;
+        let events = self.events.take()?;
+        Some(JobCgroup {
+            events: Some(events),
+            entry: Some(entry),
+            ..JobCgroup::at(self.dir.clone())
+        })
     }
 
     /// The directory, open: the child is started in it, or moves itself in (see
@@ -386,6 +414,7 @@ impl JobCgroup {
     /// (and its pid be reused) or fork between the listing and the signal. SIGKILL goes
     /// through [`JobCgroup::kill`].
     pub fn signal(&self, signal: i32) {
+        self.signalled.set(true);
         if signal == libc::SIGKILL {
             return self.kill();
         }
@@ -401,6 +430,7 @@ impl JobCgroup {
     /// SIGKILL to everything in it at once: `cgroup.kill` (Linux 5.14+), else
     /// [`JobCgroup::kill_frozen`].
     pub fn kill(&self) {
+        self.signalled.set(true);
         if write_file(&self.dir.join("cgroup.kill"), "1").is_err() {
             self.kill_frozen();
         }
@@ -473,11 +503,7 @@ fn kill_pid(pid: u32, signal: i32) -> io::Result<()> {
 pub fn test_cgroup(tag: &str) -> Option<JobCgroup> {
     let made = preview().ok().and_then(|(mount, _)| {
         let dir = mount.join(format!("sudo-agent-unit-{tag}-{}", std::process::id()));
-        fs::create_dir(&dir).ok().map(|()| JobCgroup {
-            dir,
-            events: None,
-            entry: None,
-        })
+        fs::create_dir(&dir).ok().map(|()| JobCgroup::at(dir))
     });
     if made.is_none() {
         assert!(
@@ -596,6 +622,44 @@ mod tests {
             "{seen}"
         );
         group.remove().unwrap();
+    }
+
+    #[test]
+    fn a_cgroup_serves_another_job_only_if_empty_thawed_and_never_signalled() {
+        let made = |tag: &str| {
+            let mut group = test_cgroup(tag)?;
+            group.events = Some(File::open(group.dir.join("cgroup.events")).unwrap());
+            Some(group)
+        };
+        let Some(mut fresh) = made("again") else {
+            return;
+        };
+        let mut again = fresh.again().expect("an empty, thawed cgroup serves again");
+        assert!(again.entry.is_some() && again.events.is_some());
+        assert!(fresh.again().is_none(), "handed on twice");
+        // A job that had to signal what was left in it.
+        again.signal(libc::SIGTERM);
+        assert!(again.again().is_none(), "a signalled cgroup served again");
+        again.remove().unwrap();
+
+        // A root job can freeze its own cgroup and leave it so.
+        let mut frozen = made("again-frozen").unwrap();
+        frozen.freeze(true).unwrap();
+        assert!(frozen.again().is_none(), "a frozen cgroup served again");
+        frozen.remove().unwrap();
+
+        // Busy: a process moved in.
+        let mut busy = made("again-busy").unwrap();
+        let mut child = sleeper_in(&busy);
+        let used = busy.again().is_some();
+        busy.kill();
+        child.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while busy.remove().is_err() {
+            assert!(Instant::now() < deadline, "the sleeper's cgroup stays busy");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!used, "a cgroup with a process in it served again");
     }
 
     #[test]

@@ -508,7 +508,7 @@ impl Agent {
             let id = line["id"].as_str().or(line["job"]["id"].as_str());
             let Some(id) = id else { continue };
             for base in &bases {
-                let dir = Path::new(base).join(format!("job-{id}"));
+                let dir = Path::new(base).join(job_cgroup(id));
                 if fs::write(dir.join("cgroup.kill"), "1").is_ok() {
                     let empty = || {
                         fs::read_to_string(dir.join("cgroup.events"))
@@ -686,6 +686,12 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
             fields.len() > 2 && !matches!(fields[0], "Z" | "X") && fields[2] == pgid.to_string()
         })
         .collect()
+}
+
+/// The cgroup job `id` runs in: `job-` and the first half of its id, which the jobs
+/// that run in it one after another share.
+pub fn job_cgroup(id: &str) -> String {
+    format!("job-{}", &id[..16])
 }
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
