@@ -218,14 +218,17 @@ impl Spare {
     }
 
     /// On a job thread once its job was answered: removes those dropped unused, then
-    /// makes the next job's cgroup if fewer than [`SPARES`] are made. Quiet on failure:
-    /// that job makes its own and reports.
+    /// makes the next job's cgroup if fewer are kept than it wants: one where emptied
+    /// cgroups are kept (each job then leaves one: making a second ahead would only
+    /// have a job that ends while two wait remove its own), else [`SPARES`]. Quiet on
+    /// failure: that job makes its own and reports.
     pub fn tend() {
         remove_dropped();
         let Some(tree) = agent().tree.as_ref() else {
             return;
         };
-        if made_ahead().len() >= SPARES {
+        let wanted = if kept(tree) { 1 } else { SPARES };
+        if made_ahead().len() >= wanted {
             return;
         }
         let Ok(key) = new_key() else {
@@ -345,11 +348,16 @@ impl Emptied {
     }
 }
 
+/// Whether emptied job cgroups are kept for the next jobs: where they get no controller.
+fn kept(tree: &CgroupTree) -> bool {
+    tree.controllers().is_empty()
+}
+
 impl Emptied {
     /// It again, for the next job, if it may be kept and fewer than [`SPARES`] are.
     fn keep(&mut self) -> Option<()> {
         let tree = agent().tree.as_ref()?;
-        if !tree.controllers().is_empty() || made_ahead().len() >= SPARES {
+        if !kept(tree) || made_ahead().len() >= SPARES {
             return None;
         }
         let key = self.0.dir().file_name()?.to_str()?.strip_prefix("job-")?;
