@@ -379,7 +379,7 @@ fn a_jobs_cgroup_is_kept_for_the_next_jobs_and_one_a_crash_leaves_goes_at_a_late
     };
     // The job's own, kept once its thread is done with it.
     let kept = |id: &str| {
-        let key = id[..16].to_owned();
+        let key = id[16..].to_owned();
         let mut seen = Vec::new();
         let found = wait_until(Duration::from_secs(5), || {
             seen = job_cgroups(&own);
@@ -396,7 +396,7 @@ fn a_jobs_cgroup_is_kept_for_the_next_jobs_and_one_a_crash_leaves_goes_at_a_late
     fs::create_dir(&foreign).unwrap();
     fs::create_dir(&unnamed).unwrap();
     let _ = fs::remove_dir(own.join("agent"));
-    let left_after_crash = job_cgroups(&own).contains(&first[..16].to_owned());
+    let left_after_crash = job_cgroups(&own).contains(&first[16..].to_owned());
     let aged = Command::new("touch")
         .args(["-d", "1 minute ago"])
         .arg(&unnamed)
@@ -411,7 +411,7 @@ fn a_jobs_cgroup_is_kept_for_the_next_jobs_and_one_a_crash_leaves_goes_at_a_late
     for _ in 0..4 {
         let id = run(&agent);
         kept(&id);
-        keys.push(id[..16].to_owned());
+        keys.push(id[16..].to_owned());
     }
     let stopped = stop_alone(agent, &own);
     assert!(

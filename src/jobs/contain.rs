@@ -129,7 +129,8 @@ fn probed() -> Containment {
 /// The cgroup for job `id` with its limits, or `Ok(None)` where jobs get none (a
 /// notify command, or no cgroup tree and no limits asked for: the process group only).
 /// `ahead` is the one kept for it (made ahead, or left empty by an earlier job) under
-/// its id's first half, if any; one is made now if that one is gone. A limit no controller here can enforce refuses the job.
+/// its id's second half, if any; one is made now if that one is gone. A limit no
+/// controller here can enforce refuses the job.
 pub fn job_cgroup(
     id: Option<&str>,
     ahead: Option<Spare>,
@@ -158,7 +159,7 @@ const SPARES: usize = 2;
 /// An empty job cgroup kept for the next job: made ahead by a job thread after its own
 /// job was answered, or the one a job just left, kept rather than removed (see
 /// [`Emptied`]). It is named `job-<key>`, and the id of every job that runs in it
-/// starts with that key ([`next_id`]): the `mkdir`, the `rmdir` and the opening of its
+/// ends with that key ([`next_id`]; ids still differ at a glance, where people look): the `mkdir`, the `rmdir` and the opening of its
 /// directory and `cgroup.events` are then off the jobs' path, and the journal's ids
 /// still name the cgroup each job ran in. Removed, off the loop thread, when dropped
 /// unused.
@@ -193,12 +194,12 @@ fn remove_dropped() {
     }
 }
 
-/// The id for a new job, with the cgroup kept for it when there is one: the id is
-/// that cgroup's key followed by 16 random hex characters of its own.
+/// The id for a new job, with the cgroup kept for it when there is one: the id is 16
+/// random hex characters of its own followed by that cgroup's key.
 pub fn next_id() -> Result<(String, Option<Spare>), getrandom::Error> {
     let spare = made_ahead().pop();
     match spare {
-        Some(spare) => Ok((format!("{}{}", spare.key, new_key()?), Some(spare))),
+        Some(spare) => Ok((format!("{}{}", new_key()?, spare.key), Some(spare))),
         None => Ok((super::new_id()?, None)),
     }
 }
@@ -277,7 +278,7 @@ const UNNAMED_AGE: Duration = Duration::from_secs(10);
 /// the journal saw end (killed between a job's answer and its thread's `rmdir`, see
 /// [`Emptied`]), and those it does not name once [`UNNAMED_AGE`] old (made ahead, see
 /// [`Spare`], or a `no_pin` job's whose submission was not yet written). `ended` says,
-/// of a cgroup's key (the first half of the ids of the jobs that ran in it; a whole id
+/// of a cgroup's key (the second half of the ids of the jobs that ran in it; a whole id
 /// for an older agent's), whether the journal saw every job it names end (`None`: it
 /// names none). A cgroup with a process in it cannot be removed and stays.
 pub fn remove_unused(ended: impl Fn(&str) -> Option<bool>) {
@@ -310,9 +311,9 @@ pub fn remove_unused(ended: impl Fn(&str) -> Option<bool>) {
 /// How many characters of a job id name its cgroup: the key of [`Spare`].
 const KEY_LEN: usize = 16;
 
-/// The first half of a job id: its cgroup's key.
+/// The second half of a job id: its cgroup's key.
 fn key(id: &str) -> &str {
-    id.get(..KEY_LEN).unwrap_or(id)
+    id.get(id.len().saturating_sub(KEY_LEN)..).unwrap_or(id)
 }
 
 /// The cgroup of job `id`, or of the jobs of a key.

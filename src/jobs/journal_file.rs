@@ -383,7 +383,7 @@ pub(super) enum Verdict {
 
 /// Whether a recorded group is still this job's, from what `/proc` says now.
 ///
-/// A job whose cgroup (`job-<key>`, the first half of its id, in the tree the agent uses
+/// A job whose cgroup (`job-<key>`, the second half of its id, in the tree the agent uses
 /// now) is still there is judged by it: processes in it are the job's, wherever their
 /// group or session went (an earlier job handed it on only once empty, and no later one
 /// got it while this one had not ended); an empty one is removed. (A tree that moved since, say from

@@ -180,7 +180,7 @@ pub fn new_id() -> Result<String, getrandom::Error> {
     random_hex::<16>()
 }
 
-/// 16 random hex characters: the first half of the ids of the jobs that run in one
+/// 16 random hex characters: the second half of the ids of the jobs that run in one
 /// cgroup, one after another (`contain::Spare`); each job's second half is its own.
 pub fn new_key() -> Result<String, getrandom::Error> {
     random_hex::<8>()

@@ -371,13 +371,15 @@ impl JobCgroup {
     }
 
     /// The same cgroup for another job, its directory open again: only one this agent
-    /// made (its `cgroup.events` open), empty, not frozen, and never signalled.
+    /// made (its `cgroup.events` open), empty, not frozen, never signalled, and without
+    /// the memory controller (pages charged to it and its OOM kills would count for the
+    /// next job; another agent sharing the tree may have turned it on).
     pub fn again(&mut self) -> Option<JobCgroup> {
         let idle = self.events().is_ok_and(|text| {
             let has = |line| text.lines().any(|l| l == line);
             has("populated 0") && has("frozen 0")
         });
-        if !idle || self.signalled.get() {
+        if !idle || self.signalled.get() || self.dir.join("memory.events").exists() {
             return None;
         }
         let entry = open_dir(&self.dir).ok()?;

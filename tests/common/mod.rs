@@ -688,10 +688,10 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// The cgroup job `id` runs in: `job-` and the first half of its id, which the jobs
+/// The cgroup job `id` runs in: `job-` and the second half of its id, which the jobs
 /// that run in it one after another share.
 pub fn job_cgroup(id: &str) -> String {
-    format!("job-{}", &id[..16])
+    format!("job-{}", &id[16..])
 }
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
