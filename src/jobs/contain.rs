@@ -158,11 +158,11 @@ const SPARES: usize = 2;
 
 /// An empty job cgroup kept for the next job: made ahead by a job thread after its own
 /// job was answered, or the one a job just left, kept rather than removed (see
-/// [`Emptied`]). It is named `job-<key>`, and the id of every job that runs in it
-/// ends with that key ([`next_id`]; ids still differ at a glance, where people look): the `mkdir`, the `rmdir` and the opening of its
-/// directory and `cgroup.events` are then off the jobs' path, and the journal's ids
-/// still name the cgroup each job ran in. Removed, off the loop thread, when dropped
-/// unused.
+/// [`Emptied`]). It is named `job-<key>`, and the id of every job that runs in it ends
+/// with that key ([`next_id`]; ids still differ at a glance): the `mkdir`, the `rmdir`
+/// and the opening of its directory and `cgroup.events` are then off the jobs' path,
+/// and the journal's ids still name the cgroup each job ran in. Removed, off the loop
+/// thread, when dropped unused.
 #[derive(Debug)]
 pub struct Spare {
     key: String,
@@ -228,7 +228,7 @@ impl Spare {
         let Some(tree) = agent().tree.as_ref() else {
             return;
         };
-        let wanted = if kept(tree) { 1 } else { SPARES };
+        let wanted = if keeping(tree) { 1 } else { SPARES };
         if made_ahead().len() >= wanted {
             return;
         }
@@ -275,8 +275,8 @@ pub fn left_by(id: &str) -> Option<JobCgroup> {
 const UNNAMED_AGE: Duration = Duration::from_secs(10);
 
 /// At start-up: removes the empty job cgroups a killed agent left behind: those of jobs
-/// the journal saw end (killed between a job's answer and its thread's `rmdir`, see
-/// [`Emptied`]), and those it does not name once [`UNNAMED_AGE`] old (made ahead, see
+/// the journal saw end (kept for a next job, or killed between a job's answer and its
+/// thread's `rmdir`, see [`Emptied`]), and those it does not name once [`UNNAMED_AGE`] old (made ahead, see
 /// [`Spare`], or a `no_pin` job's whose submission was not yet written). `ended` says,
 /// of a cgroup's key (the second half of the ids of the jobs that ran in it; a whole id
 /// for an older agent's), whether the journal saw every job it names end (`None`: it
@@ -329,9 +329,8 @@ fn name(id: &str) -> String {
 ///
 /// It is kept (as a [`Spare`], if fewer are kept) only where job cgroups get no
 /// controller: with none, nothing is charged to it or counted in it that could outlive
-/// its job (memory, an OOM kill). And only if its job never signalled it (a freeze it
-/// thawed, `cgroup.kill`) and it is not frozen (a root job could freeze its own): such
-/// a one is made anew.
+/// its job (memory, an OOM kill). And only as `JobCgroup::again` allows: empty, not
+/// frozen, never signalled by its job. Any other is removed, and a new one made.
 #[derive(Debug)]
 pub struct Emptied(JobCgroup);
 
@@ -347,18 +346,11 @@ impl Emptied {
         emptied().push(group.dir().to_path_buf());
         Emptied(group)
     }
-}
 
-/// Whether emptied job cgroups are kept for the next jobs: where they get no controller.
-fn kept(tree: &CgroupTree) -> bool {
-    tree.controllers().is_empty()
-}
-
-impl Emptied {
     /// It again, for the next job, if it may be kept and fewer than [`SPARES`] are.
     fn keep(&mut self) -> Option<()> {
         let tree = agent().tree.as_ref()?;
-        if !kept(tree) || made_ahead().len() >= SPARES {
+        if !keeping(tree) || made_ahead().len() >= SPARES {
             return None;
         }
         let key = self.0.dir().file_name()?.to_str()?.strip_prefix("job-")?;
@@ -366,16 +358,22 @@ impl Emptied {
             key: key.to_owned(),
             group: Some(self.0.again()?),
         };
-        let mut kept = made_ahead();
-        if kept.len() < SPARES {
-            kept.push(spare);
+        let mut spares = made_ahead();
+        if spares.len() < SPARES {
+            spares.push(spare);
             return Some(());
         }
-        // Another thread kept one meanwhile: this one goes, after the lock.
-        drop(kept);
+        // Another thread kept one meanwhile: this one goes (as one dropped unused, see
+        // `remove_dropped`), after the lock.
+        drop(spares);
         drop(spare);
         Some(())
     }
+}
+
+/// Whether emptied job cgroups are kept for the next jobs: where they get no controller.
+fn keeping(tree: &CgroupTree) -> bool {
+    tree.controllers().is_empty()
 }
 
 impl Drop for Emptied {
