@@ -147,7 +147,7 @@ deb_phase() {
         "$(http pkg POST http://127.0.0.1:9999/run "{\"pin\":\"$code\",\"argv\":[\"df\",\"-h\",\"/\"]}")"
     expect "audit log" "EXECUTING \\[" "$(cat "$(root_of pkg)/var/log/sudo-agent.log")"
     # Delegate=yes: the agent takes its service's cgroup over (itself in .../agent, each
-    # job in .../job-<id>), and a no_pin rule runs read-only in a mount namespace.
+    # job in .../job-<key>), and a no_pin rule runs read-only in a mount namespace.
     expect "jobs get cgroups below the service (Delegate=yes)" \
         '"cgroup":"/sys/fs/cgroup/[^"]*system\.slice/sudo-agent\.service"' \
         "$(http pkg GET http://127.0.0.1:9999/health)"
