@@ -375,6 +375,8 @@ impl JobCgroup {
     /// the memory controller (pages charged to it and its OOM kills would count for the
     /// next job; another agent sharing the tree may have turned it on).
     pub fn again(&mut self) -> Option<JobCgroup> {
+        // Not one a journal named: its `events` would be read by path, and never kept.
+        self.events.as_ref()?;
         let idle = self.events().is_ok_and(|text| {
             let has = |line| text.lines().any(|l| l == line);
             has("populated 0") && has("frozen 0")
