@@ -473,12 +473,9 @@ impl Journal {
         let now = clock::now_unix();
         // Before the loop below ends any: the jobs that had ended before the agent went.
         remove_unused(|key| {
-            let mut named = jobs
-                .iter()
-                .filter(|job| job.record.id.ends_with(key))
-                .peekable();
-            named.peek()?;
-            Some(named.all(|job| job.record.status.is_final()))
+            let mut named = jobs.iter().filter(|job| job.record.id.ends_with(key));
+            let first = named.next()?;
+            Some(first.record.status.is_final() && named.all(|job| job.record.status.is_final()))
         });
         for job in &mut jobs {
             if job.record.status.is_final() {
