@@ -14,6 +14,7 @@ pub(crate) mod clock;
 mod fd;
 pub(crate) mod files;
 mod lock;
+mod mem;
 mod mntns;
 mod mounts;
 mod net;
