@@ -437,7 +437,7 @@ impl Capture {
         let pipe = pipe.map(File::from).filter(|f| {
             // A blocking pipe could stall the loop on a read; without O_NONBLOCK we
             // cannot capture safely, so the stream is dropped (the child gets SIGPIPE).
-            sys::set_nonblocking(f.as_fd())
+            sys::set_nonblocking_pipe(f.as_fd())
                 .map_err(|e| log::warn!("cannot make job output non-blocking: {e}"))
                 .is_ok()
         });

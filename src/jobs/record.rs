@@ -2,8 +2,6 @@
 //! notify, the routes, the metrics and the clients all read these; nothing here
 //! depends on how jobs are run.
 
-use std::fmt::Write as _;
-
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Caller;
@@ -189,10 +187,12 @@ pub fn new_key() -> Result<String, getrandom::Error> {
 fn random_hex<const N: usize>() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes)?;
-    Ok(bytes.iter().fold(String::with_capacity(2 * N), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    }))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    Ok(bytes
+        .iter()
+        .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
+        .map(char::from)
+        .collect())
 }
 
 /// Job ids are exactly 32 lowercase hex characters; anything else is not a job.

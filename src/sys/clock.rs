@@ -21,13 +21,41 @@ pub fn rfc3339(unix_ms: u64) -> String {
     let secs = unix_ms / 1000;
     let (y, m, d) = civil_from_days(secs / 86_400);
     let rem = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        unix_ms % 1000
-    )
+    // By hand rather than `format!`: a request writes several of these, and formatting
+    // machinery with padding costs more than the digits.
+    let mut out = String::with_capacity(24);
+    let parts = [
+        (y, 4, '-'),
+        (m, 2, '-'),
+        (d, 2, 'T'),
+        (rem / 3600, 2, ':'),
+        (rem % 3600 / 60, 2, ':'),
+        (rem % 60, 2, '.'),
+        (unix_ms % 1000, 3, 'Z'),
+    ];
+    for (n, width, then) in parts {
+        push_padded(&mut out, n, width);
+        out.push(then);
+    }
+    out
+}
+
+/// `n` in decimal, zero-padded to at least `width` digits.
+fn push_padded(out: &mut String, n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    let mut rest = n;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start.min(digits.len() - width)..] {
+        out.push(char::from(digit));
+    }
 }
 
 /// Unix seconds of an RFC 3339 UTC time as [`rfc3339`] writes it (fractions ignored);
@@ -82,6 +110,26 @@ mod tests {
         assert_eq!(rfc3339(1_111_111_111_123), "2005-03-18T01:58:31.123Z");
         // Past 2038: 64-bit all the way.
         assert_eq!(rfc3339(20_000_000_000_000), "2603-10-11T11:33:20.000Z");
+        // Years past 9999 (a wild clock) get all their digits, as `format!` gave them.
+        assert_eq!(rfc3339(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
+        // The same text as the `format!` it replaced, over the whole range.
+        let mut ms = 1u64;
+        for _ in 0..2000 {
+            let secs = ms / 1000;
+            let (y, m, d) = super::civil_from_days(secs / 86_400);
+            let rem = secs % 86_400;
+            let want = format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60,
+                ms % 1000
+            );
+            assert_eq!(rfc3339(ms), want);
+            ms = ms
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+        }
     }
 
     #[test]

@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use super::cerr::cerr;
 
-/// Sets `O_NONBLOCK` on `fd`, so a read returns `WouldBlock` instead of waiting.
-pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let raw = fd.as_raw_fd();
-    // SAFETY: `raw` is open for the lifetime of the borrow; F_GETFL takes no pointer.
-    let flags = cerr(unsafe { libc::fcntl(raw, libc::F_GETFL) })?;
-    // SAFETY: as above; F_SETFL takes an integer flag word.
-    cerr(unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+/// Makes the read end of a pipe `pipe2` made (no status flag set) non-blocking, so a
+/// read returns `WouldBlock` instead of waiting. One `fcntl` per job's pipe: the flags
+/// are known, so they are not read first; any other status flag would be cleared.
+pub fn set_nonblocking_pipe(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: `fd` is open for the lifetime of the borrow; F_SETFL takes a flag word.
+    cerr(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) })?;
     Ok(())
 }
 
@@ -141,7 +140,7 @@ mod tests {
         use std::io::Write;
         use std::os::fd::AsFd;
         let (reader, mut writer) = std::os::unix::net::UnixStream::pair().unwrap();
-        set_nonblocking(reader.as_fd()).unwrap();
+        set_nonblocking_pipe(reader.as_fd()).unwrap();
         let mut ready = [false; 1];
         let n = poll_readable(&[reader.as_fd()], &mut ready, Duration::from_millis(10)).unwrap();
         assert_eq!((n, ready), (0, [false]));

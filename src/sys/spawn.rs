@@ -23,6 +23,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::cerr::cerr;
@@ -56,17 +57,21 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
         .collect::<io::Result<Vec<_>>>()?;
     let vars = env
         .iter()
-        .map(|(k, v)| c_string(format!("{k}={v}")))
+        .map(|(k, v)| {
+            // Sized for the NUL CString adds, so it needs no second allocation.
+            let mut var = String::with_capacity(k.len() + v.len() + 2);
+            var.push_str(k);
+            var.push('=');
+            var.push_str(v);
+            c_string(var)
+        })
         .collect::<io::Result<Vec<_>>>()?;
     let program = args
         .first()
         .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
     let arg_ptrs = pointers(&args);
     let var_ptrs = pointers(&vars);
-    // SAFETY: a NUL-terminated literal path; open returns a new descriptor or -1.
-    let stdin = owned(cerr(unsafe {
-        libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
-    })?);
+    let stdin = dev_null()?;
     let (out_read, out_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
     let (report_read, report_write) = pipe()?;
@@ -78,11 +83,7 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
         program: program.as_ptr(),
         argv: arg_ptrs.as_ptr(),
         envp: var_ptrs.as_ptr(),
-        stdio: [
-            stdin.as_raw_fd(),
-            out_write.as_raw_fd(),
-            err_write.as_raw_fd(),
-        ],
+        stdio: [stdin, out_write.as_raw_fd(), err_write.as_raw_fd()],
         report: report_write.as_raw_fd(),
         setup,
         in_cgroup: setup.cgroup_dir().is_some(),
@@ -126,7 +127,7 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
     // The child is done with its stack (it exec'd or exited): the next spawn of this
     // thread takes it, sparing a mapping and its guard page per job.
     KEPT_STACK.set(Some(stack));
-    drop((stdin, out_write, err_write, report_write));
+    drop((out_write, err_write, report_write));
     match read_report(&report_read) {
         None => Ok(Spawned {
             pid: pid.unsigned_abs(),
@@ -438,6 +439,21 @@ fn c_string(s: String) -> io::Result<CString> {
             "nul byte found in provided data",
         )
     })
+}
+
+/// `/dev/null` for every job's stdin, opened once (close-on-exec; the child's `dup2`
+/// gives it a copy without the flag).
+fn dev_null() -> io::Result<RawFd> {
+    static DEV_NULL: OnceLock<OwnedFd> = OnceLock::new();
+    if let Some(fd) = DEV_NULL.get() {
+        return Ok(fd.as_raw_fd());
+    }
+    // SAFETY: a NUL-terminated literal path; open returns a new descriptor or -1.
+    let fd = owned(cerr(unsafe {
+        libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
+    })?);
+    // Two threads may both open it; the second copy is closed here.
+    Ok(DEV_NULL.get_or_init(|| fd).as_raw_fd())
 }
 
 /// A null-terminated array of pointers to `strings`.
