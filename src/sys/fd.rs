@@ -136,11 +136,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn poll_sees_readable_pipe_and_times_out() {
-        use std::io::Write;
+    fn a_pipe_made_non_blocking_reads_at_once_and_poll_sees_it_readable() {
+        use std::io::{Read, Write};
         use std::os::fd::AsFd;
-        let (reader, mut writer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (mut reader, mut writer) = std::io::pipe().unwrap();
         set_nonblocking_pipe(reader.as_fd()).unwrap();
+        // SAFETY: F_GETFL on a descriptor open for the test; no pointer.
+        let flags = unsafe { libc::fcntl(reader.as_raw_fd(), libc::F_GETFL) };
+        assert_ne!(flags & libc::O_NONBLOCK, 0, "flags {flags:#x}");
+        // An empty pipe answers at once instead of waiting.
+        let err = reader.read(&mut [0u8; 1]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         let mut ready = [false; 1];
         let n = poll_readable(&[reader.as_fd()], &mut ready, Duration::from_millis(10)).unwrap();
         assert_eq!((n, ready), (0, [false]));

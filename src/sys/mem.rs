@@ -3,7 +3,8 @@
 //! 1–20 bytes where glibc's takes 3. A request makes about a thousand such copies
 //! (`serde_json` and `format!` append every token and literal to a buffer by `memcpy`),
 //! about 30 µs of it on this path (BENCHMARKS.md). Here copies of up to 32 bytes are two
-//! loads and two stores; longer ones stay `rep movsb`, which is musl's speed there.
+//! loads and two stores, longer ones one `rep movsb` (no slower than musl's at any
+//! length measured, 33 bytes to 64 KiB, on CPUs with fast short `rep movsb`; BENCHMARKS.md).
 //! aarch64's musl `memcpy` is already fast, so nothing here is built for it, nor for
 //! glibc builds, whose tests run these as plain functions.
 //!

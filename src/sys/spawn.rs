@@ -448,10 +448,7 @@ fn dev_null() -> io::Result<RawFd> {
     if let Some(fd) = DEV_NULL.get() {
         return Ok(fd.as_raw_fd());
     }
-    // SAFETY: a NUL-terminated literal path; open returns a new descriptor or -1.
-    let fd = owned(cerr(unsafe {
-        libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
-    })?);
+    let fd = super::mntns::open_cloexec(c"/dev/null")?;
     // Two threads may both open it; the second copy is closed here.
     Ok(DEV_NULL.get_or_init(|| fd).as_raw_fd())
 }
