@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Where a request's time goes: CPU time per request of every task on the servers' CPU,
+# from the scheduler's own accounting (`perf sched record` on CPU 0, then `perf sched
+# timehist`), for sudo-agent, webhook and the bare spawn floor, side by side in one run.
+# With everything on one CPU, a back-to-back request costs what that CPU did for it:
+# the command's own process (`true`), the server's threads, and the idle time spent
+# waiting for the client on CPU 1. Unlike a sampling profile this adds no time to what
+# it measures (it only logs context switches), so rows add up to the p50 within noise.
+#
+# usage: bash bench/where.sh [--reps N] [--n REQUESTS] AGENT_BINARY [MORE_BINARIES...]
+# e.g.:  cargo build --release --target x86_64-unknown-linux-musl
+#        bash bench/where.sh target/x86_64-unknown-linux-musl/release/sudo-agent
+# Each binary serves POST /run {"command":"/bin/true"} through a no_pin rule (its
+# default sandbox), as in bench/run.sh. Medians of --reps (default 3) runs of --n
+# (default 1000) requests each. Needs perf (apt-get install linux-perf), root (perf
+# sched reads the scheduler's tracepoints), taskset and 2 CPUs; webhook is optional.
+set -euo pipefail
+REPS=3 N=1000
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --reps) REPS="$2"; shift 2 ;;
+        --n) N="$2"; shift 2 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        *) break ;;
+    esac
+done
+[ $# -ge 1 ] || { sed -n '2,17p' "$0"; exit 2; }
+command -v perf >/dev/null || { echo "where.sh: needs perf (apt-get install linux-perf)" >&2; exit 2; }
+[ "$(nproc)" -ge 2 ] || { echo "where.sh: needs 2 CPUs (servers on 0, client on 1)" >&2; exit 2; }
+BINS=()
+for b in "$@"; do BINS+=("$(realpath "$b")"); done
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d /tmp/sudo-agent-where.XXXXXX)
+chmod 700 "$WORK"
+PID=""
+trap '[ -n "$PID" ] && kill -9 $PID 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'exit 130' INT TERM
+(cd "$ROOT/bench/loadgen" && cargo build --release --quiet) || exit 1
+LOADGEN="$ROOT/bench/loadgen/target/release/loadgen"
+WEBHOOK=$(command -v webhook || true)
+echo GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ >"$WORK/secret"
+chmod 600 "$WORK/secret"
+echo '[{"id": "true", "execute-command": "/bin/true", "include-command-output-in-response": true}]' >"$WORK/hooks.json"
+
+kv() { grep -o "\(^\| \)$2=[^ ]*" <<<"$1" | head -1 | cut -d= -f2; }
+declare -A M ROWS
+add() { M[$1]="${M[$1]:-} $2"; }
+median() { tr ' ' '\n' <<<"${M[$1]:-}" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "–"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+# Per-task run time per request from a `perf sched` recording: "task us" lines. Tasks are
+# named by comm, the thread name (sudo-agent's `job`, `journal`, `audit`; the main
+# thread is renamed `loop` here) or the program (`true`); idle is `<idle>`.
+split_times() { # label data main_comm requests
+    local task us
+    while IFS=$'\t' read -r task us; do
+        add "$1|$task" "$us"
+        ROWS["$task"]=1
+    done < <(perf sched timehist -i "$2" 2>/dev/null | awk -v main="$3" -v n="$4" '
+        NR > 3 { t = $3; sub(/\[.*/, "", t); sub(/-[0-9]+$/, "", t)
+                 if (t == main) t = "loop (main thread)"
+                 else if (t ~ /^(kworker|ksoftirqd|rcu_|kdamond|migration|cpuhp|perf)/) t = "kernel threads, perf"
+                 run[t] += $6 }
+        END { for (t in run) printf "%s\t%.0f\n", t, run[t] * 1000 / n }')
+}
+
+wait_up() { # addr path
+    local i
+    for i in $(seq 200); do
+        "$LOADGEN" http --addr "$1" --method GET --path "$2" --n 1 --warmup 0 >/dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+measure() { # label addr path body main_comm
+    local out
+    taskset -c 1 "$LOADGEN" http --addr "$2" --path "$3" --body "$4" --n 200 >/dev/null
+    out=$(perf sched record -q -C 0 -o "$WORK/sched.data" -- \
+        taskset -c 1 "$LOADGEN" http --addr "$2" --path "$3" --body "$4" --n "$N" --warmup 0 2>/dev/null)
+    add "$1|p50" "$(kv "$out" p50_us)"
+    split_times "$1" "$WORK/sched.data" "$5" "$N"
+}
+
+agent() { # label binary
+    local d="$WORK/agent" port
+    rm -rf "$d"
+    mkdir -m 700 "$d"
+    port=$("$LOADGEN" freeport)
+    cat >"$d/config.json" <<EOF
+{"listen": "127.0.0.1:$port", "secret_file": "$WORK/secret", "log_file": "$d/audit.log",
+ "state_dir": "$d/state", "results": {"dir": "$d/results"},
+ "rules": [{"name": "true", "argv": ["/bin/true"], "no_pin": true}]}
+EOF
+    chmod 600 "$d/config.json"
+    taskset -c 0 "$2" serve --config "$d/config.json" 2>"$d/stderr" &
+    PID=$!
+    wait_up "127.0.0.1:$port" /health || { cat "$d/stderr" >&2; exit 1; }
+    measure "$1" "127.0.0.1:$port" /run '{"command":"/bin/true"}' "$(basename "$2" | cut -c1-15)"
+    kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+}
+
+webhook() {
+    local port
+    port=$("$LOADGEN" freeport)
+    (cd "$WORK" && exec taskset -c 0 "$WEBHOOK" -ip 127.0.0.1 -port "$port" -hooks "$WORK/hooks.json" >"$WORK/webhook.log" 2>&1) &
+    PID=$!
+    wait_up "127.0.0.1:$port" / || { cat "$WORK/webhook.log" >&2; exit 1; }
+    measure webhook "127.0.0.1:$port" /hooks/true "" webhook
+    kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+}
+
+floor() {
+    local out
+    out=$(perf sched record -q -C 0 -o "$WORK/sched.data" -- \
+        taskset -c 0 "$LOADGEN" spawn --setup same --n "$N" --warmup 0 2>/dev/null)
+    add "floor|p50" "$(kv "$out" p50_us)"
+    split_times floor "$WORK/sched.data" loadgen "$N"
+}
+
+LABELS=()
+for i in "${!BINS[@]}"; do LABELS+=("agent$((i + 1))"); done
+[ -n "$WEBHOOK" ] && LABELS+=(webhook) || echo "where.sh: no webhook (apt-get install webhook): its column is left out" >&2
+LABELS+=(floor)
+for rep in $(seq "$REPS"); do
+    echo "== rep $rep/$REPS" >&2
+    for i in "${!BINS[@]}"; do agent "agent$((i + 1))" "${BINS[$i]}"; done
+    [ -z "$WEBHOOK" ] || webhook
+    floor
+done
+
+echo "CPU 0's time per request (µs; median of $REPS runs of $N requests; the client on CPU 1)"
+for i in "${!BINS[@]}"; do echo "agent$((i + 1)): ${BINS[$i]}"; done
+printf '| task |'; for l in "${LABELS[@]}"; do printf ' %s |' "$l"; done; echo
+printf '|---|'; for _ in "${LABELS[@]}"; do printf -- '---|'; done; echo
+printf '%s\n' "${!ROWS[@]}" | while IFS= read -r task; do
+    printf '| %s |' "$task"
+    for l in "${LABELS[@]}"; do printf ' %s |' "$(median "$l|$task")"; done
+    echo
+done | sort -t'|' -k3 -g -r
+printf '| **p50 latency** |'; for l in "${LABELS[@]}"; do printf ' %s |' "$(median "$l|p50")"; done; echo
