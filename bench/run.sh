@@ -665,6 +665,8 @@ write + fdatasync in the work dir. The floor "in the same rhythm" is the same-se
 after each half-second pause (each code-bearing request follows one); it is given beside the
 back-to-back floor, and both verdicts are shown; so is the sync, timed alike (one after each
 half-second pause) beside the back-to-back one.
+Where the exec time goes, task by task (the command, each thread, idle), beside webhook's and
+the floor's: \`bash bench/where.sh AGENT_BINARY\` (needs perf).
 EOF
 } | tee "$WORK/report.md"
 [ -n "$OUT" ] && cp "$WORK/report.md" "$OUT"
