@@ -27,7 +27,7 @@
 # longest request (a compaction's rewrite is synced there).
 # Uses bench/loadgen (built here if missing). Servers on CPU 0, clients on CPU 1.
 set -euo pipefail
-REPS=5 N=1000 SECS=2 CONTAIN=0 COLD=0 QUIET=0 HISTORY=1000 SLOW_SYNC=0 TRACER=""
+REPS=5 N=1000 SECS=2 CONTAIN=0 COLD=0 QUIET=0 HISTORY=1000 SLOW_SYNC=0
 while [ $# -gt 2 ]; do
     case "$1" in
         --reps) REPS="$2"; shift 2 ;;
@@ -45,24 +45,13 @@ done
 [ "$SLOW_SYNC" = 0 ] || command -v strace >/dev/null ||
     { echo "ab.sh: --slow-sync needs strace (apt-get install strace)" >&2; exit 2; }
 A=$(realpath "$1") B=$(realpath "$2")
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d /tmp/sudo-agent-ab.XXXXXX)
-chmod 700 "$WORK"
-PID=""
-trap '[ -n "$PID" ] && kill -9 $PID 2>/dev/null; [ -n "$TRACER" ] && kill $TRACER 2>/dev/null; rm -rf "$WORK"' EXIT
-trap 'exit 130' INT TERM
-
-(cd "$ROOT/bench/loadgen" && cargo build --release --quiet) || exit 1
-LOADGEN="$ROOT/bench/loadgen/target/release/loadgen"
+. "$(dirname "$0")/lib.sh"
+bench_init ab
 SRV=() CLI=()
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then SRV=(taskset -c 0) CLI=(taskset -c 1); fi
 SECRET=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ
 echo "$SECRET" >"$WORK/secret"
 chmod 600 "$WORK/secret"
-kv() { grep -o "\(^\| \)$2=[^ ]*" <<<"$1" | head -1 | cut -d= -f2; }
-declare -A M
-add() { M[$1]="${M[$1]:-} $2"; }
-median() { tr ' ' '\n' <<<"${M[$1]}" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 one() { # label binary [rule keys [wrapper...]]
     local d="$WORK/$1" bin="$2" extra="${3:-}" label="$1" port out i

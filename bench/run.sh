@@ -188,18 +188,7 @@ SECRET_B32=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ
 echo "$SECRET_B32" >"$WORK/secret"
 chmod 600 "$WORK/secret"
 
-# value of key in a `k=v k=v` line
-kv() { grep -o "\(^\| \)$2=[^ ]*" <<<"$1" | head -1 | cut -d= -f2; }
-
-declare -A M # metric name -> space-separated samples
-add() { M[$1]="${M[$1]:-} $2"; }
-
-median() { # of the samples of metric $1, or n/a
-    local v=${M[$1]:-}
-    [ -z "${v// /}" ] && { echo n/a; return; }
-    tr ' ' '\n' <<<"$v" | grep -v '^$' | sort -g |
-        awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'
-}
+. "$ROOT/bench/lib.sh"
 
 wait_http() { # addr path: until it answers 200, at most 10 s
     local i

@@ -29,23 +29,14 @@ command -v perf >/dev/null || { echo "where.sh: needs perf (apt-get install linu
 [ "$(nproc)" -ge 2 ] || { echo "where.sh: needs 2 CPUs (servers on 0, client on 1)" >&2; exit 2; }
 BINS=()
 for b in "$@"; do BINS+=("$(realpath "$b")"); done
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d /tmp/sudo-agent-where.XXXXXX)
-chmod 700 "$WORK"
-PID=""
-trap '[ -n "$PID" ] && kill -9 $PID 2>/dev/null; rm -rf "$WORK"' EXIT
-trap 'exit 130' INT TERM
-(cd "$ROOT/bench/loadgen" && cargo build --release --quiet) || exit 1
-LOADGEN="$ROOT/bench/loadgen/target/release/loadgen"
+. "$(dirname "$0")/lib.sh"
+bench_init where
 WEBHOOK=$(command -v webhook || true)
 echo GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ >"$WORK/secret"
 chmod 600 "$WORK/secret"
 echo '[{"id": "true", "execute-command": "/bin/true", "include-command-output-in-response": true}]' >"$WORK/hooks.json"
 
-kv() { grep -o "\(^\| \)$2=[^ ]*" <<<"$1" | head -1 | cut -d= -f2; }
-declare -A M ROWS
-add() { M[$1]="${M[$1]:-} $2"; }
-median() { tr ' ' '\n' <<<"${M[$1]:-}" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "–"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+declare -A ROWS # every task seen, in any column
 
 # Per-task run time per request from a `perf sched` recording: "task us" lines. Tasks are
 # named by comm, the thread name (sudo-agent's `job`, `journal`, `audit`; the main
