@@ -5,7 +5,8 @@
 # With everything on one CPU, a back-to-back request costs what that CPU did for it:
 # the command's own process (`true`), the server's threads, and the idle time spent
 # waiting for the client on CPU 1. Unlike a sampling profile this adds no time to what
-# it measures (it only logs context switches), so rows add up to the p50 within noise.
+# it measures (it only logs context switches), so the rows add up to the mean request
+# (a little above the p50).
 #
 # usage: bash bench/where.sh [--reps N] [--n REQUESTS] AGENT_BINARY [MORE_BINARIES...]
 # e.g.:  cargo build --release --target x86_64-unknown-linux-musl
