@@ -16,16 +16,17 @@
 # (default 1000) requests each. Needs perf (apt-get install linux-perf), root (perf
 # sched reads the scheduler's tracepoints), taskset and 2 CPUs; webhook is optional.
 set -euo pipefail
+usage() { sed -n '2,/^set -e/p' "$0" | sed '$d'; } # this comment block
 REPS=3 N=1000
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) REPS="$2"; shift 2 ;;
         --n) N="$2"; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) usage; exit 0 ;;
         *) break ;;
     esac
 done
-[ $# -ge 1 ] || { sed -n '2,17p' "$0"; exit 2; }
+[ $# -ge 1 ] || { usage; exit 2; }
 command -v perf >/dev/null || { echo "where.sh: needs perf (apt-get install linux-perf)" >&2; exit 2; }
 [ "$(nproc)" -ge 2 ] || { echo "where.sh: needs 2 CPUs (servers on 0, client on 1)" >&2; exit 2; }
 BINS=()
