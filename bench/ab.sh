@@ -49,12 +49,9 @@ A=$(realpath "$1") B=$(realpath "$2")
 bench_init ab
 SRV=() CLI=()
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then SRV=(taskset -c 0) CLI=(taskset -c 1); fi
-SECRET=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ
-echo "$SECRET" >"$WORK/secret"
-chmod 600 "$WORK/secret"
 
 one() { # label binary [rule keys [wrapper...]]
-    local d="$WORK/$1" bin="$2" extra="${3:-}" label="$1" port out i
+    local d="$WORK/$1" bin="$2" extra="${3:-}" label="$1" port out
     shift 2; shift $(( $# > 0 ? 1 : 0 ))
     rm -rf "$d"
     mkdir -m 700 "$d"
@@ -68,10 +65,7 @@ EOF
     chmod 600 "$d/config.json"
     "${SRV[@]}" "$@" "$bin" serve --config "$d/config.json" 2>"$d/stderr" &
     PID=$!
-    for i in $(seq 200); do
-        "$LOADGEN" http --addr "127.0.0.1:$port" --method GET --path /health --n 1 --warmup 0 >/dev/null 2>&1 && break
-        sleep 0.05
-    done
+    wait_http "127.0.0.1:$port" /health || true
     kill -0 "$PID" 2>/dev/null || { echo "ab.sh: $label did not start:" >&2; cat "$d/stderr" >&2; exit 1; }
     if [ "$SLOW_SYNC" -gt 0 ]; then
         local t tid=""

@@ -13,8 +13,25 @@ median() { # of the samples of metric $1, or n/a
         awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'
 }
 
+# The agents' TOTP secret, in $WORK/secret (mode 0600) once `bench_secret` ran.
+SECRET=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ
+bench_secret() {
+    echo "$SECRET" >"$WORK/secret"
+    chmod 600 "$WORK/secret"
+}
+
+wait_http() { # addr path: until it answers 200, at most 10 s
+    local i
+    for i in $(seq 200); do
+        "$LOADGEN" http --addr "$1" --method GET --path "$2" --n 1 --warmup 0 >/dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
 # For ab.sh and where.sh: ROOT, a private WORK dir (removed on exit, with the server in
-# PID and the tracer in TRACER killed), and LOADGEN built if missing. $1 names the dir.
+# PID and the tracer in TRACER killed) holding the secret, and LOADGEN built if missing.
+# $1 names the dir.
 bench_init() {
     ROOT=$(cd "$(dirname "$0")/.." && pwd)
     WORK=$(mktemp -d "/tmp/sudo-agent-$1.XXXXXX")
@@ -24,4 +41,5 @@ bench_init() {
     trap 'exit 130' INT TERM
     (cd "$ROOT/bench/loadgen" && cargo build --release --quiet) || exit 1
     LOADGEN="$ROOT/bench/loadgen/target/release/loadgen"
+    bench_secret
 }

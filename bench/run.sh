@@ -184,20 +184,8 @@ lg() { "${CLI[@]}" "$LOADGEN" "$@"; }
 
 # ---------------------------------------------------------------- helpers
 
-SECRET_B32=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ
-echo "$SECRET_B32" >"$WORK/secret"
-chmod 600 "$WORK/secret"
-
 . "$ROOT/bench/lib.sh"
-
-wait_http() { # addr path: until it answers 200, at most 10 s
-    local i
-    for i in $(seq 200); do
-        lg http --addr "$1" --method GET --path "$2" --n 1 --warmup 0 >/dev/null 2>&1 && return 0
-        sleep 0.05
-    done
-    return 1
-}
+bench_secret
 
 stop() { # pid: SIGTERM, then SIGKILL after 5 s
     local p=$1 i
@@ -268,7 +256,7 @@ idle_point() { # name addr pid
 # code-bearing /bin/true, one per 1 s time step, /health probed every 2 ms meanwhile
 codes_phase() { # name addr
     local out
-    out=$(lg codes --addr "$2" --secret "$SECRET_B32" --step 1 --n "$CODES_N") || die "$1: codes run failed"
+    out=$(lg codes --addr "$2" --secret "$SECRET" --step 1 --n "$CODES_N") || die "$1: codes run failed"
     [ "$(kv "$out" s200)" = "$CODES_N" ] || die "$1: code-bearing requests not all 200: $out"
     add "$1.code_p50" "$(kv "$out" p50_us)"
     add "$1.code_max" "$(kv "$out" max_us)"
@@ -419,7 +407,7 @@ sync_census() {
     PIDS+=("$pid")
     wait_http "127.0.0.1:$port" /health || { cat "$d/stderr" >&2; die "census: sudo-agent did not start"; }
     lg http --addr "127.0.0.1:$port" --path /run --body "$RUN_BODY" --n 200 --warmup 0 >/dev/null || die "census: jobs failed"
-    lg codes --addr "127.0.0.1:$port" --secret "$SECRET_B32" --step 1 --n 2 --probe-ms 0 >/dev/null || die "census: codes failed"
+    lg codes --addr "127.0.0.1:$port" --secret "$SECRET" --step 1 --n 2 --probe-ms 0 >/dev/null || die "census: codes failed"
     lg http --addr "127.0.0.1:$port" --path /run --body "$BAD_BODY" --n 2 --warmup 0 --expect 401 >/dev/null || true
     sleep 0.5
     # strace is $pid; the agent is its child.

@@ -4,9 +4,9 @@
 # timehist`), for sudo-agent, webhook and the bare spawn floor, side by side in one run.
 # With everything on one CPU, a back-to-back request costs what that CPU did for it:
 # the command's own process (`true`), the server's threads, and the idle time spent
-# waiting for the client on CPU 1. Unlike a sampling profile this adds no time to what
-# it measures (it only logs context switches), so the rows add up to the mean request
-# (a little above the p50).
+# waiting for the client on CPU 1. Unlike a sampling profile it only logs context
+# switches (about 1 µs each, 2–3 % of a request), so the rows add up to the mean
+# request as recorded; the p50 printed is from the same requests, not recorded.
 #
 # usage: bash bench/where.sh [--reps N] [--n REQUESTS] AGENT_BINARY [MORE_BINARIES...]
 # e.g.:  cargo build --release --target x86_64-unknown-linux-musl
@@ -34,15 +34,14 @@ for b in "$@"; do BINS+=("$(realpath "$b")"); done
 . "$(dirname "$0")/lib.sh"
 bench_init where
 WEBHOOK=$(command -v webhook || true)
-echo GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ >"$WORK/secret"
-chmod 600 "$WORK/secret"
 echo '[{"id": "true", "execute-command": "/bin/true", "include-command-output-in-response": true}]' >"$WORK/hooks.json"
 
 declare -A ROWS # every task seen, in any column
 
-# Per-task run time per request from a `perf sched` recording: "task us" lines. Tasks are
-# named by comm, the thread name (sudo-agent's `job`, `journal`, `audit`; the main
-# thread is renamed `loop` here) or the program (`true`); idle is `<idle>`.
+# Per-task run time per request from a `perf sched` recording, added to M. Tasks are
+# named by comm: a thread's name (sudo-agent's `job`, `journal`, `audit`), the program
+# (`true`), `<idle>`; the server's main thread (or webhook's whole process, or the
+# floor's loop) is shown as "loop (main thread)", kernel threads and perf in one row.
 split_times() { # label data main_comm requests
     local task us
     while IFS=$'\t' read -r task us; do
@@ -56,21 +55,14 @@ split_times() { # label data main_comm requests
         END { for (t in run) printf "%s\t%.0f\n", t, run[t] * 1000 / n }')
 }
 
-wait_up() { # addr path
-    local i
-    for i in $(seq 200); do
-        "$LOADGEN" http --addr "$1" --method GET --path "$2" --n 1 --warmup 0 >/dev/null 2>&1 && return 0
-        sleep 0.05
-    done
-    return 1
-}
-
+# The p50 comes from a run without the recording (which costs about 1 µs a context
+# switch, 25 µs a request here), the rows from the same requests recorded right after.
 measure() { # label addr path body main_comm
     local out
-    taskset -c 1 "$LOADGEN" http --addr "$2" --path "$3" --body "$4" --n 200 >/dev/null
-    out=$(perf sched record -q -C 0 -o "$WORK/sched.data" -- \
-        taskset -c 1 "$LOADGEN" http --addr "$2" --path "$3" --body "$4" --n "$N" --warmup 0 2>/dev/null)
+    out=$(taskset -c 1 "$LOADGEN" http --addr "$2" --path "$3" --body "$4" --n "$N")
     add "$1|p50" "$(kv "$out" p50_us)"
+    perf sched record -q -C 0 -o "$WORK/sched.data" -- \
+        taskset -c 1 "$LOADGEN" http --addr "$2" --path "$3" --body "$4" --n "$N" --warmup 0 >/dev/null 2>&1
     split_times "$1" "$WORK/sched.data" "$5" "$N"
 }
 
@@ -87,7 +79,7 @@ EOF
     chmod 600 "$d/config.json"
     taskset -c 0 "$2" serve --config "$d/config.json" 2>"$d/stderr" &
     PID=$!
-    wait_up "127.0.0.1:$port" /health || { cat "$d/stderr" >&2; exit 1; }
+    wait_http "127.0.0.1:$port" /health || { cat "$d/stderr" >&2; exit 1; }
     measure "$1" "127.0.0.1:$port" /run '{"command":"/bin/true"}' "$(basename "$2" | cut -c1-15)"
     kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
 }
@@ -97,16 +89,17 @@ webhook() {
     port=$("$LOADGEN" freeport)
     (cd "$WORK" && exec taskset -c 0 "$WEBHOOK" -ip 127.0.0.1 -port "$port" -hooks "$WORK/hooks.json" >"$WORK/webhook.log" 2>&1) &
     PID=$!
-    wait_up "127.0.0.1:$port" / || { cat "$WORK/webhook.log" >&2; exit 1; }
+    wait_http "127.0.0.1:$port" / || { cat "$WORK/webhook.log" >&2; exit 1; }
     measure webhook "127.0.0.1:$port" /hooks/true "" webhook
     kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
 }
 
-floor() {
+floor() { # as `measure`
     local out
-    out=$(perf sched record -q -C 0 -o "$WORK/sched.data" -- \
-        taskset -c 0 "$LOADGEN" spawn --setup same --n "$N" --warmup 0 2>/dev/null)
+    out=$(taskset -c 0 "$LOADGEN" spawn --setup same --n "$N")
     add "floor|p50" "$(kv "$out" p50_us)"
+    perf sched record -q -C 0 -o "$WORK/sched.data" -- \
+        taskset -c 0 "$LOADGEN" spawn --setup same --n "$N" --warmup 0 >/dev/null 2>&1
     split_times floor "$WORK/sched.data" loadgen "$N"
 }
 
