@@ -83,6 +83,17 @@ KV=$(ls "$KROOT/lib/modules")
 depmod -b "$KROOT" "$KV"
 say "$PKG ($KV)"
 
+step "the integration tests, built for this Debian (cargo test --no-run)"
+SUITE_BIN=$(cargo test --no-run --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "tests" and m.get("executable"):
+        print(m["executable"])')
+SUITE_AGENT="$REPO/target/debug/sudo-agent"
+[ -x "$SUITE_BIN" ] && [ -x "$SUITE_AGENT" ] || fail "cargo test --no-run built no tests binary"
+say "$SUITE_BIN"
+
 step "the booted tree: the fleet's bookworm, the .deb installed, a config with limits"
 ensure_base
 ROOT="$VM/root"
@@ -136,6 +147,12 @@ ln -sf /dev/null "$ROOT/etc/systemd/system/getty@tty1.service"
 # The tree has no SSH host keys (the fleet's containers make their own); none needed.
 ln -sf /dev/null "$ROOT/etc/systemd/system/ssh.service"
 echo vm >"$ROOT/etc/hostname"
+# The integration test binary and the agent binary it starts, at the paths compiled in.
+for path in "$SUITE_BIN" "$SUITE_AGENT"; do
+    mkdir -p "$ROOT$(dirname "$path")"
+    cp "$path" "$ROOT$path"
+done
+echo "$SUITE_BIN" >"$ROOT/root/suite"
 
 step "disk image and initramfs"
 mkfs.ext4 -q -F -L vmroot -d "$ROOT" "$VM/root.img" 1200M
@@ -146,7 +163,8 @@ INITRD="$VM/initrd"
 mkdir -p "$INITRD"/{bin,dev,proc,sys,mnt,mod}
 cp "$(command -v busybox)" "$INITRD/bin/busybox"
 : >"$INITRD/load"
-for module in virtio_pci virtio_blk ext4; do
+# loop: tests/containment.rs unmounts an ext4 disk on a loop device under the agent.
+for module in virtio_pci virtio_blk ext4 loop; do
     while read -r _ ko _; do
         [ -f "$ko" ] && [ ! -f "$INITRD/mod/${ko##*/}" ] || continue
         cp "$ko" "$INITRD/mod/"
