@@ -159,7 +159,10 @@ fn a_job_that_escapes_with_setsid_still_ends_with_its_cgroup() {
         eprintln!("SKIPPED: no job cgroups here; the escapee survived as documented");
         assert!(escaped, "setsid did not escape here; update SECURITY.md");
     }
-    // A later job is not disturbed.
-    let r = agent.post_json("/run", &json!({"command": "head -c 1073741824 /dev/zero"}));
+    // A later job is not disturbed (given time: under an emulator it takes seconds).
+    let r = agent.post_json(
+        "/run",
+        &json!({"command": "head -c 1073741824 /dev/zero", "wait": 120}),
+    );
     assert_eq!(r.json()["status"], "succeeded");
 }

@@ -385,17 +385,21 @@ fn a_jobs_cgroup_is_kept_for_the_next_jobs_and_one_a_crash_leaves_goes_at_a_late
         id
     };
     // The job's own, kept once its thread is done with it.
-    let kept = |id: &str| {
+    let kept = |agent: &Agent, id: &str| {
         let key = id[16..].to_owned();
         let mut seen = Vec::new();
         let found = wait_until(Duration::from_secs(5), || {
             seen = job_cgroups(&own);
             seen == [key.clone()]
         });
-        assert!(found, "job {id}'s cgroup was not kept alone: {seen:?}");
+        assert!(
+            found,
+            "job {id}'s cgroup was not kept alone: {seen:?}; the agent's stderr:\n{}",
+            agent.stderr()
+        );
     };
     let first = run(&agent);
-    kept(&first);
+    kept(&agent, &first);
 
     agent.kill9();
     let foreign = own.join(format!("job-{}", "f".repeat(16)));
@@ -417,7 +421,7 @@ fn a_jobs_cgroup_is_kept_for_the_next_jobs_and_one_a_crash_leaves_goes_at_a_late
     let mut keys = Vec::new();
     for _ in 0..4 {
         let id = run(&agent);
-        kept(&id);
+        kept(&agent, &id);
         keys.push(id[16..].to_owned());
     }
     let stopped = stop_alone(agent, &own);

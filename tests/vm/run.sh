@@ -18,7 +18,8 @@
 # dpkg-deb and the amd64 .deb (deploy/deb/build.sh, after cross/build-release.sh). A
 # missing one is a loud skip, or a failure with CI=true.
 #
-# usage: tests/vm/run.sh
+# usage: tests/vm/run.sh [TEST...]   (TEST: only these integration tests run inside, e.g.
+#        containment::limits_are_written_to_the_jobs_own_cgroup; for a failure's second look)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
@@ -194,7 +195,7 @@ ACCEL=${SUDO_AGENT_VM_ACCEL:-tcg}
 timeout 1200 qemu-system-x86_64 -accel "$ACCEL" -cpu max -smp 2 -m 1024 \
     -nographic -no-reboot -nic none \
     -kernel "$KROOT/boot/vmlinuz-$KV" -initrd "$VM/initrd.gz" \
-    -append "console=ttyS0 root=/dev/vda rw panic=-1 quiet systemd.unified_cgroup_hierarchy=1" \
+    -append "console=ttyS0 root=/dev/vda rw panic=-1 quiet systemd.unified_cgroup_hierarchy=1 sudo_agent_vm.tests=$(IFS=,; echo "$*")" \
     -drive "file=$VM/root.img,if=virtio,format=raw" \
     </dev/null >"$VM/console.log" 2>&1 &
 QEMU_PID=$!
