@@ -19,13 +19,6 @@ phases=("$@")
 started=$SECONDS
 step() { printf '\n--- [%ds] %s\n' "$((SECONDS - started))" "$*"; }
 
-skip() {
-    if [ "${CI:-}" = true ]; then
-        fail "$* (CI=true: every check must run)"
-    fi
-    echo "SKIPPED: tests/fleet: $*" >&2
-    exit 0
-}
 [ "$(id -u)" = 0 ] || skip "needs root (mounts, systemd-nspawn)"
 for tool in debootstrap systemd-nspawn nsenter lintian dpkg-deb oathtool curl ssh ssh-keygen flock; do
     command -v "$tool" >/dev/null ||
