@@ -23,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
-source tests/fleet/lib.sh # CACHE, BASE, ensure_base, say, fail, skip
+source tests/vm/lib.sh # VM, step, boot_vm, vm_verdict; CACHE, BASE, ensure_base, say, fail, skip
 
 [ "$(id -u)" = 0 ] || skip "needs root (debootstrap, chroot, dpkg -i into the image)"
 for tool in qemu-system-x86_64 busybox file cpio depmod modprobe mkfs.ext4 debootstrap dpkg-deb apt-get flock; do
@@ -38,21 +38,6 @@ esac
 VERSION=$(sed -n '/^\[package\]/,/^\[/s/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 DEB="$REPO/dist/sudo-agent_${VERSION//-/\~}_amd64.deb"
 [ -f "$DEB" ] || skip "$DEB is missing (run: bash cross/build-release.sh x86_64-unknown-linux-musl aarch64-unknown-linux-musl && bash deploy/deb/build.sh amd64)"
-
-started=$SECONDS
-step() { printf '\n--- [%ds] %s\n' "$((SECONDS - started))" "$*"; }
-
-VM=$(mktemp -d /tmp/sudo-agent-vm.XXXXXX)
-QEMU_PID=""
-cleanup() {
-    local rc=$?
-    [ -n "$QEMU_PID" ] && kill -KILL "$QEMU_PID" 2>/dev/null
-    mountpoint -q "$VM/root/proc" && umount "$VM/root/proc"
-    rm -rf --one-file-system "$VM"
-    return $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 step "Debian's kernel (apt-get download, cached in $CACHE)"
 # The kernel the metapackage points at, unpacked once per version.
@@ -185,20 +170,8 @@ say "$(wc -l <"$INITRD/load") modules in the initramfs"
 step "boot (qemu-system-x86_64, ${SUDO_AGENT_VM_ACCEL:-tcg}) and run tests/vm/inside.py"
 ACCEL=${SUDO_AGENT_VM_ACCEL:-tcg}
 [ "$ACCEL" = tcg ] && ACCEL=tcg,thread=multi
-timeout 1200 qemu-system-x86_64 -accel "$ACCEL" -cpu max -smp 2 -m 1024 \
-    -nographic -no-reboot -nic none \
+boot_vm qemu-system-x86_64 -accel "$ACCEL" -cpu max -smp 2 -m 1024 -nic none \
     -kernel "$KROOT/boot/vmlinuz-$KV" -initrd "$VM/initrd.gz" \
     -append "console=ttyS0 root=/dev/vda rw panic=-1 quiet systemd.unified_cgroup_hierarchy=1 sudo_agent_vm.tests=$(IFS=,; echo "$*")" \
-    -drive "file=$VM/root.img,if=virtio,format=raw" \
-    </dev/null >"$VM/console.log" 2>&1 &
-QEMU_PID=$!
-wait "$QEMU_PID" || true
-QEMU_PID=""
-tr -d '\r' <"$VM/console.log" | grep -a '^VMTEST' || true
-if ! grep -aq '^VMTEST done: [0-9]* ok, 0 failed' "$VM/console.log" ||
-    grep -aq '^VMTEST FAIL' "$VM/console.log"; then
-    echo "--- the console's last lines:" >&2
-    tr -d '\r' <"$VM/console.log" | tail -n 60 >&2
-    fail "tests/vm: the checks inside the VM did not all pass"
-fi
-step "done: every check passed inside the VM"
+    -drive "file=$VM/root.img,if=virtio,format=raw"
+vm_verdict
