@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 
@@ -188,7 +189,12 @@ def cmdline_tests():
 
 
 def containment_suite(modules):
-    tests = open(SUITE).read().strip()
+    # Back where they were built (the agent's path is compiled into the tests).
+    tests, agent = open(SUITE + "/paths").read().split()
+    for name, path in (("tests", tests), ("sudo-agent", agent)):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        shutil.copy(f"{SUITE}/{name}", path)
+        os.chmod(path, 0o755)
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
     # Twice: from the v2 root, as on the host (the tests' agents then get every
     # controller), and from this unit's own cgroup, which systemd delegates nothing of.

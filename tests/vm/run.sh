@@ -126,12 +126,12 @@ ln -sf /dev/null "$ROOT/etc/systemd/system/getty@tty1.service"
 # The tree has no SSH host keys (the fleet's containers make their own); none needed.
 ln -sf /dev/null "$ROOT/etc/systemd/system/ssh.service"
 echo vm >"$ROOT/etc/hostname"
-# The integration test binary and the agent binary it starts, at the paths compiled in.
-for path in "$SUITE_BIN" "$SUITE_AGENT"; do
-    mkdir -p "$ROOT$(dirname "$path")"
-    cp "$path" "$ROOT$path"
-done
-echo "$SUITE_BIN" >"$ROOT/root/suite"
+# The integration test binary and the agent binary it starts, put back at the paths
+# compiled in by inside.py (a clone under /tmp would be emptied at boot by tmpfiles).
+mkdir -p "$ROOT/root/suite"
+cp "$SUITE_BIN" "$ROOT/root/suite/tests"
+cp "$SUITE_AGENT" "$ROOT/root/suite/sudo-agent"
+printf '%s\n%s\n' "$SUITE_BIN" "$SUITE_AGENT" >"$ROOT/root/suite/paths"
 
 step "disk image and initramfs"
 mkfs.ext4 -q -F -L vmroot -d "$ROOT" "$VM/root.img" 1200M
