@@ -582,11 +582,15 @@ fn a_mount_made_after_a_job_reaches_the_next_job_read_only_and_an_unmount_too() 
         json!({"rules": [{"name": "probe", "argv": ["/bin/sh", "-c", &probe], "no_pin": true}]}),
     );
     let agent = Agent::start_in(dir, &cfg, &[]);
+    // A generous wait: under qemu-user, beside the whole suite, a namespace is slow to
+    // make; a job still running would have no output to compare.
     let run = || {
-        let job = agent
-            .post_json("/run", &json!({"argv": ["/bin/sh", "-c", &probe]}))
-            .json();
-        job["stdout"].as_str().unwrap_or_default().to_string()
+        let body = json!({"argv": ["/bin/sh", "-c", &probe], "wait": 60});
+        let job = agent.post_json("/run", &body).json();
+        match job["stdout"].as_str() {
+            Some(out) => out.to_string(),
+            None => panic!("the probe has no output: {job}"),
+        }
     };
     assert_eq!(run(), "absent\nrefused\n");
     /// Unmounts on the way out, whatever the asserts said.
