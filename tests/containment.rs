@@ -8,12 +8,15 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::common::{
-    Agent, Seen, TempDir, agent_command, base_config, free_port, job_cgroup, run_bin, wait_until,
+    Agent, Seen, TempDir, agent_command, base_config, free_port, job_cgroup, run_bin,
+    strace_injecting, wait_until,
 };
 
 /// `/health`'s `containment`.
@@ -564,6 +567,27 @@ fn read_only_is_a_kernel_fact_and_writable_paths_are_the_exceptions() {
     assert_stderr(&job, "Read-only file system");
 }
 
+/// A tmpfs mounted for a test, unmounted on the way out whatever the asserts said.
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn tmpfs(point: &Path) -> Mounted {
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "sa-test"])
+            .arg(point)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount -t tmpfs on {}", point.display());
+        Mounted(point.to_path_buf())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 #[test]
 fn a_mount_made_after_a_job_reaches_the_next_job_read_only_and_an_unmount_too() {
     // Jobs enter a read-only namespace their thread made earlier: it must follow the
@@ -593,26 +617,65 @@ fn a_mount_made_after_a_job_reaches_the_next_job_read_only_and_an_unmount_too() 
         }
     };
     assert_eq!(run(), "absent\nrefused\n");
-    /// Unmounts on the way out, whatever the asserts said.
-    struct Mounted(PathBuf);
-    impl Drop for Mounted {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "sa-test"])
-        .arg(&point)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mounted = Mounted(point.clone());
+    let mounted = Mounted::tmpfs(&point);
     // Whichever job thread takes them, jobs see the new mount, and only read-only.
     let seen: Vec<String> = (0..3).map(|_| run()).collect();
     assert!(seen.iter().all(|s| s == "mounted\nrefused\n"), "{seen:?}");
     assert!(!point.join("f").exists());
     drop(mounted);
     assert_eq!(run(), "absent\nrefused\n");
+}
+
+#[test]
+fn a_mount_made_while_the_read_only_namespace_is_made_is_read_only_too_without_mount_setattr() {
+    // Kernels before 5.12 (a Jetson's 5.10) have no mount_setattr, so each mount is
+    // remounted read-only from a list; strace makes this kernel one of them. A mount
+    // made in the agent's namespace while a job's namespace is being made must not
+    // slip in unlisted, and writable. Mounts churn at one point while jobs try it.
+    let Some(strace) = strace_injecting(&["mount_setattr"], "error=ENOSYS") else {
+        return;
+    };
+    let dir = TempDir::new("c-churn");
+    let point = dir.path().join("point");
+    fs::create_dir(&point).unwrap();
+    let probe = format!(
+        "touch {}/f 2>/dev/null && echo wrote || echo refused",
+        point.display()
+    );
+    let cfg = base_config(
+        dir.path(),
+        json!({"rules": [{"name": "probe", "argv": ["/bin/sh", "-c", &probe], "no_pin": true}]}),
+    );
+    let mut agent = Agent::prepare(dir, &cfg);
+    agent.spawn_wrapped(&strace, &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let (stop, point) = (stop.clone(), point.clone());
+        std::thread::spawn(move || {
+            let mut mounts = 0;
+            while !stop.load(Ordering::Relaxed) {
+                drop(Mounted::tmpfs(&point));
+                mounts += 1;
+            }
+            mounts
+        })
+    };
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..200 {
+        let body = json!({"argv": ["/bin/sh", "-c", &probe], "wait": 60});
+        let job = agent.post_json("/run", &body).json();
+        let out = job["stdout"]
+            .as_str()
+            .map_or_else(|| job.to_string(), str::to_string);
+        *seen.entry(out).or_insert(0) += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mounts = churn.join().unwrap();
+    assert!(
+        mounts > 20,
+        "only {mounts} mounts came and went while the jobs ran"
+    );
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["refused\n"], "{seen:?}");
 }
 
 #[test]
@@ -866,21 +929,26 @@ const LEAVE_CGROUP: &str = "echo x >/dev/null && echo null ok; \
 
 #[test]
 fn a_private_tmp_is_empty_and_leaves_the_real_one_alone() {
+    // Made over a copy of the read-only namespace: /tmp is the job's to write, the rest
+    // stays read-only.
+    let script = "ls -A /tmp | wc -l; touch /tmp/sa-private-tmp-test && echo wrote; \
+                  touch /etc/sa-private-tmp-test 2>/dev/null && echo escaped || echo read-only";
     let agent = Agent::start(
         "c-tmp",
-        json!({"rules": [{"name": "tmp", "argv": ["/bin/sh", "-c",
-            "ls -A /tmp | wc -l; touch /tmp/sa-private-tmp-test && echo wrote"],
+        json!({"totp": {"step_s": 1},
+            "rules": [{"name": "tmp", "argv": ["/bin/sh", "-c", script],
             "sandbox": {"private_tmp": true, "read_only": true}}]}),
     );
-    let r = agent.post_json(
-        "/run",
-        &json!({"pin": agent.code(), "argv": ["sh", "-c",
-            "ls -A /tmp | wc -l; touch /tmp/sa-private-tmp-test && echo wrote"]}),
-    );
-    let job = r.json();
-    assert_eq!(job["status"], "succeeded", "{job}");
-    assert_eq!(job["stdout"], "0\nwrote\n");
+    // Twice: the second job's read-only namespace is the one the first left.
+    for _ in 0..2 {
+        let pin = agent.fresh_code();
+        let r = agent.post_json("/run", &json!({"pin": pin, "argv": ["sh", "-c", script]}));
+        let job = r.json();
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(job["stdout"], "0\nwrote\nread-only\n");
+    }
     assert!(!Path::new("/tmp/sa-private-tmp-test").exists());
+    assert!(!Path::new("/etc/sa-private-tmp-test").exists());
 }
 
 #[test]

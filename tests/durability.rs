@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{Agent, Seen, group_members, unsafe_kill, wait_until};
+use crate::common::{Agent, Seen, group_members, strace_delaying, unsafe_kill, wait_until};
 use serde_json::{Value, json};
 use sudo_agent::totp;
 
@@ -60,7 +60,7 @@ fn no_pin_rules() -> Value {
 fn a_code_acknowledged_just_before_sigkill_is_never_accepted_again() {
     // Every write(2) of the agent takes 100 ms: an answer that left before the code's
     // journal line was written would find it lost to the kill.
-    let Some(wrapper) = strace(&["write"], 100) else {
+    let Some(wrapper) = strace_delaying(&["write"], 100) else {
         return;
     };
     // Steps of 5 s, skew 1: a code stays inside the window for 10 s or more, so the
@@ -104,7 +104,7 @@ fn a_code_acknowledged_just_before_sigkill_is_never_accepted_again() {
 #[test]
 fn every_id_acknowledged_to_three_clients_reads_back_after_sigkill() {
     // Every write(2) takes 10 ms: an id answered before its line is written is lost.
-    let Some(wrapper) = strace(&["write"], 10) else {
+    let Some(wrapper) = strace_delaying(&["write"], 10) else {
         return;
     };
     // Slots for 2, queue for 64: most jobs wait in the queue, whose submissions are
@@ -237,29 +237,6 @@ fn sleepers(duration: &str) -> Vec<u32> {
         .collect()
 }
 
-/// `strace` set to delay each of the agent's `calls` (system calls) by `ms` before it
-/// runs: a slow SD card for fsync, a stalled disk for write. `None` (a loud skip, a
-/// failure under CI) when strace is missing.
-fn strace(calls: &[&str], ms: u64) -> Option<Vec<String>> {
-    if !crate::common::tool_runs(&["strace", "-V"], "apt-get install strace") {
-        return None;
-    }
-    let calls = calls.join(",");
-    let args = [
-        "strace".to_string(),
-        "-f".into(),
-        "-qq".into(),
-        "--seccomp-bpf".into(),
-        "-o".into(),
-        "/dev/null".into(),
-        "-e".into(),
-        format!("trace={calls}"),
-        "-e".into(),
-        format!("inject={calls}:delay_enter={}", ms * 1000),
-    ];
-    Some(args.to_vec())
-}
-
 /// SIGKILL to the agent strace runs and to strace (their process group), and waits
 /// until the agent is gone.
 fn kill_traced(agent: &mut Agent) {
@@ -282,7 +259,7 @@ fn kill_traced(agent: &mut Agent) {
 /// commits and the file is far past its compaction: that rewrite's sync is done aside.
 #[test]
 fn no_pin_jobs_never_wait_for_a_sync_on_a_slow_disk() {
-    let Some(wrapper) = strace(&["fsync", "fdatasync"], 2000) else {
+    let Some(wrapper) = strace_delaying(&["fsync", "fdatasync"], 2000) else {
         return;
     };
     let rules = json!([{"name": "true", "argv": ["/bin/true"], "no_pin": true}]);
@@ -329,7 +306,7 @@ fn no_pin_jobs_never_wait_for_a_sync_on_a_slow_disk() {
 #[test]
 fn a_second_request_with_the_same_code_while_the_first_is_synced_is_refused() {
     // Every fsync takes 2 s: the first code is being made durable for at least that.
-    let Some(wrapper) = strace(&["fsync", "fdatasync"], 2000) else {
+    let Some(wrapper) = strace_delaying(&["fsync", "fdatasync"], 2000) else {
         return;
     };
     let rules = json!([{"name": "echo", "argv": ["/bin/echo", "**"]}]);

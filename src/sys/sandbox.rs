@@ -1,7 +1,8 @@
-//! A rule's sandbox, applied by the job's own process between `clone` and `exec` (see
-//! `child`), so nothing outside the job changes: a private mount namespace where every
-//! mount is read-only but the `writable` paths, a fresh `/tmp`, a network namespace with
-//! only a loopback that is down, and `no_new_privs`.
+//! A rule's sandbox: a private mount namespace where every mount is read-only but the
+//! `writable` paths (made ahead by a thread of its own and kept, see `mntns`), a fresh
+//! `/tmp`, a network namespace with only a loopback that is down, and `no_new_privs`;
+//! the job's own process enters or makes them between `clone` and `exec` (see `child`),
+//! so nothing outside the job changes.
 //!
 //! Everything the child needs is prepared before the clone ([`Sandbox::prepare`]); a step
 //! the kernel refuses fails the spawn with that step named ([`Step`]), and nothing runs.
@@ -38,91 +39,62 @@ impl Sandbox {
         self.read_only || self.private_tmp
     }
 
-    /// What the child will do, prepared while allocating is still allowed. A sandbox
-    /// whose mounts are only `read_only` and `writable` is a namespace made beforehand
-    /// and entered (`mntns`); the others are made by the child ([`Sandbox::fresh`]).
+    /// What the child will do, prepared while allocating is still allowed. The
+    /// read-only mounts are a namespace made beforehand and entered (`mntns`); a private
+    /// `/tmp` and network are the child's own namespaces, made by it (the first over a
+    /// copy of the read-only one).
     pub fn prepare(&self) -> io::Result<SandboxSetup> {
-        if !self.read_only || self.private_tmp {
-            return self.fresh();
-        }
-        // Gone now: refused as the bind mount in a fresh namespace would be.
-        let bound = identities(&self.writable).map_err(|e| Step::Writable.tag(e))?;
-        let ns = mntns::read_only(&self.writable, &bound, || {
-            let mounts = Sandbox {
-                read_only: true,
-                writable: self.writable.clone(),
-                ..Sandbox::default()
-            };
-            make(&mounts.fresh()?)
-        })?;
-        Ok(SandboxSetup {
-            enter: Some(ns),
-            unshare: if self.private_network {
-                libc::CLONE_NEWNET
-            } else {
-                0
-            },
-            read_only: false,
-            mounts: Vec::new(),
-            writable: Vec::new(),
-            private_tmp: false,
-            no_new_privileges: self.no_new_privileges,
-        })
-    }
-
-    /// The sandbox as the child makes it itself: C strings of the paths, and every mount
-    /// point with its flags for kernels without `mount_setattr` (read now: the child's
-    /// namespace starts as a copy of this one).
-    fn fresh(&self) -> io::Result<SandboxSetup> {
+        let enter = if self.read_only {
+            // Gone now: refused as the bind mount in a fresh namespace would be.
+            let bound = identities(&self.writable).map_err(|e| Step::Writable.tag(e))?;
+            Some(mntns::read_only(&self.writable, &bound, || {
+                make(&self.writable)
+            })?)
+        } else {
+            None
+        };
         let mut unshare = 0;
-        if self.mounts() {
+        if self.private_tmp {
             unshare |= libc::CLONE_NEWNS;
         }
         if self.private_network {
             unshare |= libc::CLONE_NEWNET;
         }
-        let all = if self.read_only {
-            mounts::mounts()
-        } else {
-            Vec::new()
-        };
-        let flags_at = |path: &Path| {
-            all.iter()
-                .filter(|m| path.starts_with(&m.point))
-                .max_by_key(|m| m.point.as_os_str().len())
-                .map_or(0, |m| mount_flags(&m.options))
-        };
-        let mounts = all
-            .iter()
-            .map(|m| Ok((c_path(&m.point)?, mount_flags(&m.options))))
-            .collect::<io::Result<_>>()?;
-        let writable = self
-            .writable
-            .iter()
-            .map(|w| Ok((c_path(w)?, flags_at(w))))
-            .collect::<io::Result<_>>()?;
         Ok(SandboxSetup {
-            enter: None,
+            enter,
             unshare,
-            read_only: self.read_only,
-            mounts,
-            writable,
-            private_tmp: self.private_tmp,
             no_new_privileges: self.no_new_privileges,
         })
     }
 }
 
-/// `setup`'s mount steps in a thread of their own, which then names its namespace and
-/// opens its mount table (for `mntns` to see what jobs change there): a thread may
-/// leave the agent's mount namespace (`unshare` gives it its own file system context
-/// too), and the namespace outlives it through the descriptors.
-fn make(setup: &SandboxSetup) -> io::Result<(OwnedFd, OwnedFd)> {
+/// A read-only mount namespace where only `writable` can be written, made by a thread of
+/// its own, which then names it and opens its mount table (for `mntns` to see what jobs
+/// change there): a thread may leave the agent's mount namespace (`unshare` gives it its
+/// own file system context too), and the namespace outlives it through the descriptors.
+fn make(writable: &[PathBuf]) -> io::Result<(OwnedFd, OwnedFd)> {
     std::thread::scope(|scope| {
         let thread = std::thread::Builder::new()
             .name("sandbox".into())
             .spawn_scoped(scope, || {
-                setup.apply()?;
+                // SAFETY: unshare takes a flag word; it changes this thread alone.
+                cerr(unsafe { libc::unshare(libc::CLONE_NEWNS) })
+                    .map_err(|e| Step::Namespaces.tag(e))?;
+                private()?;
+                // Listed only now, from the namespace no mount reaches any more: a mount
+                // made in the agent's meanwhile would be in the copy but not in a list
+                // read before, and stay writable where `mount_setattr` is missing.
+                let all = mounts::mounts_of(c"/proc/thread-self/mountinfo")
+                    .map_err(|e| Step::ReadOnly.tag(e))?;
+                let points = all
+                    .iter()
+                    .map(|m| Ok((c_path(&m.point)?, mount_flags(&m.options))))
+                    .collect::<io::Result<Vec<_>>>()?;
+                let listed = points.iter().map(|(p, f)| (p.as_c_str(), *f));
+                set_read_only(c"/", true, listed).map_err(|e| Step::ReadOnly.tag(e))?;
+                for path in writable {
+                    make_writable(path, &all).map_err(|e| Step::Writable.tag(e))?;
+                }
                 Ok((
                     mntns::open_cloexec(c"/proc/thread-self/ns/mnt")?,
                     mntns::open_cloexec(c"/proc/thread-self/mountinfo")?,
@@ -132,6 +104,25 @@ fn make(setup: &SandboxSetup) -> io::Result<(OwnedFd, OwnedFd)> {
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the thread making the sandbox panicked")))
     })
+}
+
+/// `path` bound over itself and made writable, repeating for the fallback's remount the
+/// flags of the mount it is on (the deepest of `all` that holds it).
+fn make_writable(path: &Path, all: &[mounts::Mount]) -> io::Result<()> {
+    let flags = all
+        .iter()
+        .filter(|m| path.starts_with(&m.point))
+        .max_by_key(|m| m.point.as_os_str().len())
+        .map_or(0, |m| mount_flags(&m.options));
+    let path = c_path(path)?;
+    mount(Some(&path), &path, None, libc::MS_BIND | libc::MS_REC, None)?;
+    set_read_only(&path, false, std::iter::once((path.as_c_str(), flags)))
+}
+
+/// No mount made in this namespace may reach the agent's, and none made there may
+/// appear here (it would not be read-only).
+fn private() -> io::Result<()> {
+    mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None).map_err(|e| Step::Private.tag(e))
 }
 
 fn identities(paths: &[PathBuf]) -> io::Result<mntns::Identities> {
@@ -167,15 +158,10 @@ fn mount_flags(options: &str) -> libc::c_ulong {
 /// The sandbox as the child applies it, allocating nothing.
 #[derive(Debug)]
 pub struct SandboxSetup {
-    /// A namespace to enter (lent by `mntns`) instead of mounts of the child's own.
+    /// The read-only namespace to enter (lent by `mntns`).
     enter: Option<mntns::LentNamespace>,
+    /// `CLONE_NEWNS` for a private `/tmp`, `CLONE_NEWNET` for a private network.
     unshare: libc::c_int,
-    read_only: bool,
-    /// Every mount point with its flags: the fallback of [`set_read_only`].
-    mounts: Vec<(CString, libc::c_ulong)>,
-    /// Each writable path with the flags of the mount it is on.
-    writable: Vec<(CString, libc::c_ulong)>,
-    private_tmp: bool,
     no_new_privileges: bool,
 }
 
@@ -242,10 +228,9 @@ impl SandboxSetup {
         self.enter
     }
 
-    /// In the child, as root, before it drops to the rule's user: the namespace made
-    /// beforehand, or namespaces of its own and then the mounts (read-only first, then
-    /// the writable paths bound over themselves and made writable, then the private
-    /// /tmp); then `no_new_privs`. (`mntns` runs the mount steps in a thread too.)
+    /// In the child, as root, before it drops to the rule's user: the read-only
+    /// namespace made beforehand, then namespaces of its own and the private /tmp; then
+    /// `no_new_privs`.
     pub(super) fn apply(&self) -> io::Result<()> {
         if let Some(ns) = &self.enter {
             // A file system context shared with another thread cannot enter a mount
@@ -264,34 +249,19 @@ impl SandboxSetup {
             cerr(unsafe { libc::unshare(self.unshare) }).map_err(|e| Step::Namespaces.tag(e))?;
         }
         if self.unshare & libc::CLONE_NEWNS != 0 {
-            // No mount made here may reach the agent's namespace, and none made there
-            // may appear here (it would not be read-only).
-            mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
-                .map_err(|e| Step::Private.tag(e))?;
-            if self.read_only {
-                let all = self.mounts.iter().map(|(p, f)| (p.as_c_str(), *f));
-                set_read_only(c"/", true, all).map_err(|e| Step::ReadOnly.tag(e))?;
-                for (path, flags) in &self.writable {
-                    let path = path.as_c_str();
-                    let this = std::iter::once((path, *flags));
-                    mount(Some(path), path, None, libc::MS_BIND | libc::MS_REC, None)
-                        .and_then(|()| set_read_only(path, false, this))
-                        .map_err(|e| Step::Writable.tag(e))?;
-                }
-            }
-            if self.private_tmp {
-                for dir in [c"/tmp", c"/var/tmp"] {
-                    let flags = libc::MS_NOSUID | libc::MS_NODEV;
-                    match mount(
-                        Some(c"tmpfs"),
-                        dir,
-                        Some(c"tmpfs"),
-                        flags,
-                        Some(c"mode=1777"),
-                    ) {
-                        Err(e) if dir == c"/var/tmp" && e.raw_os_error() == Some(libc::ENOENT) => {}
-                        other => other.map_err(|e| Step::PrivateTmp.tag(e))?,
-                    }
+            // A private /tmp, over a copy of the read-only namespace if it entered one.
+            private()?;
+            for dir in [c"/tmp", c"/var/tmp"] {
+                let flags = libc::MS_NOSUID | libc::MS_NODEV;
+                match mount(
+                    Some(c"tmpfs"),
+                    dir,
+                    Some(c"tmpfs"),
+                    flags,
+                    Some(c"mode=1777"),
+                ) {
+                    Err(e) if dir == c"/var/tmp" && e.raw_os_error() == Some(libc::ENOENT) => {}
+                    other => other.map_err(|e| Step::PrivateTmp.tag(e))?,
                 }
             }
         }

@@ -548,6 +548,35 @@ pub fn now() -> u64 {
     now_ms() / 1000
 }
 
+/// `strace` set to delay each of the agent's `calls` (system calls) by `ms` before it
+/// runs: a slow SD card for fsync, a stalled disk for write. `None` (a loud skip, a
+/// failure under CI) when strace is missing.
+pub fn strace_delaying(calls: &[&str], ms: u64) -> Option<Vec<String>> {
+    strace_injecting(calls, &format!("delay_enter={}", ms * 1000))
+}
+
+/// `strace` set to `inject` (strace(1)'s `-e inject=`, e.g. `error=ENOSYS`: an older
+/// kernel) into each of the agent's `calls`. `None` as [`strace_delaying`].
+pub fn strace_injecting(calls: &[&str], inject: &str) -> Option<Vec<String>> {
+    if !tool_runs(&["strace", "-V"], "apt-get install strace") {
+        return None;
+    }
+    let calls = calls.join(",");
+    let args = [
+        "strace".to_string(),
+        "-f".into(),
+        "-qq".into(),
+        "--seccomp-bpf".into(),
+        "-o".into(),
+        "/dev/null".into(),
+        "-e".into(),
+        format!("trace={calls}"),
+        "-e".into(),
+        format!("inject={calls}:{inject}"),
+    ];
+    Some(args.to_vec())
+}
+
 pub fn unsafe_kill(pid: u32, sig: i32) {
     let _ = Command::new("kill")
         .arg(format!("-{sig}"))
