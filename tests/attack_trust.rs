@@ -243,3 +243,67 @@ fn a_directory_loosened_after_start_up_refuses_the_job_and_runs_nothing() {
     let job = run(&agent, json!(["pwd"]));
     assert_eq!(job["stdout"], format!("{}\n", work.display()), "{job}");
 }
+
+#[test]
+fn a_root_jobs_writable_path_that_another_user_could_swap_is_refused() {
+    // Found in session 17: `nobody` renamed a root job's writable directory (in a 0777
+    // directory) away and put a link to a protected directory in its place; the next
+    // read-only namespace bound the link's target writable, and the `no_pin` job wrote
+    // there. Now the path's chain is judged at start-up and before each job.
+    let dir = TempDir::new("trust-writable");
+    chmod(dir.path(), 0o755);
+    let shared = mkdir(&dir.path().join("shared"), 0o777);
+    let w = mkdir(&shared.join("w"), 0o755);
+    let protected = mkdir(&dir.path().join("protected"), 0o755);
+    let save = format!("touch {}/saved && echo saved", text(&w));
+    let cfg = base_config(
+        dir.path(),
+        json!({"rules": [{"name": "save", "argv": ["/bin/sh", "-c", &save], "no_pin": true,
+                          "sandbox": {"writable": [w]}}]}),
+    );
+    let config = write_files(dir.path(), &cfg);
+    let (code, err) = serve_refused(&config);
+    assert_eq!(code, 1, "{err}");
+    let want = format!(
+        "rules[0].sandbox.writable[0]: {s} is not trusted (another user could change it): \
+         directory {s} is mode 0777 (writable by group or others); run: chmod go-w {s}",
+        s = text(&shared)
+    );
+    assert!(err.contains(&want), "{err}");
+
+    // As the message says; the agent starts, and the job writes where it may.
+    chmod(&shared, 0o755);
+    let agent = Agent::start_in(dir, &cfg, &[]);
+    let job = run(&agent, json!(["/bin/sh", "-c", save]));
+    assert_eq!(job["stdout"], "saved\n", "{job}");
+    // Loosened after start-up: refused before anyone swaps anything.
+    chmod(&shared, 0o777);
+    let job = run(&agent, json!(["/bin/sh", "-c", save]));
+    assert_refused(&agent, &job, &shared);
+    // Swapped meanwhile, then tightened again: the link is refused too; nothing ran.
+    let swapped = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "mv {w} {w}.old && ln -s {p} {w}",
+            w = text(&w),
+            p = text(&protected)
+        ))
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .status()
+        .unwrap();
+    assert!(swapped.success());
+    chmod(&shared, 0o755);
+    let job = run(&agent, json!(["/bin/sh", "-c", save]));
+    assert_eq!(job["status"], "failed", "{job}");
+    let want = format!(
+        "refused to run: writable path {} is a symbolic link; name what it points to ({})",
+        text(&w),
+        text(&protected)
+    );
+    assert_eq!(job["stderr"], want, "{job}");
+    assert!(
+        !protected.join("saved").exists(),
+        "the job wrote through the link"
+    );
+}

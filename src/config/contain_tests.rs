@@ -2,6 +2,7 @@
 //! `limits` (per rule, and defaults under `jobs`).
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 
 use super::tests::{parse_err, problems, prog, tempdir, validate};
 
@@ -62,6 +63,53 @@ fn no_pin_rules_are_read_only_and_must_list_what_they_write() {
             .to_string()
             .contains("rules[0].sandbox.readonly")
     );
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_root_jobs_writable_path_is_reached_only_through_directories_root_controls() {
+    // Bound over itself, links followed, each time its namespace is made: a link there,
+    // or a directory on the way another user can change, could make /etc writable.
+    let Some(dir) = crate::sys::files::trusted_test_dir("config-writable") else {
+        return;
+    };
+    let open = dir.join("open");
+    fs::create_dir_all(open.join("w")).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(open.join("w"), &link).unwrap();
+    let rule = |path: &std::path::Path, user: &str| {
+        format!(
+            r#"{{"rules": [{{"name": "u", "argv": ["{}"], "no_pin": true, {user}
+                "sandbox": {{"writable": ["{}"]}}}}]}}"#,
+            prog("uptime"),
+            path.display()
+        )
+    };
+    let got = problems(&rule(&open.join("w"), ""));
+    assert_eq!(got.len(), 1, "{got:?}");
+    let want = format!(
+        "rules[0].sandbox.writable[0]: {} is not trusted (another user could change it): \
+         directory {} is mode 0777 (writable by group or others); run: chmod go-w {}",
+        open.display(),
+        open.display(),
+        open.display()
+    );
+    assert!(got[0].starts_with(&want), "{got:?}");
+    assert!(got[0].ends_with("or run the rule as a \"user\""), "{got:?}");
+    let got = problems(&rule(&link, ""));
+    assert_eq!(
+        got,
+        [format!(
+            "rules[0].sandbox.writable[0]: {} is a symbolic link; name what it points to ({})",
+            link.display(),
+            open.join("w").display()
+        )]
+    );
+    // As a user, the job writes only what that user may: no more is asked.
+    assert!(validate(&rule(&open.join("w"), r#""user": "nobody","#)).is_ok());
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(validate(&rule(&open.join("w"), "")).is_ok());
     fs::remove_dir_all(dir).unwrap();
 }
 

@@ -5,6 +5,7 @@
 //! trusted-file checks and runs both; `types` is what the rest of the agent reads.
 
 mod load;
+mod problems;
 mod raw;
 mod types;
 mod validate;
@@ -20,6 +21,7 @@ pub use self::raw::parse;
 pub use self::types::Config;
 
 pub(crate) use self::load::ConfigError;
+pub(crate) use self::problems::program_problem;
 pub(crate) use self::raw::{
     RawArg, RawExamples, RawJobs, RawKind, RawResults, RawRule, RawThrottle, RawTotp,
     default_log_file, default_secret_file, default_state_dir,
@@ -28,4 +30,3 @@ pub(crate) use self::types::{
     DEFAULT_CONFIG_PATH, DEFAULT_LISTEN, JobsConfig, ResultsConfig, ThrottleConfig,
     UnixSocketConfig,
 };
-pub(crate) use self::validate::program_problem;

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use super::problems::{Problems, program_problem};
 use super::raw::{
     Problem, RawApprovals, RawArg, RawConfig, RawExamples, RawKind, RawLimits, RawRule, RawSandbox,
-    RawUnixSocket, RawWho,
+    RawUnixSocket,
 };
 use super::types::{
     ApprovalsConfig, Config, DEFAULT_LISTEN, JobsConfig, ResultsConfig, ThrottleConfig,
@@ -19,7 +19,7 @@ use super::types::{
 };
 use crate::auth::totp;
 use crate::policy::{
-    self, Action, ArgPattern, Invocation, Rule, Who, WordRe, escape_for, path_under_dir,
+    self, Action, ArgPattern, Invocation, Rule, WordRe, escape_for, path_under_dir,
 };
 use crate::sys::{self, Limits, Sandbox, check_chain, is_loopback};
 
@@ -61,144 +61,6 @@ const RESERVED_ENV: &[&str] = &[
     "LESSSECURE",
 ];
 
-/// Collects problems; each check pushes and carries on.
-struct Problems(Vec<Problem>);
-
-impl Problems {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem::new(path, message));
-    }
-
-    /// `value` if within `min..=max`, else a problem (the value is still returned: the
-    /// config is refused anyway, and later checks can go on).
-    fn range(&mut self, path: &str, value: u64, min: u64, max: u64) -> u64 {
-        if value < min || value > max {
-            self.push(
-                path,
-                format!("{value} is out of range; use a value from {min} to {max}"),
-            );
-        }
-        value
-    }
-
-    fn absolute(&mut self, path: &str, value: PathBuf, example: &str) -> PathBuf {
-        if !value.is_absolute() {
-            self.push(
-                path,
-                format!(
-                    "{:?} is not an absolute path; write the full path, e.g. {example}",
-                    value.display().to_string()
-                ),
-            );
-        } else if value.as_os_str().as_encoded_bytes().contains(&0) {
-            self.push(path, "contains a NUL byte");
-        }
-        value
-    }
-
-    /// The user or group `name` (`kind` is "user" or "group") through `lookup`, or a
-    /// problem saying how to create it.
-    fn account<T>(
-        &mut self,
-        path: &str,
-        kind: &str,
-        name: &str,
-        lookup: impl Fn(&str) -> io::Result<Option<T>>,
-    ) -> Option<T> {
-        let problem = match lookup(name) {
-            Ok(Some(found)) => return Some(found),
-            Ok(None) => {
-                let (noun, add) = match kind {
-                    "user" => ("account", "useradd"),
-                    _ => ("group", "groupadd"),
-                };
-                format!(
-                    "no {kind} {name:?} on this system; name an existing {noun} or create it \
-                     ({add} --system {name})"
-                )
-            }
-            Err(e) => format!("cannot look up {kind} {name:?}: {e}"),
-        };
-        self.push(path, problem);
-        None
-    }
-
-    /// Octal permission bits (a umask `"027"`, a mode `"0660"`), at most 0777; `what`
-    /// ends the complaint.
-    fn octal(&mut self, path: &str, text: &str, what: &str) -> Option<u32> {
-        let value =
-            (!text.is_empty() && text.len() <= 4 && text.bytes().all(|b| matches!(b, b'0'..=b'7')))
-                .then(|| u32::from_str_radix(text, 8).ok())
-                .flatten()
-                .filter(|&v| v <= 0o777);
-        if value.is_none() {
-            self.push(path, format!("is not an octal {what}"));
-        }
-        value
-    }
-
-    /// A list of users and groups, each name looked up now; `users` and `groups` may
-    /// not both be empty (that would admit nobody, which is surely a mistake).
-    fn who(&mut self, path: &str, raw: RawWho) -> Who {
-        if raw.users.is_empty() && raw.groups.is_empty() {
-            self.push(
-                path,
-                "names no user and no group; list who is meant, e.g. {\"users\": [\"alice\"]}, \
-                 or remove it",
-            );
-        }
-        let mut who = Who::default();
-        for (i, name) in raw.users.iter().enumerate() {
-            let user = self.account(
-                &format!("{path}.users[{i}]"),
-                "user",
-                name,
-                sys::lookup_user,
-            );
-            who.uids.extend(user.map(|u| u.uid));
-            who.shown.push(name.clone());
-        }
-        for (i, name) in raw.groups.iter().enumerate() {
-            let at = format!("{path}.groups[{i}]");
-            if let Some((gid, members)) = self.account(&at, "group", name, sys::group_with_members)
-            {
-                who.gids.push(gid);
-                who.members.extend(members);
-            }
-            who.shown.push(format!("@{name}"));
-        }
-        who
-    }
-
-    /// An argv run without a shell (`notify`, `approvals.notify`).
-    fn command(&mut self, path: &str, argv: &[String]) {
-        match argv.first() {
-            None => self.push(
-                path,
-                "is empty; remove it, or give the command as [\"/absolute/program\", \
-                 \"arg\", ...]",
-            ),
-            Some(program) => {
-                if let Some(why) = program_problem(Path::new(program)) {
-                    self.push(format!("{path}[0]"), why);
-                }
-            }
-        }
-        for (i, arg) in argv.iter().enumerate() {
-            self.no_nul(&format!("{path}[{i}]"), arg);
-        }
-    }
-
-    fn no_nul(&mut self, path: &str, value: &str) {
-        if value.contains('\0') {
-            self.push(
-                path,
-                "contains a NUL byte, which no command argument can hold",
-            );
-        }
-    }
-}
-
 // The range checks above keep values far inside these types; saturating is only a
 // fallback for 32-bit targets and never a panic.
 fn to_usize(v: u64) -> usize {
@@ -206,42 +68,6 @@ fn to_usize(v: u64) -> usize {
 }
 fn to_u32(v: u64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
-}
-
-/// Why `path` cannot be a program the agent runs as root, or `None` when it can: it must
-/// be an existing regular file (symlinks followed) with an execute bit, and it and every
-/// directory on the way to it owned by root and not writable by group or others
-/// (whoever can change any of them could run anything as root).
-pub(crate) fn program_problem(path: &Path) -> Option<String> {
-    let shown = path.display();
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| shown.to_string());
-    let hint = format!("use the program's absolute path (see: command -v {name})");
-    if !path.is_absolute() {
-        return Some(format!(
-            "{:?} is not an absolute path; {hint}",
-            shown.to_string()
-        ));
-    }
-    let meta = match fs::metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Some(format!("{shown} does not exist; {hint}"));
-        }
-        Err(e) => return Some(format!("cannot inspect {shown}: {e}; {hint}")),
-    };
-    let mode = meta.permissions().mode() & 0o7777;
-    if !meta.is_file() {
-        Some(format!("{shown} is not a regular file; {hint}"))
-    } else if mode & 0o111 == 0 {
-        Some(format!(
-            "{shown} is not executable (mode {mode:04o}); name an executable program"
-        ))
-    } else {
-        check_chain(path).err().map(|e| e.to_string())
-    }
 }
 
 /// Why `name` may not be set in a rule's `env`, or `None` when it may.
@@ -388,6 +214,20 @@ fn validate_kind(path: &str, kind: RawKind, p: &mut Problems) -> ArgPattern {
     }
 }
 
+/// Why `path` cannot be made writable for a root job (see `sys::check_writable`). A
+/// job run as a `user` can write only what that user may anyway, so this is asked of
+/// root's alone.
+fn writable_problem(path: &Path) -> Option<String> {
+    match sys::check_writable(path) {
+        Ok(()) => None,
+        Err(e @ sys::ChainError::Untrusted { .. }) => Some(format!(
+            "{e} (whoever can change a directory on the way could make another directory \
+             writable in its place); or run the rule as a \"user\""
+        )),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
 /// `limits` of a rule or of `jobs` (`at` is its key path).
 fn validate_limits(at: &str, raw: RawLimits, p: &mut Problems) -> Limits {
     let mut range = |key: &str, v: Option<u64>, min: u64, max: u64| {
@@ -401,8 +241,15 @@ fn validate_limits(at: &str, raw: RawLimits, p: &mut Problems) -> Limits {
 }
 
 /// A rule's `sandbox`, with `no_pin`'s default: read-only, so that "needs no code
-/// because it changes nothing" is a fact the kernel keeps, not a name.
-fn validate_sandbox(at: &str, raw: RawSandbox, no_pin: bool, p: &mut Problems) -> Sandbox {
+/// because it changes nothing" is a fact the kernel keeps, not a name. `as_root`: the
+/// rule runs as root (no `user`).
+fn validate_sandbox(
+    at: &str,
+    raw: RawSandbox,
+    no_pin: bool,
+    as_root: bool,
+    p: &mut Problems,
+) -> Sandbox {
     let at = format!("{at}.sandbox");
     if no_pin && raw.read_only == Some(false) {
         p.push(
@@ -438,6 +285,8 @@ fn validate_sandbox(at: &str, raw: RawSandbox, no_pin: bool, p: &mut Problems) -
                     "{shown} does not exist (only an existing path can be made writable); create it"
                 ),
             );
+        } else if let Some(why) = as_root.then(|| writable_problem(path)).flatten() {
+            p.push(key, why);
         }
     }
     Sandbox {
@@ -552,7 +401,8 @@ fn validate_rule(at: &str, raw: RawRule, p: &mut Problems) -> Rule {
         }
     }
     let limits = validate_limits(&format!("{at}.limits"), raw.limits, p);
-    let sandbox = validate_sandbox(at, raw.sandbox, raw.no_pin, p);
+    let as_root = user.as_ref().is_none_or(|u| u.uid == 0);
+    let sandbox = validate_sandbox(at, raw.sandbox, raw.no_pin, as_root, p);
     let rule = Rule {
         name: raw.name,
         action,

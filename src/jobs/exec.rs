@@ -401,9 +401,9 @@ fn run_with(
     }
 }
 
-/// Why `spec` must not run now, if so: its program or working directory has lost its
-/// trust chain since the config was loaded (a directory made writable, a file given
-/// away). Checked on the job's thread right before the spawn, since it reads the disk.
+/// Why `spec` must not run now, if so: its program, working directory or a root job's
+/// writable path has lost its trust chain since the config was loaded (a directory made
+/// writable, a file given away). Checked on the job's thread right before the spawn, since it reads the disk.
 /// A path that does not exist is left for the spawn to report.
 fn untrusted(spec: &ExecSpec) -> Option<String> {
     let program = spec.argv.first().map(Path::new).filter(|p| p.is_absolute());
@@ -415,6 +415,15 @@ fn untrusted(spec: &ExecSpec) -> Option<String> {
         match sys::check_chain(path) {
             Ok(_) | Err(sys::ChainError::Missing(_)) => {}
             Err(err) => return Some(format!("refused to run: {what} {err}")),
+        }
+    }
+    // A root job's writable paths as at load (see `sys::check_writable`); a gone one is
+    // refused by the sandbox.
+    let as_root = spec.uid.is_none_or(|uid| uid == 0);
+    for path in spec.sandbox.writable.iter().filter(|_| as_root) {
+        match sys::check_writable(path) {
+            Ok(()) | Err(sys::ChainError::Missing(_)) => {}
+            Err(err) => return Some(format!("refused to run: writable path {err}")),
         }
     }
     None

@@ -27,6 +27,11 @@ pub enum ChainError {
     Missing(PathBuf),
     /// Links that loop, or more than [`MAX_LINKS`] of them.
     Loop(PathBuf),
+    /// A path that must not be a link (see [`check_writable`]), and where it leads.
+    Link {
+        path: PathBuf,
+        target: PathBuf,
+    },
     Io {
         path: PathBuf,
         err: io::Error,
@@ -100,6 +105,12 @@ impl fmt::Display for ChainError {
             Self::NotAbsolute(path) => write!(f, "{:?} is not an absolute path", path.display()),
             Self::Missing(path) => write!(f, "{} does not exist", path.display()),
             Self::Loop(path) => write!(f, "{}: too many levels of symbolic links", path.display()),
+            Self::Link { path, target } => write!(
+                f,
+                "{} is a symbolic link; name what it points to ({})",
+                path.display(),
+                target.display()
+            ),
             Self::Io { path, err } => write!(f, "cannot inspect {}: {err}", path.display()),
             Self::Untrusted { path, weak } => {
                 write!(
@@ -182,6 +193,34 @@ pub fn check_chain(path: &Path) -> Result<PathBuf, ChainError> {
             path: path.into(),
             weak,
         })
+    }
+}
+
+/// Checks a path a root job may write: a `writable` path of its sandbox, bound over
+/// itself (links followed) whenever its namespace is made, so whoever can put a link in
+/// its place could make any directory writable, `/etc` as well. It must not be a link,
+/// and every directory on the way to it must pass [`check_chain`]; the path itself may be
+/// anyone's (theirs to write in, not to replace).
+pub fn check_writable(path: &Path) -> Result<(), ChainError> {
+    let meta = fs::symlink_metadata(path).map_err(|err| match err.kind() {
+        io::ErrorKind::NotFound => ChainError::Missing(path.into()),
+        _ => ChainError::Io {
+            path: path.into(),
+            err,
+        },
+    })?;
+    if meta.file_type().is_symlink() {
+        let target = fs::canonicalize(path)
+            .or_else(|_| fs::read_link(path))
+            .unwrap_or_default();
+        return Err(ChainError::Link {
+            path: path.into(),
+            target,
+        });
+    }
+    match path.parent() {
+        Some(parent) => check_chain(parent).map(drop),
+        None => Ok(()),
     }
 }
 

@@ -32,7 +32,7 @@ pub(crate) use self::cgroup::test_cgroup;
 pub(crate) use self::cgroup::{
     CgroupTree, Controller, JobCgroup, Limits, preview as cgroup_preview,
 };
-pub(crate) use self::chain::{ChainError, check_chain};
+pub(crate) use self::chain::{ChainError, check_chain, check_writable};
 pub(crate) use self::child::{ChildSetup, Credentials};
 pub(crate) use self::fd::{
     create_at, lookup_at, open_write_at, poll_readable, rename_at, set_nonblocking_pipe, unlink_at,
