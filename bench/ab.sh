@@ -4,7 +4,8 @@
 # with 16 keep-alive connections, and /health p99 meanwhile. Medians of --reps runs.
 #
 # usage: bash bench/ab.sh [--reps N] [--n SAMPLES] [--secs FLOOD_S] [--cold N] [--contain]
-#                         [--history H] [--slow-sync MS] [--quiet N] BIN_A BIN_B
+#                         [--history H] [--slow-sync MS] [--quiet N] [--sandbox JSON]
+#                         BIN_A BIN_B
 # e.g.:  git stash; cargo build --release; cp target/release/sudo-agent /tmp/before
 #        git stash pop; cargo build --release
 #        bash bench/ab.sh /tmp/before target/release/sudo-agent
@@ -25,9 +26,11 @@
 # compacted every H/2 jobs). --slow-sync MS (needs strace): every fsync/fdatasync of the
 # journal thread takes MS longer, as on an SD card; the exec figures then also give the
 # longest request (a compaction's rewrite is synced there).
+# --sandbox JSON: the rule of A and B gets this "sandbox" (e.g. '{"private_tmp": true}'),
+# to compare what one sandbox setting costs before and after a change.
 # Uses bench/loadgen (built here if missing). Servers on CPU 0, clients on CPU 1.
 set -euo pipefail
-REPS=5 N=1000 SECS=2 CONTAIN=0 COLD=0 QUIET=0 HISTORY=1000 SLOW_SYNC=0
+REPS=5 N=1000 SECS=2 CONTAIN=0 COLD=0 QUIET=0 HISTORY=1000 SLOW_SYNC=0 SANDBOX=""
 while [ $# -gt 2 ]; do
     case "$1" in
         --reps) REPS="$2"; shift 2 ;;
@@ -38,10 +41,11 @@ while [ $# -gt 2 ]; do
         --quiet) QUIET="$2"; shift 2 ;;
         --history) HISTORY="$2"; shift 2 ;;
         --slow-sync) SLOW_SYNC="$2"; shift 2 ;;
+        --sandbox) SANDBOX=", \"sandbox\": $2"; shift 2 ;;
         *) echo "ab.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
-[ $# -eq 2 ] || { sed -n '2,28p' "$0"; exit 2; }
+[ $# -eq 2 ] || { sed -n '2,31p' "$0"; exit 2; }
 [ "$SLOW_SYNC" = 0 ] || command -v strace >/dev/null ||
     { echo "ab.sh: --slow-sync needs strace (apt-get install strace)" >&2; exit 2; }
 A=$(realpath "$1") B=$(realpath "$2")
@@ -116,8 +120,8 @@ NO_CGROUP=(unshare -m --propagation private sh -c 'grep -w cgroup2 /proc/self/mo
 FULL=', "sandbox": {"network": false, "private_tmp": true, "no_new_privileges": true}'
 variant() {
     case "$1" in
-        a) one a "$A" ;;
-        b) one b "$B" ;;
+        a) one a "$A" "$SANDBOX" ;;
+        b) one b "$B" "$SANDBOX" ;;
         c) one c "$B" "" "${NO_CGROUP[@]}" ;;
         d) one d "$B" "$FULL" ;;
     esac

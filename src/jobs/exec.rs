@@ -403,8 +403,8 @@ fn run_with(
 
 /// Why `spec` must not run now, if so: its program, working directory or a root job's
 /// writable path has lost its trust chain since the config was loaded (a directory made
-/// writable, a file given away). Checked on the job's thread right before the spawn, since it reads the disk.
-/// A path that does not exist is left for the spawn to report.
+/// writable, a file given away). Checked on the job's thread right before the spawn,
+/// since it reads the disk. A path that does not exist is left for the spawn to report.
 fn untrusted(spec: &ExecSpec) -> Option<String> {
     let program = spec.argv.first().map(Path::new).filter(|p| p.is_absolute());
     let paths = program
