@@ -6,8 +6,9 @@
 
 CACHE=${SUDO_AGENT_CI_CACHE:-/var/cache/sudo-agent-ci}
 SUITE=bookworm
-# sudo: the fleet logs in as an ordinary user and becomes root, as on a Pi.
-INCLUDE=systemd,systemd-sysv,dbus,openssh-server,python3,sudo
+# sudo: the fleet logs in as an ordinary user and becomes root, as on a Pi. strace: the
+# integration tests tests/vm runs in a VM of this tree inject faults with it.
+INCLUDE=systemd,systemd-sysv,dbus,openssh-server,python3,sudo,strace
 BASE="$CACHE/$SUITE-minbase"
 
 say() { printf '  %s\n' "$*"; }
