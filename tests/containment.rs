@@ -567,24 +567,51 @@ fn read_only_is_a_kernel_fact_and_writable_paths_are_the_exceptions() {
     assert_stderr(&job, "Read-only file system");
 }
 
-/// A tmpfs mounted for a test, unmounted on the way out whatever the asserts said.
-struct Mounted(PathBuf);
+/// A tmpfs mounted for a test, unmounted on the way out whatever the asserts said: in
+/// the agents' mount namespace, or in the one process `ns` is in.
+struct Mounted {
+    point: PathBuf,
+    ns: Option<u32>,
+}
 
 impl Mounted {
     fn tmpfs(point: &Path) -> Mounted {
-        let status = Command::new("mount")
+        Mounted::tmpfs_in(point, None)
+    }
+
+    fn tmpfs_in(point: &Path, ns: Option<u32>) -> Mounted {
+        let status = in_mount_namespace(ns, "mount")
             .args(["-t", "tmpfs", "-o", "size=1m", "sa-test"])
             .arg(point)
             .status()
             .unwrap();
         assert!(status.success(), "mount -t tmpfs on {}", point.display());
-        Mounted(point.to_path_buf())
+        Mounted {
+            point: point.to_path_buf(),
+            ns,
+        }
     }
 }
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let umount = in_mount_namespace(self.ns, "umount")
+            .arg("-l")
+            .arg(&self.point)
+            .status();
+        drop(umount);
+    }
+}
+
+/// `program`, run in the mount namespace of process `ns` (`nsenter`), or in this one.
+fn in_mount_namespace(ns: Option<u32>, program: &str) -> Command {
+    match ns {
+        Some(pid) => {
+            let mut cmd = Command::new("nsenter");
+            cmd.arg("-t").arg(pid.to_string()).arg("-m").arg(program);
+            cmd
+        }
+        None => Command::new(program),
     }
 }
 
@@ -646,15 +673,19 @@ fn a_mount_made_while_the_read_only_namespace_is_made_is_read_only_too_without_m
         dir.path(),
         json!({"rules": [{"name": "probe", "argv": ["/bin/sh", "-c", &probe], "no_pin": true}]}),
     );
+    // In a mount namespace of its own, so that the churn does not reach other tests'
+    // agents (or their checks that the box's mounts are unchanged).
+    let private = ["unshare", "-m", "--propagation", "private"].map(String::from);
     let mut agent = Agent::prepare(dir, &cfg);
-    agent.spawn_wrapped(&strace, &[]);
+    agent.spawn_wrapped(&[&private[..], &strace[..]].concat(), &[]);
+    let ns = Some(agent.pid());
     let stop = Arc::new(AtomicBool::new(false));
     let churn = {
         let (stop, point) = (stop.clone(), point.clone());
         std::thread::spawn(move || {
             let mut mounts = 0;
             while !stop.load(Ordering::Relaxed) {
-                drop(Mounted::tmpfs(&point));
+                drop(Mounted::tmpfs_in(&point, ns));
                 mounts += 1;
             }
             mounts
