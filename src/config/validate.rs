@@ -285,7 +285,7 @@ fn validate_sandbox(
                     "{shown} does not exist (only an existing path can be made writable); create it"
                 ),
             );
-        } else if let Some(why) = as_root.then(|| writable_problem(path)).flatten() {
+        } else if as_root && let Some(why) = writable_problem(path) {
             p.push(key, why);
         }
     }

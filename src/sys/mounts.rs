@@ -2,7 +2,6 @@
 //! hierarchy is mounted (`cgroup`), and every mount point with its flags (the
 //! `sandbox`'s fallback on kernels without `mount_setattr`).
 
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 /// One line of mountinfo: the fields the agent uses.
@@ -18,14 +17,13 @@ pub struct Mount {
 
 /// The mounts of the calling process's namespace, in mount order; empty if unreadable.
 pub fn mounts() -> Vec<Mount> {
-    mounts_of(c"/proc/self/mountinfo").unwrap_or_default()
+    mounts_of("/proc/self/mountinfo").unwrap_or_default()
 }
 
 /// The mounts a mountinfo file lists (`/proc/thread-self/mountinfo`: the calling
 /// thread's namespace), in mount order.
-pub fn mounts_of(mountinfo: &std::ffi::CStr) -> std::io::Result<Vec<Mount>> {
-    let path = std::ffi::OsStr::from_bytes(mountinfo.to_bytes());
-    std::fs::read_to_string(path).map(|text| parse(&text))
+pub fn mounts_of(mountinfo: &str) -> std::io::Result<Vec<Mount>> {
+    std::fs::read_to_string(mountinfo).map(|text| parse(&text))
 }
 
 /// Parses mountinfo text (proc(5)): `id parent dev root point options [tags…] - type

@@ -84,7 +84,7 @@ fn make(writable: &[PathBuf]) -> io::Result<(OwnedFd, OwnedFd)> {
                 // Listed only now, from the namespace no mount reaches any more: a mount
                 // made in the agent's meanwhile would be in the copy but not in a list
                 // read before, and stay writable where `mount_setattr` is missing.
-                let all = mounts::mounts_of(c"/proc/thread-self/mountinfo")
+                let all = mounts::mounts_of("/proc/thread-self/mountinfo")
                     .map_err(|e| Step::ReadOnly.tag(e))?;
                 let points = all
                     .iter()
