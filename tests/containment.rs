@@ -803,6 +803,59 @@ fn two_jobs_at_once_never_share_a_read_only_namespace() {
     assert!(!target.exists());
 }
 
+#[test]
+fn a_private_tmp_job_gives_the_read_only_namespace_back_once_it_runs_in_its_own_copy() {
+    // A private /tmp is the child's own copy of the read-only namespace it entered, so
+    // the one it entered is free again once it runs: the next job is lent that, rather
+    // than one made for it while the private_tmp job runs on.
+    let dir = TempDir::new("c-ns-back");
+    let long = "readlink /proc/self/ns/mnt; sleep 2; echo ns-back-done";
+    let cfg = base_config(
+        dir.path(),
+        json!({"rules": [
+            {"name": "ns", "argv": ["/bin/readlink", "/proc/self/ns/mnt"], "no_pin": true},
+            {"name": "tmp", "argv": ["/bin/sh", "-c", long], "no_pin": true,
+             "sandbox": {"private_tmp": true}}
+        ]}),
+    );
+    // In a mount namespace of its own: other tests' mounts would make it remake the
+    // namespace between jobs.
+    let mut agent = Agent::prepare(dir, &cfg);
+    let private = ["unshare", "-m", "--propagation", "private"].map(String::from);
+    agent.spawn_wrapped(&private, &[]);
+    let ns = |agent: &Agent| {
+        let job = agent
+            .post_json(
+                "/run",
+                &json!({"argv": ["/bin/readlink", "/proc/self/ns/mnt"]}),
+            )
+            .json();
+        assert_eq!(job["status"], "succeeded", "{job}");
+        job["stdout"].as_str().unwrap().trim().to_owned()
+    };
+    let first = ns(&agent);
+    let r = agent.post_json("/run", &json!({"argv": ["/bin/sh", "-c", long], "wait": 0}));
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert!(
+        wait_until(Duration::from_secs(10), || running(long)),
+        "the private_tmp job never started: {}",
+        agent.log()
+    );
+    let meanwhile = ns(&agent);
+    let job = agent.get(&format!("/job/{id}?wait=30")).json();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let own = job["stdout"].as_str().unwrap().lines().next().unwrap_or("");
+    assert_ne!(
+        own, first,
+        "the private_tmp job ran in the lent namespace itself"
+    );
+    assert_eq!(
+        meanwhile, first,
+        "a job beside the private_tmp one was not lent the namespace it gave back"
+    );
+}
+
 /// A loop device with an ext4 file system on it, mounted and unmounted at `point` in the
 /// mount namespace of the agent (the box's, as far as the agent can tell): other tests'
 /// agents and jobs, running meanwhile, never see it. Detached when dropped.

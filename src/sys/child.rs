@@ -69,7 +69,7 @@ impl ChildSetup {
         self
     }
 
-    /// After the spawn: the read-only namespace the child entered, if it was lent one.
+    /// After the spawn: the read-only namespace the child runs in, if it was lent one.
     /// Kept until the job has ended, so that no other job is lent it meanwhile.
     pub fn into_lent(self) -> Option<LentNamespace> {
         self.sandbox.and_then(SandboxSetup::into_lent)

@@ -16,8 +16,9 @@
 //!   so one removed or replaced is refused as it would be in a fresh namespace.
 //!
 //! Namespaces are kept between jobs and lent to one job at a time ([`LentNamespace`],
-//! held until the job has ended): two jobs at once never share one, so what one does in it cannot
-//! reach the other while it runs. A kept namespace holds every file system that was
+//! held until the job has ended, or only until its spawn when the child makes its own
+//! copy for a private `/tmp`): two jobs at once never run in the same one, so what one
+//! does in it cannot reach the other while it runs. A kept namespace holds every file system that was
 //! mounted when it was made, so a thread of its own (`mounts`) waits for the agent's
 //! mount table to change and then lets go of all of them at once: a file system the
 //! owner unmounts is not kept busy by an idle agent, however long jobs stay away.

@@ -224,8 +224,11 @@ pub fn failed_step(err: &io::Error) -> Option<String> {
 }
 
 impl SandboxSetup {
+    /// After the spawn: the read-only namespace the child runs in, kept until the job
+    /// has ended. A child that unshared its own copy of it (`private_tmp`) runs there
+    /// instead, so the one it entered goes back at once to be lent to the next job.
     pub(super) fn into_lent(self) -> Option<mntns::LentNamespace> {
-        self.enter
+        self.enter.filter(|_| self.unshare & libc::CLONE_NEWNS == 0)
     }
 
     /// In the child, as root, before it drops to the rule's user: the read-only
