@@ -444,6 +444,116 @@ fn a_jobs_cgroup_is_kept_for_the_next_jobs_and_one_a_crash_leaves_goes_at_a_late
 }
 
 #[test]
+fn a_kept_cgroup_someone_moved_a_process_into_is_not_used_and_the_next_job_still_runs() {
+    // A root job (or anyone root) can move a process into the empty cgroup kept for the
+    // next job. That job must not run beside it, nor be refused: it gets a cgroup of its
+    // own, named by its whole id since its key's is taken.
+    let argv = ["/bin/cat", "/proc/self/cgroup"];
+    let rule = json!({"name": "where", "argv": argv, "no_pin": true});
+    let Some((own, agent)) = start_alone("c-taken", json!({"rules": [rule]})) else {
+        return;
+    };
+    let run = |agent: &Agent| {
+        let body = json!({"command": "/bin/cat /proc/self/cgroup", "wait": 30});
+        agent.post_json("/run", &body).json()
+    };
+    let first = run(&agent);
+    assert_eq!(first["status"], "succeeded", "{first}");
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    let kept = own.join(job_cgroup(&first_id));
+    assert!(
+        wait_until(Duration::from_secs(5), || job_cgroups(&own)
+            == [&first_id[16..]]),
+        "not kept: {:?}",
+        job_cgroups(&own)
+    );
+    let mut stranger = Command::new("/bin/sleep").arg("60").spawn().unwrap();
+    fs::write(kept.join("cgroup.procs"), stranger.id().to_string()).unwrap();
+
+    let second = run(&agent);
+    let id = second["id"].as_str().unwrap_or_default().to_owned();
+    // Removed once done with, not kept: a whole id is no key for a next one.
+    let whole_gone = wait_until(Duration::from_secs(5), || !job_cgroups(&own).contains(&id));
+    let third = run(&agent);
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    let _ = stop_alone(agent, &own);
+    assert_eq!(second["status"], "succeeded", "{second}");
+    assert!(whole_gone, "job-{id} was left");
+    assert_eq!(third["status"], "succeeded", "{third}");
+    assert_eq!(
+        id[16..],
+        first_id[16..],
+        "it was given the kept cgroup's key"
+    );
+    let stdout = second["stdout"].as_str().unwrap();
+    let v2 = stdout
+        .lines()
+        .find(|l| l.starts_with("0::"))
+        .unwrap_or(stdout);
+    assert!(v2.ends_with(&format!("/job-{id}")), "{v2}");
+}
+
+#[test]
+fn after_a_crash_a_job_in_a_cgroup_named_by_its_id_is_ended_and_the_stranger_in_its_keys_is_not() {
+    // As above, a process was moved into the kept cgroup, so the next job ran in
+    // `job-<id>`. The agent is killed while that job runs: recovery ends what is in the
+    // job's own cgroup, and leaves alone the process in `job-<key>`, which was never the
+    // job's though its name says that key.
+    let rules = json!({"rules": [
+        {"name": "true", "argv": ["/bin/true"], "no_pin": true},
+        {"name": "sleep", "argv": ["/bin/sleep", "57"], "no_pin": true}
+    ]});
+    let Some((own, mut agent)) = start_alone("c-taken-crash", rules) else {
+        return;
+    };
+    let first = agent
+        .post_json("/run", &json!({"argv": ["/bin/true"]}))
+        .json();
+    assert_eq!(first["status"], "succeeded", "{first}");
+    let key = first["id"].as_str().unwrap()[16..].to_owned();
+    assert!(
+        wait_until(Duration::from_secs(5), || job_cgroups(&own)
+            == [key.clone()]),
+        "not kept: {:?}",
+        job_cgroups(&own)
+    );
+    let mut stranger = Command::new("/bin/sleep").arg("60").spawn().unwrap();
+    let stranger_seen = Seen::now(stranger.id());
+    fs::write(
+        own.join(format!("job-{key}")).join("cgroup.procs"),
+        stranger.id().to_string(),
+    )
+    .unwrap();
+
+    let r = agent.post_json("/run", &json!({"argv": ["/bin/sleep", "57"], "wait": 0}));
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let cgroup = own.join(format!("job-{id}"));
+    // The start line is not synced: wait until the writer thread has written it.
+    assert!(wait_until(Duration::from_secs(10), || agent
+        .job_pgid(&id)
+        .is_some()));
+    let leader = Seen::now(agent.job_pgid(&id).unwrap());
+    let ran_in_its_own = cgroup.exists();
+    agent.kill9();
+    launch_alone(&mut agent, &own);
+    let ended = wait_until(Duration::from_secs(10), || {
+        !leader.alive() && !cgroup.exists()
+    });
+    let stranger_alive = stranger_seen.alive();
+    let status = agent.get(&format!("/job/{id}")).json()["status"].clone();
+    leader.kill(9);
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    let _ = stop_alone(agent, &own);
+    assert!(ran_in_its_own, "the job did not run in {cgroup:?}");
+    assert!(ended, "left behind: leader {}, {cgroup:?}", leader.pid);
+    assert!(stranger_alive, "recovery ended the process in job-{key}");
+    assert_eq!(status, "interrupted");
+}
+
+#[test]
 fn an_agent_alone_in_its_cgroup_takes_it_over_as_under_systemd_delegation() {
     // The agent moves into the leaf `agent` and makes the job's cgroup beside it.
     let rules = json!({"rules": [{"name": "sh", "shell": true}]});

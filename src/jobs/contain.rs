@@ -129,8 +129,10 @@ fn probed() -> Containment {
 /// The cgroup for job `id` with its limits, or `Ok(None)` where jobs get none (a
 /// notify command, or no cgroup tree and no limits asked for: the process group only).
 /// `ahead` is the one kept for it (made ahead, or left empty by an earlier job) under
-/// its id's second half, if any; one is made now if that one is gone. A limit no
-/// controller here can enforce refuses the job.
+/// its id's second half, if any. If that one cannot be used (removed, or a process was
+/// moved into it), one is made now under the whole id, since the key's may still be
+/// there; `left_by` and `remove_unused` know both names. A limit no controller here
+/// can enforce refuses the job.
 pub fn job_cgroup(
     id: Option<&str>,
     ahead: Option<Spare>,
@@ -140,12 +142,11 @@ pub fn job_cgroup(
     let made = match agent.limits_refusal(limits) {
         Some(why) => Err(why),
         None => match (&agent.tree, id) {
-            (Some(tree), Some(id)) => {
-                match ahead.filter(|s| s.key == key(id)).and_then(Spare::take) {
-                    Some(group) => tree.limit(&group, limits).map(|()| Some(group)),
-                    None => tree.job(&name(id), limits).map(Some),
-                }
-            }
+            (Some(tree), Some(id)) => match ahead.filter(|s| s.key == key(id)).map(Spare::take) {
+                Some(Some(group)) => tree.limit(&group, limits).map(|()| Some(group)),
+                Some(None) => tree.job(&format!("job-{id}"), limits).map(Some),
+                None => tree.job(&name(id), limits).map(Some),
+            },
             _ => return Ok(None),
         },
     };
@@ -261,11 +262,12 @@ impl Drop for Spare {
 }
 
 /// The cgroup job `id` had in the tree the agent uses now, if it is still there (a job
-/// the previous agent did not see end; see `journal`'s recovery). An agent from before
-/// cgroups were kept for the next job named it by the whole id.
+/// the previous agent did not see end; see `journal`'s recovery). One named by the
+/// whole id is looked for first: a job gets one when its key's was taken (see
+/// [`job_cgroup`]), and so did every job of an agent from before cgroups were kept.
 pub fn left_by(id: &str) -> Option<JobCgroup> {
     let tree = agent().tree.as_ref()?;
-    [name(id), format!("job-{id}")]
+    [format!("job-{id}"), name(id)]
         .iter()
         .find_map(|name| JobCgroup::open(&tree.base().join(name)))
 }
@@ -354,6 +356,10 @@ impl Emptied {
             return None;
         }
         let key = self.0.dir().file_name()?.to_str()?.strip_prefix("job-")?;
+        // One named by a whole id (see `job_cgroup`) has no key to give a next id.
+        if key.len() != KEY_LEN {
+            return None;
+        }
         let spare = Spare {
             key: key.to_owned(),
             group: Some(self.0.again()?),
