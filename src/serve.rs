@@ -162,7 +162,11 @@ fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
     // with what it authorised, before `auth.json` is rewritten): the larger step wins.
     if journal.1.last_step > state.last_step {
         state.last_step = journal.1.last_step;
-        store.save(&state).map_err(StartError::State)?;
+        match store.save(&state) {
+            // The journal, read at every start, still carries the step.
+            Err(StateError::Write(err)) if err.no_room() => log::error!("{err}"),
+            saved => saved.map_err(StartError::State)?,
+        }
     }
     let notify = cfg
         .notify

@@ -379,3 +379,190 @@ fn raw_get_health(addr: SocketAddr) -> bool {
     let _ = s.read_to_string(&mut out);
     out.starts_with("HTTP/1.1 200")
 }
+
+/// A small tmpfs at `point`, in a mount namespace of its own that a `sleep` holds (so
+/// no other test's agent or mount check sees it): agents started with [`Self::wrapper`]
+/// share it, across restarts. Removed with the namespace when dropped.
+struct FullableDisk {
+    holder: std::process::Child,
+    point: std::path::PathBuf,
+}
+
+impl FullableDisk {
+    fn new(point: &std::path::Path) -> FullableDisk {
+        std::fs::create_dir(point).unwrap();
+        let script = format!(
+            "mount -t tmpfs -o size=256k,mode=0755 sa-full {} && exec sleep 600",
+            point.display()
+        );
+        let holder = std::process::Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .spawn()
+            .unwrap();
+        let disk = FullableDisk {
+            holder,
+            point: point.to_path_buf(),
+        };
+        let mountinfo = format!("/proc/{}/mountinfo", disk.holder.id());
+        let shown = format!(" {} ", point.display());
+        let mounted = wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(&mountinfo).is_ok_and(|m| m.contains(&shown))
+        });
+        assert!(mounted, "the tmpfs was not mounted at {}", point.display());
+        disk
+    }
+
+    /// Runs the agent in the disk's namespace.
+    fn wrapper(&self) -> Vec<String> {
+        let pid = self.holder.id().to_string();
+        ["nsenter", "-t", &pid, "-m"].map(String::from).to_vec()
+    }
+
+    /// `sh -c script` in the disk's namespace.
+    fn sh(&self, script: &str) {
+        let mut cmd = std::process::Command::new("nsenter");
+        cmd.args([
+            "-t",
+            &self.holder.id().to_string(),
+            "-m",
+            "sh",
+            "-c",
+            script,
+        ]);
+        let _ = cmd.stderr(std::process::Stdio::null()).status().unwrap();
+    }
+
+    /// Writes zeros until the disk has no room left.
+    fn fill(&self) {
+        self.sh(&format!("cat /dev/zero > {}/filler", self.point.display()));
+    }
+
+    fn free(&self) {
+        self.sh(&format!("rm -f {}/filler", self.point.display()));
+    }
+}
+
+impl Drop for FullableDisk {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+#[test]
+fn a_full_state_disk_refuses_codes_it_cannot_record_and_never_stops_the_agent() {
+    // An SD card full of logs holds the state dir and the results: a used code that
+    // cannot be recorded is never acted on, wrong codes still lock out, no_pin rules
+    // still run, the agent starts on the full disk, and all is well once there is room.
+    let dir = crate::common::TempDir::new("d-full");
+    let disk = FullableDisk::new(&dir.path().join("disk"));
+    let base = dir.path().to_path_buf();
+    let marker = |n: usize| base.join(format!("ran-{n}"));
+    let cfg = crate::common::base_config(
+        dir.path(),
+        json!({
+            "state_dir": disk.point.join("state"),
+            "results": {"dir": disk.point.join("results")},
+            "totp": {"step_s": 1},
+            "throttle": {"max_failures": 3, "lockout_s": 2},
+            "rules": [
+                {"name": "uptime", "argv": ["/usr/bin/uptime"], "no_pin": true},
+                {"name": "mark", "argv": ["/usr/bin/touch", {"re": format!("{}/ran-[0-9]+", dir.path().display())}]}
+            ]
+        }),
+    );
+    let mut agent = Agent::prepare(dir, &cfg);
+    agent.spawn_wrapped(&disk.wrapper(), &[]);
+    let mark = |agent: &Agent, n: usize| {
+        let body = json!({"pin": agent.fresh_code(), "argv": ["/usr/bin/touch", marker(n)]});
+        agent.post_json("/run", &body)
+    };
+    let r = mark(&agent, 0);
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    disk.fill();
+    let job = agent
+        .post_json("/run", &json!({"command": "uptime"}))
+        .json();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert!(
+        job["result_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("No space left"),
+        "{job}"
+    );
+    // The journal's last page may take a line or two more; then a code is refused.
+    let mut refused = None;
+    for n in 1..=12 {
+        let r = mark(&agent, n);
+        match r.status {
+            200 => assert!(marker(n).exists(), "job {n} answered 200 but did not run"),
+            503 => {
+                refused = Some((n, r.json()));
+                break;
+            }
+            other => panic!("job {n}: {other} {}", r.body),
+        }
+    }
+    let (n, err) = refused.expect("every code was accepted on a full disk");
+    assert_eq!(err["error"], "unavailable", "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("state_dir"),
+        "{err}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !marker(n).exists(),
+        "the code that could not be recorded ran"
+    );
+    // Wrong codes: counted in memory though the count cannot be saved, and said so.
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| {
+            agent
+                .post_json(
+                    "/run",
+                    &json!({"pin": "000000", "argv": ["/usr/bin/touch", marker(99)]}),
+                )
+                .status
+        })
+        .collect();
+    assert_eq!(statuses, [401, 401, 401, 429], "lockout on a full disk");
+    assert!(agent.health_ok());
+
+    // Restarted on the full disk: it starts, says why codes are refused, runs no_pin.
+    agent.terminate();
+    agent.spawn_wrapped(&disk.wrapper(), &[]);
+    let job = agent
+        .post_json("/run", &json!({"command": "uptime"}))
+        .json();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    std::thread::sleep(Duration::from_secs(2));
+    let r = mark(&agent, 50);
+    assert_eq!(r.status, 503, "{}", r.body);
+
+    // Room again: codes run, and after a restart the jobs that ran are there.
+    disk.free();
+    let r = mark(&agent, 51);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    agent.terminate();
+    agent.spawn_wrapped(&disk.wrapper(), &[]);
+    assert_eq!(
+        served(&agent, &id, "after the disk had room again")["status"],
+        "succeeded"
+    );
+    let r = mark(&agent, 52);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let stderr = agent.stderr();
+    assert!(stderr.contains("free space on its disk"), "{stderr}");
+    assert!(
+        stderr.contains("wrong codes and lockouts are counted in memory only"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the journal was read but not compacted"),
+        "{stderr}"
+    );
+    assert!(!marker(99).exists() && !marker(50).exists() && marker(52).exists());
+}

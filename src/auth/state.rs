@@ -60,10 +60,7 @@ impl fmt::Display for StateError {
                  replay protection and lockouts",
                 path.display()
             ),
-            Self::Write(err) => write!(
-                f,
-                "cannot save {err}; codes are refused until the state can be recorded"
-            ),
+            Self::Write(err) => write!(f, "cannot save {err}"),
             Self::Encode { path, detail } => {
                 write!(f, "cannot encode state for {}: {detail}", path.display())
             }

@@ -92,7 +92,10 @@ impl Saver {
         self.store.save(&state).map_err(|err| {
             // Left for the next save to retry, unless a newer state already is.
             lock().get_or_insert(state);
-            err.to_string()
+            format!(
+                "{err}; until it is saved, wrong codes and lockouts are counted in memory only \
+                 (a restart forgets them)"
+            )
         })
     }
 }

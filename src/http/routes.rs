@@ -538,7 +538,12 @@ impl Routes {
         };
         let reply = match (held.what, held.result) {
             // A denial stays a denial; its failure is counted in memory either way.
-            (Hold::Refusal(response), _) => Reply::Now(response),
+            (Hold::Refusal(response), result) => {
+                if let Some(Err(why)) = result {
+                    log::error!("{why}");
+                }
+                Reply::Now(response)
+            }
             (Hold::Cancel(id), Some(Ok(()))) => self.cancel_now(&id, now),
             (Hold::Cancel(_), result) => {
                 self.metrics.code(CodeOutcome::Unavailable);
@@ -602,9 +607,17 @@ impl Handler for Routes {
         }
         let mut keys = news.changed;
         for report in news.reports {
-            if let Some(held) = self.held.get_mut(&report.ticket) {
-                held.result = Some(report.result);
-                keys.push(held_key(report.ticket));
+            match self.held.get_mut(&report.ticket) {
+                Some(held) => {
+                    held.result = Some(report.result);
+                    keys.push(held_key(report.ticket));
+                }
+                // Its request was answered without it (the disk was slow): still said.
+                None => {
+                    if let Err(why) = report.result {
+                        log::error!("{why}");
+                    }
+                }
             }
         }
         keys

@@ -28,7 +28,7 @@
 //! it: only its start and its switch to the new file take their lock.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, channel, sync_channel};
@@ -39,8 +39,8 @@ use mio::Waker;
 
 use super::contain::{left_by, remove_unused};
 use super::journal_file::{
-    Compacted, FILE_NAME, Group, Line, Verdict, WHAT, compact, compact_into, io_error, judge, keep,
-    next_compaction, read, rewrite,
+    Compacted, FILE_NAME, Group, Line, Verdict, WHAT, compact_into, judge, keep, load,
+    next_compaction, rewrite,
 };
 use super::record::{HISTORY_BYTES, JobRecord, Status};
 use crate::audit;
@@ -455,17 +455,7 @@ impl Journal {
         files::ensure_private_dir("state dir", state_dir)?;
         let path = state_dir.join(FILE_NAME);
         let boot = sys::boot_id();
-        // Cut to the newest history first, so what is parsed whole fits the budget.
-        let mut size = Compacted::default();
-        let mut jobs = match compact(&path, history, HISTORY_BYTES, boot.as_deref()) {
-            Ok(compacted) => {
-                size = compacted;
-                let (file, _) = files::open_trusted(WHAT, &path, Trust::Private)?;
-                read(BufReader::new(file), &path).map_err(|err| io_error(&path, err))?
-            }
-            Err(FileError::Missing { .. }) => Vec::new(),
-            Err(err) => return Err(err),
-        };
+        let (mut jobs, size) = load(&path, history, boot.as_deref())?;
         let (seen_until, last_step) = (size.seen_until, size.last_step);
         let (mut lines, mut bytes) = (size.lines, size.bytes);
         let mut orphans = Vec::new();
@@ -522,8 +512,15 @@ impl Journal {
         }
         let jobs = keep(jobs, history);
         if ended_now {
-            // Their end is known now: journal it, so the next start-up agrees.
-            (lines, bytes) = rewrite(&path, &jobs, last_step)?;
+            // Their end is known now: journal it, so the next start-up agrees. Without
+            // room it is not, and the next start-up judges them again, as this one did.
+            match rewrite(&path, &jobs, last_step) {
+                Ok(written) => (lines, bytes) = written,
+                Err(err) if err.no_room() => {
+                    log::error!("{err}: the interrupted jobs' end was not journaled");
+                }
+                Err(err) => return Err(err),
+            }
         }
         let file = files::open_append(WHAT, &path, 0o600)?;
         let (tx, rx) = channel();
@@ -898,7 +895,7 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
-    use super::super::journal_file::{Kept, judge_with};
+    use super::super::journal_file::{Kept, compact, judge_with};
     use super::*;
     use std::os::unix::fs::MetadataExt;
     use std::os::unix::process::CommandExt;

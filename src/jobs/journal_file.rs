@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::record::{JobRecord, Status};
+use super::record::{HISTORY_BYTES, JobRecord, Status};
 use crate::sys::files::{self, FileError, Replacement, Trust};
 use crate::sys::{self, JobCgroup};
 
@@ -102,20 +102,45 @@ pub(super) fn compact(
     Ok(compacted)
 }
 
-/// The compacted journal, from the file's first `len` bytes, written beside it and not
-/// yet synced nor in place. Two passes over those bytes, each holding one line at a
-/// time: first which job's lines are where, then a copy of the lines kept, byte for
-/// byte.
-pub(super) fn compact_into(
+/// The journal at start-up: each job's newest state, oldest first, and what the file
+/// carries. Compacted to the newest `history` jobs first, so what is parsed whole fits
+/// the budget; on a full disk the agent still starts, and the file is read as it is
+/// (its size as bounded as when it was written: the journal thread compacts it once it
+/// is due and there is room). Missing: a fresh start.
+pub(super) fn load(
     path: &Path,
     history: usize,
-    budget: usize,
     boot: Option<&str>,
-    len: u64,
-) -> Result<(Replacement, Compacted), FileError> {
+) -> Result<(Vec<Kept>, Compacted), FileError> {
+    let carried = match compact(path, history, HISTORY_BYTES, boot) {
+        Err(err) if err.no_room() => {
+            log::error!(
+                "{err}: the journal was read but not compacted; until there is room, codes \
+                 are refused (503) and job history may be lost, while no_pin rules run"
+            );
+            as_it_is(path, boot)?
+        }
+        Err(FileError::Missing { .. }) => return Ok((Vec::new(), Compacted::default())),
+        other => other?,
+    };
     let (file, _) = files::open_trusted(WHAT, path, Trust::Private)?;
-    let mut seen_until = None;
-    let mut last_step = 0;
+    let jobs = read(BufReader::new(file), path).map_err(|err| io_error(path, err))?;
+    Ok((jobs, carried))
+}
+
+/// Where each job's lines are in a journal's first bytes, and what the file carries
+/// besides: the first of [`compact_into`]'s passes.
+struct Survey {
+    order: Vec<String>,
+    jobs: HashMap<String, Lines>,
+    /// `lines` and `bytes` are the file's own, uncompacted.
+    carried: Compacted,
+}
+
+/// [`Survey`] of the file's first `len` bytes, one line at a time.
+fn survey(path: &Path, boot: Option<&str>, len: u64) -> Result<Survey, FileError> {
+    let (file, _) = files::open_trusted(WHAT, path, Trust::Private)?;
+    let mut carried = Compacted::default();
     let mut order: Vec<String> = Vec::new();
     let mut jobs: HashMap<String, Lines> = HashMap::new();
     each_line(file.take(len), |number, line| {
@@ -123,10 +148,12 @@ pub(super) fn compact_into(
         if text.is_empty() {
             return;
         }
+        carried.lines += 1;
+        carried.bytes += line.len();
         // Parsed whole, one line at a time: a second, lighter parser would cost binary
         // size to save a moment once per compaction.
         match serde_json::from_slice::<Line<JobRecord>>(text) {
-            Ok(Line::Used { step }) => last_step = last_step.max(step),
+            Ok(Line::Used { step }) => carried.last_step = carried.last_step.max(step),
             Ok(Line::Submit { job } | Line::End { job }) => {
                 let is_final = job.status.is_final();
                 let record = (number, line.len());
@@ -162,7 +189,7 @@ pub(super) fn compact_into(
                 {
                     kept.start = Some((number, line.len()));
                     if boot.is_some() && started_in.as_deref() == boot {
-                        seen_until = seen_until.max(leader_start);
+                        carried.seen_until = carried.seen_until.max(leader_start);
                     }
                 }
             }
@@ -170,6 +197,36 @@ pub(super) fn compact_into(
         }
     })
     .map_err(|err| io_error(path, err))?;
+    Ok(Survey {
+        order,
+        jobs,
+        carried,
+    })
+}
+
+/// What start-up needs of a journal it cannot compact (no room on the disk): the file
+/// as it is, read whole, with what its lines carry.
+fn as_it_is(path: &Path, boot: Option<&str>) -> Result<Compacted, FileError> {
+    Ok(survey(path, boot, u64::MAX)?.carried)
+}
+
+/// The compacted journal, from the file's first `len` bytes, written beside it and not
+/// yet synced nor in place. Two passes over those bytes, each holding one line at a
+/// time: first which job's lines are where, then a copy of the lines kept, byte for
+/// byte.
+pub(super) fn compact_into(
+    path: &Path,
+    history: usize,
+    budget: usize,
+    boot: Option<&str>,
+    len: u64,
+) -> Result<(Replacement, Compacted), FileError> {
+    let Survey {
+        order,
+        jobs,
+        carried,
+    } = survey(path, boot, len)?;
+    let (seen_until, last_step) = (carried.seen_until, carried.last_step);
     let (mut ended, mut ended_bytes) = (0usize, 0usize);
     // Per line of the file: copy it?
     let mut wanted: Vec<bool> = Vec::new();

@@ -108,12 +108,27 @@ impl fmt::Display for FileError {
                 "{what} {} is larger than {MAX_TRUSTED_BYTES} bytes",
                 path.display()
             ),
-            Self::Io { what, path, err } => write!(f, "{what} {}: {err}", path.display()),
+            Self::Io { what, path, err } => {
+                write!(f, "{what} {}: {err}", path.display())?;
+                if self.no_room() {
+                    let dir = parent_or_dot(path);
+                    write!(f, "; free space on its disk (see: df -h {})", dir.display())?;
+                }
+                Ok(())
+            }
         }
     }
 }
 
 impl std::error::Error for FileError {}
+
+impl FileError {
+    /// A write failed for want of room (a full disk, a quota): the file itself is fine.
+    pub fn no_room(&self) -> bool {
+        matches!(self, Self::Io { err, .. }
+            if matches!(err.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
+    }
+}
 
 /// A user name for messages, or the uid when it has none.
 pub(super) fn owner_name(uid: u32) -> String {
