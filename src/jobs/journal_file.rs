@@ -115,8 +115,9 @@ pub(super) fn load(
     let carried = match compact(path, history, HISTORY_BYTES, boot) {
         Err(err) if err.no_room() => {
             log::error!(
-                "{err}: the journal was read but not compacted; until there is room, codes \
-                 are refused (503) and job history may be lost, while no_pin rules run"
+                "{err}: the journal was read but not compacted; until there is room, a code \
+                 whose use cannot be recorded is refused (503) and job history may be lost, \
+                 while no_pin rules run"
             );
             as_it_is(path, boot)?
         }
