@@ -283,12 +283,12 @@ pub(super) fn compact_into(
     Ok((new, compacted))
 }
 
-/// Warns of a line that does not parse (a torn last line after a power cut).
+/// Warns of a line that does not parse (a torn last line after a crash or a full disk).
 fn skipped(path: &Path, number: usize, line: &[u8], err: &serde_json::Error) {
     let torn = if line.ends_with(b"\n") {
         ""
     } else {
-        " (torn: the agent stopped in the middle of writing it)"
+        " (torn: cut short by a crash, a power cut or a full disk)"
     };
     log::warn!(
         "journal {}: line {number} skipped{torn}: {err}",
