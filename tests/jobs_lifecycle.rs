@@ -697,8 +697,10 @@ fn a_recycled_result_file_is_written_without_reading_the_old_one_back_from_disk(
     // At `max_files` the oldest result file becomes the new job's and is written over.
     // Written in part, a page no longer cached (an old file's seldom is) is first read
     // back from the disk: an SD card's random read before every answer. Whole pages,
-    // then cut to length, need no read.
-    let results = json!({"max_files": 2});
+    // then cut to length, need no read. Four cold files recycled: four pages read
+    // back the old way; a stray page of the agent's own (qemu-user faulting in a page
+    // of the binary, seen once in CI) is not what this is about.
+    let results = json!({"max_files": 4});
     let agent = Agent::start(
         "recycle-cold",
         json!({"rules": rules(), "results": results}),
@@ -708,7 +710,7 @@ fn a_recycled_result_file_is_written_without_reading_the_old_one_back_from_disk(
         assert_eq!(r.json()["status"], "succeeded", "{}", r.body);
         r.json()
     };
-    for n in 0..3 {
+    for n in 0..5 {
         run(n);
     }
     let dir = agent.dir.path().join("results");
@@ -735,12 +737,11 @@ fn a_recycled_result_file_is_written_without_reading_the_old_one_back_from_disk(
         assert!(dropped.unwrap().success());
     }
     let before = read_bytes(agent.pid());
-    let jobs: Vec<Value> = (3..5).map(run).collect();
+    let jobs: Vec<Value> = (5..9).map(run).collect();
     let after = read_bytes(agent.pid());
-    assert_eq!(
-        after,
-        before,
-        "the agent read {} bytes from the disk",
+    assert!(
+        after - before <= 4096,
+        "the agent read {} bytes from the disk recycling 4 cold result files",
         after - before
     );
     // Each file holds its record exactly: no padding left, nothing of the old one.
