@@ -18,10 +18,11 @@
 //! Namespaces are kept between jobs and lent to one job at a time ([`LentNamespace`],
 //! held until the job has ended, or only until its spawn when the child makes its own
 //! copy for a private `/tmp`): two jobs at once never run in the same one, so what one
-//! does in it cannot reach the other while it runs. A kept namespace holds every file system that was
-//! mounted when it was made, so a thread of its own (`mounts`) waits for the agent's
-//! mount table to change and then lets go of all of them at once: a file system the
-//! owner unmounts is not kept busy by an idle agent, however long jobs stay away.
+//! does in it cannot reach the other while it runs. A kept namespace holds every file
+//! system that was mounted when it was made, so a thread of its own (`mounts`) waits
+//! for the agent's mount table to change and then lets go of all of them at once: a
+//! file system the owner unmounts is not kept busy by an idle agent, however long jobs
+//! stay away.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -75,8 +76,9 @@ impl Made {
 }
 
 /// A read-only namespace lent to one job: its descriptor for the child's `setns`. Kept
-/// by the job until it has ended; dropped, it goes back to be lent again (unless the
-/// mount table changed meanwhile).
+/// by the job while its child runs in it (until the job has ended, or only until the
+/// spawn for a child that makes its own copy); dropped, it goes back to be lent again
+/// (unless the mount table changed meanwhile).
 #[derive(Debug)]
 pub struct LentNamespace {
     /// Taken only by `drop`.
