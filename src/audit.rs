@@ -20,7 +20,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -332,7 +332,10 @@ impl log::Log for AuditLogger {
 /// The writer thread's side: the destinations and what it has reported.
 struct Writer {
     shared: &'static Shared,
-    file: File,
+    /// `None` while the disk refuses to open it (full, or read-only): each batch tries
+    /// again, so lines reach it once the disk takes writes.
+    file: Option<File>,
+    path: PathBuf,
     stderr: bool,
     /// The file write failed: said once on stderr until a write succeeds again.
     failing: bool,
@@ -356,7 +359,7 @@ impl Writer {
     }
 
     fn write(&mut self, batch: &[u8]) {
-        match self.file.write_all(batch) {
+        match self.write_file(batch) {
             Ok(()) => self.failing = false,
             Err(err) => {
                 let lines = batch.iter().filter(|&&b| b == b'\n').count() as u64;
@@ -376,17 +379,36 @@ impl Writer {
             let _ = io::stderr().write_all(batch);
         }
     }
+
+    fn write_file(&mut self, batch: &[u8]) -> Result<(), String> {
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => self.file.insert(
+                files::open_append("log file", &self.path, LOG_MODE)
+                    .map_err(|err| err.to_string())?,
+            ),
+        };
+        file.write_all(batch)
+            .map_err(|err| format!("{}: {err}", self.path.display()))
+    }
 }
 
 /// Installs the process-wide logger: `log_file` (append) plus stderr when `stderr`,
-/// written by a thread of its own. Can succeed once per process.
+/// written by a thread of its own. Can succeed once per process. A disk that refuses
+/// writes (full, or gone read-only) does not stop it: the writer says so on stderr and
+/// opens the file once it can.
 pub fn init(log_file: &Path, stderr: bool) -> Result<(), AuditError> {
-    let file = files::open_append("log file", log_file, LOG_MODE).map_err(AuditError::Open)?;
+    let file = match files::open_append("log file", log_file, LOG_MODE) {
+        Ok(file) => Some(file),
+        Err(err) if err.disk_refuses_writes() => None,
+        Err(err) => return Err(AuditError::Open(err)),
+    };
     // Leaked once: the logger and its thread live as long as the process.
     let shared: &'static Shared = Box::leak(Box::new(Shared::new()));
     let writer = Writer {
         shared,
         file,
+        path: log_file.to_path_buf(),
         stderr,
         failing: false,
     };

@@ -164,7 +164,7 @@ fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
         state.last_step = journal.1.last_step;
         match store.save(&state) {
             // The journal, read at every start, still carries the step.
-            Err(StateError::Write(err)) if err.no_room() => log::error!("{err}"),
+            Err(StateError::Write(err)) if err.disk_refuses_writes() => log::error!("{err}"),
             saved => saved.map_err(StartError::State)?,
         }
     }

@@ -977,29 +977,7 @@ struct LoopDisk {
 impl LoopDisk {
     /// `None` (a loud skip; a failure under CI=true) without mkfs.ext4 or a loop device.
     fn new(dir: &Path) -> Option<LoopDisk> {
-        let image = dir.join("disk.img");
-        fs::File::create(&image).unwrap().set_len(16 << 20).unwrap();
-        let made = Command::new("mkfs.ext4")
-            .args(["-q", "-F"])
-            .arg(&image)
-            .status();
-        let device = Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(&image)
-            .output();
-        let device = match (made, device) {
-            (Ok(made), Ok(out)) if made.success() && out.status.success() => {
-                String::from_utf8(out.stdout).unwrap().trim().to_string()
-            }
-            other => {
-                let why = format!(
-                    "no ext4 on a loop device here ({other:?}); apt-get install e2fsprogs mount"
-                );
-                assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
-                eprintln!("SKIPPED: {why}");
-                return None;
-            }
-        };
+        let device = crate::common::loop_ext4(&dir.join("disk.img"), 16 << 20)?;
         let point = dir.join("point");
         fs::create_dir(&point).unwrap();
         Some(LoopDisk { device, point })

@@ -380,35 +380,65 @@ fn raw_get_health(addr: SocketAddr) -> bool {
     out.starts_with("HTTP/1.1 200")
 }
 
-/// A small tmpfs at `point`, in a mount namespace of its own that a `sleep` holds (so
-/// no other test's agent or mount check sees it): agents started with [`Self::wrapper`]
-/// share it, across restarts. Removed with the namespace when dropped.
-struct FullableDisk {
+/// A small disk at `point`, in a mount namespace of its own that a `sleep` holds (so no
+/// other test's agent or mount check sees it): agents started with [`Self::wrapper`]
+/// share it, across restarts. Unmounted with the namespace, and its loop device
+/// detached, when dropped.
+struct SmallDisk {
     holder: std::process::Child,
     point: std::path::PathBuf,
+    /// The ext4 disk's loop device (`/dev/loopN`).
+    device: Option<String>,
 }
 
-impl FullableDisk {
-    fn new(point: &std::path::Path) -> FullableDisk {
+impl SmallDisk {
+    /// A 256 KiB tmpfs: filled in a moment, and remounted read-only or read-write at will
+    /// (when nothing has a file on it open for writing).
+    fn tmpfs(point: &std::path::Path) -> SmallDisk {
+        SmallDisk::held(
+            point,
+            "mount -t tmpfs -o size=256k,mode=0755 sa-small",
+            None,
+        )
+    }
+
+    /// ext4 on a loop device, mounted `errors=remount-ro` as a Pi's root is: the kernel
+    /// makes it read-only after a disk error ([`Self::fail`]), and only `fsck` and a new
+    /// mount make it writable again ([`Self::repair`]). `None` (a loud skip; a failure
+    /// under CI=true) without mkfs.ext4, a loop device or ext4's error trigger.
+    fn ext4(point: &std::path::Path, image: &std::path::Path) -> Option<SmallDisk> {
+        let device = crate::common::loop_ext4(image, 8 << 20)?;
+        let mount = format!("mount -o errors=remount-ro {device}");
+        let disk = SmallDisk::held(point, &mount, Some(device));
+        if !disk.trigger().exists() {
+            crate::common::skip_or_fail(&format!(
+                "{} is missing: this kernel cannot be told to fail an ext4 disk",
+                disk.trigger().display()
+            ));
+            return None;
+        }
+        Some(disk)
+    }
+
+    /// `mount SOURCE POINT` in a new namespace, held by a `sleep`.
+    fn held(point: &std::path::Path, mount: &str, device: Option<String>) -> SmallDisk {
         std::fs::create_dir(point).unwrap();
-        let script = format!(
-            "mount -t tmpfs -o size=256k,mode=0755 sa-full {} && exec sleep 600",
-            point.display()
-        );
+        let script = format!("{mount} {} && exec sleep 600", point.display());
         let holder = std::process::Command::new("unshare")
             .args(["-m", "--propagation", "private", "sh", "-c", &script])
             .spawn()
             .unwrap();
-        let disk = FullableDisk {
+        let disk = SmallDisk {
             holder,
             point: point.to_path_buf(),
+            device,
         };
         let mountinfo = format!("/proc/{}/mountinfo", disk.holder.id());
         let shown = format!(" {} ", point.display());
         let mounted = wait_until(Duration::from_secs(10), || {
             std::fs::read_to_string(&mountinfo).is_ok_and(|m| m.contains(&shown))
         });
-        assert!(mounted, "the tmpfs was not mounted at {}", point.display());
+        assert!(mounted, "nothing was mounted at {}", point.display());
         disk
     }
 
@@ -418,8 +448,8 @@ impl FullableDisk {
         ["nsenter", "-t", &pid, "-m"].map(String::from).to_vec()
     }
 
-    /// `sh -c script` in the disk's namespace.
-    fn sh(&self, script: &str) {
+    /// `sh -c script` in the disk's namespace: whether it exited 0.
+    fn sh(&self, script: &str) -> bool {
         let mut cmd = std::process::Command::new("nsenter");
         cmd.args([
             "-t",
@@ -429,7 +459,10 @@ impl FullableDisk {
             "-c",
             script,
         ]);
-        let _ = cmd.stderr(std::process::Stdio::null()).status().unwrap();
+        cmd.stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
     }
 
     /// Writes zeros until the disk has no room left.
@@ -440,43 +473,67 @@ impl FullableDisk {
     fn free(&self) {
         self.sh(&format!("rm -f {}/filler", self.point.display()));
     }
+
+    /// The tmpfs remounted `ro` or `rw`.
+    fn remount(&self, how: &str) {
+        let point = self.point.display();
+        assert!(
+            self.sh(&format!("mount -o remount,{how} {point}")),
+            "remount,{how}"
+        );
+    }
+
+    /// ext4's own test hook: the error a failing SD card gives, which makes the kernel
+    /// remount the disk read-only.
+    fn trigger(&self) -> std::path::PathBuf {
+        let device = self.device.as_deref().unwrap_or_default();
+        let name = device.rsplit('/').next().unwrap_or_default();
+        std::path::Path::new("/sys/fs/ext4")
+            .join(name)
+            .join("trigger_fs_error")
+    }
+
+    fn fail(&self) {
+        std::fs::write(self.trigger(), "1").unwrap();
+    }
+
+    /// What the owner does once the agent is stopped: unmount, `fsck`, mount again.
+    fn repair(&self) {
+        let device = self.device.as_deref().unwrap_or_default();
+        let point = self.point.display();
+        assert!(self.sh(&format!("umount {point}")), "umount {point}");
+        // 1: errors were corrected, as after any error the kernel recorded.
+        self.sh(&format!("e2fsck -fy {device} >/dev/null; [ $? -le 1 ]"));
+        assert!(
+            self.sh(&format!("mount -o errors=remount-ro {device} {point}")),
+            "mount {device} after fsck"
+        );
+    }
 }
 
-impl Drop for FullableDisk {
+impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = self.holder.kill();
         let _ = self.holder.wait();
+        if let Some(device) = &self.device {
+            let _ = std::process::Command::new("losetup")
+                .arg("-d")
+                .arg(device)
+                .status();
+        }
     }
 }
 
 #[test]
 fn a_full_state_disk_refuses_codes_it_cannot_record_and_never_stops_the_agent() {
-    // An SD card full of logs holds the state dir and the results: a used code that
-    // cannot be recorded is never acted on, wrong codes still lock out, no_pin rules
+    // An SD card full of logs holds the state dir, the results and the log: a used code
+    // that cannot be recorded is never acted on, wrong codes still lock out, no_pin rules
     // still run, the agent starts on the full disk, and all is well once there is room.
     let dir = crate::common::TempDir::new("d-full");
-    let disk = FullableDisk::new(&dir.path().join("disk"));
-    let base = dir.path().to_path_buf();
-    let marker = |n: usize| base.join(format!("ran-{n}"));
-    let cfg = crate::common::base_config(
-        dir.path(),
-        json!({
-            "state_dir": disk.point.join("state"),
-            "results": {"dir": disk.point.join("results")},
-            "totp": {"step_s": 1},
-            "throttle": {"max_failures": 3, "lockout_s": 2},
-            "rules": [
-                {"name": "uptime", "argv": ["/usr/bin/uptime"], "no_pin": true},
-                {"name": "mark", "argv": ["/usr/bin/touch", {"re": format!("{}/ran-[0-9]+", dir.path().display())}]}
-            ]
-        }),
-    );
+    let disk = SmallDisk::tmpfs(&dir.path().join("disk"));
+    let cfg = disk_config(dir.path(), &disk);
     let mut agent = Agent::prepare(dir, &cfg);
     agent.spawn_wrapped(&disk.wrapper(), &[]);
-    let mark = |agent: &Agent, n: usize| {
-        let body = json!({"pin": agent.fresh_code(), "argv": ["/usr/bin/touch", marker(n)]});
-        agent.post_json("/run", &body)
-    };
     let r = mark(&agent, 0);
     assert_eq!(r.status, 200, "{}", r.body);
 
@@ -497,7 +554,7 @@ fn a_full_state_disk_refuses_codes_it_cannot_record_and_never_stops_the_agent() 
     for n in 1..=12 {
         let r = mark(&agent, n);
         match r.status {
-            200 => assert!(marker(n).exists(), "job {n} answered 200 but did not run"),
+            200 => assert!(marked(&agent, n), "job {n} answered 200 but did not run"),
             503 => {
                 refused = Some((n, r.json()));
                 break;
@@ -513,33 +570,22 @@ fn a_full_state_disk_refuses_codes_it_cannot_record_and_never_stops_the_agent() 
     );
     std::thread::sleep(Duration::from_millis(300));
     assert!(
-        !marker(n).exists(),
+        !marked(&agent, n),
         "the code that could not be recorded ran"
     );
     // Wrong codes: counted in memory though the count cannot be saved, and said so.
-    let statuses: Vec<u16> = (0..4)
-        .map(|_| {
-            agent
-                .post_json(
-                    "/run",
-                    &json!({"pin": "000000", "argv": ["/usr/bin/touch", marker(99)]}),
-                )
-                .status
-        })
-        .collect();
-    assert_eq!(statuses, [401, 401, 401, 429], "lockout on a full disk");
+    assert_eq!(
+        wrong_codes(&agent),
+        [401, 401, 401, 429],
+        "lockout on a full disk"
+    );
     assert!(agent.health_ok());
 
     // Restarted on the full disk: it starts, says why codes are refused, runs no_pin.
     agent.terminate();
     agent.spawn_wrapped(&disk.wrapper(), &[]);
-    let job = agent
-        .post_json("/run", &json!({"command": "uptime"}))
-        .json();
-    assert_eq!(job["status"], "succeeded", "{job}");
     std::thread::sleep(Duration::from_secs(2));
-    let r = mark(&agent, 50);
-    assert_eq!(r.status, 503, "{}", r.body);
+    refuses_codes_runs_no_pin(&agent, 50, "No space left");
 
     // Room again: codes run, and after a restart the jobs that ran are there.
     disk.free();
@@ -555,14 +601,162 @@ fn a_full_state_disk_refuses_codes_it_cannot_record_and_never_stops_the_agent() 
     let r = mark(&agent, 52);
     assert_eq!(r.status, 200, "{}", r.body);
     let stderr = agent.stderr();
-    assert!(stderr.contains("free space on its disk"), "{stderr}");
-    assert!(
-        stderr.contains("wrong codes and lockouts are counted in memory only"),
-        "{stderr}"
+    for said in [
+        "free space on its disk",
+        "wrong codes and lockouts are counted in memory only",
+        "the journal was read but not compacted",
+    ] {
+        assert!(stderr.contains(said), "{said:?} not in:\n{stderr}");
+    }
+    assert!(!marked(&agent, 99) && marked(&agent, 52));
+}
+
+/// Four wrong codes in a row: their statuses.
+fn wrong_codes(agent: &Agent) -> Vec<u16> {
+    let marker = agent.dir.path().join("ran-99");
+    let body = json!({"pin": "000000", "argv": ["/usr/bin/touch", marker]});
+    (0..4)
+        .map(|_| agent.post_json("/run", &body).status)
+        .collect()
+}
+
+/// The rules and limits of the disk tests: a `no_pin` rule, and one that leaves a mark.
+fn disk_config(dir: &std::path::Path, disk: &SmallDisk) -> Value {
+    crate::common::base_config(
+        dir,
+        json!({
+            "state_dir": disk.point.join("state"),
+            "results": {"dir": disk.point.join("results")},
+            "log_file": disk.point.join("audit.log"),
+            "totp": {"step_s": 1},
+            "throttle": {"max_failures": 3, "lockout_s": 2},
+            "rules": [
+                {"name": "uptime", "argv": ["/usr/bin/uptime"], "no_pin": true},
+                {"name": "mark", "argv": ["/usr/bin/touch", {"re": format!("{}/ran-[0-9]+", dir.display())}]}
+            ]
+        }),
+    )
+}
+
+/// A code-bearing job that creates `ran-N` in the test's dir.
+fn mark(agent: &Agent, n: usize) -> crate::common::Reply {
+    let marker = agent.dir.path().join(format!("ran-{n}"));
+    let body = json!({"pin": agent.fresh_code(), "argv": ["/usr/bin/touch", marker]});
+    agent.post_json("/run", &body)
+}
+
+fn marked(agent: &Agent, n: usize) -> bool {
+    agent.dir.path().join(format!("ran-{n}")).exists()
+}
+
+/// What a disk that refuses writes must give: a no_pin job runs (its result file not
+/// written, and said), a code is refused with 503 and runs nothing.
+fn refuses_codes_runs_no_pin(agent: &Agent, n: usize, why: &str) {
+    let job = agent
+        .post_json("/run", &json!({"command": "uptime"}))
+        .json();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let error = job["result_error"].as_str().unwrap_or_default();
+    assert!(error.contains(why), "{job}");
+    let r = mark(agent, n);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["error"], "unavailable", "{}", r.body);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!marked(agent, n), "the code that could not be recorded ran");
+}
+
+#[test]
+fn a_state_disk_the_kernel_made_read_only_refuses_codes_and_the_agent_still_starts_on_it() {
+    // A failing SD card: ext4 meets an error and the kernel remounts the disk holding the
+    // state, the results and the audit log read-only under the running agent. A code
+    // whose use cannot be recorded never runs, wrong codes still lock out, no_pin rules
+    // run, a restart on the read-only disk serves, and after fsck all is as before.
+    let dir = crate::common::TempDir::new("d-ro");
+    let (point, image) = (dir.path().join("disk"), dir.path().join("disk.img"));
+    let Some(disk) = SmallDisk::ext4(&point, &image) else {
+        return;
+    };
+    let cfg = disk_config(dir.path(), &disk);
+    let mut agent = Agent::prepare(dir, &cfg);
+    agent.spawn_wrapped(&disk.wrapper(), &[]);
+    let r = mark(&agent, 0);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+
+    disk.fail();
+    refuses_codes_runs_no_pin(&agent, 1, "Read-only file system");
+    assert_eq!(
+        wrong_codes(&agent),
+        [401, 401, 401, 429],
+        "lockout on a read-only disk"
     );
-    assert!(
-        stderr.contains("the journal was read but not compacted"),
-        "{stderr}"
+
+    // Restarted on the read-only disk (systemd's Restart=, the watchdog): it serves.
+    agent.terminate();
+    agent.spawn_wrapped(&disk.wrapper(), &[]);
+    served_after_crash(&agent, &id, "on the read-only disk");
+    std::thread::sleep(Duration::from_secs(2));
+    refuses_codes_runs_no_pin(&agent, 2, "Read-only file system");
+    let stderr = agent.stderr();
+    for said in [
+        "its file system is mounted read-only (see: findmnt -T",
+        "AUDIT cannot write the log file: log file",
+        "opened for reading only, until the disk takes writes again",
+    ] {
+        assert!(stderr.contains(said), "{said:?} not in:\n{stderr}");
+    }
+
+    // Stopped, checked, mounted again: as before, with the job that ran before.
+    agent.terminate();
+    disk.repair();
+    agent.spawn_wrapped(&disk.wrapper(), &[]);
+    served_after_crash(&agent, &id, "after fsck");
+    let r = mark(&agent, 3);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(marked(&agent, 0) && marked(&agent, 3));
+    assert!(!marked(&agent, 99));
+}
+
+#[test]
+fn an_agent_started_on_a_read_only_state_disk_runs_codes_once_it_is_writable_again() {
+    // The disk was read-only when the agent started (a mount the owner made so, or one
+    // the kernel did): history is served, codes are refused, and once it is remounted
+    // read-write the journal and the audit log are opened again, without a restart.
+    let dir = crate::common::TempDir::new("d-ro-start");
+    let disk = SmallDisk::tmpfs(&dir.path().join("disk"));
+    let cfg = disk_config(dir.path(), &disk);
+    let mut agent = Agent::prepare(dir, &cfg);
+    agent.spawn_wrapped(&disk.wrapper(), &[]);
+    let r = mark(&agent, 0);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    agent.terminate();
+
+    disk.remount("ro");
+    agent.spawn_wrapped(&disk.wrapper(), &[]);
+    assert_eq!(
+        served(&agent, &id, "on the read-only disk")["status"],
+        "succeeded"
     );
-    assert!(!marker(99).exists() && !marker(50).exists() && marker(52).exists());
+    refuses_codes_runs_no_pin(&agent, 1, "Read-only file system");
+
+    disk.remount("rw");
+    let r = mark(&agent, 2);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(marked(&agent, 2));
+    let later = r.json()["id"].as_str().unwrap().to_owned();
+    let log = disk.point.join("audit.log");
+    let logged = format!("grep -q 'EXECUTING \\[{later}\\]' {}", log.display());
+    assert!(
+        wait_until(Duration::from_secs(5), || disk.sh(&logged)),
+        "the audit log was not written once the disk took writes"
+    );
+    assert!(agent.stderr().contains("jobs.jsonl can be written again"));
+    agent.terminate();
+    agent.spawn_wrapped(&disk.wrapper(), &[]);
+    assert_eq!(
+        served(&agent, &later, "after the restart")["status"],
+        "succeeded"
+    );
+    assert!(!marked(&agent, 1));
 }

@@ -37,15 +37,15 @@ use std::time::{Duration, Instant};
 
 use mio::Waker;
 
-use super::contain::{left_by, remove_unused};
+use super::contain::remove_unused;
+pub use super::journal_file::Orphan;
 use super::journal_file::{
-    Compacted, FILE_NAME, Group, Line, Verdict, WHAT, compact_into, judge, keep, load,
-    next_compaction, rewrite,
+    Compacted, FILE_NAME, Line, WHAT, compact_into, end_cut_off, keep, load, next_compaction,
+    rewrite,
 };
-use super::record::{HISTORY_BYTES, JobRecord, Status};
-use crate::audit;
+use super::record::{HISTORY_BYTES, JobRecord};
+use crate::sys;
 use crate::sys::files::{self, FileError, Replacement, Trust};
-use crate::sys::{self, clock};
 use crate::text::utf8_prefix;
 
 /// Output kept per stream in a journaled record; the result file has all of it.
@@ -69,26 +69,6 @@ const ASIDE_PAST: usize = 32;
 /// Syncs tried before giving up when every one found the file compacted meanwhile
 /// (compactions are at least `history` appends apart, so one retry is the most seen).
 const SYNC_TRIES: usize = 4;
-
-/// A process group left behind by a job the previous agent did not see end.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Orphan {
-    pub id: String,
-    /// 0 when the journal has no start line for it (the agent died right after the
-    /// spawn) and its cgroup is what was found.
-    pub pgid: u32,
-    /// Proven the job's by its cgroup: end what is in it, not the group number.
-    pub cgroup: Option<PathBuf>,
-}
-
-impl std::fmt::Display for Orphan {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.cgroup {
-            Some(dir) => write!(f, "cgroup {}", dir.display()),
-            None => write!(f, "process group {}", self.pgid),
-        }
-    }
-}
 
 /// What start-up found in the journal.
 #[derive(Debug, Default)]
@@ -145,6 +125,9 @@ enum Op {
 /// The file and its counters, shared by every appender.
 struct Open {
     file: Arc<File>,
+    /// Opened for appending (not: only for reading, as the disk refused writes when the
+    /// agent started; the next append opens it again).
+    writable: bool,
     /// Appends so far, and how many of them are known synced.
     appended: u64,
     synced: u64,
@@ -230,6 +213,10 @@ impl Shared {
                 .wait(open)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+        if !open.writable {
+            open.file = Arc::new(self.reopen()?);
+            open.writable = true;
+        }
         // After a failed write, end the fragment so the next line stands alone.
         let fix: &[u8] = if open.torn { b"\n" } else { b"" };
         let file = &*open.file;
@@ -261,6 +248,17 @@ impl Shared {
         let due = open.lines >= open.compact_at || open.bytes >= open.compact_bytes;
         let compact = due && !std::mem::replace(&mut open.told_compact, true);
         Ok(sync || compact)
+    }
+
+    /// The file opened for appending, once the disk that refused it at start-up takes
+    /// writes again.
+    fn reopen(&self) -> io::Result<File> {
+        let file = files::open_append(WHAT, &self.path, 0o600).map_err(|err| match err {
+            FileError::Io { err, .. } => err,
+            other => io::Error::other(other.to_string()),
+        })?;
+        log::warn!("{} can be written again", self.path.display());
+        Ok(file)
     }
 
     /// `lines` past the compaction trigger, or a quarter of the history's bytes.
@@ -458,76 +456,48 @@ impl Journal {
         let (mut jobs, size) = load(&path, history, boot.as_deref())?;
         let (seen_until, last_step) = (size.seen_until, size.last_step);
         let (mut lines, mut bytes) = (size.lines, size.bytes);
-        let mut orphans = Vec::new();
-        let mut ended_now = false;
-        let now = clock::now_unix();
-        // Before the loop below ends any: the jobs that had ended before the agent went.
+        // Before `end_cut_off` ends any: the jobs that had ended before the agent went.
         remove_unused(|key| {
             let mut named = jobs.iter().filter(|job| job.record.id.ends_with(key));
             let first = named.next()?;
             Some(first.record.status.is_final() && named.all(|job| job.record.status.is_final()))
         });
-        for job in &mut jobs {
-            if job.record.status.is_final() {
-                continue;
-            }
-            // A held request waits on (its time still runs), or expired while the agent
-            // was down.
-            if job.record.status == Status::AwaitingApproval {
-                if job.record.expires_at.is_some_and(|at| at > now) {
-                    continue;
-                }
-                job.record.status = Status::Expired;
-                job.record.finished_at = Some(clock::rfc3339(clock::now_unix_ms()));
-                let code = job.record.approval.as_deref().unwrap_or_default();
-                audit::expired(&job.record.id, code);
-                ended_now = true;
-                continue;
-            }
-            // When it died is unknown, so `finished_at` stays empty.
-            job.record.status = Status::Interrupted;
-            ended_now = true;
-            audit::interrupted(&job.record.id, &job.record.command);
-            let id = &job.record.id;
-            // The cgroup is there even when the start line is not (not synced yet).
-            let (group, cgroup) = match (job.group.take(), left_by(id)) {
-                (None, None) => continue,
-                (Some(group), cgroup) => (group, cgroup),
-                (None, Some(cgroup)) => (Group::default(), Some(cgroup)),
-            };
-            match judge(&group, cgroup, boot.as_deref(), seen_until) {
-                Verdict::Ours(cgroup) => orphans.push(Orphan {
-                    id: id.clone(),
-                    pgid: group.pgid,
-                    cgroup,
-                }),
-                Verdict::Gone => {}
-                Verdict::LeftAlone { why, pids } => log::warn!(
-                    "left process group {} of interrupted job {id} alone: {why}; its processes \
-                     {pids:?}. If they are the job's, end them with: kill -TERM -{}",
-                    group.pgid,
-                    group.pgid
-                ),
-            }
-        }
+        let (ended_now, orphans) = end_cut_off(&mut jobs, boot.as_deref(), seen_until);
         let jobs = keep(jobs, history);
         if ended_now {
             // Their end is known now: journal it, so the next start-up agrees. Without
             // room it is not, and the next start-up judges them again, as this one did.
             match rewrite(&path, &jobs, last_step) {
                 Ok(written) => (lines, bytes) = written,
-                Err(err) if err.no_room() => {
+                Err(err) if err.disk_refuses_writes() => {
                     log::error!("{err}: the interrupted jobs' end was not journaled");
                 }
                 Err(err) => return Err(err),
             }
         }
-        let file = files::open_append(WHAT, &path, 0o600)?;
+        let (file, writable) = match files::open_append(WHAT, &path, 0o600) {
+            Ok(file) => (file, true),
+            // Read-only (the file is there: a full disk opens it): looked at, and opened
+            // for appending by the first append once the disk takes writes again.
+            Err(err) if err.disk_refuses_writes() => {
+                let Ok((file, _)) = files::open_trusted(WHAT, &path, Trust::Private) else {
+                    return Err(err);
+                };
+                // The load above said why, and what it means for codes.
+                log::warn!(
+                    "journal {}: opened for reading only, until the disk takes writes again",
+                    path.display()
+                );
+                (file, false)
+            }
+            Err(err) => return Err(err),
+        };
         let (tx, rx) = channel();
         let (done_tx, done_rx) = channel();
         let shared = Arc::new(Shared {
             open: Mutex::new(Open {
                 file: Arc::new(file),
+                writable,
                 appended: 0,
                 synced: 0,
                 lines,
@@ -895,7 +865,8 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
-    use super::super::journal_file::{Kept, compact, judge_with};
+    use super::super::journal_file::{Group, Kept, Verdict, compact, judge, judge_with};
+    use super::super::record::Status;
     use super::*;
     use std::os::unix::fs::MetadataExt;
     use std::os::unix::process::CommandExt;

@@ -1,6 +1,7 @@
 //! The job journal's file, `<state_dir>/jobs.jsonl`: its lines, how start-up reads it
-//! back, how it is compacted, and what start-up may do with the process groups of jobs
-//! it finds cut off (`judge`). The threads that write it are in `journal`.
+//! back, how it is compacted, and what start-up makes of the jobs it finds cut off and
+//! may do with their process groups (`end_cut_off`, `judge`). The threads that write it
+//! are in `journal`.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -8,9 +9,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::contain::left_by;
 use super::record::{HISTORY_BYTES, JobRecord, Status};
+use crate::audit;
 use crate::sys::files::{self, FileError, Replacement, Trust};
-use crate::sys::{self, JobCgroup};
+use crate::sys::{self, JobCgroup, clock};
 
 /// File name inside `state_dir`.
 pub(super) const FILE_NAME: &str = "jobs.jsonl";
@@ -67,6 +70,26 @@ pub(super) fn io_error(path: &Path, err: io::Error) -> FileError {
     }
 }
 
+/// A process group left behind by a job the previous agent did not see end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    pub id: String,
+    /// 0 when the journal has no start line for it (the agent died right after the
+    /// spawn) and its cgroup is what was found.
+    pub pgid: u32,
+    /// Proven the job's by its cgroup: end what is in it, not the group number.
+    pub cgroup: Option<PathBuf>,
+}
+
+impl std::fmt::Display for Orphan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.cgroup {
+            Some(dir) => write!(f, "cgroup {}", dir.display()),
+            None => write!(f, "process group {}", self.pgid),
+        }
+    }
+}
+
 /// Where a job's lines are in the file, for [`compact`].
 struct Lines {
     /// Its newest Submit or End line: number and length.
@@ -104,20 +127,20 @@ pub(super) fn compact(
 
 /// The journal at start-up: each job's newest state, oldest first, and what the file
 /// carries. Compacted to the newest `history` jobs first, so what is parsed whole fits
-/// the budget; on a full disk the agent still starts, and the file is read as it is
-/// (its size as bounded as when it was written: the journal thread compacts it once it
-/// is due and there is room). Missing: a fresh start.
+/// the budget; on a full or read-only disk the agent still starts, and the file is read
+/// as it is (its size as bounded as when it was written: the journal thread compacts it
+/// once it is due and the disk takes writes). Missing: a fresh start.
 pub(super) fn load(
     path: &Path,
     history: usize,
     boot: Option<&str>,
 ) -> Result<(Vec<Kept>, Compacted), FileError> {
     let carried = match compact(path, history, HISTORY_BYTES, boot) {
-        Err(err) if err.no_room() => {
+        Err(err) if err.disk_refuses_writes() => {
             log::error!(
-                "{err}: the journal was read but not compacted; until there is room, a code \
-                 whose use cannot be recorded is refused (503) and job history may be lost, \
-                 while no_pin rules run"
+                "{err}: the journal was read but not compacted; until the disk takes writes \
+                 again, a code whose use cannot be recorded is refused (503) and job history \
+                 may be lost, while no_pin rules run"
             );
             as_it_is(path, boot)?
         }
@@ -527,4 +550,61 @@ pub(super) fn judge_with(
             pids: pids(&listed),
         }
     }
+}
+/// What start-up makes of the jobs it finds not ended: a held request whose time still
+/// runs waits on, one whose time ran out is `expired`, the rest are `interrupted`, and
+/// the process groups those left are judged ([`judge`]). Returns whether any ended now
+/// (to be journaled), and the groups proven theirs, to be ended.
+pub(super) fn end_cut_off(
+    jobs: &mut [Kept],
+    boot: Option<&str>,
+    seen_until: Option<u64>,
+) -> (bool, Vec<Orphan>) {
+    let mut orphans = Vec::new();
+    let mut ended_now = false;
+    let now = clock::now_unix();
+    for job in jobs.iter_mut() {
+        if job.record.status.is_final() {
+            continue;
+        }
+        // A held request waits on (its time still runs), or expired while the agent
+        // was down.
+        if job.record.status == Status::AwaitingApproval {
+            if job.record.expires_at.is_some_and(|at| at > now) {
+                continue;
+            }
+            job.record.status = Status::Expired;
+            job.record.finished_at = Some(clock::rfc3339(clock::now_unix_ms()));
+            let code = job.record.approval.as_deref().unwrap_or_default();
+            audit::expired(&job.record.id, code);
+            ended_now = true;
+            continue;
+        }
+        // When it died is unknown, so `finished_at` stays empty.
+        job.record.status = Status::Interrupted;
+        ended_now = true;
+        audit::interrupted(&job.record.id, &job.record.command);
+        let id = &job.record.id;
+        // The cgroup is there even when the start line is not (not synced yet).
+        let (group, cgroup) = match (job.group.take(), left_by(id)) {
+            (None, None) => continue,
+            (Some(group), cgroup) => (group, cgroup),
+            (None, Some(cgroup)) => (Group::default(), Some(cgroup)),
+        };
+        match judge(&group, cgroup, boot, seen_until) {
+            Verdict::Ours(cgroup) => orphans.push(Orphan {
+                id: id.clone(),
+                pgid: group.pgid,
+                cgroup,
+            }),
+            Verdict::Gone => {}
+            Verdict::LeftAlone { why, pids } => log::warn!(
+                "left process group {} of interrupted job {id} alone: {why}; its processes \
+                 {pids:?}. If they are the job's, end them with: kill -TERM -{}",
+                group.pgid,
+                group.pgid
+            ),
+        }
+    }
+    (ended_now, orphans)
 }

@@ -110,11 +110,19 @@ impl fmt::Display for FileError {
             ),
             Self::Io { what, path, err } => {
                 write!(f, "{what} {}: {err}", path.display())?;
-                if self.no_room() {
-                    let dir = parent_or_dot(path);
-                    write!(f, "; free space on its disk (see: df -h {})", dir.display())?;
+                let dir = parent_or_dot(path).display();
+                match err.raw_os_error() {
+                    Some(libc::ENOSPC | libc::EDQUOT) => {
+                        write!(f, "; free space on its disk (see: df -h {dir})")
+                    }
+                    Some(libc::EROFS) => write!(
+                        f,
+                        "; its file system is mounted read-only (see: findmnt -T {dir}); if \
+                         the kernel did that after disk errors, check the disk (fsck) before \
+                         mounting it read-write again"
+                    ),
+                    _ => Ok(()),
                 }
-                Ok(())
             }
         }
     }
@@ -123,10 +131,12 @@ impl fmt::Display for FileError {
 impl std::error::Error for FileError {}
 
 impl FileError {
-    /// A write failed for want of room (a full disk, a quota): the file itself is fine.
-    pub fn no_room(&self) -> bool {
+    /// A write failed because the disk takes none: it is full (or a quota is), or its
+    /// file system is read-only (as ext4 remounts itself after disk errors). The file
+    /// itself is fine, and writes may work again later.
+    pub fn disk_refuses_writes(&self) -> bool {
         matches!(self, Self::Io { err, .. }
-            if matches!(err.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
+            if matches!(err.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT | libc::EROFS)))
     }
 }
 
@@ -556,6 +566,33 @@ mod tests {
 
     fn tempdir(tag: &str) -> PathBuf {
         test_dir(&format!("files-{tag}"))
+    }
+
+    #[test]
+    fn a_disk_that_refuses_writes_is_told_apart_and_its_fix_named() {
+        let error = |errno| FileError::Io {
+            what: "journal file".into(),
+            path: "/var/lib/sudo-agent/jobs.jsonl".into(),
+            err: io::Error::from_raw_os_error(errno),
+        };
+        let full = error(libc::ENOSPC);
+        assert!(full.disk_refuses_writes());
+        assert!(
+            full.to_string()
+                .ends_with("; free space on its disk (see: df -h /var/lib/sudo-agent)"),
+            "{full}"
+        );
+        let read_only = error(libc::EROFS);
+        assert!(read_only.disk_refuses_writes());
+        assert!(
+            read_only
+                .to_string()
+                .contains("mounted read-only (see: findmnt -T /var/lib/sudo-agent); if"),
+            "{read_only}"
+        );
+        let denied = error(libc::EACCES);
+        assert!(!denied.disk_refuses_writes());
+        assert!(!denied.to_string().contains("; "), "{denied}");
     }
 
     #[test]

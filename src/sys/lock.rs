@@ -69,14 +69,24 @@ fn lock_within(dir: &Path, patience: Duration) -> Result<StateLock, LockError> {
     const WHAT: &str = "state lock file";
     ensure_private_dir("state dir", dir).map_err(LockError::File)?;
     let path = dir.join(FILE_NAME);
-    let opened = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(&path);
+    let open = |write: bool| {
+        OpenOptions::new()
+            .read(true)
+            .write(write)
+            .create(write)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(&path)
+    };
+    // On a read-only disk an existing lock file is opened for reading: a lock on it
+    // still keeps a second agent out; only the pid is not written.
+    let (opened, writable) = match open(true) {
+        Err(err) if err.raw_os_error() == Some(libc::EROFS) => {
+            (open(false).map_err(|_| err), false)
+        }
+        opened => (opened, true),
+    };
     let (mut file, _) =
         checked_regular(WHAT, &path, opened, Trust::Private).map_err(LockError::File)?;
     let io_err = |err: io::Error| {
@@ -112,10 +122,12 @@ fn lock_within(dir: &Path, patience: Duration) -> Result<StateLock, LockError> {
         }
         Err(err) => return Err(io_err(err)),
     }
-    file.set_len(0)
-        .and_then(|()| file.rewind())
-        .and_then(|()| writeln!(file, "{}", std::process::id()))
-        .map_err(io_err)?;
+    if writable {
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .map_err(io_err)?;
+    }
     Ok(StateLock { _file: file })
 }
 

@@ -180,6 +180,18 @@ pub fn merge(base: &mut Value, over: Value) {
     }
 }
 
+/// The address in the first whole `LISTENING on ADDR` line of `text`.
+fn listening_on(text: &str) -> Option<SocketAddr> {
+    let whole = &text[..text.rfind('\n')? + 1];
+    let line = whole.lines().find(|l| l.contains("LISTENING on "))?;
+    line.split("LISTENING on ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 pub struct Agent {
     pub child: Option<Child>,
     pub dir: TempDir,
@@ -306,7 +318,12 @@ impl Agent {
     /// (Re)starts the process with `cmd` (the agent, or a wrapper that ends up running
     /// it), adding `serve --config PATH`, and waits for its LISTENING line.
     pub fn launch(&mut self, mut cmd: Command, env: &[(&str, &str)]) {
-        let log_before = self.log().len();
+        // Its stderr gets every line the log file does, and is read when the log file is
+        // not where this process can read it (on another mount namespace's disk); the
+        // log file when stderr is not ours (a terminal).
+        let log = self.dir.path().join("audit.log");
+        let read_log = || fs::read_to_string(&log).unwrap_or_default();
+        let before = [self.stderr().len(), read_log().len()];
         let stderr = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -323,19 +340,12 @@ impl Agent {
         self.child = Some(cmd.spawn().unwrap());
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let log = self.log();
-            if let Some(line) = log[log_before.min(log.len())..]
-                .lines()
-                .find(|l| l.contains("LISTENING on "))
-            {
-                let addr = line
-                    .split("LISTENING on ")
-                    .nth(1)
-                    .unwrap()
-                    .split_whitespace()
-                    .next()
-                    .unwrap();
-                self.addr = addr.parse().unwrap();
+            let listening = [self.stderr(), read_log()]
+                .iter()
+                .zip(before)
+                .find_map(|(text, before)| listening_on(text.get(before..)?));
+            if let Some(addr) = listening {
+                self.addr = addr;
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -804,14 +814,44 @@ pub fn tool_runs(probe: &[&str], install: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        let what = probe.join(" ");
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "`{what}` failed under CI=true; {install}"
-        );
-        eprintln!("SKIPPED: `{what}` failed; {install}");
+        skip_or_fail(&format!("`{}` failed; {install}", probe.join(" ")));
     }
     ok
+}
+
+/// A new ext4 file system of `bytes` in `image`, on a loop device: its path
+/// (`/dev/loopN`), or `None` (a loud skip; a failure under CI=true) without mkfs.ext4 or
+/// a loop device. The caller detaches it (`losetup -d`).
+pub fn loop_ext4(image: &Path, bytes: u64) -> Option<String> {
+    fs::File::create(image).unwrap().set_len(bytes).unwrap();
+    let made = Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(image)
+        .status();
+    let device = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(image)
+        .output();
+    match (made, device) {
+        (Ok(made), Ok(out)) if made.success() && out.status.success() => {
+            Some(String::from_utf8(out.stdout).unwrap().trim().to_string())
+        }
+        other => {
+            skip_or_fail(&format!(
+                "no ext4 on a loop device here ({other:?}); apt-get install e2fsprogs mount"
+            ));
+            None
+        }
+    }
+}
+
+/// What a test needs is missing here: a loud skip, or (with `CI=true`) a failure.
+pub fn skip_or_fail(why: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "under CI=true: {why}"
+    );
+    eprintln!("SKIPPED: {why}");
 }
 
 /// The status code of a raw HTTP answer (0 when there is none).
