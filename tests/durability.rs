@@ -474,13 +474,12 @@ impl SmallDisk {
         self.sh(&format!("rm -f {}/filler", self.point.display()));
     }
 
-    /// The tmpfs remounted `ro` or `rw`.
+    /// The tmpfs remounted `ro` or `rw`. Read-only waits (`EBUSY`) until the files of an
+    /// agent just killed are let go.
     fn remount(&self, how: &str) {
-        let point = self.point.display();
-        assert!(
-            self.sh(&format!("mount -o remount,{how} {point}")),
-            "remount,{how}"
-        );
+        let remount = format!("mount -o remount,{how} {}", self.point.display());
+        let done = wait_until(Duration::from_secs(10), || self.sh(&remount));
+        assert!(done, "{remount}");
     }
 
     /// ext4's own test hook: the error a failing SD card gives, which makes the kernel
@@ -632,6 +631,7 @@ fn disk_config(dir: &std::path::Path, disk: &SmallDisk) -> Value {
             "throttle": {"max_failures": 3, "lockout_s": 2},
             "rules": [
                 {"name": "uptime", "argv": ["/usr/bin/uptime"], "no_pin": true},
+                {"name": "sleep", "argv": ["/bin/sleep", "*"], "no_pin": true},
                 {"name": "mark", "argv": ["/usr/bin/touch", {"re": format!("{}/ran-[0-9]+", dir.display())}]}
             ]
         }),
@@ -720,8 +720,10 @@ fn a_state_disk_the_kernel_made_read_only_refuses_codes_and_the_agent_still_star
 #[test]
 fn an_agent_started_on_a_read_only_state_disk_runs_codes_once_it_is_writable_again() {
     // The disk was read-only when the agent started (a mount the owner made so, or one
-    // the kernel did): history is served, codes are refused, and once it is remounted
-    // read-write the journal and the audit log are opened again, without a restart.
+    // the kernel did), after a crash cut a job off: history is served, the job reads
+    // interrupted, codes are refused, and once it is remounted read-write the journal
+    // and the audit log are opened again, without a restart, and the job's end is
+    // journaled then, so the next start-up does not judge it again.
     let dir = crate::common::TempDir::new("d-ro-start");
     let disk = SmallDisk::tmpfs(&dir.path().join("disk"));
     let cfg = disk_config(dir.path(), &disk);
@@ -730,7 +732,12 @@ fn an_agent_started_on_a_read_only_state_disk_runs_codes_once_it_is_writable_aga
     let r = mark(&agent, 0);
     assert_eq!(r.status, 200, "{}", r.body);
     let id = r.json()["id"].as_str().unwrap().to_owned();
-    agent.terminate();
+    let r = agent.post_json("/run", &json!({"command": "sleep 60", "wait": 0}));
+    assert_eq!(r.status, 202, "{}", r.body);
+    let cut = r.json()["id"].as_str().unwrap().to_owned();
+    let running = || served(&agent, &cut, "queued")["status"] == "running";
+    assert!(wait_until(Duration::from_secs(5), running));
+    agent.kill9();
 
     disk.remount("ro");
     agent.spawn_wrapped(&disk.wrapper(), &[]);
@@ -738,6 +745,7 @@ fn an_agent_started_on_a_read_only_state_disk_runs_codes_once_it_is_writable_aga
         served(&agent, &id, "on the read-only disk")["status"],
         "succeeded"
     );
+    assert_eq!(served(&agent, &cut, "cut off")["status"], "interrupted");
     refuses_codes_runs_no_pin(&agent, 1, "Read-only file system");
 
     disk.remount("rw");
@@ -757,6 +765,13 @@ fn an_agent_started_on_a_read_only_state_disk_runs_codes_once_it_is_writable_aga
     assert_eq!(
         served(&agent, &later, "after the restart")["status"],
         "succeeded"
+    );
+    assert_eq!(served(&agent, &cut, "restarted")["status"], "interrupted");
+    let judged = format!("INTERRUPTED [{cut}]");
+    assert_eq!(
+        agent.stderr().matches(&judged).count(),
+        1,
+        "the job cut off was judged again: its end was not journaled"
     );
     assert!(!marked(&agent, 1));
 }

@@ -128,6 +128,9 @@ struct Open {
     /// Opened for appending (not: only for reading, as the disk refused writes when the
     /// agent started; the next append opens it again).
     writable: bool,
+    /// End lines of jobs start-up found cut off, which the disk did not take then:
+    /// written before the next line it takes (at most `history` records).
+    owed: Vec<u8>,
     /// Appends so far, and how many of them are known synced.
     appended: u64,
     synced: u64,
@@ -220,19 +223,20 @@ impl Shared {
         // After a failed write, end the fragment so the next line stands alone.
         let fix: &[u8] = if open.torn { b"\n" } else { b"" };
         let file = &*open.file;
-        let written = if fix.is_empty() {
+        let written = if fix.is_empty() && open.owed.is_empty() {
             (&*file).write_all(bytes)
         } else {
-            (&*file).write_all(&[fix, bytes].concat())
+            (&*file).write_all(&[fix, &open.owed, bytes].concat())
         };
         if let Err(err) = written {
             open.torn = true;
             return Err(err);
         }
+        let owed = std::mem::take(&mut open.owed);
         open.torn = false;
         open.appended += 1;
-        open.lines += lines;
-        open.bytes += bytes.len();
+        open.lines += lines + owed.iter().filter(|&&b| b == b'\n').count();
+        open.bytes += bytes.len() + owed.len();
         let sync = !std::mem::replace(&mut open.told, true);
         // The journal thread compacts, but while it sits in a slow sync job threads go
         // on appending: well past the trigger, a thread of its own compacts, so the
@@ -464,13 +468,23 @@ impl Journal {
         });
         let (ended_now, orphans) = end_cut_off(&mut jobs, boot.as_deref(), seen_until);
         let jobs = keep(jobs, history);
-        if ended_now {
-            // Their end is known now: journal it, so the next start-up agrees. Without
-            // room it is not, and the next start-up judges them again, as this one did.
+        let mut owed = Vec::new();
+        if !ended_now.is_empty() {
+            // Their end is known now: journal it, so the next start-up agrees. A disk
+            // that takes no writes gets it with the first line it takes.
             match rewrite(&path, &jobs, last_step) {
                 Ok(written) => (lines, bytes) = written,
                 Err(err) if err.disk_refuses_writes() => {
-                    log::error!("{err}: the interrupted jobs' end was not journaled");
+                    log::error!(
+                        "{err}: the end of {} job(s) cut off is journaled once the disk \
+                         takes writes",
+                        ended_now.len()
+                    );
+                    let ends: Vec<_> = (jobs.iter())
+                        .filter(|kept| ended_now.contains(&kept.record.id))
+                        .map(|kept| Line::End { job: &kept.record })
+                        .collect();
+                    owed = encode(&ends).unwrap_or_default();
                 }
                 Err(err) => return Err(err),
             }
@@ -498,6 +512,7 @@ impl Journal {
             open: Mutex::new(Open {
                 file: Arc::new(file),
                 writable,
+                owed,
                 appended: 0,
                 synced: 0,
                 lines,

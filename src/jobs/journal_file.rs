@@ -553,15 +553,15 @@ pub(super) fn judge_with(
 }
 /// What start-up makes of the jobs it finds not ended: a held request whose time still
 /// runs waits on, one whose time ran out is `expired`, the rest are `interrupted`, and
-/// the process groups those left are judged ([`judge`]). Returns whether any ended now
-/// (to be journaled), and the groups proven theirs, to be ended.
+/// the process groups those left are judged ([`judge`]). Returns the ids of those that
+/// ended now (to be journaled), and the groups proven theirs, to be ended.
 pub(super) fn end_cut_off(
     jobs: &mut [Kept],
     boot: Option<&str>,
     seen_until: Option<u64>,
-) -> (bool, Vec<Orphan>) {
+) -> (Vec<String>, Vec<Orphan>) {
     let mut orphans = Vec::new();
-    let mut ended_now = false;
+    let mut ended_now = Vec::new();
     let now = clock::now_unix();
     for job in jobs.iter_mut() {
         if job.record.status.is_final() {
@@ -577,12 +577,12 @@ pub(super) fn end_cut_off(
             job.record.finished_at = Some(clock::rfc3339(clock::now_unix_ms()));
             let code = job.record.approval.as_deref().unwrap_or_default();
             audit::expired(&job.record.id, code);
-            ended_now = true;
+            ended_now.push(job.record.id.clone());
             continue;
         }
         // When it died is unknown, so `finished_at` stays empty.
         job.record.status = Status::Interrupted;
-        ended_now = true;
+        ended_now.push(job.record.id.clone());
         audit::interrupted(&job.record.id, &job.record.command);
         let id = &job.record.id;
         // The cgroup is there even when the start line is not (not synced yet).
