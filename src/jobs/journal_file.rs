@@ -551,6 +551,7 @@ pub(super) fn judge_with(
         }
     }
 }
+
 /// What start-up makes of the jobs it finds not ended: a held request whose time still
 /// runs waits on, one whose time ran out is `expired`, the rest are `interrupted`, and
 /// the process groups those left are judged ([`judge`]). Returns the ids of those that
