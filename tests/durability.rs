@@ -631,8 +631,7 @@ fn a_full_state_disk_refuses_codes_it_cannot_record_and_never_stops_the_agent() 
 
 /// Four wrong codes in a row: their statuses.
 fn wrong_codes(agent: &Agent) -> Vec<u16> {
-    let marker = agent.dir.path().join("ran-99");
-    let body = json!({"pin": "000000", "argv": ["/usr/bin/touch", marker]});
+    let body = json!({"pin": "000000", "argv": touch(agent.dir.path(), 99)});
     (0..4)
         .map(|_| agent.post_json("/run", &body).status)
         .collect()
@@ -657,10 +656,14 @@ fn disk_config(dir: &std::path::Path, disk: &SmallDisk) -> Value {
     )
 }
 
+/// The argv of the `mark` rule that creates `ran-N` in `dir`.
+fn touch(dir: &std::path::Path, n: usize) -> Value {
+    json!(["/usr/bin/touch", dir.join(format!("ran-{n}"))])
+}
+
 /// A code-bearing job that creates `ran-N` in the test's dir.
 fn mark(agent: &Agent, n: usize) -> crate::common::Reply {
-    let marker = agent.dir.path().join(format!("ran-{n}"));
-    let body = json!({"pin": agent.fresh_code(), "argv": ["/usr/bin/touch", marker]});
+    let body = json!({"pin": agent.fresh_code(), "argv": touch(agent.dir.path(), n)});
     agent.post_json("/run", &body)
 }
 
@@ -822,8 +825,7 @@ fn after_a_power_cut_an_answered_code_stays_used_and_a_lockout_stays() {
     agent.spawn_wrapped(&disk.wrapper(), &[]);
     let code = agent.code();
     let base = agent.dir.path().to_path_buf();
-    let touch = |n: usize| json!(["/usr/bin/touch", base.join(format!("ran-{n}"))]);
-    let r = agent.post_json("/run", &json!({"pin": code, "argv": touch(0)}));
+    let r = agent.post_json("/run", &json!({"pin": code, "argv": touch(&base, 0)}));
     assert_eq!(r.status, 200, "{}", r.body);
     let id = r.json()["id"].as_str().unwrap().to_owned();
     // no_pin jobs answered just before the cut: not synced first, so they may be lost
@@ -845,14 +847,90 @@ fn after_a_power_cut_an_answered_code_stays_used_and_a_lockout_stays() {
             other => panic!("{id}: {other} {}", r.body),
         }
     }
-    let r = agent.post_json("/run", &json!({"pin": code, "argv": touch(1)}));
+    let r = agent.post_json("/run", &json!({"pin": code, "argv": touch(&base, 1)}));
     assert_eq!(r.status, 401, "the code was accepted again: {}", r.body);
     assert!(marked(&agent, 0) && !marked(&agent, 1));
 
     // The reused code was the first of the three failures.
     assert_eq!(wrong_codes(&agent), [401, 401, 429, 429]);
     power_cut(&mut agent);
-    let r = agent.post_json("/run", &json!({"pin": agent.code(), "argv": touch(2)}));
+    let r = agent.post_json(
+        "/run",
+        &json!({"pin": agent.code(), "argv": touch(&base, 2)}),
+    );
     assert_eq!(r.status, 429, "the lockout was lost: {}", r.body);
     assert!(!marked(&agent, 2) && !marked(&agent, 99));
+}
+
+#[test]
+fn a_power_cut_among_compactions_leaves_a_journal_that_reads_and_keeps_the_used_code() {
+    // A history of 10 jobs compacts every ten or so; two clients stream no_pin jobs and
+    // the power goes after 15, 40 and 90 answers. Each time the agent must start on what
+    // is left, serve only whole records, and still know the code used before.
+    let dir = crate::common::TempDir::new("d-power-compact");
+    let (point, image) = (dir.path().join("disk"), dir.path().join("disk.img"));
+    let Some(disk) = SmallDisk::ext4(&point, &image) else {
+        return;
+    };
+    let mut cfg = disk_config(dir.path(), &disk);
+    crate::common::merge(
+        &mut cfg,
+        json!({"totp": {"step_s": 10}, "throttle": {"max_failures": 10}, "jobs": {"history": 10}}),
+    );
+    let mut agent = Agent::prepare(dir, &cfg);
+    agent.spawn_wrapped(&disk.wrapper(), &[]);
+    let code = agent.code();
+    let base = agent.dir.path().to_path_buf();
+    let r = agent.post_json("/run", &json!({"pin": code, "argv": touch(&base, 0)}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    for (round, cut_after) in [15, 40, 90].into_iter().enumerate() {
+        let stop = AtomicBool::new(false);
+        let answered = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        let body = r#"{"command": "uptime"}"#;
+                        match raw_post(agent.addr, "/run", body) {
+                            Some((200, body)) => answered.lock().unwrap().push(body),
+                            _ => break,
+                        }
+                    }
+                });
+            }
+            let enough = || answered.lock().unwrap().len() >= cut_after;
+            assert!(
+                wait_until(Duration::from_secs(60), enough),
+                "round {round}: too slow"
+            );
+            disk.cut_power();
+            stop.store(true, Ordering::Relaxed);
+        });
+        agent.kill9();
+        disk.repair();
+        agent.spawn_wrapped(&disk.wrapper(), &[]);
+        let answered = answered.into_inner().unwrap();
+        for body in &answered {
+            let id = serde_json::from_str::<Value>(body).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let r = agent.get(&format!("/job/{id}"));
+            match r.status {
+                404 => {}
+                200 => served_after_crash(&agent, &id, "a no_pin job"),
+                other => panic!("round {round}: {id}: {other} {}", r.body),
+            }
+        }
+        let r = agent.post_json(
+            "/run",
+            &json!({"pin": code, "argv": touch(&base, round + 1)}),
+        );
+        assert_eq!(
+            r.status, 401,
+            "round {round}: the code was accepted again: {}",
+            r.body
+        );
+    }
+    assert!((1..=3).all(|n| !marked(&agent, n)));
 }
