@@ -99,6 +99,15 @@ fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
     let (store, mut state) = StateStore::open(&cfg.state_dir).map_err(StartError::State)?;
     let results = ResultsDir::open(&cfg.results).map_err(StartError::Results)?;
     let cleanup = results.cleanup(clock::now_unix());
+    if cleanup.foreign > 0 {
+        log::warn!(
+            "removed {} result file(s) in {} that did not hold their own job's record: \
+             written just before a power cut (or the disk went away), they held an older \
+             job's record or nothing; GET /job/<id> serves each record from the journal",
+            cleanup.foreign,
+            results.dir().display()
+        );
+    }
     for error in &cleanup.errors {
         log::warn!("results cleanup: {error}");
     }

@@ -934,3 +934,61 @@ fn a_power_cut_among_compactions_leaves_a_journal_that_reads_and_keeps_the_used_
     }
     assert!((1..=3).all(|n| !marked(&agent, n)));
 }
+
+#[test]
+fn after_a_power_cut_a_result_file_never_shows_another_jobs_output() {
+    // Five result files written back to disk, then recycled for five new jobs; the
+    // power goes once the journal has synced their ends (and with them the renames),
+    // before the new bytes are written back: on disk, each new name holds an old job's
+    // record. Start-up must not leave those for anyone to read.
+    let dir = crate::common::TempDir::new("d-power-results");
+    let (point, image) = (dir.path().join("disk"), dir.path().join("disk.img"));
+    let Some(disk) = SmallDisk::ext4(&point, &image) else {
+        return;
+    };
+    let mut cfg = disk_config(dir.path(), &disk);
+    crate::common::merge(&mut cfg, json!({"results": {"max_files": 5}}));
+    let rules = cfg["rules"].as_array_mut().unwrap();
+    rules.push(
+        json!({"name": "seq", "argv": ["/usr/bin/seq", "-f", "*", "1", "2000"], "no_pin": true}),
+    );
+    let mut agent = Agent::prepare(dir, &cfg);
+    agent.spawn_wrapped(&disk.wrapper(), &[]);
+    let seq = |agent: &Agent, word: &str| {
+        let r = agent.post_json(
+            "/run",
+            &json!({"command": format!("seq -f {word}%g 1 2000")}),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["id"].as_str().unwrap().to_owned()
+    };
+    for n in 0..5 {
+        seq(&agent, &format!("old{n}-"));
+    }
+    assert!(disk.sh("sync"));
+    let new: Vec<String> = (0..5).map(|n| seq(&agent, &format!("new{n}-"))).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    disk.cut_power();
+    agent.kill9();
+    disk.repair();
+    agent.spawn_wrapped(&disk.wrapper(), &[]);
+    let mut kept = 0;
+    for (n, id) in new.iter().enumerate() {
+        let job = served(&agent, id, "synced before the cut");
+        let file = job["result_file"].as_str().unwrap();
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{}/root{file}", disk.holder.id()))
+        else {
+            continue;
+        };
+        assert!(
+            text.starts_with(&format!("id: {id}\n")) && text.contains(&format!("new{n}-2000")),
+            "{id}'s result file holds another job's record: {}",
+            &text[..text.len().min(200)]
+        );
+        kept += 1;
+    }
+    if kept < new.len() {
+        let said = "that did not hold their own job's record";
+        assert!(agent.stderr().contains(said), "{}", agent.stderr());
+    }
+}

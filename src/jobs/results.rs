@@ -15,11 +15,14 @@
 //! Result files are not fsynced: the journal holds each record (output up to 64 KiB),
 //! and on most systems `/tmp` is emptied at boot anyway, so a power cut that loses a
 //! result file loses nothing the journal does not keep; a crash of the agent alone
-//! loses nothing, as the page cache outlives it.
+//! loses nothing, as the page cache outlives it. A power cut can leave worse than a lost
+//! file, though: a recycled file renamed on disk before its new bytes reached it holds
+//! the old job's record under the new name. Start-up removes every file that does not
+//! begin with its own id line (`cleanup`).
 
 use std::collections::VecDeque;
 use std::fs;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -77,6 +80,9 @@ struct Index {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Cleanup {
     pub removed: usize,
+    /// Of those removed, the files that did not hold their own job's record (at
+    /// start-up; see [`ResultsDir::cleanup`]).
+    pub foreign: usize,
     pub kept_files: usize,
     pub kept_bytes: u64,
     /// One line per entry that could not be examined or removed; never fatal.
@@ -225,31 +231,72 @@ impl ResultsDir {
         }
     }
 
-    /// Deletes result files, oldest first, until none is older than `max_age_s`, at most
-    /// `max_files` remain and they total at most `max_bytes`. Only regular files named
-    /// `agent-*.txt` directly in the directory are considered; links, directories and
-    /// other names are never touched. Errors are collected, not fatal.
+    /// At start-up: removes each result file of ours that does not begin with its own
+    /// job's id (see [`ResultsDir::holds_its_own`]), then deletes result files, oldest
+    /// first, until none is older than `max_age_s`, at most `max_files` remain and they
+    /// total at most `max_bytes`. Only regular files named `agent-*.txt` directly in the
+    /// directory are considered; links, directories and other names are never touched.
+    /// Errors are collected, not fatal.
     pub fn cleanup(&self, now_unix: u64) -> Cleanup {
-        match self.open_dir() {
-            Ok(dir) => self.sweep(&dir, &mut self.index(), Room::none(now_unix)),
-            Err(e) => Cleanup {
-                errors: vec![e.to_string()],
-                ..Cleanup::default()
-            },
-        }
+        let dir = match self.open_dir() {
+            Ok(dir) => dir,
+            Err(e) => {
+                return Cleanup {
+                    errors: vec![e.to_string()],
+                    ..Cleanup::default()
+                };
+            }
+        };
+        let mut errors = Vec::new();
+        let mut entries = self.list(&dir, &mut errors);
+        let mut foreign = 0;
+        entries.retain(|entry| {
+            let own = self.holds_its_own(&dir, &entry.name, &mut errors);
+            foreign += usize::from(!own);
+            own
+        });
+        let mut report =
+            self.index_and_trim(&dir, &mut self.index(), entries, Room::none(now_unix));
+        report.foreign = foreign;
+        report.removed += foreign;
+        errors.append(&mut report.errors);
+        Cleanup { errors, ..report }
     }
 
-    /// [`ResultsDir::cleanup`] in the opened `dir`, leaving `room`; the listing becomes
-    /// the new index. Names come from the path; every look and every removal goes
+    /// [`ResultsDir::cleanup`]'s bounds in the opened `dir`, leaving `room`; the listing
+    /// becomes the new index. Names come from the path; every look and every removal goes
     /// through the checked descriptor, so a swapped path can only make names miss,
     /// never reach elsewhere.
     fn sweep(&self, dir: &fs::File, index: &mut Index, room: Room) -> Cleanup {
-        let mut report = Cleanup::default();
+        let mut errors = Vec::new();
+        let entries = self.list(dir, &mut errors);
+        let mut report = self.index_and_trim(dir, index, entries, room);
+        errors.append(&mut report.errors);
+        Cleanup { errors, ..report }
+    }
+
+    /// `entries` sorted into the index, then [`ResultsDir::trim`]med.
+    fn index_and_trim(
+        &self,
+        dir: &fs::File,
+        index: &mut Index,
+        mut entries: Vec<Entry>,
+        room: Room,
+    ) -> Cleanup {
+        entries.sort_by(|a, b| a.mtime.cmp(&b.mtime).then_with(|| a.name.cmp(&b.name)));
+        index.bytes = entries.iter().map(|e| e.bytes).sum();
+        index.files = entries.into();
+        index.since_listing = Some(0);
+        self.trim(dir, index, room)
+    }
+
+    /// The regular files named `agent-*.txt` in the directory, in no order.
+    fn list(&self, dir: &fs::File, errors: &mut Vec<String>) -> Vec<Entry> {
         let listing = match fs::read_dir(&self.dir) {
             Ok(listing) => listing,
             Err(e) => {
-                report.errors.push(format!("{}: {e}", self.dir.display()));
-                return report;
+                errors.push(format!("{}: {e}", self.dir.display()));
+                return Vec::new();
             }
         };
         let mut entries = Vec::new();
@@ -257,7 +304,7 @@ impl ResultsDir {
             let item = match item {
                 Ok(item) => item,
                 Err(e) => {
-                    report.errors.push(format!("{}: {e}", self.dir.display()));
+                    errors.push(format!("{}: {e}", self.dir.display()));
                     continue;
                 }
             };
@@ -278,18 +325,41 @@ impl ResultsDir {
                 Ok(_) => {}
                 // Removed since the listing: nothing to do.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => report.errors.push(format!("{}: {e}", path.display())),
+                Err(e) => errors.push(format!("{}: {e}", path.display())),
             }
         }
-        entries.sort_by(|a, b| a.mtime.cmp(&b.mtime).then_with(|| a.name.cmp(&b.name)));
-        index.bytes = entries.iter().map(|e| e.bytes).sum();
-        index.files = entries.into();
-        index.since_listing = Some(0);
-        let trimmed = self.trim(dir, index, room);
-        report.errors.extend(trimmed.errors);
-        Cleanup {
-            errors: report.errors,
-            ..trimmed
+        entries
+    }
+
+    /// Whether the file `name` begins with its own job's id; if not it is removed and
+    /// `false` returned (`true` if that fails: it is still there, and said in `errors`). After a power cut (or a disk pulled out)
+    /// a recycled file can be on disk under its new name while its new bytes are not,
+    /// and then hold the record of the job it was recycled from; a file created just
+    /// before can hold nothing. Files named otherwise (the Python agent's) hold their own.
+    fn holds_its_own(&self, dir: &fs::File, name: &str, errors: &mut Vec<String>) -> bool {
+        let id = &name["agent-".len()..name.len() - ".txt".len()];
+        if result_name(id).is_err() {
+            return true;
+        }
+        let want = format!("id: {id}\n");
+        let mut head = vec![0; want.len()];
+        let read = sys::open_read_at(dir.as_fd(), name).and_then(|mut f| f.read_exact(&mut head));
+        let failed = |e: io::Error| format!("{}: {e}", self.dir.join(name).display());
+        match read {
+            Ok(()) if head == want.as_bytes() => return true,
+            // Shorter than its id line: empty, or cut.
+            Err(e) if e.kind() != io::ErrorKind::UnexpectedEof => {
+                errors.push(failed(e));
+                return true;
+            }
+            _ => {}
+        }
+        match sys::unlink_at(dir.as_fd(), name) {
+            Ok(()) => false,
+            Err(e) => {
+                errors.push(failed(e));
+                true
+            }
         }
     }
 
@@ -435,17 +505,21 @@ mod tests {
         format!("{n:032x}")
     }
 
-    /// Writes result `n` with its mtime `age_s` seconds before `now`.
+    /// Writes result `n`, `bytes` long and beginning with its id line (at least 37
+    /// bytes), with its mtime `age_s` seconds before `now`.
     fn put(results: &ResultsDir, n: usize, bytes: usize, now: u64, age_s: u64) -> PathBuf {
-        let path = results.write(&id(n), &"x".repeat(bytes)).unwrap();
-        let when = SystemTime::UNIX_EPOCH + Duration::from_secs(now - age_s);
-        fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(when)
-            .unwrap();
+        let head = format!("id: {}\n", id(n));
+        let text = head.clone() + &"x".repeat(bytes - head.len());
+        let path = results.write(&id(n), &text).unwrap();
+        set_age(&path, now, age_s);
         path
+    }
+
+    /// Sets `path`'s mtime `age_s` seconds before `now`.
+    fn set_age(path: &Path, now: u64, age_s: u64) {
+        let when = SystemTime::UNIX_EPOCH + Duration::from_secs(now - age_s);
+        let file = fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(when).unwrap();
     }
 
     fn names(dir: &Path) -> Vec<String> {
@@ -552,15 +626,16 @@ mod tests {
         let now = 1_800_000_000;
         let results = ResultsDir::open(&cfg(&base.join("r"), 3, 1 << 20, 3600)).unwrap();
         for n in 0..5 {
-            put(&results, n, 10, now, 100 - n as u64);
+            put(&results, n, 40, now, 100 - n as u64);
         }
         let report = results.cleanup(now);
         assert_eq!(
             report,
             Cleanup {
                 removed: 2,
+                foreign: 0,
                 kept_files: 3,
-                kept_bytes: 30,
+                kept_bytes: 120,
                 errors: vec![]
             }
         );
@@ -593,10 +668,10 @@ mod tests {
         let base = tempdir("age");
         let now = 1_800_000_000;
         let results = ResultsDir::open(&cfg(&base.join("r"), 100, 1 << 20, 3600)).unwrap();
-        put(&results, 1, 5, now, 7200);
-        put(&results, 2, 5, now, 3601);
-        put(&results, 3, 5, now, 3600);
-        put(&results, 4, 5, now, 0);
+        put(&results, 1, 40, now, 7200);
+        put(&results, 2, 40, now, 3601);
+        put(&results, 3, 40, now, 3600);
+        put(&results, 4, 40, now, 0);
         let report = results.cleanup(now);
         assert_eq!(report.removed, 2);
         assert_eq!(report.kept_files, 2);
@@ -605,6 +680,32 @@ mod tests {
             .map(|n| format!("agent-{}.txt", id(*n)))
             .collect();
         assert_eq!(names(results.dir()), want);
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn at_start_up_a_file_holding_another_jobs_record_or_nothing_is_removed() {
+        // As a power cut leaves them: a recycled file renamed on disk without its new
+        // bytes holds the old job's record; a new file without its bytes is empty.
+        let base = tempdir("foreign");
+        let now = 1_800_000_000;
+        let results = ResultsDir::open(&cfg(&base.join("r"), 100, 1 << 20, 3600)).unwrap();
+        let own = put(&results, 1, 60, now, 30);
+        let stale = put(&results, 2, 60, now, 20);
+        fs::rename(&stale, results.dir().join(format!("agent-{}.txt", id(3)))).unwrap();
+        results.write(&id(4), "").unwrap();
+        results.write(&id(5), "id: 0000").unwrap();
+        let python = results.dir().join("agent-20240101-1200.txt");
+        fs::write(&python, "the old agent's").unwrap();
+        set_age(&python, now, 0);
+        let report = results.cleanup(now);
+        assert_eq!(
+            (report.foreign, report.removed, report.kept_files),
+            (3, 3, 2)
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert!(own.exists() && python.exists());
+        assert_eq!(names(results.dir()).len(), 2);
         fs::remove_dir_all(base).unwrap();
     }
 
@@ -621,7 +722,7 @@ mod tests {
         symlink(&outside, dir.join("agent-link.txt")).unwrap();
         fs::create_dir(dir.join("agent-dir.txt")).unwrap();
         fs::write(dir.join("agent-dir.txt/inner"), "keep").unwrap();
-        put(&results, 1, 5, now, 10);
+        put(&results, 1, 40, now, 10);
 
         let report = results.cleanup(now);
         assert_eq!(report.removed, 1);
@@ -671,8 +772,8 @@ mod tests {
         let base = tempdir("recycle");
         let now = 1_800_000_000;
         let results = ResultsDir::open(&cfg(&base.join("r"), 2, 1 << 20, 3600)).unwrap();
-        let a = put(&results, 0, 10, now, 100);
-        let b = put(&results, 1, 10, now, 90);
+        let a = put(&results, 0, 40, now, 100);
+        let b = put(&results, 1, 40, now, 90);
         let ino = fs::metadata(&a).unwrap().ino();
         let (second, report) = results.store(&id(2), "new text", now);
         let second = second.unwrap();

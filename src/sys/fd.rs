@@ -54,8 +54,17 @@ pub fn lookup_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<std::fs::File> {
 /// (`O_NOFOLLOW`) and without waiting on a FIFO (`O_NONBLOCK`); the caller checks with
 /// `fstat` what it got before writing.
 pub fn open_write_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<std::fs::File> {
+    open_existing_at(dir, name, libc::O_WRONLY)
+}
+
+/// [`open_write_at`], for reading.
+pub fn open_read_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<std::fs::File> {
+    open_existing_at(dir, name, libc::O_RDONLY)
+}
+
+fn open_existing_at(dir: BorrowedFd<'_>, name: &str, access: i32) -> io::Result<std::fs::File> {
     let name = component(name)?;
-    let flags = libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    let flags = access | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
     // SAFETY: as in `create_at`; without O_CREAT no mode is read.
     let fd = cerr(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) })?;
     // SAFETY: the kernel just returned `fd` as a fresh descriptor that nothing else owns.
