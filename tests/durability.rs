@@ -687,20 +687,54 @@ fn refuses_codes_runs_no_pin(agent: &Agent, n: usize, why: &str) {
     assert!(!marked(agent, n), "the code that could not be recorded ran");
 }
 
+/// An agent (config [`disk_config`] with `overrides`) whose state, results and log are
+/// on a new ext4 disk ([`SmallDisk::ext4`]), started; `None` where there is none.
+fn agent_on_ext4(tag: &str, overrides: Value) -> Option<(SmallDisk, Agent)> {
+    let dir = crate::common::TempDir::new(tag);
+    let (point, image) = (dir.path().join("disk"), dir.path().join("disk.img"));
+    let disk = SmallDisk::ext4(&point, &image)?;
+    let mut cfg = disk_config(dir.path(), &disk);
+    crate::common::merge(&mut cfg, overrides);
+    let mut agent = Agent::prepare(dir, &cfg);
+    agent.spawn_wrapped(&disk.wrapper(), &[]);
+    Some((disk, agent))
+}
+
+/// The power goes: the disk stops ([`SmallDisk::cut_power`]), then [`power_back`].
+fn power_cut(disk: &SmallDisk, agent: &mut Agent) {
+    disk.cut_power();
+    power_back(disk, agent);
+}
+
+/// After a cut: the agent dies with the box; once it is up again the disk is checked
+/// and the agent started.
+fn power_back(disk: &SmallDisk, agent: &mut Agent) {
+    agent.kill9();
+    disk.repair();
+    agent.spawn_wrapped(&disk.wrapper(), &[]);
+}
+
+/// Jobs whose end a crash may have taken: each is gone whole (404) or served whole.
+fn gone_or_whole(agent: &Agent, ids: &[String], context: &str) {
+    for id in ids {
+        let r = agent.get(&format!("/job/{id}"));
+        match r.status {
+            404 => {}
+            200 => served_after_crash(agent, id, context),
+            other => panic!("{context}: {id}: {other} {}", r.body),
+        }
+    }
+}
+
 #[test]
 fn a_state_disk_the_kernel_made_read_only_refuses_codes_and_the_agent_still_starts_on_it() {
     // A failing SD card: ext4 meets an error and the kernel remounts the disk holding the
     // state, the results and the audit log read-only under the running agent. A code
     // whose use cannot be recorded never runs, wrong codes still lock out, no_pin rules
     // run, a restart on the read-only disk serves, and after fsck all is as before.
-    let dir = crate::common::TempDir::new("d-ro");
-    let (point, image) = (dir.path().join("disk"), dir.path().join("disk.img"));
-    let Some(disk) = SmallDisk::ext4(&point, &image) else {
+    let Some((disk, mut agent)) = agent_on_ext4("d-ro", json!({})) else {
         return;
     };
-    let cfg = disk_config(dir.path(), &disk);
-    let mut agent = Agent::prepare(dir, &cfg);
-    agent.spawn_wrapped(&disk.wrapper(), &[]);
     let r = mark(&agent, 0);
     assert_eq!(r.status, 200, "{}", r.body);
     let id = r.json()["id"].as_str().unwrap().to_owned();
@@ -804,25 +838,11 @@ fn after_a_power_cut_an_answered_code_stays_used_and_a_lockout_stays() {
     // after a code-bearing job (and ten no_pin ones) is answered, and just after the
     // third wrong code. What was promised on disk before those answers must be there
     // after fsck and a restart, and nothing half.
-    let dir = crate::common::TempDir::new("d-power");
-    let (point, image) = (dir.path().join("disk"), dir.path().join("disk.img"));
-    let Some(disk) = SmallDisk::ext4(&point, &image) else {
+    // A code stays valid across the cut and the restart; so does the lockout.
+    let overrides = json!({"totp": {"step_s": 10}, "throttle": {"lockout_s": 600}});
+    let Some((disk, mut agent)) = agent_on_ext4("d-power", overrides) else {
         return;
     };
-    let mut cfg = disk_config(dir.path(), &disk);
-    // A code stays valid across the cut and the restart; so does the lockout.
-    crate::common::merge(
-        &mut cfg,
-        json!({"totp": {"step_s": 10}, "throttle": {"lockout_s": 600}}),
-    );
-    let mut agent = Agent::prepare(dir, &cfg);
-    let power_cut = |agent: &mut Agent| {
-        disk.cut_power();
-        agent.kill9();
-        disk.repair();
-        agent.spawn_wrapped(&disk.wrapper(), &[]);
-    };
-    agent.spawn_wrapped(&disk.wrapper(), &[]);
     let code = agent.code();
     let base = agent.dir.path().to_path_buf();
     let r = agent.post_json("/run", &json!({"pin": code, "argv": touch(&base, 0)}));
@@ -837,23 +857,16 @@ fn after_a_power_cut_an_answered_code_stays_used_and_a_lockout_stays() {
             r.json()["id"].as_str().unwrap().to_owned()
         })
         .collect();
-    power_cut(&mut agent);
+    power_cut(&disk, &mut agent);
     served_after_crash(&agent, &id, "after the power cut");
-    for id in &unsynced {
-        let r = agent.get(&format!("/job/{id}"));
-        match r.status {
-            404 => {}
-            200 => served_after_crash(&agent, id, "a no_pin job"),
-            other => panic!("{id}: {other} {}", r.body),
-        }
-    }
+    gone_or_whole(&agent, &unsynced, "a no_pin job");
     let r = agent.post_json("/run", &json!({"pin": code, "argv": touch(&base, 1)}));
     assert_eq!(r.status, 401, "the code was accepted again: {}", r.body);
     assert!(marked(&agent, 0) && !marked(&agent, 1));
 
     // The reused code was the first of the three failures.
     assert_eq!(wrong_codes(&agent), [401, 401, 429, 429]);
-    power_cut(&mut agent);
+    power_cut(&disk, &mut agent);
     let r = agent.post_json(
         "/run",
         &json!({"pin": agent.code(), "argv": touch(&base, 2)}),
@@ -867,18 +880,11 @@ fn a_power_cut_among_compactions_leaves_a_journal_that_reads_and_keeps_the_used_
     // A history of 10 jobs compacts every ten or so; two clients stream no_pin jobs and
     // the power goes after 15, 40 and 90 answers. Each time the agent must start on what
     // is left, serve only whole records, and still know the code used before.
-    let dir = crate::common::TempDir::new("d-power-compact");
-    let (point, image) = (dir.path().join("disk"), dir.path().join("disk.img"));
-    let Some(disk) = SmallDisk::ext4(&point, &image) else {
+    let overrides =
+        json!({"totp": {"step_s": 10}, "throttle": {"max_failures": 10}, "jobs": {"history": 10}});
+    let Some((disk, mut agent)) = agent_on_ext4("d-power-compact", overrides) else {
         return;
     };
-    let mut cfg = disk_config(dir.path(), &disk);
-    crate::common::merge(
-        &mut cfg,
-        json!({"totp": {"step_s": 10}, "throttle": {"max_failures": 10}, "jobs": {"history": 10}}),
-    );
-    let mut agent = Agent::prepare(dir, &cfg);
-    agent.spawn_wrapped(&disk.wrapper(), &[]);
     let code = agent.code();
     let base = agent.dir.path().to_path_buf();
     let r = agent.post_json("/run", &json!({"pin": code, "argv": touch(&base, 0)}));
@@ -891,10 +897,14 @@ fn a_power_cut_among_compactions_leaves_a_journal_that_reads_and_keeps_the_used_
                 s.spawn(|| {
                     while !stop.load(Ordering::Relaxed) {
                         let body = r#"{"command": "uptime"}"#;
-                        match raw_post(agent.addr, "/run", body) {
-                            Some((200, body)) => answered.lock().unwrap().push(body),
-                            _ => break,
-                        }
+                        let Some((200, body)) = raw_post(agent.addr, "/run", body) else {
+                            break;
+                        };
+                        let job: Value = serde_json::from_str(&body).unwrap();
+                        answered
+                            .lock()
+                            .unwrap()
+                            .push(job["id"].as_str().unwrap().to_owned());
                     }
                 });
             }
@@ -906,22 +916,9 @@ fn a_power_cut_among_compactions_leaves_a_journal_that_reads_and_keeps_the_used_
             disk.cut_power();
             stop.store(true, Ordering::Relaxed);
         });
-        agent.kill9();
-        disk.repair();
-        agent.spawn_wrapped(&disk.wrapper(), &[]);
+        power_back(&disk, &mut agent);
         let answered = answered.into_inner().unwrap();
-        for body in &answered {
-            let id = serde_json::from_str::<Value>(body).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned();
-            let r = agent.get(&format!("/job/{id}"));
-            match r.status {
-                404 => {}
-                200 => served_after_crash(&agent, &id, "a no_pin job"),
-                other => panic!("round {round}: {id}: {other} {}", r.body),
-            }
-        }
+        gone_or_whole(&agent, &answered, &format!("round {round}"));
         let r = agent.post_json(
             "/run",
             &json!({"pin": code, "argv": touch(&base, round + 1)}),
@@ -941,19 +938,13 @@ fn after_a_power_cut_a_result_file_never_shows_another_jobs_output() {
     // power goes once the journal has synced their ends (and with them the renames),
     // before the new bytes are written back: on disk, each new name holds an old job's
     // record. Start-up must not leave those for anyone to read.
-    let dir = crate::common::TempDir::new("d-power-results");
-    let (point, image) = (dir.path().join("disk"), dir.path().join("disk.img"));
-    let Some(disk) = SmallDisk::ext4(&point, &image) else {
+    let overrides = json!({
+        "results": {"max_files": 5},
+        "rules": [{"name": "seq", "argv": ["/usr/bin/seq", "-f", "*", "1", "2000"], "no_pin": true}]
+    });
+    let Some((disk, mut agent)) = agent_on_ext4("d-power-results", overrides) else {
         return;
     };
-    let mut cfg = disk_config(dir.path(), &disk);
-    crate::common::merge(&mut cfg, json!({"results": {"max_files": 5}}));
-    let rules = cfg["rules"].as_array_mut().unwrap();
-    rules.push(
-        json!({"name": "seq", "argv": ["/usr/bin/seq", "-f", "*", "1", "2000"], "no_pin": true}),
-    );
-    let mut agent = Agent::prepare(dir, &cfg);
-    agent.spawn_wrapped(&disk.wrapper(), &[]);
     let seq = |agent: &Agent, word: &str| {
         let r = agent.post_json(
             "/run",
@@ -968,10 +959,7 @@ fn after_a_power_cut_a_result_file_never_shows_another_jobs_output() {
     assert!(disk.sh("sync"));
     let new: Vec<String> = (0..5).map(|n| seq(&agent, &format!("new{n}-"))).collect();
     std::thread::sleep(Duration::from_millis(500));
-    disk.cut_power();
-    agent.kill9();
-    disk.repair();
-    agent.spawn_wrapped(&disk.wrapper(), &[]);
+    power_cut(&disk, &mut agent);
     let mut kept = 0;
     for (n, id) in new.iter().enumerate() {
         let job = served(&agent, id, "synced before the cut");
