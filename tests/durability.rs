@@ -547,11 +547,7 @@ fn a_full_state_disk_refuses_codes_it_cannot_record_and_never_stops_the_agent() 
     // An SD card full of logs holds the state dir, the results and the log: a used code
     // that cannot be recorded is never acted on, wrong codes still lock out, no_pin rules
     // still run, the agent starts on the full disk, and all is well once there is room.
-    let dir = crate::common::TempDir::new("d-full");
-    let disk = SmallDisk::tmpfs(&dir.path().join("disk"));
-    let cfg = disk_config(dir.path(), &disk);
-    let mut agent = Agent::prepare(dir, &cfg);
-    agent.spawn_wrapped(&disk.wrapper(), &[]);
+    let (disk, mut agent) = agent_on_tmpfs("d-full");
     let r = mark(&agent, 0);
     assert_eq!(r.status, 200, "{}", r.body);
 
@@ -690,9 +686,23 @@ fn refuses_codes_runs_no_pin(agent: &Agent, n: usize, why: &str) {
 /// An agent (config [`disk_config`] with `overrides`) whose state, results and log are
 /// on a new ext4 disk ([`SmallDisk::ext4`]), started; `None` where there is none.
 fn agent_on_ext4(tag: &str, overrides: Value) -> Option<(SmallDisk, Agent)> {
+    let ext4 = |dir: &std::path::Path| SmallDisk::ext4(&dir.join("disk"), &dir.join("disk.img"));
+    agent_on(tag, ext4, overrides)
+}
+
+/// [`agent_on_ext4`] on a [`SmallDisk::tmpfs`].
+fn agent_on_tmpfs(tag: &str) -> (SmallDisk, Agent) {
+    let tmpfs = |dir: &std::path::Path| Some(SmallDisk::tmpfs(&dir.join("disk")));
+    agent_on(tag, tmpfs, json!({})).unwrap()
+}
+
+fn agent_on(
+    tag: &str,
+    disk: impl FnOnce(&std::path::Path) -> Option<SmallDisk>,
+    overrides: Value,
+) -> Option<(SmallDisk, Agent)> {
     let dir = crate::common::TempDir::new(tag);
-    let (point, image) = (dir.path().join("disk"), dir.path().join("disk.img"));
-    let disk = SmallDisk::ext4(&point, &image)?;
+    let disk = disk(dir.path())?;
     let mut cfg = disk_config(dir.path(), &disk);
     crate::common::merge(&mut cfg, overrides);
     let mut agent = Agent::prepare(dir, &cfg);
@@ -780,11 +790,7 @@ fn an_agent_started_on_a_read_only_state_disk_runs_codes_once_it_is_writable_aga
     // interrupted, codes are refused, and once it is remounted read-write the journal
     // and the audit log are opened again, without a restart, and the job's end is
     // journaled then, so the next start-up does not judge it again.
-    let dir = crate::common::TempDir::new("d-ro-start");
-    let disk = SmallDisk::tmpfs(&dir.path().join("disk"));
-    let cfg = disk_config(dir.path(), &disk);
-    let mut agent = Agent::prepare(dir, &cfg);
-    agent.spawn_wrapped(&disk.wrapper(), &[]);
+    let (disk, mut agent) = agent_on_tmpfs("d-ro-start");
     let r = mark(&agent, 0);
     assert_eq!(r.status, 200, "{}", r.body);
     let id = r.json()["id"].as_str().unwrap().to_owned();
