@@ -99,12 +99,12 @@ fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
     let (store, mut state) = StateStore::open(&cfg.state_dir).map_err(StartError::State)?;
     let results = ResultsDir::open(&cfg.results).map_err(StartError::Results)?;
     let cleanup = results.cleanup(clock::now_unix());
-    if cleanup.foreign > 0 {
+    if !cleanup.foreign.is_empty() {
         log::warn!(
             "removed {} result file(s) in {} that did not hold their own job's record: \
              written just before a power cut (or the disk went away), they held an older \
              job's record or nothing; GET /job/<id> serves each record from the journal",
-            cleanup.foreign,
+            cleanup.foreign.len(),
             results.dir().display()
         );
     }
@@ -165,7 +165,7 @@ fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
     for warning in containment.warnings(&cfg.rules, &cfg.jobs) {
         log::warn!("{warning}");
     }
-    let journal = Journal::open(&cfg.state_dir, cfg.jobs.history, server.waker())
+    let mut journal = Journal::open(&cfg.state_dir, cfg.jobs.history, server.waker())
         .map_err(StartError::Journal)?;
     // A code used just before a crash may be in the journal only (it is synced there,
     // with what it authorised, before `auth.json` is rewritten): the larger step wins.
@@ -176,6 +176,15 @@ fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
             Err(StateError::Write(err)) if err.disk_refuses_writes() => log::error!("{err}"),
             saved => saved.map_err(StartError::State)?,
         }
+    }
+    // Their records no longer name a file that is not theirs.
+    for record in (journal.1.records.iter_mut()).filter(|r| cleanup.foreign.contains(&r.id)) {
+        record.result_file = None;
+        record.result_error = Some(
+            "result file removed at start-up: a power cut left it \
+            holding another job's record or nothing"
+                .into(),
+        );
     }
     let notify = cfg
         .notify

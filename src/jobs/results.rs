@@ -80,9 +80,9 @@ struct Index {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Cleanup {
     pub removed: usize,
-    /// Of those removed, the files that did not hold their own job's record (at
-    /// start-up; see [`ResultsDir::cleanup`]).
-    pub foreign: usize,
+    /// Of those removed, the ids of the files that did not hold their own job's record
+    /// (at start-up; see [`ResultsDir::cleanup`]).
+    pub foreign: Vec<String>,
     pub kept_files: usize,
     pub kept_bytes: u64,
     /// One line per entry that could not be examined or removed; never fatal.
@@ -249,16 +249,18 @@ impl ResultsDir {
         };
         let mut errors = Vec::new();
         let mut entries = self.list(&dir, &mut errors);
-        let mut foreign = 0;
+        let mut foreign = Vec::new();
         entries.retain(|entry| {
             let own = self.holds_its_own(&dir, &entry.name, &mut errors);
-            foreign += usize::from(!own);
+            if !own {
+                foreign.push(id_of(&entry.name).into());
+            }
             own
         });
         let mut report =
             self.index_and_trim(&dir, &mut self.index(), entries, Room::none(now_unix));
+        report.removed += foreign.len();
         report.foreign = foreign;
-        report.removed += foreign;
         errors.append(&mut report.errors);
         Cleanup { errors, ..report }
     }
@@ -337,7 +339,7 @@ impl ResultsDir {
     /// and then hold the record of the job it was recycled from; a file created just
     /// before can hold nothing. Files named otherwise (the Python agent's) hold their own.
     fn holds_its_own(&self, dir: &fs::File, name: &str, errors: &mut Vec<String>) -> bool {
-        let id = &name["agent-".len()..name.len() - ".txt".len()];
+        let id = id_of(name);
         if result_name(id).is_err() {
             return true;
         }
@@ -474,6 +476,11 @@ fn write_padded(file: &mut fs::File, text: &[u8], pad: usize) -> io::Result<()> 
         }
     }
     Ok(())
+}
+
+/// What a result name (`agent-*.txt`, [`is_result_name`]) holds between its ends.
+fn id_of(name: &str) -> &str {
+    &name["agent-".len()..name.len() - ".txt".len()]
 }
 
 fn is_result_name(name: &str) -> bool {
@@ -633,7 +640,7 @@ mod tests {
             report,
             Cleanup {
                 removed: 2,
-                foreign: 0,
+                foreign: vec![],
                 kept_files: 3,
                 kept_bytes: 120,
                 errors: vec![]
@@ -699,10 +706,9 @@ mod tests {
         fs::write(&python, "the old agent's").unwrap();
         set_age(&python, now, 0);
         let report = results.cleanup(now);
-        assert_eq!(
-            (report.foreign, report.removed, report.kept_files),
-            (3, 3, 2)
-        );
+        assert_eq!((report.removed, report.kept_files), (3, 2));
+        assert_eq!(report.foreign.len(), 3);
+        assert!([3, 4, 5].iter().all(|&n| report.foreign.contains(&id(n))));
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         assert!(own.exists() && python.exists());
         assert_eq!(names(results.dir()).len(), 2);
