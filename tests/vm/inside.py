@@ -178,6 +178,10 @@ def main():
 # systemd's protocols, here under a real systemd.
 SUITE = "/root/suite"
 MODULES = ("containment::", "attack_resources::", "systemd::")
+# Not here: it pipes a gibibyte through the agent, which says nothing of cgroups, and
+# an emulated CPU shared with the other tests took minutes for it (ci30 ran out of the
+# 900 s below). It runs natively and under qemu-aarch64 in every CI run.
+SKIPPED_HERE = ("attack_resources::a_gibibyte_of_output_is_capped_and_memory_stays_flat",)
 
 
 def cmdline_tests():
@@ -204,7 +208,8 @@ def containment_suite(modules):
         ("from a unit without Delegate=", []),
     )
     for place, prefix in places:
-        out = subprocess.run(prefix + [tests, *modules, "--test-threads=2", "--nocapture"],
+        skips = [arg for name in SKIPPED_HERE if name not in modules for arg in ("--skip", name)]
+        out = subprocess.run(prefix + [tests, *modules, *skips, "--test-threads=2", "--nocapture"],
                              capture_output=True, text=True, env=env, timeout=900)
         text = out.stdout + out.stderr
         say(f"VMTEST | {' '.join(modules)} {place}:")
