@@ -215,8 +215,9 @@ fn stray_leaves(value: &Value, out: &mut Vec<String>) {
         Value::String(text) => push(out, text),
         Value::Number(n) => match (n.as_u64(), n.as_f64()) {
             (Some(whole), _) => push(out, &whole.to_string()),
+            // Whole and in range, so the cast is exact (and needs no float formatting).
             (None, Some(f)) if f.fract() == 0.0 && (0.0..1e12).contains(&f) => {
-                push(out, &format!("{f:.0}"));
+                push(out, &(f as u64).to_string());
             }
             _ => push(out, &n.to_string()),
         },

@@ -156,7 +156,7 @@ impl ResultsDir {
         let room = text.len() as u64;
         let mut report = match index.since_listing {
             Some(n) if n < RELIST_EVERY => Cleanup::default(),
-            _ => self.sweep(&dir, &mut index, Room::none(now_unix)),
+            _ => self.sweep(&dir, &mut index, Room::none(now_unix), false),
         };
         let need = Room {
             now_unix,
@@ -238,58 +238,43 @@ impl ResultsDir {
     /// directory are considered; links, directories and other names are never touched.
     /// Errors are collected, not fatal.
     pub fn cleanup(&self, now_unix: u64) -> Cleanup {
-        let dir = match self.open_dir() {
-            Ok(dir) => dir,
-            Err(e) => {
-                return Cleanup {
-                    errors: vec![e.to_string()],
-                    ..Cleanup::default()
-                };
-            }
-        };
-        let mut errors = Vec::new();
-        let mut entries = self.list(&dir, &mut errors);
-        let mut foreign = Vec::new();
-        entries.retain(|entry| {
-            let own = self.holds_its_own(&dir, &entry.name, &mut errors);
-            if !own {
-                foreign.push(id_of(&entry.name).into());
-            }
-            own
-        });
-        let mut report =
-            self.index_and_trim(&dir, &mut self.index(), entries, Room::none(now_unix));
-        report.removed += foreign.len();
-        report.foreign = foreign;
-        errors.append(&mut report.errors);
-        Cleanup { errors, ..report }
+        match self.open_dir() {
+            Ok(dir) => self.sweep(&dir, &mut self.index(), Room::none(now_unix), true),
+            Err(e) => Cleanup {
+                errors: vec![e.to_string()],
+                ..Cleanup::default()
+            },
+        }
     }
 
-    /// [`ResultsDir::cleanup`]'s bounds in the opened `dir`, leaving `room`; the listing
-    /// becomes the new index. Names come from the path; every look and every removal goes
-    /// through the checked descriptor, so a swapped path can only make names miss,
-    /// never reach elsewhere.
-    fn sweep(&self, dir: &fs::File, index: &mut Index, room: Room) -> Cleanup {
-        let mut errors = Vec::new();
-        let entries = self.list(dir, &mut errors);
-        let mut report = self.index_and_trim(dir, index, entries, room);
-        errors.append(&mut report.errors);
-        Cleanup { errors, ..report }
-    }
-
-    /// `entries` sorted into the index, then [`ResultsDir::trim`]med.
-    fn index_and_trim(
-        &self,
-        dir: &fs::File,
-        index: &mut Index,
-        mut entries: Vec<Entry>,
-        room: Room,
-    ) -> Cleanup {
+    /// [`ResultsDir::cleanup`] in the opened `dir`, leaving `room`, the heads of the
+    /// files checked first if `heads`; the listing becomes the new index. Names come
+    /// from the path; every look and every removal goes through the checked descriptor,
+    /// so a swapped path can only make names miss, never reach elsewhere.
+    fn sweep(&self, dir: &fs::File, index: &mut Index, room: Room, heads: bool) -> Cleanup {
+        let mut report = Cleanup::default();
+        let mut entries = self.list(dir, &mut report.errors);
+        if heads {
+            entries.retain(|entry| {
+                let own = self.holds_its_own(dir, &entry.name, &mut report.errors);
+                if !own {
+                    report.foreign.push(id_of(&entry.name).into());
+                }
+                own
+            });
+        }
         entries.sort_by(|a, b| a.mtime.cmp(&b.mtime).then_with(|| a.name.cmp(&b.name)));
         index.bytes = entries.iter().map(|e| e.bytes).sum();
         index.files = entries.into();
         index.since_listing = Some(0);
-        self.trim(dir, index, room)
+        let trimmed = self.trim(dir, index, room);
+        report.errors.extend(trimmed.errors);
+        Cleanup {
+            removed: trimmed.removed + report.foreign.len(),
+            foreign: report.foreign,
+            errors: report.errors,
+            ..trimmed
+        }
     }
 
     /// The regular files named `agent-*.txt` in the directory, in no order.
@@ -344,11 +329,11 @@ impl ResultsDir {
             return true;
         }
         let want = format!("id: {id}\n");
-        let mut head = vec![0; want.len()];
+        let mut head = [0; "id: \n".len() + 32];
         let read = sys::open_read_at(dir.as_fd(), name).and_then(|mut f| f.read_exact(&mut head));
         let failed = |e: io::Error| format!("{}: {e}", self.dir.join(name).display());
         match read {
-            Ok(()) if head == want.as_bytes() => return true,
+            Ok(()) if head[..] == *want.as_bytes() => return true,
             // Shorter than its id line: empty, or cut.
             Err(e) if e.kind() != io::ErrorKind::UnexpectedEof => {
                 errors.push(failed(e));
