@@ -177,7 +177,9 @@ fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
             saved => saved.map_err(StartError::State)?,
         }
     }
-    // Their records no longer name a file that is not theirs.
+    // Their records no longer name a file that is not theirs, now and after a restart
+    // (the file is gone then, and nothing else would tell).
+    let mut amended = false;
     for record in (journal.1.records.iter_mut()).filter(|r| cleanup.foreign.contains(&r.id)) {
         record.result_file = None;
         record.result_error = Some(
@@ -185,6 +187,11 @@ fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
             holding another job's record or nothing"
                 .into(),
         );
+        journal.0.ended_now(record);
+        amended = true;
+    }
+    if amended {
+        journal.0.sync();
     }
     let notify = cfg
         .notify

@@ -987,4 +987,17 @@ fn after_a_power_cut_a_result_file_never_shows_another_jobs_output() {
         let said = "that did not hold their own job's record";
         assert!(agent.stderr().contains(said), "{}", agent.stderr());
     }
+    // Restarted again: the records still say their file went, and why.
+    agent.terminate();
+    agent.spawn_wrapped(&disk.wrapper(), &[]);
+    for id in &new {
+        let job = served(&agent, id, "after a second restart");
+        if let Some(file) = job["result_file"].as_str() {
+            let on_disk = format!("/proc/{}/root{file}", disk.holder.id());
+            assert!(
+                std::path::Path::new(&on_disk).exists(),
+                "{id} names a file that is gone: {job}"
+            );
+        }
+    }
 }

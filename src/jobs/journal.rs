@@ -614,7 +614,8 @@ impl Journal {
         });
     }
 
-    /// From a job thread: the job ended with `record`, written before this returns.
+    /// From a job thread (or start-up, amending a record): the job ended with `record`,
+    /// written before this returns.
     pub fn ended_now(&self, record: &JobRecord) {
         self.append_now(&Line::End { job: &cut(record) });
     }
