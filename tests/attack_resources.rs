@@ -42,8 +42,9 @@ fn a_gibibyte_of_output_is_capped_and_memory_stays_flat() {
             "/run",
             &json!({"command": "head -c 1073741824 /dev/zero", "wait": 60}),
         );
-        // A slow box (CI's emulated VM: over 60 s) takes longer than a wait to pipe a
-        // gibibyte: the job goes on (its rule allows 600 s), and is polled to its end.
+        // A slow box (qemu-user; an emulated VM took over 60 s, so tests/vm skips this)
+        // takes longer than a wait to pipe a gibibyte: the job goes on (its rule allows
+        // 600 s), and is polled to its end.
         let mut job = r.json();
         for _ in 0..10 {
             if r.status != 202 || job["status"] != "running" {

@@ -614,14 +614,14 @@ fn a_full_state_disk_refuses_codes_it_cannot_record_and_never_stops_the_agent() 
     );
     let r = mark(&agent, 52);
     assert_eq!(r.status, 200, "{}", r.body);
-    let stderr = agent.stderr();
-    for said in [
-        "free space on its disk",
-        "wrong codes and lockouts are counted in memory only",
-        "the journal was read but not compacted",
-    ] {
-        assert!(stderr.contains(said), "{said:?} not in:\n{stderr}");
-    }
+    said_all(
+        &agent,
+        &[
+            "free space on its disk",
+            "wrong codes and lockouts are counted in memory only",
+            "the journal was read but not compacted",
+        ],
+    );
     assert!(!marked(&agent, 99) && marked(&agent, 52));
 }
 
@@ -631,6 +631,14 @@ fn wrong_codes(agent: &Agent) -> Vec<u16> {
     (0..4)
         .map(|_| agent.post_json("/run", &body).status)
         .collect()
+}
+
+/// Every one of `lines` is in the agent's stderr (its log, wherever the log file is).
+fn said_all(agent: &Agent, lines: &[&str]) {
+    let stderr = agent.stderr();
+    for said in lines {
+        assert!(stderr.contains(said), "{said:?} not in:\n{stderr}");
+    }
 }
 
 /// The rules and limits of the disk tests: a `no_pin` rule, and one that leaves a mark.
@@ -763,14 +771,14 @@ fn a_state_disk_the_kernel_made_read_only_refuses_codes_and_the_agent_still_star
     served_after_crash(&agent, &id, "on the read-only disk");
     std::thread::sleep(Duration::from_secs(2));
     refuses_codes_runs_no_pin(&agent, 2, "Read-only file system");
-    let stderr = agent.stderr();
-    for said in [
-        "its file system is mounted read-only (see: findmnt -T",
-        "AUDIT cannot write the log file: log file",
-        "opened for reading only, until the disk takes writes again",
-    ] {
-        assert!(stderr.contains(said), "{said:?} not in:\n{stderr}");
-    }
+    said_all(
+        &agent,
+        &[
+            "its file system is mounted read-only (see: findmnt -T",
+            "AUDIT cannot write the log file: log file",
+            "opened for reading only, until the disk takes writes again",
+        ],
+    );
 
     // Stopped, checked, mounted again: as before, with the job that ran before.
     agent.terminate();

@@ -383,6 +383,8 @@ impl Shared {
             placed
         });
         open.file = Arc::new(file);
+        // Either way the file in place takes appends now.
+        open.writable = true;
         open.generation += 1;
         open.dir_unsynced = true;
         open.lines = size.lines + lines;

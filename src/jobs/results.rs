@@ -319,10 +319,11 @@ impl ResultsDir {
     }
 
     /// Whether the file `name` begins with its own job's id; if not it is removed and
-    /// `false` returned (`true` if that fails: it is still there, and said in `errors`). After a power cut (or a disk pulled out)
-    /// a recycled file can be on disk under its new name while its new bytes are not,
-    /// and then hold the record of the job it was recycled from; a file created just
-    /// before can hold nothing. Files named otherwise (the Python agent's) hold their own.
+    /// `false` returned (`true` if that fails: it is still there, and said in `errors`).
+    /// After a power cut (or a disk pulled out) a recycled file can be on disk under its
+    /// new name while its new bytes are not, and then hold the record of the job it was
+    /// recycled from; a file created just before can hold nothing. Files named otherwise
+    /// (the Python agent's) hold their own.
     fn holds_its_own(&self, dir: &fs::File, name: &str, errors: &mut Vec<String>) -> bool {
         let id = id_of(name);
         if result_name(id).is_err() {
