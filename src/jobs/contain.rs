@@ -224,13 +224,17 @@ impl Spare {
     /// cgroups are kept (each job then leaves one: making a second ahead would only
     /// have a job that ends while two wait remove its own), else [`SPARES`]. Quiet on
     /// failure: that job makes its own and reports.
-    pub fn tend() {
+    ///
+    /// `left_one`: this thread's job left its cgroup kept ([`Emptied::release`]). Then
+    /// none is made, even if the kept list is empty now: the answer is out, so the next
+    /// job may already have taken that one, and will leave it again.
+    pub fn tend(left_one: bool) {
         remove_dropped();
         let Some(tree) = agent().tree.as_ref() else {
             return;
         };
         let wanted = if keeping(tree) { 1 } else { SPARES };
-        if made_ahead().len() >= wanted {
+        if left_one || made_ahead().len() >= wanted {
             return;
         }
         let Ok(key) = new_key() else {
@@ -334,7 +338,11 @@ fn name(id: &str) -> String {
 /// its job (memory, an OOM kill). And only as `JobCgroup::again` allows: empty, not
 /// frozen, never signalled by its job. Any other is removed, and a new one made.
 #[derive(Debug)]
-pub struct Emptied(JobCgroup);
+pub struct Emptied {
+    group: JobCgroup,
+    /// Kept or removed already ([`Emptied::release`]): its drop does nothing more.
+    released: bool,
+}
 
 /// Directories of the [`Emptied`] cgroups not yet removed (one per job thread at most).
 static EMPTIED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
@@ -346,7 +354,29 @@ fn emptied() -> MutexGuard<'static, Vec<PathBuf>> {
 impl Emptied {
     pub fn new(group: JobCgroup) -> Emptied {
         emptied().push(group.dir().to_path_buf());
-        Emptied(group)
+        Emptied {
+            group,
+            released: false,
+        }
+    }
+
+    /// Kept for the next job, else removed: whether a cgroup is kept for the next job
+    /// now (this one, or one another thread kept meanwhile). See [`Spare::tend`].
+    pub fn release(mut self) -> bool {
+        self.settle()
+    }
+
+    fn settle(&mut self) -> bool {
+        if self.released {
+            return false;
+        }
+        self.released = true;
+        let kept = self.keep().is_some();
+        if !kept {
+            remove_cgroup(&self.group);
+        }
+        emptied().retain(|dir| dir != self.group.dir());
+        kept
     }
 
     /// It again, for the next job, if it may be kept and fewer than [`SPARES`] are.
@@ -355,14 +385,19 @@ impl Emptied {
         if !keeping(tree) || made_ahead().len() >= SPARES {
             return None;
         }
-        let key = self.0.dir().file_name()?.to_str()?.strip_prefix("job-")?;
+        let key = self
+            .group
+            .dir()
+            .file_name()?
+            .to_str()?
+            .strip_prefix("job-")?;
         // One named by a whole id (see `job_cgroup`) has no key to give a next id.
         if key.len() != KEY_LEN {
             return None;
         }
         let spare = Spare {
             key: key.to_owned(),
-            group: Some(self.0.again()?),
+            group: Some(self.group.again()?),
         };
         let mut spares = made_ahead();
         if spares.len() < SPARES {
@@ -384,10 +419,7 @@ fn keeping(tree: &CgroupTree) -> bool {
 
 impl Drop for Emptied {
     fn drop(&mut self) {
-        if self.keep().is_none() {
-            remove_cgroup(&self.0);
-        }
-        emptied().retain(|dir| dir != self.0.dir());
+        self.settle();
     }
 }
 
@@ -545,6 +577,18 @@ mod tests {
     }
 
     #[test]
+    fn an_emptied_cgroup_released_where_none_are_kept_goes_and_says_so() {
+        // No cgroup tree here (a unit test), so nothing is kept: the job thread is told,
+        // and makes the next job's ahead (`Spare::tend`).
+        let Some((_serial, dir, emptied)) = emptied_cgroup("released") else {
+            return;
+        };
+        assert!(!emptied.release(), "said kept where nothing is kept");
+        assert!(!dir.exists(), "the job's cgroup was left behind");
+        assert!(!listed(&dir));
+    }
+
+    #[test]
     fn an_agent_exiting_before_a_job_thread_removed_its_cgroup_removes_it() {
         let Some((_serial, dir, emptied)) = emptied_cgroup("exiting") else {
             return;
@@ -569,7 +613,7 @@ mod tests {
             group: Some(group),
         });
         let kept = dir.exists();
-        Spare::tend();
+        Spare::tend(false);
         assert!(kept, "removed on the thread that dropped it");
         assert!(!dir.exists(), "left by the job thread's tend");
         assert!(dropped().is_empty());
@@ -612,7 +656,7 @@ mod tests {
         while std::fs::remove_dir(&dir).is_err() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        Spare::tend();
+        Spare::tend(false);
         assert!(!used, "a cgroup with a stranger in it was used");
         assert!(
             kept,

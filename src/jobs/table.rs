@@ -16,7 +16,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use super::contain::Spare;
+use super::contain::{Emptied, Spare};
 use super::exec::{self, ExecSpec};
 use super::journal::{Done, Journal, Need, Recovered, Ticket};
 use super::mark::{Mark, PENDING, WRITTEN};
@@ -187,12 +187,12 @@ impl Jobs {
         let pool = Pool::new(cfg.max_concurrent, JobTask::run, move |done| match done {
             Finished::Ran(record, cgroup) => {
                 finished.tell(Event::Ended(Box::new(record)));
-                // Removed once the loop has the result (on this job thread).
-                drop(cgroup);
+                // Kept or removed once the loop has the result (on this job thread).
+                let left_one = cgroup.is_some_and(Emptied::release);
                 finished.wake_writers();
                 // Not while stopping: the agent removes those made ahead on its way out.
                 if !finished.stopping.load(Ordering::SeqCst) {
-                    Spare::tend();
+                    Spare::tend(left_one);
                 }
             }
             Finished::Refused(record, why) => {
