@@ -593,7 +593,8 @@ fn a_full_state_disk_refuses_codes_it_cannot_record_and_never_stops_the_agent() 
         [401, 401, 401, 429],
         "lockout on a full disk"
     );
-    assert!(agent.health_ok());
+    // The agent answers, and says what is wrong: a monitor sees it before a code fails.
+    degraded(&agent, "No space left");
 
     // Restarted on the full disk: it starts, says why codes are refused, runs no_pin.
     agent.terminate();
@@ -601,10 +602,13 @@ fn a_full_state_disk_refuses_codes_it_cannot_record_and_never_stops_the_agent() 
     std::thread::sleep(Duration::from_secs(2));
     refuses_codes_runs_no_pin(&agent, 50, "No space left");
 
+    degraded(&agent, "No space left");
+
     // Room again: codes run, and after a restart the jobs that ran are there.
     disk.free();
     let r = mark(&agent, 51);
     assert_eq!(r.status, 200, "{}", r.body);
+    assert!(agent.health_ok(), "{}", agent.get("/health").body);
     let id = r.json()["id"].as_str().unwrap().to_owned();
     agent.terminate();
     agent.spawn_wrapped(&disk.wrapper(), &[]);
@@ -623,6 +627,26 @@ fn a_full_state_disk_refuses_codes_it_cannot_record_and_never_stops_the_agent() 
         ],
     );
     assert!(!marked(&agent, 99) && marked(&agent, 52));
+}
+
+/// `/health` answers 200 with status `degraded`, and names the state disk's problem
+/// (`why`) and the fix; `/metrics` says it too.
+fn degraded(agent: &Agent, why: &str) {
+    let health = agent.get("/health");
+    assert_eq!(health.status, 200, "{}", health.body);
+    let health = health.json();
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["state_disk"]["writable"], false, "{health}");
+    let problem = health["state_disk"]["problem"].as_str().unwrap_or_default();
+    assert!(
+        problem.contains(why) && problem.contains("state_dir"),
+        "{health}"
+    );
+    let metrics = agent.get("/metrics").body;
+    assert!(
+        metrics.contains("sudo_agent_state_disk_writable 0"),
+        "{metrics}"
+    );
 }
 
 /// Four wrong codes in a row: their statuses.
@@ -769,6 +793,8 @@ fn a_state_disk_the_kernel_made_read_only_refuses_codes_and_the_agent_still_star
     agent.terminate();
     agent.spawn_wrapped(&disk.wrapper(), &[]);
     served_after_crash(&agent, &id, "on the read-only disk");
+    // Known from start-up on, before any code: the journal could not be opened to append.
+    degraded(&agent, "Read-only file system");
     std::thread::sleep(Duration::from_secs(2));
     refuses_codes_runs_no_pin(&agent, 2, "Read-only file system");
     said_all(
@@ -817,11 +843,13 @@ fn an_agent_started_on_a_read_only_state_disk_runs_codes_once_it_is_writable_aga
     );
     assert_eq!(served(&agent, &cut, "cut off")["status"], "interrupted");
     refuses_codes_runs_no_pin(&agent, 1, "Read-only file system");
+    degraded(&agent, "Read-only file system");
 
     disk.remount("rw");
     let r = mark(&agent, 2);
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(marked(&agent, 2));
+    assert!(agent.health_ok(), "{}", agent.get("/health").body);
     let later = r.json()["id"].as_str().unwrap().to_owned();
     let log = disk.point.join("audit.log");
     let logged = format!("grep -q 'EXECUTING \\[{later}\\]' {}", log.display());
@@ -829,7 +857,13 @@ fn an_agent_started_on_a_read_only_state_disk_runs_codes_once_it_is_writable_aga
         wait_until(Duration::from_secs(5), || disk.sh(&logged)),
         "the audit log was not written once the disk took writes"
     );
-    assert!(agent.stderr().contains("jobs.jsonl can be written again"));
+    said_all(
+        &agent,
+        &[
+            "jobs.jsonl can be written again",
+            "the state disk takes writes again, after",
+        ],
+    );
     agent.terminate();
     agent.spawn_wrapped(&disk.wrapper(), &[]);
     assert_eq!(

@@ -46,6 +46,8 @@ pub struct Gauges {
     pub uptime_s: u64,
     /// Audit lines lost since start (a counter kept by `audit`).
     pub audit_dropped: u64,
+    /// The state disk took the journal's last write and sync.
+    pub state_disk_writable: bool,
     /// Each containment layer and whether it is in force.
     pub containment: [(&'static str, bool); 6],
 }
@@ -203,6 +205,11 @@ impl Metrics {
                 "sudo_agent_uptime_seconds",
                 "Seconds since the agent started.",
                 gauges.uptime_s,
+            ),
+            (
+                "sudo_agent_state_disk_writable",
+                "1 while the state disk takes writes; 0: every code is refused (503).",
+                u64::from(gauges.state_disk_writable),
             ),
         ] {
             header(&mut out, name, "gauge", help);

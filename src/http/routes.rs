@@ -57,6 +57,8 @@ struct Health {
     running: usize,
     queued: usize,
     locked_for_s: u64,
+    /// Whether the state disk takes writes: without, every code is refused (503).
+    state_disk: jobs::DiskHealth,
     containment: jobs::Layers,
 }
 
@@ -181,16 +183,24 @@ impl Routes {
         }
     }
 
+    /// `status` is `degraded` while the state disk refuses writes: the agent answers and
+    /// runs `no_pin` rules, but no code can be accepted.
     fn health(&self) -> Response {
+        let state_disk = self.jobs.disk_health();
         Response::json(
             200,
             &Health {
-                status: "ok",
+                status: if state_disk.writable {
+                    "ok"
+                } else {
+                    "degraded"
+                },
                 version: env!("CARGO_PKG_VERSION"),
                 uptime_s: self.started.elapsed().as_secs(),
                 running: self.jobs.running(),
                 queued: self.jobs.queued(),
                 locked_for_s: self.auth.locked_for(clock::now_unix()),
+                state_disk,
                 containment: jobs::containment().layers(),
             },
         )
@@ -206,6 +216,7 @@ impl Routes {
             results_bytes,
             uptime_s: self.started.elapsed().as_secs(),
             audit_dropped: audit::dropped(),
+            state_disk_writable: self.jobs.disk_health().writable,
             containment: jobs::containment().layers().gauges(),
         };
         Response::text(

@@ -44,12 +44,9 @@ use super::journal_file::{
     rewrite,
 };
 use super::record::{HISTORY_BYTES, JobRecord};
+use super::state_disk::{DiskHealth, StateDisk};
 use crate::sys;
 use crate::sys::files::{self, FileError, Replacement, Trust};
-use crate::text::utf8_prefix;
-
-/// Output kept per stream in a journaled record; the result file has all of it.
-const JOURNAL_OUTPUT_MAX: usize = 64 * 1024;
 
 /// A batch stops growing past this many bytes, so one write(2) stays reasonable.
 const BATCH_BYTES: usize = 1 << 20;
@@ -165,6 +162,8 @@ struct Shared {
     /// [`Journal::poke`], once the job is answered or lasting, so that thread's wake-up
     /// is not between a request and its answer.
     poke: AtomicBool,
+    /// Whether the disk took the last write and sync (`/health`).
+    disk: StateDisk,
     /// Tests: the next compaction started aside waits for this before its switch.
     #[cfg(test)]
     hold: Mutex<Option<Receiver<()>>>,
@@ -403,6 +402,8 @@ impl Shared {
                 "journal {}: cannot sync to disk: {err}; what depends on it is refused",
                 self.path.display()
             );
+            self.disk
+                .failed(format!("{}: cannot sync: {err}", self.path.display()));
             err
         };
         for _ in 0..SYNC_TRIES {
@@ -420,6 +421,8 @@ impl Shared {
             if open.generation == generation {
                 open.synced = open.synced.max(upto);
                 open.dir_unsynced &= !dir;
+                drop(open);
+                self.disk.synced();
                 return Ok(());
             }
         }
@@ -434,6 +437,8 @@ impl Shared {
              missing after a restart",
             self.path.display()
         );
+        self.disk
+            .failed(format!("{}: cannot write: {err}", self.path.display()));
     }
 }
 
@@ -491,8 +496,8 @@ impl Journal {
                 Err(err) => return Err(err),
             }
         }
-        let (file, writable) = match files::open_append(WHAT, &path, 0o600) {
-            Ok(file) => (file, true),
+        let (file, read_only) = match files::open_append(WHAT, &path, 0o600) {
+            Ok(file) => (file, None),
             // Read-only (the file is there: a full disk opens it): looked at, and opened
             // for appending by the first append once the disk takes writes again.
             Err(err) if err.disk_refuses_writes() => {
@@ -504,7 +509,7 @@ impl Journal {
                     "journal {}: opened for reading only, until the disk takes writes again",
                     path.display()
                 );
-                (file, false)
+                (file, Some(err.to_string()))
             }
             Err(err) => return Err(err),
         };
@@ -513,7 +518,7 @@ impl Journal {
         let shared = Arc::new(Shared {
             open: Mutex::new(Open {
                 file: Arc::new(file),
-                writable,
+                writable: read_only.is_none(),
                 owed,
                 appended: 0,
                 synced: 0,
@@ -534,9 +539,13 @@ impl Journal {
             boot,
             tickets: AtomicU64::new(0),
             poke: AtomicBool::new(false),
+            disk: StateDisk::default(),
             #[cfg(test)]
             hold: Mutex::new(None),
         });
+        if let Some(why) = read_only {
+            shared.disk.failed(why);
+        }
         let writer = Writer {
             shared: Arc::clone(&shared),
             done: done_tx,
@@ -619,13 +628,20 @@ impl Journal {
     /// From a job thread (or start-up, amending a record): the job ended with `record`,
     /// written before this returns.
     pub fn ended_now(&self, record: &JobRecord) {
-        self.append_now(&Line::End { job: &cut(record) });
+        self.append_now(&Line::End {
+            job: &record.for_journal(),
+        });
     }
 
     /// From the loop: a job ended without running (cancelled while queued, or the
     /// agent is stopping); reported once written.
     pub fn ended(&self, record: &JobRecord) -> Ticket {
-        self.send_lines(&[Line::End { job: &cut(record) }], Need::Written)
+        self.send_lines(
+            &[Line::End {
+                job: &record.for_journal(),
+            }],
+            Need::Written,
+        )
     }
 
     /// Runs `work` on the journal thread, after the lines sent with it are written and,
@@ -652,6 +668,11 @@ impl Journal {
         if self.tx.send(Op::Sync(tx)).is_ok() {
             let _ = rx.recv();
         }
+    }
+
+    /// Whether the state disk took the last write and sync.
+    pub fn disk_health(&self) -> DiskHealth {
+        self.shared.disk.health()
     }
 
     fn ticket(&self) -> Ticket {
@@ -700,19 +721,6 @@ impl Journal {
         let _ = self.tx.send(op);
         ticket
     }
-}
-
-/// `record` with output beyond [`JOURNAL_OUTPUT_MAX`] per stream left to the result
-/// file, so the journal stays near `history` × 128 KiB at most.
-fn cut(record: &JobRecord) -> std::borrow::Cow<'_, JobRecord> {
-    if record.stdout.len() <= JOURNAL_OUTPUT_MAX && record.stderr.len() <= JOURNAL_OUTPUT_MAX {
-        return std::borrow::Cow::Borrowed(record);
-    }
-    let mut cut = record.clone();
-    cut.stdout = utf8_prefix(&record.stdout, JOURNAL_OUTPUT_MAX).to_owned();
-    cut.stderr = utf8_prefix(&record.stderr, JOURNAL_OUTPUT_MAX).to_owned();
-    cut.truncated = true;
-    std::borrow::Cow::Owned(cut)
 }
 
 /// JSON lines, each ending in `\n`; `None` (logged) if one cannot be encoded.
@@ -811,15 +819,17 @@ impl Writer {
             // for the auth state's own write, rename and syncs too.
             self.report(&mut reports);
             for (work, ticket) in works {
-                reports.push(Done {
-                    ticket,
-                    result: work(),
-                });
+                let result = work();
+                if let Err(err) = &result {
+                    self.shared.disk.failed(err.clone());
+                }
+                reports.push(Done { ticket, result });
             }
             if due {
                 for work in later.drain(..) {
                     if let Err(err) = work() {
                         log::error!("{err}");
+                        self.shared.disk.failed(err);
                     }
                 }
             }
@@ -884,7 +894,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::super::journal_file::{Group, Kept, Verdict, compact, judge, judge_with};
-    use super::super::record::Status;
+    use super::super::record::{JOURNAL_OUTPUT_MAX, Status};
     use super::*;
     use std::os::unix::fs::MetadataExt;
     use std::os::unix::process::CommandExt;

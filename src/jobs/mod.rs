@@ -3,8 +3,8 @@
 //! submission line to its end line), `exec` (one job's process), `journal`
 //! (history and used codes across restarts), `results` (the `agent-<id>.txt` files),
 //! `notify` (the command run when a detached job ends), `record` (a job as clients see
-//! it), `spec` (a rule's settings as an `ExecSpec`) and `contain` (the cgroups and
-//! sandbox jobs get here).
+//! it), `spec` (a rule's settings as an `ExecSpec`), `state_disk` (whether the state
+//! disk takes writes) and `contain` (the cgroups and sandbox jobs get here).
 
 mod approval;
 mod contain;
@@ -17,6 +17,7 @@ mod pool;
 mod record;
 mod results;
 mod spec;
+mod state_disk;
 mod table;
 mod task;
 
@@ -30,4 +31,5 @@ pub(crate) use self::journal::{Journal, Ticket};
 pub(crate) use self::notify::NotifyCommand;
 pub(crate) use self::record::{JobRecord, Status, new_id, valid_id};
 pub(crate) use self::results::ResultsDir;
+pub(crate) use self::state_disk::DiskHealth;
 pub(crate) use self::table::{CancelError, HeldBy, Jobs, Journaled, NewJob};

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Caller;
+use crate::text::utf8_prefix;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -90,7 +91,24 @@ pub const HISTORY_BYTES: usize = 8 << 20;
 /// A record's cost beyond its strings: the struct, its table entry, id and timestamps.
 const RECORD_OVERHEAD: usize = 512;
 
+/// Output kept per stream in a journaled record; the result file has all of it.
+pub const JOURNAL_OUTPUT_MAX: usize = 64 * 1024;
+
 impl JobRecord {
+    /// This record with output beyond [`JOURNAL_OUTPUT_MAX`] per stream left to the
+    /// result file, so the journal stays near `history` × 128 KiB at most.
+    pub fn for_journal(&self) -> std::borrow::Cow<'_, JobRecord> {
+        let max = JOURNAL_OUTPUT_MAX;
+        if self.stdout.len() <= max && self.stderr.len() <= max {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut cut = self.clone();
+        cut.stdout = utf8_prefix(&self.stdout, max).to_owned();
+        cut.stderr = utf8_prefix(&self.stderr, max).to_owned();
+        cut.truncated = true;
+        std::borrow::Cow::Owned(cut)
+    }
+
     /// About the bytes this record holds in memory, every string counted.
     pub fn weight(&self) -> usize {
         let strings = [&self.command, &self.rule, &self.stdout, &self.stderr]

@@ -24,6 +24,7 @@ use super::notify::NotifyCommand;
 use super::pool::{self, Pool};
 use super::record::{HISTORY_BYTES, JobRecord, Status};
 use super::results::ResultsDir;
+use super::state_disk::DiskHealth;
 use super::task::{Event, Finished, JobTask, Shared, not_run};
 use crate::audit;
 use crate::config::JobsConfig;
@@ -261,6 +262,11 @@ impl Jobs {
 
     pub fn running(&self) -> usize {
         self.running
+    }
+
+    /// Whether the state disk took the journal's last write and sync.
+    pub fn disk_health(&self) -> DiskHealth {
+        self.shared.journal.disk_health()
     }
 
     pub fn queued(&self) -> usize {
