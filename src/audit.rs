@@ -649,9 +649,25 @@ pub fn notified(id: &str, rc: &str, stdout: &str, stderr: &str) {
 /// Wrong or expired code: `INVALID PIN attempt for command: cmd`.
 pub fn invalid_code(command: &str) {
     if let Some(more) = admit(Refusal::Invalid) {
-        log::warn!("INVALID PIN attempt for command: {}{more}", cmd(command));
+        // The owner reads this line when their phone's code was refused: a clock that
+        // no time source set is the likeliest cause that is not a typo.
+        let clock = match clock::synchronized() {
+            Some(false) => format!(" ({CLOCK_UNSYNCED})"),
+            _ => String::new(),
+        };
+        log::warn!(
+            "INVALID PIN attempt for command: {}{clock}{more}",
+            cmd(command)
+        );
     }
 }
+
+/// Said where a code was refused or the agent starts while the kernel's clock is not
+/// synchronized (see `clock::synchronized`).
+pub const CLOCK_UNSYNCED: &str = "the system clock is not synchronized: codes are \
+    checked against it, so if this box's clock is off a correct code is refused and counts \
+    toward a lockout; check: timedatectl, and that an NTP client such as systemd-timesyncd \
+    or chrony runs";
 
 /// Correct but already used code: `REUSED PIN attempt for command: cmd`.
 pub fn reused_code(command: &str) {

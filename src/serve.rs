@@ -204,6 +204,9 @@ fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
     let (rules, results_dir) = (cfg.rules.len(), cfg.results.dir.clone());
     // Before READY: it reads the user database (the agent's home), which the loop never does.
     let routes = Routes::new(cfg, auth, jobs, users);
+    if clock::synchronized() == Some(false) {
+        log::warn!("{}", audit::CLOCK_UNSYNCED);
+    }
     log::info!(
         "LISTENING on {addr} (sudo-agent {}, {rules} rules, results in {}{})",
         env!("CARGO_PKG_VERSION"),

@@ -4,9 +4,11 @@
 
 use std::path::Path;
 
+use crate::audit;
 use crate::auth::{StateStore, load_secret};
 use crate::config::{Config, ConfigError};
 use crate::jobs::{ResultsDir, preview_containment};
+use crate::sys::clock;
 
 /// What `check` found: problems stop the agent; warnings are legal but risky.
 #[derive(Debug, Default)]
@@ -62,6 +64,9 @@ pub fn check(config: &Path, root: &Path) -> Report {
         .warnings
         .extend(containment.warnings(&cfg.rules, &cfg.jobs));
     report.warnings.extend(approval_warnings(&cfg));
+    if clock::synchronized() == Some(false) {
+        report.warnings.push(audit::CLOCK_UNSYNCED.to_owned());
+    }
     report
 }
 

@@ -59,6 +59,9 @@ struct Health {
     locked_for_s: u64,
     /// Whether the state disk takes writes: without, every code is refused (503).
     state_disk: jobs::DiskHealth,
+    /// Whether the kernel's clock is synchronized (null: cannot tell): codes are
+    /// checked against it.
+    clock_synchronized: Option<bool>,
     containment: jobs::Layers,
 }
 
@@ -201,6 +204,7 @@ impl Routes {
                 queued: self.jobs.queued(),
                 locked_for_s: self.auth.locked_for(clock::now_unix()),
                 state_disk,
+                clock_synchronized: clock::synchronized(),
                 containment: jobs::containment().layers(),
             },
         )

@@ -1,4 +1,5 @@
-//! Wall-clock time as plain numbers, and RFC 3339 formatting without a date crate.
+//! Wall-clock time as plain numbers, whether the kernel's clock is synchronized, and
+//! RFC 3339 formatting without a date crate.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,6 +15,21 @@ pub fn now_unix_ms() -> u64 {
 /// Seconds since the Unix epoch (see [`now_unix_ms`]).
 pub fn now_unix() -> u64 {
     now_unix_ms() / 1000
+}
+
+/// Whether the kernel's clock is synchronized to a time source, as `timedatectl`'s
+/// "System clock synchronized" says: `adjtimex`'s `STA_UNSYNC` unset. An NTP client
+/// (systemd-timesyncd, chrony) clears it once it has set the clock; it stays set on a
+/// box without one, and on a Pi without a real-time clock until NTP syncs after boot,
+/// while the clock may be hours behind. Codes are checked against this clock, so a
+/// refused code says it (see `audit::invalid_code`). `None` where the kernel refuses
+/// the call (a seccomp filter).
+pub fn synchronized() -> Option<bool> {
+    // SAFETY: all-zero is a valid `timex` (plain integers), and modes 0 only reads.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    // SAFETY: adjtimex reads the modes of and writes one `timex`, alive for the call.
+    let rc = unsafe { libc::adjtimex(&mut tx) };
+    (rc >= 0).then_some(tx.status & libc::STA_UNSYNC == 0)
 }
 
 /// `2026-11-22T00:44:33.120Z` for a Unix time in milliseconds.
