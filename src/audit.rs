@@ -649,16 +649,21 @@ pub fn notified(id: &str, rc: &str, stdout: &str, stderr: &str) {
 /// Wrong or expired code: `INVALID PIN attempt for command: cmd`.
 pub fn invalid_code(command: &str) {
     if let Some(more) = admit(Refusal::Invalid) {
-        // The owner reads this line when their phone's code was refused: a clock that
-        // no time source set is the likeliest cause that is not a typo.
-        let clock = match clock::synchronized() {
-            Some(false) => format!(" ({CLOCK_UNSYNCED})"),
-            _ => String::new(),
-        };
         log::warn!(
-            "INVALID PIN attempt for command: {}{clock}{more}",
-            cmd(command)
+            "INVALID PIN attempt for command: {}{}{more}",
+            cmd(command),
+            clock_note()
         );
+    }
+}
+
+/// ` (the system clock is not synchronized: …)` while it is not, else nothing. The owner
+/// reads the `INVALID PIN` line when their phone's code was refused: a clock no time
+/// source set is the likeliest cause that is not a typo.
+fn clock_note() -> String {
+    match clock::synchronized() {
+        Some(false) => format!(" ({CLOCK_UNSYNCED})"),
+        _ => String::new(),
     }
 }
 
@@ -957,7 +962,10 @@ mod tests {
             format!("CANCELLED [{id}]: {c}"),
             format!("INTERRUPTED [{id}]: {c}"),
             format!("NOTIFY [{id}] (rc=timeout): curl: (28) timed out"),
-            "INVALID PIN attempt for command: uniq-invalid ls".into(),
+            format!(
+                "INVALID PIN attempt for command: uniq-invalid ls{}",
+                clock_note()
+            ),
             "REUSED PIN attempt for command: uniq-reused ls".into(),
             "DENIED by policy [127.0.0.1:40000]: uniq-denied\\nFAKE [INFO] line".into(),
             "LOCKED OUT for 31337s after 5 failed codes".into(),

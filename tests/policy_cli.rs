@@ -117,7 +117,12 @@ fn check_refuses_no_code_interpreters_and_warns_on_wildcard_escapes() {
     );
     let run = check(dir.path(), &safe);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+    // The one warning that is the box's, not the policy's (a test machine's clock may
+    // not be synchronized): any other is about these rules.
+    let about_rules = (run.stderr.lines())
+        .filter(|l| l.starts_with("warning") && !l.contains("system clock is not synchronized"))
+        .count();
+    assert_eq!(about_rules, 0, "{}", run.stderr);
 }
 
 #[test]
