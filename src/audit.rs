@@ -670,9 +670,9 @@ fn clock_note() -> String {
 /// Said where a code was refused or the agent starts while the kernel's clock is not
 /// synchronized (see `clock::synchronized`).
 pub const CLOCK_UNSYNCED: &str = "the system clock is not synchronized: codes are \
-    checked against it, so if this box's clock is off a correct code is refused and counts \
-    toward a lockout; check: timedatectl, and that an NTP client such as systemd-timesyncd \
-    or chrony runs";
+    checked against it, so if this box's clock is off a correct code reads as invalid and \
+    counts toward a lockout; check: timedatectl, and that an NTP client such as \
+    systemd-timesyncd or chrony runs";
 
 /// Correct but already used code: `REUSED PIN attempt for command: cmd`.
 pub fn reused_code(command: &str) {
