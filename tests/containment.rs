@@ -8,8 +8,6 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -788,19 +786,21 @@ fn a_mount_made_while_the_read_only_namespace_is_made_is_read_only_too_without_m
     let private = ["unshare", "-m", "--propagation", "private"].map(String::from);
     let mut agent = Agent::prepare(dir, &cfg);
     agent.spawn_wrapped(&[&private[..], &strace[..]].concat(), &[]);
-    let ns = Some(agent.pid());
-    let stop = Arc::new(AtomicBool::new(false));
-    let churn = {
-        let (stop, point) = (stop.clone(), point.clone());
-        std::thread::spawn(move || {
-            let mut mounts = 0;
-            while !stop.load(Ordering::Relaxed) {
-                drop(Mounted::tmpfs_in(&point, ns));
-                mounts += 1;
-            }
-            mounts
-        })
-    };
+    // One shell loop in the agent's namespace, not a fork of this test per mount: under
+    // qemu-user a fork of this many-threaded process can hang before its exec (ci35 hung
+    // here, the fork's two threads waiting on a futex for half an hour).
+    let stop = point.with_file_name("stop-churn");
+    let script = format!(
+        "n=0; while [ ! -e '{stop}' ]; do mount -t tmpfs -o size=1m sa-test '{point}' && \
+         umount -l '{point}'; n=$((n+1)); done; echo $n",
+        stop = stop.display(),
+        point = point.display()
+    );
+    let churn = in_mount_namespace(Some(agent.pid()), "sh")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut seen = std::collections::BTreeMap::new();
     for _ in 0..200 {
         let body = json!({"argv": ["/bin/sh", "-c", &probe], "wait": 60});
@@ -811,8 +811,12 @@ fn a_mount_made_while_the_read_only_namespace_is_made_is_read_only_too_without_m
             .map_or_else(|| job.to_string(), str::to_string);
         *seen.entry(out).or_insert(0) += 1;
     }
-    stop.store(true, Ordering::Relaxed);
-    let mounts = churn.join().unwrap();
+    fs::write(&stop, "").unwrap();
+    let out = churn.wait_with_output().unwrap();
+    let mounts: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
     assert!(
         mounts > 20,
         "only {mounts} mounts came and went while the jobs ran"
