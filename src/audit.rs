@@ -661,15 +661,16 @@ pub fn invalid_code(command: &str) {
 /// reads the `INVALID PIN` line when their phone's code was refused: a clock no time
 /// source set is the likeliest cause that is not a typo.
 fn clock_note() -> String {
-    match clock::synchronized() {
-        Some(false) => format!(" ({CLOCK_UNSYNCED})"),
-        _ => String::new(),
-    }
+    clock_unsynced().map_or_else(String::new, |why| format!(" ({why})"))
 }
 
-/// Said where a code was refused or the agent starts while the kernel's clock is not
-/// synchronized (see `clock::synchronized`).
-pub const CLOCK_UNSYNCED: &str = "the system clock is not synchronized: codes are \
+/// What start-up, `check` and a refused code's log line say while the kernel's clock is
+/// not synchronized (see `clock::synchronized`); `None` while it is, or cannot be told.
+pub fn clock_unsynced() -> Option<&'static str> {
+    (clock::synchronized() == Some(false)).then_some(CLOCK_UNSYNCED)
+}
+
+const CLOCK_UNSYNCED: &str = "the system clock is not synchronized: codes are \
     checked against it, so if this box's clock is off a correct code reads as invalid and \
     counts toward a lockout; check: timedatectl, and that an NTP client such as \
     systemd-timesyncd or chrony runs";

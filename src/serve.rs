@@ -204,8 +204,8 @@ fn serve_logged(cfg: Config, systemd: Systemd) -> Result<(), StartError> {
     let (rules, results_dir) = (cfg.rules.len(), cfg.results.dir.clone());
     // Before READY: it reads the user database (the agent's home), which the loop never does.
     let routes = Routes::new(cfg, auth, jobs, users);
-    if clock::synchronized() == Some(false) {
-        log::warn!("{}", audit::CLOCK_UNSYNCED);
+    if let Some(why) = audit::clock_unsynced() {
+        log::warn!("{why}");
     }
     log::info!(
         "LISTENING on {addr} (sudo-agent {}, {rules} rules, results in {}{})",

@@ -8,7 +8,6 @@ use crate::audit;
 use crate::auth::{StateStore, load_secret};
 use crate::config::{Config, ConfigError};
 use crate::jobs::{ResultsDir, preview_containment};
-use crate::sys::clock;
 
 /// What `check` found: problems stop the agent; warnings are legal but risky.
 #[derive(Debug, Default)]
@@ -64,9 +63,9 @@ pub fn check(config: &Path, root: &Path) -> Report {
         .warnings
         .extend(containment.warnings(&cfg.rules, &cfg.jobs));
     report.warnings.extend(approval_warnings(&cfg));
-    if clock::synchronized() == Some(false) {
-        report.warnings.push(audit::CLOCK_UNSYNCED.to_owned());
-    }
+    report
+        .warnings
+        .extend(audit::clock_unsynced().map(str::to_owned));
     report
 }
 
