@@ -711,6 +711,52 @@ impl Drop for Mounted {
     }
 }
 
+/// Mounts coming and going at one point, from one shell loop in the mount namespace of
+/// process `ns`: not a fork of this test per mount, since under qemu-user a fork of this
+/// many-threaded process can hang before its exec (ci35 hung so for half an hour). Only
+/// mounts that happened are counted; the loop is stopped when dropped, so a failed test
+/// leaves nothing churning.
+struct Churn {
+    shell: std::process::Child,
+    stop: PathBuf,
+}
+
+impl Churn {
+    fn start(point: &Path, ns: u32) -> Churn {
+        let stop = point.with_file_name("stop-churn");
+        let script = format!(
+            "n=0; while [ ! -e '{stop}' ]; do if mount -t tmpfs -o size=1m sa-test '{point}'; \
+             then umount -l '{point}'; n=$((n+1)); fi; done; echo $n",
+            stop = stop.display(),
+            point = point.display()
+        );
+        let shell = in_mount_namespace(Some(ns), "sh")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Churn { shell, stop }
+    }
+
+    /// Stops the loop: how many mounts came and went.
+    fn stop(mut self) -> u32 {
+        let _ = fs::write(&self.stop, "");
+        let mut out = String::new();
+        if let Some(mut stdout) = self.shell.stdout.take() {
+            let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+        }
+        out.trim().parse().unwrap_or(0)
+    }
+}
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        let _ = fs::write(&self.stop, "");
+        let _ = self.shell.wait();
+    }
+}
+
 /// `program`, run in the mount namespace of process `ns` (`nsenter`), or in this one.
 fn in_mount_namespace(ns: Option<u32>, program: &str) -> Command {
     match ns {
@@ -786,21 +832,7 @@ fn a_mount_made_while_the_read_only_namespace_is_made_is_read_only_too_without_m
     let private = ["unshare", "-m", "--propagation", "private"].map(String::from);
     let mut agent = Agent::prepare(dir, &cfg);
     agent.spawn_wrapped(&[&private[..], &strace[..]].concat(), &[]);
-    // One shell loop in the agent's namespace, not a fork of this test per mount: under
-    // qemu-user a fork of this many-threaded process can hang before its exec (ci35 hung
-    // here, the fork's two threads waiting on a futex for half an hour).
-    let stop = point.with_file_name("stop-churn");
-    let script = format!(
-        "n=0; while [ ! -e '{stop}' ]; do mount -t tmpfs -o size=1m sa-test '{point}' && \
-         umount -l '{point}'; n=$((n+1)); done; echo $n",
-        stop = stop.display(),
-        point = point.display()
-    );
-    let churn = in_mount_namespace(Some(agent.pid()), "sh")
-        .args(["-c", &script])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let churn = Churn::start(&point, agent.pid());
     let mut seen = std::collections::BTreeMap::new();
     for _ in 0..200 {
         let body = json!({"argv": ["/bin/sh", "-c", &probe], "wait": 60});
@@ -811,12 +843,7 @@ fn a_mount_made_while_the_read_only_namespace_is_made_is_read_only_too_without_m
             .map_or_else(|| job.to_string(), str::to_string);
         *seen.entry(out).or_insert(0) += 1;
     }
-    fs::write(&stop, "").unwrap();
-    let out = churn.wait_with_output().unwrap();
-    let mounts: u32 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
+    let mounts = churn.stop();
     assert!(
         mounts > 20,
         "only {mounts} mounts came and went while the jobs ran"
