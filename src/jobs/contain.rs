@@ -225,7 +225,7 @@ impl Spare {
     /// have a job that ends while two wait remove its own), else [`SPARES`]. Quiet on
     /// failure: that job makes its own and reports.
     ///
-    /// `left_one`: this thread's job left its cgroup kept ([`Emptied::release`]). Then
+    /// `left_one`: this thread's job left its cgroup kept ([`Emptied::keep_for_next`]). Then
     /// none is made, even if the kept list is empty now: the answer is out, so the next
     /// job may already have taken that one, and will leave it again.
     pub fn tend(left_one: bool) {
@@ -340,8 +340,8 @@ fn name(id: &str) -> String {
 #[derive(Debug)]
 pub struct Emptied {
     group: JobCgroup,
-    /// Kept or removed already ([`Emptied::release`]): its drop does nothing more.
-    released: bool,
+    /// Kept for the next job ([`Emptied::keep_for_next`]): its drop removes nothing.
+    kept: bool,
 }
 
 /// Directories of the [`Emptied`] cgroups not yet removed (one per job thread at most).
@@ -354,29 +354,21 @@ fn emptied() -> MutexGuard<'static, Vec<PathBuf>> {
 impl Emptied {
     pub fn new(group: JobCgroup) -> Emptied {
         emptied().push(group.dir().to_path_buf());
-        Emptied {
-            group,
-            released: false,
-        }
+        Emptied { group, kept: false }
     }
 
-    /// Kept for the next job, else removed: whether a cgroup is kept for the next job
-    /// now (this one, or one another thread kept meanwhile). See [`Spare::tend`].
-    pub fn release(mut self) -> bool {
-        self.settle()
-    }
-
-    fn settle(&mut self) -> bool {
-        if self.released {
-            return false;
+    /// Kept for the next job where it may be (`Ok`; or one another thread kept
+    /// meanwhile is, and this one goes at the next [`Spare::tend`]), else handed back
+    /// to be removed when dropped. A job thread asks before the loop has the result, so
+    /// that a caller who sends its next job on the answer finds the cgroup kept; the
+    /// `rmdir` of one not kept waits until the answer is out.
+    pub fn keep_for_next(mut self) -> Result<(), Emptied> {
+        if self.keep().is_none() {
+            return Err(self);
         }
-        self.released = true;
-        let kept = self.keep().is_some();
-        if !kept {
-            remove_cgroup(&self.group);
-        }
+        self.kept = true;
         emptied().retain(|dir| dir != self.group.dir());
-        kept
+        Ok(())
     }
 
     /// It again, for the next job, if it may be kept and fewer than [`SPARES`] are.
@@ -419,7 +411,10 @@ fn keeping(tree: &CgroupTree) -> bool {
 
 impl Drop for Emptied {
     fn drop(&mut self) {
-        self.settle();
+        if !self.kept {
+            remove_cgroup(&self.group);
+            emptied().retain(|dir| dir != self.group.dir());
+        }
     }
 }
 
@@ -577,13 +572,16 @@ mod tests {
     }
 
     #[test]
-    fn an_emptied_cgroup_released_where_none_are_kept_goes_and_says_so() {
+    fn an_emptied_cgroup_where_none_are_kept_says_so_and_goes_once_dropped() {
         // No cgroup tree here (a unit test), so nothing is kept: the job thread is told,
         // and makes the next job's ahead (`Spare::tend`).
         let Some((_serial, dir, emptied)) = emptied_cgroup("released") else {
             return;
         };
-        assert!(!emptied.release(), "said kept where nothing is kept");
+        let not_kept = emptied.keep_for_next();
+        assert!(not_kept.is_err(), "said kept where nothing is kept");
+        assert!(dir.exists(), "removed before the answer was out");
+        drop(not_kept);
         assert!(!dir.exists(), "the job's cgroup was left behind");
         assert!(!listed(&dir));
     }

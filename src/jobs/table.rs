@@ -187,9 +187,12 @@ impl Jobs {
         let finished = Arc::clone(&shared);
         let pool = Pool::new(cfg.max_concurrent, JobTask::run, move |done| match done {
             Finished::Ran(record, cgroup) => {
+                // Kept before the loop has the result, so that a next job sent on the
+                // answer finds it; one not kept is removed after (on this job thread).
+                let not_kept = cgroup.map(Emptied::keep_for_next);
+                let left_one = matches!(not_kept, Some(Ok(())));
                 finished.tell(Event::Ended(Box::new(record)));
-                // Kept or removed once the loop has the result (on this job thread).
-                let left_one = cgroup.is_some_and(Emptied::release);
+                drop(not_kept);
                 finished.wake_writers();
                 // Not while stopping: the agent removes those made ahead on its way out.
                 if !finished.stopping.load(Ordering::SeqCst) {
