@@ -60,6 +60,8 @@ split_times() { # label data main_comm requests
 measure() { # label addr path body main_comm
     local out
     out=$(taskset -c 1 "$LOADGEN" http --addr "$2" --path "$3" --body "$4" --n "$N")
+    # Only 200s are timed: say which server answered otherwise or dropped a connection.
+    [ "$(kv "$out" bad)$(kv "$out" errors)" = 00 ] || echo "where.sh: $1, rep $rep: $out" >&2
     add "$1|p50" "$(kv "$out" p50_us)"
     perf sched record -q -C 0 -o "$WORK/sched.data" -- \
         taskset -c 1 "$LOADGEN" http --addr "$2" --path "$3" --body "$4" --n "$N" --warmup 0 >/dev/null 2>&1
