@@ -1375,6 +1375,35 @@ mod tests {
     }
 
     #[test]
+    fn compaction_keeps_records_whose_text_has_escapes_and_drops_unknown_events() {
+        // The survey borrows ids and skips the rest: output full of quotes, newlines
+        // and non-ASCII must still be kept whole, and a line of an event it does not
+        // know (nor `Line`) goes, as a line that does not parse did.
+        let dir = tempdir("escapes");
+        let path = dir.join(FILE_NAME);
+        let mut odd = record(1, Status::Succeeded);
+        odd.stdout = "a \"quoted\" line\n\ttab, ünïcode, \u{1} and \\".into();
+        odd.command = "echo \"$HOME\"".into();
+        let mut text = Vec::new();
+        for job in [&record(0, Status::Succeeded), &odd] {
+            text.extend(serde_json::to_vec(&Line::End { job }).unwrap());
+            text.push(b'\n');
+        }
+        text.extend(b"{\"ev\":\"rename\",\"job\":{\"id\":\"x\",\"status\":\"queued\"}}\n");
+        text.extend(b"{\"ev\":\"used\"}\n");
+        files::write_atomic(WHAT, &path, &text, 0o600).unwrap();
+        let size = compact(&path, 10, 1 << 20, None).unwrap();
+        assert_eq!(size.lines, 2, "{}", std::fs::read_to_string(&path).unwrap());
+        let (_journal, recovered, _done) = open(&dir, 10);
+        let odd_back = recovered.records.iter().find(|r| r.id == odd.id);
+        assert_eq!(
+            odd_back.map(|r| (&r.stdout, &r.command)),
+            Some((&odd.stdout, &odd.command))
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn refuses_a_symlinked_journal() {
         let dir = tempdir("link");
         std::fs::write(dir.join("elsewhere"), "").unwrap();
