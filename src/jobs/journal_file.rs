@@ -256,7 +256,9 @@ fn survey(path: &Path, boot: Option<&str>, len: u64) -> Result<Survey, FileError
                 }
             }
             Glance { ev, .. } => {
-                let err = serde::de::Error::custom(format_args!("not a {ev:?} line"));
+                let err = serde::de::Error::custom(format_args!(
+                    "not a line this agent writes (event {ev:?})"
+                ));
                 skipped(path, number + 1, line, &err);
             }
         }
