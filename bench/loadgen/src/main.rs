@@ -124,9 +124,7 @@ fn parse_args(args: &[String]) -> (Opts, Vec<String>) {
 fn opt<T: std::str::FromStr>(opts: &Opts, key: &str, default: T) -> io::Result<T> {
     match opts.get(key) {
         None => Ok(default),
-        Some(v) => v
-            .parse()
-            .map_err(|_| invalid(format!("--{key} {v}: not valid"))),
+        Some(v) => v.parse().map_err(|_| invalid(format!("--{key} {v}: not valid"))),
     }
 }
 
@@ -135,9 +133,7 @@ fn opt_str<'a>(opts: &'a Opts, key: &str, default: &'a str) -> &'a str {
 }
 
 fn addr_opt(opts: &Opts) -> io::Result<SocketAddr> {
-    let text = opts
-        .get("addr")
-        .ok_or_else(|| invalid("--addr is required"))?;
+    let text = opts.get("addr").ok_or_else(|| invalid("--addr is required"))?;
     text.to_socket_addrs()?
         .next()
         .ok_or_else(|| invalid(format!("--addr {text}: no address")))
@@ -626,10 +622,7 @@ fn socket_activation(cmd: &mut Command, listener: &TcpListener, argv: &[String])
     let fd = listener.as_raw_fd();
     let cstr = |b: &[u8]| CString::new(b).map_err(|_| invalid("NUL byte in argument or env"));
     let path = cstr(argv[0].as_bytes())?;
-    let args: Vec<CString> = argv
-        .iter()
-        .map(|a| cstr(a.as_bytes()))
-        .collect::<Result<_, _>>()?;
+    let args: Vec<CString> = argv.iter().map(|a| cstr(a.as_bytes())).collect::<Result<_, _>>()?;
     let mut env: Vec<CString> = Vec::new();
     for (k, v) in std::env::vars_os() {
         let k = k.as_bytes();
@@ -705,15 +698,10 @@ fn startup(opts: &Opts, prog: &[String]) -> io::Result<()> {
             None
         };
         let mut cmd = Command::new(&prog[0]);
-        cmd.args(&prog[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
+        cmd.args(&prog[1..]).stdin(Stdio::null()).stdout(Stdio::null());
         match log {
             Some(path) => {
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?;
+                let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
                 cmd.stderr(f);
             }
             None => {
@@ -810,11 +798,7 @@ fn hmac_sha1(key: &[u8], msg: &[u8]) -> [u8; 20] {
     } else {
         k[..key.len()].copy_from_slice(key);
     }
-    let inner: Vec<u8> = k
-        .iter()
-        .map(|b| b ^ 0x36)
-        .chain(msg.iter().copied())
-        .collect();
+    let inner: Vec<u8> = k.iter().map(|b| b ^ 0x36).chain(msg.iter().copied()).collect();
     let outer: Vec<u8> = k
         .iter()
         .map(|b| b ^ 0x5c)
@@ -846,11 +830,7 @@ fn totp(key: &[u8], step: u64, digits: u32) -> String {
     let mac = hmac_sha1(key, &step.to_be_bytes());
     let off = (mac[19] & 0x0f) as usize;
     let bin = u32::from_be_bytes([mac[off] & 0x7f, mac[off + 1], mac[off + 2], mac[off + 3]]);
-    format!(
-        "{:0width$}",
-        bin % 10u32.pow(digits),
-        width = digits as usize
-    )
+    format!("{:0width$}", bin % 10u32.pow(digits), width = digits as usize)
 }
 
 fn unix_now() -> Duration {
@@ -861,19 +841,12 @@ fn unix_now() -> Duration {
 
 fn codes(opts: &Opts) -> io::Result<()> {
     let addr = addr_opt(opts)?;
-    let key = base32(
-        opts.get("secret")
-            .ok_or_else(|| invalid("--secret is required"))?,
-    )?;
+    let key = base32(opts.get("secret").ok_or_else(|| invalid("--secret is required"))?)?;
     let step_s: u64 = opt(opts, "step", 1)?;
     let digits: u32 = opt(opts, "digits", 6)?;
     let n: usize = opt(opts, "n", 8)?;
     let rest = opt_str(opts, "body-rest", r#""argv":["/bin/true"]}"#);
-    let plain = build_request(
-        "POST",
-        "/run",
-        opt_str(opts, "plain-body", r#"{"argv":["/bin/true"]}"#),
-    );
+    let plain = build_request("POST", "/run", opt_str(opts, "plain-body", r#"{"argv":["/bin/true"]}"#));
     let probe_ms: u64 = opt(opts, "probe-ms", 2)?;
     let health = build_request("GET", "/health", "");
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -935,9 +908,7 @@ fn codes(opts: &Opts) -> io::Result<()> {
             }
         }
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let probe = prober
-            .map(|p| p.join().unwrap_or_default())
-            .unwrap_or_default();
+        let probe = prober.map(|p| p.join().unwrap_or_default()).unwrap_or_default();
         (times, plain_times, statuses, probe)
     });
     let mix: Vec<String> = statuses.iter().map(|(k, v)| format!("s{k}={v}")).collect();
@@ -953,18 +924,12 @@ fn codes(opts: &Opts) -> io::Result<()> {
 }
 
 fn syncfloor(opts: &Opts) -> io::Result<()> {
-    let dir = std::path::PathBuf::from(
-        opts.get("dir")
-            .ok_or_else(|| invalid("--dir is required"))?,
-    );
+    let dir = std::path::PathBuf::from(opts.get("dir").ok_or_else(|| invalid("--dir is required"))?);
     let n: usize = opt(opts, "n", 50)?;
     // As for `spawn`: a pause before each, for a sync as cold as a code-bearing request's.
     let gap = Duration::from_millis(opt(opts, "gap-ms", 0)?);
     let path = dir.join(format!(".syncfloor.{}", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)?;
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
     let line = [b'x'; 200];
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {
@@ -981,9 +946,7 @@ fn syncfloor(opts: &Opts) -> io::Result<()> {
 }
 
 fn notify(opts: &Opts) -> io::Result<()> {
-    let path = opts
-        .get("path")
-        .ok_or_else(|| invalid("--path is required"))?;
+    let path = opts.get("path").ok_or_else(|| invalid("--path is required"))?;
     let secs: f64 = opt(opts, "secs", 10.0)?;
     let _ = std::fs::remove_file(path);
     let sock = std::os::unix::net::UnixDatagram::bind(path)?;
@@ -994,10 +957,7 @@ fn notify(opts: &Opts) -> io::Result<()> {
     while Instant::now() < deadline {
         match sock.recv(&mut buf) {
             Ok(n) => {
-                if String::from_utf8_lossy(&buf[..n])
-                    .lines()
-                    .any(|l| l == "WATCHDOG=1")
-                {
+                if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "WATCHDOG=1") {
                     let now = Instant::now();
                     if let Some(prev) = last {
                         max_gap = max_gap.max(now - prev);
@@ -1006,11 +966,7 @@ fn notify(opts: &Opts) -> io::Result<()> {
                     pings += 1;
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
             Err(e) => return Err(e),
         }
     }
