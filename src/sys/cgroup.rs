@@ -611,6 +611,7 @@ mod tests {
             .join(dir.as_fd());
         let argv = ["/bin/cat".to_owned(), "/proc/self/cgroup".to_owned()];
         let child = crate::sys::spawn(&argv, &[], &setup).unwrap();
+        drop(child.writers); // else no EOF
         let mut seen = String::new();
         File::from(child.stdout).read_to_string(&mut seen).unwrap();
         assert!(

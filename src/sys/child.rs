@@ -331,6 +331,7 @@ mod tests {
                 &ChildSetup::new(None, 0o022, Path::new("/")).unwrap(),
             )
             .unwrap();
+            drop(child.writers); // else no EOF
             let mut out = String::new();
             std::fs::File::from(child.stdout)
                 .read_to_string(&mut out)

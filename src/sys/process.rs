@@ -23,6 +23,21 @@ pub fn group_alive(pgid: u32) -> bool {
     kill_group(pgid, 0).is_ok()
 }
 
+/// Tests: keeps the calling thread (and the children it starts) on the CPU it is on
+/// now, so that a child runs only while its parent sleeps, as on a one-core box.
+#[cfg(test)]
+pub fn stay_on_this_cpu() -> io::Result<()> {
+    // SAFETY: sched_getcpu takes nothing.
+    let cpu = cerr(unsafe { libc::sched_getcpu() })?;
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sets one bit of `set`; CPU_SET checks the index against its size.
+    unsafe { libc::CPU_SET(usize::try_from(cpu).unwrap_or(0), &mut set) };
+    // SAFETY: reads one cpu_set_t of the size given, alive for the call.
+    cerr(unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) })?;
+    Ok(())
+}
+
 /// A pidfd for `pid` (Linux 5.3+): becomes readable when the process exits, so one
 /// `poll` can wait for output and exit together. `ENOSYS` on older kernels (and under
 /// some seccomp filters); the caller then polls `waitpid` instead.

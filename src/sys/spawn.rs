@@ -15,19 +15,24 @@
 //!
 //! A step that fails sends its errno through a close-on-exec pipe, as std's spawn did,
 //! so errors come back alike; the pipe also covers qemu-user, which turns the vfork
-//! into a plain fork whose memory the agent never sees.
+//! into a plain fork whose memory the agent never sees. With a real vfork the parent
+//! resumes only once the child has exited or its exec is past returning, so the report
+//! is in the pipe by then or never comes: it is read without waiting for the exec to
+//! close the pipe, which would cost the job thread a sleep and a wake-up per job.
 
 use std::ffi::{CString, c_void};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use super::cerr::cerr;
 use super::child::ChildSetup;
+use super::fd::poll_readable;
 use super::sandbox::{Sandbox, failed_step};
 
 /// The child's own stack, above a guard page. Its steps need a few KiB (a 2 KiB
@@ -41,6 +46,10 @@ pub struct Spawned {
     pub pid: u32,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    /// The agent's own copies of the two writing ends. Held until the child is reaped,
+    /// they keep its exit from waking the reader once per pipe (a hang-up each) before
+    /// the exit itself; dropped, the pipes end when the job's last writer goes.
+    pub writers: [OwnedFd; 2],
 }
 
 /// Runs `argv[0]` (an absolute path: nothing is searched) with `argv` and exactly
@@ -74,7 +83,8 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
     let stdin = dev_null()?;
     let (out_read, out_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
-    let (report_read, report_write) = pipe()?;
+    // Non-blocking: with a real vfork it is read once, without waiting (see above).
+    let (report_read, report_write) = pipe_with(libc::O_NONBLOCK)?;
     let stack = match KEPT_STACK.take() {
         Some(stack) => stack,
         None => Stack::new()?,
@@ -87,6 +97,7 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
         report: report_write.as_raw_fd(),
         setup,
         in_cgroup: setup.cgroup_dir().is_some(),
+        ran_here: AtomicBool::new(false),
     };
     let all = !0u64;
     let mut before = 0u64;
@@ -107,7 +118,7 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
         // guard page) with a pointer to `child`, which, like everything it points to,
         // stays alive and unchanged: this thread is suspended until the child has
         // exec'd or exited (CLONE_VFORK), and no other thread knows these values. The
-        // child writes nothing of ours but its stack (see `child_main`).
+        // child writes nothing of ours but its stack and `ran_here` (see `child_main`).
         pid = cerr(unsafe {
             libc::clone(
                 child_main,
@@ -127,12 +138,15 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
     // The child is done with its stack (it exec'd or exited): the next spawn of this
     // thread takes it, sparing a mapping and its guard page per job.
     KEPT_STACK.set(Some(stack));
-    drop((out_write, err_write, report_write));
-    match read_report(&report_read) {
+    drop(report_write);
+    // Unset after a plain fork (qemu-user): that child may not have got to its exec yet.
+    let vforked = child.ran_here.load(Ordering::Acquire);
+    match read_report(&report_read, !vforked) {
         None => Ok(Spawned {
             pid: pid.unsigned_abs(),
             stdout: out_read,
             stderr: err_read,
+            writers: [out_write, err_write],
         }),
         Some(errno) => {
             // The child exits right after its report; reap it so no zombie stays.
@@ -222,15 +236,18 @@ struct Child<'a> {
     setup: &'a ChildSetup,
     /// Started in the job's cgroup (`clone_into`): nothing to move.
     in_cgroup: bool,
+    /// Set by the child first thing: seen by the parent, the child ran on its memory.
+    ran_here: AtomicBool,
 }
 
 /// The child: stdio, the setup's steps, `execve`; on an error its errno to the parent
 /// and `_exit(127)`. Returns only through `_exit` or exec, so `clone` never runs its own
 /// exit path on our stack.
 extern "C" fn child_main(arg: *mut c_void) -> libc::c_int {
-    // SAFETY: `arg` is the `Child` that `spawn` passed, alive and unchanged while the
-    // parent waits.
+    // SAFETY: `arg` is the `Child` that `spawn` passed, alive while the parent waits and
+    // unchanged but for `ran_here`, an atomic the child sets.
     let child = unsafe { &*arg.cast::<Child<'_>>() };
+    child.ran_here.store(true, Ordering::Release);
     let errno = match child.run() {
         Ok(()) => libc::EINVAL,
         Err(e) => e.raw_os_error().unwrap_or(libc::EINVAL),
@@ -417,13 +434,18 @@ unsafe fn clone3(
 }
 
 /// The errno a failed child sent, or `None` once the pipe closed empty (it exec'd).
-fn read_report(pipe: &OwnedFd) -> Option<i32> {
+fn read_report(pipe: &OwnedFd, wait: bool) -> Option<i32> {
     let mut bytes = [0u8; 4];
     loop {
+        if wait {
+            // Until the child writes or its exec closes the pipe; EINTR just asks again.
+            let _ = poll_readable(&[pipe.as_fd()], &mut [false], Duration::MAX);
+        }
         // SAFETY: read writes at most four bytes into `bytes`.
         let n = unsafe { libc::read(pipe.as_raw_fd(), bytes.as_mut_ptr().cast(), bytes.len()) };
         match cerr(n) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if wait && e.kind() == io::ErrorKind::WouldBlock => {}
             // As musl: anything but a whole report means the exec happened.
             Ok(4) => return Some(i32::from_ne_bytes(bytes)),
             _ => return None,
@@ -463,9 +485,14 @@ fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    pipe_with(0)
+}
+
+/// A close-on-exec pipe with `flags` too.
+fn pipe_with(flags: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two descriptors into `fds`.
-    cerr(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    cerr(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | flags) })?;
     Ok((owned(fds[0]), owned(fds[1])))
 }
 
@@ -560,6 +587,7 @@ mod tests {
     /// Spawns, reads stdout to the end, reaps: (status, stdout).
     fn output(args: &[&str], env: &[(String, String)], setup: &ChildSetup) -> (ExitStatus, String) {
         let child = spawn(&argv(args), env, setup).unwrap();
+        drop(child.writers); // else no EOF
         let mut out = String::new();
         std::fs::File::from(child.stdout)
             .read_to_string(&mut out)
@@ -641,6 +669,7 @@ mod tests {
             &plain(),
         )
         .unwrap();
+        drop(child.writers); // else no EOF
         let (mut out, mut err) = (String::new(), String::new());
         std::fs::File::from(child.stderr)
             .read_to_string(&mut err)
