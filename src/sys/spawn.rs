@@ -13,26 +13,26 @@
 //! A shared address space also limits the steps: `unshare(CLONE_NEWUSER)` (and any
 //! other that needs a process alone with its memory) fails with `EINVAL` here.
 //!
-//! A step that fails sends its errno through a close-on-exec pipe, as std's spawn did,
-//! so errors come back alike; the pipe also covers qemu-user, which turns the vfork
-//! into a plain fork whose memory the agent never sees. With a real vfork the parent
-//! resumes only once the child has exited or its exec is past returning, so the report
-//! is in the pipe by then or never comes: it is read without waiting for the exec to
-//! close the pipe, which would cost the job thread a sleep and a wake-up per job.
+//! A step that fails leaves its errno in the parent's memory, where the parent finds it
+//! once it resumes: with a real vfork that is when the child has exited or its exec is
+//! past returning, so the report is there by then or never comes. qemu-user turns the
+//! vfork into a plain fork whose memory the agent never sees; there the errno comes
+//! through a close-on-exec pipe, as std's spawn did, and the parent waits for the exec
+//! to close it. The pipe is made until a child is seen to run on the agent's memory:
+//! waiting on it would cost the job thread a sleep and a wake-up per job, and making
+//! it two descriptors.
 
 use std::ffi::{CString, c_void};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use super::cerr::cerr;
 use super::child::ChildSetup;
-use super::fd::poll_readable;
 use super::sandbox::{Sandbox, failed_step};
 
 /// The child's own stack, above a guard page. Its steps need a few KiB (a 2 KiB
@@ -83,8 +83,11 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
     let stdin = dev_null()?;
     let (out_read, out_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
-    // Non-blocking: with a real vfork it is read once, without waiting (see above).
-    let (report_read, report_write) = pipe_with(libc::O_NONBLOCK)?;
+    let report = if VFORK_SHARES.load(Ordering::Relaxed) {
+        None
+    } else {
+        Some(pipe()?)
+    };
     let stack = match KEPT_STACK.take() {
         Some(stack) => stack,
         None => Stack::new()?,
@@ -94,10 +97,10 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
         argv: arg_ptrs.as_ptr(),
         envp: var_ptrs.as_ptr(),
         stdio: [stdin, out_write.as_raw_fd(), err_write.as_raw_fd()],
-        report: report_write.as_raw_fd(),
+        report: report.as_ref().map_or(-1, |(_, write)| write.as_raw_fd()),
         setup,
         in_cgroup: setup.cgroup_dir().is_some(),
-        ran_here: AtomicBool::new(false),
+        errno: AtomicI32::new(0),
     };
     let all = !0u64;
     let mut before = 0u64;
@@ -118,7 +121,7 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
         // guard page) with a pointer to `child`, which, like everything it points to,
         // stays alive and unchanged: this thread is suspended until the child has
         // exec'd or exited (CLONE_VFORK), and no other thread knows these values. The
-        // child writes nothing of ours but its stack and `ran_here` (see `child_main`).
+        // child writes nothing of ours but its stack and `errno` (see `child_main`).
         pid = cerr(unsafe {
             libc::clone(
                 child_main,
@@ -138,10 +141,21 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
     // The child is done with its stack (it exec'd or exited): the next spawn of this
     // thread takes it, sparing a mapping and its guard page per job.
     KEPT_STACK.set(Some(stack));
-    drop(report_write);
-    // Unset after a plain fork (qemu-user): that child may not have got to its exec yet.
-    let vforked = child.ran_here.load(Ordering::Acquire);
-    match read_report(&report_read, !vforked) {
+    let failed = match (child.errno.load(Ordering::Acquire), report) {
+        (RAN_HERE, _) => None,
+        // Untouched: a plain fork (qemu-user), which may not have got to its exec yet.
+        (0, Some((read, write))) => {
+            drop(write);
+            read_report(&read)
+        }
+        // Not a child that ran here, and no pipe: cannot be (see VFORK_SHARES).
+        (0, None) => Some(libc::EINVAL),
+        (errno, _) => Some(errno),
+    };
+    if child.errno.load(Ordering::Relaxed) != 0 {
+        VFORK_SHARES.store(true, Ordering::Relaxed);
+    }
+    match failed {
         None => Ok(Spawned {
             pid: pid.unsigned_abs(),
             stdout: out_read,
@@ -231,27 +245,41 @@ struct Child<'a> {
     envp: *const *const libc::c_char,
     /// Become the child's descriptors 0, 1 and 2.
     stdio: [RawFd; 3],
-    /// Where a failed step's errno goes (close-on-exec: an exec closes it unwritten).
+    /// Where a failed step's errno goes too, if not -1 (close-on-exec: an exec closes it
+    /// unwritten).
     report: RawFd,
     setup: &'a ChildSetup,
     /// Started in the job's cgroup (`clone_into`): nothing to move.
     in_cgroup: bool,
-    /// Set by the child first thing: seen by the parent, the child ran on its memory.
-    ran_here: AtomicBool,
+    /// 0 until the child runs on the parent's memory, then [`RAN_HERE`], then the errno
+    /// of a step that failed.
+    errno: AtomicI32,
 }
+
+/// [`Child::errno`] of a child that ran on its parent's memory and has reported no error.
+const RAN_HERE: i32 = -1;
+
+/// Set once a child was seen to run on the agent's memory: clones are real vforks on
+/// this kernel, and no report pipe is made after.
+static VFORK_SHARES: AtomicBool = AtomicBool::new(false);
 
 /// The child: stdio, the setup's steps, `execve`; on an error its errno to the parent
 /// and `_exit(127)`. Returns only through `_exit` or exec, so `clone` never runs its own
 /// exit path on our stack.
 extern "C" fn child_main(arg: *mut c_void) -> libc::c_int {
     // SAFETY: `arg` is the `Child` that `spawn` passed, alive while the parent waits and
-    // unchanged but for `ran_here`, an atomic the child sets.
+    // unchanged but for `errno`, an atomic the child sets.
     let child = unsafe { &*arg.cast::<Child<'_>>() };
-    child.ran_here.store(true, Ordering::Release);
+    child.errno.store(RAN_HERE, Ordering::Relaxed);
     let errno = match child.run() {
         Ok(()) => libc::EINVAL,
-        Err(e) => e.raw_os_error().unwrap_or(libc::EINVAL),
+        Err(e) => e.raw_os_error().filter(|&n| n > 0).unwrap_or(libc::EINVAL),
     };
+    child.errno.store(errno, Ordering::Release);
+    if child.report < 0 {
+        // SAFETY: ends the child at once, running no exit handler of the agent's.
+        unsafe { libc::_exit(127) }
+    }
     let bytes = errno.to_ne_bytes();
     // Four bytes into an empty pipe are written at once or not at all.
     let report = || {
@@ -434,18 +462,13 @@ unsafe fn clone3(
 }
 
 /// The errno a failed child sent, or `None` once the pipe closed empty (it exec'd).
-fn read_report(pipe: &OwnedFd, wait: bool) -> Option<i32> {
+fn read_report(pipe: &OwnedFd) -> Option<i32> {
     let mut bytes = [0u8; 4];
     loop {
-        if wait {
-            // Until the child writes or its exec closes the pipe; EINTR just asks again.
-            let _ = poll_readable(&[pipe.as_fd()], &mut [false], Duration::MAX);
-        }
         // SAFETY: read writes at most four bytes into `bytes`.
         let n = unsafe { libc::read(pipe.as_raw_fd(), bytes.as_mut_ptr().cast(), bytes.len()) };
         match cerr(n) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if wait && e.kind() == io::ErrorKind::WouldBlock => {}
             // As musl: anything but a whole report means the exec happened.
             Ok(4) => return Some(i32::from_ne_bytes(bytes)),
             _ => return None,
@@ -485,14 +508,9 @@ fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    pipe_with(0)
-}
-
-/// A close-on-exec pipe with `flags` too.
-fn pipe_with(flags: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two descriptors into `fds`.
-    cerr(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | flags) })?;
+    cerr(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
     Ok((owned(fds[0]), owned(fds[1])))
 }
 
@@ -615,6 +633,22 @@ mod tests {
         assert_eq!(err.to_string(), "nul byte found in provided data");
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert!(spawn(&[], &[], &plain()).is_err());
+    }
+
+    /// Once a child ran on our memory, failures come back through it and no report
+    /// pipe is made; before that (and under qemu-user, where no child does), through
+    /// the pipe too. Both give the same error.
+    #[test]
+    fn a_failed_exec_reads_the_same_with_and_without_the_report_pipe() {
+        let ran = spawn(&argv(&["/bin/true"]), &[], &plain()).unwrap();
+        assert!(wait(ran.pid, true).unwrap().unwrap().success());
+        let shares = VFORK_SHARES.load(Ordering::Relaxed);
+        for pipe in [true, false].into_iter().filter(|&pipe| pipe || shares) {
+            VFORK_SHARES.store(!pipe, Ordering::Relaxed);
+            let err = spawn(&argv(&["/nonexistent/prog"]), &[], &plain()).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "pipe: {pipe}");
+        }
+        VFORK_SHARES.store(shares, Ordering::Relaxed);
     }
 
     #[test]
