@@ -18,9 +18,8 @@
 //! past returning, so the report is there by then or never comes. qemu-user turns the
 //! vfork into a plain fork whose memory the agent never sees; there the errno comes
 //! through a close-on-exec pipe, as std's spawn did, and the parent waits for the exec
-//! to close it. The pipe is made until a child is seen to run on the agent's memory:
-//! waiting on it would cost the job thread a sleep and a wake-up per job, and making
-//! it two descriptors.
+//! to close it. The pipe is made only until a child is seen to run on the agent's
+//! memory: waiting on it costs the job thread a sleep and a wake-up per job.
 
 use std::ffi::{CString, c_void};
 use std::io;
@@ -142,14 +141,14 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
     // thread takes it, sparing a mapping and its guard page per job.
     KEPT_STACK.set(Some(stack));
     let failed = match (child.errno.load(Ordering::Acquire), report) {
-        (RAN_HERE, _) => None,
+        // Without a pipe an untouched errno means a real vfork whose child was killed
+        // before its first step: its status tells, as after a pipe that closed unwritten.
+        (RAN_HERE, _) | (0, None) => None,
         // Untouched: a plain fork (qemu-user), which may not have got to its exec yet.
         (0, Some((read, write))) => {
             drop(write);
             read_report(&read)
         }
-        // Not a child that ran here, and no pipe: cannot be (see VFORK_SHARES).
-        (0, None) => Some(libc::EINVAL),
         (errno, _) => Some(errno),
     };
     if child.errno.load(Ordering::Relaxed) != 0 {
