@@ -302,12 +302,12 @@ impl ResultsDir {
                 continue;
             }
             let path = self.dir.join(&name);
-            match sys::lookup_at(dir.as_fd(), &name).and_then(|f| f.metadata()) {
-                // O_PATH|O_NOFOLLOW: a link is seen as a link, never as its target.
-                Ok(meta) if meta.file_type().is_file() => entries.push(Entry {
-                    mtime: (meta.mtime(), meta.mtime_nsec()),
+            match sys::stat_at(dir.as_fd(), &name) {
+                // A link is seen as a link, never as its target.
+                Ok(seen) if seen.file => entries.push(Entry {
+                    mtime: seen.mtime,
                     name,
-                    bytes: meta.len(),
+                    bytes: seen.len,
                 }),
                 Ok(_) => {}
                 // Removed since the listing: nothing to do.

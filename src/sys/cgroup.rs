@@ -381,10 +381,14 @@ impl JobCgroup {
             let has = |line| text.lines().any(|l| l == line);
             has("populated 0") && has("frozen 0")
         });
-        if !idle || self.signalled.get() || self.dir.join("memory.events").exists() {
+        if !idle || self.signalled.get() {
             return None;
         }
         let entry = open_dir(&self.dir).ok()?;
+        // Looked up in the open directory: one name, not the whole path walked again.
+        if super::fd::stat_at(entry.as_fd(), "memory.events").is_ok() {
+            return None;
+        }
         let events = self.events.take()?;
         Some(JobCgroup {
             events: Some(events),

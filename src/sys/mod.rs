@@ -35,8 +35,8 @@ pub(crate) use self::cgroup::{
 pub(crate) use self::chain::{ChainError, check_chain, check_writable};
 pub(crate) use self::child::{ChildSetup, Credentials};
 pub(crate) use self::fd::{
-    create_at, lookup_at, open_read_at, open_write_at, poll_readable, rename_at,
-    set_nonblocking_pipe, unlink_at,
+    create_at, open_read_at, open_write_at, poll_readable, rename_at, set_nonblocking_pipe,
+    stat_at, unlink_at,
 };
 pub(crate) use self::lock::{LockError, lock_state_dir};
 pub(crate) use self::mntns::LentNamespace;
