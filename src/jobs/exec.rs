@@ -507,8 +507,8 @@ struct Job {
     _namespace: Option<LentNamespace>,
     out: Capture,
     err: Capture,
-    /// The pipes' writing ends of our own (see [`sys::Spawned::writers`]), until the
-    /// child is reaped.
+    /// The pipes' writing ends (see [`sys::Spawned::writers`]), until the child is
+    /// reaped.
     writers: Option<[OwnedFd; 2]>,
     /// Set once the child is reaped (or found already reaped).
     exited: bool,

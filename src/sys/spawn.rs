@@ -45,9 +45,10 @@ pub struct Spawned {
     pub pid: u32,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
-    /// The agent's own copies of the two writing ends. Held until the child is reaped,
-    /// they keep its exit from waking the reader once per pipe (a hang-up each) before
-    /// the exit itself; dropped, the pipes end when the job's last writer goes.
+    /// The two writing ends, the agent's (the child writes to its own copies, 1 and 2).
+    /// Held until the child is reaped, they keep its exit from waking the reader once
+    /// per pipe (a hang-up each) before the exit itself; dropped, a pipe ends when the
+    /// job's last writer goes.
     pub writers: [OwnedFd; 2],
 }
 
