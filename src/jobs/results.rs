@@ -301,7 +301,6 @@ impl ResultsDir {
             if !is_result_name(&name) {
                 continue;
             }
-            let path = self.dir.join(&name);
             match sys::stat_at(dir.as_fd(), &name) {
                 // A link is seen as a link, never as its target.
                 Ok(seen) if seen.file => entries.push(Entry {
@@ -312,7 +311,7 @@ impl ResultsDir {
                 Ok(_) => {}
                 // Removed since the listing: nothing to do.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => errors.push(format!("{}: {e}", path.display())),
+                Err(e) => errors.push(format!("{}: {e}", self.dir.join(&name).display())),
             }
         }
         entries
