@@ -9,7 +9,7 @@
 //!
 //! Cleanup after a job works from an index of the files (a listing, plus what was
 //! written since), not a new listing: with `max_files` at 200 a listing and a look at
-//! each file is some 600 system calls, more than the job itself. The directory is
+//! each file is some 200 system calls, more than the job itself. The directory is
 //! listed again every [`RELIST_EVERY`] jobs, so whatever else changed in it is seen.
 //!
 //! Result files are not fsynced: the journal holds each record (output up to 64 KiB),
