@@ -781,6 +781,7 @@ mod tests {
     }
 
     /// Times the calling thread has slept so far (`voluntary_ctxt_switches`).
+    #[cfg(target_arch = "x86_64")]
     fn sleeps() -> u64 {
         let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
         let line = status

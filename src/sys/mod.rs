@@ -42,7 +42,7 @@ pub(crate) use self::lock::{LockError, lock_state_dir};
 pub(crate) use self::mntns::LentNamespace;
 pub(crate) use self::net::{ip_literal, is_loopback, set_send_buffer, split_authority};
 pub(crate) use self::peer::{tcp_peer_uid, unix_peer_uid};
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 pub(crate) use self::process::stay_on_this_cpu;
 pub(crate) use self::process::{
     Member, boot_id, group_members, group_running, host_name, kill_group, pidfd_open, start_ticks,

@@ -25,7 +25,8 @@ pub fn group_alive(pgid: u32) -> bool {
 
 /// Tests: keeps the calling thread (and the children it starts) on the CPU it is on
 /// now, so that a child runs only while its parent sleeps, as on a one-core box.
-#[cfg(test)]
+/// x86-64 only: the aarch64 suite runs under qemu-user, where no test can count on it.
+#[cfg(all(test, target_arch = "x86_64"))]
 pub fn stay_on_this_cpu() -> io::Result<()> {
     // SAFETY: sched_getcpu takes nothing.
     let cpu = cerr(unsafe { libc::sched_getcpu() })?;
