@@ -141,7 +141,11 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
     // The child is done with its stack (it exec'd or exited): the next spawn of this
     // thread takes it, sparing a mapping and its guard page per job.
     KEPT_STACK.set(Some(stack));
-    let failed = match (child.errno.load(Ordering::Acquire), report) {
+    let errno = child.errno.load(Ordering::Acquire);
+    if errno != 0 {
+        VFORK_SHARES.store(true, Ordering::Relaxed);
+    }
+    let failed = match (errno, report) {
         // Without a pipe an untouched errno means a real vfork whose child was killed
         // before its first step: its status tells, as after a pipe that closed unwritten.
         (RAN_HERE, _) | (0, None) => None,
@@ -152,9 +156,6 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
         }
         (errno, _) => Some(errno),
     };
-    if child.errno.load(Ordering::Relaxed) != 0 {
-        VFORK_SHARES.store(true, Ordering::Relaxed);
-    }
     match failed {
         None => Ok(Spawned {
             pid: pid.unsigned_abs(),
