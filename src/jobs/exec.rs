@@ -603,13 +603,13 @@ impl Job {
                 "refused: cannot open the job's cgroup: {e}; nothing ran"
             ))
         })?;
-        if let Some(entry) = &entry {
-            setup = setup.join(entry.as_fd());
+        if let Some(entry) = entry {
+            setup = setup.join(entry);
         }
-        let child = sys::spawn(&spec.argv, &environment(spec), &setup).map_err(&cannot)?;
-        drop(entry);
+        let mut child = sys::spawn(&spec.argv, &environment(spec), &setup).map_err(&cannot)?;
         let pid = child.pid;
-        let pidfd = match use_pidfd.then(|| sys::pidfd_open(pid)) {
+        let made = child.pidfd.take();
+        let pidfd = match use_pidfd.then(|| made.map_or_else(|| sys::pidfd_open(pid), Ok)) {
             None => None,
             Some(Ok(fd)) => Some(fd),
             Some(Err(e)) => {

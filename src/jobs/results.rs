@@ -74,6 +74,8 @@ struct Index {
     bytes: u64,
     /// Stores since the last listing; `None` before the first.
     since_listing: Option<usize>,
+    /// The directory, open since the last store.
+    dir: Option<files::KeptDir>,
 }
 
 /// What one cleanup pass did and left.
@@ -141,22 +143,38 @@ impl ResultsDir {
     /// bounds, then writes it (not fsynced: see the module notes), under a lock. The
     /// oldest file, when it has to go, is recycled (see [`recycle`]) rather than removed.
     pub fn store(&self, id: &str, text: &str, now_unix: u64) -> (io::Result<PathBuf>, Cleanup) {
-        let dir = match self.open_dir().and_then(|dir| Ok((dir, result_name(id)?))) {
-            Ok(opened) => opened,
+        let mut index = self.index();
+        let mut kept = index.dir.take();
+        let opened = files::kept_private_dir(WHAT, &self.dir, &mut kept)
+            .map_err(|e| io::Error::other(e.to_string()))
+            .and_then(|dir| Ok((dir, result_name(id)?)));
+        let stored = match opened {
+            Ok((dir, name)) => self.store_in(dir, &mut index, name, text, now_unix),
             Err(e) => {
                 let report = Cleanup {
                     errors: vec![e.to_string()],
                     ..Cleanup::default()
                 };
-                return (Err(e), report);
+                (Err(e), report)
             }
         };
-        let (dir, name) = dir;
-        let mut index = self.index();
+        index.dir = kept;
+        stored
+    }
+
+    /// [`ResultsDir::store`] in the directory opened, under the lock.
+    fn store_in(
+        &self,
+        dir: &fs::File,
+        index: &mut Index,
+        name: String,
+        text: &str,
+        now_unix: u64,
+    ) -> (io::Result<PathBuf>, Cleanup) {
         let room = text.len() as u64;
         let mut report = match index.since_listing {
             Some(n) if n < RELIST_EVERY => Cleanup::default(),
-            _ => self.sweep(&dir, &mut index, Room::none(now_unix), false),
+            _ => self.sweep(dir, index, Room::none(now_unix), false),
         };
         let need = Room {
             now_unix,
@@ -165,7 +183,7 @@ impl ResultsDir {
         };
         let mut recycled = false;
         if let Some(oldest) = index.files.front()
-            && self.must_go(oldest, &index, need)
+            && self.must_go(oldest, index, need)
             && let Some(old) = index.files.pop_front()
         {
             index.bytes -= old.bytes.min(index.bytes);
@@ -173,7 +191,7 @@ impl ResultsDir {
             let pages = text.len().next_multiple_of(sys::page_size());
             let fits = index.bytes.saturating_add(pages as u64) <= self.max_bytes;
             let pad = if fits { pages - text.len() } else { 0 };
-            recycled = recycle(&dir, &old.name, &name, text, pad).is_ok();
+            recycled = recycle(dir, &old.name, &name, text, pad).is_ok();
             if recycled {
                 report.removed += 1;
             } else {
@@ -182,7 +200,7 @@ impl ResultsDir {
                 index.files.push_front(old);
             }
         }
-        let trimmed = self.trim(&dir, &mut index, need);
+        let trimmed = self.trim(dir, index, need);
         report.removed += trimmed.removed;
         report.errors.extend(trimmed.errors);
         report.kept_files = trimmed.kept_files;
@@ -190,7 +208,7 @@ impl ResultsDir {
         let stored = if recycled {
             Ok(())
         } else {
-            create_in(&dir, &name, text).map(drop)
+            create_in(dir, &name, text).map(drop)
         };
         if stored.is_ok() {
             index.files.push_back(Entry {
@@ -201,7 +219,6 @@ impl ResultsDir {
             index.bytes += room;
         }
         index.since_listing = index.since_listing.map(|n| n + 1);
-        drop(index);
         (stored.map(|()| self.dir.join(name)), report)
     }
 

@@ -15,7 +15,7 @@
 use std::cell::Cell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -338,7 +338,8 @@ pub struct JobCgroup {
     /// Its `cgroup.events`, open since it was made (not for one a journal named): read
     /// again with one `pread`, not an open, a read and a close each time.
     events: Option<File>,
-    /// The directory, open since it was made, until [`JobCgroup::entry`] takes it.
+    /// The directory, open since it was made (or since [`JobCgroup::entry`] opened it),
+    /// until [`JobCgroup::again`] hands it on.
     entry: Option<File>,
     /// Set once anything in it was signalled (a freeze and thaw, `cgroup.kill`): it is
     /// not handed to another job then ([`JobCgroup::again`]).
@@ -384,7 +385,10 @@ impl JobCgroup {
         if !idle || self.signalled.get() {
             return None;
         }
-        let entry = open_dir(&self.dir).ok()?;
+        let entry = match self.entry.take() {
+            Some(entry) => entry,
+            None => open_dir(&self.dir).ok()?,
+        };
         // Looked up in the open directory: one name, not the whole path walked again.
         if super::fd::stat_at(entry.as_fd(), "memory.events").is_ok() {
             return None;
@@ -398,12 +402,14 @@ impl JobCgroup {
     }
 
     /// The directory, open: the child is started in it, or moves itself in (see
-    /// `ChildSetup::join`). Taken before the clone, closed after the spawn.
-    pub fn entry(&mut self) -> io::Result<File> {
-        match self.entry.take() {
-            Some(entry) => Ok(entry),
-            None => open_dir(&self.dir),
-        }
+    /// `ChildSetup::join`). Kept open for [`JobCgroup::again`].
+    pub fn entry(&mut self) -> io::Result<BorrowedFd<'_>> {
+        let entry = match self.entry.take() {
+            Some(entry) => entry,
+            None => open_dir(&self.dir)?,
+        };
+        let entry: &File = self.entry.insert(entry);
+        Ok(entry.as_fd())
     }
 
     /// True while a process is in it (zombies are not: they left at exit). A cgroup that
@@ -618,6 +624,21 @@ mod tests {
         drop(child.writers); // else no EOF
         let mut seen = String::new();
         File::from(child.stdout).read_to_string(&mut seen).unwrap();
+        use std::os::fd::AsRawFd;
+        // The pidfd made with it (`CLONE_PIDFD`) is the child's: readable once it exits.
+        // None only where there is no clone3 (qemu-user: the child moved itself in).
+        match &child.pidfd {
+            Some(pidfd) => {
+                let mut poll = libc::pollfd {
+                    fd: pidfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one pollfd, alive for the call.
+                assert_eq!(unsafe { libc::poll(&mut poll, 1, 5000) }, 1, "the exit");
+            }
+            None => assert!(!super::super::spawn::uses_clone3(), "clone3 gave no pidfd"),
+        }
         assert!(
             crate::sys::wait(child.pid, true)
                 .unwrap()

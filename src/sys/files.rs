@@ -473,6 +473,48 @@ pub fn open_private_dir(what: &str, path: &Path) -> Result<File, FileError> {
         }
     };
     let meta = dir.metadata().map_err(|e| io_err(what, path, e))?;
+    check_mine_private(what, path, &meta)?;
+    Ok(dir)
+}
+
+/// A directory [`open_private_dir`] opened, kept for the next use.
+#[derive(Debug)]
+pub struct KeptDir {
+    file: File,
+    /// Its device and inode. A directory put at the path since has others: this one
+    /// cannot be freed, and its number given out again, while it is open.
+    id: (u64, u64),
+}
+
+/// [`open_private_dir`], the directory kept in `kept`: while `path` still names that
+/// directory, ours and private, one `lstat` says so instead of an open, a `fstat` and
+/// a close each time (this runs for every job).
+pub fn kept_private_dir<'a>(
+    what: &str,
+    path: &Path,
+    kept: &'a mut Option<KeptDir>,
+) -> Result<&'a File, FileError> {
+    let same = |dir: &KeptDir| {
+        fs::symlink_metadata(path).is_ok_and(|meta| {
+            (meta.dev(), meta.ino()) == dir.id && check_mine_private(what, path, &meta).is_ok()
+        })
+    };
+    let dir = match kept.take().filter(same) {
+        Some(dir) => dir,
+        None => {
+            let file = open_private_dir(what, path)?;
+            let meta = file.metadata().map_err(|e| io_err(what, path, e))?;
+            KeptDir {
+                file,
+                id: (meta.dev(), meta.ino()),
+            }
+        }
+    };
+    Ok(&kept.insert(dir).file)
+}
+
+/// Owned by this process's user (not root, unless that is us), no group or other bits.
+fn check_mine_private(what: &str, path: &Path, meta: &fs::Metadata) -> Result<(), FileError> {
     if meta.uid() != euid() {
         return Err(FileError::Owner {
             what: what.into(),
@@ -481,8 +523,7 @@ pub fn open_private_dir(what: &str, path: &Path) -> Result<File, FileError> {
             want: euid(),
         });
     }
-    check_meta(what, path, &meta, Trust::Private)?;
-    Ok(dir)
+    check_meta(what, path, meta, Trust::Private)
 }
 
 fn check_private_dir(what: &str, path: &Path) -> Result<(), FileError> {
@@ -499,16 +540,7 @@ fn check_private_dir(what: &str, path: &Path) -> Result<(), FileError> {
             path: path.into(),
         });
     }
-    let me = euid();
-    if meta.uid() != me {
-        return Err(FileError::Owner {
-            what: what.into(),
-            path: path.into(),
-            uid: meta.uid(),
-            want: me,
-        });
-    }
-    check_meta(what, path, &meta, Trust::Private)
+    check_mine_private(what, path, &meta)
 }
 
 /// Where unit tests make their directories: as root, a root-owned 0755 directory in
@@ -653,5 +685,42 @@ mod tests {
             .to_string();
         assert!(err.contains("mode 0777; run: chmod 700"), "{err}");
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_kept_directory_serves_only_while_its_path_still_names_it_ours_and_private() {
+        let base = tempdir("kept");
+        let path = base.join("results");
+        let mut kept = None;
+        use std::os::fd::AsFd;
+        // What lands through the handle, read back by path.
+        let put = |kept: &mut Option<KeptDir>, name: &str| {
+            let dir = kept_private_dir("results dir", &path, kept)?;
+            crate::sys::create_at(dir.as_fd(), name, 0o600).map_err(|e| io_err("", &path, e))?;
+            Ok::<bool, FileError>(path.join(name).exists())
+        };
+        // Missing: made, private.
+        assert!(put(&mut kept, "a").unwrap());
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o700);
+        assert!(put(&mut kept, "b").unwrap(), "the kept one, still there");
+        // Swapped for another directory: that one, not the old one renamed away.
+        fs::rename(&path, base.join("old")).unwrap();
+        ensure_private_dir("results dir", &path).unwrap();
+        assert!(put(&mut kept, "c").unwrap());
+        assert!(!base.join("old/c").exists());
+        // Opened to others: refused, as when first opened.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        let err = put(&mut kept, "d").unwrap_err().to_string();
+        assert!(err.contains("mode 0755; run: chmod 700"), "{err}");
+        assert!(kept.is_none(), "a refused directory is not kept");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(put(&mut kept, "d").unwrap());
+        // Aged away, then a link put where it was: refused, nothing lands where it points.
+        fs::remove_dir_all(&path).unwrap();
+        symlink(base.join("old"), &path).unwrap();
+        let err = put(&mut kept, "e").unwrap_err();
+        assert!(matches!(err, FileError::Symlink { .. }), "{err}");
+        assert!(!base.join("old/e").exists());
+        fs::remove_dir_all(base).unwrap();
     }
 }

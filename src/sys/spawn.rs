@@ -43,6 +43,9 @@ const STACK_BYTES: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct Spawned {
     pub pid: u32,
+    /// A pidfd made with the child (`clone3`'s `CLONE_PIDFD`), sparing a `pidfd_open`;
+    /// `None` where the child came from plain `clone`.
+    pub pidfd: Option<OwnedFd>,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
     /// The two writing ends, the agent's (the child writes to its own copies, 1 and 2).
@@ -109,8 +112,12 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
     // on our memory: a handler of the agent's must never run there. The child sets
     // every handler to its default before it unblocks them.
     cerr(unsafe { sigprocmask(&all, &mut before) })?;
+    let mut pidfd = None;
     let mut pid = match setup.cgroup_dir() {
-        Some(dir) => clone_into(dir, &stack, &child),
+        Some(dir) => clone_into(dir, &stack, &child).map(|(pid, fd)| {
+            pidfd = fd;
+            pid
+        }),
         None => Err(io::Error::from_raw_os_error(libc::ENOSYS)),
     };
     if pid.is_err() {
@@ -159,6 +166,7 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
     match failed {
         None => Ok(Spawned {
             pid: pid.unsigned_abs(),
+            pidfd,
             stdout: out_read,
             stderr: err_read,
             writers: [out_write, err_write],
@@ -325,24 +333,38 @@ struct CloneArgs {
 }
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+const CLONE_PIDFD: u64 = 0x1000;
 
 /// Whether `clone3` was found missing (ENOSYS: before Linux 5.3, qemu-user, a seccomp
 /// filter), so it is not asked again.
 static NO_CLONE3: AtomicBool = AtomicBool::new(false);
 
+/// For tests: whether children are started with `clone3`.
+#[cfg(test)]
+pub(super) fn uses_clone3() -> bool {
+    !NO_CLONE3.load(Ordering::Relaxed)
+}
+
 /// `clone3(CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP)`: the child starts in the job's
 /// cgroup `dir` (Linux 5.7+), so it need not move itself there. A move takes the
 /// kernel's cgroup migration lock for writing, which after a quiet spell waits for an
 /// RCU grace period: 10–14 ms per job on a test box (BENCHMARKS.md); a fork into the
-/// cgroup takes it for reading only. An error means no child was made.
-fn clone_into(dir: RawFd, stack: &Stack, child: &Child<'_>) -> io::Result<libc::pid_t> {
+/// cgroup takes it for reading only. With the pid comes a pidfd (`CLONE_PIDFD`, always
+/// close-on-exec, made after the child's copy of the descriptor table). An error means
+/// no child was made.
+fn clone_into(
+    dir: RawFd,
+    stack: &Stack,
+    child: &Child<'_>,
+) -> io::Result<(libc::pid_t, Option<OwnedFd>)> {
     if NO_CLONE3.load(Ordering::Relaxed) {
         return Err(io::Error::from_raw_os_error(libc::ENOSYS));
     }
-    let flags = (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP;
+    let flags = (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP | CLONE_PIDFD;
+    let mut pidfd: libc::c_int = -1;
     let mut args = CloneArgs {
         flags,
-        pidfd: 0,
+        pidfd: (&raw mut pidfd) as u64,
         child_tid: 0,
         parent_tid: 0,
         exit_signal: libc::SIGCHLD as u64,
@@ -360,7 +382,12 @@ fn clone_into(dir: RawFd, stack: &Stack, child: &Child<'_>) -> io::Result<libc::
     let rc = unsafe { clone3(&mut args, child_main, arg) };
     // A raw system call returns the error negated, not through errno.
     let result = match libc::pid_t::try_from(rc) {
-        Ok(pid) if pid > 0 => Ok(pid),
+        // SAFETY: with a child made, the kernel stored a new descriptor in `pidfd`,
+        // owned by no one else.
+        Ok(pid) if pid > 0 => Ok((
+            pid,
+            (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) }),
+        )),
         _ => Err(io::Error::from_raw_os_error(
             i32::try_from(-rc).unwrap_or(libc::EINVAL),
         )),
