@@ -124,11 +124,11 @@ impl Outcome {
 }
 
 /// The environment every child starts from (SPEC, Policy), before the rule's `env`.
-pub fn base_env(home: &Path) -> Vec<(String, String)> {
-    [
+pub fn base_env(home: &str) -> Vec<(&str, &str)> {
+    vec![
         ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
         ("LANG", "C.UTF-8"),
-        ("HOME", &home.to_string_lossy()),
+        ("HOME", home),
         ("SYSTEMD_PAGER", "cat"),
         ("SYSTEMD_PAGERSECURE", "1"),
         ("PAGER", "cat"),
@@ -136,19 +136,16 @@ pub fn base_env(home: &Path) -> Vec<(String, String)> {
         ("SYSTEMD_COLORS", "0"),
         ("TERM", "dumb"),
     ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
 }
 
 /// The child's whole environment: [`base_env`], then the rule's `env`, a key given twice
 /// taking its later value. Built from nothing, never filtered from the agent's own.
-fn environment(spec: &ExecSpec) -> Vec<(String, String)> {
-    let mut all = base_env(&spec.home);
+fn environment<'a>(spec: &'a ExecSpec, home: &'a str) -> Vec<(&'a str, &'a str)> {
+    let mut all = base_env(home);
     for (key, value) in &spec.env {
         match all.iter_mut().find(|(k, _)| k == key) {
-            Some(known) => known.1.clone_from(value),
-            None => all.push((key.clone(), value.clone())),
+            Some(known) => known.1 = value,
+            None => all.push((key, value)),
         }
     }
     all
@@ -606,7 +603,9 @@ impl Job {
         if let Some(entry) = entry {
             setup = setup.join(entry);
         }
-        let mut child = sys::spawn(&spec.argv, &environment(spec), &setup).map_err(&cannot)?;
+        let home = spec.home.to_string_lossy();
+        let env = environment(spec, &home);
+        let mut child = sys::spawn(&spec.argv, &env, &setup).map_err(&cannot)?;
         let pid = child.pid;
         let made = child.pidfd.take();
         let pidfd = match use_pidfd.then(|| made.map_or_else(|| sys::pidfd_open(pid), Ok)) {
@@ -888,9 +887,9 @@ mod tests {
         let out = go(&s);
         assert_eq!(out.ending, Ending::Exited(0));
         let mut got: Vec<String> = out.stdout.lines().map(str::to_owned).collect();
-        let mut want: Vec<String> = base_env(Path::new("/home/test"))
+        let mut want: Vec<String> = base_env("/home/test")
             .into_iter()
-            .chain(s.env.clone())
+            .chain(s.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         got.sort();
@@ -906,13 +905,13 @@ mod tests {
         let out = go(&s).stdout;
         let paths: Vec<&str> = out.lines().filter(|l| l.starts_with("PATH=")).collect();
         assert_eq!(paths, ["PATH=/opt/bin"]);
-        assert_eq!(out.lines().count(), base_env(&s.home).len() + 1, "{out}");
+        assert_eq!(out.lines().count(), base_env("/root").len() + 1, "{out}");
     }
 
     #[test]
     fn base_env_matches_spec() {
-        let env = base_env(Path::new("/root"));
-        let keys: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        let env = base_env("/root");
+        let keys: Vec<&str> = env.iter().map(|(k, _)| *k).collect();
         assert_eq!(
             keys,
             [
@@ -927,8 +926,8 @@ mod tests {
                 "TERM"
             ]
         );
-        assert!(env.contains(&("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into())));
-        assert!(env.contains(&("HOME".into(), "/root".into())));
+        assert!(env.contains(&("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")));
+        assert!(env.contains(&("HOME", "/root")));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::cerr::cerr;
 use super::mntns::LentNamespace;
@@ -82,8 +83,10 @@ impl ChildSetup {
     /// error, see `sandbox::failed_step`):
     /// 0. into the job's cgroup, unless `spawn` started it there (`in_cgroup`): writing
     ///    `0` to its `cgroup.procs` moves the writer;
-    /// 1. every signal to its default action, then an empty mask: the agent's handler
-    ///    must never run in a child, and exec keeps ignored signals and the mask;
+    /// 1. `signals` to their default action, then an empty mask: the agent's handler
+    ///    must never run in a child, and exec keeps ignored signals and the mask (all
+    ///    of them after a plain `clone`; after `clone3`, which reset the handled ones,
+    ///    the ignored ones, see [`ALL_SIGNALS`]);
     /// 2. `setsid`: a new session and process group, and no controlling terminal, so a
     ///    job cannot read from or push keystrokes (`TIOCSTI`) into the agent's terminal;
     /// 3. the umask;
@@ -93,13 +96,13 @@ impl ChildSetup {
     /// 6. the rule's user: supplementary groups dropped, then group, then user;
     /// 7. the working directory, entered with that user's rights (and in the sandbox's
     ///    mounts).
-    pub(super) fn apply(&self, in_cgroup: bool) -> io::Result<()> {
+    pub(super) fn apply(&self, in_cgroup: bool, signals: u64) -> io::Result<()> {
         if let Some(dir) = self.cgroup
             && !in_cgroup
         {
             enter_cgroup(dir).map_err(|e| Step::Cgroup.tag(e))?;
         }
-        default_signals()?;
+        default_signals(signals)?;
         // SAFETY: setsid takes no arguments; a fresh child is never a process group
         // leader, so it succeeds.
         cerr(unsafe { libc::setsid() })?;
@@ -150,19 +153,69 @@ const LAST_SIGNAL: libc::c_int = 64;
 /// Bytes of a kernel signal set (`_NSIG / 8`).
 const SIGSET_BYTES: usize = 8;
 
-/// Default action for every signal that has one to set, then nothing blocked.
+/// Signal `n` as bit `n - 1` of a mask.
+const fn bit(signal: libc::c_int) -> u64 {
+    1 << (signal - 1)
+}
+
+/// Every signal whose action can be set: all but SIGKILL and SIGSTOP. What a child set
+/// up by plain `clone` resets; after `clone3`, which reset the handled ones
+/// (`CLONE_CLEAR_SIGHAND`), only the [`ignored_signals`] are left.
+pub(super) const ALL_SIGNALS: u64 = !(bit(libc::SIGKILL) | bit(libc::SIGSTOP));
+
+/// [`ignored_signals`] before it is known (no real mask: SIGKILL cannot be ignored).
+const UNKNOWN: u64 = u64::MAX;
+static IGNORED: AtomicU64 = AtomicU64::new(UNKNOWN);
+
+/// The signals this process ignores (`SIG_IGN`), asked of the kernel at the first
+/// spawn (63 calls) and kept: what the agent's parent ignored and std's SIGPIPE are
+/// set before `main`, and the agent ignores nothing later (a test that does reports it
+/// with `dispositions_changed`). A signal the kernel will not tell about counts as
+/// ignored: it is reset.
+pub(super) fn ignored_signals() -> u64 {
+    let known = IGNORED.load(Ordering::Relaxed);
+    if known != UNKNOWN {
+        return known;
+    }
+    let mut ignored = 0;
+    for signal in (1..=LAST_SIGNAL).filter(|&s| ALL_SIGNALS & bit(s) != 0) {
+        // The kernel's `struct sigaction`: the handler first.
+        let mut old = [0u64; 8];
+        // SAFETY: rt_sigaction reads no new action (null) and writes the old one into
+        // `old`, larger than the kernel's struct on every architecture.
+        let asked = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                std::ptr::null::<u64>(),
+                old.as_mut_ptr(),
+                SIGSET_BYTES,
+            )
+        };
+        if asked != 0 || old[0] == libc::SIG_IGN as u64 {
+            ignored |= bit(signal);
+        }
+    }
+    IGNORED.store(ignored, Ordering::Relaxed);
+    ignored
+}
+
+/// Says that a signal's action changed, so [`ignored_signals`] asks again.
+#[cfg(test)]
+fn dispositions_changed() {
+    IGNORED.store(UNKNOWN, Ordering::Relaxed);
+}
+
+/// Default action for each of `signals`, then nothing blocked.
 ///
 /// The raw system calls, not libc's `sigaction`/`sigprocmask`: the C library refuses the
 /// numbers it keeps for itself (32–34), and one of those, ignored by whoever started the
 /// agent, would otherwise stay ignored across exec.
-fn default_signals() -> io::Result<()> {
+fn default_signals(signals: u64) -> io::Result<()> {
     // The kernel's `struct sigaction` all zero: SIG_DFL, no flags, no restorer, empty
     // mask. Eight words are more than it has on any architecture.
     let default = [0u64; 8];
-    for signal in 1..=LAST_SIGNAL {
-        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
-            continue;
-        }
+    for signal in (1..=LAST_SIGNAL).filter(|&s| signals & ALL_SIGNALS & bit(s) != 0) {
         // SAFETY: rt_sigaction reads one kernel sigaction from `default` (larger than
         // one) and writes nothing (no old action asked for).
         unsafe {
@@ -372,6 +425,7 @@ mod tests {
             libc::sigaddset(&mut usr2, libc::SIGUSR2);
             libc::pthread_sigmask(libc::SIG_BLOCK, &usr2, std::ptr::null_mut());
         }
+        dispositions_changed();
         let without = blocked_and_ignored(false);
         let with = blocked_and_ignored(true);
         // SAFETY: undoes the two changes above.
@@ -379,6 +433,7 @@ mod tests {
             libc::pthread_sigmask(libc::SIG_UNBLOCK, &usr2, std::ptr::null_mut());
             libc::signal(libc::SIGURG, libc::SIG_DFL);
         }
+        dispositions_changed();
         let bit = |signal: libc::c_int| 1u64 << (signal - 1);
         assert_eq!(
             (

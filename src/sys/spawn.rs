@@ -21,7 +21,7 @@
 //! to close it. The pipe is made only until a child is seen to run on the agent's
 //! memory: waiting on it costs the job thread a sleep and a wake-up per job.
 
-use std::ffi::{CString, c_void};
+use std::ffi::c_void;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
@@ -31,7 +31,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use super::cerr::cerr;
-use super::child::ChildSetup;
+use super::child::{ALL_SIGNALS, ChildSetup, ignored_signals};
 use super::sandbox::{Sandbox, failed_step};
 
 /// The child's own stack, above a guard page. Its steps need a few KiB (a 2 KiB
@@ -62,27 +62,19 @@ pub struct Spawned {
 ///
 /// Relies on std's start-up guarantee that descriptors 0–2 are open, so every
 /// descriptor made here is above them and the `dup2`s cannot overwrite one another.
-pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> io::Result<Spawned> {
-    let args = argv
-        .iter()
-        .map(|a| c_string(a.clone()))
-        .collect::<io::Result<Vec<_>>>()?;
+pub fn spawn(argv: &[String], env: &[(&str, &str)], setup: &ChildSetup) -> io::Result<Spawned> {
+    let args = argv.iter().map(|a| [a.as_bytes()]).collect::<Vec<_>>();
+    let args = CStrings::new(&args)?;
     let vars = env
         .iter()
-        .map(|(k, v)| {
-            // Sized for the NUL CString adds, so it needs no second allocation.
-            let mut var = String::with_capacity(k.len() + v.len() + 2);
-            var.push_str(k);
-            var.push('=');
-            var.push_str(v);
-            c_string(var)
-        })
-        .collect::<io::Result<Vec<_>>>()?;
-    let program = args
+        .map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()])
+        .collect::<Vec<_>>();
+    let vars = CStrings::new(&vars)?;
+    let program = *args
+        .pointers
         .first()
+        .filter(|p| !p.is_null())
         .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let arg_ptrs = pointers(&args);
-    let var_ptrs = pointers(&vars);
     let stdin = dev_null()?;
     let (out_read, out_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
@@ -96,13 +88,18 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
         None => Stack::new()?,
     };
     let mut child = Child {
-        program: program.as_ptr(),
-        argv: arg_ptrs.as_ptr(),
-        envp: var_ptrs.as_ptr(),
+        program,
+        argv: args.pointers.as_ptr(),
+        envp: vars.pointers.as_ptr(),
         stdio: [stdin, out_write.as_raw_fd(), err_write.as_raw_fd()],
         report: report.as_ref().map_or(-1, |(_, write)| write.as_raw_fd()),
         setup,
         in_cgroup: setup.cgroup_dir().is_some(),
+        signals: if NO_CLONE3.load(Ordering::Relaxed) {
+            ALL_SIGNALS
+        } else {
+            ignored_signals()
+        },
         errno: AtomicI32::new(0),
     };
     let all = !0u64;
@@ -113,17 +110,16 @@ pub fn spawn(argv: &[String], env: &[(String, String)], setup: &ChildSetup) -> i
     // every handler to its default before it unblocks them.
     cerr(unsafe { sigprocmask(&all, &mut before) })?;
     let mut pidfd = None;
-    let mut pid = match setup.cgroup_dir() {
-        Some(dir) => clone_into(dir, &stack, &child).map(|(pid, fd)| {
-            pidfd = fd;
-            pid
-        }),
-        None => Err(io::Error::from_raw_os_error(libc::ENOSYS)),
-    };
+    let mut pid = clone_into(setup.cgroup_dir(), &stack, &child).map(|(pid, fd)| {
+        pidfd = fd;
+        pid
+    });
     if pid.is_err() {
-        // No child: the kernel (or qemu-user) cannot start one in the cgroup, so the
-        // child moves itself there first thing.
+        // No child: the kernel (or qemu-user) has no `clone3`, or cannot start one in
+        // the cgroup, so the child moves itself there first thing, and sets every
+        // signal's action itself.
         child.in_cgroup = false;
+        child.signals = ALL_SIGNALS;
         // SAFETY: the child runs `child_main` on `stack` (mapped, writable, above a
         // guard page) with a pointer to `child`, which, like everything it points to,
         // stays alive and unchanged: this thread is suspended until the child has
@@ -260,6 +256,9 @@ struct Child<'a> {
     setup: &'a ChildSetup,
     /// Started in the job's cgroup (`clone_into`): nothing to move.
     in_cgroup: bool,
+    /// The signals whose action the child sets back to the default (see
+    /// `ChildSetup::apply`).
+    signals: u64,
     /// 0 until the child runs on the parent's memory, then [`RAN_HERE`], then the errno
     /// of a step that failed.
     errno: AtomicI32,
@@ -308,7 +307,7 @@ impl Child<'_> {
             // SAFETY: dup2 takes two descriptors; the copy is not close-on-exec.
             cerr(unsafe { libc::dup2(fd, target) })?;
         }
-        self.setup.apply(self.in_cgroup)?;
+        self.setup.apply(self.in_cgroup, self.signals)?;
         // SAFETY: program, argv and envp are NUL-terminated strings and null-terminated
         // arrays of them, built by `spawn` and alive until it returns.
         cerr(unsafe { libc::execve(self.program, self.argv, self.envp) })?;
@@ -334,9 +333,10 @@ struct CloneArgs {
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 const CLONE_PIDFD: u64 = 0x1000;
+const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
 
 /// Whether `clone3` was found missing (ENOSYS: before Linux 5.3, qemu-user, a seccomp
-/// filter), so it is not asked again.
+/// filter) or without a flag `clone_into` asks for (EINVAL), so it is not asked again.
 static NO_CLONE3: AtomicBool = AtomicBool::new(false);
 
 /// For tests: whether children are started with `clone3`.
@@ -349,18 +349,23 @@ pub(super) fn uses_clone3() -> bool {
 /// cgroup `dir` (Linux 5.7+), so it need not move itself there. A move takes the
 /// kernel's cgroup migration lock for writing, which after a quiet spell waits for an
 /// RCU grace period: 10–14 ms per job on a test box (BENCHMARKS.md); a fork into the
-/// cgroup takes it for reading only. With the pid comes a pidfd (`CLONE_PIDFD`, always
-/// close-on-exec, made after the child's copy of the descriptor table). An error means
-/// no child was made.
+/// cgroup takes it for reading only. Without a `dir`, the child starts where the agent
+/// is. The kernel also does two steps a plain `clone` leaves to the child or to
+/// another call: it sets every signal the agent handles back to its default action
+/// (`CLONE_CLEAR_SIGHAND`, Linux 5.5+), and it makes a pidfd with the pid
+/// (`CLONE_PIDFD`; always close-on-exec, made after the child's copy of the
+/// descriptor table). An error means no child was made.
 fn clone_into(
-    dir: RawFd,
+    dir: Option<RawFd>,
     stack: &Stack,
     child: &Child<'_>,
 ) -> io::Result<(libc::pid_t, Option<OwnedFd>)> {
     if NO_CLONE3.load(Ordering::Relaxed) {
         return Err(io::Error::from_raw_os_error(libc::ENOSYS));
     }
-    let flags = (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP | CLONE_PIDFD;
+    let into = if dir.is_some() { CLONE_INTO_CGROUP } else { 0 };
+    let flags =
+        (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_CLEAR_SIGHAND | CLONE_PIDFD | into;
     let mut pidfd: libc::c_int = -1;
     let mut args = CloneArgs {
         flags,
@@ -373,7 +378,8 @@ fn clone_into(
         tls: 0,
         set_tid: 0,
         set_tid_size: 0,
-        cgroup: u64::try_from(dir).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?,
+        cgroup: u64::try_from(dir.unwrap_or(0))
+            .map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?,
     };
     let arg = (&raw const *child).cast_mut().cast::<c_void>();
     // SAFETY: as for `clone` in `spawn`: the child runs `child_main` with `arg` on
@@ -392,7 +398,8 @@ fn clone_into(
             i32::try_from(-rc).unwrap_or(libc::EINVAL),
         )),
     };
-    if matches!(&result, Err(e) if e.raw_os_error() == Some(libc::ENOSYS)) {
+    // Missing, or without a flag asked for (before Linux 5.7): not asked again.
+    if matches!(&result, Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EINVAL))) {
         NO_CLONE3.store(true, Ordering::Relaxed);
     }
     result
@@ -505,15 +512,6 @@ fn read_report(pipe: &OwnedFd) -> Option<i32> {
 }
 
 /// std's error for a NUL inside an argument or variable, so messages stay as they were.
-fn c_string(s: String) -> io::Result<CString> {
-    CString::new(s).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "nul byte found in provided data",
-        )
-    })
-}
-
 /// `/dev/null` for every job's stdin, opened once (close-on-exec; the child's `dup2`
 /// gives it a copy without the flag).
 fn dev_null() -> io::Result<RawFd> {
@@ -527,12 +525,43 @@ fn dev_null() -> io::Result<RawFd> {
 }
 
 /// A null-terminated array of pointers to `strings`.
-fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
-    strings
-        .iter()
-        .map(|s| s.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect()
+/// C strings in one buffer, and the null-terminated array of pointers to them that
+/// `execve` takes: three allocations for a whole environment, not two per variable.
+struct CStrings {
+    /// Where `pointers` point: a heap buffer, so it stays put when this moves.
+    _bytes: Vec<u8>,
+    pointers: Vec<*const libc::c_char>,
+}
+
+impl CStrings {
+    /// Each of `strings` is its parts joined, then a NUL; a NUL inside one is an error.
+    fn new<const N: usize>(strings: &[[&[u8]; N]]) -> io::Result<CStrings> {
+        let joined = |parts: &[&[u8]; N]| parts.iter().map(|p| p.len()).sum::<usize>();
+        let mut bytes = Vec::with_capacity(strings.iter().map(|s| joined(s) + 1).sum());
+        for parts in strings {
+            for part in parts {
+                if part.contains(&0) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "nul byte found in provided data",
+                    ));
+                }
+                bytes.extend_from_slice(part);
+            }
+            bytes.push(0);
+        }
+        let mut pointers = Vec::with_capacity(strings.len() + 1);
+        let mut at = 0;
+        for parts in strings {
+            pointers.push(bytes[at..].as_ptr().cast());
+            at += joined(parts) + 1;
+        }
+        pointers.push(std::ptr::null());
+        Ok(CStrings {
+            _bytes: bytes,
+            pointers,
+        })
+    }
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -631,7 +660,7 @@ mod tests {
     }
 
     /// Spawns, reads stdout to the end, reaps: (status, stdout).
-    fn output(args: &[&str], env: &[(String, String)], setup: &ChildSetup) -> (ExitStatus, String) {
+    fn output(args: &[&str], env: &[(&str, &str)], setup: &ChildSetup) -> (ExitStatus, String) {
         let child = spawn(&argv(args), env, setup).unwrap();
         drop(child.writers); // else no EOF
         let mut out = String::new();
@@ -643,10 +672,10 @@ mod tests {
 
     #[test]
     fn runs_with_exactly_the_arguments_and_environment_given() {
-        let env = [("A".to_owned(), "b c".to_owned())];
+        let env = [("A", "b c"), ("EMPTY", "")];
         let (status, out) = output(&["/usr/bin/env"], &env, &plain());
         assert!(status.success());
-        assert_eq!(out, "A=b c\n");
+        assert_eq!(out, "A=b c\nEMPTY=\n");
         let script = "printf '%s|' \"$0\" \"$@\"";
         let (_, out) = output(&["/bin/sh", "-c", script, "x", "y z", ""], &[], &plain());
         assert_eq!(out, "x|y z||");
