@@ -5,7 +5,10 @@
 //! The directory is verified (0700, ours, not a link) by `files::open_private_dir`, and
 //! everything inside it is reached through that descriptor (`openat`, `unlinkat`), never
 //! by path: a sticky `/tmp` stops others renaming the directory, but once it is aged
-//! away (systemd-tmpfiles) anyone may put a link where it was.
+//! away (systemd-tmpfiles) anyone may put a link where it was. The descriptor is kept
+//! from one job to the next while an `lstat` of the path finds that same directory,
+//! still ours and private (`files::kept_private_dir`); anything else opens it again,
+//! with every check.
 //!
 //! Cleanup after a job works from an index of the files (a listing, plus what was
 //! written since), not a new listing: with `max_files` at 200 a listing and a look at
