@@ -168,7 +168,7 @@ const UNKNOWN: u64 = u64::MAX;
 static IGNORED: AtomicU64 = AtomicU64::new(UNKNOWN);
 
 /// The signals this process ignores (`SIG_IGN`), asked of the kernel at the first
-/// spawn (63 calls) and kept: what the agent's parent ignored and std's SIGPIPE are
+/// spawn (62 calls) and kept: what the agent's parent ignored and std's SIGPIPE are
 /// set before `main`, and the agent ignores nothing later (a test that does reports it
 /// with `dispositions_changed`). A signal the kernel will not tell about counts as
 /// ignored: it is reset.
