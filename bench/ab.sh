@@ -10,7 +10,8 @@
 #        git stash pop; cargo build --release
 #        bash bench/ab.sh /tmp/before target/release/sudo-agent
 # --contain (as root; BIN_A from before job cgroups, BIN_B after): exec latency only, of
-# four set-ups side by side: A (process group, no sandbox); B in a mount namespace where
+# four set-ups side by side: A with B's config (a binary from before job cgroups and
+# sandboxes runs it in a process group, unsandboxed; a newer one as B); B in a mount namespace where
 # the cgroup2 mount is read-only (process group, the no_pin rule's read_only sandbox);
 # B (own cgroup + read_only); B with the whole sandbox (read_only, network false,
 # private_tmp, no_new_privileges).
@@ -113,10 +114,6 @@ stop() {
     PID=""
 }
 
-# The cgroup2 mount read-only in a namespace of the agent's own: it finds no writable
-# cgroup v2 and runs jobs in process groups, as on a box without one.
-NO_CGROUP=(unshare -m --propagation private sh -c 'grep -w cgroup2 /proc/self/mounts |
-    while read -r _ m _; do mount -o remount,bind,ro "$m"; done; exec "$@"' sh)
 FULL=', "sandbox": {"network": false, "private_tmp": true, "no_new_privileges": true}'
 variant() {
     case "$1" in
@@ -144,7 +141,8 @@ if [ "$QUIET" -gt 0 ]; then
 fi
 if [ "$CONTAIN" = 1 ]; then
     printf '| exec /bin/true through a no_pin rule | p50 (us) | p99 (us) |\n|---|---|---|\n'
-    for v in "a:A: process group, no sandbox" "c:B: process group + read_only" \
+    for v in "a:A, configured as B (a binary from before job cgroups: process group, no sandbox)" \
+        "c:B: process group + read_only" \
         "b:B: own cgroup + read_only" "d:B: own cgroup + whole sandbox"; do
         printf '| %s | %s | %s |\n' "${v#*:}" "$(median "${v%%:*}.p50")" "$(median "${v%%:*}.p99")"
     done
