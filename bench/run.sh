@@ -39,8 +39,9 @@
 #   --out F         also write the Markdown report to F
 # Needs: cargo (+ the musl targets if installed), python3 with pyotp, /usr/bin/webhook
 # (optional: its columns read n/a without it), FUSE + fusepy or strace for the slow disk
-# (apt-get install libfuse2 strace; pip install fusepy), strace for the census. Exit status is
-# non-zero only on real errors; a missed target is printed as MISSED in the table.
+# (apt-get install libfuse2 strace; pip install fusepy), strace for the census, root and
+# unshare for the bare path. Exit status is non-zero only on real errors; a missed target
+# is printed as MISSED in the table.
 set -euo pipefail
 
 ARGS="$*"
@@ -56,7 +57,7 @@ while [ $# -gt 0 ]; do
         --slow-disk) SLOW_MODE="$2"; shift ;;
         --no-slow-disk) SLOW=0 ;;
         --out) OUT="$2"; shift ;;
-        -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "run.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
