@@ -230,16 +230,16 @@ FILL=$((JOBS - LAT_N - WARMUP))
 [ "$FILL" -ge 0 ] || FILL=0
 
 # sequential jobs on one keep-alive connection: latency sample, then fill up to $JOBS
-exec_phase() { # name addr path body
-    local out
+exec_phase() { # name addr path body [jobs after the sample, default: up to $JOBS]
+    local out fill=${5:-$FILL}
     out=$(lg http --addr "$2" --path "$3" --body "$4" --n "$LAT_N" --warmup "$WARMUP") || die "$1: latency run failed"
     [ "$(kv "$out" bad)" = 0 ] || die "$1: unexpected status $(kv "$out" last_bad_status): $out"
     add "$1.p50" "$(kv "$out" p50_us)"
     add "$1.p99" "$(kv "$out" p99_us)"
     add "$1.max" "$(kv "$out" max_us)"
     add "$1.connects" "$(kv "$out" connects)"
-    if [ "$FILL" -gt 0 ]; then
-        out=$(lg http --addr "$2" --path "$3" --body "$4" --n "$FILL" --warmup 0) || die "$1: fill run failed"
+    if [ "$fill" -gt 0 ]; then
+        out=$(lg http --addr "$2" --path "$3" --body "$4" --n "$fill" --warmup 0) || die "$1: fill run failed"
     fi
 }
 
@@ -285,22 +285,31 @@ reject_phase() { # name addr
     echo "$out" >>"$WORK/reject-$1.txt"
 }
 
-rep_agent() {
-    local d="$WORK/agent-$1" port pid
+# Starts the agent with a config in dir $1 (made here), under the wrapper in $2... if
+# any, and waits for /health: AGENT_PORT and AGENT_PID name it.
+start_agent() {
+    local d="$1"
+    shift
     mkdir -m 700 "$d"
-    port=$("$LOADGEN" freeport)
-    agent_config "$d" "$port"
-    "${SRV[@]}" "$AGENT" serve --config "$d/config.json" 2>"$d/stderr" &
-    pid=$!
-    PIDS+=("$pid")
-    wait_http "127.0.0.1:$port" /health || { cat "$d/stderr" >&2; die "sudo-agent did not start"; }
+    AGENT_PORT=$("$LOADGEN" freeport)
+    agent_config "$d" "$AGENT_PORT"
+    "${SRV[@]}" "$@" "$AGENT" serve --config "$d/config.json" 2>"$d/stderr" &
+    AGENT_PID=$!
+    PIDS+=("$AGENT_PID")
+    wait_http "127.0.0.1:$AGENT_PORT" /health || { cat "$d/stderr" >&2; die "sudo-agent did not start"; }
+}
+
+rep_agent() {
+    local d="$WORK/agent-$1" addr pid
+    start_agent "$d"
+    addr="127.0.0.1:$AGENT_PORT" pid=$AGENT_PID
     sleep 0.2
     mem_point agent idle "$pid"
-    idle_point agent "127.0.0.1:$port" "$pid"
-    exec_phase agent "127.0.0.1:$port" /run "$RUN_BODY"
+    idle_point agent "$addr" "$pid"
+    exec_phase agent "$addr" /run "$RUN_BODY"
     mem_point agent jobs "$pid"
-    codes_phase agent "127.0.0.1:$port"
-    reject_phase agent "127.0.0.1:$port"
+    codes_phase agent "$addr"
+    reject_phase agent "$addr"
     stop "$pid"
     rm -rf "$d"
 }
@@ -310,26 +319,14 @@ rep_agent() {
 # rule keeps its read-only namespace, which a no_pin rule cannot turn off. Latency only.
 rep_agent_bare() {
     [ "$BARE" = 1 ] || return 0
-    local d="$WORK/bare-$1" port pid out
-    mkdir -m 700 "$d"
-    port=$("$LOADGEN" freeport)
-    agent_config "$d" "$port"
-    "${SRV[@]}" "${NO_CGROUP[@]}" "$AGENT" serve --config "$d/config.json" 2>"$d/stderr" &
-    pid=$!
-    PIDS+=("$pid")
-    wait_http "127.0.0.1:$port" /health || { cat "$d/stderr" >&2; die "sudo-agent (bare path) did not start"; }
-    # /health says where jobs go: "cgroup":null is the bare path.
-    exec 3<>"/dev/tcp/127.0.0.1/$port"
-    printf 'GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
-    out=$(cat <&3)
-    exec 3<&-
-    grep -q '"cgroup":null' <<<"$out" || die "bare path: the agent still found a cgroup: $out"
-    out=$(lg http --addr "127.0.0.1:$port" --path /run --body "$RUN_BODY" --n "$LAT_N" --warmup "$WARMUP") ||
-        die "bare path: latency run failed"
-    [ "$(kv "$out" bad)" = 0 ] || die "bare path: unexpected status $(kv "$out" last_bad_status): $out"
-    add bare.p50 "$(kv "$out" p50_us)"
-    add bare.p99 "$(kv "$out" p99_us)"
-    stop "$pid"
+    local d="$WORK/bare-$1" health
+    start_agent "$d" "${NO_CGROUP[@]}"
+    # /health says where jobs go: "cgroup":null is the bare path. At most 5 s.
+    health=$(timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" &&
+        printf "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" >&3 && cat <&3' sh "$AGENT_PORT") || true
+    grep -q '"cgroup":null' <<<"$health" || die "bare path: the agent still found a cgroup: $health"
+    exec_phase bare "127.0.0.1:$AGENT_PORT" /run "$RUN_BODY" 0
+    stop "$AGENT_PID"
     rm -rf "$d"
 }
 
