@@ -511,7 +511,6 @@ fn read_report(pipe: &OwnedFd) -> Option<i32> {
     }
 }
 
-/// std's error for a NUL inside an argument or variable, so messages stay as they were.
 /// `/dev/null` for every job's stdin, opened once (close-on-exec; the child's `dup2`
 /// gives it a copy without the flag).
 fn dev_null() -> io::Result<RawFd> {
@@ -524,7 +523,6 @@ fn dev_null() -> io::Result<RawFd> {
     Ok(DEV_NULL.get_or_init(|| fd).as_raw_fd())
 }
 
-/// A null-terminated array of pointers to `strings`.
 /// C strings in one buffer, and the null-terminated array of pointers to them that
 /// `execve` takes: three allocations for a whole environment, not two per variable.
 struct CStrings {
@@ -541,6 +539,7 @@ impl CStrings {
         for parts in strings {
             for part in parts {
                 if part.contains(&0) {
+                    // std's message for a NUL in an argument, as before.
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
                         "nul byte found in provided data",
