@@ -95,9 +95,10 @@ boot() {
     done
     [ -n "$leader" ] || { tail -n 20 "$dir/console.log" >&2; fail "container $name did not start"; }
     echo "$leader" >"$dir/leader"
-    # Until its bus is up, systemctl cannot ask; then --wait waits for the boot.
-    local state=""
-    for _ in $(seq 240); do
+    # Until its bus is up, systemctl cannot ask; then --wait waits for the boot. Five
+    # minutes in all (a boot here takes seconds).
+    local state="" deadline=$((SECONDS + 300))
+    while [ "$SECONDS" -lt "$deadline" ]; do
         state=$(in_ "$name" timeout 120 systemctl is-system-running --wait 2>/dev/null || true)
         case "$state" in
             running | degraded) break ;;
