@@ -13,19 +13,24 @@ use std::time::{Duration, Instant};
 use crate::common::{Agent, open_fds, rss_allowance_kib, rss_kib, status_of, threads};
 use serde_json::json;
 
-const RSS_LIMIT_KIB: u64 = 8 * 1024;
+/// What a flood may add to the agent's idle resident size (about 0.3 MiB measured). The
+/// idle size itself is mostly the binary's code, 7.7 MiB for a debug build: a bound on
+/// the total measured that, and a debug build sat within 0.5 MiB of it (a CI failure).
+const RSS_GROWTH_LIMIT_KIB: u64 = 2 * 1024;
 const HEALTH_LIMIT: Duration = Duration::from_secs(1);
 
 /// Samples /health latency, RSS and threads every 100 ms until `stop`.
 struct Watch {
+    idle_rss: u64,
     worst_health: Mutex<Duration>,
     worst_rss: Mutex<u64>,
     thread_counts: Mutex<Vec<usize>>,
 }
 
 impl Watch {
-    fn new() -> Watch {
+    fn new(agent: &Agent) -> Watch {
         Watch {
+            idle_rss: rss_kib(agent.pid()),
             worst_health: Mutex::new(Duration::ZERO),
             worst_rss: Mutex::new(0),
             thread_counts: Mutex::new(Vec::new()),
@@ -73,11 +78,14 @@ impl Watch {
         let rss = *self.worst_rss.lock().unwrap();
         let counts = self.thread_counts.lock().unwrap();
         let (lo, hi) = (counts.iter().min(), counts.iter().max());
-        println!("{what}: /health worst {worst:?}, RSS peak {rss} KiB, threads {lo:?}..{hi:?}");
+        let idle = self.idle_rss;
+        println!(
+            "{what}: /health worst {worst:?}, RSS peak {rss} KiB from {idle} KiB idle, threads {lo:?}..{hi:?}"
+        );
         assert!(worst < HEALTH_LIMIT, "{what}: /health took {worst:?}");
         assert!(
-            rss < RSS_LIMIT_KIB + rss_allowance_kib(),
-            "{what}: RSS reached {rss} KiB"
+            rss.saturating_sub(idle) < RSS_GROWTH_LIMIT_KIB + rss_allowance_kib(),
+            "{what}: RSS reached {rss} KiB from {idle} KiB idle"
         );
         assert!(
             counts.iter().all(|&n| n == baseline_threads),
@@ -91,7 +99,7 @@ fn a_thousand_connections_at_once() {
     let agent = Agent::start("h-thousand", json!({}));
     assert!(agent.health_ok());
     let baseline = threads(agent.pid());
-    let watch = Watch::new();
+    let watch = Watch::new(&agent);
     watch.during(&agent, || {
         let mut held = Vec::new();
         for i in 0..1000 {
@@ -137,7 +145,7 @@ fn floods_slowloris_and_protocol_abuse_at_once() {
     let agent = Agent::start("h-flood", json!({}));
     assert!(agent.health_ok());
     let baseline = threads(agent.pid());
-    let watch = Watch::new();
+    let watch = Watch::new(&agent);
     let t = Duration::from_secs(8);
     let many: String = (0..10_000).map(|i| format!("X-H{i}: v\r\n")).collect();
     let header_flood = format!("GET /health HTTP/1.1\r\n{many}\r\n");
