@@ -10,7 +10,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{Agent, open_fds, rss_allowance_kib, rss_kib, status_of, threads};
+use crate::common::{
+    Agent, open_fds, rss_allowance_kib, rss_growth_allowance_kib, rss_kib, status_of, threads,
+};
 use serde_json::json;
 
 /// What a flood may add to the agent's idle resident size (about 0.3 MiB measured). The
@@ -84,7 +86,7 @@ impl Watch {
         );
         assert!(worst < HEALTH_LIMIT, "{what}: /health took {worst:?}");
         assert!(
-            rss.saturating_sub(idle) < RSS_GROWTH_LIMIT_KIB + rss_allowance_kib(),
+            rss.saturating_sub(idle) < RSS_GROWTH_LIMIT_KIB + rss_growth_allowance_kib(),
             "{what}: RSS reached {rss} KiB from {idle} KiB idle"
         );
         assert!(
