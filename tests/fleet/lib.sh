@@ -99,7 +99,7 @@ boot() {
     # minutes in all (a boot here takes seconds).
     local state="" deadline=$((SECONDS + 300))
     while [ "$SECONDS" -lt "$deadline" ]; do
-        state=$(in_ "$name" timeout 120 systemctl is-system-running --wait 2>/dev/null || true)
+        state=$(in_ "$name" timeout "$((deadline - SECONDS + 1))" systemctl is-system-running --wait 2>/dev/null || true)
         case "$state" in
             running | degraded) break ;;
         esac
