@@ -4,7 +4,8 @@
 #     response (what sudo-agent replaces as "a daemon that runs a command per request"),
 #   - bench/python_agent.py, a stand-in for the old Python agent (reconstructed from the
 #     SPEC, not the original),
-#   - a bare fork+exec+wait of /bin/true from a Rust loop (the floor).
+#   - a bare fork+exec+wait of /bin/true from a Rust loop (the floor), and the same
+#     behind the least an HTTP server can do (`loadgen httpfloor`, the HTTP floor).
 # The agent's exec latency is measured twice: as it runs by default (a cgroup per job)
 # and on the bare path (as root: no cgroup, jobs in process groups).
 # Every figure is repeated (--reps, default 5) and the median is reported; ratios are
@@ -500,6 +501,16 @@ rep_floor() {
     # pause, as cold (caches, an idle CPU woken) as those requests are.
     out=$("${SRV[@]}" "$LOADGEN" spawn --setup same --n "$CODES_N" --warmup 1 --gap-ms 500) || die "spawn floor failed"
     add floor_cold.p50 "$(kv "$out" p50_us)"
+    # The least any HTTP server can do for a job: read the request, the same spawn,
+    # answer (`loadgen httpfloor`: no journal, result file, log or check).
+    local port pid
+    port=$("$LOADGEN" freeport)
+    "${SRV[@]}" "$LOADGEN" httpfloor --port "$port" --max-secs 600 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_http "127.0.0.1:$port" / || die "loadgen httpfloor did not start"
+    exec_phase floor_http "127.0.0.1:$port" /run "$RUN_BODY" 0
+    stop "$pid"
 }
 
 # ---------------------------------------------------------------- run
@@ -597,6 +608,7 @@ B_P50=$(median bare.p50) B_P99=$(median bare.p99)
 W_P50=$(median webhook.p50) W_P99=$(median webhook.p99)
 FP_P50=$(median floor_plain.p50) FP_P99=$(median floor_plain.p99)
 FS_P50=$(median floor_same.p50) FS_P99=$(median floor_same.p99) FC_P50=$(median floor_cold.p50)
+FH_P50=$(median floor_http.p50)
 A_RPS=$(median agent.rps) P_RPS=$(median python.rps)
 A_HP50=$(median agent.hp50) A_HP99=$(median agent.hp99)
 P_HP50=$(median python.hp50) P_HP99=$(median python.hp99)
@@ -631,6 +643,7 @@ Command: \`bash bench/run.sh${ARGS:+ $ARGS}\` (reps=$REPS, jobs=$JOBS, latency s
 | exec /bin/true, p99, bare / default | $(ms "$B_P99") / $(ms "$A_P99") | $(ms "$W_P99") | | default/floor(same) $(ratio "$A_P99" "$FS_P99"), default/webhook $(ratio "$A_P99" "$W_P99") | | |
 | floor: fork+exec+wait, plain / same setup, p50 | $(ms "$FP_P50") / $(ms "$FS_P50") | | | same/plain $(ratio "$FS_P50" "$FP_P50") | | |
 | floor: p99, plain / same setup | $(ms "$FP_P99") / $(ms "$FS_P99") | | | | | |
+| HTTP floor (\`loadgen httpfloor\`: a request read, the same-setup spawn, an answer; nothing else), p50 | $(ms "$FH_P50") | | | this/floor(same) $(ratio "$FH_P50" "$FS_P50"); bare agent/this $(ratio "$B_P50" "$FH_P50") | | |
 | rejected requests/s, 16 keep-alive conns | $(median agent.rps) (401: $(median agent.s401), 429: $(median agent.s429)) | – | $(median python.rps) (401: $(median python.s401); $(median python.connects) connects) | agent/python $(ratio "$A_RPS" "$P_RPS") | ≥ 30 000/s, ≥ 10× Python | $(verdict "$A_RPS >= 30000 && $A_RPS >= 10 * ${P_RPS/n\/a/0}" "$A_RPS") |
 | /health during the flood, p50 / p99 | $(ms "$A_HP50") / $(ms "$A_HP99") ($(median agent.hn) probes) | – | $(ms "$P_HP50") / $(ms "$P_HP99") | | p99 < 5 ms | $(verdict "$A_HP99 < 5000" "$A_HP99") |
 | start-up: exec to first answered request | $(ms "$START_AGENT") | $(ms "$START_WEBHOOK") | $(ms "$START_PYTHON") | webhook/agent $(ratio "$START_WEBHOOK" "$START_AGENT") | | |

@@ -8,20 +8,26 @@
 # switches (about 1 µs each, 2–3 % of a request), so the rows add up to the mean
 # request as recorded; the p50 printed is from the same requests, not recorded.
 #
-# usage: bash bench/where.sh [--reps N] [--n REQUESTS] AGENT_BINARY [MORE_BINARIES...]
+# usage: bash bench/where.sh [--reps N] [--n REQUESTS] [--bare] AGENT_BINARY [MORE_BINARIES...]
 # e.g.:  cargo build --release --target x86_64-unknown-linux-musl
 #        bash bench/where.sh target/x86_64-unknown-linux-musl/release/sudo-agent
 # Each binary serves POST /run {"command":"/bin/true"} through a no_pin rule (its
 # default sandbox), as in bench/run.sh. Medians of --reps (default 3) runs of --n
 # (default 1000) requests each. Needs perf (apt-get install linux-perf), root (perf
 # sched reads the scheduler's tracepoints), taskset and 2 CPUs; webhook is optional.
+# --bare: the agents find no writable cgroup v2 (lib.sh's NO_CGROUP), so jobs run in
+# process groups: the bare path issue 13's target is measured on.
+# Beside them, "http floor" is `loadgen httpfloor`: one thread that reads a request,
+# runs the floor's spawn and answers, with no journal, result file, log or check: the
+# least any HTTP server can do for a job here.
 set -euo pipefail
 usage() { sed -n '2,/^set -e/p' "$0" | sed '$d'; } # this comment block
-REPS=3 N=1000
+REPS=3 N=1000 WRAP=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) REPS="$2"; shift 2 ;;
         --n) N="$2"; shift 2 ;;
+        --bare) BARE=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) break ;;
     esac
@@ -32,6 +38,7 @@ command -v perf >/dev/null || { echo "where.sh: needs perf (apt-get install linu
 BINS=()
 for b in "$@"; do BINS+=("$(realpath "$b")"); done
 . "$(dirname "$0")/lib.sh"
+[ -z "${BARE:-}" ] || WRAP=("${NO_CGROUP[@]}")
 bench_init where
 WEBHOOK=$(command -v webhook || true)
 echo '[{"id": "true", "execute-command": "/bin/true", "include-command-output-in-response": true}]' >"$WORK/hooks.json"
@@ -79,7 +86,7 @@ agent() { # label binary
  "rules": [{"name": "true", "argv": ["/bin/true"], "no_pin": true}]}
 EOF
     chmod 600 "$d/config.json"
-    taskset -c 0 "$2" serve --config "$d/config.json" 2>"$d/stderr" &
+    taskset -c 0 "${WRAP[@]}" "$2" serve --config "$d/config.json" 2>"$d/stderr" &
     PID=$!
     wait_http "127.0.0.1:$port" /health || { cat "$d/stderr" >&2; exit 1; }
     measure "$1" "127.0.0.1:$port" /run '{"command":"/bin/true"}' "$(basename "$2" | cut -c1-15)"
@@ -96,6 +103,18 @@ webhook() {
     kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
 }
 
+# The least any HTTP server can do for a job: `loadgen httpfloor`, one thread that reads
+# a request, runs the floor's spawn and answers (no journal, result file or log).
+httpfloor() {
+    local port
+    port=$("$LOADGEN" freeport)
+    taskset -c 0 "$LOADGEN" httpfloor --port "$port" --max-secs 600 &
+    PID=$!
+    wait_http "127.0.0.1:$port" / || exit 1
+    measure "http floor" "127.0.0.1:$port" /run '{"command":"/bin/true"}' loadgen
+    kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+}
+
 floor() { # as `measure`
     local out
     out=$(taskset -c 0 "$LOADGEN" spawn --setup same --n "$N")
@@ -108,11 +127,12 @@ floor() { # as `measure`
 LABELS=()
 for i in "${!BINS[@]}"; do LABELS+=("agent$((i + 1))"); done
 [ -n "$WEBHOOK" ] && LABELS+=(webhook) || echo "where.sh: no webhook (apt-get install webhook): its column is left out" >&2
-LABELS+=(floor)
+LABELS+=("http floor" floor)
 for rep in $(seq "$REPS"); do
     echo "== rep $rep/$REPS" >&2
     for i in "${!BINS[@]}"; do agent "agent$((i + 1))" "${BINS[$i]}"; done
     [ -z "$WEBHOOK" ] || webhook
+    httpfloor
     floor
 done
 

@@ -20,6 +20,11 @@
 //!     fork+exec+wait of /bin/true from a loop: `plain` is Command::status(); `same` is
 //!     what a job gets: cleared env, stdin null, stdout/stderr piped and read to EOF,
 //!     own process group
+//! loadgen httpfloor --port P [--max-secs 300]
+//!     the least an HTTP server can do for a job: one thread serving one keep-alive
+//!     connection at a time on 127.0.0.1:P, each request (head, Content-Length body)
+//!     answered with a short JSON 200 after the `same` spawn of /bin/true; no journal,
+//!     no result file, no log, no checks. Exits after max-secs
 //! loadgen startup --addr A [--path /health] [--n 5] [--activate 0|1] [--log FILE] -- PROG ARGS..
 //!     time from spawn to the first 200 on path; with --activate 1 the socket is bound
 //!     here and handed over as fd 3 with LISTEN_FDS=1, LISTEN_PID=<child>
@@ -80,6 +85,7 @@ fn main() {
         "reject" => reject(&opts),
         "idle" => idle(&opts),
         "spawn" => spawn(&opts),
+        "httpfloor" => httpfloor(&opts),
         "startup" => startup(&opts, &rest),
         "procstat" => procstat_cmd(&opts),
         "freeport" => freeport(),
@@ -96,7 +102,7 @@ fn main() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: loadgen http|reject|idle|spawn|startup|procstat|freeport|codes|syncfloor|notify [--opt value].. (see src/main.rs)"
+        "usage: loadgen http|reject|idle|spawn|httpfloor|startup|procstat|freeport|codes|syncfloor|notify [--opt value].. (see src/main.rs)"
     );
     std::process::exit(2);
 }
@@ -124,7 +130,9 @@ fn parse_args(args: &[String]) -> (Opts, Vec<String>) {
 fn opt<T: std::str::FromStr>(opts: &Opts, key: &str, default: T) -> io::Result<T> {
     match opts.get(key) {
         None => Ok(default),
-        Some(v) => v.parse().map_err(|_| invalid(format!("--{key} {v}: not valid"))),
+        Some(v) => v
+            .parse()
+            .map_err(|_| invalid(format!("--{key} {v}: not valid"))),
     }
 }
 
@@ -133,7 +141,9 @@ fn opt_str<'a>(opts: &'a Opts, key: &str, default: &'a str) -> &'a str {
 }
 
 fn addr_opt(opts: &Opts) -> io::Result<SocketAddr> {
-    let text = opts.get("addr").ok_or_else(|| invalid("--addr is required"))?;
+    let text = opts
+        .get("addr")
+        .ok_or_else(|| invalid("--addr is required"))?;
     text.to_socket_addrs()?
         .next()
         .ok_or_else(|| invalid(format!("--addr {text}: no address")))
@@ -574,16 +584,7 @@ fn spawn(opts: &Opts) -> io::Result<()> {
         std::thread::sleep(gap);
         let t0 = Instant::now();
         let ok = if same {
-            Command::new("/bin/true")
-                .env_clear()
-                .envs(JOB_ENV)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .process_group(0)
-                .output()?
-                .status
-                .success()
+            true_as_a_job()?
         } else {
             Command::new("/bin/true").status()?.success()
         };
@@ -596,6 +597,81 @@ fn spawn(opts: &Opts) -> io::Result<()> {
         }
     }
     println!("{}", summary("", times));
+    Ok(())
+}
+
+/// `/bin/true` set up as a job is: cleared env plus the job variables, stdin null,
+/// stdout and stderr piped and read to EOF, its own process group. Whether it exited 0.
+fn true_as_a_job() -> io::Result<bool> {
+    Ok(Command::new("/bin/true")
+        .env_clear()
+        .envs(JOB_ENV)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .output()?
+        .status
+        .success())
+}
+
+fn httpfloor(opts: &Opts) -> io::Result<()> {
+    let port: u16 = opt(opts, "port", 0)?;
+    let deadline = Instant::now() + Duration::from_secs(opt(opts, "max-secs", 300)?);
+    let listener = TcpListener::bind(("127.0.0.1", port))?;
+    listener.set_nonblocking(true)?;
+    while Instant::now() < deadline {
+        let mut s = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        s.set_nonblocking(false)?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_millis(500)))?;
+        s.set_write_timeout(Some(IO_TIMEOUT))?;
+        // A connection ends at its client's close, an error or half a second idle.
+        let _ = serve_floor(&mut s, deadline);
+    }
+    Ok(())
+}
+
+fn serve_floor(s: &mut TcpStream, deadline: Instant) -> io::Result<()> {
+    let mut buf = Vec::new();
+    while Instant::now() < deadline {
+        let head_end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            if buf.len() > 64 * 1024 {
+                return Err(invalid("request head over 64 KiB"));
+            }
+            read_more(s, &mut buf)?;
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let body_len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(Ok(0), |v| {
+                v.trim().parse().map_err(|_| invalid("bad Content-Length"))
+            })?;
+        while buf.len() < head_end + body_len.min(64 * 1024) {
+            read_more(s, &mut buf)?;
+        }
+        buf.drain(..(head_end + body_len).min(buf.len()));
+        let body = format!(
+            r#"{{"status":"succeeded","exit_code":{}}}"#,
+            if true_as_a_job()? { 0 } else { 1 }
+        );
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(answer.as_bytes())?;
+    }
     Ok(())
 }
 
@@ -622,7 +698,10 @@ fn socket_activation(cmd: &mut Command, listener: &TcpListener, argv: &[String])
     let fd = listener.as_raw_fd();
     let cstr = |b: &[u8]| CString::new(b).map_err(|_| invalid("NUL byte in argument or env"));
     let path = cstr(argv[0].as_bytes())?;
-    let args: Vec<CString> = argv.iter().map(|a| cstr(a.as_bytes())).collect::<Result<_, _>>()?;
+    let args: Vec<CString> = argv
+        .iter()
+        .map(|a| cstr(a.as_bytes()))
+        .collect::<Result<_, _>>()?;
     let mut env: Vec<CString> = Vec::new();
     for (k, v) in std::env::vars_os() {
         let k = k.as_bytes();
@@ -698,10 +777,15 @@ fn startup(opts: &Opts, prog: &[String]) -> io::Result<()> {
             None
         };
         let mut cmd = Command::new(&prog[0]);
-        cmd.args(&prog[1..]).stdin(Stdio::null()).stdout(Stdio::null());
+        cmd.args(&prog[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
         match log {
             Some(path) => {
-                let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
                 cmd.stderr(f);
             }
             None => {
@@ -798,7 +882,11 @@ fn hmac_sha1(key: &[u8], msg: &[u8]) -> [u8; 20] {
     } else {
         k[..key.len()].copy_from_slice(key);
     }
-    let inner: Vec<u8> = k.iter().map(|b| b ^ 0x36).chain(msg.iter().copied()).collect();
+    let inner: Vec<u8> = k
+        .iter()
+        .map(|b| b ^ 0x36)
+        .chain(msg.iter().copied())
+        .collect();
     let outer: Vec<u8> = k
         .iter()
         .map(|b| b ^ 0x5c)
@@ -830,7 +918,11 @@ fn totp(key: &[u8], step: u64, digits: u32) -> String {
     let mac = hmac_sha1(key, &step.to_be_bytes());
     let off = (mac[19] & 0x0f) as usize;
     let bin = u32::from_be_bytes([mac[off] & 0x7f, mac[off + 1], mac[off + 2], mac[off + 3]]);
-    format!("{:0width$}", bin % 10u32.pow(digits), width = digits as usize)
+    format!(
+        "{:0width$}",
+        bin % 10u32.pow(digits),
+        width = digits as usize
+    )
 }
 
 fn unix_now() -> Duration {
@@ -841,12 +933,19 @@ fn unix_now() -> Duration {
 
 fn codes(opts: &Opts) -> io::Result<()> {
     let addr = addr_opt(opts)?;
-    let key = base32(opts.get("secret").ok_or_else(|| invalid("--secret is required"))?)?;
+    let key = base32(
+        opts.get("secret")
+            .ok_or_else(|| invalid("--secret is required"))?,
+    )?;
     let step_s: u64 = opt(opts, "step", 1)?;
     let digits: u32 = opt(opts, "digits", 6)?;
     let n: usize = opt(opts, "n", 8)?;
     let rest = opt_str(opts, "body-rest", r#""argv":["/bin/true"]}"#);
-    let plain = build_request("POST", "/run", opt_str(opts, "plain-body", r#"{"argv":["/bin/true"]}"#));
+    let plain = build_request(
+        "POST",
+        "/run",
+        opt_str(opts, "plain-body", r#"{"argv":["/bin/true"]}"#),
+    );
     let probe_ms: u64 = opt(opts, "probe-ms", 2)?;
     let health = build_request("GET", "/health", "");
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -908,7 +1007,9 @@ fn codes(opts: &Opts) -> io::Result<()> {
             }
         }
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let probe = prober.map(|p| p.join().unwrap_or_default()).unwrap_or_default();
+        let probe = prober
+            .map(|p| p.join().unwrap_or_default())
+            .unwrap_or_default();
         (times, plain_times, statuses, probe)
     });
     let mix: Vec<String> = statuses.iter().map(|(k, v)| format!("s{k}={v}")).collect();
@@ -924,12 +1025,18 @@ fn codes(opts: &Opts) -> io::Result<()> {
 }
 
 fn syncfloor(opts: &Opts) -> io::Result<()> {
-    let dir = std::path::PathBuf::from(opts.get("dir").ok_or_else(|| invalid("--dir is required"))?);
+    let dir = std::path::PathBuf::from(
+        opts.get("dir")
+            .ok_or_else(|| invalid("--dir is required"))?,
+    );
     let n: usize = opt(opts, "n", 50)?;
     // As for `spawn`: a pause before each, for a sync as cold as a code-bearing request's.
     let gap = Duration::from_millis(opt(opts, "gap-ms", 0)?);
     let path = dir.join(format!(".syncfloor.{}", std::process::id()));
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
     let line = [b'x'; 200];
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {
@@ -946,7 +1053,9 @@ fn syncfloor(opts: &Opts) -> io::Result<()> {
 }
 
 fn notify(opts: &Opts) -> io::Result<()> {
-    let path = opts.get("path").ok_or_else(|| invalid("--path is required"))?;
+    let path = opts
+        .get("path")
+        .ok_or_else(|| invalid("--path is required"))?;
     let secs: f64 = opt(opts, "secs", 10.0)?;
     let _ = std::fs::remove_file(path);
     let sock = std::os::unix::net::UnixDatagram::bind(path)?;
@@ -957,7 +1066,10 @@ fn notify(opts: &Opts) -> io::Result<()> {
     while Instant::now() < deadline {
         match sock.recv(&mut buf) {
             Ok(n) => {
-                if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "WATCHDOG=1") {
+                if String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == "WATCHDOG=1")
+                {
                     let now = Instant::now();
                     if let Some(prev) = last {
                         max_gap = max_gap.max(now - prev);
@@ -966,7 +1078,11 @@ fn notify(opts: &Opts) -> io::Result<()> {
                     pings += 1;
                 }
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => return Err(e),
         }
     }
