@@ -570,7 +570,7 @@ ELAPSED=$((SECONDS - T0))
 # ---------------------------------------------------------------- report
 
 calc() { awk "BEGIN { printf \"%s\", ($1) }" 2>/dev/null; }
-num() { [[ "$1" =~ ^[0-9.]+$ ]]; }
+num() { [[ "$1" =~ ^-?[0-9.]+$ ]]; } # a difference of two figures may be negative
 ms() { num "$1" && calc "sprintf(\"%.2f ms\", $1/1000)" || echo "$1"; }
 mib() { num "$1" && calc "sprintf(\"%.2f MiB\", $1/1024)" || echo "$1"; }
 bytes() { num "$1" && calc "sprintf(\"%.0f KiB (%.2f MiB)\", $1/1024, $1/1048576)" || echo "$1"; }

@@ -22,7 +22,7 @@
 # least any HTTP server can do for a job here.
 set -euo pipefail
 usage() { sed -n '2,/^set -e/p' "$0" | sed '$d'; } # this comment block
-REPS=3 N=1000 WRAP=()
+REPS=3 N=1000 BARE="" WRAP=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) REPS="$2"; shift 2 ;;
@@ -38,7 +38,7 @@ command -v perf >/dev/null || { echo "where.sh: needs perf (apt-get install linu
 BINS=()
 for b in "$@"; do BINS+=("$(realpath "$b")"); done
 . "$(dirname "$0")/lib.sh"
-[ -z "${BARE:-}" ] || WRAP=("${NO_CGROUP[@]}")
+[ -z "$BARE" ] || WRAP=("${NO_CGROUP[@]}")
 bench_init where
 WEBHOOK=$(command -v webhook || true)
 echo '[{"id": "true", "execute-command": "/bin/true", "include-command-output-in-response": true}]' >"$WORK/hooks.json"
@@ -110,7 +110,7 @@ httpfloor() {
     port=$("$LOADGEN" freeport)
     taskset -c 0 "$LOADGEN" httpfloor --port "$port" --max-secs 600 &
     PID=$!
-    wait_http "127.0.0.1:$port" / || exit 1
+    wait_http "127.0.0.1:$port" / || { echo "where.sh: loadgen httpfloor did not start" >&2; exit 1; }
     measure "http floor" "127.0.0.1:$port" /run '{"command":"/bin/true"}' loadgen
     kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
 }
