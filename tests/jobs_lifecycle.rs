@@ -377,8 +377,8 @@ fn ten_thousand_jobs_keep_journal_rss_and_results_bounded() {
     );
     // One heap, as musl's allocator (the shipped build) has: glibc's arena per thread
     // makes the host build's RSS depend on which job thread freed what, and grew it
-    // 200–280 KiB in the second half of runs with no leak (flat over 40 000 jobs
-    // of the release build; 100–125 KiB with one arena).
+    // 200–276 KiB in the second half of runs with no leak (96–124 KiB with one arena;
+    // the release build stays flat over 40 000 jobs: BENCHMARKS.md, session 26).
     let agent = Agent::start_in(dir, &cfg, &[("MALLOC_ARENA_MAX", "1")]);
     let pid = agent.pid();
     let results_dir = agent.dir.path().join("results");
