@@ -22,7 +22,7 @@
 //!     own process group
 //! loadgen httpfloor --port P [--max-secs 300]
 //!     the least an HTTP server can do for a job: one thread serving one keep-alive
-//!     connection at a time on 127.0.0.1:P, each request (head, Content-Length body)
+//!     connection at a time on 127.0.0.1:P, each request (head and body, 64 KiB each at most)
 //!     answered with a short JSON 200 after the `same` spawn of /bin/true; no journal,
 //!     no result file, no log, no checks. Exits after max-secs
 //! loadgen startup --addr A [--path /health] [--n 5] [--activate 0|1] [--log FILE] -- PROG ARGS..
