@@ -65,6 +65,73 @@ pub fn emulated() -> bool {
     runner().is_some()
 }
 
+/// `cmd.spawn()`. Under qemu-user the child of a fork sometimes deadlocks before its
+/// exec, on a lock of qemu's own that no thread will release (seen in CI: a suite that
+/// never ended, its last test waiting in `spawn` for 10 minutes). There, a child still
+/// running this test program 20 s into the spawn, and 2 s later, is killed, which lets
+/// `spawn` return, and the spawn is tried again.
+pub fn spawn_past_stuck_forks(cmd: &mut Command) -> Child {
+    if !emulated() {
+        return cmd.spawn().unwrap();
+    }
+    for _ in 0..3 {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (spawned, killed) = std::thread::scope(|scope| {
+            scope.spawn(|| tx.send(cmd.spawn()));
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(spawned) => (spawned, Vec::new()),
+                Err(_) => {
+                    let killed = kill_unexeced_children();
+                    (rx.recv().unwrap(), killed)
+                }
+            }
+        });
+        let mut child = spawned.unwrap();
+        if !killed.contains(&child.id()) {
+            return child;
+        }
+        eprintln!("a forked child hung before its exec (qemu-user); killed, spawning again");
+        let _ = child.wait();
+    }
+    panic!("three spawns hung before their exec under qemu-user");
+}
+
+/// Children of this process still running this test program (forked, never exec'd)
+/// now and 2 s later: killed with SIGKILL, their pids returned.
+fn kill_unexeced_children() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    let program = std::env::current_exe().unwrap_or_default();
+    let program = program.to_string_lossy().into_owned();
+    let unexeced = || -> Vec<u32> {
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                status
+                    .lines()
+                    .any(|l| l.split_whitespace().eq(["PPid:", me.as_str()]))
+                    && cmdline
+                        .split(|&b| b == 0)
+                        .any(|arg| arg == program.as_bytes())
+            })
+            .collect()
+    };
+    let first = unexeced();
+    std::thread::sleep(Duration::from_secs(2));
+    let stuck: Vec<u32> = unexeced()
+        .into_iter()
+        .filter(|p| first.contains(p))
+        .collect();
+    for pid in &stuck {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    stuck
+}
+
 /// What qemu-user itself (translated-code cache, its own heap) adds to the resident
 /// size of an agent it runs: about 21 MiB idle here, more once much code has run.
 /// Memory budgets in tests are for the agent, so they allow this under emulation.
@@ -344,7 +411,7 @@ impl Agent {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        self.child = Some(cmd.spawn().unwrap());
+        self.child = Some(spawn_past_stuck_forks(&mut cmd));
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let listening = [self.stderr(), read_log()]
