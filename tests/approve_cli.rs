@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Stdio};
 
-use crate::common::{Agent, CliRun, agent_command, run_bin};
+use crate::common::{Agent, CliRun, Retrying, agent_command, run_bin};
 use serde_json::json;
 
 /// A `run --request` in the background, stopped at its "held" line.
@@ -26,7 +26,7 @@ impl Waiting {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()
+            .spawn_retrying()
             .unwrap();
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let mut line = String::new();
@@ -279,7 +279,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
         .arg("-c")
         .arg(script)
         .args(&args)
-        .output()
+        .output_retrying()
         .unwrap();
     let seen = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{seen}");

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{Agent, python_has, read_answer, run_bin, url_decode};
+use crate::common::{Agent, Retrying, python_has, read_answer, run_bin, url_decode};
 use serde_json::{Value, json};
 
 const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
@@ -281,7 +281,7 @@ fn curl_home_assistant_run_and_mcp_keep_working() {
                 "-d",
                 r#"{"command": "uptime"}"#,
             ])
-            .output()
+            .output_retrying()
             .unwrap();
         let job: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         assert_eq!(job["status"], "succeeded", "curl {url}: {job} {out:?}");
@@ -309,7 +309,7 @@ asyncio.run(main())
             .args(["-c", script, &format!("http://127.0.0.1:{port}/run")])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .spawn()
+            .spawn_retrying()
             .unwrap();
         let mut stdout = BufReader::new(python.stdout.take().unwrap());
         let mut line = String::new();
@@ -408,7 +408,7 @@ impl Drop for Group {
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .args(["-KILL", "--", &format!("-{}", self.0.id())])
-            .status();
+            .status_retrying();
         let _ = self.0.wait();
     }
 }
@@ -476,7 +476,7 @@ async function status(url, init) {{
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)
-            .spawn()
+            .spawn_retrying()
             .unwrap(),
     );
     serve_page_until_ready(page_server, &page);

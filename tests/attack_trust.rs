@@ -9,7 +9,9 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{Agent, TempDir, base_config, run_bin, script, serve_refused, write_files};
+use crate::common::{
+    Agent, Retrying, TempDir, base_config, run_bin, script, serve_refused, write_files,
+};
 use serde_json::{Value, json};
 
 const NOBODY: u32 = 65534;
@@ -228,7 +230,7 @@ fn a_directory_loosened_after_start_up_refuses_the_job_and_runs_nothing() {
         ))
         .uid(NOBODY)
         .gid(NOBODY)
-        .status()
+        .status_retrying()
         .unwrap();
     assert!(swapped.success());
     let job = run(&agent, json!(["tool"]));
@@ -290,7 +292,7 @@ fn a_root_jobs_writable_path_that_another_user_could_swap_is_refused() {
         ))
         .uid(NOBODY)
         .gid(NOBODY)
-        .status()
+        .status_retrying()
         .unwrap();
     assert!(swapped.success());
     chmod(&shared, 0o755);

@@ -1,6 +1,6 @@
 //! Codes, replay, throttling and policy through the real binary.
 
-use crate::common::{Agent, now};
+use crate::common::{Agent, Retrying, now};
 use serde_json::json;
 use sudo_agent::totp;
 
@@ -201,7 +201,7 @@ fn code_and_verify_commands_agree_with_the_agent() {
     let out = crate::common::agent_command()
         .args(["code", "--config"])
         .arg(&agent.config_path)
-        .output()
+        .output_retrying()
         .unwrap();
     assert!(
         out.status.success(),
@@ -219,7 +219,7 @@ fn code_and_verify_commands_agree_with_the_agent() {
         crate::common::agent_command()
             .args(["verify", code, "--config"])
             .arg(&agent.config_path)
-            .status()
+            .status_retrying()
             .unwrap()
             .code()
     };
@@ -341,7 +341,7 @@ print(old)
     };
     let out = std::process::Command::new("python3")
         .args(["-c", script, how, &was.to_string()])
-        .output()
+        .output_retrying()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     out.status.success().then(|| text.trim().parse().ok())?

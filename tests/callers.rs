@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::{
-    Agent, TempDir, base_config, emulated, fixture_base, status_of, tool_runs, unsafe_kill,
-    wait_until,
+    Agent, Retrying, TempDir, base_config, emulated, fixture_base, status_of, tool_runs,
+    unsafe_kill, wait_until,
 };
 
 /// Where root's own requests go: TCP, unless under qemu-user, which passes no
@@ -68,7 +68,7 @@ fn ask(target: &str, method: &str, path: &str, body: &Value, who: &str) -> (u16,
     };
     let out = Command::new("python3")
         .args(["-c", CLIENT, target, method, path, &body, who])
-        .output()
+        .output_retrying()
         .expect("python3 runs");
     let raw = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -304,7 +304,7 @@ fn both_sockets_from_systemd_are_served_and_the_unix_one_names_its_caller() {
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(unix)))
         .stdout(Stdio::from(std::os::fd::OwnedFd::from(tcp)))
         .stderr(Stdio::null());
-    agent.child = Some(cmd.spawn().unwrap());
+    agent.child = Some(cmd.spawn_retrying().unwrap());
     agent.addr = addr;
     let deadline = Instant::now() + Duration::from_secs(15);
     while !agent.log().contains("LISTENING on") {
@@ -378,7 +378,7 @@ impl Traced {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
+            .spawn_retrying()
             .unwrap();
         let tracer = format!("TracerPid:\t{}\n", strace.id());
         let status = format!("/proc/{pid}/task/{tid}/status");

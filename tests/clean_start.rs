@@ -7,7 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Agent, Seen, TempDir, agent_command, alive, base_config, python_has, serve_refused, wait_until,
+    Agent, Retrying, Seen, TempDir, agent_command, alive, base_config, python_has, serve_refused,
+    wait_until,
 };
 use serde_json::{Value, json};
 
@@ -209,13 +210,17 @@ fn signaller(user: &str) -> Child {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .spawn_retrying()
         .unwrap()
 }
 
 #[test]
 fn a_process_of_the_rules_user_signalling_jobs_in_a_loop_never_stops_the_agent() {
-    if Command::new("setpriv").arg("--version").output().is_err() {
+    if Command::new("setpriv")
+        .arg("--version")
+        .output_retrying()
+        .is_err()
+    {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "setpriv missing under CI=true; apt-get install util-linux"

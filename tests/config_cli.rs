@@ -6,7 +6,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::common::{SECRET_B32, TempDir, base_config};
+use crate::common::{Retrying, SECRET_B32, TempDir, base_config};
 use serde_json::json;
 
 /// Writes config + secret and runs `sudo-agent ARGS --config`, returning (exit code, stderr).
@@ -24,7 +24,7 @@ fn run_with(dir: &TempDir, cfg: &serde_json::Value, args: &[&str]) -> (i32, Stri
         .arg("--config")
         .arg(&config)
         .stdin(Stdio::null())
-        .output()
+        .output_retrying()
         .unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -93,13 +93,16 @@ fn check_lists_every_problem_and_passes_a_good_config() {
 #[test]
 fn usage_errors_exit_2() {
     for args in [&["frobnicate"][..], &["serve", "--bogus"], &[]] {
-        let out = crate::common::agent_command().args(args).output().unwrap();
+        let out = crate::common::agent_command()
+            .args(args)
+            .output_retrying()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(!out.stderr.is_empty());
     }
     let out = crate::common::agent_command()
         .arg("--version")
-        .output()
+        .output_retrying()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("sudo-agent "));
@@ -123,7 +126,7 @@ fn init_writes_private_secret_and_never_overwrites_without_force() {
         if force {
             cmd.arg("--force");
         }
-        cmd.output().unwrap()
+        cmd.output_retrying().unwrap()
     };
     let out = init(false);
     assert!(
@@ -161,7 +164,7 @@ fn init_writes_private_secret_and_never_overwrites_without_force() {
     let check = crate::common::agent_command()
         .args(["check", "--config"])
         .arg(&config)
-        .output()
+        .output_retrying()
         .unwrap();
     // State and log paths are system paths that may not exist here; only the config must parse.
     let err = String::from_utf8_lossy(&check.stderr);
@@ -178,7 +181,7 @@ fn demo_serves_and_cleans_up_on_ctrl_c() {
         .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .spawn()
+        .spawn_retrying()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut dir = None;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::{
-    Agent, Seen, TempDir, agent_command, base_config, free_port, job_cgroup, run_bin,
+    Agent, Retrying, Seen, TempDir, agent_command, base_config, free_port, job_cgroup, run_bin,
     strace_injecting, wait_until,
 };
 
@@ -412,7 +412,7 @@ fn a_jobs_cgroup_is_kept_for_the_next_jobs_and_one_a_crash_leaves_goes_at_a_late
     let aged = Command::new("touch")
         .args(["-d", "1 minute ago"])
         .arg(&unnamed)
-        .status();
+        .status_retrying();
     launch_alone(&mut agent, &own);
     let after_start = job_cgroups(&own);
     let foreign_kept = foreign.exists();
@@ -465,7 +465,10 @@ fn a_kept_cgroup_someone_moved_a_process_into_is_not_used_and_the_next_job_still
         "not kept: {:?}",
         job_cgroups(&own)
     );
-    let mut stranger = Command::new("/bin/sleep").arg("60").spawn().unwrap();
+    let mut stranger = Command::new("/bin/sleep")
+        .arg("60")
+        .spawn_retrying()
+        .unwrap();
     fs::write(kept.join("cgroup.procs"), stranger.id().to_string()).unwrap();
 
     let second = run(&agent);
@@ -516,7 +519,10 @@ fn after_a_crash_a_job_in_a_cgroup_named_by_its_id_is_ended_and_the_stranger_in_
         "not kept: {:?}",
         job_cgroups(&own)
     );
-    let mut stranger = Command::new("/bin/sleep").arg("60").spawn().unwrap();
+    let mut stranger = Command::new("/bin/sleep")
+        .arg("60")
+        .spawn_retrying()
+        .unwrap();
     let stranger_seen = Seen::now(stranger.id());
     fs::write(
         own.join(format!("job-{key}")).join("cgroup.procs"),
@@ -691,7 +697,7 @@ impl Mounted {
         let status = in_mount_namespace(ns, "mount")
             .args(["-t", "tmpfs", "-o", "size=1m", "sa-test"])
             .arg(point)
-            .status()
+            .status_retrying()
             .unwrap();
         assert!(status.success(), "mount -t tmpfs on {}", point.display());
         Mounted {
@@ -706,7 +712,7 @@ impl Drop for Mounted {
         let umount = in_mount_namespace(self.ns, "umount")
             .arg("-l")
             .arg(&self.point)
-            .status();
+            .status_retrying();
         drop(umount);
     }
 }
@@ -734,7 +740,7 @@ impl Churn {
             .args(["-c", &script])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
-            .spawn()
+            .spawn_retrying()
             .unwrap();
         Churn { shell, stop }
     }
@@ -1023,7 +1029,7 @@ impl LoopDisk {
         let status = Command::new("nsenter")
             .args(["-t", &agent.pid().to_string(), "-m"])
             .args(command)
-            .status()
+            .status_retrying()
             .unwrap();
         assert!(status.success(), "{command:?}");
     }
@@ -1054,7 +1060,10 @@ impl LoopDisk {
 impl Drop for LoopDisk {
     fn drop(&mut self) {
         // Once the agent is gone, so is its namespace and whatever was mounted in it.
-        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
+        let _ = Command::new("losetup")
+            .arg("-d")
+            .arg(&self.device)
+            .status_retrying();
     }
 }
 
@@ -1303,7 +1312,11 @@ fn without_sys_admin() -> Command {
 
 #[test]
 fn a_sandbox_the_kernel_refuses_refuses_the_job_and_check_says_so_first() {
-    if Command::new("setpriv").arg("--help").output().is_err() {
+    if Command::new("setpriv")
+        .arg("--help")
+        .output_retrying()
+        .is_err()
+    {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "setpriv missing under CI=true: apt-get install util-linux"
@@ -1325,7 +1338,7 @@ fn a_sandbox_the_kernel_refuses_refuses_the_job_and_check_says_so_first() {
     let check = without_sys_admin()
         .args(["check", "--config"])
         .arg(&config)
-        .output()
+        .output_retrying()
         .unwrap();
     let stderr = String::from_utf8_lossy(&check.stderr);
     assert_eq!(check.status.code(), Some(0), "{stderr}");

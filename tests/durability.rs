@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{Agent, Seen, group_members, strace_delaying, unsafe_kill, wait_until};
+use crate::common::{
+    Agent, Retrying, Seen, group_members, strace_delaying, unsafe_kill, wait_until,
+};
 use serde_json::{Value, json};
 use sudo_agent::totp;
 
@@ -426,7 +428,7 @@ impl SmallDisk {
         let script = format!("{mount} {} && exec sleep 600", point.display());
         let holder = std::process::Command::new("unshare")
             .args(["-m", "--propagation", "private", "sh", "-c", &script])
-            .spawn()
+            .spawn_retrying()
             .unwrap();
         let disk = SmallDisk {
             holder,
@@ -460,7 +462,7 @@ impl SmallDisk {
             .args(["-t", &holder, "-m"])
             .args(argv)
             .stderr(std::process::Stdio::null())
-            .status()
+            .status_retrying()
             .unwrap()
             .success()
     }
@@ -537,7 +539,7 @@ impl Drop for SmallDisk {
             let _ = std::process::Command::new("losetup")
                 .arg("-d")
                 .arg(device)
-                .status();
+                .status_retrying();
         }
     }
 }

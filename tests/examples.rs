@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{Agent, agent_shell_command, read_message, url_decode};
+use crate::common::{Agent, Retrying, agent_shell_command, read_message, url_decode};
 use serde_json::{Value, json};
 
 fn example(path: &str) -> String {
@@ -196,7 +196,7 @@ fn asterisk_shell_line_runs_a_message_and_never_its_shell_code() {
     let out = Command::new("/bin/sh")
         .args(["-c", &line])
         .env("SUDO_AGENT_MSG_42", &body)
-        .output()
+        .output_retrying()
         .unwrap();
     let reply = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -224,7 +224,7 @@ fn yaml(path: &str) -> Option<Value> {
             "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
         ])
         .arg(&path)
-        .output()
+        .output_retrying()
         .unwrap();
     assert!(
         out.status.success(),
@@ -375,7 +375,7 @@ fn notify_command_posts_the_form_the_automation_reads() {
         .env("EXIT_CODE", "0")
         .env("COMMAND", command)
         .env("RESULT_FILE", "/tmp/sudo-agent/agent-0123.txt")
-        .spawn()
+        .spawn_retrying()
         .unwrap();
     let form = receive_form(&listener, WEBHOOK);
     assert!(child.wait().unwrap().success());
@@ -470,7 +470,7 @@ fn phone_reply(event: &Value) -> Option<Value> {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/homeassistant/configuration.yaml"),
         )
         .args(["mobile_app_notification_action", &event.to_string()])
-        .output()
+        .output_retrying()
         .unwrap();
     assert!(
         out.status.success(),

@@ -4,7 +4,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use crate::common::{SECRET_B32, TempDir, agent_command};
+use crate::common::{Retrying, SECRET_B32, TempDir, agent_command};
 
 /// Runs the binary with `args`; (exit code, stdout, stderr).
 fn run(args: &[&str], root: &Path) -> (i32, String, String) {
@@ -12,7 +12,7 @@ fn run(args: &[&str], root: &Path) -> (i32, String, String) {
         .args(args)
         .arg("--root")
         .arg(root)
-        .output()
+        .output_retrying()
         .unwrap();
     (
         out.status.code().unwrap_or(-1),

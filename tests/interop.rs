@@ -8,6 +8,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use crate::common::Retrying;
 use sudo_agent::totp::{self, Params};
 
 /// Random secrets per run; each is checked at 6 times (two step edges, three times each).
@@ -140,7 +141,7 @@ fn agrees_with_oathtool() {
     let found = Command::new("oathtool")
         .arg("--version")
         .stdout(Stdio::null())
-        .status()
+        .status_retrying()
         .is_ok_and(|s| s.success());
     if require(found, "oathtool", "apt-get install oathtool").is_none() {
         return;
@@ -159,7 +160,7 @@ fn agrees_with_oathtool() {
                 .arg(format!("--time-step-size={}s", case.step_s))
                 .arg(format!("--now=@{first}"))
                 .arg(&case.base32)
-                .output()
+                .output_retrying()
                 .expect("run oathtool");
             processes += 1;
             assert!(
@@ -202,7 +203,7 @@ fn agrees_with_pyotp() {
     let found = Command::new("python3")
         .args(["-c", "import pyotp"])
         .stderr(Stdio::null())
-        .status()
+        .status_retrying()
         .is_ok_and(|s| s.success());
     if require(found, "pyotp (python3)", "pip install pyotp").is_none() {
         return;
@@ -223,7 +224,7 @@ fn agrees_with_pyotp() {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_retrying()
         .expect("start python3");
     let mut stdin = child.stdin.take().expect("stdin piped");
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Agent, TempDir, base_config, group_members, job_cgroup, rss_kib, threads, wait_until,
+    Agent, Retrying, TempDir, base_config, group_members, job_cgroup, rss_kib, threads, wait_until,
 };
 use serde_json::{Value, json};
 
@@ -341,7 +341,7 @@ fn a_symlinked_journal_is_refused() {
     let out = crate::common::agent_command()
         .args(["serve", "--config"])
         .arg(&config)
-        .output()
+        .output_retrying()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -519,7 +519,7 @@ impl<'a> Unwritable<'a> {
         let immutable = Command::new("chattr")
             .arg("+i")
             .arg(dir)
-            .status()
+            .status_retrying()
             .is_ok_and(|s| s.success());
         if !immutable {
             std::fs::remove_dir_all(dir).unwrap();
@@ -532,7 +532,10 @@ impl<'a> Unwritable<'a> {
 impl Drop for Unwritable<'_> {
     fn drop(&mut self) {
         if self.immutable {
-            let _ = Command::new("chattr").arg("-i").arg(self.dir).status();
+            let _ = Command::new("chattr")
+                .arg("-i")
+                .arg(self.dir)
+                .status_retrying();
         } else {
             let _ = std::fs::remove_file(self.dir);
         }
@@ -725,7 +728,7 @@ fn a_recycled_result_file_is_written_without_reading_the_old_one_back_from_disk(
     let fs_type = Command::new("stat")
         .args(["-f", "-c", "%T"])
         .arg(&dir)
-        .output();
+        .output_retrying();
     if fs_type.is_ok_and(|o| o.stdout.starts_with(b"tmpfs")) {
         // Nothing there is ever read back from a disk.
         eprintln!("SKIPPED: results on tmpfs: a cold page cannot be shown");
@@ -737,11 +740,17 @@ fn a_recycled_result_file_is_written_without_reading_the_old_one_back_from_disk(
     };
     // On the disk, then out of the page cache (dd's nocache is posix_fadvise DONTNEED).
     for file in files() {
-        assert!(Command::new("sync").arg(&file).status().unwrap().success());
+        assert!(
+            Command::new("sync")
+                .arg(&file)
+                .status_retrying()
+                .unwrap()
+                .success()
+        );
         let dropped = Command::new("dd")
             .arg(format!("if={}", file.display()))
             .args(["iflag=nocache", "count=0", "status=none"])
-            .status();
+            .status_retrying();
         assert!(dropped.unwrap().success());
     }
     let before = read_bytes(agent.pid());

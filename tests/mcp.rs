@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-use crate::common::{Agent, SECRET_B32, agent_command, agent_shell_command, python_has};
+use crate::common::{Agent, Retrying, SECRET_B32, agent_command, agent_shell_command, python_has};
 use serde_json::{Value, json};
 
 /// A running `sudo-agent mcp` with its stdio.
@@ -23,7 +23,7 @@ impl Session {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .spawn()
+            .spawn_retrying()
             .unwrap();
         let input = child.stdin.take().unwrap();
         let output = BufReader::new(child.stdout.take().unwrap());
@@ -231,7 +231,7 @@ fn sdk(agent: &Agent, action: &str, command: &str) -> Value {
             command,
         ])
         .stderr(Stdio::inherit())
-        .output()
+        .output_retrying()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "mcp_sdk.py failed: {text}");

@@ -5,7 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{Agent, Seen, TempDir, alive, base_config, serve_refused, wait_until};
+use crate::common::{
+    Agent, Retrying, Seen, TempDir, alive, base_config, serve_refused, wait_until,
+};
 use serde_json::{Value, json};
 
 #[test]
@@ -69,7 +71,7 @@ fn leaderless_group() -> (u32, u32) {
             "-c",
             "sleep 60 </dev/null >/dev/null 2>&1 & echo $$ $!",
         ])
-        .output()
+        .output_retrying()
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     let mut ids = text.split_whitespace().map(|w| w.parse::<u32>().unwrap());
@@ -120,7 +122,7 @@ impl Drop for KillGroupOnDrop {
         if self.1.alive() {
             let _ = Command::new("kill")
                 .args(["-KILL", "--", &format!("-{}", self.0)])
-                .status();
+                .status_retrying();
         }
     }
 }

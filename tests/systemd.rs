@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use crate::common::{Agent, TempDir, alive, base_config};
+use crate::common::{Agent, Retrying, TempDir, alive, base_config};
 use serde_json::json;
 
 fn loopback_listener() -> TcpListener {
@@ -113,7 +113,7 @@ fn a_non_loopback_socket_from_systemd_is_refused() {
         .args(["serve", "--config"])
         .arg(&agent.config_path)
         .stderr(std::process::Stdio::piped())
-        .spawn()
+        .spawn_retrying()
         .unwrap();
     let status = child.wait().unwrap();
     let mut err = String::new();

@@ -3,12 +3,12 @@
 //! the secret the test wrote. Dropping the `Agent` kills it and removes the dir.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -65,14 +65,47 @@ pub fn emulated() -> bool {
     runner().is_some()
 }
 
+/// `Command`'s `spawn`, `output` and `status`, past a fork that hangs under qemu-user
+/// (see [`spawn_past_stuck_forks`]). Every spawn of the tests goes through these;
+/// natively they are the plain ones.
+pub trait Retrying {
+    fn spawn_retrying(&mut self) -> io::Result<Child>;
+    fn output_retrying(&mut self) -> io::Result<Output>;
+    fn status_retrying(&mut self) -> io::Result<ExitStatus>;
+}
+
+impl Retrying for Command {
+    fn spawn_retrying(&mut self) -> io::Result<Child> {
+        spawn_past_stuck_forks(self)
+    }
+
+    fn output_retrying(&mut self) -> io::Result<Output> {
+        if !emulated() {
+            return self.output();
+        }
+        // What `output` gives a command that chose nothing else.
+        self.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        spawn_past_stuck_forks(self)?.wait_with_output()
+    }
+
+    fn status_retrying(&mut self) -> io::Result<ExitStatus> {
+        if !emulated() {
+            return self.status();
+        }
+        spawn_past_stuck_forks(self)?.wait()
+    }
+}
+
 /// `cmd.spawn()`. Under qemu-user the child of a fork sometimes deadlocks before its
 /// exec, on a lock of qemu's own that no thread will release (seen in CI: a suite that
 /// never ended, its last test waiting in `spawn` for 10 minutes). There, a child still
 /// running this test program 20 s into the spawn, and 2 s later, is killed, which lets
 /// `spawn` return, and the spawn is tried again.
-pub fn spawn_past_stuck_forks(cmd: &mut Command) -> Child {
+fn spawn_past_stuck_forks(cmd: &mut Command) -> io::Result<Child> {
     if !emulated() {
-        return cmd.spawn().unwrap();
+        return cmd.spawn();
     }
     for _ in 0..3 {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -86,9 +119,9 @@ pub fn spawn_past_stuck_forks(cmd: &mut Command) -> Child {
                 }
             }
         });
-        let mut child = spawned.unwrap();
+        let mut child = spawned?;
         if !killed.contains(&child.id()) {
-            return child;
+            return Ok(child);
         }
         eprintln!("a forked child hung before its exec (qemu-user); killed, spawning again");
         let _ = child.wait();
@@ -411,7 +444,7 @@ impl Agent {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        self.child = Some(spawn_past_stuck_forks(&mut cmd));
+        self.child = Some(cmd.spawn_retrying().unwrap());
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let listening = [self.stderr(), read_log()]
@@ -447,7 +480,7 @@ impl Agent {
             if std::mem::take(&mut self.wrapped) {
                 let _ = Command::new("kill")
                     .args(["-9", "--", &format!("-{}", child.id())])
-                    .status();
+                    .status_retrying();
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -665,7 +698,7 @@ pub fn unsafe_kill(pid: u32, sig: i32) {
     let _ = Command::new("kill")
         .arg(format!("-{sig}"))
         .arg(pid.to_string())
-        .status();
+        .status_retrying();
 }
 
 /// A process seen alive: its pid and start time, so that a later look or signal never
@@ -756,7 +789,7 @@ pub fn serve_refused(config: &Path) -> (i32, String) {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_retrying()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let code = loop {
@@ -837,7 +870,7 @@ pub fn run_bin(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> CliRun {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_retrying()
         .unwrap();
     let mut input = child.stdin.take().unwrap();
     input.write_all(stdin.as_bytes()).unwrap();
@@ -885,7 +918,7 @@ pub fn tool_runs(probe: &[&str], install: &str) -> bool {
         .args(&probe[1..])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
+        .status_retrying()
         .is_ok_and(|s| s.success());
     if !ok {
         skip_or_fail(&format!("`{}` failed; {install}", probe.join(" ")));
@@ -901,11 +934,11 @@ pub fn loop_ext4(image: &Path, bytes: u64) -> Option<String> {
     let made = Command::new("mkfs.ext4")
         .args(["-q", "-F"])
         .arg(image)
-        .status();
+        .status_retrying();
     let device = Command::new("losetup")
         .args(["-f", "--show"])
         .arg(image)
-        .output();
+        .output_retrying();
     match (made, device) {
         (Ok(made), Ok(out)) if made.success() && out.status.success() => {
             Some(String::from_utf8(out.stdout).unwrap().trim().to_string())
