@@ -182,7 +182,7 @@ fn a_no_pin_job_lost_in_a_crash_leaves_no_half_record() {
         agent.spawn(&[]);
     }
     // Every line whole, every job it names a whole record that reads back, final.
-    let text = std::fs::read_to_string(agent.journal_path()).unwrap();
+    let text = agent.journal_text();
     let mut ids = HashSet::new();
     for line in text.lines() {
         let line: Value = serde_json::from_str(line)
@@ -444,6 +444,12 @@ impl SmallDisk {
         disk
     }
 
+    /// The journal of an agent whose state dir is on this disk, as this process sees it.
+    fn journal(&self) -> std::path::PathBuf {
+        let path = self.point.join("state/jobs.jsonl");
+        format!("/proc/{}/root{}", self.holder.id(), path.display()).into()
+    }
+
     /// Runs the agent in the disk's namespace.
     fn wrapper(&self) -> Vec<String> {
         let pid = self.holder.id().to_string();
@@ -552,6 +558,16 @@ fn a_full_state_disk_refuses_codes_it_cannot_record_and_never_stops_the_agent() 
     let (disk, mut agent) = agent_on_tmpfs("d-full");
     let r = mark(&agent, 0);
     assert_eq!(r.status, 200, "{}", r.body);
+    // The journal keeps zeros written ahead of its lines (so that a code's sync is one
+    // flush): written by the group commit after that job.
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let bytes = std::fs::read(disk.journal()).unwrap_or_default();
+            let lines = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+            bytes.len() >= lines + 32 * 1024
+        }),
+        "no zeros ahead of the journal's lines"
+    );
 
     disk.fill();
     let job = agent
@@ -565,6 +581,20 @@ fn a_full_state_disk_refuses_codes_it_cannot_record_and_never_stops_the_agent() 
             .contains("No space left"),
         "{job}"
     );
+    // Those zeros take the lines of jobs (and codes) on the full disk, until they are
+    // used up and a line cannot be written.
+    let mut jobs = 0;
+    while !agent
+        .get("/health")
+        .body
+        .contains("jobs.jsonl: cannot write")
+    {
+        let job = agent.post_json("/run", &json!({"command": "uptime"}));
+        assert_eq!(job.status, 200, "{}", job.body);
+        jobs += 1;
+        assert!(jobs < 400, "{jobs} jobs journaled on a full disk");
+    }
+    assert!(jobs > 10, "only {jobs} jobs journaled over the zeros");
     // The journal's last page may take a line or two more; then a code is refused.
     let mut refused = None;
     for n in 1..=12 {

@@ -262,14 +262,7 @@ fn kill_9_then_restart_serves_history_and_ends_the_orphaned_job() {
         "the job died with the agent; nothing to recover"
     );
     // A power cut in the middle of a line.
-    let journal = agent.journal_path();
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&journal)
-        .unwrap();
-    file.write_all(br#"{"ev":"end","job":{"id":"0123456789abcdef"#)
-        .unwrap();
-    drop(file);
+    agent.write_journal_end(br#"{"ev":"end","job":{"id":"0123456789abcdef"#);
 
     agent.spawn(&[]);
     let r = agent.get(&format!("/job/{}", done["id"].as_str().unwrap()));
@@ -308,7 +301,10 @@ fn kill_9_then_restart_serves_history_and_ends_the_orphaned_job() {
             || ending.contains(&format!("ending process group {pgid} left by")),
         "{ending}"
     );
-    assert_eq!(std::fs::metadata(&journal).unwrap().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(agent.journal_path()).unwrap().mode() & 0o777,
+        0o600
+    );
 
     // Recorded as ended: a second restart neither reports nor signals it again.
     agent.kill9();
@@ -453,7 +449,7 @@ fn ten_thousand_jobs_keep_journal_rss_and_results_bounded() {
     let rss_end = rss_kib(pid);
     let rss_1000 = rss_at_1000.load(Ordering::SeqCst);
     let rss_half = rss_half_way.load(Ordering::SeqCst);
-    let journal_text = std::fs::read_to_string(agent.journal_path()).unwrap();
+    let journal_text = agent.journal_text();
     let journal_lines = journal_text.lines().count();
     let figures = format!(
         "{TOTAL} jobs in {took:.1?}; RSS {rss_1000} KiB after 1000 jobs, {rss_half} half-way, \

@@ -22,7 +22,7 @@ fn a_second_serve_on_the_same_state_dir_exits_1_naming_the_first() {
     assert!(wait_until(Duration::from_secs(5), || agent
         .job_pgid(&id)
         .is_some()));
-    let journal_before = std::fs::read(agent.journal_path()).unwrap();
+    let journal_before = agent.journal_text();
 
     let (code, stderr) = serve_refused(&agent.config_path);
     assert_eq!(code, 1, "{stderr}");
@@ -36,7 +36,7 @@ fn a_second_serve_on_the_same_state_dir_exits_1_naming_the_first() {
     // it was (a second agent would have marked the job interrupted and ended it).
     assert!(agent.health_ok());
     assert_eq!(agent.get(&format!("/job/{id}")).json()["status"], "running");
-    assert_eq!(std::fs::read(agent.journal_path()).unwrap(), journal_before);
+    assert_eq!(agent.journal_text(), journal_before);
     let lock = agent.dir.path().join("state/lock");
     assert_eq!(
         std::fs::metadata(&lock).unwrap().permissions().mode() & 0o777,

@@ -28,7 +28,8 @@
 //! it: only its start and its switch to the new file take their lock.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, channel, sync_channel};
@@ -40,13 +41,12 @@ use mio::Waker;
 use super::contain::remove_unused;
 pub use super::journal_file::Orphan;
 use super::journal_file::{
-    Compacted, FILE_NAME, Line, WHAT, compact_into, end_cut_off, keep, load, next_compaction,
-    rewrite,
+    FILE_NAME, Line, TAIL, WHAT, data_end, end_cut_off, keep, load, next_compaction, rewrite,
 };
 use super::record::{HISTORY_BYTES, JobRecord};
 use super::state_disk::{DiskHealth, StateDisk};
 use crate::sys;
-use crate::sys::files::{self, FileError, Replacement, Trust};
+use crate::sys::files::{self, FileError, Trust};
 
 /// A batch stops growing past this many bytes, so one write(2) stays reasonable.
 const BATCH_BYTES: usize = 1 << 20;
@@ -120,42 +120,46 @@ enum Op {
 }
 
 /// The file and its counters, shared by every appender.
-struct Open {
-    file: Arc<File>,
-    /// Opened for appending (not: only for reading, as the disk refused writes when the
+pub(super) struct Open {
+    pub(super) file: Arc<File>,
+    /// Opened for writing (not: only for reading, as the disk refused writes when the
     /// agent started; the next append opens it again).
-    writable: bool,
+    pub(super) writable: bool,
+    /// Where the next line is written: the end of the lines, which [`TAIL`] zeros or
+    /// fewer follow up to `len`, the file's length.
+    pub(super) end: u64,
+    pub(super) len: u64,
     /// End lines of jobs start-up found cut off, which the disk did not take then:
     /// written before the next line it takes (at most `history` records).
     owed: Vec<u8>,
     /// Appends so far, and how many of them are known synced.
-    appended: u64,
-    synced: u64,
+    pub(super) appended: u64,
+    pub(super) synced: u64,
     /// Lines and bytes in the file now, and the counts that trigger a compaction.
-    lines: usize,
-    compact_at: usize,
-    bytes: usize,
-    compact_bytes: usize,
+    pub(super) lines: usize,
+    pub(super) compact_at: usize,
+    pub(super) bytes: usize,
+    pub(super) compact_bytes: usize,
     /// A write failed and may have left half a line behind.
-    torn: bool,
+    pub(super) torn: bool,
     /// The journal thread was told there is something to sync, or to compact.
     told: bool,
-    told_compact: bool,
+    pub(super) told_compact: bool,
     /// A compaction is under way (one at a time).
-    compacting: bool,
+    pub(super) compacting: bool,
     /// How many compactions put a new file in place: a sync of the file before one
     /// proves nothing about the file after it.
-    generation: u64,
+    pub(super) generation: u64,
     /// A compaction renamed a file in place that the directory has not been synced for.
-    dir_unsynced: bool,
+    pub(super) dir_unsynced: bool,
 }
 
-struct Shared {
+pub(super) struct Shared {
     open: Mutex<Open>,
     /// Signalled when a compaction ends, to the appenders it held (see [`Shared::append`]).
-    compacted: Condvar,
-    path: PathBuf,
-    history: usize,
+    pub(super) compacted: Condvar,
+    pub(super) path: PathBuf,
+    pub(super) history: usize,
     boot: Option<String>,
     tickets: AtomicU64,
     /// A job thread's append must be told to the journal thread; it is, by
@@ -166,38 +170,11 @@ struct Shared {
     disk: StateDisk,
     /// Tests: the next compaction started aside waits for this before its switch.
     #[cfg(test)]
-    hold: Mutex<Option<Receiver<()>>>,
-}
-
-/// Where a compaction began: the file's length and the appends then.
-#[derive(Clone, Copy)]
-struct Snapshot {
-    len: u64,
-    appended: u64,
-}
-
-/// With the lock held: claims the one compaction at a time, from the file as it is now
-/// (`None`: one is under way, or the file cannot be looked at).
-fn claim(open: &mut Open) -> Option<Snapshot> {
-    if open.compacting {
-        return None;
-    }
-    let len = match open.file.metadata() {
-        Ok(meta) => meta.len(),
-        Err(err) => {
-            log::error!("cannot compact the journal: {err}");
-            return None;
-        }
-    };
-    open.compacting = true;
-    Some(Snapshot {
-        len,
-        appended: open.appended,
-    })
+    pub(super) hold: Mutex<Option<Receiver<()>>>,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Open> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Open> {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -216,18 +193,22 @@ impl Shared {
                 .unwrap_or_else(PoisonError::into_inner);
         }
         if !open.writable {
-            open.file = Arc::new(self.reopen()?);
+            let (file, end, len) = self.reopen()?;
+            (open.file, open.end, open.len) = (Arc::new(file), end, len);
             open.writable = true;
         }
         // After a failed write, end the fragment so the next line stands alone.
         let fix: &[u8] = if open.torn { b"\n" } else { b"" };
-        let file = &*open.file;
         let written = if fix.is_empty() && open.owed.is_empty() {
-            (&*file).write_all(bytes)
+            write_at(&open.file, bytes, open.end)
         } else {
-            (&*file).write_all(&[fix, &open.owed, bytes].concat())
+            write_at(&open.file, &[fix, &open.owed, bytes].concat(), open.end)
         };
-        if let Err(err) = written {
+        open.end += match &written {
+            Ok(n) | Err((n, _)) => *n,
+        };
+        open.len = open.len.max(open.end);
+        if let Err((_, err)) = written {
             open.torn = true;
             return Err(err);
         }
@@ -242,7 +223,7 @@ impl Shared {
         // file's size has a bound however slow the disk, and the appender (a job's
         // thread, between a request and its answer) never waits for that sync.
         if self.past(&open, (self.history / 4).max(ASIDE_PAST))
-            && let Some(snapshot) = claim(&mut open)
+            && let Some(snapshot) = open.claim()
         {
             drop(open);
             self.compact_aside(snapshot);
@@ -253,143 +234,37 @@ impl Shared {
         Ok(sync || compact)
     }
 
-    /// The file opened for appending, once the disk that refused it at start-up takes
-    /// writes again.
-    fn reopen(&self) -> io::Result<File> {
-        let file = files::open_append(WHAT, &self.path, 0o600).map_err(|err| match err {
+    /// The file opened for writing, once the disk that refused it at start-up takes
+    /// writes again, with where lines go in it and its length.
+    fn reopen(&self) -> io::Result<(File, u64, u64)> {
+        let file = files::open_read_write(WHAT, &self.path, 0o600).map_err(|err| match err {
             FileError::Io { err, .. } => err,
             other => io::Error::other(other.to_string()),
         })?;
+        let (end, len) = write_position(&file, &self.path)?;
         log::warn!("{} can be written again", self.path.display());
-        Ok(file)
+        Ok((file, end, len))
+    }
+
+    /// Writes [`TAIL`] more zeros past the file's end once fewer than half that many are
+    /// left after its last line. The group commit's sync that follows puts them on
+    /// disk, so the lines later written over them, a code's among them, sync in one
+    /// flush. Nothing is lost if it fails: the lines then grow the file as appends.
+    fn extend_tail(&self) {
+        let mut open = self.lock();
+        if !open.writable || open.len.saturating_sub(open.end) >= TAIL / 2 {
+            return;
+        }
+        let at = open.len;
+        open.len += match write_at(&open.file, &vec![0; TAIL as usize], at) {
+            Ok(n) | Err((n, _)) => n,
+        };
     }
 
     /// `lines` past the compaction trigger, or a quarter of the history's bytes.
     fn past(&self, open: &Open, lines: usize) -> bool {
         open.lines >= open.compact_at.saturating_add(lines)
             || open.bytes >= open.compact_bytes.saturating_add(HISTORY_BYTES / 4)
-    }
-
-    /// Rewrites the file with what the newest `history` jobs need, holding the lock
-    /// only at the start and for the switch, so appenders never wait for the rewrite
-    /// or its sync (an SD card's 100 ms): the lines up to the start are compacted
-    /// into a new file beside it and synced; then, locked, the lines appended since
-    /// are copied after them and the new file is renamed in place. Its directory is
-    /// synced by the next [`Shared::sync`], before that sync counts anything as on
-    /// disk. A line appended meanwhile and already reported synced is synced again in
-    /// the new file before the rename, so nothing reported synced is ever lost.
-    fn compact(&self) {
-        self.compact_with(|| {});
-    }
-
-    /// [`Shared::compact`], running `meanwhile` once the new file is written and synced,
-    /// before the switch (where tests append, as job threads would). Returns whether
-    /// the switch synced the lines appended meanwhile again (one of them had been
-    /// reported synced).
-    fn compact_with(&self, meanwhile: impl FnOnce()) -> bool {
-        let Some(snapshot) = claim(&mut self.lock()) else {
-            return false;
-        };
-        self.compact_from(snapshot, meanwhile)
-    }
-
-    /// A compaction claimed by an appender, on a thread of its own (on the appender's
-    /// if none can be started).
-    fn compact_aside(self: &Arc<Self>, snapshot: Snapshot) {
-        let shared = Arc::clone(self);
-        #[cfg(test)]
-        let hold = self.hold.lock().ok().and_then(|mut hold| hold.take());
-        let started = std::thread::Builder::new()
-            .name("compact".into())
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                shared.compact_from(snapshot, || {
-                    #[cfg(test)]
-                    if let Some(hold) = hold {
-                        let _ = hold.recv();
-                    }
-                });
-            });
-        if let Err(err) = started {
-            log::warn!("cannot start a thread to compact the journal ({err}); compacting here");
-            self.compact_from(snapshot, || {});
-        }
-    }
-
-    /// The compaction `snapshot` claimed: see [`Shared::compact_with`].
-    fn compact_from(&self, snapshot: Snapshot, meanwhile: impl FnOnce()) -> bool {
-        let head = compact_into(&self.path, self.history, HISTORY_BYTES, None, snapshot.len)
-            .and_then(|(mut new, size)| {
-                new.file().sync_data().map_err(|err| new.failed(err))?;
-                Ok((new, size))
-            });
-        meanwhile();
-        let mut open = self.lock();
-        // The next one is due `history` after what was kept, the lines appended
-        // meanwhile included, so the file's bound is as if they came after.
-        let kept = head.and_then(|(new, size)| {
-            let kept = (size.lines, size.bytes);
-            let resynced = self.switch(&mut open, new, size, &snapshot)?;
-            Ok((kept, resynced))
-        });
-        let ((lines, bytes), resynced) = kept.unwrap_or_else(|err| {
-            log::error!("cannot compact the journal: {err}");
-            ((open.lines, open.bytes), false)
-        });
-        open.compact_at = next_compaction(lines, self.history);
-        open.compact_bytes = next_compaction(bytes, HISTORY_BYTES);
-        open.told_compact = false;
-        open.compacting = false;
-        self.compacted.notify_all();
-        resynced
-    }
-
-    /// With the lock held: the lines appended since `snapshot` copied into `new`, which
-    /// then replaces the file; whether they had to be synced first.
-    fn switch(
-        &self,
-        open: &mut Open,
-        mut new: Replacement,
-        size: Compacted,
-        snapshot: &Snapshot,
-    ) -> Result<bool, FileError> {
-        let path = &self.path;
-        let (mut tail, _) = files::open_trusted(WHAT, path, Trust::Private)?;
-        tail.seek(SeekFrom::Start(snapshot.len))
-            .map_err(|err| new.failed(err))?;
-        let (mut lines, mut bytes, mut ends_whole) = (0usize, 0usize, true);
-        let mut buf = [0u8; 8192];
-        loop {
-            let n = tail.read(&mut buf).map_err(|err| new.failed(err))?;
-            let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
-                break;
-            };
-            new.file().write_all(chunk).map_err(|err| new.failed(err))?;
-            lines += chunk.iter().filter(|&&b| b == b'\n').count();
-            bytes += n;
-            ends_whole = chunk.ends_with(b"\n");
-        }
-        let resync = open.synced > snapshot.appended;
-        if resync {
-            new.file().sync_data().map_err(|err| new.failed(err))?;
-        }
-        let placed = new.rename()?;
-        // Appends must go to the file now in place, whatever happens: reopened for
-        // appending as at start-up, or else through the handle that wrote it (every
-        // write is under the lock, so its position is the end).
-        let file = files::open_append(WHAT, path, 0o600).unwrap_or_else(|err| {
-            log::warn!("{err}; appending through the compaction's own handle");
-            placed
-        });
-        open.file = Arc::new(file);
-        // Either way the file in place takes appends now.
-        open.writable = true;
-        open.generation += 1;
-        open.dir_unsynced = true;
-        open.lines = size.lines + lines;
-        open.bytes = size.bytes + bytes;
-        open.torn = !ends_whole;
-        Ok(resync)
     }
 
     /// One `fdatasync` for everything appended so far, by anyone; the lock is not held
@@ -496,7 +371,7 @@ impl Journal {
                 Err(err) => return Err(err),
             }
         }
-        let (file, read_only) = match files::open_append(WHAT, &path, 0o600) {
+        let (file, read_only) = match files::open_read_write(WHAT, &path, 0o600) {
             Ok(file) => (file, None),
             // Read-only (the file is there: a full disk opens it): looked at, and opened
             // for appending by the first append once the disk takes writes again.
@@ -513,12 +388,24 @@ impl Journal {
             }
             Err(err) => return Err(err),
         };
+        let position = match read_only {
+            None => write_position(&file, &path),
+            // Nothing is written through it: the next append opens it again.
+            Some(_) => data_end(&file).map(|(end, _)| (end, end)),
+        };
+        let (end, len) = position.map_err(|err| FileError::Io {
+            what: WHAT.into(),
+            path: path.clone(),
+            err,
+        })?;
         let (tx, rx) = channel();
         let (done_tx, done_rx) = channel();
         let shared = Arc::new(Shared {
             open: Mutex::new(Open {
                 file: Arc::new(file),
                 writable: read_only.is_none(),
+                end,
+                len,
                 owed,
                 appended: 0,
                 synced: 0,
@@ -723,6 +610,33 @@ impl Journal {
     }
 }
 
+/// Writes all of `bytes` at `at`; how many were written, also before an error.
+fn write_at(file: &File, bytes: &[u8], at: u64) -> Result<u64, (u64, io::Error)> {
+    let mut written = 0;
+    while let Some(rest) = bytes.get(written..).filter(|rest| !rest.is_empty()) {
+        match file.write_at(rest, at + written as u64) {
+            Ok(0) => return Err((written as u64, io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err((written as u64, err)),
+        }
+    }
+    Ok(written as u64)
+}
+
+/// Where lines go in the journal `file`, just opened for writing, and its length: after
+/// its last line, over the zeros that follow. Bytes after those lines that are not
+/// zeros (what a crash kept of lines never synced, past an older end) are cut off
+/// first, so that lines written up to them never run into them.
+fn write_position(file: &File, path: &Path) -> io::Result<(u64, u64)> {
+    let (end, clean) = data_end(file)?;
+    if !clean {
+        log::warn!("journal {}: cut after its last line", path.display());
+        file.set_len(end)?;
+    }
+    Ok((end, file.metadata()?.len()))
+}
+
 /// JSON lines, each ending in `\n`; `None` (logged) if one cannot be encoded.
 fn encode(lines: &[Line<&JobRecord>]) -> Option<Vec<u8>> {
     let mut bytes = Vec::with_capacity(512);
@@ -804,6 +718,10 @@ impl Writer {
                 || !syncs.is_empty();
             let synced = !to_sync.is_empty() || (unsynced && due);
             if synced {
+                // Not when a code waits: its sync must not also commit a new size.
+                if to_sync.is_empty() {
+                    self.shared.extend_tail();
+                }
                 let result = self
                     .shared
                     .sync()
@@ -901,6 +819,13 @@ mod tests {
 
     fn tempdir(tag: &str) -> PathBuf {
         crate::sys::files::test_dir(&format!("journal-{tag}"))
+    }
+
+    /// The journal's lines: its text up to the zeros kept after them.
+    fn lines_of(path: impl AsRef<Path>) -> String {
+        let bytes = std::fs::read(path).unwrap();
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        String::from_utf8(bytes[..end].to_vec()).unwrap()
     }
 
     /// A waker nobody polls: the tests read the reports from the receiver.
@@ -1011,7 +936,7 @@ mod tests {
         leader.kill().unwrap();
         leader.wait().unwrap();
         // Compacted at start-up: one End line per job, interrupted ones included.
-        let text = std::fs::read_to_string(&path).unwrap();
+        let text = lines_of(&path);
         assert_eq!(text.lines().count(), 3, "{text}");
         assert!(
             text.lines().all(|l| l.starts_with(r#"{"ev":"end""#)),
@@ -1029,7 +954,7 @@ mod tests {
         let report = done.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(report.ticket, ticket);
         assert_eq!(report.result, Ok(()));
-        let text = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
+        let text = lines_of(dir.join(FILE_NAME));
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
         assert_eq!(lines[0], r#"{"ev":"used","step":57000000}"#);
@@ -1042,6 +967,91 @@ mod tests {
         let ticket = journal.run(Box::new(|| Err("no".into())));
         let report = done.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!((report.ticket, report.result), (ticket, Err("no".into())));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_code_is_written_over_synced_zeros_so_its_sync_commits_no_new_size() {
+        let dir = tempdir("zeros");
+        let path = dir.join(FILE_NAME);
+        let (journal, _, _done) = open(&dir, 100);
+        run_jobs(&journal, 0..3);
+        // The group commit writes the zeros ahead and syncs them with the lines.
+        journal.sync();
+        let len = std::fs::metadata(&path).unwrap().len();
+        let end = lines_of(&path).len() as u64;
+        assert!(len >= end + TAIL / 2, "{len} bytes for {end} of lines");
+        journal
+            .submitted_now(&record(3, Status::Queued), Some(61_000_000))
+            .unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
+        let text = lines_of(&path);
+        assert!(text.contains(r#"{"ev":"used","step":61000000}"#), "{text}");
+        drop(journal);
+        let (_journal, recovered, _done) = open(&dir, 100);
+        assert_eq!(recovered.last_step, 61_000_000);
+        assert_eq!(recovered.records.len(), 4);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn lines_a_crash_left_past_the_zeros_are_never_read_back() {
+        let dir = tempdir("past-zeros");
+        let path = dir.join(FILE_NAME);
+        let line = |l: &Line<&JobRecord>| serde_json::to_string(l).unwrap();
+        let kept = line(&Line::End {
+            job: &record(1, Status::Succeeded),
+        });
+        // Lines never synced, of which the crash kept a later block but not the one
+        // after the last line: zeros, then whole lines.
+        let stale = format!(
+            "{}\n{}\n",
+            line(&Line::<&JobRecord>::Used { step: 99_000_000 }),
+            line(&Line::End {
+                job: &record(2, Status::Succeeded)
+            })
+        );
+        let mut text = format!("{kept}\n").into_bytes();
+        text.extend(vec![0u8; 5000]);
+        text.extend(stale.as_bytes());
+        text.extend(vec![0u8; 300]);
+        files::write_atomic(WHAT, &path, &text, 0o600).unwrap();
+        let (journal, recovered, _done) = open(&dir, 10);
+        assert_eq!(recovered.last_step, 0);
+        let ids: Vec<_> = recovered.records.iter().map(|r| r.id.clone()).collect();
+        assert_eq!(ids, [record(1, Status::Succeeded).id]);
+        // Start-up's compaction left the lines and fresh zeros, nothing stale.
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("99000000"));
+        run_jobs(&journal, 3..4);
+        drop(journal);
+        let (_journal, recovered, _done) = open(&dir, 10);
+        assert_eq!(recovered.records.len(), 2);
+        assert_eq!(recovered.last_step, 0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_opened_with_stale_bytes_past_its_lines_is_cut_there() {
+        let dir = tempdir("cut");
+        let path = dir.join(FILE_NAME);
+        // Past the first 64 KiB read, so the end and the stale bytes are in other reads.
+        let mut text = vec![b'x'; 70_000];
+        text.push(b'\n');
+        text.extend(vec![0u8; 70_000]);
+        text.extend(b"{\"ev\":\"used\",\"step\":5}\n");
+        files::write_atomic(WHAT, &path, &text, 0o600).unwrap();
+        let file = files::open_read_write(WHAT, &path, 0o600).unwrap();
+        assert_eq!(data_end(&file).unwrap(), (70_001, false));
+        assert_eq!(write_position(&file, &path).unwrap(), (70_001, 70_001));
+        assert_eq!(std::fs::read(&path).unwrap(), text[..70_001]);
+        // Zeros after the lines, or none: where the lines end, and nothing to cut.
+        file.write_all_at(&[0u8; 100], 70_001).unwrap();
+        assert_eq!(write_position(&file, &path).unwrap(), (70_001, 70_101));
+        file.set_len(70_001).unwrap();
+        assert_eq!(data_end(&file).unwrap(), (70_001, true));
+        file.set_len(0).unwrap();
+        assert_eq!(data_end(&file).unwrap(), (0, true));
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -1063,7 +1073,7 @@ mod tests {
         // meanwhile, leaves only what compaction keeps.
         settle(&journal);
         journal.shared.compact();
-        let text = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
+        let text = lines_of(dir.join(FILE_NAME));
         assert!(text.lines().count() < 20, "not compacted:\n{text}");
         assert!(text.starts_with(r#"{"ev":"used","step":43}"#), "{text}");
         drop(journal);
@@ -1168,10 +1178,7 @@ mod tests {
             journal.sync();
         }
         drop(journal);
-        let lines = std::fs::read_to_string(dir.join(FILE_NAME))
-            .unwrap()
-            .lines()
-            .count();
+        let lines = lines_of(dir.join(FILE_NAME)).lines().count();
         assert!(lines <= 10, "{lines} lines for history 5");
         assert_recovers(&dir, 5, 95..100);
         std::fs::remove_dir_all(dir).unwrap();
@@ -1201,7 +1208,7 @@ mod tests {
             resynced,
             "a line reported synced was not synced in the new file"
         );
-        let text = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
+        let text = lines_of(dir.join(FILE_NAME));
         // The 20 jobs before, one line each now; then everything appended meanwhile,
         // as written.
         assert_eq!(text.lines().count(), 20 + 4 + 2, "{text}");
@@ -1224,7 +1231,7 @@ mod tests {
             !resynced,
             "synced again under the lock with nothing reported synced"
         );
-        let text = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
+        let text = lines_of(dir.join(FILE_NAME));
         assert!(text.contains(&record(23, Status::Queued).id), "{text}");
         drop(journal);
         let (_journal, recovered, _done) = open(&dir, 20);
@@ -1250,7 +1257,7 @@ mod tests {
         let (let_go, hold) = channel::<()>();
         *journal.shared.hold.lock().unwrap() = Some(hold);
         let lines = || {
-            let text = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
+            let text = lines_of(dir.join(FILE_NAME));
             text.lines().count()
         };
         let mut n = 0;
@@ -1347,7 +1354,7 @@ mod tests {
         text.extend(b"\n{\"ev\":\"end\",\"job\":{\"id\":");
         files::write_atomic(WHAT, &path, &text, 0o600).unwrap();
         let size = compact(&path, 10, 5 * end_len + 10, Some("this-boot")).unwrap();
-        let kept = std::fs::read(&path).unwrap();
+        let kept = lines_of(&path).into_bytes();
         assert_eq!(
             (size.lines, size.bytes),
             (6, kept.len()),
@@ -1393,7 +1400,7 @@ mod tests {
         text.extend(b"{\"ev\":\"used\"}\n");
         files::write_atomic(WHAT, &path, &text, 0o600).unwrap();
         let size = compact(&path, 10, 1 << 20, None).unwrap();
-        assert_eq!(size.lines, 2, "{}", std::fs::read_to_string(&path).unwrap());
+        assert_eq!(size.lines, 2, "{}", lines_of(&path));
         let (_journal, recovered, _done) = open(&dir, 10);
         let odd_back = recovered.records.iter().find(|r| r.id == odd.id);
         assert_eq!(

@@ -4,7 +4,9 @@
 //! are in `journal`.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +20,66 @@ use crate::sys::{self, JobCgroup, clock};
 /// File name inside `state_dir`.
 pub(super) const FILE_NAME: &str = "jobs.jsonl";
 pub(super) const WHAT: &str = "journal file";
+
+/// Zeros kept written and synced ahead of the journal's last line. A line written over
+/// them changes no size or block the file system must commit, so its `fdatasync` is one
+/// flush of the device; an append that grows the file is two on ext4 (the data, then
+/// the journal commit of the new size): a code's sync on an SD card takes half as long.
+/// Readers stop at the first NUL, which no JSON line holds.
+pub(super) const TAIL: u64 = 64 * 1024;
+
+/// Reads `inner` up to its first NUL byte: the journal's lines end there (see [`TAIL`]).
+pub(super) struct UpToNul<R> {
+    inner: R,
+    done: bool,
+}
+
+impl<R> UpToNul<R> {
+    pub(super) fn new(inner: R) -> Self {
+        UpToNul { inner, done: false }
+    }
+}
+
+impl<R: Read> Read for UpToNul<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        match buf
+            .get(..n)
+            .and_then(|read| read.iter().position(|&b| b == 0))
+        {
+            Some(at) => {
+                self.done = true;
+                Ok(at)
+            }
+            None => Ok(n),
+        }
+    }
+}
+
+/// Where the lines of an open journal end (its first NUL, or its length), and whether
+/// only zeros follow. Bytes after the end that are not zeros are what a crash kept of
+/// lines never synced, beyond an older end: never to be read as lines.
+pub(super) fn data_end(file: &File) -> io::Result<(u64, bool)> {
+    let (mut at, mut end) = (0u64, None);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read_at(&mut buf, at)?;
+        if n == 0 {
+            return Ok((end.unwrap_or(at), true));
+        }
+        for (i, &byte) in buf.iter().take(n).enumerate() {
+            match (byte, end) {
+                (0, None) => end = Some(at + i as u64),
+                (1.., Some(end)) => return Ok((end, false)),
+                _ => {}
+            }
+        }
+        at += n as u64;
+    }
+}
 
 /// One journal line. `J` is `&JobRecord` when writing, `JobRecord` when reading.
 #[derive(Serialize, Deserialize)]
@@ -148,7 +210,9 @@ pub(super) fn load(
         other => other?,
     };
     let (file, _) = files::open_trusted(WHAT, path, Trust::Private)?;
-    let jobs = read(BufReader::new(file), path).map_err(|err| io_error(path, err))?;
+    // Of the same type as `each_line`'s reader: one copy of its code.
+    let reader = BufReader::new(UpToNul::new(file.take(u64::MAX)));
+    let jobs = read(reader, path).map_err(|err| io_error(path, err))?;
     Ok((jobs, carried))
 }
 
@@ -280,7 +344,7 @@ fn as_it_is(path: &Path, boot: Option<&str>) -> Result<Compacted, FileError> {
 /// The compacted journal, from the file's first `len` bytes, written beside it and not
 /// yet synced nor in place. Two passes over those bytes, each holding one line at a
 /// time: first which job's lines are where, then a copy of the lines kept, byte for
-/// byte.
+/// byte, and [`TAIL`] zeros after them (not in its `bytes`).
 pub(super) fn compact_into(
     path: &Path,
     history: usize,
@@ -337,6 +401,7 @@ pub(super) fn compact_into(
             }
         })?;
         copied?;
+        out.write_all(&vec![0; TAIL as usize])?;
         out.flush()
     })();
     written.map_err(|err| new.failed(err))?;
@@ -364,7 +429,7 @@ fn skipped(path: &Path, number: usize, line: &[u8], err: &serde_json::Error) {
 
 /// Calls `each` with the number (from 0) and bytes (newline included) of every line.
 fn each_line(file: impl Read, mut each: impl FnMut(usize, &[u8])) -> io::Result<()> {
-    let mut reader = BufReader::new(file);
+    let mut reader = BufReader::new(UpToNul::new(file));
     let mut buf = Vec::new();
     for number in 0.. {
         buf.clear();

@@ -1,7 +1,8 @@
 //! Jobs from acceptance to history: `table` (queue, running set, bounded history, on
 //! the loop thread), `pool` (the job threads), `task` (a job on its thread, from its
 //! submission line to its end line), `exec` (one job's process), `journal`
-//! (history and used codes across restarts), `results` (the `agent-<id>.txt` files),
+//! (history and used codes across restarts; its file's format in `journal_file`, its
+//! compaction while serving in `journal_compact`), `results` (the `agent-<id>.txt` files),
 //! `notify` (the command run when a detached job ends), `record` (a job as clients see
 //! it), `spec` (a rule's settings as an `ExecSpec`), `state_disk` (whether the state
 //! disk takes writes) and `contain` (the cgroups and sandbox jobs get here).
@@ -10,6 +11,7 @@ mod approval;
 mod contain;
 mod exec;
 mod journal;
+mod journal_compact;
 mod journal_file;
 mod mark;
 mod notify;

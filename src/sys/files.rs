@@ -256,15 +256,30 @@ pub(super) fn checked_regular(
     Ok((file, meta))
 }
 
-/// Opens `path` for appending (the journal, the audit log): never through a link, and
+/// Opens `path` for appending (the audit log): never through a link, and
 /// without blocking on a FIFO planted there (`O_NONBLOCK` changes nothing for a regular
 /// file). A file it creates gets exactly `mode` whatever the umask; an existing one must
 /// be a regular file owned by us or root, and loses any permission bit beyond `mode`
 /// (a 0644 log left by the Python agent becomes 0640), never gaining one.
 pub fn open_append(what: &str, path: &Path, mode: u32) -> Result<File, FileError> {
+    open_writable(what, path, mode, true)
+}
+
+/// [`open_append`], but for reading and for writing where the caller says (the
+/// journal, which writes its lines over zeros kept ahead of them).
+pub fn open_read_write(what: &str, path: &Path, mode: u32) -> Result<File, FileError> {
+    open_writable(what, path, mode, false)
+}
+
+fn open_writable(what: &str, path: &Path, mode: u32, append: bool) -> Result<File, FileError> {
     let flags = libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
     let mut options = OpenOptions::new();
-    options.append(true).mode(mode).custom_flags(flags);
+    if append {
+        options.append(true);
+    } else {
+        options.read(true).write(true);
+    }
+    options.mode(mode).custom_flags(flags);
     let open_err = |err: io::Error| match err.raw_os_error() {
         Some(libc::ELOOP) => FileError::Symlink {
             what: what.into(),

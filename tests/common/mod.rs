@@ -565,11 +565,30 @@ impl Agent {
 
     /// The job journal's lines, parsed (a line that does not parse is skipped).
     pub fn journal(&self) -> Vec<Value> {
-        fs::read_to_string(self.journal_path())
-            .unwrap_or_default()
+        self.journal_text()
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
+    }
+
+    /// The job journal's text: its lines, without the zeros the agent keeps written
+    /// after them (its next lines go over those, so their sync is one flush).
+    pub fn journal_text(&self) -> String {
+        let bytes = fs::read(self.journal_path()).unwrap_or_default();
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        String::from_utf8_lossy(&bytes[..end]).into_owned()
+    }
+
+    /// Writes `bytes` where the agent writes its next journal line (after the last,
+    /// over the zeros that follow), as a crash in the middle of a write leaves them.
+    pub fn write_journal_end(&self, bytes: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        let end = self.journal_text().len();
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(self.journal_path())
+            .unwrap();
+        file.write_all_at(bytes, end as u64).unwrap();
     }
 
     pub fn journal_path(&self) -> PathBuf {
