@@ -255,10 +255,17 @@ impl Shared {
         if !open.writable || open.len.saturating_sub(open.end) >= TAIL / 2 {
             return;
         }
-        let at = open.len;
-        open.len += match write_at(&open.file, &vec![0; TAIL as usize], at) {
-            Ok(n) | Err((n, _)) => n,
-        };
+        // A page at a time from the stack: no heap for the zeros, so no RSS kept for them.
+        let zeros = [0u8; 4096];
+        for _ in 0..TAIL / 4096 {
+            let written = write_at(&open.file, &zeros, open.len);
+            open.len += match &written {
+                Ok(n) | Err((n, _)) => *n,
+            };
+            if written.is_err() {
+                return;
+            }
+        }
     }
 
     /// `lines` past the compaction trigger, or a quarter of the history's bytes.

@@ -401,7 +401,10 @@ pub(super) fn compact_into(
             }
         })?;
         copied?;
-        out.write_all(&vec![0; TAIL as usize])?;
+        let zeros = [0u8; 4096];
+        for _ in 0..TAIL / 4096 {
+            out.write_all(&zeros)?;
+        }
         out.flush()
     })();
     written.map_err(|err| new.failed(err))?;

@@ -37,8 +37,10 @@
 //!     half a step later the plain body (no code) on the same connection, timed as
 //!     `plain_*`: the same request as cold, for comparison; meanwhile GET /health every
 //!     probe-ms on another connection (0: none)
-//! loadgen syncfloor --dir D [--n 50] [--gap-ms 0]
-//!     write 200 bytes and fdatasync them in D, n times: what one sync costs there
+//! loadgen syncfloor --dir D [--n 50] [--gap-ms 0] [--write append|over-zeros]
+//!     write 200 bytes and fdatasync them in D, n times: what one sync costs there;
+//!     appended (the file grows), or over zeros written and synced first (its size
+//!     stays: how the agent's journal writes a code)
 //! loadgen notify  --path P --secs S
 //!     binds a datagram socket at P (a NOTIFY_SOCKET) for S seconds: how many
 //!     WATCHDOG=1 pings came and the longest gap between two
@@ -1035,12 +1037,23 @@ fn syncfloor(opts: &Opts) -> io::Result<()> {
     let n: usize = opt(opts, "n", 50)?;
     // As for `spawn`: a pause before each, for a sync as cold as a code-bearing request's.
     let gap = Duration::from_millis(opt(opts, "gap-ms", 0)?);
+    let over_zeros = match opt_str(opts, "write", "append") {
+        "append" => false,
+        "over-zeros" => true,
+        other => return Err(invalid(format!("--write {other}: append or over-zeros"))),
+    };
     let path = dir.join(format!(".syncfloor.{}", std::process::id()));
     let mut file = std::fs::OpenOptions::new()
         .create(true)
-        .append(true)
+        .append(!over_zeros)
+        .write(true)
         .open(&path)?;
     let line = [b'x'; 200];
+    if over_zeros {
+        file.write_all(&vec![0; line.len() * n])?;
+        file.sync_all()?;
+        io::Seek::rewind(&mut file)?;
+    }
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {
         std::thread::sleep(gap);
