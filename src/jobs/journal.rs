@@ -17,7 +17,9 @@
 //! write, so one sync) before the job may start, by its job thread (or by the journal
 //! thread when the job has to queue); everything else is written before any answer
 //! depends on it and synced by the journal thread within [`COMMIT_DELAY`] (group
-//! commit: one `fdatasync` for all lines since the last). The file is rewritten
+//! commit: one `fdatasync` for all lines since the last). Lines go over zeros kept
+//! written and synced after the last one ([`TAIL`]), so such a sync commits no new
+//! size and is one flush of the disk. The file is rewritten
 //! atomically with only what the newest `history` jobs need (and no more of them than
 //! [`HISTORY_BYTES`] of lines) plus the highest used time step when it holds about twice
 //! that many lines or bytes (by the journal thread, or by a job thread's append when the
