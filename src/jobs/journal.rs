@@ -276,11 +276,16 @@ impl Shared {
             || open.bytes >= open.compact_bytes.saturating_add(HISTORY_BYTES / 4)
     }
 
-    /// One `fdatasync` for everything appended so far, by anyone; the lock is not held
+    /// One sync for everything appended so far, by anyone; the lock is not held
     /// meanwhile, so appenders never wait for the disk. After a compaction, the
     /// directory is synced too, first time; a compaction that replaced the file
     /// meanwhile makes it sync the new one (a few times at most).
-    fn sync(&self) -> io::Result<()> {
+    ///
+    /// A code's sync (`for_code`) is an `fdatasync`: over the zeros, one flush. A group
+    /// commit is an `fsync`, which on ext4 also commits what the file system did
+    /// meanwhile, the result files' renames among them: a job's end line is then never
+    /// on disk without its result file's name, as when each sync grew the file.
+    fn sync(&self, for_code: bool) -> io::Result<()> {
         let failed = |err: io::Error| {
             log::error!(
                 "journal {}: cannot sync to disk: {err}; what depends on it is refused",
@@ -297,7 +302,12 @@ impl Shared {
                 let file = Arc::clone(&open.file);
                 (file, open.appended, open.generation, open.dir_unsynced)
             };
-            file.sync_data().map_err(failed)?;
+            if for_code {
+                file.sync_data()
+            } else {
+                file.sync_all()
+            }
+            .map_err(failed)?;
             if dir {
                 files::sync_dir(&self.path).map_err(failed)?;
             }
@@ -486,7 +496,7 @@ impl Journal {
             }
         }
         if step.is_some() {
-            self.shared.sync().map_err(|err| failed(&err))?;
+            self.shared.sync(true).map_err(|err| failed(&err))?;
         }
         Ok(())
     }
@@ -728,12 +738,11 @@ impl Writer {
             let synced = !to_sync.is_empty() || (unsynced && due);
             if synced {
                 // Not when a code waits: its sync must not also commit a new size.
-                if to_sync.is_empty() {
+                let for_code = !to_sync.is_empty();
+                if !for_code {
                     self.shared.extend_tail();
                 }
-                let result = self
-                    .shared
-                    .sync()
+                let result = (self.shared.sync(for_code))
                     .map_err(|err| format!("{}: {err}", self.shared.path.display()));
                 for ticket in to_sync.drain(..) {
                     reports.push(Done {
