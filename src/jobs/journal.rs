@@ -31,7 +31,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, channel, sync_channel};
@@ -44,6 +43,7 @@ use super::contain::remove_unused;
 pub use super::journal_file::Orphan;
 use super::journal_file::{
     FILE_NAME, Line, TAIL, WHAT, data_end, end_cut_off, keep, load, next_compaction, rewrite,
+    write_at, write_zeros,
 };
 use super::record::{HISTORY_BYTES, JobRecord};
 use super::state_disk::{DiskHealth, StateDisk};
@@ -128,9 +128,8 @@ pub(super) struct Open {
     /// agent started; the next append opens it again).
     pub(super) writable: bool,
     /// Where the next line is written: the end of the lines, which [`TAIL`] zeros or
-    /// fewer follow up to `len`, the file's length.
+    /// fewer follow.
     pub(super) end: u64,
-    pub(super) len: u64,
     /// End lines of jobs start-up found cut off, which the disk did not take then:
     /// written before the next line it takes (at most `history` records).
     owed: Vec<u8>,
@@ -195,8 +194,8 @@ impl Shared {
                 .unwrap_or_else(PoisonError::into_inner);
         }
         if !open.writable {
-            let (file, end, len) = self.reopen()?;
-            (open.file, open.end, open.len) = (Arc::new(file), end, len);
+            let (file, end) = self.reopen()?;
+            (open.file, open.end) = (Arc::new(file), end);
             open.writable = true;
         }
         // After a failed write, end the fragment so the next line stands alone.
@@ -209,7 +208,6 @@ impl Shared {
         open.end += match &written {
             Ok(n) | Err((n, _)) => *n,
         };
-        open.len = open.len.max(open.end);
         if let Err((_, err)) = written {
             open.torn = true;
             return Err(err);
@@ -237,15 +235,15 @@ impl Shared {
     }
 
     /// The file opened for writing, once the disk that refused it at start-up takes
-    /// writes again, with where lines go in it and its length.
-    fn reopen(&self) -> io::Result<(File, u64, u64)> {
+    /// writes again, with where lines go in it.
+    fn reopen(&self) -> io::Result<(File, u64)> {
         let file = files::open_read_write(WHAT, &self.path, 0o600).map_err(|err| match err {
             FileError::Io { err, .. } => err,
             other => io::Error::other(other.to_string()),
         })?;
-        let (end, len) = write_position(&file, &self.path)?;
+        let end = write_position(&file, &self.path)?;
         log::warn!("{} can be written again", self.path.display());
-        Ok((file, end, len))
+        Ok((file, end))
     }
 
     /// Writes [`TAIL`] more zeros past the file's end once fewer than half that many are
@@ -253,20 +251,13 @@ impl Shared {
     /// disk, so the lines later written over them, a code's among them, sync in one
     /// flush. Nothing is lost if it fails: the lines then grow the file as appends.
     fn extend_tail(&self) {
-        let mut open = self.lock();
-        if !open.writable || open.len.saturating_sub(open.end) >= TAIL / 2 {
-            return;
-        }
-        // A page at a time from the stack: no heap for the zeros, so no RSS kept for them.
-        let zeros = [0u8; 4096];
-        for _ in 0..TAIL / 4096 {
-            let written = write_at(&open.file, &zeros, open.len);
-            open.len += match &written {
-                Ok(n) | Err((n, _)) => *n,
-            };
-            if written.is_err() {
-                return;
-            }
+        let open = self.lock();
+        if let Ok(meta) = open.file.metadata()
+            && open.writable
+            && meta.len().saturating_sub(open.end) < TAIL / 2
+        {
+            // Under the lock: an appender past the end must not meet zeros written after it.
+            let _ = write_zeros(&open.file, meta.len().max(open.end));
         }
     }
 
@@ -407,12 +398,12 @@ impl Journal {
             }
             Err(err) => return Err(err),
         };
-        let position = match read_only {
+        let end = match read_only {
             None => write_position(&file, &path),
             // Nothing is written through it: the next append opens it again.
-            Some(_) => data_end(&file).map(|(end, _)| (end, end)),
+            Some(_) => data_end(&file).map(|(end, _)| end),
         };
-        let (end, len) = position.map_err(|err| FileError::Io {
+        let end = end.map_err(|err| FileError::Io {
             what: WHAT.into(),
             path: path.clone(),
             err,
@@ -424,7 +415,6 @@ impl Journal {
                 file: Arc::new(file),
                 writable: read_only.is_none(),
                 end,
-                len,
                 owed,
                 appended: 0,
                 synced: 0,
@@ -629,31 +619,17 @@ impl Journal {
     }
 }
 
-/// Writes all of `bytes` at `at`; how many were written, also before an error.
-fn write_at(file: &File, bytes: &[u8], at: u64) -> Result<u64, (u64, io::Error)> {
-    let mut written = 0;
-    while let Some(rest) = bytes.get(written..).filter(|rest| !rest.is_empty()) {
-        match file.write_at(rest, at + written as u64) {
-            Ok(0) => return Err((written as u64, io::ErrorKind::WriteZero.into())),
-            Ok(n) => written += n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err((written as u64, err)),
-        }
-    }
-    Ok(written as u64)
-}
-
-/// Where lines go in the journal `file`, just opened for writing, and its length: after
-/// its last line, over the zeros that follow. Bytes after those lines that are not
-/// zeros (what a crash kept of lines never synced, past an older end) are cut off
-/// first, so that lines written up to them never run into them.
-fn write_position(file: &File, path: &Path) -> io::Result<(u64, u64)> {
+/// Where lines go in the journal `file`, just opened for writing: after its last line,
+/// over the zeros that follow. Bytes after those lines that are not zeros (what a
+/// crash kept of lines never synced, past an older end) are cut off first, so that
+/// lines written up to them never run into them.
+fn write_position(file: &File, path: &Path) -> io::Result<u64> {
     let (end, clean) = data_end(file)?;
     if !clean {
         log::warn!("journal {}: cut after its last line", path.display());
         file.set_len(end)?;
     }
-    Ok((end, file.metadata()?.len()))
+    Ok(end)
 }
 
 /// JSON lines, each ending in `\n`; `None` (logged) if one cannot be encoded.
@@ -832,7 +808,7 @@ mod tests {
     use super::super::journal_file::{Group, Kept, Verdict, compact, judge, judge_with};
     use super::super::record::{JOURNAL_OUTPUT_MAX, Status};
     use super::*;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{FileExt, MetadataExt};
     use std::os::unix::process::CommandExt;
 
     fn tempdir(tag: &str) -> PathBuf {
@@ -865,6 +841,13 @@ mod tests {
         let ids: Vec<String> = recovered.records.into_iter().map(|r| r.id).collect();
         let want: Vec<String> = ns.map(|n| record(n, Status::Queued).id).collect();
         assert_eq!(ids, want);
+    }
+
+    /// A restart with `history` finds `last_step` used and `jobs` records.
+    fn assert_reopens(dir: &Path, history: usize, last_step: u64, jobs: usize) {
+        let (_journal, recovered, _done) = open(dir, history);
+        assert_eq!(recovered.last_step, last_step);
+        assert_eq!(recovered.records.len(), jobs);
     }
 
     /// Waits until no compaction is under way (one an appender started aside).
@@ -1006,9 +989,7 @@ mod tests {
         let text = lines_of(&path);
         assert!(text.contains(r#"{"ev":"used","step":61000000}"#), "{text}");
         drop(journal);
-        let (_journal, recovered, _done) = open(&dir, 100);
-        assert_eq!(recovered.last_step, 61_000_000);
-        assert_eq!(recovered.records.len(), 4);
+        assert_reopens(&dir, 100, 61_000_000, 4);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -1043,9 +1024,7 @@ mod tests {
         assert!(!String::from_utf8_lossy(&bytes).contains("99000000"));
         run_jobs(&journal, 3..4);
         drop(journal);
-        let (_journal, recovered, _done) = open(&dir, 10);
-        assert_eq!(recovered.records.len(), 2);
-        assert_eq!(recovered.last_step, 0);
+        assert_reopens(&dir, 10, 0, 2);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -1061,11 +1040,13 @@ mod tests {
         files::write_atomic(WHAT, &path, &text, 0o600).unwrap();
         let file = files::open_read_write(WHAT, &path, 0o600).unwrap();
         assert_eq!(data_end(&file).unwrap(), (70_001, false));
-        assert_eq!(write_position(&file, &path).unwrap(), (70_001, 70_001));
+        assert_eq!(write_position(&file, &path).unwrap(), 70_001);
+        assert_eq!(file.metadata().unwrap().len(), 70_001);
         assert_eq!(std::fs::read(&path).unwrap(), text[..70_001]);
         // Zeros after the lines, or none: where the lines end, and nothing to cut.
         file.write_all_at(&[0u8; 100], 70_001).unwrap();
-        assert_eq!(write_position(&file, &path).unwrap(), (70_001, 70_101));
+        assert_eq!(write_position(&file, &path).unwrap(), 70_001);
+        assert_eq!(file.metadata().unwrap().len(), 70_101);
         file.set_len(70_001).unwrap();
         assert_eq!(data_end(&file).unwrap(), (70_001, true));
         file.set_len(0).unwrap();
@@ -1095,9 +1076,7 @@ mod tests {
         assert!(text.lines().count() < 20, "not compacted:\n{text}");
         assert!(text.starts_with(r#"{"ev":"used","step":43}"#), "{text}");
         drop(journal);
-        let (_journal, recovered, _done) = open(&dir, 3);
-        assert_eq!(recovered.last_step, 43);
-        assert_eq!(recovered.records.len(), 3);
+        assert_reopens(&dir, 3, 43, 3);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

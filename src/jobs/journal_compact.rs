@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use super::journal::{Open, Shared};
-use super::journal_file::{Compacted, TAIL, WHAT, compact_into, next_compaction};
+use super::journal_file::{Compacted, WHAT, compact_into, next_compaction};
 use super::record::HISTORY_BYTES;
 use crate::sys::files::{self, FileError, Replacement, Trust};
 
@@ -151,7 +151,6 @@ impl Shared {
         });
         open.file = Arc::new(file);
         open.end = at;
-        open.len = at.max(size.bytes as u64 + TAIL);
         // Either way the file in place takes appends now.
         open.writable = true;
         open.generation += 1;

@@ -81,6 +81,30 @@ pub(super) fn data_end(file: &File) -> io::Result<(u64, bool)> {
     }
 }
 
+/// Writes all of `bytes` at `at`; how many were written, also before an error.
+pub(super) fn write_at(file: &File, bytes: &[u8], at: u64) -> Result<u64, (u64, io::Error)> {
+    let mut written = 0;
+    while let Some(rest) = bytes.get(written..).filter(|rest| !rest.is_empty()) {
+        match file.write_at(rest, at + written as u64) {
+            Ok(0) => return Err((written as u64, io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err((written as u64, err)),
+        }
+    }
+    Ok(written as u64)
+}
+
+/// [`TAIL`] zeros written at `at`, a page at a time from the stack (no heap kept for
+/// them); stops at the first error, which nothing needs: lines then grow the file.
+pub(super) fn write_zeros(file: &File, at: u64) -> io::Result<()> {
+    let zeros = [0u8; 4096];
+    for page in 0..TAIL / 4096 {
+        write_at(file, &zeros, at + page * 4096).map_err(|(_, err)| err)?;
+    }
+    Ok(())
+}
+
 /// One journal line. `J` is `&JobRecord` when writing, `JobRecord` when reading.
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "ev", rename_all = "snake_case")]
@@ -401,12 +425,9 @@ pub(super) fn compact_into(
             }
         })?;
         copied?;
-        let zeros = [0u8; 4096];
-        for _ in 0..TAIL / 4096 {
-            out.write_all(&zeros)?;
-        }
         out.flush()
     })();
+    let written = written.and_then(|()| write_zeros(new.file(), bytes as u64));
     written.map_err(|err| new.failed(err))?;
     let compacted = Compacted {
         lines,

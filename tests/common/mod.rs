@@ -574,16 +574,21 @@ impl Agent {
     /// The job journal's text: its lines, without the zeros the agent keeps written
     /// after them (its next lines go over those, so their sync is one flush).
     pub fn journal_text(&self) -> String {
-        let bytes = fs::read(self.journal_path()).unwrap_or_default();
-        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-        String::from_utf8_lossy(&bytes[..end]).into_owned()
+        String::from_utf8_lossy(&self.journal_lines()).into_owned()
+    }
+
+    /// The journal's bytes up to its first NUL.
+    fn journal_lines(&self) -> Vec<u8> {
+        let mut bytes = fs::read(self.journal_path()).unwrap_or_default();
+        bytes.truncate(bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len()));
+        bytes
     }
 
     /// Writes `bytes` where the agent writes its next journal line (after the last,
     /// over the zeros that follow), as a crash in the middle of a write leaves them.
     pub fn write_journal_end(&self, bytes: &[u8]) {
         use std::os::unix::fs::FileExt;
-        let end = self.journal_text().len();
+        let end = self.journal_lines().len();
         let file = fs::OpenOptions::new()
             .write(true)
             .open(self.journal_path())
