@@ -16,6 +16,7 @@
 //! written as a line of its own once there is room (and served as
 //! `sudo_agent_audit_lines_dropped_total`), so none is lost silently.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
 use std::fs::File;
@@ -34,6 +35,8 @@ pub const MAX_COMMAND_CHARS: usize = 500;
 pub const MAX_OUTPUT_CHARS: usize = 200;
 /// Anything else from outside (reasons, peers, ids, rule names).
 const MAX_FIELD_CHARS: usize = 200;
+/// Bytes reserved for a line: most fit, so its buffer is not regrown.
+const LINE_GUESS: usize = 192;
 /// Mode of a log file the agent creates: the group (e.g. `adm`) may read, nobody else.
 pub const LOG_MODE: u32 = 0o640;
 
@@ -302,12 +305,11 @@ impl log::Log for AuditLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let line = format!(
-            "{} [{}] {}\n",
-            clock::rfc3339(clock::now_unix_ms()),
-            record.level(),
-            record.args()
-        );
+        use std::fmt::Write as _;
+        // One buffer, sized for a typical line, the time written into it.
+        let mut line = String::with_capacity(LINE_GUESS);
+        clock::push_rfc3339(&mut line, clock::now_unix_ms());
+        let _ = writeln!(line, " [{}] {}", record.level(), record.args());
         self.shared.push(line.as_bytes());
     }
 
@@ -456,7 +458,12 @@ pub fn flush() {
 /// and bidirectional overrides `\u{NNNN}` (they can fake a line break or reorder text on
 /// screen). The result has at most `max_chars` characters; when cut it ends in `…`.
 /// Backslashes are left alone so ordinary commands read as typed.
-pub fn one_line(text: &str, max_chars: usize) -> String {
+pub fn one_line(text: &str, max_chars: usize) -> Cow<'_, str> {
+    // Most text (ids, rule names, commands) needs no change: no copy then. Counting
+    // bytes bounds the characters from above.
+    if text.len() <= max_chars && !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
     let mut out = String::with_capacity(text.len().min(max_chars.saturating_mul(4)));
     let mut count = 0usize;
     // Byte length of `out` at the last point where an ellipsis would still fit.
@@ -468,11 +475,11 @@ pub fn one_line(text: &str, max_chars: usize) -> String {
         let n = piece.chars().count();
         if count.saturating_add(n) > max_chars {
             if max_chars == 0 {
-                return String::new();
+                return Cow::Borrowed("");
             }
             out.truncate(fits_ellipsis);
             out.push('…');
-            return out;
+            return Cow::Owned(out);
         }
         out.push_str(&piece);
         count += n;
@@ -480,7 +487,21 @@ pub fn one_line(text: &str, max_chars: usize) -> String {
             fits_ellipsis = out.len();
         }
     }
-    out
+    Cow::Owned(out)
+}
+
+/// Whether [`escape_into`] writes `c` as an escape rather than as itself.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}'
+                | '\u{2029}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
 }
 
 fn escape_into(c: char, out: &mut String) {
@@ -492,23 +513,18 @@ fn escape_into(c: char, out: &mut String) {
         c if c.is_control() => {
             let _ = write!(out, "\\x{:02x}", u32::from(c));
         }
-        '\u{2028}'
-        | '\u{2029}'
-        | '\u{200e}'
-        | '\u{200f}'
-        | '\u{202a}'..='\u{202e}'
-        | '\u{2066}'..='\u{2069}' => {
+        c if needs_escape(c) => {
             let _ = write!(out, "\\u{{{:04x}}}", u32::from(c));
         }
         c => out.push(c),
     }
 }
 
-fn cmd(command: &str) -> String {
+fn cmd(command: &str) -> Cow<'_, str> {
     one_line(command, MAX_COMMAND_CHARS)
 }
 
-fn field(text: &str) -> String {
+fn field(text: &str) -> Cow<'_, str> {
     one_line(text, MAX_FIELD_CHARS)
 }
 
@@ -525,15 +541,10 @@ pub fn rc_text(exit_code: Option<i32>, signal: Option<i32>) -> String {
 
 /// The output shown in a `RESULT` line: the first non-empty line of stdout, else of
 /// stderr, at most 200 characters.
-pub fn result_output(stdout: &str, stderr: &str) -> String {
-    let first = |s: &str| {
-        s.lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .map(str::to_owned)
-    };
+fn result_output<'a>(stdout: &'a str, stderr: &'a str) -> Cow<'a, str> {
+    let first = |s: &'a str| s.lines().map(str::trim).find(|l| !l.is_empty());
     let line = first(stdout).or_else(|| first(stderr)).unwrap_or_default();
-    one_line(&line, MAX_OUTPUT_CHARS)
+    one_line(line, MAX_OUTPUT_CHARS)
 }
 
 /// A request passed auth and policy: `ACCEPTED [id] rule=name caller=who: cmd`
@@ -825,6 +836,9 @@ mod tests {
     #[test]
     fn one_line_escapes_controls() {
         assert_eq!(one_line("ls -l /tmp", 100), "ls -l /tmp");
+        // Text that needs nothing is not copied; text that needs an escape is.
+        assert!(matches!(one_line("ls -l /tmp", 10), Cow::Borrowed(_)));
+        assert!(matches!(one_line("ls\u{202e}", 10), Cow::Owned(_)));
         assert_eq!(
             one_line("a\nb\rc\td\0e\x1bf\x7fg", 100),
             "a\\nb\\rc\\td\\x00e\\x1bf\\x7fg"

@@ -34,12 +34,18 @@ pub fn synchronized() -> Option<bool> {
 
 /// `2026-11-22T00:44:33.120Z` for a Unix time in milliseconds.
 pub fn rfc3339(unix_ms: u64) -> String {
+    let mut out = String::with_capacity(24);
+    push_rfc3339(&mut out, unix_ms);
+    out
+}
+
+/// [`rfc3339`], appended to `out`.
+pub fn push_rfc3339(out: &mut String, unix_ms: u64) {
     let secs = unix_ms / 1000;
     let (y, m, d) = civil_from_days(secs / 86_400);
     let rem = secs % 86_400;
     // By hand rather than `format!`: a request writes several of these, and formatting
     // machinery with padding costs more than the digits.
-    let mut out = String::with_capacity(24);
     let parts = [
         (y, 4, '-'),
         (m, 2, '-'),
@@ -50,10 +56,9 @@ pub fn rfc3339(unix_ms: u64) -> String {
         (unix_ms % 1000, 3, 'Z'),
     ];
     for (n, width, then) in parts {
-        push_padded(&mut out, n, width);
+        push_padded(out, n, width);
         out.push(then);
     }
-    out
 }
 
 /// `n` in decimal, zero-padded to at least `width` digits.
