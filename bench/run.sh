@@ -47,10 +47,10 @@ set -euo pipefail
 
 ARGS="$*"
 REPS=5 JOBS=10000 LAT_N=2000 WARMUP=50 REJ_SECS=3 IDLE_N=256 PIN=1 OUT=""
-WORK_PARENT=/tmp SYNC_MS=100 SLOW=1 SLOW_MODE="" CODES_N=8 SLOW_LAT_N=500
+WORK_PARENT=/tmp SYNC_MS=100 SLOW=1 SLOW_MODE="" CODES_N=8 SLOW_LAT_N=500 CONC=8 CONC_N=250
 while [ $# -gt 0 ]; do
     case "$1" in
-        --quick) REPS=3 JOBS=2000 LAT_N=500 REJ_SECS=2 CODES_N=5 SLOW_LAT_N=300 ;;
+        --quick) REPS=3 JOBS=2000 LAT_N=500 REJ_SECS=2 CODES_N=5 SLOW_LAT_N=300 CONC_N=100 ;;
         --reps) REPS="$2"; shift ;;
         --no-pin) PIN=0 ;;
         --work-dir) WORK_PARENT="$2"; shift ;;
@@ -244,6 +244,33 @@ exec_phase() { # name addr path body [jobs after the sample, default: up to $JOB
     fi
 }
 
+# Several clients at once, as a home lab's assistants and automations may send: $CONC
+# keep-alive connections, each sending $CONC_N jobs back to back; the latency over all of
+# them (p50, p99, max) and the jobs per second.
+conc_phase() { # name addr path body
+    local i out t0 t1 pids=()
+    t0=$(date +%s%N)
+    for i in $(seq "$CONC"); do
+        lg http --addr "$2" --path "$3" --body "$4" --n "$CONC_N" --warmup 5 \
+            --times "$WORK/conc-$1-$i.times" >"$WORK/conc-$1-$i.out" &
+        pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i" || die "$1: concurrent clients failed"; done
+    t1=$(date +%s%N)
+    for i in $(seq "$CONC"); do
+        out=$(cat "$WORK/conc-$1-$i.out")
+        [ "$(kv "$out" bad)" = 0 ] || die "$1: concurrent clients: unexpected status: $out"
+    done
+    out=$(sort -n "$WORK"/conc-"$1"-*.times | awk -v ns=$((t1 - t0)) '{ a[NR] = $1 }
+        END { printf "p50=%d p99=%d max=%d jps=%d", a[int(NR * 0.5) + 1], a[int(NR * 0.99) + 1],
+              a[NR], NR * 1e9 / ns }')
+    add "$1.cp50" "$(kv "$out" p50)"
+    add "$1.cp99" "$(kv "$out" p99)"
+    add "$1.cmax" "$(kv "$out" max)"
+    add "$1.cjps" "$(kv "$out" jps)"
+    rm -f "$WORK"/conc-"$1"-*
+}
+
 mem_point() { # name point pid
     local out
     out=$("$LOADGEN" procstat --pid "$3") || die "$1: procstat failed"
@@ -309,6 +336,7 @@ rep_agent() {
     idle_point agent "$addr" "$pid"
     exec_phase agent "$addr" /run "$RUN_BODY"
     mem_point agent jobs "$pid"
+    conc_phase agent "$addr" /run "$RUN_BODY"
     codes_phase agent "$addr"
     reject_phase agent "$addr"
     stop "$pid"
@@ -474,6 +502,7 @@ rep_webhook() {
     idle_point webhook "127.0.0.1:$port" "$pid"
     exec_phase webhook "127.0.0.1:$port" /hooks/true ""
     mem_point webhook jobs "$pid"
+    conc_phase webhook "127.0.0.1:$port" /hooks/true ""
     stop "$pid"
     rm -rf "$d"
 }
@@ -653,6 +682,7 @@ Command: \`bash bench/run.sh${ARGS:+ $ARGS}\` (reps=$REPS, jobs=$JOBS, latency s
 | exec /bin/true, p50, bare path (process groups, no cgroup; the no_pin read-only namespace) | $(ms "$B_P50") | $(ms "$W_P50") | | agent/floor(same) $(ratio "$B_P50" "$FS_P50"), agent/webhook $(ratio "$B_P50" "$W_P50") | ≤ 1.2× floor, < webhook | $(verdict "$B_P50 <= 1.2 * $FS_P50 && $B_P50 < ${W_P50/n\/a/1e18}" "$B_P50") |
 | exec /bin/true, p50, default (a cgroup per job + the read-only namespace) | $(ms "$A_P50") | $(ms "$W_P50") | | agent/floor(same) $(ratio "$A_P50" "$FS_P50"), agent/floor(plain) $(ratio "$A_P50" "$FP_P50"), agent/webhook $(ratio "$A_P50" "$W_P50"), default/bare $(ratio "$A_P50" "$B_P50") | < webhook | $(verdict "$A_P50 < ${W_P50/n\/a/1e18}" "$A_P50") |
 | exec /bin/true, p99, bare / default | $(ms "$B_P99") / $(ms "$A_P99") | $(ms "$W_P99") | | default/floor(same) $(ratio "$A_P99" "$FS_P99"), default/webhook $(ratio "$A_P99" "$W_P99") | | |
+| exec /bin/true, $CONC clients at once ($CONC_N jobs each, back to back), p50 / p99 / max; jobs/s | $(ms "$(median agent.cp50)") / $(ms "$(median agent.cp99)") / $(ms "$(median agent.cmax)"); $(median agent.cjps) | $(ms "$(median webhook.cp50)") / $(ms "$(median webhook.cp99)") / $(ms "$(median webhook.cmax)"); $(median webhook.cjps) | | agent/webhook p50 $(ratio "$(median agent.cp50)" "$(median webhook.cp50)"), p99 $(ratio "$(median agent.cp99)" "$(median webhook.cp99)") | | |
 | floor: fork+exec+wait, plain / same setup, p50 | $(ms "$FP_P50") / $(ms "$FS_P50") | | | same/plain $(ratio "$FS_P50" "$FP_P50") | | |
 | floor: p99, plain / same setup | $(ms "$FP_P99") / $(ms "$FS_P99") | | | | | |
 | HTTP floor (\`loadgen httpfloor\`: a request read, the same-setup spawn, an answer; nothing else), p50 | $(ms "$FH_P50") | | | this/floor(same) $(ratio "$FH_P50" "$FS_P50"); bare agent/this $(ratio "$B_P50" "$FH_P50") | | |
@@ -692,6 +722,9 @@ writable (the cgroup2 mount read-only in a mount namespace of its own), so jobs 
 process groups; a \`no_pin\` rule cannot turn its read-only namespace off, so that stays.
 Floor "plain": \`Command::new("/bin/true").status()\`; "same setup": cleared env + the 9 job
 variables, stdin null, stdout/stderr piped and read to EOF, \`process_group(0)\`.
+Several clients at once: $CONC keep-alive connections sending the same request back to back,
+$CONC_N each (the agent's default \`max_concurrent\` 4 runs four jobs and queues the rest),
+latency over all of them; a client's request waits for the CPU with everyone else's.
 Rejections: \`POST /run {"pin":"000000",...}\` back to back on 16 connections; after
 \`max_failures\` (5) bad codes the agent answers 429 without looking at the code, so the mix is
 a few 401s and then 429s. The Python stand-in answers HTTP/1.0 and closes each connection, so its
