@@ -94,7 +94,7 @@ fn wrapped(setup: &str) -> Command {
 }
 
 #[test]
-fn a_job_has_its_own_session_and_no_terminal_even_when_the_agent_has_one() {
+fn a_job_has_its_own_group_and_no_terminal_even_when_the_agent_has_one() {
     if !python_has("pty", "python3 is needed to give the agent a terminal") {
         return;
     }
@@ -145,10 +145,12 @@ os.waitpid(pid, 0)
 
     for (rule, out) in reports(&agent) {
         let pid = field(&out, "pid").split(' ').next().unwrap();
+        // In the agent's session (a session of its own would be a scheduler autogroup
+        // of its own), but its own group and without the agent's terminal.
         assert_eq!(
             field(&out, "pid"),
-            format!("{pid} pgrp={pid} sid={pid} tty=0"),
-            "{rule}: own session and group, no controlling terminal"
+            format!("{pid} pgrp={pid} sid={agent_pid} tty=0"),
+            "{rule}: own group, no controlling terminal"
         );
         assert_eq!(field(&out, "devtty"), "none", "{rule}: {out}");
     }

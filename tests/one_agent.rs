@@ -162,17 +162,53 @@ fn recovery_leaves_a_stranger_in_a_reused_group_number_alive() {
 fn recovery_ends_a_leaderless_group_seen_while_the_job_ran() {
     // The job's shell exited after the crash, leaving `sleep 60` in its group; a later
     // job's start line shows the agent was alive, and the job running, after that
-    // process started. Proven the job's, so it is ended.
+    // process started. Proven the job's, so it is ended. (A line of an agent whose jobs
+    // made sessions of their own: no session recorded, the group's number is it.)
     let (pgid, member) = leaderless_group();
+    assert_recovery_ends("one-proven", pgid, member, None);
+}
+
+#[test]
+fn recovery_ends_a_leaderless_group_in_the_agents_session_seen_while_the_job_ran() {
+    // The same for a job of this agent, which stays in the agent's session: the start
+    // line records that session, and the member is found in it.
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import os, subprocess as s\nos.setpgid(0, 0)\n\
+             p = s.Popen(['sleep', '60'], stdin=s.DEVNULL, stdout=s.DEVNULL, stderr=s.DEVNULL)\n\
+             print(os.getpid(), p.pid, os.getsid(0))",
+        ])
+        .output_retrying()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let ids: Vec<u32> = text
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let [pgid, member, session] = ids[..] else {
+        panic!("{text}")
+    };
+    assert_ne!(session, pgid, "{text}");
+    assert!(alive(member) && !alive(pgid), "{text}");
+    assert_recovery_ends("one-proven-session", pgid, member, Some(session));
+}
+
+/// A journal with job 2 running in `pgid` (its start line naming `session`, if any) and
+/// a later job's start after `member` started: the agent restarted on it ends `member`.
+fn assert_recovery_ends(tag: &str, pgid: u32, member: u32, session: Option<u32>) {
     let _guard = KillGroupOnDrop(pgid, Seen::now(member));
     let member_start = Seen::now(member).start;
     let mut lines = running_job(2, pgid, member_start.saturating_sub(1));
+    if let Some(session) = session {
+        lines[1]["session"] = json!(session);
+    }
     let later = running_job(3, 4_194_303, member_start + 10);
     lines.extend(later);
     let mut done = lines[2]["job"].clone();
     done["status"] = json!("succeeded");
     lines.push(json!({"ev": "end", "job": done}));
-    let agent = agent_after_crash("one-proven", &lines);
+    let agent = agent_after_crash(tag, &lines);
     let id = format!("{:032x}", 2);
     assert!(
         wait_until(Duration::from_secs(10), || !alive(member)),

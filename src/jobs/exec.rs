@@ -1,5 +1,5 @@
 //! One job's process, start to finish, on the job's own thread: build the environment
-//! from nothing, spawn into a cgroup and a session of its own (`sys::child`: no
+//! from nothing, spawn into a cgroup and a process group of its own (`sys::child`: no
 //! terminal, no inherited descriptors or signal handlers, umask, the sandbox, cwd, the
 //! rule's user), capture capped output, enforce the timeout and cancellation, and make
 //! sure no process of the job (its cgroup, else its process group) outlives it.
@@ -493,7 +493,7 @@ impl Capture {
 
 /// A spawned child and everything watched while it runs.
 struct Job {
-    /// Our child until reaped; also its process group and session id.
+    /// Our child until reaped; also its process group id.
     pid: u32,
     /// None when the kernel has no pidfd; exit is then found by `waitpid` every 10 ms.
     pidfd: Option<OwnedFd>,
@@ -1214,7 +1214,7 @@ mod tests {
     }
 
     #[test]
-    fn own_session_and_group_without_a_terminal() {
+    fn own_group_in_the_agents_session_without_a_terminal() {
         let mut pid = 0;
         let out = run(
             // The pause keeps it running past the first look, when its group is reported.
@@ -1223,8 +1223,10 @@ mod tests {
             &AtomicBool::new(false),
             |s| pid = s.pid(),
         );
+        let (_, session) = sys::start_and_session(std::process::id()).unwrap();
         let lines: Vec<&str> = out.stdout.lines().collect();
-        assert_eq!(lines, [pid.to_string(), format!("{pid} {pid} 0")]);
+        // No session of its own: that would give it a scheduler autogroup of its own.
+        assert_eq!(lines, [pid.to_string(), format!("{pid} {session} 0")]);
     }
 
     #[test]

@@ -512,12 +512,14 @@ impl Journal {
     /// The job's process group `pgid` exists. Written now, from the job thread: it only
     /// matters while this boot lasts, and the page cache outlives a crash of the agent.
     pub fn started(&self, id: &str, pgid: u32, started_at: &str) {
+        let (leader_start, session) = sys::start_and_session(pgid).unzip();
         self.append_now(&Line::<&JobRecord>::Start {
             id: id.to_owned(),
             pgid,
             started_at: started_at.to_owned(),
             boot: self.shared.boot.clone(),
-            leader_start: sys::start_ticks(pgid),
+            leader_start,
+            session,
         });
     }
 
@@ -1338,6 +1340,7 @@ mod tests {
                 started_at: String::new(),
                 boot: Some("this-boot".into()),
                 leader_start: Some(1000 + n as u64),
+                session: None,
             }));
             text.push(b'\n');
             let end = line(&Line::End { job: &big });
@@ -1428,6 +1431,7 @@ mod tests {
             pgid: me,
             boot: boot.clone(),
             leader_start: sys::start_ticks(me),
+            session: None,
         };
         assert_eq!(
             judge(&mine, None, boot.as_deref(), None),
@@ -1450,10 +1454,13 @@ mod tests {
     #[test]
     fn without_its_leader_a_group_is_ours_only_with_a_member_seen_while_the_job_ran() {
         let boot = Some("b");
+        // As an older agent's line has it: the job made its own session, numbered as
+        // its group.
         let group = Group {
             pgid: 500,
             boot: Some("b".into()),
             leader_start: Some(1000),
+            session: None,
         };
         let member = |pid, session, start| sys::Member {
             pid,
@@ -1490,6 +1497,18 @@ mod tests {
         assert_eq!(judged(Some(1200), Vec::new()), Verdict::Gone);
         assert!(matches!(
             judge_with(&group, boot, Some(1200), None, || None),
+            Verdict::LeftAlone { .. }
+        ));
+        // A job of this agent stays in the agent's session (77), which its line records:
+        // a member there is the job's, one in the group's own number's session is not.
+        let in_agents = Group {
+            session: Some(77),
+            ..group.clone()
+        };
+        let judged = |m| judge_with(&in_agents, boot, Some(1200), None, move || Some(vec![m]));
+        assert_eq!(judged(member(501, 77, 1100)), Verdict::Ours(None));
+        assert!(matches!(
+            judged(member(501, 500, 1100)),
             Verdict::LeftAlone { .. }
         ));
     }

@@ -123,6 +123,10 @@ pub(super) enum Line<J> {
         /// later process, must never be signalled.
         boot: Option<String>,
         leader_start: Option<u64>,
+        /// The session its processes are in: the agent's. Absent in lines of agents
+        /// whose jobs each made a session of their own, numbered as the group.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<u32>,
     },
     /// The final record.
     End { job: J },
@@ -133,6 +137,8 @@ pub(super) struct Group {
     pub(super) pgid: u32,
     pub(super) boot: Option<String>,
     pub(super) leader_start: Option<u64>,
+    /// See [`Line::Start`]; `None`: the group's own number.
+    pub(super) session: Option<u32>,
 }
 
 /// A job as the journal last recorded it.
@@ -506,6 +512,7 @@ pub(super) fn read(mut reader: impl BufRead, path: &Path) -> io::Result<Vec<Kept
                 started_at,
                 boot,
                 leader_start,
+                session,
             }) => {
                 if let Some(kept) = jobs.get_mut(&id)
                     && !kept.record.status.is_final()
@@ -516,6 +523,7 @@ pub(super) fn read(mut reader: impl BufRead, path: &Path) -> io::Result<Vec<Kept
                         pgid,
                         boot,
                         leader_start,
+                        session,
                     });
                 }
             }
@@ -566,6 +574,7 @@ pub(super) fn rewrite(
                 started_at: kept.record.started_at.clone().unwrap_or_default(),
                 boot: g.boot.clone(),
                 leader_start: g.leader_start,
+                session: g.session,
             });
         }
     }
@@ -668,9 +677,9 @@ pub(super) fn judge_with(
         return Verdict::Gone;
     }
     let proven = match (group.leader_start, seen_until) {
-        (Some(from), Some(until)) => found
-            .iter()
-            .any(|m| m.session == group.pgid && (from..=until).contains(&m.start)),
+        (Some(from), Some(until)) => found.iter().any(|m| {
+            m.session == group.session.unwrap_or(group.pgid) && (from..=until).contains(&m.start)
+        }),
         _ => false,
     };
     if proven {

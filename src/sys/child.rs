@@ -1,6 +1,7 @@
 //! A job's process between `clone` and `exec` (see `spawn`): it enters the job's
-//! cgroup, leaves the agent's session, signals, descriptors, umask and working
-//! directory behind, sets up its sandbox, then drops to the rule's user.
+//! cgroup and a process group of its own, leaves the agent's terminal, signals,
+//! descriptors, umask and working directory behind, sets up its sandbox, then drops
+//! to the rule's user.
 //!
 //! Every step in a safe order, signals first, privileges last but one, and the
 //! directory last (so it is entered with the rule's user's rights): a child dropped
@@ -87,8 +88,9 @@ impl ChildSetup {
     ///    must never run in a child, and exec keeps ignored signals and the mask (all
     ///    of them after a plain `clone`; after `clone3`, which reset the handled ones,
     ///    the ignored ones, see [`ALL_SIGNALS`]);
-    /// 2. `setsid`: a new session and process group, and no controlling terminal, so a
-    ///    job cannot read from or push keystrokes (`TIOCSTI`) into the agent's terminal;
+    /// 2. a process group of its own (`setpgid`), and no controlling terminal
+    ///    ([`drop_terminal`]), so a job cannot read from or push keystrokes (`TIOCSTI`)
+    ///    into the agent's terminal;
     /// 3. the umask;
     /// 4. every descriptor above 2 close-on-exec (not closed: a failed exec is reported
     ///    through one of them);
@@ -103,9 +105,10 @@ impl ChildSetup {
             enter_cgroup(dir).map_err(|e| Step::Cgroup.tag(e))?;
         }
         default_signals(signals)?;
-        // SAFETY: setsid takes no arguments; a fresh child is never a process group
-        // leader, so it succeeds.
-        cerr(unsafe { libc::setsid() })?;
+        // SAFETY: setpgid takes plain integers; 0, 0 makes the caller the leader of a
+        // new group in its session, which a fresh child may always do.
+        cerr(unsafe { libc::setpgid(0, 0) })?;
+        drop_terminal()?;
         // SAFETY: umask takes a plain mode and cannot fail.
         unsafe { libc::umask(self.umask) };
         cloexec_above_stderr()?;
@@ -129,6 +132,32 @@ impl ChildSetup {
         cerr(unsafe { libc::chdir(self.cwd.as_ptr()) })?;
         Ok(())
     }
+}
+
+/// Gives up the agent's controlling terminal, if it has one (`serve` by hand, `demo`):
+/// `TIOCNOTTY` on `/dev/tty` detaches this process only, as it leads no session, and a
+/// process that leads none can never acquire a terminal again. Without a terminal
+/// `/dev/tty` does not open (`ENXIO`), and there is nothing to give up.
+///
+/// Not `setsid`, which also detaches: each new session gets a scheduler autogroup of its
+/// own, and where jobs share one CPU a preempted job's group could wait a second for it
+/// (BENCHMARKS.md, session 28).
+fn drop_terminal() -> io::Result<()> {
+    // SAFETY: a NUL-terminated literal path and plain flags.
+    let tty = unsafe {
+        libc::open(
+            c"/dev/tty".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if tty < 0 {
+        return Ok(());
+    }
+    // SAFETY: TIOCNOTTY takes no argument; `tty` is the descriptor just opened.
+    let detached = cerr(unsafe { libc::ioctl(tty, libc::TIOCNOTTY) });
+    // SAFETY: closes the descriptor opened above, which nothing else holds.
+    unsafe { libc::close(tty) };
+    detached.map(drop)
 }
 
 /// Moves the calling process into the cgroup whose directory is `dir`.

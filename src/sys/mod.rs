@@ -45,7 +45,8 @@ pub(crate) use self::peer::{tcp_peer_uid, unix_peer_uid};
 #[cfg(all(test, target_arch = "x86_64"))]
 pub(crate) use self::process::stay_on_this_cpu;
 pub(crate) use self::process::{
-    Member, boot_id, group_members, group_running, host_name, kill_group, pidfd_open, start_ticks,
+    Member, boot_id, group_members, group_running, host_name, kill_group, pidfd_open,
+    start_and_session, start_ticks,
 };
 pub(crate) use self::sandbox::{Sandbox, failed_step};
 pub(crate) use self::signals::stop_signal_pipe;

@@ -135,6 +135,11 @@ fn kernel_value(name: &str) -> Option<String> {
 /// `None` if there is no such process. Together with the boot id it tells a process
 /// from a later one that got the same pid.
 pub fn start_ticks(pid: u32) -> Option<u64> {
+    start_and_session(pid).map(|(start, _)| start)
+}
+
+/// [`start_ticks`] and the session id of process `pid`, from one read of its `stat`.
+pub fn start_and_session(pid: u32) -> Option<(u64, u32)> {
     // One read of a buffer the line fits in (`read_to_string` grows its buffer from 32
     // bytes: six reads, and this runs for jobs that outlive their first look).
     let mut buf = [0u8; 1024];
@@ -144,7 +149,7 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
     )
     .ok()?;
     let stat = std::str::from_utf8(&buf[..n]).ok()?;
-    parse_stat(stat).map(|s| s.start)
+    parse_stat(stat).map(|s| (s.start, s.session))
 }
 
 /// The fields of a `/proc/<pid>/stat` line the agent reads.

@@ -38,7 +38,7 @@ use super::sandbox::{Sandbox, failed_step};
 /// directory buffer the largest); debug builds need more.
 const STACK_BYTES: usize = 64 * 1024;
 
-/// A started child: its pid (also its process group and session id) and the reading
+/// A started child: its pid (also its process group id) and the reading
 /// ends of its stdout and stderr.
 #[derive(Debug)]
 pub struct Spawned {
