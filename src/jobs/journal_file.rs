@@ -612,11 +612,13 @@ pub(super) enum Verdict {
 /// the root to a systemd service, is not searched: the group is then judged as below.)
 ///
 /// Without one: a group number is a pid, and is reused once every process of the group
-/// (and of the session, which the job's leader also made) is gone. So:
+/// (and, for an older agent's job, which made a session too, of that session) is gone.
+/// So:
 /// - another boot: gone;
 /// - the leader is alive (or a zombie): ours only if it started when the journal says;
 /// - the leader is gone: ours only if a live member of the group is in the job's
-///   session and started between the job's start and `seen_until` (while the previous
+///   session (the one its start line records: the agent's; else the group's number)
+///   and started between the job's start and `seen_until` (while the previous
 ///   agent still counted the job as running, so the number could not yet be reused: a
 ///   stranger's processes all start after the reuse). A member started later may be
 ///   the job's or a stranger's; nothing proves which, so it is left alone.
