@@ -1218,15 +1218,27 @@ mod tests {
         let mut pid = 0;
         let out = run(
             // The pause keeps it running past the first look, when its group is reported.
-            &sh("echo $$; cut -d' ' -f5,6,7 /proc/$$/stat; sleep 0.1"),
+            // Our session as the child reads it: qemu-user fakes an emulated process's
+            // own /proc/self/stat, not what another process reads of it.
+            &sh(
+                "echo $$; cut -d' ' -f5,6,7 /proc/$$/stat; cut -d' ' -f6 /proc/$PPID/stat; sleep 0.1",
+            ),
             None,
             &AtomicBool::new(false),
             |s| pid = s.pid(),
         );
-        let (_, session) = sys::start_and_session(std::process::id()).unwrap();
         let lines: Vec<&str> = out.stdout.lines().collect();
+        let session = lines.get(2).copied().unwrap_or_default();
+        assert!(!session.is_empty() && session != "0", "{lines:?}");
         // No session of its own: that would give it a scheduler autogroup of its own.
-        assert_eq!(lines, [pid.to_string(), format!("{pid} {session} 0")]);
+        assert_eq!(
+            lines,
+            [
+                pid.to_string(),
+                format!("{pid} {session} 0"),
+                session.to_owned()
+            ]
+        );
     }
 
     #[test]
