@@ -137,7 +137,9 @@ impl ChildSetup {
 /// Gives up the agent's controlling terminal, if it has one (`serve` by hand, `demo`):
 /// `TIOCNOTTY` on `/dev/tty` detaches this process only, as it leads no session, and a
 /// process that leads none can never acquire a terminal again. Without a terminal
-/// `/dev/tty` does not open (`ENXIO`), and there is nothing to give up.
+/// `/dev/tty` does not open (`ENXIO`), and there is nothing to give up; where it does
+/// not open for another reason (no such node in a container), the job has no name to
+/// reach a terminal by either, and runs on.
 ///
 /// Not `setsid`, which also detaches: each new session gets a scheduler autogroup of its
 /// own, and where jobs share one CPU a preempted job's group could wait a second for it

@@ -66,7 +66,8 @@ pub fn group_running(pgid: u32) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Member {
     pub pid: u32,
-    /// Its session id: a job's processes keep the session their leader made.
+    /// Its session id: a job's processes are in the agent's (an older agent's jobs each
+    /// made one, numbered as their group), unless one of them left it.
     pub session: u32,
     /// When it started, in clock ticks since boot (as [`start_ticks`]).
     pub start: u64,
