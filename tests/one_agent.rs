@@ -61,23 +61,34 @@ fn boot_id() -> String {
         .to_string()
 }
 
-/// A process group whose leader is gone and whose one member, a `sleep 60`, lives on in
-/// the session the leader made: what a daemon's first child leaves behind, and also
-/// what a job leaves when its shell exits after `sleep 60 &`. (group id, member pid)
-fn leaderless_group() -> (u32, u32) {
-    let out = Command::new("setsid")
+/// A process group whose leader is gone and whose one member, a `sleep 60`, lives on:
+/// what a daemon's first child leaves behind, and also what a job leaves when its shell
+/// exits after `sleep 60 &`. The leader makes a session of its own (as an older agent's
+/// jobs did) when `own_session`, else only a group in ours (as jobs do now).
+/// (group id, member pid, session id)
+fn leaderless_group(own_session: bool) -> (u32, u32, u32) {
+    let out = Command::new("python3")
         .args([
-            "/bin/sh",
             "-c",
-            "sleep 60 </dev/null >/dev/null 2>&1 & echo $$ $!",
+            "import os, sys, subprocess as s\n\
+             os.setsid() if sys.argv[1] == 'own' else os.setpgid(0, 0)\n\
+             p = s.Popen(['sleep', '60'], stdin=s.DEVNULL, stdout=s.DEVNULL, stderr=s.DEVNULL)\n\
+             print(os.getpid(), p.pid, os.getsid(0))",
+            if own_session { "own" } else { "ours" },
         ])
         .output_retrying()
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    let mut ids = text.split_whitespace().map(|w| w.parse::<u32>().unwrap());
-    let (pgid, member) = (ids.next().unwrap(), ids.next().unwrap());
+    let ids: Vec<u32> = text
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let [pgid, member, session] = ids[..] else {
+        panic!("{text}")
+    };
+    assert_eq!(session == pgid, own_session, "{text}");
     assert!(alive(member) && !alive(pgid), "{text}");
-    (pgid, member)
+    (pgid, member, session)
 }
 
 /// Journal lines of a job that was running in group `pgid` when the agent died, and
@@ -133,7 +144,7 @@ fn recovery_leaves_a_stranger_in_a_reused_group_number_alive() {
     // a stranger (here: a group made after the job's recorded start, whose leader is
     // gone). Before the fix, a gone leader meant "still the job's" and the stranger got
     // SIGTERM, then SIGKILL.
-    let (pgid, stranger) = leaderless_group();
+    let (pgid, stranger, _) = leaderless_group(true);
     let _guard = KillGroupOnDrop(pgid, Seen::now(stranger));
     let job_start = Seen::now(stranger).start.saturating_sub(50);
     let agent = agent_after_crash("one-stranger", &running_job(1, pgid, job_start));
@@ -164,7 +175,7 @@ fn recovery_ends_a_leaderless_group_seen_while_the_job_ran() {
     // job's start line shows the agent was alive, and the job running, after that
     // process started. Proven the job's, so it is ended. (A line of an agent whose jobs
     // made sessions of their own: no session recorded, the group's number is it.)
-    let (pgid, member) = leaderless_group();
+    let (pgid, member, _) = leaderless_group(true);
     assert_recovery_ends("one-proven", pgid, member, None);
 }
 
@@ -172,25 +183,7 @@ fn recovery_ends_a_leaderless_group_seen_while_the_job_ran() {
 fn recovery_ends_a_leaderless_group_in_the_agents_session_seen_while_the_job_ran() {
     // The same for a job of this agent, which stays in the agent's session: the start
     // line records that session, and the member is found in it.
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import os, subprocess as s\nos.setpgid(0, 0)\n\
-             p = s.Popen(['sleep', '60'], stdin=s.DEVNULL, stdout=s.DEVNULL, stderr=s.DEVNULL)\n\
-             print(os.getpid(), p.pid, os.getsid(0))",
-        ])
-        .output_retrying()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    let ids: Vec<u32> = text
-        .split_whitespace()
-        .map(|w| w.parse().unwrap())
-        .collect();
-    let [pgid, member, session] = ids[..] else {
-        panic!("{text}")
-    };
-    assert_ne!(session, pgid, "{text}");
-    assert!(alive(member) && !alive(pgid), "{text}");
+    let (pgid, member, session) = leaderless_group(false);
     assert_recovery_ends("one-proven-session", pgid, member, Some(session));
 }
 
