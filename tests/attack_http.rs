@@ -224,6 +224,39 @@ fn half_closed_sockets_get_their_answer_then_are_closed() {
 }
 
 #[test]
+fn a_client_that_half_closes_while_its_job_runs_still_gets_the_answer() {
+    // `nc -N` and scripts that shut their sending side once the request is out: the
+    // hang-up arrives while the request waits for its job. Before the fix the loop took
+    // it for a client that gave up and closed the socket: the job ran, and its id was
+    // never told (CI caught it when the hang-up came late in the first test above).
+    let agent = Agent::start(
+        "h-half-late",
+        json!({"rules": [{"name": "sleep", "argv": ["/bin/sleep", "*"], "no_pin": true}]}),
+    );
+    let body = br#"{"command":"/bin/sleep 0.6"}"#;
+    let mut s = TcpStream::connect(agent.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    write!(
+        s,
+        "POST /run HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    // Well after the agent has read the request and parked it, well before the end.
+    std::thread::sleep(Duration::from_millis(250));
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert_eq!(status_of(&out), 200, "{out}");
+    assert!(out.contains("Connection: close"), "{out}");
+    assert!(out.contains(r#""status":"succeeded""#), "{out}");
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert!(agent.health_ok());
+}
+
+#[test]
 fn full_connection_table_of_nearly_complete_bodies() {
     // Every slot holds a 64 KiB body short of its last bytes: the most a client can make
     // the loop buffer.

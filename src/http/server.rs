@@ -666,9 +666,12 @@ impl Conn {
                     }
                 }
                 Phase::Waiting { .. } => {
-                    // Only to notice a client that hung up; pipelined bytes stay buffered.
-                    self.fill()?;
-                    return if self.peer_closed { Err(()) } else { Ok(()) };
+                    // A hang-up here may be only a half-close (`shutdown(SHUT_WR)`, as
+                    // `nc -N` does once its request is out): the answer still goes when
+                    // ready, then the connection closes (a peer that is gone fails that
+                    // write). The slot stays bounded by the wait and the parking caps.
+                    // Pipelined bytes stay buffered.
+                    return self.fill();
                 }
                 Phase::Writing { close } => {
                     if self.sent < self.out_len() {
