@@ -1511,5 +1511,15 @@ mod tests {
             judged(member(501, 500, 1100)),
             Verdict::LeftAlone { .. }
         ));
+        // An agent whose session's leader is outside its pid namespace records 0, as
+        // every such session reads: a member there proves nothing.
+        let outside = Group {
+            session: Some(0),
+            ..group.clone()
+        };
+        assert!(matches!(
+            judge_with(&outside, boot, Some(1200), None, || Some(vec![member(501, 0, 1100)])),
+            Verdict::LeftAlone { why, .. } if why.contains("outside this pid namespace")
+        ));
     }
 }

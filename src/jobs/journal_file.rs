@@ -621,7 +621,9 @@ pub(super) enum Verdict {
 ///   and started between the job's start and `seen_until` (while the previous
 ///   agent still counted the job as running, so the number could not yet be reused: a
 ///   stranger's processes all start after the reuse). A member started later may be
-///   the job's or a stranger's; nothing proves which, so it is left alone.
+///   the job's or a stranger's; nothing proves which, so it is left alone. So is one
+///   whose session reads 0 (its leader outside our pid namespace): every such session
+///   reads the same, so it tells the job's from no other.
 pub(super) fn judge(
     group: &Group,
     cgroup: Option<JobCgroup>,
@@ -678,10 +680,19 @@ pub(super) fn judge_with(
     if found.is_empty() {
         return Verdict::Gone;
     }
+    let session = group.session.unwrap_or(group.pgid);
+    if session == 0 {
+        return Verdict::LeftAlone {
+            why: "its leader is gone and its session's leader is outside this pid namespace \
+                  (every such session reads 0), so none of its processes can be shown to be \
+                  the job's",
+            pids: pids(&listed),
+        };
+    }
     let proven = match (group.leader_start, seen_until) {
-        (Some(from), Some(until)) => found.iter().any(|m| {
-            m.session == group.session.unwrap_or(group.pgid) && (from..=until).contains(&m.start)
-        }),
+        (Some(from), Some(until)) => found
+            .iter()
+            .any(|m| m.session == session && (from..=until).contains(&m.start)),
         _ => false,
     };
     if proven {
