@@ -545,6 +545,11 @@ rep_floor() {
     PIDS+=("$pid")
     wait_http "127.0.0.1:$port" / || die "loadgen httpfloor did not start"
     exec_phase floor_http "127.0.0.1:$port" /run "$RUN_BODY" 0
+    # And in the code-bearing requests' rhythm: what the exchange alone adds to a cold
+    # spawn (a woken CPU on each side, cold caches), beside the floor's rhythm above.
+    out=$(lg http --addr "127.0.0.1:$port" --path /run --body "$RUN_BODY" --n "$CODES_N" \
+        --warmup 1 --gap-ms 500) || die "HTTP floor in the codes' rhythm failed"
+    add floor_http_cold.p50 "$(kv "$out" p50_us)"
     stop "$pid"
 }
 
@@ -649,7 +654,7 @@ B_P50=$(median bare.p50) B_P99=$(median bare.p99)
 W_P50=$(median webhook.p50) W_P99=$(median webhook.p99)
 FP_P50=$(median floor_plain.p50) FP_P99=$(median floor_plain.p99)
 FS_P50=$(median floor_same.p50) FS_P99=$(median floor_same.p99) FC_P50=$(median floor_cold.p50)
-FH_P50=$(median floor_http.p50)
+FH_P50=$(median floor_http.p50) FHC_P50=$(median floor_http_cold.p50)
 A_RPS=$(median agent.rps) P_RPS=$(median python.rps)
 A_HP50=$(median agent.hp50) A_HP99=$(median agent.hp99)
 P_HP50=$(median python.hp50) P_HP99=$(median python.hp99)
@@ -691,8 +696,9 @@ Command: \`bash bench/run.sh${ARGS:+ $ARGS}\` (reps=$REPS, jobs=$JOBS, latency s
 | start-up: exec to first answered request | $(ms "$START_AGENT") | $(ms "$START_WEBHOOK") | $(ms "$START_PYTHON") | webhook/agent $(ratio "$START_WEBHOOK" "$START_AGENT") | | |
 | start-up, socket-activated (LISTEN_FDS) | $(ms "$START_ACT") | | | | | |
 | floor in the same rhythm (one spawn after each 0.5 s pause), p50 | $(ms "$FC_P50") | | | this/floor(same) back to back $(ratio "$FC_P50" "$FS_P50") | | |
+| HTTP floor in the same rhythm (one request after each 0.5 s pause), p50 | $(ms "$FHC_P50") | | | this − floor(same rhythm) $(num "$FHC_P50" && num "$FC_P50" && ms "$(calc "$FHC_P50 - $FC_P50")" || echo n/a): the exchange's share of the 0.5 ms below | | |
 | code-bearing /bin/true, p50 | $(ms "$A_CODE") | | | one sync here $(ms "$SYNC_P50") (over zeros, as the journal writes a code: $(ms "$SYNC_OZ")); agent − floor(same) − sync $(num "$A_CODE" && num "$FS_P50" && num "$SYNC_P50" && ms "$(calc "$A_CODE - $FS_P50 - $SYNC_P50")" || echo n/a) | ≤ floor + one sync + 0.5 ms (back-to-back floor) | $(verdict "$A_CODE <= $FS_P50 + $SYNC_P50 + 500" "$A_CODE") |
-| code-bearing, against the floor and the sync in its rhythm | | | | one sync after a 0.5 s pause $(ms "$SYNC_COLD"); agent − floor(same rhythm) − that sync $(num "$A_CODE" && num "$FC_P50" && num "$SYNC_COLD" && ms "$(calc "$A_CODE - $FC_P50 - $SYNC_COLD")" || echo n/a) | ≤ floor (same rhythm) + one sync (same rhythm) + 0.5 ms | $(verdict "$A_CODE <= $FC_P50 + $SYNC_COLD + 500" "$A_CODE") |
+| code-bearing, against the floor and the sync in its rhythm | | | | one sync after a 0.5 s pause $(ms "$SYNC_COLD"); agent − floor(same rhythm) − that sync $(num "$A_CODE" && num "$FC_P50" && num "$SYNC_COLD" && ms "$(calc "$A_CODE - $FC_P50 - $SYNC_COLD")" || echo n/a); agent − HTTP floor (same rhythm) − that sync $(num "$A_CODE" && num "$FHC_P50" && num "$SYNC_COLD" && ms "$(calc "$A_CODE - $FHC_P50 - $SYNC_COLD")" || echo n/a) | ≤ floor (same rhythm) + one sync (same rhythm) + 0.5 ms | $(verdict "$A_CODE <= $FC_P50 + $SYNC_COLD + 500" "$A_CODE") |
 | same, no code, same rhythm (one a second), p50 | $(ms "$A_COLD") | | | code-bearing − this $(num "$A_CODE" && num "$A_COLD" && ms "$(calc "$A_CODE - $A_COLD")" || echo n/a) | ≤ one sync + 0.5 ms (back to back / same rhythm) | $(verdict "$A_CODE <= $A_COLD + $SYNC_P50 + 500" "$A_CODE") / $(verdict "$A_CODE <= $A_COLD + $SYNC_COLD + 500" "$A_CODE") |
 | /health while codes arrive, p99 / max | $(ms "$A_CHP99") / $(ms "$A_CHMAX") ($(median agent.chn) probes) | | | | | |
 
@@ -739,7 +745,9 @@ over zeros its journal synced before, so the file's size stays and ext4 has no n
 commit: "over zeros" times that. The floor "in the same rhythm" is the same-setup spawn, one
 after each half-second pause (each code-bearing request follows one); it is given beside the
 back-to-back floor, and both verdicts are shown; so is the sync, timed alike (one after each
-half-second pause) beside the back-to-back one.
+half-second pause) beside the back-to-back one. The HTTP floor is timed in that rhythm too
+(one request after each half-second pause): the part of the 0.5 ms that any HTTP server
+spends on the exchange alone when both CPUs have been idle.
 Where the exec time goes, task by task (the command, each thread, idle), beside webhook's and
 the floor's: \`bash bench/where.sh AGENT_BINARY\` (needs perf).
 EOF
