@@ -1075,3 +1075,79 @@ fn after_a_power_cut_a_result_file_never_shows_another_jobs_output() {
         }
     }
 }
+
+/// Result files in `dir` that do not begin with their own id line (a file made ahead
+/// for a next job holds an older job's record, or nothing, until that job writes it).
+fn not_their_own(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(id) = name
+            .strip_prefix("agent-")
+            .and_then(|n| n.strip_suffix(".txt"))
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if !text.starts_with(&format!("id: {id}\n")) {
+            found.push(name);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_result_file_made_ahead_is_gone_after_a_stop_and_after_a_crash() {
+    // At the bound each answered job's thread makes the next job's file ahead of it (the
+    // oldest result renamed, the first time a new one): until that job writes it, it
+    // holds an older job's record, or nothing.
+    let mut agent = Agent::start("d-ahead", json!({"results": {"max_files": 3}}));
+    let results = agent.dir.path().join("results");
+    let run = |agent: &Agent| {
+        let r = agent.post_json("/run", &json!({"argv": ["/usr/bin/uptime"]}));
+        assert_eq!(r.status, 200, "{}", r.body);
+        let job = r.json();
+        let file = job["result_file"].as_str().unwrap().to_owned();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let id = job["id"].as_str().unwrap();
+        assert!(text.starts_with(&format!("id: {id}\n")), "{file}: {text}");
+    };
+    let one_ahead = |results: &std::path::Path| {
+        wait_until(Duration::from_secs(5), || not_their_own(results).len() == 1)
+    };
+    for _ in 0..5 {
+        run(&agent);
+    }
+    assert!(
+        one_ahead(&results),
+        "none made ahead: {:?}",
+        not_their_own(&results)
+    );
+    assert!(agent.terminate().success());
+    assert_eq!(
+        not_their_own(&results),
+        Vec::<String>::new(),
+        "left at the stop"
+    );
+    assert!(std::fs::read_dir(&results).unwrap().count() <= 3);
+
+    agent.spawn(&[]);
+    for _ in 0..3 {
+        run(&agent);
+    }
+    assert!(
+        one_ahead(&results),
+        "none made ahead: {:?}",
+        not_their_own(&results)
+    );
+    agent.kill9();
+    assert_eq!(not_their_own(&results).len(), 1);
+    agent.spawn(&[]);
+    assert!(agent.health_ok());
+    assert_eq!(
+        not_their_own(&results),
+        Vec::<String>::new(),
+        "left after the crash"
+    );
+    run(&agent);
+}

@@ -471,8 +471,11 @@ fn ten_thousand_jobs_keep_journal_rss_and_results_bounded() {
         rss_1000 > 0 && rss_end <= rss_1000 + 1536 && rss_end <= rss_half + 512,
         "RSS grew: {figures}"
     );
+    // The bounds keep the results; besides them, at most 4 files made ahead for the
+    // next jobs, and a job's record between its write and its thread's cleanup right
+    // after its answer (a record here is about 330 bytes; 1 KiB allowed each).
     assert!(
-        max_files <= MAX_FILES && max_bytes <= MAX_BYTES,
+        max_files <= MAX_FILES + 5 && max_bytes <= MAX_BYTES + 5 * 1024,
         "{figures}"
     );
     assert!(took < Duration::from_secs(120), "{figures}");

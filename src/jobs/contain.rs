@@ -157,15 +157,20 @@ pub fn job_cgroup(
 /// one after another, the second two callers at once.
 const SPARES: usize = 2;
 
-/// An empty job cgroup kept for the next job: made ahead by a job thread after its own
-/// job was answered, or the one a job just left, kept rather than removed (see
-/// [`Emptied`]). It is named `job-<key>`, and the id of every job that runs in it ends
-/// with that key ([`next_id`]; ids still differ at a glance): the `mkdir`, the `rmdir`
-/// and the opening of its directory and `cgroup.events` are then off the jobs' path,
-/// and the journal's ids still name the cgroup each job ran in. Removed, off the loop
-/// thread, when dropped unused.
+/// The next job's id, made ahead by a job thread after its own job was answered, with
+/// an empty job cgroup kept for it where jobs get one: made then too, or the one a job
+/// just left, kept rather than removed (see [`Emptied`]). The cgroup is named
+/// `job-<key>`, and the id of every job that runs in it ends with that key ([`next_id`];
+/// the first half is new for each id, so ids still differ at a glance): the `mkdir`,
+/// the `rmdir` and the opening of its directory and `cgroup.events` are then off the
+/// jobs' path, and the journal's ids still name the cgroup each job ran in. The whole
+/// id is known ahead so that its result file can be named ahead too
+/// (`ResultsDir::prepare`). The cgroup is removed, off the loop thread, when dropped
+/// unused.
 #[derive(Debug)]
 pub struct Spare {
+    /// The id's first half.
+    prefix: String,
     key: String,
     group: Option<JobCgroup>,
 }
@@ -195,17 +200,26 @@ fn remove_dropped() {
     }
 }
 
-/// The id for a new job, with the cgroup kept for it when there is one: the id is 16
-/// random hex characters of its own followed by that cgroup's key.
+/// The id for a new job, made ahead when one was (with the cgroup kept for it, if
+/// any), else now.
 pub fn next_id() -> Result<(String, Option<Spare>), getrandom::Error> {
     let spare = made_ahead().pop();
     match spare {
-        Some(spare) => Ok((format!("{}{}", new_key()?, spare.key), Some(spare))),
+        Some(spare) => Ok((spare.id(), Some(spare))),
         None => Ok((super::new_id()?, None)),
     }
 }
 
+/// The ids made ahead and not yet given out, for their result files.
+pub fn ids_ahead() -> Vec<String> {
+    made_ahead().iter().map(Spare::id).collect()
+}
+
 impl Spare {
+    fn id(&self) -> String {
+        format!("{}{}", self.prefix, self.key)
+    }
+
     /// Its cgroup, unless someone removed it meanwhile (an agent sharing the tree at its
     /// start-up, see [`remove_unused`]) or moved a process into it (a root job can):
     /// the job then gets a new one, and this one goes (if it can) at the next `tend`.
@@ -220,39 +234,41 @@ impl Spare {
     }
 
     /// On a job thread once its job was answered: removes those dropped unused, then
-    /// makes the next job's cgroup if fewer are kept than it wants: one where emptied
-    /// cgroups are kept (each job then leaves one: making a second ahead would only
-    /// have a job that ends while two wait remove its own), else [`SPARES`]. Quiet on
-    /// failure: that job makes its own and reports.
+    /// makes the next job's id (and cgroup, where jobs get one) if fewer are kept than
+    /// it wants: [`SPARES`] where jobs get cgroups that are not kept, else one (where
+    /// emptied cgroups are kept, each job leaves one: making a second ahead would only
+    /// have a job that ends while two wait remove its own). Quiet on failure: that job
+    /// makes its own and reports.
     ///
     /// `left_one`: this thread's job left its cgroup kept ([`Emptied::keep_for_next`]). Then
     /// none is made, even if the kept list is empty now: the answer is out, so the next
     /// job may already have taken that one, and will leave it again.
     pub fn tend(left_one: bool) {
         remove_dropped();
-        let Some(tree) = agent().tree.as_ref() else {
-            return;
+        let tree = agent().tree.as_ref();
+        let wanted = match tree {
+            Some(tree) if !keeping(tree) => SPARES,
+            _ => 1,
         };
-        let wanted = if keeping(tree) { 1 } else { SPARES };
         if left_one || made_ahead().len() >= wanted {
             return;
         }
-        let Ok(key) = new_key() else {
+        let (Ok(prefix), Ok(key)) = (new_key(), new_key()) else {
             return;
         };
-        if let Ok(group) = tree.make(&name(&key)) {
-            let spare = Spare {
-                key,
-                group: Some(group),
-            };
-            let mut kept = made_ahead();
-            if kept.len() < SPARES {
-                kept.push(spare);
-            } else {
-                // Another thread made one meanwhile: this one goes, after the lock.
-                drop(kept);
-                drop(spare);
-            }
+        let group = match tree.map(|tree| tree.make(&name(&key))) {
+            Some(Ok(group)) => Some(group),
+            Some(Err(_)) => return,
+            None => None,
+        };
+        let spare = Spare { prefix, key, group };
+        let mut kept = made_ahead();
+        if kept.len() < SPARES {
+            kept.push(spare);
+        } else {
+            // Another thread made one meanwhile: this one goes, after the lock.
+            drop(kept);
+            drop(spare);
         }
     }
 }
@@ -388,6 +404,7 @@ impl Emptied {
             return None;
         }
         let spare = Spare {
+            prefix: new_key().ok()?,
             key: key.to_owned(),
             group: Some(self.group.again()?),
         };
@@ -607,6 +624,7 @@ mod tests {
         let dir = group.dir().to_path_buf();
         // The loop thread drops it with a job cancelled while queued: no cgroup call.
         drop(Spare {
+            prefix: "0".repeat(16),
             key: "0".repeat(16),
             group: Some(group),
         });
@@ -621,6 +639,7 @@ mod tests {
     fn a_cgroup_made_ahead_is_not_used_once_removed_or_once_something_moved_in() {
         let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
         let spare = |group| Spare {
+            prefix: "0".repeat(16),
             key: "0".repeat(16),
             group: Some(group),
         };

@@ -15,6 +15,17 @@
 //! each file is some 200 system calls, more than the job itself. The directory is
 //! listed again every [`RELIST_EVERY`] jobs, so whatever else changed in it is seen.
 //!
+//! At the bounds, the oldest file is recycled for the next one (renamed and written
+//! over, see [`recycle`]), and that is done ahead where it can be: after a job's
+//! answer, for the ids made ahead for the next jobs (`contain::Spare`), the file is
+//! made ready under the id's name, so that such a job only writes
+//! ([`ResultsDir::prepare`]). A file made ahead holds an older job's record (or
+//! nothing, the first one) under the new name until its job writes it; it is not a
+//! result file yet (the listing leaves it out, and `max_files` results are kept
+//! besides it), it is removed if its job has not written it after [`AHEAD_UNUSED`], and
+//! at the agent's stop; after a crash, start-up removes it as it removes any file that
+//! does not begin with its own id.
+//!
 //! Result files are not fsynced: the journal holds each record (output up to 64 KiB),
 //! and on most systems `/tmp` is emptied at boot anyway, so a power cut that loses a
 //! result file loses nothing the journal does not keep; a crash of the agent alone
@@ -30,6 +41,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::config::ResultsConfig;
 use crate::sys;
@@ -38,6 +50,12 @@ use crate::sys::files::{self, FileError};
 const WHAT: &str = "results dir";
 /// Stores between two listings of the directory.
 const RELIST_EVERY: usize = 256;
+/// Files made ahead at most: one per id made ahead, and a few whose jobs have their ids
+/// but have not ended yet.
+const AHEAD_MAX: usize = 4;
+/// A file made ahead whose job has taken its id but not written it after this long
+/// (it never ran, or runs long) is removed: such a job then stores the plain way.
+const AHEAD_UNUSED: Duration = Duration::from_secs(60);
 
 /// The verified results directory and its bounds.
 #[derive(Debug)]
@@ -79,6 +97,21 @@ struct Index {
     since_listing: Option<usize>,
     /// The directory, open since the last store.
     dir: Option<files::KeptDir>,
+    /// Files made ahead for ids not written yet, besides the results: in neither
+    /// `files` nor `bytes` (the bounds keep `max_files` results, and these besides).
+    ahead: Vec<Ahead>,
+}
+
+/// A file made ahead for a job id ([`ResultsDir::prepare`]).
+#[derive(Debug)]
+struct Ahead {
+    name: String,
+    file: fs::File,
+    /// Its size: an older job's record's, or none.
+    bytes: u64,
+    made: Instant,
+    /// The directory it is in (device, inode): one put at the path since is another.
+    dir: (u64, u64),
 }
 
 /// What one cleanup pass did and left.
@@ -124,7 +157,11 @@ impl ResultsDir {
     /// without a look at the disk.
     pub fn usage(&self) -> (u64, u64) {
         let index = self.index();
-        (index.files.len() as u64, index.bytes)
+        let ahead: u64 = index.ahead.iter().map(|ahead| ahead.bytes).sum();
+        (
+            (index.files.len() + index.ahead.len()) as u64,
+            index.bytes + ahead,
+        )
     }
 
     pub fn dir(&self) -> &Path {
@@ -152,7 +189,11 @@ impl ResultsDir {
             .map_err(|e| io::Error::other(e.to_string()))
             .and_then(|dir| Ok((dir, result_name(id)?)));
         let stored = match opened {
-            Ok((dir, name)) => self.store_in(dir, &mut index, name, text, now_unix),
+            Ok((dir, name)) => {
+                // Those made ahead in a directory that is no longer at the path stay there.
+                index.ahead.retain(|ahead| ahead.dir == dir.id());
+                self.store_in(dir.file(), &mut index, name, text, now_unix)
+            }
             Err(e) => {
                 let report = Cleanup {
                     errors: vec![e.to_string()],
@@ -184,17 +225,24 @@ impl ResultsDir {
             files: 1,
             bytes: room,
         };
+        // Padded to whole pages (see `recycle`) where that moment's size fits too.
+        let pad = |index: &Index| {
+            let pages = text.len().next_multiple_of(sys::page_size());
+            let fits = index.bytes.saturating_add(pages as u64) <= self.max_bytes;
+            if fits { pages - text.len() } else { 0 }
+        };
         let mut recycled = false;
-        if let Some(oldest) = index.files.front()
+        let mut recycled_ahead = false;
+        if let Some(at) = index.ahead.iter().position(|ahead| ahead.name == name) {
+            let ahead = index.ahead.swap_remove(at);
+            recycled_ahead = write_ahead(dir, ahead, text, pad(index)).is_ok();
+            recycled = recycled_ahead;
+        } else if let Some(oldest) = index.files.front()
             && self.must_go(oldest, index, need)
             && let Some(old) = index.files.pop_front()
         {
             index.bytes -= old.bytes.min(index.bytes);
-            // Padded to whole pages (see `recycle`) where that moment's size fits too.
-            let pages = text.len().next_multiple_of(sys::page_size());
-            let fits = index.bytes.saturating_add(pages as u64) <= self.max_bytes;
-            let pad = if fits { pages - text.len() } else { 0 };
-            recycled = recycle(dir, &old.name, &name, text, pad).is_ok();
+            recycled = recycle(dir, &old.name, &name, text, pad(index)).is_ok();
             if recycled {
                 report.removed += 1;
             } else {
@@ -203,6 +251,13 @@ impl ResultsDir {
                 index.files.push_front(old);
             }
         }
+        // Written into a file made ahead, it is one result over the bounds for now: the
+        // `prepare` after its answer takes the oldest for the next job, off its path.
+        let need = if recycled_ahead {
+            Room::none(now_unix)
+        } else {
+            need
+        };
         let trimmed = self.trim(dir, index, need);
         report.removed += trimmed.removed;
         report.errors.extend(trimmed.errors);
@@ -231,6 +286,95 @@ impl ResultsDir {
         room.now_unix.saturating_sub(mtime) > self.max_age_s
             || index.files.len().saturating_add(room.files) > self.max_files
             || index.bytes.saturating_add(room.bytes) > self.max_bytes
+    }
+
+    /// On a job thread after its answer, for `ids` made ahead for the next jobs: where
+    /// the directory is at its bounds, so that such a job would recycle the oldest file,
+    /// a file is made ready under its id's name now, and that job writes into it without
+    /// a rename on its path. Over the bounds (a job just wrote into such a file) that is
+    /// the oldest, renamed (checked as [`recycle`] checks it); at them, a new one, once.
+    /// Files made ahead that no job wrote for [`AHEAD_UNUSED`], other than `ids`', are
+    /// removed first, and whatever is still over the bounds last. Quiet on failure: the
+    /// job then stores the plain way.
+    pub fn prepare(&self, ids: &[String], now_unix: u64) {
+        let mut index = self.index();
+        let mut kept = index.dir.take();
+        if let Ok(dir) = files::kept_private_dir(WHAT, &self.dir, &mut kept) {
+            index.ahead.retain(|ahead| ahead.dir == dir.id());
+            self.prepare_in(dir.file(), dir.id(), &mut index, ids, now_unix);
+        }
+        index.dir = kept;
+    }
+
+    /// [`ResultsDir::prepare`] in the directory opened, under the lock.
+    fn prepare_in(
+        &self,
+        dir: &fs::File,
+        dir_id: (u64, u64),
+        index: &mut Index,
+        ids: &[String],
+        now_unix: u64,
+    ) {
+        let names: Vec<String> = ids.iter().filter_map(|id| result_name(id).ok()).collect();
+        let unused =
+            |ahead: &Ahead| ahead.made.elapsed() >= AHEAD_UNUSED && !names.contains(&ahead.name);
+        for ahead in index.ahead.extract_if(.., |ahead| unused(ahead)) {
+            let _ = sys::unlink_at(dir.as_fd(), &ahead.name);
+        }
+        for name in names {
+            if index.ahead.len() >= AHEAD_MAX {
+                break;
+            }
+            if index.ahead.iter().any(|ahead| ahead.name == name) {
+                continue;
+            }
+            let made = match index.files.front() {
+                // Over the bounds (the last job wrote into a file made ahead): the oldest.
+                Some(old) if self.must_go(old, index, Room::none(now_unix)) => {
+                    let renamed = reusable(dir, &old.name).and_then(|file| {
+                        sys::rename_at(dir.as_fd(), &old.name, &name).map(|()| file)
+                    });
+                    renamed.map(|file| {
+                        let old = index.files.pop_front().map_or(0, |old| old.bytes);
+                        index.bytes -= old.min(index.bytes);
+                        (file, old)
+                    })
+                }
+                // At them (by count): a new one, made here rather than on a job's path,
+                // and from then on the oldest, once its job has written it.
+                _ if index.files.len() >= self.max_files => {
+                    create_in(dir, &name, "").map(|file| (file, 0))
+                }
+                // Room left: the job makes its own.
+                _ => break,
+            };
+            // Not made (its job has written it meanwhile, or the oldest is not ours):
+            // that job stores the plain way.
+            if let Ok((file, bytes)) = made {
+                index.ahead.push(Ahead {
+                    name,
+                    file,
+                    bytes,
+                    made: Instant::now(),
+                    dir: dir_id,
+                });
+            }
+        }
+        // Still over the bounds (no id to rename the oldest for): as after a store.
+        self.trim(dir, index, Room::none(now_unix));
+    }
+
+    /// At the agent's stop: the files made ahead that no job wrote are removed.
+    pub fn drop_ahead(&self) {
+        let mut index = self.index();
+        let ahead = std::mem::take(&mut index.ahead);
+        let mut kept = index.dir.take();
+        if let Ok(dir) = files::kept_private_dir(WHAT, &self.dir, &mut kept) {
+            for ahead in ahead.into_iter().filter(|ahead| ahead.dir == dir.id()) {
+                let _ = sys::unlink_at(dir.file().as_fd(), &ahead.name);
+            }
+        }
+        index.dir = kept;
     }
 
     /// The directory, re-checked and opened without following links: if /tmp's entry
@@ -274,6 +418,8 @@ impl ResultsDir {
     fn sweep(&self, dir: &fs::File, index: &mut Index, room: Room, heads: bool) -> Cleanup {
         let mut report = Cleanup::default();
         let mut entries = self.list(dir, &mut report.errors);
+        // Not result files yet (see `prepare`).
+        entries.retain(|entry| !index.ahead.iter().any(|ahead| ahead.name == entry.name));
         if heads {
             entries.retain(|entry| {
                 let own = self.holds_its_own(dir, &entry.name, &mut report.errors);
@@ -431,7 +577,15 @@ fn create_in(dir: &fs::File, name: &str, text: &str) -> io::Result<fs::File> {
 /// file created right after removals costs more than the job (the inode allocator
 /// looks past every recently freed inode).
 fn recycle(dir: &fs::File, old: &str, name: &str, text: &str, pad: usize) -> io::Result<()> {
-    let mut file = sys::open_write_at(dir.as_fd(), old)?;
+    let mut file = reusable(dir, old)?;
+    sys::rename_at(dir.as_fd(), old, name)?;
+    fill(dir, &mut file, name, text, pad)
+}
+
+/// The old result file `old`, opened for writing if it is one of ours: a regular 0600
+/// file of our user with no other link.
+fn reusable(dir: &fs::File, old: &str) -> io::Result<fs::File> {
+    let file = sys::open_write_at(dir.as_fd(), old)?;
     let meta = file.metadata()?;
     if !meta.file_type().is_file()
         || meta.uid() != sys::euid()
@@ -442,14 +596,28 @@ fn recycle(dir: &fs::File, old: &str, name: &str, text: &str, pad: usize) -> io:
             "{old} is not a result file of ours"
         )));
     }
-    sys::rename_at(dir.as_fd(), old, name)?;
+    Ok(file)
+}
+
+/// The file made ahead for this job, written: still in the directory (no one
+/// removed it meanwhile), else an error and the job stores the plain way.
+fn write_ahead(dir: &fs::File, mut ahead: Ahead, text: &str, pad: usize) -> io::Result<()> {
+    if ahead.file.metadata()?.nlink() != 1 {
+        return Err(io::Error::other(format!("{} was removed", ahead.name)));
+    }
+    fill(dir, &mut ahead.file, &ahead.name, text, pad)
+}
+
+/// `text` written over a recycled file's bytes, which it then holds alone; on failure
+/// the file (`name`) is removed.
+fn fill(dir: &fs::File, file: &mut fs::File, name: &str, text: &str, pad: usize) -> io::Result<()> {
     // Over the old bytes, then cut to length: truncating to zero first would free the
     // blocks (a discard, on SSDs and SD cards) and make ext4 flush the file on close.
     // Then `pad` newlines the cut removes, in the same write, to the page boundary: a
     // page written in part is read from the disk first when it is no longer cached, as
     // an old file's seldom is (130–200 µs here, an SD card's random read on a Pi).
-    let written = write_padded(&mut file, text.as_bytes(), pad)
-        .and_then(|()| file.set_len(text.len() as u64));
+    let written =
+        write_padded(file, text.as_bytes(), pad).and_then(|()| file.set_len(text.len() as u64));
     if let Err(e) = written {
         let _ = sys::unlink_at(dir.as_fd(), name);
         return Err(e);
@@ -813,6 +981,158 @@ mod tests {
         assert!(fs::symlink_metadata(&second).is_err());
         assert_eq!(fs::read_to_string(fourth).unwrap(), "fourth");
         assert_eq!(names(results.dir()).len(), 2);
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    fn ino(path: &Path) -> u64 {
+        fs::metadata(path).unwrap().ino()
+    }
+
+    /// Three files of 100 bytes at the bounds (3 files), listed; one made ahead for
+    /// `id(9)`: a new, empty file, as the first one is.
+    fn at_bounds_with_one_ahead(tag: &str, now: u64) -> (PathBuf, ResultsDir, PathBuf) {
+        let base = tempdir(tag);
+        let results = ResultsDir::open(&cfg(&base.join("r"), 3, 10_000, 3600)).unwrap();
+        for n in 0..3 {
+            put(&results, n, 100, now, 30 - n as u64);
+        }
+        results.cleanup(now);
+        results.prepare(&[id(9)], now);
+        let ahead = results.dir().join(format!("agent-{}.txt", id(9)));
+        assert_eq!(
+            fs::read(&ahead).unwrap(),
+            b"",
+            "no new file made ahead at the bounds"
+        );
+        assert_eq!(names(results.dir()).len(), 4, "a result went to make it");
+        assert_eq!(results.usage(), (4, 300));
+        (base, results, ahead)
+    }
+
+    fn record(n: usize) -> String {
+        format!("id: {}\nstatus: succeeded\n", id(n))
+    }
+
+    #[test]
+    fn files_made_ahead_are_written_in_place_and_every_result_kept() {
+        let now = 1_800_000_000;
+        let (base, results, ahead) = at_bounds_with_one_ahead("ahead-used", now);
+        let made = ino(&ahead);
+        assert_eq!(results.store(&id(9), &record(9), now).0.unwrap(), ahead);
+        assert_eq!(ino(&ahead), made, "renamed or made again on the job's path");
+        assert_eq!(fs::read_to_string(&ahead).unwrap(), record(9));
+        // One over the bounds until the next job's file is made: the oldest, renamed.
+        let oldest = results.dir().join(format!("agent-{}.txt", id(0)));
+        let recycled = ino(&oldest);
+        results.prepare(&[id(10)], now);
+        let next = results.dir().join(format!("agent-{}.txt", id(10)));
+        assert!(!oldest.exists());
+        assert_eq!(ino(&next), recycled, "not the oldest file, renamed");
+        let (stored, report) = results.store(&id(10), &record(10), now);
+        assert_eq!(stored.unwrap(), next);
+        assert_eq!(ino(&next), recycled, "renamed again on the job's path");
+        assert_eq!(fs::read_to_string(&next).unwrap(), record(10));
+        assert_eq!(report.removed, 0, "a result removed on the job's path");
+        // With no next id, whatever is over the bounds goes all the same.
+        results.prepare(&[], now);
+        let want: Vec<String> = [2, 9, 10]
+            .iter()
+            .map(|n| format!("agent-{}.txt", id(*n)))
+            .collect();
+        assert_eq!(names(results.dir()), want);
+        assert!(results.cleanup(now).foreign.is_empty());
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn nothing_is_made_ahead_below_the_bounds_or_twice() {
+        let now = 1_800_000_000;
+        let base = tempdir("ahead-room");
+        let results = ResultsDir::open(&cfg(&base.join("r"), 5, 10_000, 3600)).unwrap();
+        for n in 0..3 {
+            put(&results, n, 100, now, 10);
+        }
+        results.cleanup(now);
+        let was = names(results.dir());
+        results.prepare(&[id(9)], now);
+        assert_eq!(
+            names(results.dir()),
+            was,
+            "a file made ahead with room left"
+        );
+        let (base2, results2, _) = at_bounds_with_one_ahead("ahead-twice", now);
+        results2.prepare(&[id(9)], now);
+        assert_eq!(names(results2.dir()).len(), 4);
+        assert_eq!(results2.index().ahead.len(), 1, "made ahead twice");
+        fs::remove_dir_all(base).unwrap();
+        fs::remove_dir_all(base2).unwrap();
+    }
+
+    #[test]
+    fn a_file_made_ahead_is_no_result_file_until_written_and_goes_when_unused() {
+        let now = 1_800_000_000;
+        let (base, results, ahead) = at_bounds_with_one_ahead("ahead-unused", now);
+        // A listing (every 256 jobs) neither counts it as a result nor removes it.
+        let report = results.cleanup(now);
+        assert!(
+            report.foreign.is_empty() && report.removed == 0,
+            "{report:?}"
+        );
+        assert_eq!(report.kept_files, 3);
+        assert!(ahead.exists());
+        // Its id still made ahead: kept, however old.
+        let mut index = results.index();
+        index.ahead[0].made = Instant::now().checked_sub(AHEAD_UNUSED).unwrap();
+        drop(index);
+        results.prepare(&[id(9)], now);
+        assert!(
+            ahead.exists(),
+            "removed while its id was still to be given out"
+        );
+        // Its id taken by a job that never wrote it: removed once unused that long.
+        results.prepare(&[], now);
+        assert!(!ahead.exists(), "left after its job's time");
+        assert_eq!(results.usage(), (3, 300));
+        // A job that ran that long stores the plain way.
+        assert_eq!(results.store(&id(9), &record(9), now).0.unwrap(), ahead);
+        assert_eq!(fs::read_to_string(&ahead).unwrap(), record(9));
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn files_made_ahead_go_at_the_stop_and_after_a_crash_at_the_start() {
+        let now = 1_800_000_000;
+        let (base, results, ahead) = at_bounds_with_one_ahead("ahead-stop", now);
+        results.drop_ahead();
+        assert!(!ahead.exists(), "left at the stop");
+        assert_eq!(results.usage(), (3, 300));
+        // A crash leaves one holding an older job's record: start-up removes it.
+        let (base2, results2, _) = at_bounds_with_one_ahead("ahead-crash", now);
+        results2.store(&id(9), &record(9), now).0.unwrap();
+        results2.prepare(&[id(10)], now);
+        let dir = results2.dir().to_path_buf();
+        drop(results2);
+        let restarted = ResultsDir::open(&cfg(&dir, 3, 10_000, 3600)).unwrap();
+        assert_eq!(restarted.cleanup(now).foreign, vec![id(10)]);
+        assert!(!dir.join(format!("agent-{}.txt", id(10))).exists());
+        fs::remove_dir_all(base).unwrap();
+        fs::remove_dir_all(base2).unwrap();
+    }
+
+    #[test]
+    fn a_file_made_ahead_in_a_directory_swapped_since_is_not_written() {
+        let now = 1_800_000_000;
+        let (base, results, ahead) = at_bounds_with_one_ahead("ahead-swapped", now);
+        fs::rename(results.dir(), base.join("old")).unwrap();
+        files::ensure_private_dir(WHAT, results.dir()).unwrap();
+        assert_eq!(results.store(&id(9), &record(9), now).0.unwrap(), ahead);
+        assert_eq!(fs::read_to_string(&ahead).unwrap(), record(9));
+        let moved = base.join("old").join(format!("agent-{}.txt", id(9)));
+        assert_eq!(
+            fs::read(moved).unwrap(),
+            b"",
+            "written through the old directory"
+        );
         fs::remove_dir_all(base).unwrap();
     }
 

@@ -16,7 +16,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use super::contain::{Emptied, Spare};
+use super::contain::{self, Emptied, Spare};
 use super::exec::{self, ExecSpec};
 use super::journal::{Done, Journal, Need, Recovered, Ticket};
 use super::mark::{Mark, PENDING, WRITTEN};
@@ -197,6 +197,8 @@ impl Jobs {
                 // Not while stopping: the agent removes those made ahead on its way out.
                 if !finished.stopping.load(Ordering::SeqCst) {
                     Spare::tend(left_one);
+                    let ids = contain::ids_ahead();
+                    finished.results.prepare(&ids, clock::now_unix());
                 }
             }
             Finished::Refused(record, why) => {
@@ -296,7 +298,7 @@ impl Jobs {
     /// Queues a job (the caller checked `has_room`) and starts it if it may. `step`:
     /// the time step of the code that authorised it, synced with its submission before
     /// it runs; `wait`: how long its submitter waits for its end.
-    /// `ahead`: the cgroup kept for `id` (`contain::next_id`), if one was.
+    /// `ahead`: what was made ahead for `id` (`contain::next_id`), if it was.
     pub fn submit(
         &mut self,
         id: String,
@@ -600,6 +602,7 @@ impl Jobs {
             std::thread::sleep(Duration::from_millis(20));
             self.collect();
         }
+        self.shared.results.drop_ahead();
         self.shared.journal.sync();
     }
 

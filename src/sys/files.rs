@@ -501,6 +501,17 @@ pub struct KeptDir {
     id: (u64, u64),
 }
 
+impl KeptDir {
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Its device and inode: which directory it is.
+    pub fn id(&self) -> (u64, u64) {
+        self.id
+    }
+}
+
 /// [`open_private_dir`], the directory kept in `kept`: while `path` still names that
 /// directory, ours and private, one `lstat` says so instead of an open, a `fstat` and
 /// a close each time (this runs for every job).
@@ -508,7 +519,7 @@ pub fn kept_private_dir<'a>(
     what: &str,
     path: &Path,
     kept: &'a mut Option<KeptDir>,
-) -> Result<&'a File, FileError> {
+) -> Result<&'a KeptDir, FileError> {
     let same = |dir: &KeptDir| {
         fs::symlink_metadata(path).is_ok_and(|meta| {
             (meta.dev(), meta.ino()) == dir.id && check_mine_private(what, path, &meta).is_ok()
@@ -525,7 +536,7 @@ pub fn kept_private_dir<'a>(
             }
         }
     };
-    Ok(&kept.insert(dir).file)
+    Ok(kept.insert(dir))
 }
 
 /// Owned by this process's user (not root, unless that is us), no group or other bits.
@@ -710,7 +721,7 @@ mod tests {
         use std::os::fd::AsFd;
         // What lands through the handle, read back by path.
         let put = |kept: &mut Option<KeptDir>, name: &str| {
-            let dir = kept_private_dir("results dir", &path, kept)?;
+            let dir = kept_private_dir("results dir", &path, kept)?.file();
             crate::sys::create_at(dir.as_fd(), name, 0o600).map_err(|e| io_err("", &path, e))?;
             Ok::<bool, FileError>(path.join(name).exists())
         };
