@@ -142,11 +142,13 @@ pub fn job_cgroup(
     let made = match agent.limits_refusal(limits) {
         Some(why) => Err(why),
         None => match (&agent.tree, id) {
-            (Some(tree), Some(id)) => match ahead.filter(|s| s.key == key(id)).map(Spare::take) {
-                Some(Some(group)) => tree.limit(&group, limits).map(|()| Some(group)),
-                Some(None) => tree.job(&format!("job-{id}"), limits).map(Some),
-                None => tree.job(&name(id), limits).map(Some),
-            },
+            (Some(tree), Some(id)) => {
+                match ahead.filter(|s| key(&s.id) == key(id)).map(Spare::take) {
+                    Some(Some(group)) => tree.limit(&group, limits).map(|()| Some(group)),
+                    Some(None) => tree.job(&format!("job-{id}"), limits).map(Some),
+                    None => tree.job(&name(id), limits).map(Some),
+                }
+            }
             _ => return Ok(None),
         },
     };
@@ -169,9 +171,8 @@ const SPARES: usize = 2;
 /// unused.
 #[derive(Debug)]
 pub struct Spare {
-    /// The id's first half.
-    prefix: String,
-    key: String,
+    /// The whole id; its second half is the cgroup's key.
+    id: String,
     group: Option<JobCgroup>,
 }
 
@@ -205,21 +206,17 @@ fn remove_dropped() {
 pub fn next_id() -> Result<(String, Option<Spare>), getrandom::Error> {
     let spare = made_ahead().pop();
     match spare {
-        Some(spare) => Ok((spare.id(), Some(spare))),
+        Some(spare) => Ok((spare.id.clone(), Some(spare))),
         None => Ok((super::new_id()?, None)),
     }
 }
 
 /// The ids made ahead and not yet given out, for their result files.
 pub fn ids_ahead() -> Vec<String> {
-    made_ahead().iter().map(Spare::id).collect()
+    made_ahead().iter().map(|spare| spare.id.clone()).collect()
 }
 
 impl Spare {
-    fn id(&self) -> String {
-        format!("{}{}", self.prefix, self.key)
-    }
-
     /// Its cgroup, unless someone removed it meanwhile (an agent sharing the tree at its
     /// start-up, see [`remove_unused`]) or moved a process into it (a root job can):
     /// the job then gets a new one, and this one goes (if it can) at the next `tend`.
@@ -253,15 +250,15 @@ impl Spare {
         if left_one || made_ahead().len() >= wanted {
             return;
         }
-        let (Ok(prefix), Ok(key)) = (new_key(), new_key()) else {
+        let Ok(id) = super::new_id() else {
             return;
         };
-        let group = match tree.map(|tree| tree.make(&name(&key))) {
+        let group = match tree.map(|tree| tree.make(&name(&id))) {
             Some(Ok(group)) => Some(group),
             Some(Err(_)) => return,
             None => None,
         };
-        let spare = Spare { prefix, key, group };
+        let spare = Spare { id, group };
         let mut kept = made_ahead();
         if kept.len() < SPARES {
             kept.push(spare);
@@ -404,8 +401,7 @@ impl Emptied {
             return None;
         }
         let spare = Spare {
-            prefix: new_key().ok()?,
-            key: key.to_owned(),
+            id: format!("{}{key}", new_key().ok()?),
             group: Some(self.group.again()?),
         };
         let mut spares = made_ahead();
@@ -624,8 +620,7 @@ mod tests {
         let dir = group.dir().to_path_buf();
         // The loop thread drops it with a job cancelled while queued: no cgroup call.
         drop(Spare {
-            prefix: "0".repeat(16),
-            key: "0".repeat(16),
+            id: "0".repeat(32),
             group: Some(group),
         });
         let kept = dir.exists();
@@ -639,8 +634,7 @@ mod tests {
     fn a_cgroup_made_ahead_is_not_used_once_removed_or_once_something_moved_in() {
         let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
         let spare = |group| Spare {
-            prefix: "0".repeat(16),
-            key: "0".repeat(16),
+            id: "0".repeat(32),
             group: Some(group),
         };
         let Some(fresh) = sys::test_cgroup("ahead-fresh") else {

@@ -110,8 +110,6 @@ struct Ahead {
     /// Its size: an older job's record's, or none.
     bytes: u64,
     made: Instant,
-    /// The directory it is in (device, inode): one put at the path since is another.
-    dir: (u64, u64),
 }
 
 /// What one cleanup pass did and left.
@@ -183,27 +181,38 @@ impl ResultsDir {
     /// bounds, then writes it (not fsynced: see the module notes), under a lock. The
     /// oldest file, when it has to go, is recycled (see [`recycle`]) rather than removed.
     pub fn store(&self, id: &str, text: &str, now_unix: u64) -> (io::Result<PathBuf>, Cleanup) {
+        let stored = result_name(id).and_then(|name| {
+            self.in_dir(|dir, index| self.store_in(dir, index, name, text, now_unix))
+                .map_err(|e| io::Error::other(e.to_string()))
+        });
+        stored.unwrap_or_else(|e| {
+            let report = Cleanup {
+                errors: vec![e.to_string()],
+                ..Cleanup::default()
+            };
+            (Err(e), report)
+        })
+    }
+
+    /// `work` in the directory, under the lock, its descriptor kept from one use to the
+    /// next while the path still names it (`files::kept_private_dir`). Files made ahead
+    /// in a directory that is no longer the one at the path are forgotten, never written
+    /// (they stay in it).
+    fn in_dir<R>(&self, work: impl FnOnce(&fs::File, &mut Index) -> R) -> Result<R, FileError> {
         let mut index = self.index();
         let mut kept = index.dir.take();
-        let opened = files::kept_private_dir(WHAT, &self.dir, &mut kept)
-            .map_err(|e| io::Error::other(e.to_string()))
-            .and_then(|dir| Ok((dir, result_name(id)?)));
-        let stored = match opened {
-            Ok((dir, name)) => {
-                // Those made ahead in a directory that is no longer at the path stay there.
-                index.ahead.retain(|ahead| ahead.dir == dir.id());
-                self.store_in(dir.file(), &mut index, name, text, now_unix)
+        let was = kept.as_ref().map(files::KeptDir::id);
+        let done = files::kept_private_dir(WHAT, &self.dir, &mut kept).map(|dir| {
+            if was != Some(dir.id()) {
+                index.ahead.clear();
             }
-            Err(e) => {
-                let report = Cleanup {
-                    errors: vec![e.to_string()],
-                    ..Cleanup::default()
-                };
-                (Err(e), report)
-            }
-        };
+            work(dir.file(), &mut index)
+        });
+        if done.is_err() {
+            index.ahead.clear();
+        }
         index.dir = kept;
-        stored
+        done
     }
 
     /// [`ResultsDir::store`] in the directory opened, under the lock.
@@ -297,24 +306,11 @@ impl ResultsDir {
     /// removed first, and whatever is still over the bounds last. Quiet on failure: the
     /// job then stores the plain way.
     pub fn prepare(&self, ids: &[String], now_unix: u64) {
-        let mut index = self.index();
-        let mut kept = index.dir.take();
-        if let Ok(dir) = files::kept_private_dir(WHAT, &self.dir, &mut kept) {
-            index.ahead.retain(|ahead| ahead.dir == dir.id());
-            self.prepare_in(dir.file(), dir.id(), &mut index, ids, now_unix);
-        }
-        index.dir = kept;
+        let _ = self.in_dir(|dir, index| self.prepare_in(dir, index, ids, now_unix));
     }
 
     /// [`ResultsDir::prepare`] in the directory opened, under the lock.
-    fn prepare_in(
-        &self,
-        dir: &fs::File,
-        dir_id: (u64, u64),
-        index: &mut Index,
-        ids: &[String],
-        now_unix: u64,
-    ) {
+    fn prepare_in(&self, dir: &fs::File, index: &mut Index, ids: &[String], now_unix: u64) {
         let names: Vec<String> = ids.iter().filter_map(|id| result_name(id).ok()).collect();
         let unused =
             |ahead: &Ahead| ahead.made.elapsed() >= AHEAD_UNUSED && !names.contains(&ahead.name);
@@ -356,7 +352,6 @@ impl ResultsDir {
                     file,
                     bytes,
                     made: Instant::now(),
-                    dir: dir_id,
                 });
             }
         }
@@ -366,15 +361,11 @@ impl ResultsDir {
 
     /// At the agent's stop: the files made ahead that no job wrote are removed.
     pub fn drop_ahead(&self) {
-        let mut index = self.index();
-        let ahead = std::mem::take(&mut index.ahead);
-        let mut kept = index.dir.take();
-        if let Ok(dir) = files::kept_private_dir(WHAT, &self.dir, &mut kept) {
-            for ahead in ahead.into_iter().filter(|ahead| ahead.dir == dir.id()) {
-                let _ = sys::unlink_at(dir.file().as_fd(), &ahead.name);
+        let _ = self.in_dir(|dir, index| {
+            for ahead in index.ahead.drain(..) {
+                let _ = sys::unlink_at(dir.as_fd(), &ahead.name);
             }
-        }
-        index.dir = kept;
+        });
     }
 
     /// The directory, re-checked and opened without following links: if /tmp's entry
